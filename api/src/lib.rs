@@ -1,0 +1,8 @@
+//! The contract crate: types shared between the operator and the relay. No I/O.
+//!
+//! [`RelayConfig`] is the schema of the relay's config file (`relay.toml`), which the operator
+//! renders into a ConfigMap and the relay reads.
+
+mod relay_config;
+
+pub use relay_config::{DEFAULT_LISTEN_PORT, DEFAULT_TLS_PORT, RelayConfig};
