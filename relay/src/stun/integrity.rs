@@ -178,4 +178,38 @@ mod tests {
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "8493fbc53ba582fb4c044c456bdc40eb");
     }
+
+    #[test]
+    fn sha256_and_sha1_integrity_verify_together() {
+        use crate::stun::{AttrType, Class, Encoder, Message, MessageType, Method, Realm, TransactionId, Username};
+        let key1 = long_term_key_md5("alice", "example.org", "secret");
+        let key256 = long_term_key_sha256("alice", "example.org", "secret");
+        let mut buf = [0u8; 256];
+        let typ = MessageType::new(Method::ALLOCATE, Class::Request);
+        let mut enc = Encoder::new(&mut buf, typ, TransactionId::new([9; 12])).expect("header");
+        enc.add(&Username("alice")).expect("add");
+        enc.add(&Realm("example.org")).expect("add");
+        enc.message_integrity(&key1).expect("mi");
+        enc.message_integrity_sha256(&key256).expect("mi256");
+        enc.fingerprint().expect("fp");
+        let len = enc.finish();
+        let msg = Message::decode(&buf[..len]).expect("decodes");
+        msg.verify_integrity(&key1).expect("sha1");
+        msg.verify_integrity_sha256(&key256).expect("sha256");
+        msg.verify_fingerprint().expect("fingerprint");
+        assert_eq!(msg.verify_integrity_sha256(&key1), Err(IntegrityError::Mismatch));
+
+        // A MAC truncated to 16 bytes (RFC 8489 §14.6) verifies on its length.
+        let mut buf = [0u8; 256];
+        let mut enc = Encoder::new(&mut buf, typ, TransactionId::new([9; 12])).expect("header");
+        enc.add(&Username("alice")).expect("add");
+        let at = enc.len();
+        enc.add_raw(AttrType::MESSAGE_INTEGRITY_SHA256, &[0; 16]).expect("placeholder");
+        let len = enc.finish();
+        let mac = hmac_sha256_at(&key256, &buf[..len], at, 16);
+        buf[at + 4..at + 20].copy_from_slice(&mac[..16]);
+        let msg = Message::decode(&buf[..len]).expect("decodes");
+        msg.verify_integrity_sha256(&key256).expect("truncated mac");
+        assert_eq!(msg.verify_integrity(&key1), Err(IntegrityError::Missing));
+    }
 }

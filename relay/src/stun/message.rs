@@ -286,3 +286,89 @@ impl<'a> Message<'a> {
         self.fingerprint
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stun::{Class, Encoder, Lifetime, Method, Software, Username};
+
+    fn request(build: impl FnOnce(&mut Encoder<'_>)) -> Vec<u8> {
+        let mut buf = vec![0u8; 512];
+        let typ = MessageType::new(Method::ALLOCATE, Class::Request);
+        let mut enc = Encoder::new(&mut buf, typ, TransactionId::new([1; 12])).expect("header");
+        build(&mut enc);
+        let len = enc.finish();
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn unknown_comprehension_required_attributes_are_reported_once() {
+        let bytes = request(|e| {
+            e.add_raw(AttrType(0x7001), b"x").expect("add");
+            e.add_raw(AttrType(0xC001), b"optional").expect("add");
+            e.add_raw(AttrType(0x7001), b"again").expect("add");
+            e.add_raw(AttrType(0x0002), b"").expect("add"); // RFC 3489 RESPONSE-ADDRESS
+        });
+        let msg = Message::decode(&bytes).expect("decodes");
+        let unknown: Vec<_> = msg.unknown_comprehension_required().iter().collect();
+        assert_eq!(unknown, [AttrType(0x7001), AttrType(0x0002)]);
+    }
+
+    #[test]
+    fn attributes_after_integrity_are_ignored() {
+        let bytes = request(|e| {
+            e.add(&Username("alice")).expect("add");
+            e.message_integrity(b"key").expect("mi");
+            e.add(&Lifetime(0)).expect("add");
+            e.add_raw(AttrType(0x7001), b"").expect("add");
+            e.fingerprint().expect("fp");
+        });
+        let msg = Message::decode(&bytes).expect("decodes");
+        assert!(msg.get::<Lifetime>().is_none(), "LIFETIME after MESSAGE-INTEGRITY must be ignored");
+        assert!(msg.unknown_comprehension_required().is_empty());
+        assert!(msg.has_fingerprint());
+        msg.verify_integrity(b"key").expect("integrity covers only what precedes it");
+        msg.verify_fingerprint().expect("fingerprint covers everything");
+    }
+
+    #[test]
+    fn attribute_after_fingerprint_is_malformed() {
+        let mut bytes = request(|e| {
+            e.fingerprint().expect("fp");
+            e.add(&Software("late")).expect("add");
+        });
+        let err = Message::decode(&bytes).expect_err("must fail");
+        assert!(matches!(err.kind, DecodeErrorKind::AttributeAfterFingerprint { .. }));
+        assert_eq!(err.header.map(|h| h.typ.method), Some(Method::ALLOCATE));
+        // And a length field disagreeing with the datagram is malformed too.
+        bytes[3] ^= 4;
+        assert!(matches!(Message::decode(&bytes).map_err(|e| e.kind), Err(DecodeErrorKind::LengthMismatch { .. })));
+    }
+
+    #[test]
+    fn bad_integrity_length_is_malformed_with_header() {
+        let bytes = request(|e| e.add_raw(AttrType::MESSAGE_INTEGRITY, &[0; 16]).expect("add"));
+        let err = Message::decode(&bytes).expect_err("must fail");
+        assert_eq!(err.kind, DecodeErrorKind::BadAttribute(AttrType::MESSAGE_INTEGRITY));
+        assert_eq!(err.header.map(|h| h.tid), Some(TransactionId::new([1; 12])));
+    }
+
+    #[test]
+    fn rfc3489_message_without_cookie_decodes() {
+        // A classic Binding request: 128-bit transaction id, no magic cookie.
+        let mut bytes = vec![0x00, 0x01, 0x00, 0x00];
+        bytes.extend_from_slice(&[0xAB; 16]);
+        let msg = Message::decode(&bytes).expect("decodes");
+        assert!(!msg.header().has_magic_cookie());
+        assert_eq!(msg.header().cookie, 0xABAB_ABAB);
+    }
+
+    #[test]
+    fn not_stun() {
+        let err = Message::decode(&[0x80; 20]).expect_err("top bits set");
+        assert_eq!(err, DecodeError { kind: DecodeErrorKind::NotStun, header: None });
+        let err = Message::decode(&[0; 19]).expect_err("short");
+        assert_eq!(err.kind, DecodeErrorKind::TooShort);
+    }
+}
