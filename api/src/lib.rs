@@ -6,3 +6,6 @@
 mod relay_config;
 
 pub use relay_config::{DEFAULT_LISTEN_PORT, DEFAULT_TLS_PORT, RelayConfig};
+
+mod turncluster;
+pub use turncluster::*;
