@@ -1,1 +1,88 @@
-fn main() {}
+//! `cargo xtask`: the project's repeatable chores.
+//!
+//! Run `cargo xtask --help` for the list. The alias lives in `.cargo/config.toml`.
+
+mod cmd;
+mod crdgen;
+mod ebpf;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The nightly toolchain used for the eBPF build and for fuzzing. Keep in sync with
+/// `relay-ebpf/rust-toolchain.toml`.
+pub const NIGHTLY: &str = "nightly-2026-05-20";
+
+/// xdpturn's repeatable chores: the one test command, CRD generation, the eBPF build.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Set up the test environment and run every check the project has
+    ///
+    /// This is THE test command, on a fresh Debian 12 machine with rustup as on a developer's.
+    /// It is idempotent and prints every external command before running it. In order:
+    ///
+    ///  1. apt packages: coturn (turnutils_stunclient, turnutils_uclient, turnadmin, turnserver),
+    ///     iproute2, ethtool; `apt-get update` runs once, only if one is missing (checked with
+    ///     `dpkg -s`). Uses sudo when not root.
+    ///
+    ///  2. the pinned stable toolchain's components (rust-toolchain.toml: rustfmt, clippy).
+    ///
+    ///  3. the nightly toolchain with rust-src, and cargo-fuzz (installed only if
+    ///     `cargo fuzz --version` fails).
+    ///
+    ///  4. `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`,
+    ///     `cargo test --workspace`.
+    ///
+    ///  5. `cargo xtask crdgen --check`: the checked-in CRD YAML matches the api types.
+    ///
+    ///  6. a short, time-bounded run of every cargo-fuzz target in fuzz/fuzz_targets/.
+    ///
+    /// Stops at the first failing step, names it, and exits non-zero.
+    #[command(verbatim_doc_comment)]
+    Test(test::Args),
+
+    /// Generate the TurnCluster CRD YAML from the api crate.
+    ///
+    /// Writes crds/turnclusters.xdpturn.io.yaml and the same file into charts/xdpturn/crds/.
+    /// With --check, writes nothing and exits 1 listing the files that differ.
+    Crdgen(crdgen::Args),
+
+    /// Build the XDP program in relay-ebpf/ (nightly, -Z build-std=core, bpfel-unknown-none).
+    ///
+    /// Needs bpf-linker on PATH (`cargo install bpf-linker@0.10.4 --locked`). Prints the path of
+    /// the built BPF object.
+    BuildEbpf(ebpf::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Test(args) => test::run(&args),
+        Command::Crdgen(args) => crdgen::run(&args),
+        Command::BuildEbpf(args) => ebpf::run(&args).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}

@@ -1,0 +1,89 @@
+//! `cargo xtask build-ebpf`: builds the XDP program in relay-ebpf/ (its own workspace).
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::Cmd;
+use crate::{NIGHTLY, repo_root};
+
+const TARGET: &str = "bpfel-unknown-none";
+const BPF_LINKER_INSTALL: &str = "cargo install bpf-linker@0.10.4 --locked";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Build with the release profile. This is the default: BPF debug builds often fail the
+    /// kernel verifier, so the flag only exists to be explicit.
+    #[arg(long, conflicts_with = "debug")]
+    pub release: bool,
+
+    /// Build with the dev profile instead (may not pass the verifier).
+    #[arg(long)]
+    pub debug: bool,
+}
+
+/// Builds relay-ebpf and returns the path of the BPF object.
+pub fn run(args: &Args) -> Result<PathBuf> {
+    if find_on_path("bpf-linker").is_none() {
+        bail!(
+            "bpf-linker is not on PATH; install it with `{BPF_LINKER_INSTALL}` and run this again"
+        );
+    }
+    let dir = repo_root().join("relay-ebpf");
+    let mut cmd = Cmd::new("cargo")
+        .arg(format!("+{NIGHTLY}"))
+        .args(["build", "-Z", "build-std=core", "--target", TARGET])
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(&dir);
+    if !args.debug {
+        cmd = cmd.arg("--release");
+    }
+    let stdout = cmd.stdout().context("building relay-ebpf")?;
+    let object = artifact(&stdout)
+        .context("cargo reported no executable artifact for relay-ebpf (see the build output)")?;
+    println!("BPF object: {}", object.display());
+    Ok(object)
+}
+
+/// The executable cargo reported in its JSON messages (the last one, if several).
+fn artifact(stdout: &[u8]) -> Option<PathBuf> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .next_back()
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_executable_artifact() {
+        let out = br#"{"reason":"compiler-artifact","executable":null}
+not json
+{"reason":"compiler-artifact","executable":"/x/bpfel-unknown-none/release/xdpturn"}
+{"reason":"build-finished","success":true}
+"#;
+        assert_eq!(
+            artifact(out),
+            Some(PathBuf::from("/x/bpfel-unknown-none/release/xdpturn"))
+        );
+        assert_eq!(artifact(b""), None);
+    }
+}

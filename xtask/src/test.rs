@@ -1,0 +1,261 @@
+//! `cargo xtask test`: set up the test environment (idempotently) and run every check.
+
+use std::fs;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::cmd::Cmd;
+use crate::{NIGHTLY, crdgen, repo_root};
+
+/// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
+/// turnadmin / turnserver (interop), iproute2 and ethtool for network namespaces and NIC set-up.
+const APT_PACKAGES: &[&str] = &["coturn", "iproute2", "ethtool"];
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Install nothing: skip the apt, rustup and `cargo install` steps.
+    #[arg(long, env = "XTASK_SKIP_INSTALL")]
+    pub skip_install: bool,
+
+    /// Do not run the fuzz targets (nor install the nightly toolchain and cargo-fuzz for them).
+    #[arg(long, env = "XTASK_NO_FUZZ")]
+    pub no_fuzz: bool,
+
+    /// How long each fuzz target runs, in seconds (libFuzzer's -max_total_time).
+    #[arg(
+        long,
+        default_value_t = 20,
+        env = "XTASK_FUZZ_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub fuzz_seconds: u32,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let root = repo_root();
+    let fuzz_targets = if args.no_fuzz {
+        Vec::new()
+    } else {
+        fuzz_targets(&root)?
+    };
+
+    if args.skip_install {
+        step("install", "skipped (--skip-install)");
+    } else {
+        named("apt packages", || apt_packages(APT_PACKAGES))?;
+        named("stable toolchain components", || stable_components(&root))?;
+        if args.no_fuzz {
+            step("nightly toolchain and cargo-fuzz", "skipped (--no-fuzz)");
+        } else {
+            named("nightly toolchain", || {
+                rustup_components(NIGHTLY, "minimal", &["rust-src"])
+            })?;
+            named("cargo-fuzz", || cargo_fuzz(&root))?;
+        }
+    }
+
+    named("cargo fmt", || {
+        cargo(&root).args(["fmt", "--all", "--check"]).run()
+    })?;
+    named("cargo clippy", || {
+        cargo(&root)
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .run()
+    })?;
+    named("cargo test", || {
+        cargo(&root).args(["test", "--workspace"]).run()
+    })?;
+    named("crdgen --check", || {
+        println!("$ cargo xtask crdgen --check");
+        match crdgen::run(&crdgen::Args { check: true })? {
+            code if code == ExitCode::SUCCESS => Ok(()),
+            _ => bail!("generated CRD YAML is stale"),
+        }
+    })?;
+
+    if args.no_fuzz {
+        step("fuzz", "skipped (--no-fuzz)");
+    } else if fuzz_targets.is_empty() {
+        step(
+            "fuzz",
+            "no fuzz/fuzz_targets/ (or no targets in it); nothing to fuzz",
+        );
+    } else {
+        for target in &fuzz_targets {
+            named(&format!("fuzz {target}"), || {
+                cargo(&root)
+                    .arg(format!("+{NIGHTLY}"))
+                    .args(["fuzz", "run", target, "--"])
+                    .arg(format!("-max_total_time={}", args.fuzz_seconds))
+                    .run()
+            })?;
+        }
+    }
+
+    println!("\n==> all checks passed");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn step(name: &str, note: &str) {
+    println!("\n==> {name}: {note}");
+}
+
+/// Runs one step, announcing it and naming it if it fails.
+fn named(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("\n==> {name}");
+    f().with_context(|| format!("step `{name}` failed"))
+}
+
+fn cargo(root: &Path) -> Cmd {
+    Cmd::new("cargo").current_dir(root)
+}
+
+/// The cargo-fuzz targets: the `.rs` files in fuzz/fuzz_targets/, sorted.
+fn fuzz_targets(root: &Path) -> Result<Vec<String>> {
+    let dir = root.join("fuzz/fuzz_targets");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut targets = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            targets.push(stem.to_owned());
+        }
+    }
+    targets.sort();
+    Ok(targets)
+}
+
+fn is_root() -> bool {
+    Cmd::new("id")
+        .arg("-u")
+        .probe()
+        .is_some_and(|o| o.status.success() && o.stdout.trim_ascii() == b"0")
+}
+
+fn apt_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|pkg| {
+            let installed = Cmd::new("dpkg").args(["-s", pkg]).probe().is_some_and(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .any(|l| l == "Status: install ok installed")
+            });
+            println!(
+                "    {pkg}: {}",
+                if installed { "installed" } else { "missing" }
+            );
+            !installed
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = is_root();
+    let apt = |args: &[&str]| {
+        let cmd = if root {
+            Cmd::new("apt-get")
+        } else {
+            Cmd::new("sudo").args(["DEBIAN_FRONTEND=noninteractive", "apt-get"])
+        };
+        cmd.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(args)
+            .run()
+    };
+    apt(&["update"])?;
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&missing);
+    apt(&install)
+}
+
+/// The pinned stable toolchain and its components, as rust-toolchain.toml names them.
+fn stable_components(root: &Path) -> Result<()> {
+    let path = root.join("rust-toolchain.toml");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: toml::Table = text.parse().context("parsing rust-toolchain.toml")?;
+    let toolchain = file
+        .get("toolchain")
+        .and_then(|t| t.as_table())
+        .ok_or_else(|| anyhow!("rust-toolchain.toml has no [toolchain] table"))?;
+    let channel = toolchain
+        .get("channel")
+        .and_then(|c| c.as_str())
+        .ok_or_else(|| anyhow!("rust-toolchain.toml names no channel"))?;
+    let profile = toolchain
+        .get("profile")
+        .and_then(|c| c.as_str())
+        .unwrap_or("minimal");
+    let components: Vec<&str> = toolchain
+        .get("components")
+        .and_then(|c| c.as_array())
+        .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+        .unwrap_or_default();
+    rustup_components(channel, profile, &components)
+}
+
+/// Installs `toolchain` with `components` unless they are already there.
+fn rustup_components(toolchain: &str, profile: &str, components: &[&str]) -> Result<()> {
+    let installed = Cmd::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", toolchain])
+        .probe()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let missing: Vec<&str> = match &installed {
+        // Installed names carry the host triple: `rust-src`, `clippy-x86_64-unknown-linux-gnu`.
+        Some(list) => components
+            .iter()
+            .copied()
+            .filter(|c| {
+                !list
+                    .lines()
+                    .any(|l| l == *c || l.strip_prefix(*c).is_some_and(|r| r.starts_with('-')))
+            })
+            .collect(),
+        None => components.to_vec(),
+    };
+    if installed.is_some() && missing.is_empty() {
+        println!("    {toolchain}: installed, with {}", components.join(", "));
+        return Ok(());
+    }
+    let mut cmd = Cmd::new("rustup").args([
+        "toolchain",
+        "install",
+        toolchain,
+        "--profile",
+        profile,
+        "--no-self-update",
+    ]);
+    for c in &missing {
+        cmd = cmd.args(["--component", c]);
+    }
+    cmd.run()
+}
+
+fn cargo_fuzz(root: &Path) -> Result<()> {
+    let works = cargo(root)
+        .args(["fuzz", "--version"])
+        .probe()
+        .is_some_and(|o| o.status.success());
+    if works {
+        println!("    cargo-fuzz: installed");
+        return Ok(());
+    }
+    cargo(root)
+        .args(["install", "cargo-fuzz", "--locked"])
+        .run()
+}
