@@ -5,7 +5,7 @@
 
 mod relay_config;
 
-pub use relay_config::{DEFAULT_LISTEN_PORT, DEFAULT_TLS_PORT, RelayConfig};
+pub use relay_config::{DEFAULT_LISTEN_PORT, DEFAULT_METRICS_PORT, DEFAULT_TLS_PORT, RelayConfig};
 
 mod turncluster;
 pub use turncluster::*;

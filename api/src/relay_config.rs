@@ -19,7 +19,12 @@ pub struct RelayConfig {
     pub listen: Vec<SocketAddr>,
     /// The SOFTWARE attribute sent in responses. Empty sends none.
     pub software: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP.
+    pub metrics_listen: SocketAddr,
 }
+
+/// The Prometheus port of ARCHITECTURE.md (coturn's `--prometheus` uses 9641 too).
+pub const DEFAULT_METRICS_PORT: u16 = 9641;
 
 impl Default for RelayConfig {
     fn default() -> Self {
@@ -29,6 +34,7 @@ impl Default for RelayConfig {
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), DEFAULT_LISTEN_PORT),
             ],
             software: concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(),
+            metrics_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_METRICS_PORT),
         }
     }
 }
@@ -50,6 +56,7 @@ mod tests {
         let cfg = RelayConfig {
             listen: vec!["127.0.0.1:3479".parse().expect("addr")],
             software: String::new(),
+            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
         };
         let text = toml::to_string(&cfg).expect("serialize");
         let back: RelayConfig = toml::from_str(&text).expect("parse");

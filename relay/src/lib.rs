@@ -1,6 +1,13 @@
 //! xdpturn relay: a STUN/TURN server (RFC 8489, RFC 8656, RFC 6062, RFC 6156).
 //!
 //! Layout (see ARCHITECTURE.md): [`stun`] is the wire codec, hand-written because it is our
-//! core; the binary `xdpturn-relay` owns the sockets.
+//! core; [`proto`] is the protocol core, bytes in and decisions out, with no I/O; [`eventloop`]
+//! owns the sockets; [`http`] serves metrics and health; [`credentials`] makes the credentials
+//! coturn's `turnadmin` does.
 
+pub mod credentials;
+pub mod eventloop;
+pub mod http;
+pub mod metrics;
+pub mod proto;
 pub mod stun;
