@@ -1,0 +1,259 @@
+//! Shared test harness: runs the real relay binary and real third-party tools, on ephemeral
+//! loopback ports, and cleans up (by PID) even when a test fails.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use relay::stun::{Class, Encoder, Message, MessageType, Method, TransactionId};
+
+/// The relay binary cargo built for this test run.
+pub fn relay_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_xdpturn-relay")
+}
+
+/// Path of `tool`, or a panic that says how to get it.
+pub fn require(tool: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(tool);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("`{tool}` is not on PATH. `cargo xtask test` installs it (Debian package `{package}`).");
+}
+
+/// Runs a command to completion with a deadline, returning its output.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out_reader.join().expect("reader"), stderr: err_reader.join().expect("reader") }
+}
+
+/// A child process killed (by its PID, which only we hold) when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A unique scratch directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("xdpturn-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running relay with its log lines collected.
+pub struct Relay {
+    guard: Guard,
+    pub listeners: Vec<SocketAddr>,
+    pub metrics: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Relay {
+    /// Starts the relay on ephemeral loopback ports (IPv4 and IPv6) with debug logs.
+    pub fn start(extra: &[&str]) -> Relay {
+        Self::start_with(&["--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--metrics-listen", "127.0.0.1:0"], extra)
+    }
+
+    /// Starts the relay with exactly `base` + `extra` as arguments.
+    pub fn start_with(base: &[&str], extra: &[&str]) -> Relay {
+        let mut child = Command::new(relay_bin())
+            .args(base)
+            .args(extra)
+            .env("XDPTURN_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn relay");
+        let stderr = child.stderr.take().expect("piped");
+        let guard = Guard(child);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let mut relay = Relay { guard, listeners: Vec::new(), metrics: "0.0.0.0:0".parse().expect("addr"), log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let lines = relay.log_lines();
+            if let Some(line) = lines.iter().find(|l| l.contains("metrics=")) {
+                relay.metrics = field(line, "metrics=").parse().expect("metrics address");
+                relay.listeners = lines
+                    .iter()
+                    .filter(|l| l.contains(" listening "))
+                    .map(|l| field(l, "udp=").parse().expect("listener address"))
+                    .collect();
+                return relay;
+            }
+            if let Ok(Some(status)) = relay.guard.0.try_wait() {
+                panic!("relay exited with {status} during start-up:\n{}", lines.join("\n"));
+            }
+            assert!(Instant::now() < deadline, "relay did not start:\n{}", lines.join("\n"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.0.id()
+    }
+
+    pub fn v4(&self) -> SocketAddr {
+        *self.listeners.iter().find(|a| a.is_ipv4()).expect("an IPv4 listener")
+    }
+
+    pub fn v6(&self) -> SocketAddr {
+        *self.listeners.iter().find(|a| a.is_ipv6()).expect("an IPv6 listener")
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits until a log line contains every one of `needles`.
+    pub fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log_lines().into_iter().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no log line with {needles:?} in:\n{}", self.log_lines().join("\n"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET `path` from the metrics listener: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics, path)
+    }
+
+    /// The value of the metric line starting with `series` (name and labels), or 0.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// The value after `key` up to the next space.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(key).map(|i| i + key.len()).unwrap_or_else(|| panic!("no {key} in {line:?}"));
+    line[start..].split_whitespace().next().unwrap_or_default()
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("read response");
+    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// A free UDP port on loopback (bound, then released).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1.
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+/// Sends a Binding request over UDP and returns the response bytes, or None on timeout.
+pub fn stun_binding_udp(server: SocketAddr, timeout: Duration) -> Option<Vec<u8>> {
+    let bind = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let sock = UdpSocket::bind(bind).expect("bind");
+    sock.set_read_timeout(Some(timeout)).expect("timeout");
+    let mut buf = [0u8; 64];
+    let tid = TransactionId::new(*b"harness-tid!");
+    let enc = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), tid).expect("header");
+    let len = enc.finish();
+    sock.send_to(&buf[..len], server).ok()?;
+    let mut resp = [0u8; 1500];
+    let n = sock.recv(&mut resp).ok()?;
+    let msg = Message::decode(&resp[..n]).ok()?;
+    (*msg.tid() == tid).then(|| resp[..n].to_vec())
+}
+
+/// Waits until a STUN server answers Binding on `server`.
+pub fn wait_stun_ready(server: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while stun_binding_udp(server, Duration::from_millis(200)).is_none() {
+        assert!(Instant::now() < deadline, "no STUN answer from {server} within {timeout:?}");
+    }
+}
