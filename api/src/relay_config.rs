@@ -34,7 +34,10 @@ impl Default for RelayConfig {
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), DEFAULT_LISTEN_PORT),
             ],
             software: concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(),
-            metrics_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_METRICS_PORT),
+            metrics_listen: SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                DEFAULT_METRICS_PORT,
+            ),
         }
     }
 }
@@ -48,7 +51,12 @@ mod tests {
         let parsed: RelayConfig = toml::from_str("").expect("empty config parses");
         assert_eq!(parsed, RelayConfig::default());
         assert_eq!(parsed.listen.len(), 2);
-        assert!(parsed.listen.iter().all(|a| a.port() == DEFAULT_LISTEN_PORT));
+        assert!(
+            parsed
+                .listen
+                .iter()
+                .all(|a| a.port() == DEFAULT_LISTEN_PORT)
+        );
     }
 
     #[test]

@@ -46,7 +46,11 @@ pub fn rest_credential(secret: &[u8], user: Option<&str>, expires: u64) -> RestC
         _ => expires.to_string(),
     };
     let password = rest_password(secret, &username);
-    RestCredential { username, password, expires }
+    RestCredential {
+        username,
+        password,
+        expires,
+    }
 }
 
 /// One entry of `RTCPeerConnection`'s `iceServers`.
@@ -61,10 +65,17 @@ pub struct IceServer {
 
 /// The `iceServers` entries for `uris` with `credential`; `stun:` URIs carry no credential.
 pub fn ice_servers(uris: &[String], credential: &RestCredential) -> Vec<IceServer> {
-    let (stun, turn): (Vec<_>, Vec<_>) = uris.iter().cloned().partition(|u| u.starts_with("stun:") || u.starts_with("stuns:"));
+    let (stun, turn): (Vec<_>, Vec<_>) = uris
+        .iter()
+        .cloned()
+        .partition(|u| u.starts_with("stun:") || u.starts_with("stuns:"));
     let mut out = Vec::new();
     if !stun.is_empty() {
-        out.push(IceServer { urls: stun, username: None, credential: None });
+        out.push(IceServer {
+            urls: stun,
+            username: None,
+            credential: None,
+        });
     }
     if !turn.is_empty() {
         out.push(IceServer {
@@ -79,15 +90,25 @@ pub fn ice_servers(uris: &[String], credential: &RestCredential) -> Vec<IceServe
 /// Checks that `uri` is a STUN or TURN URI (RFC 7064, RFC 7065) a browser would take.
 pub fn check_uri(uri: &str) -> Result<(), String> {
     let Some((scheme, rest)) = uri.split_once(':') else {
-        return Err(format!("{uri:?} has no scheme: expected turn:, turns:, stun: or stuns:"));
+        return Err(format!(
+            "{uri:?} has no scheme: expected turn:, turns:, stun: or stuns:"
+        ));
     };
     if !matches!(scheme, "turn" | "turns" | "stun" | "stuns") {
-        return Err(format!("{uri:?}: scheme {scheme:?} is not turn, turns, stun or stuns"));
+        return Err(format!(
+            "{uri:?}: scheme {scheme:?} is not turn, turns, stun or stuns"
+        ));
     }
     let host = rest.split(['?', ':']).next().unwrap_or_default();
-    let host = if rest.starts_with('[') { rest.split(']').next().unwrap_or_default() } else { host };
+    let host = if rest.starts_with('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host
+    };
     if host.is_empty() || host.starts_with("//") {
-        return Err(format!("{uri:?}: expected {scheme}:HOST[:PORT][?transport=udp|tcp], without //"));
+        return Err(format!(
+            "{uri:?}: expected {scheme}:HOST[:PORT][?transport=udp|tcp], without //"
+        ));
     }
     Ok(())
 }
@@ -99,7 +120,10 @@ mod tests {
     #[test]
     fn key_matches_turnadmin_format() {
         // `turnadmin -k -u user -r realm -p pass` prints this line.
-        assert_eq!(key_hex("user", "realm", "pass"), "0x8493fbc53ba582fb4c044c456bdc40eb");
+        assert_eq!(
+            key_hex("user", "realm", "pass"),
+            "0x8493fbc53ba582fb4c044c456bdc40eb"
+        );
     }
 
     #[test]
@@ -115,7 +139,10 @@ mod tests {
     #[test]
     fn ice_servers_split_stun_and_turn() {
         let cred = rest_credential(b"k", Some("u"), 1);
-        let uris = vec!["stun:example.org".to_owned(), "turn:example.org:3478?transport=udp".to_owned()];
+        let uris = vec![
+            "stun:example.org".to_owned(),
+            "turn:example.org:3478?transport=udp".to_owned(),
+        ];
         let servers = ice_servers(&uris, &cred);
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].username, None);

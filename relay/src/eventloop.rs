@@ -54,16 +54,26 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// Binds UDP and TCP on `addr`. With port 0, finds a port free for both.
 pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
-    let attempts = if addr.port() == 0 { EPHEMERAL_BIND_ATTEMPTS } else { 1 };
+    let attempts = if addr.port() == 0 {
+        EPHEMERAL_BIND_ATTEMPTS
+    } else {
+        1
+    };
     let mut last_err = None;
     for _ in 0..attempts {
         let udp = udp_socket(addr)?;
         let bound = udp.local_addr()?;
         match tcp_listener(bound) {
             Ok(tcp) => {
-                return Ok(Listener { udp: UdpSocket::from_std(udp)?, tcp: TcpListener::from_std(tcp)?, addr: bound });
+                return Ok(Listener {
+                    udp: UdpSocket::from_std(udp)?,
+                    tcp: TcpListener::from_std(tcp)?,
+                    addr: bound,
+                });
             }
-            Err(err) if err.kind() == io::ErrorKind::AddrInUse && addr.port() == 0 => last_err = Some(err),
+            Err(err) if err.kind() == io::ErrorKind::AddrInUse && addr.port() == 0 => {
+                last_err = Some(err)
+            }
             Err(err) => return Err(err),
         }
     }
@@ -71,10 +81,19 @@ pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
 }
 
 /// Serves every listener until the tasks fail (they do not, short of a socket error).
-pub async fn serve(listeners: Vec<Listener>, server: Server, metrics: Arc<Metrics>) -> io::Result<()> {
+pub async fn serve(
+    listeners: Vec<Listener>,
+    server: Server,
+    metrics: Arc<Metrics>,
+) -> io::Result<()> {
     let mut tasks = JoinSet::new();
     for l in listeners {
-        tasks.spawn(serve_udp(Arc::new(l.udp), l.addr, server.clone(), metrics.clone()));
+        tasks.spawn(serve_udp(
+            Arc::new(l.udp),
+            l.addr,
+            server.clone(),
+            metrics.clone(),
+        ));
         tasks.spawn(serve_tcp(l.tcp, server.clone(), metrics.clone()));
     }
     while let Some(done) = tasks.join_next().await {
@@ -87,7 +106,12 @@ pub async fn serve(listeners: Vec<Listener>, server: Server, metrics: Arc<Metric
     Ok(())
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, local: SocketAddr, mut server: Server, metrics: Arc<Metrics>) -> io::Result<()> {
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    mut server: Server,
+    metrics: Arc<Metrics>,
+) -> io::Result<()> {
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     let mut out = vec![0u8; MAX_REPLY_LEN];
     loop {
@@ -98,14 +122,22 @@ async fn serve_udp(socket: Arc<UdpSocket>, local: SocketAddr, mut server: Server
             Err(err) if is_transient(&err) => continue,
             Err(err) => return Err(err),
         };
-        let inbound = Inbound { transport: Transport::Udp, local, remote, packet: &buf[..len] };
+        let inbound = Inbound {
+            transport: Transport::Udp,
+            local,
+            remote,
+            packet: &buf[..len],
+        };
         let outcome = server.handle(&inbound, &mut out);
         metrics.record(Transport::Udp, &outcome);
         trace_outcome(Transport::Udp, remote, &outcome);
         if let Outcome::Reply { len, .. } = outcome
             && let Err(err) = socket.send_to(&out[..len], remote).await
         {
-            metrics.send_errors.with_label_values(&[Transport::Udp.as_str()]).inc();
+            metrics
+                .send_errors
+                .with_label_values(&[Transport::Udp.as_str()])
+                .inc();
             tracing::debug!(%remote, %err, "UDP send failed");
         }
     }
@@ -129,7 +161,9 @@ fn trace_outcome(transport: Transport, remote: SocketAddr, outcome: &Outcome) {
 fn is_transient(err: &io::Error) -> bool {
     matches!(
         err.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
     )
 }
 
@@ -147,7 +181,9 @@ async fn serve_tcp(listener: TcpListener, server: Server, metrics: Arc<Metrics>)
         let server = server.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let gauge = metrics.connections.with_label_values(&[Transport::Tcp.as_str()]);
+            let gauge = metrics
+                .connections
+                .with_label_values(&[Transport::Tcp.as_str()]);
             gauge.inc();
             if let Err(err) = serve_stream(stream, remote, server, &metrics).await {
                 tracing::debug!(%remote, %err, "TCP connection ended");
@@ -158,7 +194,12 @@ async fn serve_tcp(listener: TcpListener, server: Server, metrics: Arc<Metrics>)
 }
 
 /// Serves one stream connection: frames STUN and ChannelData (RFC 8656 §12.5) and answers each.
-async fn serve_stream(mut stream: TcpStream, remote: SocketAddr, mut server: Server, metrics: &Metrics) -> io::Result<()> {
+async fn serve_stream(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    mut server: Server,
+    metrics: &Metrics,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
@@ -172,11 +213,19 @@ async fn serve_stream(mut stream: TcpStream, remote: SocketAddr, mut server: Ser
                 Ok(Some(n)) if n <= filled - start => n,
                 Ok(_) => break,
                 Err(err) => {
-                    metrics.record(Transport::Tcp, &Outcome::Dropped(crate::proto::DropReason::NotStun));
+                    metrics.record(
+                        Transport::Tcp,
+                        &Outcome::Dropped(crate::proto::DropReason::NotStun),
+                    );
                     return Err(io::Error::new(io::ErrorKind::InvalidData, err));
                 }
             };
-            let inbound = Inbound { transport: Transport::Tcp, local, remote, packet: &buf[start..start + frame_len] };
+            let inbound = Inbound {
+                transport: Transport::Tcp,
+                local,
+                remote,
+                packet: &buf[start..start + frame_len],
+            };
             let outcome = server.handle(&inbound, &mut out);
             metrics.record(Transport::Tcp, &outcome);
             trace_outcome(Transport::Tcp, remote, &outcome);

@@ -28,7 +28,13 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Res
 }
 
 async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
 }
 
 async fn ready_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {

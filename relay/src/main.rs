@@ -25,7 +25,11 @@ use tracing_subscriber::EnvFilter;
 /// Logs go to standard error; set XDPTURN_LOG (or RUST_LOG) to filter them, e.g.
 /// XDPTURN_LOG=debug or XDPTURN_LOG=relay=debug,info.
 #[derive(Debug, Parser)]
-#[command(name = "xdpturn-relay", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "xdpturn-relay",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -55,7 +59,12 @@ struct ServeArgs {
 
     /// Address to serve STUN/TURN on, UDP and TCP [coturn: --listening-ip/--listening-port].
     /// Repeatable; port 0 picks a free port (logged). Default: 0.0.0.0:3478 and [::]:3478.
-    #[arg(long, env = "XDPTURN_LISTEN", value_name = "ADDR:PORT", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "XDPTURN_LISTEN",
+        value_name = "ADDR:PORT",
+        value_delimiter = ','
+    )]
     listen: Vec<SocketAddr>,
 
     /// Address to serve /metrics, /healthz and /readyz on [coturn: --prometheus-port].
@@ -112,7 +121,8 @@ enum Format {
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let ttl = match s.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 3600, 30m, 24h, 7d)"))?,
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("{e} (examples: 3600, 30m, 24h, 7d)"))?,
     };
     if ttl.is_zero() {
         return Err("a credential needs a positive lifetime".into());
@@ -128,7 +138,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Key(args)) => {
-            println!("{}", credentials::key_hex(&args.user, &args.realm, &args.password));
+            println!(
+                "{}",
+                credentials::key_hex(&args.user, &args.realm, &args.password)
+            );
             Ok(())
         }
         Some(Command::Credentials(args)) => print_credentials(&args),
@@ -145,7 +158,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn print_credentials(args: &CredentialsArgs) -> anyhow::Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the system clock is before 1970")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
     let expires = now.as_secs().saturating_add(args.ttl.as_secs());
     let cred = credentials::rest_credential(args.secret.as_bytes(), args.user.as_deref(), expires);
     let ice = credentials::ice_servers(&args.uris, &cred);
@@ -163,7 +178,11 @@ fn print_credentials(args: &CredentialsArgs) -> anyhow::Result<()> {
         Format::Text => {
             println!("username: {}", cred.username);
             println!("password: {}", cred.password);
-            println!("expires:  {} (in {})", cred.expires, humantime::format_duration(args.ttl));
+            println!(
+                "expires:  {} (in {})",
+                cred.expires,
+                humantime::format_duration(args.ttl)
+            );
             if ice.is_empty() {
                 println!("(add --uri turn:HOST:3478 for a ready iceServers entry)");
             } else {
@@ -178,7 +197,9 @@ fn init_logging() {
     let filter = std::env::var("XDPTURN_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+        .unwrap_or_else(|| {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -189,8 +210,10 @@ fn init_logging() {
 fn load_config(args: &ServeArgs) -> anyhow::Result<RelayConfig> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?
         }
         None => RelayConfig::default(),
     };
@@ -230,9 +253,12 @@ async fn serve(config: RelayConfig) -> anyhow::Result<()> {
         bail!("no listener could be bound");
     }
 
-    let http = http::bind(config.metrics_listen)
-        .await
-        .with_context(|| format!("binding the metrics listener on {} (set --metrics-listen)", config.metrics_listen))?;
+    let http = http::bind(config.metrics_listen).await.with_context(|| {
+        format!(
+            "binding the metrics listener on {} (set --metrics-listen)",
+            config.metrics_listen
+        )
+    })?;
     tracing::info!(metrics = %http.local_addr()?, "serving /metrics /healthz /readyz");
 
     let server = Server::new(config.software.clone());

@@ -31,27 +31,45 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("xdpturn_requests_total", "STUN/TURN requests answered, by transport, method and result"),
+            Opts::new(
+                "xdpturn_requests_total",
+                "STUN/TURN requests answered, by transport, method and result",
+            ),
             &["transport", "method", "result"],
         )?;
         let dropped = IntCounterVec::new(
-            Opts::new("xdpturn_dropped_packets_total", "Packets from clients that got no answer, by transport and reason"),
+            Opts::new(
+                "xdpturn_dropped_packets_total",
+                "Packets from clients that got no answer, by transport and reason",
+            ),
             &["transport", "reason"],
         )?;
         let keepalives = IntCounterVec::new(
-            Opts::new("xdpturn_keepalives_total", "Binding indications (keepalives) received, by transport"),
+            Opts::new(
+                "xdpturn_keepalives_total",
+                "Binding indications (keepalives) received, by transport",
+            ),
             &["transport"],
         )?;
         let send_errors = IntCounterVec::new(
-            Opts::new("xdpturn_send_errors_total", "Replies that could not be sent, by transport"),
+            Opts::new(
+                "xdpturn_send_errors_total",
+                "Replies that could not be sent, by transport",
+            ),
             &["transport"],
         )?;
         let connections = IntGaugeVec::new(
-            Opts::new("xdpturn_client_connections", "Open client connections, by transport"),
+            Opts::new(
+                "xdpturn_client_connections",
+                "Open client connections, by transport",
+            ),
             &["transport"],
         )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("xdpturn_build_info", "Always 1; the version is in the label"),
+            Opts::new(
+                "xdpturn_build_info",
+                "Always 1; the version is in the label",
+            ),
             &["version"],
         )?;
         let ready = IntGauge::new("xdpturn_ready", "1 while the relay accepts new work")?;
@@ -63,7 +81,9 @@ impl Metrics {
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(ready.clone()))?;
 
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         // Series exist from start-up, at zero, so rates and alerts work before the first event.
         for t in TRANSPORTS {
             for reason in DropReason::ALL {
@@ -74,7 +94,16 @@ impl Metrics {
             send_errors.with_label_values(&[t.as_str()]);
             connections.with_label_values(&[t.as_str()]);
         }
-        Ok(Self { registry, requests, dropped, keepalives, send_errors, connections, build_info, ready })
+        Ok(Self {
+            registry,
+            requests,
+            dropped,
+            keepalives,
+            send_errors,
+            connections,
+            build_info,
+            ready,
+        })
     }
 
     /// Counts what the protocol core decided for one packet.
@@ -87,7 +116,9 @@ impl Metrics {
                     None => "success",
                     Some(code) => code_label(code, &mut code_buf),
                 };
-                self.requests.with_label_values(&[t, method.as_str(), result]).inc();
+                self.requests
+                    .with_label_values(&[t, method.as_str(), result])
+                    .inc();
             }
             Outcome::Consumed { .. } => self.keepalives.with_label_values(&[t]).inc(),
             Outcome::Dropped(reason) => self.dropped.with_label_values(&[t, reason.as_str()]).inc(),
@@ -122,15 +153,53 @@ mod tests {
     #[test]
     fn outcomes_are_counted_with_bounded_labels() {
         let m = Metrics::new().expect("metrics");
-        m.record(Transport::Udp, &Outcome::Reply { len: 1, method: Method::BINDING, code: None });
-        m.record(Transport::Tcp, &Outcome::Reply { len: 1, method: Method::BINDING, code: Some(420) });
+        m.record(
+            Transport::Udp,
+            &Outcome::Reply {
+                len: 1,
+                method: Method::BINDING,
+                code: None,
+            },
+        );
+        m.record(
+            Transport::Tcp,
+            &Outcome::Reply {
+                len: 1,
+                method: Method::BINDING,
+                code: Some(420),
+            },
+        );
         m.record(Transport::Udp, &Outcome::Dropped(DropReason::NotStun));
-        m.record(Transport::Udp, &Outcome::Consumed { method: Method::BINDING });
+        m.record(
+            Transport::Udp,
+            &Outcome::Consumed {
+                method: Method::BINDING,
+            },
+        );
         let text = m.render();
-        assert!(text.contains(r#"xdpturn_requests_total{method="binding",result="success",transport="udp"} 1"#), "{text}");
-        assert!(text.contains(r#"xdpturn_requests_total{method="binding",result="420",transport="tcp"} 1"#), "{text}");
-        assert!(text.contains(r#"xdpturn_dropped_packets_total{reason="not_stun",transport="udp"} 1"#), "{text}");
-        assert!(text.contains(r#"xdpturn_dropped_packets_total{reason="malformed",transport="tls"} 0"#), "{text}");
-        assert!(text.contains(r#"xdpturn_keepalives_total{transport="udp"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"xdpturn_requests_total{method="binding",result="success",transport="udp"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"xdpturn_requests_total{method="binding",result="420",transport="tcp"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"xdpturn_dropped_packets_total{reason="not_stun",transport="udp"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"xdpturn_dropped_packets_total{reason="malformed",transport="tls"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"xdpturn_keepalives_total{transport="udp"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -8,8 +8,10 @@ use relay::stun::*;
 
 fn socket_addr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
-        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
-        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)),
+        (any::<[u8; 4]>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
+        (any::<[u8; 16]>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)),
     ]
 }
 
@@ -40,24 +42,26 @@ enum Spec {
 
 fn text(max: usize) -> impl Strategy<Value = String> {
     // Any Unicode scalar values, kept within the attribute's byte limit.
-    proptest::collection::vec(any::<char>(), 0..64)
-        .prop_map(move |chars| {
-            let mut s = String::new();
-            for c in chars {
-                if s.len() + c.len_utf8() > max {
-                    break;
-                }
-                s.push(c);
+    proptest::collection::vec(any::<char>(), 0..64).prop_map(move |chars| {
+        let mut s = String::new();
+        for c in chars {
+            if s.len() + c.len_utf8() > max {
+                break;
             }
-            s
-        })
+            s.push(c);
+        }
+        s
+    })
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
     prop_oneof![
         (0u8..7, socket_addr()).prop_map(|(k, a)| Spec::Addr(k, a)),
-        (0u8..5).prop_flat_map(|k| text(if k == 4 { 255 } else { 500 }).prop_map(move |s| Spec::Text(k, s))),
-        (0u8..2, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(k, v)| Spec::Bytes(k, v)),
+        (0u8..5).prop_flat_map(
+            |k| text(if k == 4 { 255 } else { 500 }).prop_map(move |s| Spec::Text(k, s))
+        ),
+        (0u8..2, proptest::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(k, v)| Spec::Bytes(k, v)),
         (0u8..3).prop_flat_map(|k| {
             let n = [32, 20, 8][usize::from(k)];
             proptest::collection::vec(any::<u8>(), n).prop_map(move |v| Spec::Fixed(k, v))
@@ -65,21 +69,32 @@ fn spec() -> impl Strategy<Value = Spec> {
         (0u8..4, any::<u32>()).prop_map(|(k, v)| Spec::U32(k, v)),
         (0u8..2, any::<u64>()).prop_map(|(k, v)| Spec::U64(k, v)),
         (0u8..2).prop_map(Spec::Flag),
-        (0u8..2, 300u16..700, text(300), any::<u8>()).prop_map(|(k, c, r, f)| Spec::Error(k, c, r, f)),
+        (0u8..2, 300u16..700, text(300), any::<u8>())
+            .prop_map(|(k, c, r, f)| Spec::Error(k, c, r, f)),
         proptest::collection::vec(any::<u16>(), 0..16).prop_map(Spec::Unknown),
         any::<u16>().prop_map(Spec::Channel),
         (0u8..2, any::<u8>()).prop_map(|(k, f)| Spec::Family(k, f)),
         any::<bool>().prop_map(Spec::EvenPort),
         any::<u8>().prop_map(Spec::Transport),
-        (4usize..=8).prop_flat_map(|words| proptest::collection::vec(any::<u8>(), words * 4)).prop_map(Spec::Sha256),
-        (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..12)).prop_map(|(a, p)| Spec::PasswordAlgorithm(a, p)),
-        proptest::collection::vec((any::<u16>(), proptest::collection::vec(any::<u8>(), 0..9)), 0..4)
-            .prop_map(Spec::PasswordAlgorithms),
+        (4usize..=8)
+            .prop_flat_map(|words| proptest::collection::vec(any::<u8>(), words * 4))
+            .prop_map(Spec::Sha256),
+        (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..12))
+            .prop_map(|(a, p)| Spec::PasswordAlgorithm(a, p)),
+        proptest::collection::vec(
+            (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..9)),
+            0..4
+        )
+        .prop_map(Spec::PasswordAlgorithms),
         (0u8..128, 0u16..512, any::<u32>()).prop_map(|(t, c, d)| Spec::Icmp(t, c, d)),
         (any::<bool>(), any::<bool>()).prop_map(|(a, b)| Spec::Change(a, b)),
         any::<u16>().prop_map(Spec::ResponsePort),
         // Types this codec does not know, carried as they are.
-        (0x0100u16..0x7000, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(t, v)| Spec::Other(t, v)),
+        (
+            0x0100u16..0x7000,
+            proptest::collection::vec(any::<u8>(), 0..40)
+        )
+            .prop_map(|(t, v)| Spec::Other(t, v)),
     ]
 }
 
@@ -102,10 +117,18 @@ fn build<'a>(spec: &'a Spec, scratch: &'a mut Vec<u8>) -> Attribute<'a> {
             3 => Attribute::Software(Software(s)),
             _ => Attribute::AlternateDomain(AlternateDomain(s)),
         },
-        Spec::Bytes(k, v) => if *k == 0 { Attribute::Data(Data(v)) } else { Attribute::Padding(Padding(v)) },
+        Spec::Bytes(k, v) => {
+            if *k == 0 {
+                Attribute::Data(Data(v))
+            } else {
+                Attribute::Padding(Padding(v))
+            }
+        }
         Spec::Fixed(k, v) => match k {
             0 => Attribute::UserHash(UserHash(v.as_slice().try_into().expect("32"))),
-            1 => Attribute::MessageIntegrity(MessageIntegrity(v.as_slice().try_into().expect("20"))),
+            1 => {
+                Attribute::MessageIntegrity(MessageIntegrity(v.as_slice().try_into().expect("20")))
+            }
             _ => Attribute::ReservationToken(ReservationToken(v.as_slice().try_into().expect("8"))),
         },
         Spec::U32(k, v) => match k {
@@ -114,16 +137,34 @@ fn build<'a>(spec: &'a Spec, scratch: &'a mut Vec<u8>) -> Attribute<'a> {
             2 => Attribute::ConnectionId(ConnectionId(*v)),
             _ => Attribute::Fingerprint(Fingerprint(*v)),
         },
-        Spec::U64(k, v) => if *k == 0 { Attribute::IceControlled(IceControlled(*v)) } else { Attribute::IceControlling(IceControlling(*v)) },
-        Spec::Flag(k) => if *k == 0 { Attribute::DontFragment(DontFragment) } else { Attribute::UseCandidate(UseCandidate) },
+        Spec::U64(k, v) => {
+            if *k == 0 {
+                Attribute::IceControlled(IceControlled(*v))
+            } else {
+                Attribute::IceControlling(IceControlling(*v))
+            }
+        }
+        Spec::Flag(k) => {
+            if *k == 0 {
+                Attribute::DontFragment(DontFragment)
+            } else {
+                Attribute::UseCandidate(UseCandidate)
+            }
+        }
         Spec::Error(k, code, reason, family) => {
             if *k == 0 {
                 Attribute::ErrorCode(ErrorCode::new(*code, reason))
             } else {
-                Attribute::AddressErrorCode(AddressErrorCode { family: AddressFamily(*family), code: *code, reason })
+                Attribute::AddressErrorCode(AddressErrorCode {
+                    family: AddressFamily(*family),
+                    code: *code,
+                    reason,
+                })
             }
         }
-        Spec::Unknown(types) => Attribute::UnknownAttributes(UnknownAttributes(types.iter().map(|&t| AttrType(t)).collect())),
+        Spec::Unknown(types) => Attribute::UnknownAttributes(UnknownAttributes(
+            types.iter().map(|&t| AttrType(t)).collect(),
+        )),
         Spec::Channel(c) => Attribute::ChannelNumber(ChannelNumber(*c)),
         Spec::Family(k, f) => {
             if *k == 0 {
@@ -135,18 +176,37 @@ fn build<'a>(spec: &'a Spec, scratch: &'a mut Vec<u8>) -> Attribute<'a> {
         Spec::EvenPort(r) => Attribute::EvenPort(EvenPort { reserve: *r }),
         Spec::Transport(p) => Attribute::RequestedTransport(RequestedTransport(*p)),
         Spec::Sha256(v) => Attribute::MessageIntegritySha256(MessageIntegritySha256(v)),
-        Spec::PasswordAlgorithm(a, p) => Attribute::PasswordAlgorithm(PasswordAlgorithm { algorithm: *a, params: p }),
+        Spec::PasswordAlgorithm(a, p) => Attribute::PasswordAlgorithm(PasswordAlgorithm {
+            algorithm: *a,
+            params: p,
+        }),
         Spec::PasswordAlgorithms(list) => {
-            let algs: Vec<_> = list.iter().map(|(a, p)| PasswordAlgorithm { algorithm: *a, params: p }).collect();
+            let algs: Vec<_> = list
+                .iter()
+                .map(|(a, p)| PasswordAlgorithm {
+                    algorithm: *a,
+                    params: p,
+                })
+                .collect();
             scratch.resize(512, 0);
             let n = PasswordAlgorithms::write_list(&algs, scratch).expect("fits");
             scratch.truncate(n);
             Attribute::PasswordAlgorithms(PasswordAlgorithms::from_wire(scratch).expect("valid"))
         }
-        Spec::Icmp(t, c, d) => Attribute::Icmp(Icmp { icmp_type: *t, code: *c, data: *d }),
-        Spec::Change(ip, port) => Attribute::ChangeRequest(ChangeRequest { change_ip: *ip, change_port: *port }),
+        Spec::Icmp(t, c, d) => Attribute::Icmp(Icmp {
+            icmp_type: *t,
+            code: *c,
+            data: *d,
+        }),
+        Spec::Change(ip, port) => Attribute::ChangeRequest(ChangeRequest {
+            change_ip: *ip,
+            change_port: *port,
+        }),
         Spec::ResponsePort(p) => Attribute::ResponsePort(ResponsePort(*p)),
-        Spec::Other(t, v) => Attribute::Unknown { typ: AttrType(*t), value: v },
+        Spec::Other(t, v) => Attribute::Unknown {
+            typ: AttrType(*t),
+            value: v,
+        },
     }
 }
 
@@ -241,4 +301,3 @@ proptest! {
         prop_assert!(msg.verify_fingerprint().is_ok());
     }
 }
-

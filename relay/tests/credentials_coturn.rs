@@ -13,20 +13,50 @@ use common::{Guard, TempDir, free_port, relay_bin, require, run, wait_stun_ready
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn our_key(user: &str, realm: &str, password: &str) -> String {
-    let out = run(Command::new(relay_bin()).args(["key", "--user", user, "--realm", realm, "--password", password]), TIMEOUT);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    let out = run(
+        Command::new(relay_bin()).args([
+            "key",
+            "--user",
+            user,
+            "--realm",
+            realm,
+            "--password",
+            password,
+        ]),
+        TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 fn turnadmin_key(user: &str, realm: &str, password: &str) -> String {
     let tool = require("turnadmin", "coturn");
-    let out = run(Command::new(tool).args(["-k", "-u", user, "-r", realm, "-p", password]), TIMEOUT);
-    assert!(out.status.success(), "turnadmin failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        Command::new(tool).args(["-k", "-u", user, "-r", realm, "-p", password]),
+        TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "turnadmin failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // turnadmin mixes its log lines into stdout; the key is the line that starts with 0x.
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find(|l| l.starts_with("0x"))
-        .unwrap_or_else(|| panic!("no key in turnadmin output: {}", String::from_utf8_lossy(&out.stdout)))
+        .unwrap_or_else(|| {
+            panic!(
+                "no key in turnadmin output: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
         .trim()
         .to_owned()
 }
@@ -37,24 +67,37 @@ fn key_matches_turnadmin() {
         ("user", "realm", "pass"),
         ("alice", "example.org", "correct horse battery staple"),
         ("bob@example.org", "turn.example.org", "p:a:s:s"),
-        ("1700000000:carol", "Example Realm", "z!@#$%^&*()_+-=[]{};'\\,./<>?"),
+        (
+            "1700000000:carol",
+            "Example Realm",
+            "z!@#$%^&*()_+-=[]{};'\\,./<>?",
+        ),
         ("dave", "example.org", "p\u{e4}ssw\u{f6}rd"), // already NFC: every preparation agrees
     ];
     for (user, realm, password) in cases {
         let ours = our_key(user, realm, password);
         assert_eq!(ours.len(), 34, "0x + 32 hex digits: {ours}");
-        assert_eq!(ours, turnadmin_key(user, realm, password), "{user} {realm} {password}");
+        assert_eq!(
+            ours,
+            turnadmin_key(user, realm, password),
+            "{user} {realm} {password}"
+        );
     }
 }
 
 #[test]
 fn key_reads_password_from_environment() {
     let out = run(
-        Command::new(relay_bin()).args(["key", "-u", "user", "-r", "realm"]).env("XDPTURN_PASSWORD", "pass"),
+        Command::new(relay_bin())
+            .args(["key", "-u", "user", "-r", "realm"])
+            .env("XDPTURN_PASSWORD", "pass"),
         TIMEOUT,
     );
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0x8493fbc53ba582fb4c044c456bdc40eb");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0x8493fbc53ba582fb4c044c456bdc40eb"
+    );
 }
 
 struct Coturn {
@@ -78,10 +121,36 @@ fn coturn(secret: &str) -> Coturn {
     let log = std::fs::File::create(dir.path().join("turnserver.log")).expect("log file");
     let server = Command::new(turnserver)
         .current_dir(dir.path())
-        .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--log-file", "stdout", "--simple-log"])
-        .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--listening-port", &port.to_string()])
-        .args(["--min-port", &min_port.to_string(), "--max-port", &(min_port + 9).to_string()])
-        .args(["--use-auth-secret", "--static-auth-secret", secret, "--realm", "example.org"])
+        .args([
+            "-n",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--log-file",
+            "stdout",
+            "--simple-log",
+        ])
+        .args([
+            "--listening-ip",
+            "127.0.0.1",
+            "--relay-ip",
+            "127.0.0.1",
+            "--listening-port",
+            &port.to_string(),
+        ])
+        .args([
+            "--min-port",
+            &min_port.to_string(),
+            "--max-port",
+            &(min_port + 9).to_string(),
+        ])
+        .args([
+            "--use-auth-secret",
+            "--static-auth-secret",
+            secret,
+            "--realm",
+            "example.org",
+        ])
         .args(["--allow-loopback-peers", "--no-software-attribute"])
         .arg("--pidfile")
         .arg(dir.path().join("turnserver.pid"))
@@ -101,8 +170,17 @@ fn coturn(secret: &str) -> Coturn {
         .spawn()
         .expect("spawn turnutils_peer");
     let peer = Guard(peer);
-    wait_stun_ready(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(20));
-    Coturn { _server: server, _peer: peer, _dir: dir, port, peer_port }
+    wait_stun_ready(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(20),
+    );
+    Coturn {
+        _server: server,
+        _peer: peer,
+        _dir: dir,
+        port,
+        peer_port,
+    }
 }
 
 /// Allocates through coturn with `turnutils_uclient` and the given credential; returns
@@ -111,15 +189,43 @@ fn uclient(coturn: &Coturn, username: &str, password: &str) -> (bool, u64, Strin
     let tool = require("turnutils_uclient", "coturn");
     let out = run(
         Command::new(tool)
-            .args(["-p", &coturn.port.to_string(), "-e", "127.0.0.1", "-r", &coturn.peer_port.to_string()])
-            .args(["-n", "10", "-m", "1", "-l", "120", "-u", username, "-w", password, "127.0.0.1"]),
+            .args([
+                "-p",
+                &coturn.port.to_string(),
+                "-e",
+                "127.0.0.1",
+                "-r",
+                &coturn.peer_port.to_string(),
+            ])
+            .args([
+                "-n",
+                "10",
+                "-m",
+                "1",
+                "-l",
+                "120",
+                "-u",
+                username,
+                "-w",
+                password,
+                "127.0.0.1",
+            ]),
         TIMEOUT,
     );
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let received = text
         .lines()
         .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
-        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
+        .filter_map(|v| {
+            v.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .max()
         .unwrap_or(0);
     (out.status.success(), received, text)
@@ -132,12 +238,29 @@ fn rest_credential_is_accepted_by_coturn() {
 
     let out = run(
         Command::new(relay_bin())
-            .args(["credentials", "--user", "alice", "--ttl", "1h", "--format", "json"])
-            .args(["--uri", "turn:127.0.0.1:3478?transport=udp", "--uri", "stun:127.0.0.1:3478"])
+            .args([
+                "credentials",
+                "--user",
+                "alice",
+                "--ttl",
+                "1h",
+                "--format",
+                "json",
+            ])
+            .args([
+                "--uri",
+                "turn:127.0.0.1:3478?transport=udp",
+                "--uri",
+                "stun:127.0.0.1:3478",
+            ])
             .env("XDPTURN_AUTH_SECRET", secret),
         TIMEOUT,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cred: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let username = cred["username"].as_str().expect("username");
     let password = cred["password"].as_str().expect("password");
@@ -151,28 +274,71 @@ fn rest_credential_is_accepted_by_coturn() {
     assert_eq!(ice[1]["credential"], password);
 
     let (ok, received, text) = uclient(&coturn, username, password);
-    assert!(ok && received >= 10, "coturn refused our credential or lost messages:\n{text}");
+    assert!(
+        ok && received >= 10,
+        "coturn refused our credential or lost messages:\n{text}"
+    );
     assert!(text.contains("Total lost packets 0 "), "{text}");
 
     // The control: the same user with a wrong password is refused, so acceptance above meant
     // something.
     let (ok, received, text) = uclient(&coturn, username, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
-    assert!(!ok && received == 0, "coturn accepted a wrong password:\n{text}");
+    assert!(
+        !ok && received == 0,
+        "coturn accepted a wrong password:\n{text}"
+    );
     // And a credential made from another secret is refused too.
-    let out = run(Command::new(relay_bin()).args(["credentials", "-s", "other secret", "-u", "alice", "--format", "json"]), TIMEOUT);
+    let out = run(
+        Command::new(relay_bin()).args([
+            "credentials",
+            "-s",
+            "other secret",
+            "-u",
+            "alice",
+            "--format",
+            "json",
+        ]),
+        TIMEOUT,
+    );
     let other: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let (ok, _, text) = uclient(&coturn, other["username"].as_str().expect("u"), other["password"].as_str().expect("p"));
-    assert!(!ok, "coturn accepted a credential from the wrong secret:\n{text}");
+    let (ok, _, text) = uclient(
+        &coturn,
+        other["username"].as_str().expect("u"),
+        other["password"].as_str().expect("p"),
+    );
+    assert!(
+        !ok,
+        "coturn accepted a credential from the wrong secret:\n{text}"
+    );
 }
 
 #[test]
 fn credentials_rejects_bad_input_clearly() {
-    let out = run(Command::new(relay_bin()).args(["credentials", "-s", "k", "--ttl", "soon"]), TIMEOUT);
+    let out = run(
+        Command::new(relay_bin()).args(["credentials", "-s", "k", "--ttl", "soon"]),
+        TIMEOUT,
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(Command::new(relay_bin()).args(["credentials", "-s", "k", "--uri", "https://example.org"]), TIMEOUT);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--ttl"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        Command::new(relay_bin()).args(["credentials", "-s", "k", "--uri", "https://example.org"]),
+        TIMEOUT,
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("scheme"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(Command::new(relay_bin()).args(["credentials"]).env_remove("XDPTURN_AUTH_SECRET"), TIMEOUT);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("scheme"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        Command::new(relay_bin())
+            .args(["credentials"])
+            .env_remove("XDPTURN_AUTH_SECRET"),
+        TIMEOUT,
+    );
     assert!(!out.status.success(), "a secret is required");
 }

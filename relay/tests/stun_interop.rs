@@ -9,17 +9,32 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Relay, field, require, run};
-use relay::stun::{AttrType, Class, Encoder, ErrorCode, Message, MessageType, Method, TransactionId, Username};
+use relay::stun::{
+    AttrType, Class, Encoder, ErrorCode, Message, MessageType, Method, TransactionId, Username,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `turnutils_stunclient` against `server` and returns the reflexive address it printed.
 fn stunclient(server: SocketAddr) -> SocketAddr {
     let tool = require("turnutils_stunclient", "coturn");
-    let out = run(Command::new(tool).arg("-p").arg(server.port().to_string()).arg(server.ip().to_string()), TIMEOUT);
+    let out = run(
+        Command::new(tool)
+            .arg("-p")
+            .arg(server.port().to_string())
+            .arg(server.ip().to_string()),
+        TIMEOUT,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "turnutils_stunclient failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout.lines().find(|l| l.contains("UDP reflexive addr:")).unwrap_or_else(|| panic!("no address in {stdout}"));
+    assert!(
+        out.status.success(),
+        "turnutils_stunclient failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("UDP reflexive addr:"))
+        .unwrap_or_else(|| panic!("no address in {stdout}"));
     // Printed as "127.0.0.1:5000" or, for IPv6, "::1:5000" (no brackets).
     let addr = field(line, "addr: ");
     let (ip, port) = addr.rsplit_once(':').expect("ip:port");
@@ -28,10 +43,23 @@ fn stunclient(server: SocketAddr) -> SocketAddr {
 
 fn check_stunclient(relay: &Relay, server: SocketAddr) {
     let mapped = stunclient(server);
-    assert_eq!(mapped.ip(), server.ip(), "on loopback the reflexive address is the client's own");
+    assert_eq!(
+        mapped.ip(),
+        server.ip(),
+        "on loopback the reflexive address is the client's own"
+    );
     assert_ne!(mapped.port(), 0);
     // The address the client was told is exactly the source the relay saw.
-    relay.wait_for_log(&["answered", "transport=\"udp\"", &format!("remote={mapped}"), "method=\"binding\"", "code=0"], TIMEOUT);
+    relay.wait_for_log(
+        &[
+            "answered",
+            "transport=\"udp\"",
+            &format!("remote={mapped}"),
+            "method=\"binding\"",
+            "code=0",
+        ],
+        TIMEOUT,
+    );
 }
 
 #[test]
@@ -72,18 +100,44 @@ print(json.dumps({"mapped": list(resp.attributes["XOR-MAPPED-ADDRESS"]), "local"
 fn check_aioice_tcp(relay: &Relay, server: SocketAddr) {
     let python = require("python3", "python3");
     let probe = run(Command::new(&python).args(["-c", "import aioice"]), TIMEOUT);
-    assert!(probe.status.success(), "python3 cannot import aioice: `cargo xtask test` installs it (pip install aioice)");
+    assert!(
+        probe.status.success(),
+        "python3 cannot import aioice: `cargo xtask test` installs it (pip install aioice)"
+    );
     let out = run(
-        Command::new(&python).args(["-c", AIOICE_TCP_CLIENT, &server.ip().to_string(), &server.port().to_string()]),
+        Command::new(&python).args([
+            "-c",
+            AIOICE_TCP_CLIENT,
+            &server.ip().to_string(),
+            &server.port().to_string(),
+        ]),
         TIMEOUT,
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "aioice client failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "aioice client failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
-    assert_eq!(v["mapped"], v["local"], "XOR-MAPPED-ADDRESS is the client's own socket address");
-    assert_eq!(v["software"], format!("xdpturn {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        v["mapped"], v["local"],
+        "XOR-MAPPED-ADDRESS is the client's own socket address"
+    );
+    assert_eq!(
+        v["software"],
+        format!("xdpturn {}", env!("CARGO_PKG_VERSION"))
+    );
     let port = v["local"][1].as_u64().expect("port");
-    relay.wait_for_log(&["answered", "transport=\"tcp\"", &format!(":{port} "), "code=0"], TIMEOUT);
+    relay.wait_for_log(
+        &[
+            "answered",
+            "transport=\"tcp\"",
+            &format!(":{port} "),
+            "code=0",
+        ],
+        TIMEOUT,
+    );
 }
 
 #[test]
@@ -107,20 +161,40 @@ fn rfc3489_classic_client() {
     let server = relay.v4();
     let src_port = common::free_udp_port();
     let out = run(
-        Command::new(tool).arg(server.to_string()).arg("1").arg("-v").arg("-p").arg(src_port.to_string()),
+        Command::new(tool)
+            .arg(server.to_string())
+            .arg("1")
+            .arg("-v")
+            .arg("-p")
+            .arg(src_port.to_string()),
         TIMEOUT,
     );
     // It prints its findings on both streams.
-    let stdout = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("MappedAddress = 127.0.0.1:{src_port}")), "{stdout}");
-    assert!(stdout.contains("ok=1"), "the classic client parsed the whole response: {stdout}");
+    let stdout = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("MappedAddress = 127.0.0.1:{src_port}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok=1"),
+        "the classic client parsed the whole response: {stdout}"
+    );
     assert!(!stdout.contains("problem parsing"), "{stdout}");
 }
 
 fn request(build: impl FnOnce(&mut Encoder<'_>)) -> (TransactionId, Vec<u8>) {
     let tid = TransactionId::new(*b"interop-test");
     let mut buf = vec![0u8; 512];
-    let mut enc = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), tid).expect("header");
+    let mut enc = Encoder::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Request),
+        tid,
+    )
+    .expect("header");
     build(&mut enc);
     let len = enc.finish();
     buf.truncate(len);
@@ -134,12 +208,24 @@ fn bad_input_is_answered_or_counted_never_fatal() {
     let relay = Relay::start(&[]);
     let server = relay.v4();
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
 
     let mut response = [0u8; 20];
     let tid = TransactionId::new([3; 12]);
-    let len = Encoder::new(&mut response, MessageType::new(Method::BINDING, Class::Success), tid).expect("header").finish();
-    for junk in [&[0xFFu8; 40][..], &[0x00, 0x01, 0x00], &response[..len], &[0x40, 0x00, 0x00, 0x10, 1, 2]] {
+    let len = Encoder::new(
+        &mut response,
+        MessageType::new(Method::BINDING, Class::Success),
+        tid,
+    )
+    .expect("header")
+    .finish();
+    for junk in [
+        &[0xFFu8; 40][..],
+        &[0x00, 0x01, 0x00],
+        &response[..len],
+        &[0x40, 0x00, 0x00, 0x10, 1, 2],
+    ] {
         sock.send_to(junk, server).expect("send");
     }
 
@@ -150,30 +236,64 @@ fn bad_input_is_answered_or_counted_never_fatal() {
     let n = sock.recv(&mut buf).expect("a 400 answer");
     let msg = Message::decode(&buf[..n]).expect("decodes");
     assert_eq!((*msg.tid(), msg.class()), (tid, Class::Error));
-    assert_eq!(msg.get::<ErrorCode>().map(|e| e.map(|e| e.code)), Some(Ok(400)));
+    assert_eq!(
+        msg.get::<ErrorCode>().map(|e| e.map(|e| e.code)),
+        Some(Ok(400))
+    );
 
-    let (_, unknown) = request(|e| e.add_raw(AttrType(0x7ABC), b"must understand").expect("add"));
+    let (_, unknown) = request(|e| {
+        e.add_raw(AttrType(0x7ABC), b"must understand")
+            .expect("add")
+    });
     sock.send_to(&unknown, server).expect("send");
     let n = sock.recv(&mut buf).expect("a 420 answer");
     let msg = Message::decode(&buf[..n]).expect("decodes");
-    assert_eq!(msg.get::<ErrorCode>().map(|e| e.map(|e| e.code)), Some(Ok(420)));
+    assert_eq!(
+        msg.get::<ErrorCode>().map(|e| e.map(|e| e.code)),
+        Some(Ok(420))
+    );
 
     // Junk on TCP closes that connection and nothing else.
     let mut tcp = TcpStream::connect(server).expect("connect");
     std::io::Write::write_all(&mut tcp, &[0xC0; 32]).expect("write");
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let closed = std::io::Read::read(&mut tcp, &mut buf).expect("read");
-    assert_eq!(closed, 0, "the relay closes a stream that is neither STUN nor ChannelData");
+    assert_eq!(
+        closed, 0,
+        "the relay closes a stream that is neither STUN nor ChannelData"
+    );
 
     // Still serving, and every drop is counted by reason.
     assert!(common::stun_binding_udp(server, Duration::from_secs(5)).is_some());
-    assert!(relay.metric(r#"xdpturn_dropped_packets_total{reason="not_stun",transport="udp"}"#) >= 2.0);
-    assert!(relay.metric(r#"xdpturn_dropped_packets_total{reason="unexpected_response",transport="udp"}"#) >= 1.0);
-    assert!(relay.metric(r#"xdpturn_dropped_packets_total{reason="unknown_channel",transport="udp"}"#) >= 1.0);
-    assert!(relay.metric(r#"xdpturn_dropped_packets_total{reason="not_stun",transport="tcp"}"#) >= 1.0);
-    assert!(relay.metric(r#"xdpturn_requests_total{method="binding",result="400",transport="udp"}"#) >= 1.0);
-    assert!(relay.metric(r#"xdpturn_requests_total{method="binding",result="420",transport="udp"}"#) >= 1.0);
-    assert!(relay.metric(r#"xdpturn_requests_total{method="binding",result="success",transport="udp"}"#) >= 1.0);
+    assert!(
+        relay.metric(r#"xdpturn_dropped_packets_total{reason="not_stun",transport="udp"}"#) >= 2.0
+    );
+    assert!(
+        relay.metric(
+            r#"xdpturn_dropped_packets_total{reason="unexpected_response",transport="udp"}"#
+        ) >= 1.0
+    );
+    assert!(
+        relay.metric(r#"xdpturn_dropped_packets_total{reason="unknown_channel",transport="udp"}"#)
+            >= 1.0
+    );
+    assert!(
+        relay.metric(r#"xdpturn_dropped_packets_total{reason="not_stun",transport="tcp"}"#) >= 1.0
+    );
+    assert!(
+        relay.metric(r#"xdpturn_requests_total{method="binding",result="400",transport="udp"}"#)
+            >= 1.0
+    );
+    assert!(
+        relay.metric(r#"xdpturn_requests_total{method="binding",result="420",transport="udp"}"#)
+            >= 1.0
+    );
+    assert!(
+        relay
+            .metric(r#"xdpturn_requests_total{method="binding",result="success",transport="udp"}"#)
+            >= 1.0
+    );
 }
 
 #[test]
@@ -184,7 +304,10 @@ fn health_and_metrics_endpoints_answer_from_start() {
     let (status, body) = relay.http_get("/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("xdpturn_build_info{version=\""), "{body}");
-    assert!(body.contains(r#"xdpturn_dropped_packets_total{reason="malformed",transport="udp"} 0"#), "{body}");
+    assert!(
+        body.contains(r#"xdpturn_dropped_packets_total{reason="malformed",transport="udp"} 0"#),
+        "{body}"
+    );
     assert_eq!(relay.http_get("/nope").0, 404);
 }
 
@@ -193,13 +316,18 @@ fn health_and_metrics_endpoints_answer_from_start() {
 fn no_arguments_serves_on_3478_dual_stack() {
     for port in [3478u16, 9641] {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            panic!("port {port} is in use on this machine; this test needs it free (is a TURN server running?)");
+            panic!(
+                "port {port} is in use on this machine; this test needs it free (is a TURN server running?)"
+            );
         }
     }
     let relay = Relay::start_with(&[], &[]);
     let mut listeners = relay.listeners.clone();
     listeners.sort();
-    let expected: Vec<SocketAddr> = vec!["0.0.0.0:3478".parse().expect("addr"), "[::]:3478".parse().expect("addr")];
+    let expected: Vec<SocketAddr> = vec![
+        "0.0.0.0:3478".parse().expect("addr"),
+        "[::]:3478".parse().expect("addr"),
+    ];
     assert_eq!(listeners, expected);
     assert_eq!(relay.metrics.port(), 9641);
     check_stunclient(&relay, "127.0.0.1:3478".parse().expect("addr"));
@@ -211,7 +339,11 @@ fn no_arguments_serves_on_3478_dual_stack() {
 #[test]
 fn sigterm_exits_cleanly() {
     let relay = Relay::start(&[]);
-    let status = Command::new("kill").arg("-TERM").arg(relay.pid().to_string()).status().expect("kill");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(relay.pid().to_string())
+        .status()
+        .expect("kill");
     assert!(status.success());
     relay.wait_for_log(&["shutting down", "SIGTERM"], TIMEOUT);
 }

@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 
 use crate::stun::{
-    AttrType, ChangeRequest, Class, DecodeError, Encoder, ErrorCode, Header, MappedAddress, Message, MessageType,
-    Method, Software, UnknownAttributes, XorMappedAddress, is_channel_data,
+    AttrType, ChangeRequest, Class, DecodeError, Encoder, ErrorCode, Header, MappedAddress,
+    Message, MessageType, Method, Software, UnknownAttributes, XorMappedAddress, is_channel_data,
 };
 
 /// The client-facing transport a packet came in on.
@@ -77,7 +77,11 @@ impl DropReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Send `out[..len]` back to the client; `code` is the error code, if an error response.
-    Reply { len: usize, method: Method, code: Option<u16> },
+    Reply {
+        len: usize,
+        method: Method,
+        code: Option<u16>,
+    },
     /// Handled, nothing to send (a Binding indication: a keepalive).
     Consumed { method: Method },
     /// Ignored and counted.
@@ -116,10 +120,13 @@ impl Server {
             software.pop();
         }
         let mut software_classic = software.clone();
-        while software_classic.len() % 4 != 0 {
+        while !software_classic.len().is_multiple_of(4) {
             software_classic.push(' ');
         }
-        Self { software, software_classic }
+        Self {
+            software,
+            software_classic,
+        }
     }
 
     /// Handles one packet (a UDP datagram, or one frame of a stream), writing any reply into
@@ -162,11 +169,17 @@ impl Server {
                 return Outcome::Dropped(DropReason::BadFingerprint);
             }
             match header.typ.class {
-                Class::Success | Class::Error => return Outcome::Dropped(DropReason::UnexpectedResponse),
+                Class::Success | Class::Error => {
+                    return Outcome::Dropped(DropReason::UnexpectedResponse);
+                }
                 Class::Indication => {
                     // A Binding indication is a keepalive (RFC 8489 §6.3.2): nothing to answer.
-                    return if header.typ.method == Method::BINDING && msg.unknown_comprehension_required().is_empty() {
-                        Outcome::Consumed { method: Method::BINDING }
+                    return if header.typ.method == Method::BINDING
+                        && msg.unknown_comprehension_required().is_empty()
+                    {
+                        Outcome::Consumed {
+                            method: Method::BINDING,
+                        }
                     } else {
                         Outcome::Dropped(DropReason::UnexpectedIndication)
                     };
@@ -176,11 +189,23 @@ impl Server {
         }
         let unknown = msg.unknown_comprehension_required();
         if !unknown.is_empty() {
-            return self.error_response(&header, 420, "Unknown Attribute", Some(&UnknownAttributes(*unknown)), out);
+            return self.error_response(
+                &header,
+                420,
+                "Unknown Attribute",
+                Some(&UnknownAttributes(*unknown)),
+                out,
+            );
         }
         if let Some(bad) = msg.decoded().find_map(Result::err) {
             tracing::debug!(remote = %inbound.remote, error = %bad, "malformed attribute");
-            return self.error_response(&header, 400, "Bad Request: malformed attribute", None, out);
+            return self.error_response(
+                &header,
+                400,
+                "Bad Request: malformed attribute",
+                None,
+                out,
+            );
         }
         // This server has no alternate address, so it cannot answer from another IP or port:
         // RFC 5780 §6.1 asks for 420 rather than a response that would mislead the client's
@@ -189,7 +214,13 @@ impl Server {
             && (change.change_ip || change.change_port)
         {
             let unsupported = UnknownAttributes([AttrType::CHANGE_REQUEST].into_iter().collect());
-            return self.error_response(&header, 420, "Unknown Attribute: no alternate address", Some(&unsupported), out);
+            return self.error_response(
+                &header,
+                420,
+                "Unknown Attribute: no alternate address",
+                Some(&unsupported),
+                out,
+            );
         }
         match header.typ.method {
             Method::BINDING if classic => self.classic_binding_response(inbound, &header, out),
@@ -217,7 +248,12 @@ impl Server {
     /// RFC 3489 §11.2.1: MAPPED-ADDRESS only, the client's 128-bit transaction id echoed, and no
     /// attribute it would not understand (XOR-MAPPED-ADDRESS is comprehension-required; a
     /// classic client would reject the response).
-    fn classic_binding_response(&self, inbound: &Inbound<'_>, header: &Header, out: &mut [u8]) -> Outcome {
+    fn classic_binding_response(
+        &self,
+        inbound: &Inbound<'_>,
+        header: &Header,
+        out: &mut [u8],
+    ) -> Outcome {
         let typ = MessageType::new(Method::BINDING, Class::Success);
         let written = (|| {
             let mut enc = Encoder::with_cookie(out, typ, header.cookie, header.tid)?;
@@ -256,7 +292,7 @@ impl Server {
                         types[len..len + 2].copy_from_slice(&t.0.to_be_bytes());
                         len += 2;
                     }
-                    if len % 4 != 0 {
+                    if !len.is_multiple_of(4) {
                         types.copy_within(len - 2..len, len);
                         len += 2;
                     }
@@ -277,8 +313,16 @@ impl Server {
         reply(written, header.typ.method, Some(code))
     }
 
-    fn add_software(&self, enc: &mut Encoder<'_>, header: &Header) -> Result<(), crate::stun::EncodeError> {
-        let software = if header.has_magic_cookie() { &self.software } else { &self.software_classic };
+    fn add_software(
+        &self,
+        enc: &mut Encoder<'_>,
+        header: &Header,
+    ) -> Result<(), crate::stun::EncodeError> {
+        let software = if header.has_magic_cookie() {
+            &self.software
+        } else {
+            &self.software_classic
+        };
         if !software.is_empty() {
             enc.add(&Software(software))?;
         }
@@ -286,7 +330,11 @@ impl Server {
     }
 }
 
-fn reply(written: Result<usize, crate::stun::EncodeError>, method: Method, code: Option<u16>) -> Outcome {
+fn reply(
+    written: Result<usize, crate::stun::EncodeError>,
+    method: Method,
+    code: Option<u16>,
+) -> Outcome {
     match written {
         Ok(len) => Outcome::Reply { len, method, code },
         // Only a caller passing a buffer smaller than MAX_REPLY_LEN gets here.

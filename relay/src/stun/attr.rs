@@ -126,7 +126,11 @@ impl fmt::Display for AttrType {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttrError {
     #[error("{attr}: value is {got} bytes, expected {expected}")]
-    BadLength { attr: AttrType, got: usize, expected: &'static str },
+    BadLength {
+        attr: AttrType,
+        got: usize,
+        expected: &'static str,
+    },
     #[error("{attr}: unknown address family {family:#04x}")]
     UnknownFamily { attr: AttrType, family: u8 },
     #[error("{attr}: value is not UTF-8")]
@@ -151,17 +155,29 @@ pub trait Attr<'a>: Sized {
     /// Rejects values that cannot be put on the wire (too long for the 16-bit length, etc).
     fn check_encodable(&self) -> Result<(), AttrError> {
         if self.value_len() > 0xFFFF {
-            return Err(AttrError::TooLong { attr: Self::TYPE, max: 0xFFFF });
+            return Err(AttrError::TooLong {
+                attr: Self::TYPE,
+                max: 0xFFFF,
+            });
         }
         Ok(())
     }
 }
 
-fn expect_len(attr: AttrType, value: &[u8], len: usize, expected: &'static str) -> Result<(), AttrError> {
+fn expect_len(
+    attr: AttrType,
+    value: &[u8],
+    len: usize,
+    expected: &'static str,
+) -> Result<(), AttrError> {
     if value.len() == len {
         Ok(())
     } else {
-        Err(AttrError::BadLength { attr, got: value.len(), expected })
+        Err(AttrError::BadLength {
+            attr,
+            got: value.len(),
+            expected,
+        })
     }
 }
 
@@ -210,9 +226,17 @@ fn xor_pad(tid: &TransactionId) -> [u8; 16] {
     pad
 }
 
-fn decode_address(attr: AttrType, value: &[u8], xor: Option<&TransactionId>) -> Result<SocketAddr, AttrError> {
+fn decode_address(
+    attr: AttrType,
+    value: &[u8],
+    xor: Option<&TransactionId>,
+) -> Result<SocketAddr, AttrError> {
     if value.len() < 4 {
-        return Err(AttrError::BadLength { attr, got: value.len(), expected: "8 (IPv4) or 20 (IPv6)" });
+        return Err(AttrError::BadLength {
+            attr,
+            got: value.len(),
+            expected: "8 (IPv4) or 20 (IPv6)",
+        });
     }
     let pad = xor.map(xor_pad);
     let mut port = be16(&value[2..4]);
@@ -540,7 +564,10 @@ flag_attr!(
 /// class cannot carry. RFC 8489 §14.8: class 3–6, number 0–99.
 fn split_code(attr: AttrType, code: u16) -> Result<(u8, u8), AttrError> {
     if !(300..700).contains(&code) {
-        return Err(AttrError::Invalid { attr, what: "error code must be 300..=699" });
+        return Err(AttrError::Invalid {
+            attr,
+            what: "error code must be 300..=699",
+        });
     }
     Ok(((code / 100) as u8, (code % 100) as u8))
 }
@@ -548,7 +575,10 @@ fn split_code(attr: AttrType, code: u16) -> Result<(u8, u8), AttrError> {
 fn join_code(attr: AttrType, class: u8, number: u8) -> Result<u16, AttrError> {
     let class = class & 0x07;
     if !(3..=6).contains(&class) || number >= 100 {
-        return Err(AttrError::Invalid { attr, what: "error class must be 3..=6 and number 0..=99" });
+        return Err(AttrError::Invalid {
+            attr,
+            what: "error class must be 3..=6 and number 0..=99",
+        });
     }
     Ok(u16::from(class) * 100 + u16::from(number))
 }
@@ -577,10 +607,17 @@ impl<'a> Attr<'a> for ErrorCode<'a> {
     const TYPE: AttrType = AttrType::ERROR_CODE;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
         if value.len() < 4 {
-            return Err(AttrError::BadLength { attr: Self::TYPE, got: value.len(), expected: "at least 4" });
+            return Err(AttrError::BadLength {
+                attr: Self::TYPE,
+                got: value.len(),
+                expected: "at least 4",
+            });
         }
         let code = join_code(Self::TYPE, value[2], value[3])?;
-        Ok(Self { code, reason: decode_reason(Self::TYPE, &value[4..])? })
+        Ok(Self {
+            code,
+            reason: decode_reason(Self::TYPE, &value[4..])?,
+        })
     }
     fn value_len(&self) -> usize {
         4 + self.reason.len()
@@ -593,7 +630,10 @@ impl<'a> Attr<'a> for ErrorCode<'a> {
     fn check_encodable(&self) -> Result<(), AttrError> {
         split_code(Self::TYPE, self.code)?;
         if self.reason.len() > 763 {
-            return Err(AttrError::TooLong { attr: Self::TYPE, max: 763 });
+            return Err(AttrError::TooLong {
+                attr: Self::TYPE,
+                max: 763,
+            });
         }
         Ok(())
     }
@@ -611,10 +651,18 @@ impl<'a> Attr<'a> for AddressErrorCode<'a> {
     const TYPE: AttrType = AttrType::ADDRESS_ERROR_CODE;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
         if value.len() < 4 {
-            return Err(AttrError::BadLength { attr: Self::TYPE, got: value.len(), expected: "at least 4" });
+            return Err(AttrError::BadLength {
+                attr: Self::TYPE,
+                got: value.len(),
+                expected: "at least 4",
+            });
         }
         let code = join_code(Self::TYPE, value[2], value[3])?;
-        Ok(Self { family: AddressFamily(value[0]), code, reason: decode_reason(Self::TYPE, &value[4..])? })
+        Ok(Self {
+            family: AddressFamily(value[0]),
+            code,
+            reason: decode_reason(Self::TYPE, &value[4..])?,
+        })
     }
     fn value_len(&self) -> usize {
         4 + self.reason.len()
@@ -627,7 +675,10 @@ impl<'a> Attr<'a> for AddressErrorCode<'a> {
     fn check_encodable(&self) -> Result<(), AttrError> {
         split_code(Self::TYPE, self.code)?;
         if self.reason.len() > 763 {
-            return Err(AttrError::TooLong { attr: Self::TYPE, max: 763 });
+            return Err(AttrError::TooLong {
+                attr: Self::TYPE,
+                max: 763,
+            });
         }
         Ok(())
     }
@@ -696,10 +747,16 @@ pub struct UnknownAttributes(pub AttrTypeList);
 impl<'a> Attr<'a> for UnknownAttributes {
     const TYPE: AttrType = AttrType::UNKNOWN_ATTRIBUTES;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
-        if value.len() % 2 != 0 {
-            return Err(AttrError::BadLength { attr: Self::TYPE, got: value.len(), expected: "a multiple of 2" });
+        if !value.len().is_multiple_of(2) {
+            return Err(AttrError::BadLength {
+                attr: Self::TYPE,
+                got: value.len(),
+                expected: "a multiple of 2",
+            });
         }
-        Ok(Self(value.chunks_exact(2).map(|c| AttrType(be16(c))).collect()))
+        Ok(Self(
+            value.chunks_exact(2).map(|c| AttrType(be16(c))).collect(),
+        ))
     }
     fn value_len(&self) -> usize {
         2 * self.0.len()
@@ -773,7 +830,9 @@ impl<'a> Attr<'a> for EvenPort {
     const TYPE: AttrType = AttrType::EVEN_PORT;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
         expect_len(Self::TYPE, value, 1, "1")?;
-        Ok(Self { reserve: value[0] & 0x80 != 0 })
+        Ok(Self {
+            reserve: value[0] & 0x80 != 0,
+        })
     }
     fn value_len(&self) -> usize {
         1
@@ -813,7 +872,7 @@ pub struct MessageIntegritySha256<'a>(pub &'a [u8]);
 impl<'a> Attr<'a> for MessageIntegritySha256<'a> {
     const TYPE: AttrType = AttrType::MESSAGE_INTEGRITY_SHA256;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
-        if !(16..=32).contains(&value.len()) || value.len() % 4 != 0 {
+        if !(16..=32).contains(&value.len()) || !value.len().is_multiple_of(4) {
             return Err(AttrError::BadLength {
                 attr: Self::TYPE,
                 got: value.len(),
@@ -850,13 +909,23 @@ impl<'a> Attr<'a> for PasswordAlgorithm<'a> {
     const TYPE: AttrType = AttrType::PASSWORD_ALGORITHM;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
         if value.len() < 4 {
-            return Err(AttrError::BadLength { attr: Self::TYPE, got: value.len(), expected: "at least 4" });
+            return Err(AttrError::BadLength {
+                attr: Self::TYPE,
+                got: value.len(),
+                expected: "at least 4",
+            });
         }
         let params_len = usize::from(be16(&value[2..4]));
         if value.len() != 4 + params_len {
-            return Err(AttrError::Invalid { attr: Self::TYPE, what: "parameter length does not match" });
+            return Err(AttrError::Invalid {
+                attr: Self::TYPE,
+                what: "parameter length does not match",
+            });
         }
-        Ok(Self { algorithm: be16(value), params: &value[4..] })
+        Ok(Self {
+            algorithm: be16(value),
+            params: &value[4..],
+        })
     }
     fn value_len(&self) -> usize {
         4 + self.params.len()
@@ -883,7 +952,10 @@ impl<'a> PasswordAlgorithms<'a> {
         let mut rest = value;
         while !rest.is_empty() {
             if rest.len() < 4 {
-                return Err(AttrError::Invalid { attr: AttrType::PASSWORD_ALGORITHMS, what: "truncated entry" });
+                return Err(AttrError::Invalid {
+                    attr: AttrType::PASSWORD_ALGORITHMS,
+                    what: "truncated entry",
+                });
             }
             let step = 4 + padded(usize::from(be16(&rest[2..4])));
             if step > rest.len() {
@@ -921,7 +993,10 @@ impl<'a> PasswordAlgorithms<'a> {
             }
             let params_len = usize::from(be16(&rest[2..4]));
             let params = rest.get(4..4 + params_len)?;
-            let alg = PasswordAlgorithm { algorithm: be16(rest), params };
+            let alg = PasswordAlgorithm {
+                algorithm: be16(rest),
+                params,
+            };
             rest = rest.get(4 + padded(params_len)..).unwrap_or(&[]);
             Some(alg)
         })
@@ -964,7 +1039,11 @@ impl<'a> Attr<'a> for Icmp {
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
         expect_len(Self::TYPE, value, 8, "8")?;
         let word = be16(&value[2..4]);
-        Ok(Self { icmp_type: (word >> 9) as u8, code: word & 0x01FF, data: be32(&value[4..8]) })
+        Ok(Self {
+            icmp_type: (word >> 9) as u8,
+            code: word & 0x01FF,
+            data: be32(&value[4..8]),
+        })
     }
     fn value_len(&self) -> usize {
         8
@@ -977,7 +1056,10 @@ impl<'a> Attr<'a> for Icmp {
     }
     fn check_encodable(&self) -> Result<(), AttrError> {
         if self.icmp_type > 0x7F || self.code > 0x01FF {
-            return Err(AttrError::Invalid { attr: Self::TYPE, what: "type is 7 bits and code 9 bits" });
+            return Err(AttrError::Invalid {
+                attr: Self::TYPE,
+                what: "type is 7 bits and code 9 bits",
+            });
         }
         Ok(())
     }
@@ -995,7 +1077,10 @@ impl<'a> Attr<'a> for ChangeRequest {
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
         expect_len(Self::TYPE, value, 4, "4")?;
         let flags = be32(value);
-        Ok(Self { change_ip: flags & 0x4 != 0, change_port: flags & 0x2 != 0 })
+        Ok(Self {
+            change_ip: flags & 0x4 != 0,
+            change_port: flags & 0x2 != 0,
+        })
     }
     fn value_len(&self) -> usize {
         4

@@ -35,7 +35,9 @@ impl<'a> ChannelData<'a> {
     /// Decodes one ChannelData message. Bytes beyond the length field (padding on UDP, which
     /// RFC 8656 allows but does not require) are ignored.
     pub fn decode(buf: &'a [u8]) -> Result<Self, ChannelDataError> {
-        let h = buf.get(..Self::HEADER_LEN).ok_or(ChannelDataError::TooShort)?;
+        let h = buf
+            .get(..Self::HEADER_LEN)
+            .ok_or(ChannelDataError::TooShort)?;
         let channel = u16::from_be_bytes([h[0], h[1]]);
         if !Self::CHANNELS.contains(&channel) {
             return Err(ChannelDataError::BadChannel(channel));
@@ -43,7 +45,10 @@ impl<'a> ChannelData<'a> {
         let field = u16::from_be_bytes([h[2], h[3]]);
         let data = buf
             .get(Self::HEADER_LEN..Self::HEADER_LEN + usize::from(field))
-            .ok_or(ChannelDataError::Truncated { field, actual: buf.len() - Self::HEADER_LEN })?;
+            .ok_or(ChannelDataError::Truncated {
+                field,
+                actual: buf.len() - Self::HEADER_LEN,
+            })?;
         Ok(Self { channel, data })
     }
 
@@ -84,9 +89,15 @@ pub enum FramingError {
 /// tell. STUN frames are 20 + length bytes; ChannelData frames are 4 + length rounded up to 4,
 /// since stream transports pad ChannelData (RFC 8656 §12.5).
 pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, FramingError> {
-    let Some(&first) = buf.first() else { return Ok(None) };
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
     if buf.len() < 4 {
-        return if first & 0xC0 <= 0x40 { Ok(None) } else { Err(FramingError::UnknownFrame(first)) };
+        return if first & 0xC0 <= 0x40 {
+            Ok(None)
+        } else {
+            Err(FramingError::UnknownFrame(first))
+        };
     }
     let field = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
     match first & 0xC0 {
@@ -119,8 +130,14 @@ mod tests {
             assert_eq!(cd.channel, channel);
             assert_eq!(cd.data, &[0xAB]);
         }
-        assert_eq!(ChannelData::decode(&[0x3F, 0xFF, 0, 0]), Err(ChannelDataError::BadChannel(0x3FFF)));
-        assert_eq!(ChannelData::decode(&[0x80, 0x00, 0, 0]), Err(ChannelDataError::BadChannel(0x8000)));
+        assert_eq!(
+            ChannelData::decode(&[0x3F, 0xFF, 0, 0]),
+            Err(ChannelDataError::BadChannel(0x3FFF))
+        );
+        assert_eq!(
+            ChannelData::decode(&[0x80, 0x00, 0, 0]),
+            Err(ChannelDataError::BadChannel(0x8000))
+        );
     }
 
     #[test]
@@ -131,14 +148,23 @@ mod tests {
         assert_eq!(cd.data, &[1, 2, 3]);
         assert_eq!(
             ChannelData::decode(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3]),
-            Err(ChannelDataError::Truncated { field: 5, actual: 3 })
+            Err(ChannelDataError::Truncated {
+                field: 5,
+                actual: 3
+            })
         );
-        assert_eq!(ChannelData::decode(&[0x40, 0x00, 0x00]), Err(ChannelDataError::TooShort));
+        assert_eq!(
+            ChannelData::decode(&[0x40, 0x00, 0x00]),
+            Err(ChannelDataError::TooShort)
+        );
     }
 
     #[test]
     fn encode_pads_only_on_streams() {
-        let cd = ChannelData { channel: 0x4001, data: &[9, 8, 7] };
+        let cd = ChannelData {
+            channel: 0x4001,
+            data: &[9, 8, 7],
+        };
         let mut out = [0xEE; 16];
         assert_eq!(cd.encode(&mut out, false), Some(7));
         assert_eq!(&out[..7], &[0x40, 0x01, 0x00, 0x03, 9, 8, 7]);
@@ -154,6 +180,9 @@ mod tests {
         assert_eq!(stream_frame_len(&[0x00, 0x01, 0x00, 0x08]), Ok(Some(28)));
         assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x05]), Ok(Some(12)));
         assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x04]), Ok(Some(8)));
-        assert_eq!(stream_frame_len(&[0x80]), Err(FramingError::UnknownFrame(0x80)));
+        assert_eq!(
+            stream_frame_len(&[0x80]),
+            Err(FramingError::UnknownFrame(0x80))
+        );
     }
 }

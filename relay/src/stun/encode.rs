@@ -41,7 +41,11 @@ pub struct Encoder<'b> {
 
 impl<'b> Encoder<'b> {
     /// Starts a message with the magic cookie.
-    pub fn new(buf: &'b mut [u8], typ: MessageType, tid: TransactionId) -> Result<Self, EncodeError> {
+    pub fn new(
+        buf: &'b mut [u8],
+        typ: MessageType,
+        tid: TransactionId,
+    ) -> Result<Self, EncodeError> {
         Self::with_cookie(buf, typ, MAGIC_COOKIE, tid)
     }
 
@@ -53,12 +57,19 @@ impl<'b> Encoder<'b> {
         cookie: u32,
         tid: TransactionId,
     ) -> Result<Self, EncodeError> {
-        let header = buf.get_mut(..HEADER_LEN).ok_or(EncodeError::BufferTooSmall)?;
+        let header = buf
+            .get_mut(..HEADER_LEN)
+            .ok_or(EncodeError::BufferTooSmall)?;
         header[..2].copy_from_slice(&typ.to_u16().to_be_bytes());
         header[2..4].fill(0);
         header[4..8].copy_from_slice(&cookie.to_be_bytes());
         header[8..20].copy_from_slice(tid.as_bytes());
-        Ok(Self { buf, len: HEADER_LEN, tid, padding: 0 })
+        Ok(Self {
+            buf,
+            len: HEADER_LEN,
+            tid,
+            padding: 0,
+        })
     }
 
     /// The byte used to pad attribute values to 4 bytes. Receivers ignore padding (RFC 8489
@@ -88,7 +99,10 @@ impl<'b> Encoder<'b> {
         if value_len > 0xFFFF || end - HEADER_LEN > 0xFFFF {
             return Err(EncodeError::MessageTooLong);
         }
-        let dst = self.buf.get_mut(self.len..end).ok_or(EncodeError::BufferTooSmall)?;
+        let dst = self
+            .buf
+            .get_mut(self.len..end)
+            .ok_or(EncodeError::BufferTooSmall)?;
         dst[..2].copy_from_slice(&typ.0.to_be_bytes());
         dst[2..4].copy_from_slice(&(value_len as u16).to_be_bytes());
         dst[ATTR_HEADER_LEN + value_len..].fill(self.padding);

@@ -92,7 +92,12 @@ pub(super) fn hmac_sha1_at(key: &[u8], msg: &[u8], attr_offset: usize) -> [u8; 2
 
 /// HMAC-SHA256 over `msg[..attr_offset]`, the header length set to end after a
 /// MESSAGE-INTEGRITY-SHA256 of `mac_len` bytes at `attr_offset`.
-pub(super) fn hmac_sha256_at(key: &[u8], msg: &[u8], attr_offset: usize, mac_len: usize) -> [u8; 32] {
+pub(super) fn hmac_sha256_at(
+    key: &[u8],
+    msg: &[u8],
+    attr_offset: usize,
+    mac_len: usize,
+) -> [u8; 32] {
     let header = header_with_length(msg, attr_offset + ATTR_HEADER_LEN + mac_len - HEADER_LEN);
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     mac.update(&header);
@@ -127,18 +132,28 @@ impl Message<'_> {
         let raw = self.as_bytes();
         let expected = hmac_sha1_at(key, raw, at);
         let got = &raw[at + ATTR_HEADER_LEN..at + ATTR_HEADER_LEN + 20];
-        if bool::from(expected.ct_eq(got)) { Ok(()) } else { Err(IntegrityError::Mismatch) }
+        if bool::from(expected.ct_eq(got)) {
+            Ok(())
+        } else {
+            Err(IntegrityError::Mismatch)
+        }
     }
 
     /// Verifies MESSAGE-INTEGRITY-SHA256 with `key` (see [`long_term_key_sha256`]); a truncated
     /// MAC is compared on its length.
     pub fn verify_integrity_sha256(&self, key: &[u8]) -> Result<(), IntegrityError> {
-        let at = self.integrity_sha256_offset().ok_or(IntegrityError::Missing)?;
+        let at = self
+            .integrity_sha256_offset()
+            .ok_or(IntegrityError::Missing)?;
         let raw = self.as_bytes();
         let len = usize::from(u16::from_be_bytes([raw[at + 2], raw[at + 3]]));
         let expected = hmac_sha256_at(key, raw, at, len);
         let got = &raw[at + ATTR_HEADER_LEN..at + ATTR_HEADER_LEN + len];
-        if bool::from(expected[..len].ct_eq(got)) { Ok(()) } else { Err(IntegrityError::Mismatch) }
+        if bool::from(expected[..len].ct_eq(got)) {
+            Ok(())
+        } else {
+            Err(IntegrityError::Mismatch)
+        }
     }
 
     /// Whether FINGERPRINT is present.
@@ -151,7 +166,11 @@ impl Message<'_> {
         let at = self.fingerprint_offset().ok_or(IntegrityError::Missing)?;
         let raw = self.as_bytes();
         let got = u32::from_be_bytes([raw[at + 4], raw[at + 5], raw[at + 6], raw[at + 7]]);
-        if fingerprint_at(raw, at) == got { Ok(()) } else { Err(IntegrityError::Mismatch) }
+        if fingerprint_at(raw, at) == got {
+            Ok(())
+        } else {
+            Err(IntegrityError::Mismatch)
+        }
     }
 }
 
@@ -161,7 +180,10 @@ mod tests {
 
     #[test]
     fn printable_ascii_is_unchanged() {
-        assert_eq!(opaque_string("VOkJxbRl1RmTxUk/WvJxBt"), "VOkJxbRl1RmTxUk/WvJxBt");
+        assert_eq!(
+            opaque_string("VOkJxbRl1RmTxUk/WvJxBt"),
+            "VOkJxbRl1RmTxUk/WvJxBt"
+        );
         assert!(matches!(opaque_string("pass word"), Cow::Borrowed(_)));
     }
 
@@ -181,7 +203,9 @@ mod tests {
 
     #[test]
     fn sha256_and_sha1_integrity_verify_together() {
-        use crate::stun::{AttrType, Class, Encoder, Message, MessageType, Method, Realm, TransactionId, Username};
+        use crate::stun::{
+            AttrType, Class, Encoder, Message, MessageType, Method, Realm, TransactionId, Username,
+        };
         let key1 = long_term_key_md5("alice", "example.org", "secret");
         let key256 = long_term_key_sha256("alice", "example.org", "secret");
         let mut buf = [0u8; 256];
@@ -197,14 +221,18 @@ mod tests {
         msg.verify_integrity(&key1).expect("sha1");
         msg.verify_integrity_sha256(&key256).expect("sha256");
         msg.verify_fingerprint().expect("fingerprint");
-        assert_eq!(msg.verify_integrity_sha256(&key1), Err(IntegrityError::Mismatch));
+        assert_eq!(
+            msg.verify_integrity_sha256(&key1),
+            Err(IntegrityError::Mismatch)
+        );
 
         // A MAC truncated to 16 bytes (RFC 8489 §14.6) verifies on its length.
         let mut buf = [0u8; 256];
         let mut enc = Encoder::new(&mut buf, typ, TransactionId::new([9; 12])).expect("header");
         enc.add(&Username("alice")).expect("add");
         let at = enc.len();
-        enc.add_raw(AttrType::MESSAGE_INTEGRITY_SHA256, &[0; 16]).expect("placeholder");
+        enc.add_raw(AttrType::MESSAGE_INTEGRITY_SHA256, &[0; 16])
+            .expect("placeholder");
         let len = enc.finish();
         let mac = hmac_sha256_at(&key256, &buf[..len], at, 16);
         buf[at + 4..at + 20].copy_from_slice(&mac[..16]);

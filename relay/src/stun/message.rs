@@ -114,17 +114,33 @@ impl<'a> Message<'a> {
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
         if buf.len() < HEADER_LEN {
             let header = None;
-            return Err(DecodeError { kind: DecodeErrorKind::TooShort, header });
+            return Err(DecodeError {
+                kind: DecodeErrorKind::TooShort,
+                header,
+            });
         }
         let Some(header) = Header::peek(buf) else {
-            return Err(DecodeError { kind: DecodeErrorKind::NotStun, header: None });
+            return Err(DecodeError {
+                kind: DecodeErrorKind::NotStun,
+                header: None,
+            });
         };
-        let fail = |kind| Err(DecodeError { kind, header: Some(header) });
-        if header.length % 4 != 0 {
-            return fail(DecodeErrorKind::UnalignedLength { field: header.length });
+        let fail = |kind| {
+            Err(DecodeError {
+                kind,
+                header: Some(header),
+            })
+        };
+        if !header.length.is_multiple_of(4) {
+            return fail(DecodeErrorKind::UnalignedLength {
+                field: header.length,
+            });
         }
         if usize::from(header.length) != buf.len() - HEADER_LEN {
-            return fail(DecodeErrorKind::LengthMismatch { field: header.length, actual: buf.len() - HEADER_LEN });
+            return fail(DecodeErrorKind::LengthMismatch {
+                field: header.length,
+                actual: buf.len() - HEADER_LEN,
+            });
         }
 
         let mut msg = Message {
@@ -159,7 +175,7 @@ impl<'a> Message<'a> {
                     true
                 }
                 AttrType::MESSAGE_INTEGRITY_SHA256 if msg.integrity_sha256.is_none() => {
-                    if !(16..=32).contains(&len) || len % 4 != 0 {
+                    if !(16..=32).contains(&len) || !len.is_multiple_of(4) {
                         return fail(DecodeErrorKind::BadAttribute(typ));
                     }
                     msg.integrity_sha256 = Some(offset);
@@ -240,7 +256,11 @@ impl<'a> Message<'a> {
                     && typ != AttrType::MESSAGE_INTEGRITY_SHA256
                     && typ != AttrType::FINGERPRINT;
                 if !ignored {
-                    return Some(RawAttribute { typ, value, offset: at });
+                    return Some(RawAttribute {
+                        typ,
+                        value,
+                        offset: at,
+                    });
                 }
             }
         })
@@ -260,13 +280,16 @@ impl<'a> Message<'a> {
     /// Every attribute of type `A` (TURN's CreatePermission may carry several XOR-PEER-ADDRESS).
     pub fn get_all<A: Attr<'a> + 'a>(&self) -> impl Iterator<Item = Result<A, AttrError>> + 'a {
         let tid = self.header.tid;
-        self.attributes().filter(|a| a.typ == A::TYPE).map(move |a| A::decode(a.value, &tid))
+        self.attributes()
+            .filter(|a| a.typ == A::TYPE)
+            .map(move |a| A::decode(a.value, &tid))
     }
 
     /// Every counted attribute, decoded.
     pub fn decoded(&self) -> impl Iterator<Item = Result<Attribute<'a>, AttrError>> + 'a {
         let tid = self.header.tid;
-        self.attributes().map(move |a| Attribute::decode(a.typ, a.value, &tid))
+        self.attributes()
+            .map(move |a| Attribute::decode(a.typ, a.value, &tid))
     }
 
     /// Whether `typ` is present.
@@ -325,11 +348,16 @@ mod tests {
             e.fingerprint().expect("fp");
         });
         let msg = Message::decode(&bytes).expect("decodes");
-        assert!(msg.get::<Lifetime>().is_none(), "LIFETIME after MESSAGE-INTEGRITY must be ignored");
+        assert!(
+            msg.get::<Lifetime>().is_none(),
+            "LIFETIME after MESSAGE-INTEGRITY must be ignored"
+        );
         assert!(msg.unknown_comprehension_required().is_empty());
         assert!(msg.has_fingerprint());
-        msg.verify_integrity(b"key").expect("integrity covers only what precedes it");
-        msg.verify_fingerprint().expect("fingerprint covers everything");
+        msg.verify_integrity(b"key")
+            .expect("integrity covers only what precedes it");
+        msg.verify_fingerprint()
+            .expect("fingerprint covers everything");
     }
 
     #[test]
@@ -339,18 +367,30 @@ mod tests {
             e.add(&Software("late")).expect("add");
         });
         let err = Message::decode(&bytes).expect_err("must fail");
-        assert!(matches!(err.kind, DecodeErrorKind::AttributeAfterFingerprint { .. }));
+        assert!(matches!(
+            err.kind,
+            DecodeErrorKind::AttributeAfterFingerprint { .. }
+        ));
         assert_eq!(err.header.map(|h| h.typ.method), Some(Method::ALLOCATE));
         // And a length field disagreeing with the datagram is malformed too.
         bytes[3] ^= 4;
-        assert!(matches!(Message::decode(&bytes).map_err(|e| e.kind), Err(DecodeErrorKind::LengthMismatch { .. })));
+        assert!(matches!(
+            Message::decode(&bytes).map_err(|e| e.kind),
+            Err(DecodeErrorKind::LengthMismatch { .. })
+        ));
     }
 
     #[test]
     fn bad_integrity_length_is_malformed_with_header() {
-        let bytes = request(|e| e.add_raw(AttrType::MESSAGE_INTEGRITY, &[0; 16]).expect("add"));
+        let bytes = request(|e| {
+            e.add_raw(AttrType::MESSAGE_INTEGRITY, &[0; 16])
+                .expect("add")
+        });
         let err = Message::decode(&bytes).expect_err("must fail");
-        assert_eq!(err.kind, DecodeErrorKind::BadAttribute(AttrType::MESSAGE_INTEGRITY));
+        assert_eq!(
+            err.kind,
+            DecodeErrorKind::BadAttribute(AttrType::MESSAGE_INTEGRITY)
+        );
         assert_eq!(err.header.map(|h| h.tid), Some(TransactionId::new([1; 12])));
     }
 
@@ -367,7 +407,13 @@ mod tests {
     #[test]
     fn not_stun() {
         let err = Message::decode(&[0x80; 20]).expect_err("top bits set");
-        assert_eq!(err, DecodeError { kind: DecodeErrorKind::NotStun, header: None });
+        assert_eq!(
+            err,
+            DecodeError {
+                kind: DecodeErrorKind::NotStun,
+                header: None
+            }
+        );
         let err = Message::decode(&[0; 19]).expect_err("short");
         assert_eq!(err.kind, DecodeErrorKind::TooShort);
     }

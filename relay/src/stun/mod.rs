@@ -21,7 +21,9 @@ pub use encode::{EncodeError, Encoder};
 pub use integrity::{
     IntegrityError, long_term_key_md5, long_term_key_sha256, opaque_string, short_term_key,
 };
-pub use message::{DecodeError, DecodeErrorKind, Header, Message, RawAttribute, UnknownAttributeList};
+pub use message::{
+    DecodeError, DecodeErrorKind, Header, Message, RawAttribute, UnknownAttributeList,
+};
 
 use std::fmt;
 
@@ -93,7 +95,11 @@ impl Method {
 
     /// The method with this 12-bit value; `None` if it does not fit 12 bits.
     pub const fn new(value: u16) -> Option<Self> {
-        if value <= 0x0FFF { Some(Method(value)) } else { None }
+        if value <= 0x0FFF {
+            Some(Method(value))
+        } else {
+            None
+        }
     }
 
     pub const fn as_u16(self) -> u16 {
@@ -153,7 +159,10 @@ impl MessageType {
         }
         let method = (value & 0x000F) | ((value >> 1) & 0x0070) | ((value >> 2) & 0x0F80);
         let class = ((value >> 4) & 0b01) | ((value >> 7) & 0b10);
-        Some(Self { method: Method(method), class: Class::from_bits(class) })
+        Some(Self {
+            method: Method(method),
+            class: Class::from_bits(class),
+        })
     }
 
     pub fn to_u16(self) -> u16 {

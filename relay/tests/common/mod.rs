@@ -62,7 +62,11 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: out_reader.join().expect("reader"), stderr: err_reader.join().expect("reader") }
+    Output {
+        status,
+        stdout: out_reader.join().expect("reader"),
+        stderr: err_reader.join().expect("reader"),
+    }
 }
 
 /// A child process killed (by its PID, which only we hold) when dropped.
@@ -82,7 +86,8 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("xdpturn-test-{tag}-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("xdpturn-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         Self(dir)
@@ -110,7 +115,17 @@ pub struct Relay {
 impl Relay {
     /// Starts the relay on ephemeral loopback ports (IPv4 and IPv6) with debug logs.
     pub fn start(extra: &[&str]) -> Relay {
-        Self::start_with(&["--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--metrics-listen", "127.0.0.1:0"], extra)
+        Self::start_with(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--listen",
+                "[::1]:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+            extra,
+        )
     }
 
     /// Starts the relay with exactly `base` + `extra` as arguments.
@@ -134,7 +149,12 @@ impl Relay {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let mut relay = Relay { guard, listeners: Vec::new(), metrics: "0.0.0.0:0".parse().expect("addr"), log };
+        let mut relay = Relay {
+            guard,
+            listeners: Vec::new(),
+            metrics: "0.0.0.0:0".parse().expect("addr"),
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let lines = relay.log_lines();
@@ -148,9 +168,16 @@ impl Relay {
                 return relay;
             }
             if let Ok(Some(status)) = relay.guard.0.try_wait() {
-                panic!("relay exited with {status} during start-up:\n{}", lines.join("\n"));
+                panic!(
+                    "relay exited with {status} during start-up:\n{}",
+                    lines.join("\n")
+                );
             }
-            assert!(Instant::now() < deadline, "relay did not start:\n{}", lines.join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "relay did not start:\n{}",
+                lines.join("\n")
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -160,11 +187,19 @@ impl Relay {
     }
 
     pub fn v4(&self) -> SocketAddr {
-        *self.listeners.iter().find(|a| a.is_ipv4()).expect("an IPv4 listener")
+        *self
+            .listeners
+            .iter()
+            .find(|a| a.is_ipv4())
+            .expect("an IPv4 listener")
     }
 
     pub fn v6(&self) -> SocketAddr {
-        *self.listeners.iter().find(|a| a.is_ipv6()).expect("an IPv6 listener")
+        *self
+            .listeners
+            .iter()
+            .find(|a| a.is_ipv6())
+            .expect("an IPv6 listener")
     }
 
     pub fn log_lines(&self) -> Vec<String> {
@@ -175,10 +210,18 @@ impl Relay {
     pub fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.log_lines().into_iter().find(|l| needles.iter().all(|n| l.contains(n))) {
+            if let Some(line) = self
+                .log_lines()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
                 return line;
             }
-            assert!(Instant::now() < deadline, "no log line with {needles:?} in:\n{}", self.log_lines().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?} in:\n{}",
+                self.log_lines().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -202,24 +245,43 @@ impl Relay {
 
 /// The value after `key` up to the next space.
 pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line.find(key).map(|i| i + key.len()).unwrap_or_else(|| panic!("no {key} in {line:?}"));
+    let start = line
+        .find(key)
+        .map(|i| i + key.len())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"));
     line[start..].split_whitespace().next().unwrap_or_default()
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to HTTP");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write request");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write request");
     let mut response = String::new();
     s.read_to_string(&mut response).expect("read response");
-    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// A free UDP port on loopback (bound, then released).
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1.
@@ -236,12 +298,21 @@ pub fn free_port() -> u16 {
 
 /// Sends a Binding request over UDP and returns the response bytes, or None on timeout.
 pub fn stun_binding_udp(server: SocketAddr, timeout: Duration) -> Option<Vec<u8>> {
-    let bind = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let bind = if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
     let sock = UdpSocket::bind(bind).expect("bind");
     sock.set_read_timeout(Some(timeout)).expect("timeout");
     let mut buf = [0u8; 64];
     let tid = TransactionId::new(*b"harness-tid!");
-    let enc = Encoder::new(&mut buf, MessageType::new(Method::BINDING, Class::Request), tid).expect("header");
+    let enc = Encoder::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Request),
+        tid,
+    )
+    .expect("header");
     let len = enc.finish();
     sock.send_to(&buf[..len], server).ok()?;
     let mut resp = [0u8; 1500];
@@ -254,6 +325,9 @@ pub fn stun_binding_udp(server: SocketAddr, timeout: Duration) -> Option<Vec<u8>
 pub fn wait_stun_ready(server: SocketAddr, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while stun_binding_udp(server, Duration::from_millis(200)).is_none() {
-        assert!(Instant::now() < deadline, "no STUN answer from {server} within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no STUN answer from {server} within {timeout:?}"
+        );
     }
 }
