@@ -4,6 +4,9 @@
 //! Today it serves STUN Binding (RFC 8489 §6.3, with RFC 3489 clients answered in their own
 //! terms); the TURN methods land here as the state machine grows.
 
+pub mod auth;
+pub mod policy;
+
 use std::net::SocketAddr;
 
 use crate::stun::{

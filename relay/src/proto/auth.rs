@@ -1,0 +1,418 @@
+//! The long-term credential mechanism (RFC 8489 §9.2): realm, nonces that expire, static users
+//! and time-limited REST credentials from shared secrets, MD5 and SHA-256 keys; and a limit on
+//! failed attempts per source address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::credentials::rest_password;
+use crate::stun::{
+    Message, Nonce, PasswordAlgorithm, PasswordAlgorithms, Realm, Username, long_term_key_md5,
+    long_term_key_sha256,
+};
+
+/// RFC 8489 §9.2.1: a nonce starting with this cookie announces the security features in the
+/// next four characters; "gAAA" is base64 of 0x800000, bit 0 set: password algorithms.
+pub const NONCE_COOKIE: &str = "obMatJos2gAAA";
+
+/// A static user's secret: the password when known (SHA-256 keys need it), and the MD5 key.
+#[derive(Debug, Clone)]
+pub struct StaticUser {
+    password: Option<String>,
+    key_md5: [u8; 16],
+}
+
+impl StaticUser {
+    pub fn from_password(user: &str, realm: &str, password: &str) -> Self {
+        Self { password: Some(password.to_owned()), key_md5: long_term_key_md5(user, realm, password) }
+    }
+
+    /// A user known only by the key `turnadmin -k` prints: MD5 authentication only.
+    pub fn from_key(key_md5: [u8; 16]) -> Self {
+        Self { password: None, key_md5 }
+    }
+}
+
+/// The integrity key of one authenticated request, reused for the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Md5([u8; 16]),
+    Sha256([u8; 32]),
+}
+
+impl Key {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Md5(k) => k,
+            Key::Sha256(k) => k,
+        }
+    }
+}
+
+/// Who a request was authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub username: String,
+    pub key: Key,
+}
+
+/// Why a request is not authenticated, and so what to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credentials: answer 401 with REALM and NONCE (a normal first round trip).
+    Challenge,
+    /// The nonce expired or is not ours: 438 with a fresh one.
+    StaleNonce,
+    /// 400: credentials present but incomplete or inconsistent.
+    BadRequest(&'static str),
+    /// 401: credentials present and wrong. Counted and rate limited.
+    Rejected(Rejection),
+}
+
+/// Why credentials were refused (a bounded metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    UnknownUser,
+    Expired,
+    WrongPassword,
+    WrongRealm,
+    RateLimited,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 5] =
+        [Rejection::UnknownUser, Rejection::Expired, Rejection::WrongPassword, Rejection::WrongRealm, Rejection::RateLimited];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownUser => "unknown_user",
+            Rejection::Expired => "expired",
+            Rejection::WrongPassword => "wrong_password",
+            Rejection::WrongRealm => "wrong_realm",
+            Rejection::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Everything authentication needs; replaced as a whole on reload.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub realm: String,
+    pub users: HashMap<String, StaticUser>,
+    /// REST shared secrets; any of them validates (rotation).
+    pub secrets: Vec<Vec<u8>>,
+    /// Key of the stateless nonces.
+    pub nonce_key: [u8; 32],
+    pub nonce_lifetime: Duration,
+}
+
+impl AuthConfig {
+    /// A fresh, unpredictable nonce for `client`, valid until `unix_now + nonce_lifetime`.
+    ///
+    /// Nonces are stateless — an expiry and a MAC over it and the client's IP — so a flood of
+    /// unauthenticated requests costs no memory.
+    pub fn nonce(&self, client: IpAddr, unix_now: u64) -> String {
+        let expiry = unix_now.saturating_add(self.nonce_lifetime.as_secs());
+        let mac = self.nonce_mac(expiry, client);
+        let mut raw = [0u8; 8 + 12];
+        raw[..8].copy_from_slice(&expiry.to_be_bytes());
+        raw[8..].copy_from_slice(&mac[..12]);
+        let mut nonce = String::with_capacity(NONCE_COOKIE.len() + 28);
+        nonce.push_str(NONCE_COOKIE);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(raw, &mut nonce);
+        nonce
+    }
+
+    fn nonce_mac(&self, expiry: u64, client: IpAddr) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.nonce_key).unwrap_or_else(|_| unreachable!());
+        mac.update(&expiry.to_be_bytes());
+        match client.to_canonical() {
+            IpAddr::V4(ip) => mac.update(&ip.octets()),
+            IpAddr::V6(ip) => mac.update(&ip.octets()),
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `nonce` is one we issued to `client` and has not expired.
+    pub fn nonce_valid(&self, nonce: &str, client: IpAddr, unix_now: u64) -> bool {
+        let Some(payload) = nonce.strip_prefix(NONCE_COOKIE) else { return false };
+        let mut raw = [0u8; 20];
+        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(payload, &mut raw) {
+            Ok(20) => {}
+            _ => return false,
+        }
+        let mut expiry = [0u8; 8];
+        expiry.copy_from_slice(&raw[..8]);
+        let expiry = u64::from_be_bytes(expiry);
+        let mac = self.nonce_mac(expiry, client);
+        let mac_ok: bool = subtle::ConstantTimeEq::ct_eq(&mac[..12], &raw[8..]).into();
+        mac_ok && expiry >= unix_now
+    }
+
+    /// Authenticates a request (RFC 8489 §9.2.4), checking MESSAGE-INTEGRITY or
+    /// MESSAGE-INTEGRITY-SHA256 over the received bytes.
+    pub fn authenticate(&self, msg: &Message<'_>, client: IpAddr, unix_now: u64) -> Result<Authenticated, AuthError> {
+        if !msg.has_integrity() && !msg.has_integrity_sha256() {
+            return Err(AuthError::Challenge);
+        }
+        let (Some(Ok(Username(username))), Some(Ok(Realm(realm))), Some(Ok(Nonce(nonce)))) =
+            (msg.get::<Username>(), msg.get::<Realm>(), msg.get::<Nonce>())
+        else {
+            return Err(AuthError::BadRequest("USERNAME, REALM and NONCE are required with MESSAGE-INTEGRITY"));
+        };
+        if !self.nonce_valid(nonce, client, unix_now) {
+            return Err(AuthError::StaleNonce);
+        }
+        // RFC 8489 §9.2.4: the algorithm list must be the one we offered, and the chosen
+        // algorithm one of them; with neither, MD5 is meant.
+        let algorithm = match (msg.get::<PasswordAlgorithms>(), msg.get::<PasswordAlgorithm>()) {
+            (None, None) => PasswordAlgorithm::MD5,
+            (Some(Ok(offered)), Some(Ok(chosen))) => {
+                if offered.as_wire() != PasswordAlgorithms::MD5_AND_SHA256.as_wire() {
+                    return Err(AuthError::BadRequest("PASSWORD-ALGORITHMS differs from what was offered"));
+                }
+                if chosen.algorithm != PasswordAlgorithm::MD5 && chosen.algorithm != PasswordAlgorithm::SHA256 {
+                    return Err(AuthError::BadRequest("PASSWORD-ALGORITHM is not one offered"));
+                }
+                chosen.algorithm
+            }
+            _ => return Err(AuthError::BadRequest("PASSWORD-ALGORITHMS and PASSWORD-ALGORITHM go together")),
+        };
+        if realm != self.realm {
+            return Err(AuthError::Rejected(Rejection::WrongRealm));
+        }
+        let sha256 = algorithm == PasswordAlgorithm::SHA256;
+        if sha256 && !msg.has_integrity_sha256() {
+            return Err(AuthError::BadRequest("PASSWORD-ALGORITHM SHA-256 needs MESSAGE-INTEGRITY-SHA256"));
+        }
+        let verify = |key: &Key| match key {
+            Key::Md5(k) if msg.has_integrity() => msg.verify_integrity(k).is_ok(),
+            Key::Md5(_) => false,
+            Key::Sha256(k) => msg.verify_integrity_sha256(k).is_ok(),
+        };
+        let make_key = |password: &str| {
+            if sha256 {
+                Key::Sha256(long_term_key_sha256(username, realm, password))
+            } else {
+                Key::Md5(long_term_key_md5(username, realm, password))
+            }
+        };
+
+        let mut known = false;
+        if let Some(user) = self.users.get(username) {
+            known = true;
+            let key = match (&user.password, sha256) {
+                (Some(password), _) => make_key(password),
+                (None, false) => Key::Md5(user.key_md5),
+                (None, true) => return Err(AuthError::Rejected(Rejection::WrongPassword)),
+            };
+            if verify(&key) {
+                return Ok(Authenticated { username: username.to_owned(), key });
+            }
+        }
+        if !self.secrets.is_empty()
+            && let Some(expiry) = rest_expiry(username)
+        {
+            known = true;
+            for secret in &self.secrets {
+                let key = make_key(&rest_password(secret, username));
+                if verify(&key) {
+                    return if expiry < unix_now {
+                        Err(AuthError::Rejected(Rejection::Expired))
+                    } else {
+                        Ok(Authenticated { username: username.to_owned(), key })
+                    };
+                }
+            }
+        }
+        Err(AuthError::Rejected(if known { Rejection::WrongPassword } else { Rejection::UnknownUser }))
+    }
+}
+
+/// The expiry of a REST username `<unix-expiry>[:<user>]`, as coturn reads it.
+pub fn rest_expiry(username: &str) -> Option<u64> {
+    username.split(':').next()?.parse().ok()
+}
+
+/// Failed authentications per source address: a token bucket each, bounded in number.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+    burst: f64,
+    per_second: f64,
+    max_tracked: usize,
+}
+
+impl FailureLimiter {
+    pub fn new(burst: u32, per_second: f64, max_tracked: usize) -> Self {
+        Self { buckets: HashMap::new(), burst: f64::from(burst), per_second, max_tracked }
+    }
+
+    /// Whether `ip` is over its budget of failures.
+    pub fn is_limited(&self, ip: IpAddr, now: Instant) -> bool {
+        self.level(ip, now) < 1.0
+    }
+
+    fn level(&self, ip: IpAddr, now: Instant) -> f64 {
+        match self.buckets.get(&ip) {
+            Some(&(tokens, at)) => {
+                (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_second).min(self.burst)
+            }
+            None => self.burst,
+        }
+    }
+
+    /// Records a failure from `ip`.
+    pub fn failed(&mut self, ip: IpAddr, now: Instant) {
+        let level = self.level(ip, now);
+        if self.buckets.len() >= self.max_tracked && !self.buckets.contains_key(&ip) {
+            self.forget_idle(now);
+            if self.buckets.len() >= self.max_tracked {
+                return; // bounded memory beats perfect limiting under a spoofed-source flood
+            }
+        }
+        self.buckets.insert(ip, ((level - 1.0).max(0.0), now));
+    }
+
+    /// Drops the buckets that have refilled: they carry no information.
+    pub fn forget_idle(&mut self, now: Instant) {
+        let (burst, rate) = (self.burst, self.per_second);
+        self.buckets.retain(|_, &mut (tokens, at)| tokens + now.saturating_duration_since(at).as_secs_f64() * rate < burst);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stun::{Class, Encoder, MessageType, Method, TransactionId};
+
+    fn config() -> AuthConfig {
+        let mut users = HashMap::new();
+        users.insert("alice".to_owned(), StaticUser::from_password("alice", "example.org", "wonderland"));
+        users.insert("keyonly".to_owned(), StaticUser::from_key(long_term_key_md5("keyonly", "example.org", "pw")));
+        AuthConfig {
+            realm: "example.org".into(),
+            users,
+            secrets: vec![b"old secret".to_vec(), b"new secret".to_vec()],
+            nonce_key: [7; 32],
+            nonce_lifetime: Duration::from_secs(600),
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9));
+
+    fn request(user: &str, realm: &str, nonce: &str, key: Option<&Key>) -> Vec<u8> {
+        let mut buf = vec![0u8; 512];
+        let mut enc = Encoder::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), TransactionId::new([1; 12]))
+            .expect("header");
+        enc.add(&Username(user)).expect("u");
+        enc.add(&Realm(realm)).expect("r");
+        enc.add(&Nonce(nonce)).expect("n");
+        match key {
+            Some(Key::Md5(k)) => enc.message_integrity(k).expect("mi"),
+            Some(Key::Sha256(k)) => {
+                enc.add(&PasswordAlgorithms::MD5_AND_SHA256).expect("pas");
+                enc.add(&PasswordAlgorithm { algorithm: PasswordAlgorithm::SHA256, params: &[] }).expect("pa");
+                enc.message_integrity_sha256(k).expect("mi256")
+            }
+            None => {}
+        }
+        let len = enc.finish();
+        buf.truncate(len);
+        buf
+    }
+
+    fn auth(bytes: &[u8], cfg: &AuthConfig) -> Result<Authenticated, AuthError> {
+        cfg.authenticate(&Message::decode(bytes).expect("decodes"), CLIENT, NOW)
+    }
+
+    #[test]
+    fn nonces_are_bound_to_client_and_expire() {
+        let cfg = config();
+        let nonce = cfg.nonce(CLIENT, NOW);
+        assert!(nonce.starts_with(NONCE_COOKIE) && nonce.len() < 128);
+        assert!(cfg.nonce_valid(&nonce, CLIENT, NOW));
+        assert!(cfg.nonce_valid(&nonce, CLIENT, NOW + 600));
+        assert!(!cfg.nonce_valid(&nonce, CLIENT, NOW + 601), "expired");
+        assert!(!cfg.nonce_valid(&nonce, "203.0.113.10".parse().expect("ip"), NOW), "other client");
+        let mut other = config();
+        other.nonce_key = [8; 32];
+        assert!(!other.nonce_valid(&nonce, CLIENT, NOW), "another key (restart)");
+        assert!(!cfg.nonce_valid("obMatJos2gAAAgarbage", CLIENT, NOW));
+        assert!(!cfg.nonce_valid("", CLIENT, NOW));
+    }
+
+    #[test]
+    fn static_user_md5_and_sha256() {
+        let cfg = config();
+        let nonce = cfg.nonce(CLIENT, NOW);
+        let md5 = Key::Md5(long_term_key_md5("alice", "example.org", "wonderland"));
+        let ok = auth(&request("alice", "example.org", &nonce, Some(&md5)), &cfg).expect("md5 authenticates");
+        assert_eq!(ok, Authenticated { username: "alice".into(), key: md5 });
+        let sha = Key::Sha256(long_term_key_sha256("alice", "example.org", "wonderland"));
+        let ok = auth(&request("alice", "example.org", &nonce, Some(&sha)), &cfg).expect("sha256 authenticates");
+        assert_eq!(ok.key, sha);
+        let wrong = Key::Md5(long_term_key_md5("alice", "example.org", "mirror"));
+        assert_eq!(auth(&request("alice", "example.org", &nonce, Some(&wrong)), &cfg), Err(AuthError::Rejected(Rejection::WrongPassword)));
+        let key_only = Key::Md5(long_term_key_md5("keyonly", "example.org", "pw"));
+        assert!(auth(&request("keyonly", "example.org", &nonce, Some(&key_only)), &cfg).is_ok());
+    }
+
+    #[test]
+    fn rest_credentials_any_live_secret_until_expiry() {
+        let cfg = config();
+        let nonce = cfg.nonce(CLIENT, NOW);
+        for secret in [&b"old secret"[..], b"new secret"] {
+            let user = format!("{}:bob", NOW + 60);
+            let key = Key::Md5(long_term_key_md5(&user, "example.org", &rest_password(secret, &user)));
+            assert!(auth(&request(&user, "example.org", &nonce, Some(&key)), &cfg).is_ok());
+        }
+        let expired = format!("{}:bob", NOW - 1);
+        let key = Key::Md5(long_term_key_md5(&expired, "example.org", &rest_password(b"new secret", &expired)));
+        assert_eq!(auth(&request(&expired, "example.org", &nonce, Some(&key)), &cfg), Err(AuthError::Rejected(Rejection::Expired)));
+        let user = format!("{}:bob", NOW + 60);
+        let key = Key::Md5(long_term_key_md5(&user, "example.org", &rest_password(b"retired secret", &user)));
+        assert_eq!(auth(&request(&user, "example.org", &nonce, Some(&key)), &cfg), Err(AuthError::Rejected(Rejection::WrongPassword)));
+    }
+
+    #[test]
+    fn challenge_stale_and_bad_requests() {
+        let cfg = config();
+        let nonce = cfg.nonce(CLIENT, NOW);
+        assert_eq!(auth(&request("alice", "example.org", &nonce, None), &cfg), Err(AuthError::Challenge));
+        let md5 = Key::Md5(long_term_key_md5("alice", "example.org", "wonderland"));
+        let stale = cfg.nonce(CLIENT, NOW - 601);
+        assert_eq!(auth(&request("alice", "example.org", &stale, Some(&md5)), &cfg), Err(AuthError::StaleNonce));
+        assert_eq!(auth(&request("nobody", "example.org", &nonce, Some(&md5)), &cfg), Err(AuthError::Rejected(Rejection::UnknownUser)));
+        assert_eq!(auth(&request("alice", "other.org", &nonce, Some(&md5)), &cfg), Err(AuthError::Rejected(Rejection::WrongRealm)));
+    }
+
+    #[test]
+    fn failure_limiter_refills_and_stays_bounded() {
+        let t0 = Instant::now();
+        let mut l = FailureLimiter::new(3, 1.0, 100);
+        let ip: IpAddr = "198.51.100.1".parse().expect("ip");
+        for _ in 0..3 {
+            assert!(!l.is_limited(ip, t0));
+            l.failed(ip, t0);
+        }
+        assert!(l.is_limited(ip, t0));
+        assert!(!l.is_limited(ip, t0 + Duration::from_millis(1100)), "one token back after a second");
+        for i in 0..1000u32 {
+            l.failed(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert!(l.tracked() <= 100);
+        l.forget_idle(t0 + Duration::from_secs(10));
+        assert_eq!(l.tracked(), 0);
+    }
+}
