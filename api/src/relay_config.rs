@@ -1,4 +1,5 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -6,8 +7,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_LISTEN_PORT: u16 = 3478;
 /// The STUN/TURN over TLS port.
 pub const DEFAULT_TLS_PORT: u16 = 5349;
+/// The Prometheus port of ARCHITECTURE.md (coturn's `--prometheus` uses 9641 too).
+pub const DEFAULT_METRICS_PORT: u16 = 9641;
 
-/// The relay's configuration file (`relay.toml`).
+/// The relay's configuration file (`relay.toml`); the operator renders it.
 ///
 /// Every field has a default, so an empty file (or none at all) is a working configuration: a
 /// STUN/TURN server on port 3478, UDP and TCP, all interfaces, IPv4 and IPv6.
@@ -17,14 +20,54 @@ pub struct RelayConfig {
     /// Addresses to serve STUN/TURN on; each is bound for both UDP and TCP. Port 0 picks a free
     /// port (the same one for UDP and TCP), which the relay logs.
     pub listen: Vec<SocketAddr>,
+    /// Addresses to serve STUN/TURN over TLS on (needs `cert` and `key`).
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for TLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub key: Option<PathBuf>,
     /// The SOFTWARE attribute sent in responses. Empty sends none.
     pub software: String,
     /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP.
     pub metrics_listen: SocketAddr,
+    /// The realm of the long-term credentials.
+    pub realm: String,
+    /// Static users, `name:password` or `name:0x<md5 key>` (what `turnadmin -k` prints).
+    pub users: Vec<String>,
+    /// A file of users, one `name:password` or `name:0x<key>` per line; `#` starts a comment.
+    pub users_file: Option<PathBuf>,
+    /// Shared secrets for time-limited REST credentials; any of them validates (rotation).
+    pub auth_secrets: Vec<String>,
+    /// Files each holding one shared secret (a mounted Kubernetes Secret).
+    pub auth_secret_files: Vec<PathBuf>,
+    /// Addresses to relay from, at most one per family. Empty: the address each request
+    /// arrived on.
+    pub relay_ips: Vec<IpAddr>,
+    /// The relay port range.
+    pub min_port: u16,
+    pub max_port: u16,
+    /// `PUBLIC` or `PUBLIC/PRIVATE`: the public address advertised for relayed addresses on
+    /// `PRIVATE` (or on every address of its family), for a relay behind NAT.
+    pub external_ips: Vec<String>,
+    /// Peer networks allowed even where a built-in rule denies them (CIDR or address).
+    pub allow_peers: Vec<String>,
+    /// Peer networks denied in addition to the built-in rules.
+    pub deny_peers: Vec<String>,
+    /// Allocations per user; 0 is unlimited.
+    pub user_quota: u32,
+    /// Allocations in total; 0 is unlimited.
+    pub total_quota: u32,
+    /// Bandwidth per allocation in bits per second, both directions together; 0 is unlimited.
+    pub max_bps: u64,
+    /// Permissions per allocation; 0 is unlimited.
+    pub max_permissions: u32,
+    /// Worker threads; 0 is one per CPU.
+    pub workers: usize,
+    /// On SIGTERM, how long existing allocations are served before the relay exits.
+    pub drain_timeout_secs: u64,
+    /// How long a nonce stays valid.
+    pub nonce_lifetime_secs: u64,
 }
-
-/// The Prometheus port of ARCHITECTURE.md (coturn's `--prometheus` uses 9641 too).
-pub const DEFAULT_METRICS_PORT: u16 = 9641;
 
 impl Default for RelayConfig {
     fn default() -> Self {
@@ -33,12 +76,40 @@ impl Default for RelayConfig {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_LISTEN_PORT),
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), DEFAULT_LISTEN_PORT),
             ],
+            tls_listen: Vec::new(),
+            cert: None,
+            key: None,
             software: concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(),
-            metrics_listen: SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                DEFAULT_METRICS_PORT,
-            ),
+            metrics_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_METRICS_PORT),
+            realm: "xdpturn".to_owned(),
+            users: Vec::new(),
+            users_file: None,
+            auth_secrets: Vec::new(),
+            auth_secret_files: Vec::new(),
+            relay_ips: Vec::new(),
+            min_port: 49152,
+            max_port: 65535,
+            external_ips: Vec::new(),
+            allow_peers: Vec::new(),
+            deny_peers: Vec::new(),
+            user_quota: 0,
+            total_quota: 0,
+            max_bps: 0,
+            max_permissions: 64,
+            workers: 0,
+            drain_timeout_secs: 300,
+            nonce_lifetime_secs: 600,
         }
+    }
+}
+
+impl RelayConfig {
+    /// Whether any credential source is configured.
+    pub fn has_credentials(&self) -> bool {
+        !self.users.is_empty()
+            || self.users_file.is_some()
+            || !self.auth_secrets.is_empty()
+            || !self.auth_secret_files.is_empty()
     }
 }
 
@@ -51,12 +122,8 @@ mod tests {
         let parsed: RelayConfig = toml::from_str("").expect("empty config parses");
         assert_eq!(parsed, RelayConfig::default());
         assert_eq!(parsed.listen.len(), 2);
-        assert!(
-            parsed
-                .listen
-                .iter()
-                .all(|a| a.port() == DEFAULT_LISTEN_PORT)
-        );
+        assert!(parsed.listen.iter().all(|a| a.port() == DEFAULT_LISTEN_PORT));
+        assert!(!parsed.has_credentials());
     }
 
     #[test]
@@ -65,14 +132,26 @@ mod tests {
             listen: vec!["127.0.0.1:3479".parse().expect("addr")],
             software: String::new(),
             metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+            users: vec!["alice:secret".into()],
+            auth_secrets: vec!["s3cret".into()],
+            relay_ips: vec!["192.0.2.1".parse().expect("ip")],
+            external_ips: vec!["198.51.100.1/10.0.0.1".into()],
+            allow_peers: vec!["10.0.0.0/8".into()],
+            max_bps: 1_000_000,
+            ..RelayConfig::default()
         };
         let text = toml::to_string(&cfg).expect("serialize");
         let back: RelayConfig = toml::from_str(&text).expect("parse");
         assert_eq!(back, cfg);
+        assert!(back.has_credentials());
     }
 
     #[test]
-    fn unknown_keys_are_rejected() {
+    fn kebab_case_keys_and_unknown_keys_are_rejected() {
+        let cfg: RelayConfig = toml::from_str("min-port = 40000\nmax-port = 40100\nauth-secrets = [\"a\", \"b\"]")
+            .expect("parses");
+        assert_eq!((cfg.min_port, cfg.max_port), (40000, 40100));
+        assert_eq!(cfg.auth_secrets.len(), 2);
         let err = toml::from_str::<RelayConfig>("listne = []").expect_err("typo must not pass");
         assert!(err.to_string().contains("listne"), "{err}");
     }

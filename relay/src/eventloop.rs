@@ -1,248 +1,628 @@
-//! The event loop: the only owner of sockets. It feeds packets to the protocol core and sends
-//! what it answers.
+//! The event loop: the only owner of sockets, timers and threads.
+//!
+//! One worker thread per core, each with a single-threaded runtime and its own protocol shard
+//! ([`proto::Server`]). Every listening address is bound once per worker with SO_REUSEPORT, so
+//! the kernel spreads clients over workers and keeps each client 5-tuple on one of them; the
+//! relay sockets of an allocation live in the worker that owns it, so a packet is handled from
+//! receive to send on one thread with no lock. Client-facing UDP is read in batches
+//! (recvmmsg, GRO) with the destination address of each datagram (IP_PKTINFO), which is both
+//! the 5-tuple's server address and the source address of the answer.
 
-use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::task::JoinSet;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
-use crate::proto::{Inbound, MAX_REPLY_LEN, Outcome, Server, Transport};
-use crate::stun::{MAX_MESSAGE_LEN, stream_frame_len};
+use crate::proto::{
+    self, Action, BindFailure, BindResult, Buf, Event, FiveTuple, Inbound, Ledger, MAX_REPLY_LEN, PEER_HEADROOM,
+    PEER_TAILROOM, PendingAllocation, RelayHandle, RelayRequest, Transport,
+};
+use crate::stun::{Class, Header, MAX_MESSAGE_LEN, stream_frame_len};
 
-/// A TCP connection that sends nothing for this long is closed.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// How many times binding port 0 is retried until UDP and TCP share a free port.
-const EPHEMERAL_BIND_ATTEMPTS: usize = 16;
+/// A stream connection that sends nothing for this long is closed (RFC 8656 allocations are
+/// refreshed well within it).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Datagrams read per recvmmsg call.
+const RECV_BATCH: usize = 8;
+/// Each receive buffer holds one GRO train (at most 64 KiB).
+const RECV_BUF: usize = 65_536;
+/// Frames queued towards one stream client before more are dropped.
+const STREAM_QUEUE: usize = 512;
 
-/// A listening address, bound for UDP and TCP on the same port.
+/// Shared state the main thread uses to steer the workers.
 #[derive(Debug)]
-pub struct Listener {
-    pub udp: UdpSocket,
-    pub tcp: TcpListener,
-    /// The bound address (with the real port when port 0 was asked for).
-    pub addr: SocketAddr,
+pub struct Control {
+    config: Mutex<Arc<proto::Config>>,
+    generation: AtomicU64,
+    draining: AtomicBool,
+    stop: AtomicBool,
 }
 
-fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+impl Control {
+    pub fn new(config: Arc<proto::Config>) -> Self {
+        Self { config: Mutex::new(config), generation: AtomicU64::new(0), draining: AtomicBool::new(false), stop: AtomicBool::new(false) }
+    }
+
+    /// Installs a new configuration; every worker picks it up within a second.
+    pub fn set_config(&self, config: Arc<proto::Config>) {
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn config(&self) -> Arc<proto::Config> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stop accepting new allocations.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// End every allocation and stop the workers.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// The relay port range, shared by all workers: which ports this process holds.
+#[derive(Debug)]
+pub struct RelayPorts {
+    min: u16,
+    max: u16,
+    used: Mutex<HashSet<SocketAddr>>,
+    next: std::sync::atomic::AtomicU32,
+}
+
+impl RelayPorts {
+    pub fn new(min: u16, max: u16) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let seed = std::process::id() ^ nanos;
+        Self { min, max, used: Mutex::new(HashSet::new()), next: std::sync::atomic::AtomicU32::new(seed) }
+    }
+
+    pub fn range(&self) -> (u16, u16) {
+        (self.min, self.max)
+    }
+
+    /// Binds a relay socket on `ip`: an even port if asked, and with `reserve_next` the port
+    /// after it as well. Ports are tried from a rotating start, so consecutive allocations do
+    /// not get predictable neighbours, and the kernel's bind is the arbiter with other programs.
+    pub fn bind(&self, ip: IpAddr, even: bool, reserve_next: bool) -> Result<(std::net::UdpSocket, Option<std::net::UdpSocket>), BindFailure> {
+        let span = u32::from(self.max - self.min) + 1;
+        let start = self.next.fetch_add(7919, Ordering::Relaxed) % span;
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..span {
+            let port = self.min as u32 + (start + i) % span;
+            let Ok(port) = u16::try_from(port) else { continue };
+            if (even || reserve_next) && port % 2 != 0 {
+                continue;
+            }
+            if reserve_next && port == self.max {
+                continue;
+            }
+            let addr = SocketAddr::new(ip, port);
+            if used.contains(&addr) {
+                continue;
+            }
+            let first = match relay_socket(addr) {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => return Err(BindFailure::Family),
+                Err(e) if e.raw_os_error() == Some(97) => return Err(BindFailure::Family), // EAFNOSUPPORT
+                Err(_) => continue,
+            };
+            let second = if reserve_next {
+                let next = SocketAddr::new(ip, port + 1);
+                if used.contains(&next) {
+                    continue;
+                }
+                match relay_socket(next) {
+                    Ok(s) => Some(s),
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            used.insert(addr);
+            if reserve_next {
+                used.insert(SocketAddr::new(ip, port + 1));
+            }
+            return Ok((first, second));
+        }
+        Err(BindFailure::NoCapacity)
+    }
+
+    pub fn release(&self, addr: SocketAddr) {
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+fn relay_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// One listening address, bound for UDP and TCP, once per worker (SO_REUSEPORT).
+#[derive(Debug)]
+pub struct ListenerSet {
+    pub addr: SocketAddr,
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+}
+
+fn reuseport_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
     if addr.is_ipv6() {
         // [::] and 0.0.0.0 are listened on separately, so each socket is one family.
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
-fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
-/// Binds UDP and TCP on `addr`. With port 0, finds a port free for both.
-pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
-    let attempts = if addr.port() == 0 {
-        EPHEMERAL_BIND_ATTEMPTS
-    } else {
-        1
-    };
-    let mut last_err = None;
+fn bind_set(addr: SocketAddr, workers: usize) -> io::Result<ListenerSet> {
+    let first = reuseport_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    let bound = first.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
+    let mut udp = vec![std::net::UdpSocket::from(first)];
+    let mut tcp = Vec::new();
+    for i in 0..workers {
+        if i > 0 {
+            udp.push(reuseport_socket(bound, Type::DGRAM, Protocol::UDP)?.into());
+        }
+        let listener = reuseport_socket(bound, Type::STREAM, Protocol::TCP)?;
+        listener.listen(1024)?;
+        tcp.push(listener.into());
+    }
+    Ok(ListenerSet { addr: bound, udp, tcp })
+}
+
+/// Binds `addr` for UDP and TCP, `workers` times. With port 0, finds a port free for both.
+pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<ListenerSet> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last = None;
     for _ in 0..attempts {
-        let udp = udp_socket(addr)?;
-        let bound = udp.local_addr()?;
-        match tcp_listener(bound) {
-            Ok(tcp) => {
-                return Ok(Listener {
-                    udp: UdpSocket::from_std(udp)?,
-                    tcp: TcpListener::from_std(tcp)?,
-                    addr: bound,
-                });
-            }
-            Err(err) if err.kind() == io::ErrorKind::AddrInUse && addr.port() == 0 => {
-                last_err = Some(err)
-            }
-            Err(err) => return Err(err),
+        match bind_set(addr, workers.max(1)) {
+            Ok(set) => return Ok(set),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(e),
         }
     }
-    Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+    Err(last.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
 }
 
-/// Serves every listener until the tasks fail (they do not, short of a socket error).
-pub async fn serve(
-    listeners: Vec<Listener>,
-    server: Server,
-    metrics: Arc<Metrics>,
-) -> io::Result<()> {
-    let mut tasks = JoinSet::new();
-    for l in listeners {
-        tasks.spawn(serve_udp(
-            Arc::new(l.udp),
-            l.addr,
-            server.clone(),
-            metrics.clone(),
-        ));
-        tasks.spawn(serve_tcp(l.tcp, server.clone(), metrics.clone()));
-    }
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(err),
-            Err(join) => return Err(io::Error::other(join)),
+/// What the workers share.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub control: Arc<Control>,
+    pub ledger: Arc<Ledger>,
+    pub metrics: Arc<Metrics>,
+    pub ports: Arc<RelayPorts>,
+    /// Wall clock at `clock.0`.
+    pub clock: (Instant, u64),
+}
+
+/// Starts one worker thread per element of each listener set; returns their handles.
+pub fn start(listeners: Vec<ListenerSet>, workers: usize, shared: Shared) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut per_worker: Vec<Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+    for set in listeners {
+        for (i, (udp, tcp)) in set.udp.into_iter().zip(set.tcp).enumerate() {
+            per_worker[i].push((set.addr, udp, tcp));
         }
+    }
+    let mut handles = Vec::new();
+    for (i, sockets) in per_worker.into_iter().enumerate() {
+        let shared = shared.clone();
+        let handle = std::thread::Builder::new().name(format!("xdpturn-worker-{i}")).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::error!(%err, worker = i, "cannot start a worker runtime");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            if let Err(err) = local.block_on(&runtime, run_worker(sockets, shared)) {
+                tracing::error!(%err, worker = i, "worker stopped");
+            }
+        })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// A client-facing UDP socket of this worker.
+struct UdpListener {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    addr: SocketAddr,
+}
+
+struct RelaySocket {
+    socket: Rc<UdpSocket>,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// Buffers shared by everything in one worker: used only between awaits.
+struct Buffers {
+    peer: Vec<u8>,
+    out: Vec<u8>,
+}
+
+struct Worker {
+    server: RefCell<proto::Server>,
+    shared: Shared,
+    udp: Vec<Rc<UdpListener>>,
+    relays: RefCell<HashMap<RelayHandle, RelaySocket>>,
+    streams: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    next_handle: Cell<u32>,
+    bufs: RefCell<Buffers>,
+    generation: Cell<u64>,
+}
+
+async fn run_worker(sockets: Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>, shared: Shared) -> io::Result<()> {
+    let config = shared.control.config();
+    let now = Instant::now();
+    let unix = shared.clock.1 + now.saturating_duration_since(shared.clock.0).as_secs();
+    let server = proto::Server::new(config, shared.ledger.clone(), shared.metrics.clone(), now, unix);
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for (addr, u, t) in sockets {
+        let state = UdpSocketState::new((&u).into())?;
+        udp.push(Rc::new(UdpListener { socket: UdpSocket::from_std(u)?, state, addr }));
+        tcp.push((addr, TcpListener::from_std(t)?));
+    }
+    let worker = Rc::new(Worker {
+        server: RefCell::new(server),
+        generation: Cell::new(shared.control.generation.load(Ordering::Acquire)),
+        shared,
+        udp,
+        relays: RefCell::new(HashMap::new()),
+        streams: RefCell::new(HashMap::new()),
+        next_handle: Cell::new(1),
+        bufs: RefCell::new(Buffers {
+            peer: vec![0u8; PEER_HEADROOM + MAX_MESSAGE_LEN + PEER_TAILROOM],
+            out: vec![0u8; MAX_MESSAGE_LEN + 64],
+        }),
+    });
+    let mut tasks = Vec::new();
+    for i in 0..worker.udp.len() {
+        tasks.push(tokio::task::spawn_local(serve_udp(worker.clone(), i)));
+    }
+    for (addr, listener) in tcp {
+        tasks.push(tokio::task::spawn_local(serve_tcp(worker.clone(), addr, listener)));
+    }
+    timers(&worker).await;
+    for t in tasks {
+        t.abort();
     }
     Ok(())
 }
 
-async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    local: SocketAddr,
-    mut server: Server,
-    metrics: Arc<Metrics>,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
+/// The once-a-second housekeeping; returns when the relay stops.
+async fn timers(worker: &Rc<Worker>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let control = &worker.shared.control;
+        let generation = control.generation.load(Ordering::Acquire);
+        if generation != worker.generation.get() {
+            worker.generation.set(generation);
+            worker.server.borrow_mut().set_config(control.config());
+        }
+        let draining = control.draining.load(Ordering::Acquire);
+        worker.server.borrow_mut().set_draining(draining);
+        if control.stop.load(Ordering::Acquire) {
+            worker.server.borrow_mut().shutdown();
+            worker.apply_events();
+            return;
+        }
+        worker.server.borrow_mut().tick(Instant::now());
+        worker.apply_events();
+    }
+}
+
+impl Worker {
+    fn apply_events(&self) {
+        loop {
+            let Some(event) = self.server.borrow_mut().poll_event() else { break };
+            match event {
+                Event::ReleaseRelay(handle) => {
+                    if let Some(relay) = self.relays.borrow_mut().remove(&handle) {
+                        relay.task.abort();
+                        self.shared.ports.release(relay.addr);
+                    }
+                }
+                // Mirrored into the kernel by the XDP dataplane when it is attached.
+                Event::ChannelBound { .. } | Event::ChannelUnbound { .. } => {}
+            }
+        }
+    }
+
+    /// Applies what the core decided for a packet. `input` is the packet's buffer (for
+    /// in-place forwarding), `out` the core's output buffer; `reply_to` is where a Reply goes.
+    fn apply(self: &Rc<Self>, action: Action, input: &[u8], out: &mut [u8], reply_to: &FiveTuple) {
+        match action {
+            Action::None => {}
+            Action::Reply { len } => self.to_client(reply_to, &out[..len]),
+            Action::ToPeer { relay, peer, range } => {
+                let relays = self.relays.borrow();
+                let sent = relays.get(&relay).map(|r| r.socket.try_send_to(&input[range], peer));
+                if !matches!(sent, Some(Ok(_))) {
+                    self.shared.metrics.send_errors.with_label_values(&["relay"]).inc();
+                }
+            }
+            Action::ToClient { tuple, data } => {
+                let bytes = match data {
+                    Buf::Input(range) => &input[range],
+                    Buf::Output(len) => &out[..len],
+                };
+                self.to_client(&tuple, bytes);
+            }
+            Action::BindRelays(pending) => {
+                let action = self.bind_relays(*pending, out);
+                // The completion only ever sends to the client (from `out`).
+                self.apply(action, &[], out, reply_to);
+            }
+        }
+    }
+
+    fn to_client(&self, tuple: &FiveTuple, bytes: &[u8]) {
+        let ok = match tuple.transport {
+            Transport::Udp => self.udp_send(tuple, bytes),
+            Transport::Tcp | Transport::Tls => {
+                let streams = self.streams.borrow();
+                streams.get(tuple).is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok())
+            }
+        };
+        if !ok {
+            self.shared.metrics.send_errors.with_label_values(&[tuple.transport.as_str()]).inc();
+        }
+    }
+
+    fn udp_send(&self, tuple: &FiveTuple, bytes: &[u8]) -> bool {
+        let server = tuple.server;
+        let Some(l) = self.udp.iter().find(|l| {
+            l.addr.port() == server.port()
+                && l.addr.is_ipv4() == server.is_ipv4()
+                && (l.addr.ip().is_unspecified() || l.addr.ip() == server.ip())
+        }) else {
+            return false;
+        };
+        let src_ip = l.addr.ip().is_unspecified().then_some(server.ip());
+        let transmit = Transmit { destination: tuple.client, ecn: None, contents: bytes, segment_size: None, src_ip };
+        l.state.try_send((&l.socket).into(), &transmit).is_ok()
+    }
+
+    fn bind_relays(self: &Rc<Self>, pending: PendingAllocation, out: &mut [u8]) -> Action {
+        let ports = &self.shared.ports;
+        let mut reserved = None;
+        let primary = match pending.primary {
+            RelayRequest::Reserved(relay) => Ok((relay.handle, relay.addr)),
+            RelayRequest::Bind { ip, even, reserve_next } => match ports.bind(ip, even, reserve_next) {
+                Ok((socket, next)) => {
+                    if let Some(next) = next {
+                        reserved = self.register_relay(next).ok();
+                    }
+                    self.register_relay(socket)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let additional = pending.additional.map(|ip| ports.bind(ip, false, false).and_then(|(s, _)| self.register_relay(s)));
+        let result = BindResult { primary, additional, reserved };
+        let action = self.server.borrow_mut().complete_allocate(pending, result, Instant::now(), out);
+        self.apply_events();
+        action
+    }
+
+    /// Takes ownership of a bound relay socket: a handle, and a task reading it.
+    fn register_relay(self: &Rc<Self>, socket: std::net::UdpSocket) -> Result<(RelayHandle, SocketAddr), BindFailure> {
+        let addr = socket.local_addr().map_err(|_| BindFailure::NoCapacity)?;
+        let socket = match UdpSocket::from_std(socket) {
+            Ok(s) => Rc::new(s),
+            Err(_) => {
+                self.shared.ports.release(addr);
+                return Err(BindFailure::NoCapacity);
+            }
+        };
+        let handle = RelayHandle(self.next_handle.get());
+        self.next_handle.set(self.next_handle.get().wrapping_add(1).max(1));
+        let task = tokio::task::spawn_local(serve_relay(self.clone(), handle, socket.clone()));
+        self.relays.borrow_mut().insert(handle, RelaySocket { socket, addr, task });
+        Ok((handle, addr))
+    }
+}
+
+/// Reads one client-facing UDP socket in batches.
+async fn serve_udp(worker: Rc<Worker>, index: usize) {
+    let listener = worker.udp[index].clone();
+    let mut storage = vec![0u8; RECV_BATCH * RECV_BUF];
+    let mut meta = [RecvMeta::default(); RECV_BATCH];
     let mut out = vec![0u8; MAX_REPLY_LEN];
     loop {
-        let (len, remote) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            // ICMP errors from earlier sends surface here on some kernels; they concern one
-            // peer, not the socket.
-            Err(err) if is_transient(&err) => continue,
-            Err(err) => return Err(err),
+        if listener.socket.readable().await.is_err() {
+            return;
+        }
+        let received = {
+            let mut slices: Vec<IoSliceMut<'_>> = storage.chunks_mut(RECV_BUF).map(IoSliceMut::new).collect();
+            listener.socket.try_io(tokio::io::Interest::READABLE, || {
+                listener.state.recv((&listener.socket).into(), &mut slices, &mut meta)
+            })
         };
-        let inbound = Inbound {
-            transport: Transport::Udp,
-            local,
-            remote,
-            packet: &buf[..len],
+        let n = match received {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::debug!(err = %e, "UDP receive");
+                continue;
+            }
         };
-        let outcome = server.handle(&inbound, &mut out);
-        metrics.record(Transport::Udp, &outcome);
-        trace_outcome(Transport::Udp, remote, &outcome);
-        if let Outcome::Reply { len, .. } = outcome
-            && let Err(err) = socket.send_to(&out[..len], remote).await
-        {
-            metrics
-                .send_errors
-                .with_label_values(&[Transport::Udp.as_str()])
-                .inc();
-            tracing::debug!(%remote, %err, "UDP send failed");
+        let now = Instant::now();
+        for (m, buf) in meta.iter().take(n).zip(storage.chunks_mut(RECV_BUF)) {
+            let local = SocketAddr::new(m.dst_ip.map_or(listener.addr.ip(), |ip| ip.to_canonical()), listener.addr.port());
+            let stride = m.stride.max(1);
+            // A GRO train carries several datagrams of `stride` bytes (the last may be shorter).
+            for datagram in buf[..m.len].chunks_mut(stride) {
+                let inbound = Inbound { transport: Transport::Udp, local, remote: m.addr, packet: datagram };
+                handle_client(&worker, &inbound, now, &mut out);
+            }
         }
     }
 }
 
-/// One debug line per packet: filtered out (and nearly free) at the default level.
-fn trace_outcome(transport: Transport, remote: SocketAddr, outcome: &Outcome) {
-    match outcome {
-        Outcome::Reply { method, code, .. } => {
-            tracing::debug!(transport = transport.as_str(), %remote, method = method.as_str(), code = code.unwrap_or(0), "answered")
-        }
-        Outcome::Consumed { method } => {
-            tracing::debug!(transport = transport.as_str(), %remote, method = method.as_str(), "consumed")
-        }
-        Outcome::Dropped(reason) => {
-            tracing::debug!(transport = transport.as_str(), %remote, reason = reason.as_str(), "dropped")
-        }
+/// One client packet through the core, timing requests.
+fn handle_client(worker: &Rc<Worker>, inbound: &Inbound<'_>, now: Instant, out: &mut [u8]) {
+    let request = Header::peek(inbound.packet).filter(|h| h.typ.class == Class::Request).map(|h| h.typ.method);
+    let started = request.map(|_| Instant::now());
+    let action = worker.server.borrow_mut().handle_client(inbound, now, out);
+    trace_action(inbound, &action, out);
+    worker.apply(action, inbound.packet, out, &inbound.tuple());
+    if let (Some(method), Some(started)) = (request, started) {
+        worker.shared.metrics.request_duration(method).observe(started.elapsed().as_secs_f64());
+    }
+    worker.apply_events();
+}
+
+/// One debug line per answered request: filtered out (and nearly free) at the default level.
+fn trace_action(inbound: &Inbound<'_>, action: &Action, out: &[u8]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let transport = inbound.transport.as_str();
+    let remote = inbound.remote;
+    if let Action::Reply { len } = action
+        && let Ok(msg) = crate::stun::Message::decode(&out[..*len])
+    {
+        let code = msg.get::<crate::stun::ErrorCode>().and_then(Result::ok).map_or(0, |e| e.code);
+        tracing::debug!(transport, %remote, method = msg.method().as_str(), code, "answered");
     }
 }
 
-fn is_transient(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
+/// Reads one relay socket: datagrams from peers.
+async fn serve_relay(worker: Rc<Worker>, handle: RelayHandle, socket: Rc<UdpSocket>) {
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        // Drain what is there, a bounded amount at a time so one busy peer cannot starve the rest.
+        for _ in 0..64 {
+            let mut bufs = worker.bufs.borrow_mut();
+            let Buffers { peer, out } = &mut *bufs;
+            let end = peer.len() - PEER_TAILROOM;
+            let (len, from) = match socket.try_recv_from(&mut peer[PEER_HEADROOM..end]) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            };
+            let now = Instant::now();
+            let action = worker.server.borrow_mut().handle_peer(handle, from, peer, len, now, out);
+            let reply_to = FiveTuple { transport: Transport::Udp, client: from, server: from };
+            worker.apply(action, peer, out, &reply_to);
+            drop(bufs);
+            worker.apply_events();
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
-async fn serve_tcp(listener: TcpListener, server: Server, metrics: Arc<Metrics>) -> io::Result<()> {
+async fn serve_tcp(worker: Rc<Worker>, addr: SocketAddr, listener: TcpListener) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors and the like: wait a moment rather than spin.
-                tracing::warn!(%err, "accepting a TCP connection");
+                tracing::warn!(%err, %addr, "accepting a TCP connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let server = server.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let gauge = metrics
-                .connections
-                .with_label_values(&[Transport::Tcp.as_str()]);
-            gauge.inc();
-            if let Err(err) = serve_stream(stream, remote, server, &metrics).await {
-                tracing::debug!(%remote, %err, "TCP connection ended");
-            }
-            gauge.dec();
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(addr);
+        let worker = worker.clone();
+        tokio::task::spawn_local(async move {
+            serve_stream(worker, stream, FiveTuple { transport: Transport::Tcp, client: remote, server: local }).await;
         });
     }
 }
 
-/// Serves one stream connection: frames STUN and ChannelData (RFC 8656 §12.5) and answers each.
-async fn serve_stream(
-    mut stream: TcpStream,
-    remote: SocketAddr,
-    mut server: Server,
-    metrics: &Metrics,
-) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let local = stream.local_addr()?;
+/// Serves one stream connection (TCP or TLS): frames STUN and ChannelData (RFC 8656 §12.5),
+/// answers through a queue that also carries relayed data, and ends the connection's
+/// allocation when it closes.
+async fn serve_stream<S>(worker: Rc<Worker>, stream: S, tuple: FiveTuple)
+where
+    S: AsyncRead + AsyncWrite + 'static,
+{
+    let metrics = worker.shared.metrics.clone();
+    let gauge = metrics.connections.with_label_values(&[tuple.transport.as_str()]);
+    gauge.inc();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    worker.streams.borrow_mut().insert(tuple, tx);
+    let writer = tokio::task::spawn_local(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     let mut filled = 0;
     let mut out = vec![0u8; MAX_REPLY_LEN];
-    loop {
-        // Answer every complete frame in the buffer.
+    'conn: loop {
         let mut start = 0;
         loop {
             let frame_len = match stream_frame_len(&buf[start..filled]) {
                 Ok(Some(n)) if n <= filled - start => n,
                 Ok(_) => break,
-                Err(err) => {
-                    metrics.record(
-                        Transport::Tcp,
-                        &Outcome::Dropped(crate::proto::DropReason::NotStun),
-                    );
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, err));
+                Err(_) => {
+                    metrics.dropped(tuple.transport, proto::DropReason::NotStun);
+                    break 'conn;
                 }
             };
-            let inbound = Inbound {
-                transport: Transport::Tcp,
-                local,
-                remote,
-                packet: &buf[start..start + frame_len],
-            };
-            let outcome = server.handle(&inbound, &mut out);
-            metrics.record(Transport::Tcp, &outcome);
-            trace_outcome(Transport::Tcp, remote, &outcome);
-            if let Outcome::Reply { len, .. } = outcome {
-                stream.write_all(&out[..len]).await?;
-            }
+            let inbound = Inbound { transport: tuple.transport, local: tuple.server, remote: tuple.client, packet: &buf[start..start + frame_len] };
+            handle_client(&worker, &inbound, Instant::now(), &mut out);
             start += frame_len;
         }
         buf.copy_within(start..filled, 0);
         filled -= start;
         // A frame is at most 20 + 65535 bytes, which the buffer holds: it never fills up.
-        let read = tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read(&mut buf[filled..]))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "idle"))??;
-        if read == 0 {
-            return Ok(());
+        match tokio::time::timeout(TCP_IDLE_TIMEOUT, rd.read(&mut buf[filled..])).await {
+            Ok(Ok(n)) if n > 0 => filled += n,
+            _ => break,
         }
-        filled += read;
     }
+    worker.streams.borrow_mut().remove(&tuple);
+    worker.server.borrow_mut().client_closed(&tuple);
+    worker.apply_events();
+    // Let queued answers go out, then close.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    gauge.dec();
 }

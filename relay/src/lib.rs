@@ -5,6 +5,7 @@
 //! owns the sockets; [`http`] serves metrics and health; [`credentials`] makes the credentials
 //! coturn's `turnadmin` does.
 
+pub mod config;
 pub mod credentials;
 pub mod eventloop;
 pub mod http;

@@ -5,31 +5,34 @@ use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use api::RelayConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use relay::credentials;
+use relay::config::{self, Bound};
+use relay::eventloop::{self, Control, RelayPorts, Shared};
 use relay::metrics::Metrics;
-use relay::proto::Server;
-use relay::{eventloop, http};
+use relay::proto::Ledger;
+use relay::{credentials, http};
 use tracing_subscriber::EnvFilter;
 
 /// xdpturn relay: a STUN/TURN server (RFC 8489, RFC 8656) for WebRTC.
 ///
-/// With no arguments it serves STUN on port 3478, UDP and TCP, on every IPv4 and IPv6
-/// address, and Prometheus metrics on port 9641. Every option can also be set in a TOML file
-/// (--config) and by an environment variable (XDPTURN_*); flags override the file.
+/// With no arguments it serves STUN and TURN on port 3478, UDP and TCP, on every IPv4 and
+/// IPv6 address, with a user and password generated for the run (printed once), and Prometheus
+/// metrics on port 9641. Every option can also be set in a TOML file (--config) and by an
+/// environment variable (XDPTURN_*); flags and variables override the file. Names in [brackets]
+/// are coturn's equivalents.
 ///
-/// Logs go to standard error; set XDPTURN_LOG (or RUST_LOG) to filter them, e.g.
-/// XDPTURN_LOG=debug or XDPTURN_LOG=relay=debug,info.
+/// Signals: SIGHUP reloads the config file, users file and secret files (also reloaded when they
+/// change on disk) without dropping allocations; a bad reload is refused and the old
+/// configuration stays. SIGTERM drains: no new allocations, existing ones served until they end
+/// or --drain-timeout; a second SIGTERM exits at once.
+///
+/// Logs go to standard error; XDPTURN_LOG (or RUST_LOG) filters them, e.g. XDPTURN_LOG=debug.
 #[derive(Debug, Parser)]
-#[command(
-    name = "xdpturn-relay",
-    version,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "xdpturn-relay", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -41,8 +44,8 @@ struct Cli {
 enum Command {
     /// Print a user's long-term key, MD5(user:realm:password), as `turnadmin -k` does.
     ///
-    /// The key can stand in for the password in a users file, so that passwords need not be
-    /// stored.
+    /// The key can stand in for the password in a users file (NAME:0xKEY), so that passwords
+    /// need not be stored.
     Key(KeyArgs),
     /// Issue a time-limited credential from a shared secret, as coturn's `use-auth-secret`
     /// (the TURN REST API) expects, with the matching RTCPeerConnection `iceServers`.
@@ -51,28 +54,94 @@ enum Command {
     Credentials(CredentialsArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct ServeArgs {
-    /// Configuration file (TOML). Options given as flags or environment variables override it.
+    /// Configuration file (TOML, keys as the long flags: listen, min-port, auth-secrets, ...).
     #[arg(short = 'c', long, env = "XDPTURN_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Address to serve STUN/TURN on, UDP and TCP [coturn: --listening-ip/--listening-port].
-    /// Repeatable; port 0 picks a free port (logged). Default: 0.0.0.0:3478 and [::]:3478.
-    #[arg(
-        long,
-        env = "XDPTURN_LISTEN",
-        value_name = "ADDR:PORT",
-        value_delimiter = ','
-    )]
+    /// Address to serve STUN/TURN on, UDP and TCP; repeatable; port 0 picks a free port
+    /// [--listening-ip, --listening-port]. Default: 0.0.0.0:3478 and [::]:3478.
+    #[arg(long, env = "XDPTURN_LISTEN", value_name = "ADDR:PORT", value_delimiter = ',')]
     listen: Vec<SocketAddr>,
 
-    /// Address to serve /metrics, /healthz and /readyz on [coturn: --prometheus-port].
-    /// Default: 0.0.0.0:9641.
+    /// Address to serve /metrics, /healthz and /readyz on [--prometheus-port]. Default 0.0.0.0:9641.
     #[arg(long, env = "XDPTURN_METRICS_LISTEN", value_name = "ADDR:PORT")]
     metrics_listen: Option<SocketAddr>,
 
-    /// SOFTWARE attribute sent in responses; an empty string sends none [coturn: --no-software-attribute].
+    /// Realm of the long-term credentials [--realm]. Default: xdpturn.
+    #[arg(long, env = "XDPTURN_REALM")]
+    realm: Option<String>,
+
+    /// A static user, NAME:PASSWORD or NAME:0xKEY (from `key`); repeatable [--user].
+    #[arg(long = "user", env = "XDPTURN_USERS", value_name = "NAME:PASSWORD", value_delimiter = ',', hide_env_values = true)]
+    users: Vec<String>,
+
+    /// File of users, one NAME:PASSWORD or NAME:0xKEY per line [--userdb].
+    #[arg(long, env = "XDPTURN_USERS_FILE", value_name = "FILE")]
+    users_file: Option<PathBuf>,
+
+    /// Shared secret for time-limited REST credentials; repeatable, any one validates, for
+    /// rotation [--use-auth-secret --static-auth-secret].
+    #[arg(long = "auth-secret", env = "XDPTURN_AUTH_SECRETS", value_name = "SECRET", value_delimiter = ',', hide_env_values = true)]
+    auth_secrets: Vec<String>,
+
+    /// File holding one shared secret (e.g. a mounted Kubernetes Secret); repeatable.
+    #[arg(long = "auth-secret-file", env = "XDPTURN_AUTH_SECRET_FILES", value_name = "FILE", value_delimiter = ',')]
+    auth_secret_files: Vec<PathBuf>,
+
+    /// Address to relay from, one per family; repeatable [--relay-ip]. Default: the address
+    /// each request arrived on.
+    #[arg(long = "relay-ip", env = "XDPTURN_RELAY_IPS", value_name = "IP", value_delimiter = ',')]
+    relay_ips: Vec<IpAddr>,
+
+    /// Lowest relay port [--min-port]. Default 49152.
+    #[arg(long, env = "XDPTURN_MIN_PORT")]
+    min_port: Option<u16>,
+
+    /// Highest relay port [--max-port]. Default 65535.
+    #[arg(long, env = "XDPTURN_MAX_PORT")]
+    max_port: Option<u16>,
+
+    /// Public address advertised for relayed addresses, PUBLIC or PUBLIC/PRIVATE, for a relay
+    /// behind NAT; repeatable [--external-ip].
+    #[arg(long = "external-ip", env = "XDPTURN_EXTERNAL_IPS", value_name = "PUBLIC[/PRIVATE]", value_delimiter = ',')]
+    external_ips: Vec<String>,
+
+    /// Peer network to allow even where a built-in rule denies it (loopback, private,
+    /// link-local, ...); repeatable [--allowed-peer-ip].
+    #[arg(long = "allow-peer", env = "XDPTURN_ALLOW_PEERS", value_name = "CIDR", value_delimiter = ',')]
+    allow_peers: Vec<String>,
+
+    /// Peer network to deny in addition to the built-in rules; repeatable [--denied-peer-ip].
+    #[arg(long = "deny-peer", env = "XDPTURN_DENY_PEERS", value_name = "CIDR", value_delimiter = ',')]
+    deny_peers: Vec<String>,
+
+    /// Allocations per user, 0 for no limit [--user-quota].
+    #[arg(long, env = "XDPTURN_USER_QUOTA")]
+    user_quota: Option<u32>,
+
+    /// Allocations in total, 0 for no limit [--total-quota].
+    #[arg(long, env = "XDPTURN_TOTAL_QUOTA")]
+    total_quota: Option<u32>,
+
+    /// Bandwidth per allocation in bits per second, 0 for no limit [--max-bps].
+    #[arg(long, env = "XDPTURN_MAX_BPS")]
+    max_bps: Option<u64>,
+
+    /// Permissions per allocation, 0 for no limit. Default 64.
+    #[arg(long, env = "XDPTURN_MAX_PERMISSIONS")]
+    max_permissions: Option<u32>,
+
+    /// Worker threads, 0 for one per CPU.
+    #[arg(long, env = "XDPTURN_WORKERS")]
+    workers: Option<usize>,
+
+    /// On SIGTERM, how long to keep serving existing allocations: 300, 5m, 1h.
+    #[arg(long, env = "XDPTURN_DRAIN_TIMEOUT", value_parser = parse_duration)]
+    drain_timeout: Option<Duration>,
+
+    /// SOFTWARE attribute in responses; empty sends none [--no-software-attribute].
     #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT")]
     software: Option<String>,
 }
@@ -118,12 +187,15 @@ enum Format {
     Json,
 }
 
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 3600, 30m, 24h, 7d)")),
+    }
+}
+
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let ttl = match s.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(s)
-            .map_err(|e| format!("{e} (examples: 3600, 30m, 24h, 7d)"))?,
-    };
+    let ttl = parse_duration(s)?;
     if ttl.is_zero() {
         return Err("a credential needs a positive lifetime".into());
     }
@@ -138,29 +210,19 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Key(args)) => {
-            println!(
-                "{}",
-                credentials::key_hex(&args.user, &args.realm, &args.password)
-            );
+            println!("{}", credentials::key_hex(&args.user, &args.realm, &args.password));
             Ok(())
         }
         Some(Command::Credentials(args)) => print_credentials(&args),
         None => {
             init_logging();
-            let config = load_config(&cli.serve)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(serve(config))
+            serve(cli.serve)
         }
     }
 }
 
 fn print_credentials(args: &CredentialsArgs) -> anyhow::Result<()> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the system clock is before 1970")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the system clock is before 1970")?;
     let expires = now.as_secs().saturating_add(args.ttl.as_secs());
     let cred = credentials::rest_credential(args.secret.as_bytes(), args.user.as_deref(), expires);
     let ice = credentials::ice_servers(&args.uris, &cred);
@@ -178,11 +240,7 @@ fn print_credentials(args: &CredentialsArgs) -> anyhow::Result<()> {
         Format::Text => {
             println!("username: {}", cred.username);
             println!("password: {}", cred.password);
-            println!(
-                "expires:  {} (in {})",
-                cred.expires,
-                humantime::format_duration(args.ttl)
-            );
+            println!("expires:  {} (in {})", cred.expires, humantime::format_duration(args.ttl));
             if ice.is_empty() {
                 println!("(add --uri turn:HOST:3478 for a ready iceServers entry)");
             } else {
@@ -197,9 +255,7 @@ fn init_logging() {
     let filter = std::env::var("XDPTURN_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| {
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
-        });
+        .unwrap_or_else(|| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -207,40 +263,84 @@ fn init_logging() {
         .init();
 }
 
+/// The config file (if any) with flags and environment laid over it.
 fn load_config(args: &ServeArgs) -> anyhow::Result<RelayConfig> {
-    let mut config = match &args.config {
+    let mut c = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading config file {}", path.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("parsing config file {}", path.display()))?
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
         }
         None => RelayConfig::default(),
     };
-    if !args.listen.is_empty() {
-        config.listen.clone_from(&args.listen);
+    fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
+        if let Some(v) = src {
+            *dst = v.clone();
+        }
     }
-    if let Some(addr) = args.metrics_listen {
-        config.metrics_listen = addr;
+    fn set_list<T: Clone>(dst: &mut Vec<T>, src: &[T]) {
+        if !src.is_empty() {
+            *dst = src.to_vec();
+        }
     }
-    if let Some(software) = &args.software {
-        config.software.clone_from(software);
+    set_list(&mut c.listen, &args.listen);
+    set(&mut c.metrics_listen, &args.metrics_listen);
+    set(&mut c.realm, &args.realm);
+    set_list(&mut c.users, &args.users);
+    if args.users_file.is_some() {
+        c.users_file.clone_from(&args.users_file);
     }
-    if config.listen.is_empty() {
+    set_list(&mut c.auth_secrets, &args.auth_secrets);
+    set_list(&mut c.auth_secret_files, &args.auth_secret_files);
+    set_list(&mut c.relay_ips, &args.relay_ips);
+    set(&mut c.min_port, &args.min_port);
+    set(&mut c.max_port, &args.max_port);
+    set_list(&mut c.external_ips, &args.external_ips);
+    set_list(&mut c.allow_peers, &args.allow_peers);
+    set_list(&mut c.deny_peers, &args.deny_peers);
+    set(&mut c.user_quota, &args.user_quota);
+    set(&mut c.total_quota, &args.total_quota);
+    set(&mut c.max_bps, &args.max_bps);
+    set(&mut c.max_permissions, &args.max_permissions);
+    set(&mut c.workers, &args.workers);
+    if let Some(d) = args.drain_timeout {
+        c.drain_timeout_secs = d.as_secs();
+    }
+    set(&mut c.software, &args.software);
+    if c.listen.is_empty() {
         bail!("no listen address: give --listen ADDR:PORT or `listen = [...]` in the config file");
     }
-    Ok(config)
+    Ok(c)
 }
 
-async fn serve(config: RelayConfig) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new().context("creating metrics")?);
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::fill(&mut b);
+    b
+}
 
+/// The files a reload depends on, with what they looked like last time.
+fn watched_files(args: &ServeArgs, cfg: &RelayConfig) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = args.config.iter().cloned().collect();
+    files.extend(cfg.users_file.iter().cloned());
+    files.extend(cfg.auth_secret_files.iter().cloned());
+    files
+}
+
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files.iter().map(|f| std::fs::metadata(f).ok().map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))).collect()
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = load_config(&args)?;
+    let workers = if cfg.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.workers };
+
+    // Bind everything first: a port in use is a start-up error, not a surprise later.
     let mut listeners = Vec::new();
-    for &addr in &config.listen {
-        match eventloop::bind(addr) {
-            Ok(l) => {
-                tracing::info!(udp = %l.addr, tcp = %l.addr, "listening");
-                listeners.push(l);
+    for &addr in &cfg.listen {
+        match eventloop::bind(addr, workers) {
+            Ok(set) => {
+                tracing::info!(udp = %set.addr, tcp = %set.addr, workers, "listening");
+                listeners.push(set);
             }
             // The default [::] listener on a host without IPv6 is not worth failing for.
             Err(err) if is_unspecified_v6(addr) && is_no_ipv6(&err) => {
@@ -252,26 +352,164 @@ async fn serve(config: RelayConfig) -> anyhow::Result<()> {
     if listeners.is_empty() {
         bail!("no listener could be bound");
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let http = runtime
+        .block_on(http::bind(cfg.metrics_listen))
+        .with_context(|| format!("binding the metrics listener on {} (set --metrics-listen)", cfg.metrics_listen))?;
+    let http_addr = http.local_addr()?;
+    tracing::info!(metrics = %http_addr, "serving /metrics /healthz /readyz");
 
-    let http = http::bind(config.metrics_listen).await.with_context(|| {
-        format!(
-            "binding the metrics listener on {} (set --metrics-listen)",
-            config.metrics_listen
-        )
-    })?;
-    tracing::info!(metrics = %http.local_addr()?, "serving /metrics /healthz /readyz");
+    let generated = if cfg.has_credentials() {
+        None
+    } else {
+        let password = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, random_bytes::<18>());
+        cfg.users.push(format!("xdpturn:{password}"));
+        Some(password)
+    };
+    let bound = Bound { listeners: listeners.iter().map(|l| l.addr).collect(), http: vec![http_addr] };
+    let nonce_key = random_bytes::<32>();
+    let core = config::build(&cfg, &bound, nonce_key).context("invalid configuration")?;
+    if let Some(password) = &generated {
+        print_generated(&cfg, &bound, password);
+    }
 
-    let server = Server::new(config.software.clone());
+    let metrics = Arc::new(Metrics::new().context("creating metrics")?);
+    let control = Arc::new(Control::new(Arc::new(core)));
+    let ledger = Arc::new(Ledger::default());
+    let shared = Shared {
+        control: control.clone(),
+        ledger: ledger.clone(),
+        metrics: metrics.clone(),
+        ports: Arc::new(RelayPorts::new(cfg.min_port, cfg.max_port)),
+        clock: (Instant::now(), SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
+    };
+    let threads = eventloop::start(listeners, workers, shared).context("starting workers")?;
     metrics.ready.set(1);
-    tokio::select! {
-        res = eventloop::serve(listeners, server, metrics.clone()) => res.context("serving STUN/TURN")?,
-        res = http::serve(http, metrics.clone()) => res.context("serving HTTP")?,
-        signal = shutdown_signal() => {
-            metrics.ready.set(0);
-            tracing::info!(signal, "shutting down");
+
+    let result = runtime.block_on(async {
+        let http_task = tokio::spawn(http::serve(http, metrics.clone()));
+        supervise(&args, cfg, &bound, nonce_key, &control, &ledger, &metrics).await;
+        http_task.abort();
+        Ok::<_, anyhow::Error>(())
+    });
+    control.stop();
+    for t in threads {
+        let _ = t.join();
+    }
+    tracing::info!("stopped");
+    result
+}
+
+/// Reloads on SIGHUP and file changes; on SIGTERM/SIGINT drains and returns.
+async fn supervise(
+    args: &ServeArgs,
+    mut cfg: RelayConfig,
+    bound: &Bound,
+    nonce_key: [u8; 32],
+    control: &Control,
+    ledger: &Ledger,
+    metrics: &Metrics,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers; stopping");
+        return;
+    };
+    let generated: Vec<String> = cfg.users.iter().filter(|u| u.starts_with("xdpturn:") && !args.users.contains(u)).cloned().collect();
+    let mut files = watched_files(args, &cfg);
+    let mut seen = fingerprint(&files);
+    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    let signal_name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reload(args, &mut cfg, &generated, bound, nonce_key, control, "SIGHUP"),
+            _ = poll.tick() => {
+                let now = fingerprint(&files);
+                if now != seen {
+                    reload(args, &mut cfg, &generated, bound, nonce_key, control, "file change");
+                    files = watched_files(args, &cfg);
+                    seen = fingerprint(&files);
+                }
+            }
+        }
+    };
+
+    // Drain: no new allocations; serve the existing ones until they end or time runs out.
+    metrics.ready.set(0);
+    control.drain();
+    let deadline = Instant::now() + Duration::from_secs(cfg.drain_timeout_secs);
+    tracing::info!(signal = signal_name, allocations = ledger.total(), timeout_secs = cfg.drain_timeout_secs, "draining");
+    let mut check = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        if ledger.total() == 0 {
+            tracing::info!("no allocations left; exiting");
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(allocations = ledger.total(), "drain timeout; exiting with allocations left");
+            break;
+        }
+        tokio::select! {
+            _ = check.tick() => {}
+            _ = term.recv() => { tracing::info!(signal = "SIGTERM", "second signal; exiting now"); break; }
+            _ = int.recv() => { tracing::info!(signal = "SIGINT", "second signal; exiting now"); break; }
         }
     }
-    Ok(())
+}
+
+fn reload(
+    args: &ServeArgs,
+    cfg: &mut RelayConfig,
+    generated: &[String],
+    bound: &Bound,
+    nonce_key: [u8; 32],
+    control: &Control,
+    why: &str,
+) {
+    let result = load_config(args).and_then(|mut new| {
+        new.users.extend(generated.iter().cloned());
+        let core = config::build(&new, bound, nonce_key)?;
+        Ok((new, core))
+    });
+    match result {
+        Ok((new, core)) => {
+            if new.listen != cfg.listen || new.metrics_listen != cfg.metrics_listen || new.workers != cfg.workers {
+                tracing::warn!("listen addresses and workers change only on restart; the rest is reloaded");
+            }
+            *cfg = new;
+            control.set_config(Arc::new(core));
+            tracing::info!(trigger = why, "configuration reloaded");
+        }
+        Err(err) => tracing::error!(trigger = why, error = format!("{err:#}"), "reload refused; keeping the previous configuration"),
+    }
+}
+
+fn print_generated(cfg: &RelayConfig, bound: &Bound, password: &str) {
+    let host = cfg
+        .external_ips
+        .first()
+        .and_then(|e| config::parse_external_ip(e).ok().map(|(p, _)| p))
+        .or_else(|| cfg.relay_ips.first().copied())
+        .or_else(|| bound.listeners.iter().map(|a| a.ip()).find(|ip| !ip.is_unspecified()))
+        .map_or_else(|| "YOUR-HOST".to_owned(), |ip| if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() });
+    let port = bound.listeners.first().map_or(3478, |a| a.port());
+    let ice = serde_json::json!([{
+        "urls": [format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")],
+        "username": "xdpturn",
+        "credential": password,
+    }]);
+    println!("No credentials configured: generated a user for this run (give --user, --users-file or --auth-secret to choose).");
+    println!("  realm:    {}", cfg.realm);
+    println!("  username: xdpturn");
+    println!("  password: {password}");
+    println!("  iceServers: {ice}");
 }
 
 fn is_unspecified_v6(addr: SocketAddr) -> bool {
@@ -281,20 +519,4 @@ fn is_unspecified_v6(addr: SocketAddr) -> bool {
 fn is_no_ipv6(err: &std::io::Error) -> bool {
     // EAFNOSUPPORT (97) when the kernel has no IPv6; EADDRNOTAVAIL when it is disabled.
     err.kind() == std::io::ErrorKind::AddrNotAvailable || err.raw_os_error() == Some(97)
-}
-
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::warn!(%err, "cannot watch SIGTERM; only Ctrl-C stops the relay");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-    }
 }

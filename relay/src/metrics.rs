@@ -1,128 +1,265 @@
 //! The relay's Prometheus metrics: one registry, names prefixed `xdpturn_`, bounded labels
-//! (transport, method, result, reason: never a user or an address), live counters.
+//! (transport, method, result, reason, datapath, direction: never a user or an address), live
+//! counters. Counters touched per packet are resolved to their label values once, at start-up.
 
-use prometheus::{Encoder as _, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
-use crate::proto::{DropReason, Outcome, Transport};
+use crate::proto::auth::Rejection;
+use crate::proto::policy::Denial;
+use crate::proto::{DropReason, QuotaKind, Transport};
+use crate::stun::Method;
 
 const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+/// Direction of relayed traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToPeer,
+    PeerToClient,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ClientToPeer => "client_to_peer",
+            Direction::PeerToClient => "peer_to_client",
+        }
+    }
+}
+
+/// Which path forwarded relayed traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datapath {
+    Userspace,
+    Xdp,
+}
+
+impl Datapath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datapath::Userspace => "userspace",
+            Datapath::Xdp => "xdp",
+        }
+    }
+}
+
+/// Counters for one (datapath, transport, direction).
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    pub packets: IntCounter,
+    pub bytes: IntCounter,
+}
 
 /// Every metric the relay exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Requests answered, by transport, method and result ("success" or the error code).
-    pub requests: IntCounterVec,
-    /// Packets that got no answer, by transport and reason.
-    pub dropped: IntCounterVec,
-    /// Binding indications (keepalives), by transport.
-    pub keepalives: IntCounterVec,
-    /// Replies the socket refused to send, by transport.
+    requests: IntCounterVec,
+    dropped: Vec<IntCounter>,
+    keepalives: Vec<IntCounter>,
+    relayed: Vec<Relayed>,
+    auth_failures: IntCounterVec,
+    peer_denied: IntCounterVec,
+    quota_rejections: IntCounterVec,
+    /// Replies or relayed packets the socket refused to send, by transport.
     pub send_errors: IntCounterVec,
     /// Open client connections (TCP, TLS).
     pub connections: IntGaugeVec,
-    /// Constant 1, labelled with the version.
-    pub build_info: IntGaugeVec,
-    /// 1 while serving, 0 while starting or draining.
+    pub allocations: IntGauge,
+    pub permissions: IntGauge,
+    pub channels: IntGauge,
+    /// Time to handle a request, by method.
+    pub request_seconds: HistogramVec,
+    /// 1 while accepting new work, 0 while starting or draining.
     pub ready: IntGauge,
+    pub build_info: IntGaugeVec,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
 }
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "xdpturn_requests_total",
-                "STUN/TURN requests answered, by transport, method and result",
-            ),
+        let r = Registry::new();
+        let requests = counter_vec(
+            &r,
+            "xdpturn_requests_total",
+            "STUN/TURN requests answered, by transport, method and result (success or the error code)",
             &["transport", "method", "result"],
         )?;
-        let dropped = IntCounterVec::new(
-            Opts::new(
-                "xdpturn_dropped_packets_total",
-                "Packets from clients that got no answer, by transport and reason",
-            ),
+        let dropped_vec = counter_vec(
+            &r,
+            "xdpturn_dropped_packets_total",
+            "Packets that were not answered or relayed, by transport and reason",
             &["transport", "reason"],
         )?;
-        let keepalives = IntCounterVec::new(
-            Opts::new(
-                "xdpturn_keepalives_total",
-                "Binding indications (keepalives) received, by transport",
-            ),
-            &["transport"],
+        let keepalive_vec =
+            counter_vec(&r, "xdpturn_keepalives_total", "Binding indications (keepalives), by transport", &["transport"])?;
+        let packets = counter_vec(
+            &r,
+            "xdpturn_relayed_packets_total",
+            "Packets relayed between clients and peers, by datapath, client transport and direction",
+            &["datapath", "transport", "direction"],
         )?;
-        let send_errors = IntCounterVec::new(
-            Opts::new(
-                "xdpturn_send_errors_total",
-                "Replies that could not be sent, by transport",
-            ),
-            &["transport"],
+        let bytes = counter_vec(
+            &r,
+            "xdpturn_relayed_bytes_total",
+            "Application bytes relayed between clients and peers, by datapath, client transport and direction",
+            &["datapath", "transport", "direction"],
         )?;
+        let auth_failures =
+            counter_vec(&r, "xdpturn_auth_failures_total", "Failed authentications, by reason", &["reason"])?;
+        let peer_denied =
+            counter_vec(&r, "xdpturn_peer_denied_total", "Peers refused by the address policy, by reason", &["reason"])?;
+        let quota_rejections =
+            counter_vec(&r, "xdpturn_quota_rejections_total", "Requests or packets refused by a quota, by quota", &["quota"])?;
+        let send_errors = counter_vec(&r, "xdpturn_send_errors_total", "Sends the socket refused, by transport", &["transport"])?;
         let connections = IntGaugeVec::new(
-            Opts::new(
-                "xdpturn_client_connections",
-                "Open client connections, by transport",
-            ),
+            Opts::new("xdpturn_client_connections", "Open client connections, by transport"),
             &["transport"],
         )?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "xdpturn_build_info",
-                "Always 1; the version is in the label",
-            ),
-            &["version"],
+        r.register(Box::new(connections.clone()))?;
+        let allocations = gauge(&r, "xdpturn_allocations", "Allocations")?;
+        let permissions = gauge(&r, "xdpturn_permissions", "Permissions installed")?;
+        let channels = gauge(&r, "xdpturn_channels", "Channels bound")?;
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new("xdpturn_request_duration_seconds", "Time to handle a request, by method").buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
+            ]),
+            &["method"],
         )?;
-        let ready = IntGauge::new("xdpturn_ready", "1 while the relay accepts new work")?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(dropped.clone()))?;
-        registry.register(Box::new(keepalives.clone()))?;
-        registry.register(Box::new(send_errors.clone()))?;
-        registry.register(Box::new(connections.clone()))?;
-        registry.register(Box::new(build_info.clone()))?;
-        registry.register(Box::new(ready.clone()))?;
+        r.register(Box::new(request_seconds.clone()))?;
+        let ready = gauge(&r, "xdpturn_ready", "1 while the relay accepts new work")?;
+        let build_info =
+            IntGaugeVec::new(Opts::new("xdpturn_build_info", "Always 1; the version is in the label"), &["version"])?;
+        r.register(Box::new(build_info.clone()))?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        // Series exist from start-up, at zero, so rates and alerts work before the first event.
+        // Every series exists from start-up, at zero, so rates and alerts work at once.
+        let mut dropped = Vec::new();
+        let mut keepalives = Vec::new();
+        let mut relayed = Vec::new();
         for t in TRANSPORTS {
             for reason in DropReason::ALL {
-                dropped.with_label_values(&[t.as_str(), reason.as_str()]);
+                dropped.push(dropped_vec.with_label_values(&[t.as_str(), reason.as_str()]));
+            }
+            keepalives.push(keepalive_vec.with_label_values(&[t.as_str()]));
+            for d in [Datapath::Userspace, Datapath::Xdp] {
+                for dir in [Direction::ClientToPeer, Direction::PeerToClient] {
+                    let labels = [d.as_str(), t.as_str(), dir.as_str()];
+                    relayed.push(Relayed {
+                        packets: packets.with_label_values(&labels),
+                        bytes: bytes.with_label_values(&labels),
+                    });
+                }
             }
             requests.with_label_values(&[t.as_str(), "binding", "success"]);
-            keepalives.with_label_values(&[t.as_str()]);
             send_errors.with_label_values(&[t.as_str()]);
             connections.with_label_values(&[t.as_str()]);
         }
+        for r in Rejection::ALL {
+            auth_failures.with_label_values(&[r.as_str()]);
+        }
+        for d in [Denial::OwnEndpoint, Denial::BuiltIn, Denial::Configured] {
+            peer_denied.with_label_values(&[denial_label(d)]);
+        }
+        for q in QuotaKind::ALL {
+            quota_rejections.with_label_values(&[q.as_str()]);
+        }
         Ok(Self {
-            registry,
+            registry: r,
             requests,
             dropped,
             keepalives,
+            relayed,
+            auth_failures,
+            peer_denied,
+            quota_rejections,
             send_errors,
             connections,
-            build_info,
+            allocations,
+            permissions,
+            channels,
+            request_seconds,
             ready,
+            build_info,
         })
     }
 
-    /// Counts what the protocol core decided for one packet.
-    pub fn record(&self, transport: Transport, outcome: &Outcome) {
-        let t = transport.as_str();
-        match *outcome {
-            Outcome::Reply { method, code, .. } => {
-                let mut code_buf = [0u8; 3];
-                let result = match code {
-                    None => "success",
-                    Some(code) => code_label(code, &mut code_buf),
-                };
-                self.requests
-                    .with_label_values(&[t, method.as_str(), result])
-                    .inc();
-            }
-            Outcome::Consumed { .. } => self.keepalives.with_label_values(&[t]).inc(),
-            Outcome::Dropped(reason) => self.dropped.with_label_values(&[t, reason.as_str()]).inc(),
+    fn t(transport: Transport) -> usize {
+        match transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
         }
+    }
+
+    /// A request answered with `code` (None: success).
+    pub fn request(&self, transport: Transport, method: Method, code: Option<u16>) {
+        let mut buf = [0u8; 3];
+        let result = match code {
+            None => "success",
+            Some(code) => code_label(code, &mut buf),
+        };
+        self.requests.with_label_values(&[transport.as_str(), method.as_str(), result]).inc();
+    }
+
+    pub fn dropped(&self, transport: Transport, reason: DropReason) {
+        let i = Self::t(transport) * DropReason::ALL.len() + reason as usize;
+        if let Some(c) = self.dropped.get(i) {
+            c.inc();
+        }
+    }
+
+    /// The current count of one drop reason (for tests and diagnostics).
+    pub fn dropped_count(&self, transport: Transport, reason: DropReason) -> u64 {
+        self.dropped.get(Self::t(transport) * DropReason::ALL.len() + reason as usize).map_or(0, IntCounter::get)
+    }
+
+    pub fn keepalive(&self, transport: Transport) {
+        self.keepalives[Self::t(transport)].inc();
+    }
+
+    /// The counters for relayed traffic of one kind.
+    pub fn relayed(&self, datapath: Datapath, transport: Transport, direction: Direction) -> &Relayed {
+        let i = Self::t(transport) * 4
+            + match datapath {
+                Datapath::Userspace => 0,
+                Datapath::Xdp => 2,
+            }
+            + match direction {
+                Direction::ClientToPeer => 0,
+                Direction::PeerToClient => 1,
+            };
+        &self.relayed[i]
+    }
+
+    pub fn auth_failure(&self, reason: Rejection) {
+        self.auth_failures.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub fn peer_denied(&self, reason: Denial) {
+        self.peer_denied.with_label_values(&[denial_label(reason)]).inc();
+    }
+
+    pub fn quota_rejected(&self, quota: QuotaKind) {
+        self.quota_rejections.with_label_values(&[quota.as_str()]).inc();
+    }
+
+    pub fn request_duration(&self, method: Method) -> Histogram {
+        self.request_seconds.with_label_values(&[method.as_str()])
     }
 
     /// The text exposition of every metric.
@@ -133,6 +270,14 @@ impl Metrics {
             tracing::error!(%err, "encoding metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn denial_label(d: Denial) -> &'static str {
+    match d {
+        Denial::OwnEndpoint => "own_endpoint",
+        Denial::BuiltIn => "builtin",
+        Denial::Configured => "configured",
     }
 }
 
@@ -148,58 +293,46 @@ fn code_label(code: u16, buf: &mut [u8; 3]) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stun::Method;
 
     #[test]
-    fn outcomes_are_counted_with_bounded_labels() {
+    fn counters_have_bounded_labels_and_exist_from_start() {
         let m = Metrics::new().expect("metrics");
-        m.record(
-            Transport::Udp,
-            &Outcome::Reply {
-                len: 1,
-                method: Method::BINDING,
-                code: None,
-            },
-        );
-        m.record(
-            Transport::Tcp,
-            &Outcome::Reply {
-                len: 1,
-                method: Method::BINDING,
-                code: Some(420),
-            },
-        );
-        m.record(Transport::Udp, &Outcome::Dropped(DropReason::NotStun));
-        m.record(
-            Transport::Udp,
-            &Outcome::Consumed {
-                method: Method::BINDING,
-            },
-        );
+        m.request(Transport::Udp, Method::BINDING, None);
+        m.request(Transport::Tcp, Method::ALLOCATE, Some(401));
+        m.dropped(Transport::Udp, DropReason::NotStun);
+        m.keepalive(Transport::Udp);
+        let r = m.relayed(Datapath::Userspace, Transport::Udp, Direction::PeerToClient);
+        r.packets.inc();
+        r.bytes.inc_by(100);
         let text = m.render();
-        assert!(
-            text.contains(
-                r#"xdpturn_requests_total{method="binding",result="success",transport="udp"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"xdpturn_requests_total{method="binding",result="420",transport="tcp"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"xdpturn_dropped_packets_total{reason="not_stun",transport="udp"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"xdpturn_dropped_packets_total{reason="malformed",transport="tls"} 0"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"xdpturn_keepalives_total{transport="udp"} 1"#),
-            "{text}"
-        );
+        for line in [
+            r#"xdpturn_requests_total{method="binding",result="success",transport="udp"} 1"#,
+            r#"xdpturn_requests_total{method="allocate",result="401",transport="tcp"} 1"#,
+            r#"xdpturn_dropped_packets_total{reason="not_stun",transport="udp"} 1"#,
+            r#"xdpturn_dropped_packets_total{reason="malformed",transport="tls"} 0"#,
+            r#"xdpturn_keepalives_total{transport="udp"} 1"#,
+            r#"xdpturn_relayed_packets_total{datapath="userspace",direction="peer_to_client",transport="udp"} 1"#,
+            r#"xdpturn_relayed_bytes_total{datapath="userspace",direction="peer_to_client",transport="udp"} 100"#,
+            r#"xdpturn_relayed_packets_total{datapath="xdp",direction="client_to_peer",transport="tls"} 0"#,
+            r#"xdpturn_auth_failures_total{reason="wrong_password"} 0"#,
+            r#"xdpturn_peer_denied_total{reason="builtin"} 0"#,
+            r#"xdpturn_allocations 0"#,
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_drop_reason_has_its_own_series() {
+        let m = Metrics::new().expect("metrics");
+        for (i, reason) in DropReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "DropReason::ALL is in declaration order");
+            m.dropped(Transport::Tls, reason);
+        }
+        let text = m.render();
+        for reason in DropReason::ALL {
+            let line = format!(r#"xdpturn_dropped_packets_total{{reason="{}",transport="tls"}} 1"#, reason.as_str());
+            assert!(text.contains(&line), "{line}");
+        }
     }
 }

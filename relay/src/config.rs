@@ -1,0 +1,234 @@
+//! From the config file's [`RelayConfig`] (plus what start-up learned: the bound addresses) to
+//! the protocol core's [`proto::Config`]. Reading the users file and secret files happens here,
+//! so a reload re-reads them; every error names the setting and the file at fault.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use api::RelayConfig;
+
+use crate::proto::auth::{AuthConfig, StaticUser};
+use crate::proto::policy::{PeerPolicy, parse_cidr};
+use crate::proto::{self, Lifetimes, Quotas};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {what} {path}: {source}")]
+    Read { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    UsersFile { path: PathBuf, line: usize, message: String },
+    #[error("user {0:?}: expected NAME:PASSWORD or NAME:0x<32 hex digits>")]
+    User(String),
+    #[error("external IP {0:?}: expected PUBLIC or PUBLIC/PRIVATE, two IP addresses")]
+    ExternalIp(String),
+    #[error("{setting}: {message}")]
+    Invalid { setting: &'static str, message: String },
+}
+
+/// What start-up learned that the config file cannot say.
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    /// The STUN/TURN listeners as bound (real ports).
+    pub listeners: Vec<SocketAddr>,
+    /// The HTTP listener.
+    pub http: Vec<SocketAddr>,
+}
+
+/// Parses `name:password` or `name:0x<hex md5 key>`.
+pub fn parse_user(spec: &str, realm: &str) -> Result<(String, StaticUser), ConfigError> {
+    let (name, secret) = spec.split_once(':').ok_or_else(|| ConfigError::User(spec.to_owned()))?;
+    if name.is_empty() || secret.is_empty() {
+        return Err(ConfigError::User(spec.to_owned()));
+    }
+    if let Some(hex) = secret.strip_prefix("0x")
+        && hex.len() == 32
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        let mut key = [0u8; 16];
+        for (i, k) in key.iter_mut().enumerate() {
+            *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| ConfigError::User(spec.to_owned()))?;
+        }
+        return Ok((name.to_owned(), StaticUser::from_key(key)));
+    }
+    Ok((name.to_owned(), StaticUser::from_password(name, realm, secret)))
+}
+
+fn read(what: &'static str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { what, path: path.to_owned(), source })
+}
+
+/// Reads a users file: one user per line, blank lines and `#` comments ignored.
+pub fn load_users_file(path: &Path, realm: &str) -> Result<Vec<(String, StaticUser)>, ConfigError> {
+    let text = read("users file", path)?;
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        // coturn's config spells it `user=name:password`; accept that too.
+        let spec = line.strip_prefix("user=").unwrap_or(line);
+        let user = parse_user(spec, realm).map_err(|_| ConfigError::UsersFile {
+            path: path.to_owned(),
+            line: i + 1,
+            message: "expected NAME:PASSWORD or NAME:0x<32 hex digits>".into(),
+        })?;
+        users.push(user);
+    }
+    Ok(users)
+}
+
+/// Parses `PUBLIC` or `PUBLIC/PRIVATE`.
+pub fn parse_external_ip(s: &str) -> Result<(IpAddr, Option<IpAddr>), ConfigError> {
+    let err = || ConfigError::ExternalIp(s.to_owned());
+    match s.split_once('/') {
+        Some((public, private)) => {
+            let public: IpAddr = public.trim().parse().map_err(|_| err())?;
+            let private: IpAddr = private.trim().parse().map_err(|_| err())?;
+            if public.is_ipv4() != private.is_ipv4() {
+                return Err(err());
+            }
+            Ok((public, Some(private)))
+        }
+        None => Ok((s.trim().parse().map_err(|_| err())?, None)),
+    }
+}
+
+/// Builds the core's configuration. `nonce_key` stays the same across reloads so that nonces
+/// already handed out stay valid.
+pub fn build(cfg: &RelayConfig, bound: &Bound, nonce_key: [u8; 32]) -> Result<proto::Config, ConfigError> {
+    let invalid = |setting, message: &str| ConfigError::Invalid { setting, message: message.to_owned() };
+    if cfg.realm.is_empty() {
+        return Err(invalid("realm", "must not be empty"));
+    }
+    if cfg.min_port == 0 || cfg.min_port > cfg.max_port {
+        return Err(invalid("min-port/max-port", "need 1 <= min-port <= max-port"));
+    }
+    if cfg.relay_ips.iter().filter(|ip| ip.is_ipv4()).count() > 1 || cfg.relay_ips.iter().filter(|ip| ip.is_ipv6()).count() > 1 {
+        return Err(invalid("relay-ip", "at most one address per family"));
+    }
+    if let Some(ip) = cfg.relay_ips.iter().find(|ip| ip.is_unspecified()) {
+        return Err(invalid("relay-ip", &format!("{ip} is a wildcard; give the address to relay from")));
+    }
+
+    let mut users = HashMap::new();
+    for spec in &cfg.users {
+        let (name, user) = parse_user(spec, &cfg.realm)?;
+        users.insert(name, user);
+    }
+    if let Some(path) = &cfg.users_file {
+        for (name, user) in load_users_file(path, &cfg.realm)? {
+            users.insert(name, user);
+        }
+    }
+    let mut secrets: Vec<Vec<u8>> = cfg.auth_secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+    for path in &cfg.auth_secret_files {
+        let secret = read("auth secret file", path)?;
+        let secret = secret.trim_end_matches(['\n', '\r']);
+        if secret.is_empty() {
+            return Err(invalid("auth-secret-files", &format!("{} is empty", path.display())));
+        }
+        secrets.push(secret.as_bytes().to_vec());
+    }
+    if secrets.iter().any(Vec::is_empty) {
+        return Err(invalid("auth-secret", "a shared secret must not be empty"));
+    }
+
+    let parse_all = |setting: &'static str, list: &[String]| {
+        list.iter().map(|s| parse_cidr(s).map_err(|m| ConfigError::Invalid { setting, message: m })).collect::<Result<Vec<_>, _>>()
+    };
+    let allow = parse_all("allow-peer", &cfg.allow_peers)?;
+    let deny = parse_all("deny-peer", &cfg.deny_peers)?;
+    let external_ips = cfg.external_ips.iter().map(|s| parse_external_ip(s)).collect::<Result<Vec<_>, _>>()?;
+
+    let listen_ips: Vec<IpAddr> = bound.listeners.iter().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()).collect();
+    let mut relay_ips_for_policy: Vec<IpAddr> = cfg.relay_ips.clone();
+    relay_ips_for_policy.extend(listen_ips.iter().copied());
+    relay_ips_for_policy.extend(external_ips.iter().map(|(public, _)| *public));
+    let own: Vec<SocketAddr> = bound.listeners.iter().chain(&bound.http).copied().collect();
+    let policy = PeerPolicy::new(allow, deny)
+        .with_own_endpoints(own)
+        .with_relay_addresses(relay_ips_for_policy, (cfg.min_port, cfg.max_port));
+
+    Ok(proto::Config {
+        software: cfg.software.clone(),
+        auth: AuthConfig {
+            realm: cfg.realm.clone(),
+            users,
+            secrets,
+            nonce_key,
+            nonce_lifetime: Duration::from_secs(cfg.nonce_lifetime_secs.max(1)),
+        },
+        policy,
+        lifetimes: Lifetimes::default(),
+        quotas: Quotas {
+            per_user: cfg.user_quota,
+            total: cfg.total_quota,
+            permissions_per_allocation: cfg.max_permissions,
+            max_bps: cfg.max_bps,
+        },
+        relay_ips: cfg.relay_ips.clone(),
+        listen_ips,
+        external_ips,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stun::long_term_key_md5;
+
+    #[test]
+    fn users_from_passwords_keys_and_files() {
+        let (name, _) = parse_user("alice:pass:with:colons", "r").expect("user");
+        assert_eq!(name, "alice");
+        let key = long_term_key_md5("bob", "r", "pw");
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(parse_user(&format!("bob:0x{hex}"), "r").is_ok());
+        assert!(parse_user("nocolon", "r").is_err());
+        assert!(parse_user(":pw", "r").is_err());
+
+        let dir = std::env::temp_dir().join(format!("xdpturn-users-{}", std::process::id()));
+        std::fs::write(&dir, "# users\nalice:one\n\nuser=bob:two  # coturn style\n").expect("write");
+        let users = load_users_file(&dir, "r").expect("parses");
+        assert_eq!(users.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        std::fs::write(&dir, "alice:one\nbroken line\n").expect("write");
+        let err = load_users_file(&dir, "r").expect_err("line 2");
+        assert!(err.to_string().contains(":2:"), "{err}");
+        let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn external_ips() {
+        assert_eq!(parse_external_ip("198.51.100.1").expect("ok"), ("198.51.100.1".parse().expect("ip"), None));
+        assert_eq!(
+            parse_external_ip("198.51.100.1/10.0.0.1").expect("ok"),
+            ("198.51.100.1".parse().expect("ip"), Some("10.0.0.1".parse().expect("ip")))
+        );
+        assert!(parse_external_ip("198.51.100.1/2001:db8::1").is_err());
+        assert!(parse_external_ip("host.example").is_err());
+    }
+
+    #[test]
+    fn build_validates_with_clear_errors() {
+        let ok = RelayConfig { users: vec!["a:b".into()], ..RelayConfig::default() };
+        let bound = Bound { listeners: vec!["127.0.0.1:3478".parse().expect("a")], http: vec![] };
+        let built = build(&ok, &bound, [0; 32]).expect("valid");
+        assert_eq!(built.listen_ips, vec!["127.0.0.1".parse::<IpAddr>().expect("ip")]);
+        assert!(built.policy.check("127.0.0.1:3478".parse().expect("a")).is_err(), "own listener");
+
+        for (cfg, needle) in [
+            (RelayConfig { min_port: 5000, max_port: 4000, ..ok.clone() }, "min-port"),
+            (RelayConfig { realm: String::new(), ..ok.clone() }, "realm"),
+            (RelayConfig { allow_peers: vec!["nonsense".into()], ..ok.clone() }, "allow-peer"),
+            (RelayConfig { relay_ips: vec!["0.0.0.0".parse().expect("ip")], ..ok.clone() }, "wildcard"),
+            (RelayConfig { auth_secrets: vec![String::new()], ..ok.clone() }, "auth-secret"),
+            (RelayConfig { users_file: Some("/nonexistent/users".into()), ..ok.clone() }, "users file"),
+        ] {
+            let err = build(&cfg, &bound, [0; 32]).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One allocation's state: its relayed addresses, permissions, channels, bandwidth budget and
+//! the responses it may have to repeat.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::{FiveTuple, RelayHandle};
+use crate::stun::TransactionId;
+
+/// How long a response is kept for retransmissions of its request: a client's last
+/// retransmission comes 39.5 s after the first send (RFC 8489 §6.2.1).
+pub const TRANSACTION_CACHE: Duration = Duration::from_secs(40);
+const TRANSACTION_CACHE_ENTRIES: usize = 4;
+
+/// A relayed transport address and the socket behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relay {
+    pub handle: RelayHandle,
+    /// The address the socket is bound to.
+    pub addr: SocketAddr,
+    /// The address advertised to the client (the public one behind NAT).
+    pub advertised: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channel {
+    pub peer: SocketAddr,
+    pub expires: Instant,
+}
+
+/// A token bucket of bytes per second, one second deep.
+#[derive(Debug, Clone, Copy)]
+pub struct Bandwidth {
+    bytes_per_sec: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bandwidth {
+    pub fn new(bits_per_sec: u64, now: Instant) -> Self {
+        let bytes_per_sec = bits_per_sec as f64 / 8.0;
+        Self { bytes_per_sec, tokens: bytes_per_sec, at: now }
+    }
+
+    /// Takes `bytes` from the budget; false (and nothing taken) if over it.
+    pub fn take(&mut self, bytes: usize, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.bytes_per_sec).min(self.bytes_per_sec);
+        self.at = now;
+        let bytes = bytes as f64;
+        if self.tokens >= bytes {
+            self.tokens -= bytes;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Allocation {
+    pub tuple: FiveTuple,
+    pub username: String,
+    /// One relayed address, or two for a dual-stack allocation (IPv4 first).
+    pub relays: Vec<Relay>,
+    pub expires: Instant,
+    pub permissions: HashMap<IpAddr, Instant>,
+    pub channels: HashMap<u16, Channel>,
+    pub channel_by_peer: HashMap<SocketAddr, u16>,
+    pub bandwidth: Option<Bandwidth>,
+    /// The Allocate transaction that created it, and its answer (RFC 8656 §7.2: a retransmitted
+    /// Allocate gets the same success, another one 437).
+    pub allocate_tid: TransactionId,
+    pub allocate_response: Vec<u8>,
+    responses: Vec<(TransactionId, Instant, Vec<u8>)>,
+}
+
+impl Allocation {
+    pub fn new(
+        tuple: FiveTuple,
+        username: String,
+        relays: Vec<Relay>,
+        expires: Instant,
+        bandwidth: Option<Bandwidth>,
+        allocate_tid: TransactionId,
+    ) -> Self {
+        Self {
+            tuple,
+            username,
+            relays,
+            expires,
+            permissions: HashMap::new(),
+            channels: HashMap::new(),
+            channel_by_peer: HashMap::new(),
+            bandwidth,
+            allocate_tid,
+            allocate_response: Vec::new(),
+            responses: Vec::new(),
+        }
+    }
+
+    /// The relay of the peer's family, if the allocation has one.
+    pub fn relay_for(&self, peer: SocketAddr) -> Option<&Relay> {
+        self.relays.iter().find(|r| r.addr.is_ipv4() == peer.is_ipv4())
+    }
+
+    pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.get(&ip).is_some_and(|&expires| expires > now)
+    }
+
+    /// The channel bound to `peer`, if live.
+    pub fn channel_to(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        let number = *self.channel_by_peer.get(&peer)?;
+        self.channels.get(&number).filter(|c| c.expires > now).map(|_| number)
+    }
+
+    /// The peer of a live channel.
+    pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
+        self.channels.get(&number).filter(|c| c.expires > now).map(|c| c.peer)
+    }
+
+    /// Takes from the bandwidth budget, if there is one.
+    pub fn within_bandwidth(&mut self, bytes: usize, now: Instant) -> bool {
+        self.bandwidth.as_mut().is_none_or(|b| b.take(bytes, now))
+    }
+
+    /// A response to repeat for a retransmitted request.
+    pub fn cached_response(&self, tid: &TransactionId, now: Instant) -> Option<&[u8]> {
+        if *tid == self.allocate_tid && !self.allocate_response.is_empty() {
+            return Some(&self.allocate_response);
+        }
+        self.responses
+            .iter()
+            .find(|(t, at, _)| t == tid && now.saturating_duration_since(*at) < TRANSACTION_CACHE)
+            .map(|(_, _, r)| r.as_slice())
+    }
+
+    pub fn cache_response(&mut self, tid: TransactionId, response: &[u8], now: Instant) {
+        self.responses.retain(|(_, at, _)| now.saturating_duration_since(*at) < TRANSACTION_CACHE);
+        if self.responses.len() >= TRANSACTION_CACHE_ENTRIES {
+            self.responses.remove(0);
+        }
+        self.responses.push((tid, now, response.to_vec()));
+    }
+
+    /// Removes expired permissions and channels; returns (permissions, channels) removed and
+    /// the channels, for whoever mirrors them.
+    pub fn expire(&mut self, now: Instant, unbound: &mut Vec<(u16, SocketAddr)>) -> (usize, usize) {
+        let permissions = self.permissions.len();
+        self.permissions.retain(|_, &mut expires| expires > now);
+        let permissions = permissions - self.permissions.len();
+        let channels = self.channels.len();
+        self.channels.retain(|&number, c| {
+            if c.expires > now {
+                true
+            } else {
+                unbound.push((number, c.peer));
+                false
+            }
+        });
+        for (_, peer) in unbound.iter() {
+            self.channel_by_peer.remove(peer);
+        }
+        (permissions, channels - self.channels.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_bucket_refills_at_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Bandwidth::new(8_000, t0); // 1000 bytes per second
+        assert!(b.take(600, t0));
+        assert!(!b.take(600, t0), "over the one-second budget");
+        assert!(b.take(400, t0));
+        assert!(!b.take(100, t0));
+        assert!(b.take(500, t0 + Duration::from_millis(500)));
+        assert!(!b.take(2000, t0 + Duration::from_secs(60)), "never more than one second's worth");
+    }
+}
