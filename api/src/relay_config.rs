@@ -80,7 +80,10 @@ impl Default for RelayConfig {
             cert: None,
             key: None,
             software: concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(),
-            metrics_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_METRICS_PORT),
+            metrics_listen: SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                DEFAULT_METRICS_PORT,
+            ),
             realm: "xdpturn".to_owned(),
             users: Vec::new(),
             users_file: None,
@@ -122,7 +125,12 @@ mod tests {
         let parsed: RelayConfig = toml::from_str("").expect("empty config parses");
         assert_eq!(parsed, RelayConfig::default());
         assert_eq!(parsed.listen.len(), 2);
-        assert!(parsed.listen.iter().all(|a| a.port() == DEFAULT_LISTEN_PORT));
+        assert!(
+            parsed
+                .listen
+                .iter()
+                .all(|a| a.port() == DEFAULT_LISTEN_PORT)
+        );
         assert!(!parsed.has_credentials());
     }
 
@@ -148,8 +156,9 @@ mod tests {
 
     #[test]
     fn kebab_case_keys_and_unknown_keys_are_rejected() {
-        let cfg: RelayConfig = toml::from_str("min-port = 40000\nmax-port = 40100\nauth-secrets = [\"a\", \"b\"]")
-            .expect("parses");
+        let cfg: RelayConfig =
+            toml::from_str("min-port = 40000\nmax-port = 40100\nauth-secrets = [\"a\", \"b\"]")
+                .expect("parses");
         assert_eq!((cfg.min_port, cfg.max_port), (40000, 40100));
         assert_eq!(cfg.auth_secrets.len(), 2);
         let err = toml::from_str::<RelayConfig>("listne = []").expect_err("typo must not pass");

@@ -16,15 +16,26 @@ use crate::proto::{self, Lifetimes, Quotas};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {what} {path}: {source}")]
-    Read { what: &'static str, path: PathBuf, source: std::io::Error },
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    UsersFile { path: PathBuf, line: usize, message: String },
+    UsersFile {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("user {0:?}: expected NAME:PASSWORD or NAME:0x<32 hex digits>")]
     User(String),
     #[error("external IP {0:?}: expected PUBLIC or PUBLIC/PRIVATE, two IP addresses")]
     ExternalIp(String),
     #[error("{setting}: {message}")]
-    Invalid { setting: &'static str, message: String },
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
 }
 
 /// What start-up learned that the config file cannot say.
@@ -38,7 +49,9 @@ pub struct Bound {
 
 /// Parses `name:password` or `name:0x<hex md5 key>`.
 pub fn parse_user(spec: &str, realm: &str) -> Result<(String, StaticUser), ConfigError> {
-    let (name, secret) = spec.split_once(':').ok_or_else(|| ConfigError::User(spec.to_owned()))?;
+    let (name, secret) = spec
+        .split_once(':')
+        .ok_or_else(|| ConfigError::User(spec.to_owned()))?;
     if name.is_empty() || secret.is_empty() {
         return Err(ConfigError::User(spec.to_owned()));
     }
@@ -48,15 +61,23 @@ pub fn parse_user(spec: &str, realm: &str) -> Result<(String, StaticUser), Confi
     {
         let mut key = [0u8; 16];
         for (i, k) in key.iter_mut().enumerate() {
-            *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| ConfigError::User(spec.to_owned()))?;
+            *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| ConfigError::User(spec.to_owned()))?;
         }
         return Ok((name.to_owned(), StaticUser::from_key(key)));
     }
-    Ok((name.to_owned(), StaticUser::from_password(name, realm, secret)))
+    Ok((
+        name.to_owned(),
+        StaticUser::from_password(name, realm, secret),
+    ))
 }
 
 fn read(what: &'static str, path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { what, path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Reads a users file: one user per line, blank lines and `#` comments ignored.
@@ -98,19 +119,34 @@ pub fn parse_external_ip(s: &str) -> Result<(IpAddr, Option<IpAddr>), ConfigErro
 
 /// Builds the core's configuration. `nonce_key` stays the same across reloads so that nonces
 /// already handed out stay valid.
-pub fn build(cfg: &RelayConfig, bound: &Bound, nonce_key: [u8; 32]) -> Result<proto::Config, ConfigError> {
-    let invalid = |setting, message: &str| ConfigError::Invalid { setting, message: message.to_owned() };
+pub fn build(
+    cfg: &RelayConfig,
+    bound: &Bound,
+    nonce_key: [u8; 32],
+) -> Result<proto::Config, ConfigError> {
+    let invalid = |setting, message: &str| ConfigError::Invalid {
+        setting,
+        message: message.to_owned(),
+    };
     if cfg.realm.is_empty() {
         return Err(invalid("realm", "must not be empty"));
     }
     if cfg.min_port == 0 || cfg.min_port > cfg.max_port {
-        return Err(invalid("min-port/max-port", "need 1 <= min-port <= max-port"));
+        return Err(invalid(
+            "min-port/max-port",
+            "need 1 <= min-port <= max-port",
+        ));
     }
-    if cfg.relay_ips.iter().filter(|ip| ip.is_ipv4()).count() > 1 || cfg.relay_ips.iter().filter(|ip| ip.is_ipv6()).count() > 1 {
+    if cfg.relay_ips.iter().filter(|ip| ip.is_ipv4()).count() > 1
+        || cfg.relay_ips.iter().filter(|ip| ip.is_ipv6()).count() > 1
+    {
         return Err(invalid("relay-ip", "at most one address per family"));
     }
     if let Some(ip) = cfg.relay_ips.iter().find(|ip| ip.is_unspecified()) {
-        return Err(invalid("relay-ip", &format!("{ip} is a wildcard; give the address to relay from")));
+        return Err(invalid(
+            "relay-ip",
+            &format!("{ip} is a wildcard; give the address to relay from"),
+        ));
     }
 
     let mut users = HashMap::new();
@@ -123,12 +159,19 @@ pub fn build(cfg: &RelayConfig, bound: &Bound, nonce_key: [u8; 32]) -> Result<pr
             users.insert(name, user);
         }
     }
-    let mut secrets: Vec<Vec<u8>> = cfg.auth_secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let mut secrets: Vec<Vec<u8>> = cfg
+        .auth_secrets
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
     for path in &cfg.auth_secret_files {
         let secret = read("auth secret file", path)?;
         let secret = secret.trim_end_matches(['\n', '\r']);
         if secret.is_empty() {
-            return Err(invalid("auth-secret-files", &format!("{} is empty", path.display())));
+            return Err(invalid(
+                "auth-secret-files",
+                &format!("{} is empty", path.display()),
+            ));
         }
         secrets.push(secret.as_bytes().to_vec());
     }
@@ -137,13 +180,29 @@ pub fn build(cfg: &RelayConfig, bound: &Bound, nonce_key: [u8; 32]) -> Result<pr
     }
 
     let parse_all = |setting: &'static str, list: &[String]| {
-        list.iter().map(|s| parse_cidr(s).map_err(|m| ConfigError::Invalid { setting, message: m })).collect::<Result<Vec<_>, _>>()
+        list.iter()
+            .map(|s| {
+                parse_cidr(s).map_err(|m| ConfigError::Invalid {
+                    setting,
+                    message: m,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
     };
     let allow = parse_all("allow-peer", &cfg.allow_peers)?;
     let deny = parse_all("deny-peer", &cfg.deny_peers)?;
-    let external_ips = cfg.external_ips.iter().map(|s| parse_external_ip(s)).collect::<Result<Vec<_>, _>>()?;
+    let external_ips = cfg
+        .external_ips
+        .iter()
+        .map(|s| parse_external_ip(s))
+        .collect::<Result<Vec<_>, _>>()?;
 
-    let listen_ips: Vec<IpAddr> = bound.listeners.iter().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()).collect();
+    let listen_ips: Vec<IpAddr> = bound
+        .listeners
+        .iter()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
     let mut relay_ips_for_policy: Vec<IpAddr> = cfg.relay_ips.clone();
     relay_ips_for_policy.extend(listen_ips.iter().copied());
     relay_ips_for_policy.extend(external_ips.iter().map(|(public, _)| *public));
@@ -191,9 +250,13 @@ mod tests {
         assert!(parse_user(":pw", "r").is_err());
 
         let dir = std::env::temp_dir().join(format!("xdpturn-users-{}", std::process::id()));
-        std::fs::write(&dir, "# users\nalice:one\n\nuser=bob:two  # coturn style\n").expect("write");
+        std::fs::write(&dir, "# users\nalice:one\n\nuser=bob:two  # coturn style\n")
+            .expect("write");
         let users = load_users_file(&dir, "r").expect("parses");
-        assert_eq!(users.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        assert_eq!(
+            users.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["alice", "bob"]
+        );
         std::fs::write(&dir, "alice:one\nbroken line\n").expect("write");
         let err = load_users_file(&dir, "r").expect_err("line 2");
         assert!(err.to_string().contains(":2:"), "{err}");
@@ -202,10 +265,16 @@ mod tests {
 
     #[test]
     fn external_ips() {
-        assert_eq!(parse_external_ip("198.51.100.1").expect("ok"), ("198.51.100.1".parse().expect("ip"), None));
+        assert_eq!(
+            parse_external_ip("198.51.100.1").expect("ok"),
+            ("198.51.100.1".parse().expect("ip"), None)
+        );
         assert_eq!(
             parse_external_ip("198.51.100.1/10.0.0.1").expect("ok"),
-            ("198.51.100.1".parse().expect("ip"), Some("10.0.0.1".parse().expect("ip")))
+            (
+                "198.51.100.1".parse().expect("ip"),
+                Some("10.0.0.1".parse().expect("ip"))
+            )
         );
         assert!(parse_external_ip("198.51.100.1/2001:db8::1").is_err());
         assert!(parse_external_ip("host.example").is_err());
@@ -213,19 +282,71 @@ mod tests {
 
     #[test]
     fn build_validates_with_clear_errors() {
-        let ok = RelayConfig { users: vec!["a:b".into()], ..RelayConfig::default() };
-        let bound = Bound { listeners: vec!["127.0.0.1:3478".parse().expect("a")], http: vec![] };
+        let ok = RelayConfig {
+            users: vec!["a:b".into()],
+            ..RelayConfig::default()
+        };
+        let bound = Bound {
+            listeners: vec!["127.0.0.1:3478".parse().expect("a")],
+            http: vec![],
+        };
         let built = build(&ok, &bound, [0; 32]).expect("valid");
-        assert_eq!(built.listen_ips, vec!["127.0.0.1".parse::<IpAddr>().expect("ip")]);
-        assert!(built.policy.check("127.0.0.1:3478".parse().expect("a")).is_err(), "own listener");
+        assert_eq!(
+            built.listen_ips,
+            vec!["127.0.0.1".parse::<IpAddr>().expect("ip")]
+        );
+        assert!(
+            built
+                .policy
+                .check("127.0.0.1:3478".parse().expect("a"))
+                .is_err(),
+            "own listener"
+        );
 
         for (cfg, needle) in [
-            (RelayConfig { min_port: 5000, max_port: 4000, ..ok.clone() }, "min-port"),
-            (RelayConfig { realm: String::new(), ..ok.clone() }, "realm"),
-            (RelayConfig { allow_peers: vec!["nonsense".into()], ..ok.clone() }, "allow-peer"),
-            (RelayConfig { relay_ips: vec!["0.0.0.0".parse().expect("ip")], ..ok.clone() }, "wildcard"),
-            (RelayConfig { auth_secrets: vec![String::new()], ..ok.clone() }, "auth-secret"),
-            (RelayConfig { users_file: Some("/nonexistent/users".into()), ..ok.clone() }, "users file"),
+            (
+                RelayConfig {
+                    min_port: 5000,
+                    max_port: 4000,
+                    ..ok.clone()
+                },
+                "min-port",
+            ),
+            (
+                RelayConfig {
+                    realm: String::new(),
+                    ..ok.clone()
+                },
+                "realm",
+            ),
+            (
+                RelayConfig {
+                    allow_peers: vec!["nonsense".into()],
+                    ..ok.clone()
+                },
+                "allow-peer",
+            ),
+            (
+                RelayConfig {
+                    relay_ips: vec!["0.0.0.0".parse().expect("ip")],
+                    ..ok.clone()
+                },
+                "wildcard",
+            ),
+            (
+                RelayConfig {
+                    auth_secrets: vec![String::new()],
+                    ..ok.clone()
+                },
+                "auth-secret",
+            ),
+            (
+                RelayConfig {
+                    users_file: Some("/nonexistent/users".into()),
+                    ..ok.clone()
+                },
+                "users file",
+            ),
         ] {
             let err = build(&cfg, &bound, [0; 32]).expect_err(needle).to_string();
             assert!(err.contains(needle), "{err}");

@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::proto::{
-    self, Action, BindFailure, BindResult, Buf, Event, FiveTuple, Inbound, Ledger, MAX_REPLY_LEN, PEER_HEADROOM,
-    PEER_TAILROOM, PendingAllocation, RelayHandle, RelayRequest, Transport,
+    self, Action, BindFailure, BindResult, Buf, Event, FiveTuple, Inbound, Ledger, MAX_REPLY_LEN,
+    PEER_HEADROOM, PEER_TAILROOM, PendingAllocation, RelayHandle, RelayRequest, Transport,
 };
 use crate::stun::{Class, Header, MAX_MESSAGE_LEN, stream_frame_len};
 
@@ -52,7 +52,12 @@ pub struct Control {
 
 impl Control {
     pub fn new(config: Arc<proto::Config>) -> Self {
-        Self { config: Mutex::new(config), generation: AtomicU64::new(0), draining: AtomicBool::new(false), stop: AtomicBool::new(false) }
+        Self {
+            config: Mutex::new(config),
+            generation: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        }
     }
 
     /// Installs a new configuration; every worker picks it up within a second.
@@ -62,7 +67,10 @@ impl Control {
     }
 
     pub fn config(&self) -> Arc<proto::Config> {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Stop accepting new allocations.
@@ -87,9 +95,16 @@ pub struct RelayPorts {
 
 impl RelayPorts {
     pub fn new(min: u16, max: u16) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let seed = std::process::id() ^ nanos;
-        Self { min, max, used: Mutex::new(HashSet::new()), next: std::sync::atomic::AtomicU32::new(seed) }
+        Self {
+            min,
+            max,
+            used: Mutex::new(HashSet::new()),
+            next: std::sync::atomic::AtomicU32::new(seed),
+        }
     }
 
     pub fn range(&self) -> (u16, u16) {
@@ -99,13 +114,20 @@ impl RelayPorts {
     /// Binds a relay socket on `ip`: an even port if asked, and with `reserve_next` the port
     /// after it as well. Ports are tried from a rotating start, so consecutive allocations do
     /// not get predictable neighbours, and the kernel's bind is the arbiter with other programs.
-    pub fn bind(&self, ip: IpAddr, even: bool, reserve_next: bool) -> Result<(std::net::UdpSocket, Option<std::net::UdpSocket>), BindFailure> {
+    pub fn bind(
+        &self,
+        ip: IpAddr,
+        even: bool,
+        reserve_next: bool,
+    ) -> Result<(std::net::UdpSocket, Option<std::net::UdpSocket>), BindFailure> {
         let span = u32::from(self.max - self.min) + 1;
         let start = self.next.fetch_add(7919, Ordering::Relaxed) % span;
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         for i in 0..span {
             let port = self.min as u32 + (start + i) % span;
-            let Ok(port) = u16::try_from(port) else { continue };
+            let Ok(port) = u16::try_from(port) else {
+                continue;
+            };
             if (even || reserve_next) && port % 2 != 0 {
                 continue;
             }
@@ -119,7 +141,9 @@ impl RelayPorts {
             let first = match relay_socket(addr) {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
-                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => return Err(BindFailure::Family),
+                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+                    return Err(BindFailure::Family);
+                }
                 Err(e) if e.raw_os_error() == Some(97) => return Err(BindFailure::Family), // EAFNOSUPPORT
                 Err(_) => continue,
             };
@@ -145,7 +169,10 @@ impl RelayPorts {
     }
 
     pub fn release(&self, addr: SocketAddr) {
-        self.used.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&addr);
     }
 
     pub fn in_use(&self) -> usize {
@@ -186,7 +213,10 @@ fn reuseport_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Resul
 
 fn bind_set(addr: SocketAddr, workers: usize) -> io::Result<ListenerSet> {
     let first = reuseport_socket(addr, Type::DGRAM, Protocol::UDP)?;
-    let bound = first.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
+    let bound = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP socket"))?;
     let mut udp = vec![std::net::UdpSocket::from(first)];
     let mut tcp = Vec::new();
     for i in 0..workers {
@@ -197,7 +227,11 @@ fn bind_set(addr: SocketAddr, workers: usize) -> io::Result<ListenerSet> {
         listener.listen(1024)?;
         tcp.push(listener.into());
     }
-    Ok(ListenerSet { addr: bound, udp, tcp })
+    Ok(ListenerSet {
+        addr: bound,
+        udp,
+        tcp,
+    })
 }
 
 /// Binds `addr` for UDP and TCP, `workers` times. With port 0, finds a port free for both.
@@ -221,13 +255,21 @@ pub struct Shared {
     pub ledger: Arc<Ledger>,
     pub metrics: Arc<Metrics>,
     pub ports: Arc<RelayPorts>,
+    /// Sockets held for reservations (EVEN-PORT's R bit), by address: owned by no worker
+    /// until an Allocate with the token adopts one.
+    pub held: Arc<Mutex<HashMap<SocketAddr, std::net::UdpSocket>>>,
     /// Wall clock at `clock.0`.
     pub clock: (Instant, u64),
 }
 
 /// Starts one worker thread per element of each listener set; returns their handles.
-pub fn start(listeners: Vec<ListenerSet>, workers: usize, shared: Shared) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
-    let mut per_worker: Vec<Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+pub fn start(
+    listeners: Vec<ListenerSet>,
+    workers: usize,
+    shared: Shared,
+) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut per_worker: Vec<Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>> =
+        (0..workers).map(|_| Vec::new()).collect();
     for set in listeners {
         for (i, (udp, tcp)) in set.udp.into_iter().zip(set.tcp).enumerate() {
             per_worker[i].push((set.addr, udp, tcp));
@@ -236,19 +278,24 @@ pub fn start(listeners: Vec<ListenerSet>, workers: usize, shared: Shared) -> io:
     let mut handles = Vec::new();
     for (i, sockets) in per_worker.into_iter().enumerate() {
         let shared = shared.clone();
-        let handle = std::thread::Builder::new().name(format!("xdpturn-worker-{i}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(err) => {
-                    tracing::error!(%err, worker = i, "cannot start a worker runtime");
-                    return;
+        let handle = std::thread::Builder::new()
+            .name(format!("xdpturn-worker-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(err) => {
+                        tracing::error!(%err, worker = i, "cannot start a worker runtime");
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                if let Err(err) = local.block_on(&runtime, run_worker(sockets, shared)) {
+                    tracing::error!(%err, worker = i, "worker stopped");
                 }
-            };
-            let local = tokio::task::LocalSet::new();
-            if let Err(err) = local.block_on(&runtime, run_worker(sockets, shared)) {
-                tracing::error!(%err, worker = i, "worker stopped");
-            }
-        })?;
+            })?;
         handles.push(handle);
     }
     Ok(handles)
@@ -284,16 +331,29 @@ struct Worker {
     generation: Cell<u64>,
 }
 
-async fn run_worker(sockets: Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>, shared: Shared) -> io::Result<()> {
+async fn run_worker(
+    sockets: Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>,
+    shared: Shared,
+) -> io::Result<()> {
     let config = shared.control.config();
     let now = Instant::now();
     let unix = shared.clock.1 + now.saturating_duration_since(shared.clock.0).as_secs();
-    let server = proto::Server::new(config, shared.ledger.clone(), shared.metrics.clone(), now, unix);
+    let server = proto::Server::new(
+        config,
+        shared.ledger.clone(),
+        shared.metrics.clone(),
+        now,
+        unix,
+    );
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     for (addr, u, t) in sockets {
         let state = UdpSocketState::new((&u).into())?;
-        udp.push(Rc::new(UdpListener { socket: UdpSocket::from_std(u)?, state, addr }));
+        udp.push(Rc::new(UdpListener {
+            socket: UdpSocket::from_std(u)?,
+            state,
+            addr,
+        }));
         tcp.push((addr, TcpListener::from_std(t)?));
     }
     let worker = Rc::new(Worker {
@@ -314,7 +374,11 @@ async fn run_worker(sockets: Vec<(SocketAddr, std::net::UdpSocket, std::net::Tcp
         tasks.push(tokio::task::spawn_local(serve_udp(worker.clone(), i)));
     }
     for (addr, listener) in tcp {
-        tasks.push(tokio::task::spawn_local(serve_tcp(worker.clone(), addr, listener)));
+        tasks.push(tokio::task::spawn_local(serve_tcp(
+            worker.clone(),
+            addr,
+            listener,
+        )));
     }
     timers(&worker).await;
     for t in tasks {
@@ -350,12 +414,26 @@ async fn timers(worker: &Rc<Worker>) {
 impl Worker {
     fn apply_events(&self) {
         loop {
-            let Some(event) = self.server.borrow_mut().poll_event() else { break };
+            let Some(event) = self.server.borrow_mut().poll_event() else {
+                break;
+            };
             match event {
                 Event::ReleaseRelay(handle) => {
                     if let Some(relay) = self.relays.borrow_mut().remove(&handle) {
                         relay.task.abort();
                         self.shared.ports.release(relay.addr);
+                    }
+                }
+                Event::ReleaseReserved(addr) => {
+                    if self
+                        .shared
+                        .held
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&addr)
+                        .is_some()
+                    {
+                        self.shared.ports.release(addr);
                     }
                 }
                 // Mirrored into the kernel by the XDP dataplane when it is attached.
@@ -372,9 +450,15 @@ impl Worker {
             Action::Reply { len } => self.to_client(reply_to, &out[..len]),
             Action::ToPeer { relay, peer, range } => {
                 let relays = self.relays.borrow();
-                let sent = relays.get(&relay).map(|r| r.socket.try_send_to(&input[range], peer));
+                let sent = relays
+                    .get(&relay)
+                    .map(|r| r.socket.try_send_to(&input[range], peer));
                 if !matches!(sent, Some(Ok(_))) {
-                    self.shared.metrics.send_errors.with_label_values(&["relay"]).inc();
+                    self.shared
+                        .metrics
+                        .send_errors
+                        .with_label_values(&["relay"])
+                        .inc();
                 }
             }
             Action::ToClient { tuple, data } => {
@@ -397,11 +481,17 @@ impl Worker {
             Transport::Udp => self.udp_send(tuple, bytes),
             Transport::Tcp | Transport::Tls => {
                 let streams = self.streams.borrow();
-                streams.get(tuple).is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok())
+                streams
+                    .get(tuple)
+                    .is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok())
             }
         };
         if !ok {
-            self.shared.metrics.send_errors.with_label_values(&[tuple.transport.as_str()]).inc();
+            self.shared
+                .metrics
+                .send_errors
+                .with_label_values(&[tuple.transport.as_str()])
+                .inc();
         }
     }
 
@@ -415,7 +505,13 @@ impl Worker {
             return false;
         };
         let src_ip = l.addr.ip().is_unspecified().then_some(server.ip());
-        let transmit = Transmit { destination: tuple.client, ecn: None, contents: bytes, segment_size: None, src_ip };
+        let transmit = Transmit {
+            destination: tuple.client,
+            ecn: None,
+            contents: bytes,
+            segment_size: None,
+            src_ip,
+        };
         l.state.try_send((&l.socket).into(), &transmit).is_ok()
     }
 
@@ -423,26 +519,60 @@ impl Worker {
         let ports = &self.shared.ports;
         let mut reserved = None;
         let primary = match pending.primary {
-            RelayRequest::Reserved(relay) => Ok((relay.handle, relay.addr)),
-            RelayRequest::Bind { ip, even, reserve_next } => match ports.bind(ip, even, reserve_next) {
+            RelayRequest::Reserved(addr) => {
+                let held = self
+                    .shared
+                    .held
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&addr);
+                held.ok_or(BindFailure::NoCapacity)
+                    .and_then(|socket| self.register_relay(socket))
+            }
+            RelayRequest::Bind {
+                ip,
+                even,
+                reserve_next,
+            } => match ports.bind(ip, even, reserve_next) {
                 Ok((socket, next)) => {
-                    if let Some(next) = next {
-                        reserved = self.register_relay(next).ok();
+                    if let Some(next) = next
+                        && let Ok(addr) = next.local_addr()
+                    {
+                        self.shared
+                            .held
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(addr, next);
+                        reserved = Some(addr);
                     }
                     self.register_relay(socket)
                 }
                 Err(e) => Err(e),
             },
         };
-        let additional = pending.additional.map(|ip| ports.bind(ip, false, false).and_then(|(s, _)| self.register_relay(s)));
-        let result = BindResult { primary, additional, reserved };
-        let action = self.server.borrow_mut().complete_allocate(pending, result, Instant::now(), out);
+        let additional = pending.additional.map(|ip| {
+            ports
+                .bind(ip, false, false)
+                .and_then(|(s, _)| self.register_relay(s))
+        });
+        let result = BindResult {
+            primary,
+            additional,
+            reserved,
+        };
+        let action =
+            self.server
+                .borrow_mut()
+                .complete_allocate(pending, result, Instant::now(), out);
         self.apply_events();
         action
     }
 
     /// Takes ownership of a bound relay socket: a handle, and a task reading it.
-    fn register_relay(self: &Rc<Self>, socket: std::net::UdpSocket) -> Result<(RelayHandle, SocketAddr), BindFailure> {
+    fn register_relay(
+        self: &Rc<Self>,
+        socket: std::net::UdpSocket,
+    ) -> Result<(RelayHandle, SocketAddr), BindFailure> {
         let addr = socket.local_addr().map_err(|_| BindFailure::NoCapacity)?;
         let socket = match UdpSocket::from_std(socket) {
             Ok(s) => Rc::new(s),
@@ -452,9 +582,12 @@ impl Worker {
             }
         };
         let handle = RelayHandle(self.next_handle.get());
-        self.next_handle.set(self.next_handle.get().wrapping_add(1).max(1));
+        self.next_handle
+            .set(self.next_handle.get().wrapping_add(1).max(1));
         let task = tokio::task::spawn_local(serve_relay(self.clone(), handle, socket.clone()));
-        self.relays.borrow_mut().insert(handle, RelaySocket { socket, addr, task });
+        self.relays
+            .borrow_mut()
+            .insert(handle, RelaySocket { socket, addr, task });
         Ok((handle, addr))
     }
 }
@@ -470,9 +603,12 @@ async fn serve_udp(worker: Rc<Worker>, index: usize) {
             return;
         }
         let received = {
-            let mut slices: Vec<IoSliceMut<'_>> = storage.chunks_mut(RECV_BUF).map(IoSliceMut::new).collect();
+            let mut slices: Vec<IoSliceMut<'_>> =
+                storage.chunks_mut(RECV_BUF).map(IoSliceMut::new).collect();
             listener.socket.try_io(tokio::io::Interest::READABLE, || {
-                listener.state.recv((&listener.socket).into(), &mut slices, &mut meta)
+                listener
+                    .state
+                    .recv((&listener.socket).into(), &mut slices, &mut meta)
             })
         };
         let n = match received {
@@ -485,11 +621,19 @@ async fn serve_udp(worker: Rc<Worker>, index: usize) {
         };
         let now = Instant::now();
         for (m, buf) in meta.iter().take(n).zip(storage.chunks_mut(RECV_BUF)) {
-            let local = SocketAddr::new(m.dst_ip.map_or(listener.addr.ip(), |ip| ip.to_canonical()), listener.addr.port());
+            let local = SocketAddr::new(
+                m.dst_ip.map_or(listener.addr.ip(), |ip| ip.to_canonical()),
+                listener.addr.port(),
+            );
             let stride = m.stride.max(1);
             // A GRO train carries several datagrams of `stride` bytes (the last may be shorter).
             for datagram in buf[..m.len].chunks_mut(stride) {
-                let inbound = Inbound { transport: Transport::Udp, local, remote: m.addr, packet: datagram };
+                let inbound = Inbound {
+                    transport: Transport::Udp,
+                    local,
+                    remote: m.addr,
+                    packet: datagram,
+                };
                 handle_client(&worker, &inbound, now, &mut out);
             }
         }
@@ -498,13 +642,19 @@ async fn serve_udp(worker: Rc<Worker>, index: usize) {
 
 /// One client packet through the core, timing requests.
 fn handle_client(worker: &Rc<Worker>, inbound: &Inbound<'_>, now: Instant, out: &mut [u8]) {
-    let request = Header::peek(inbound.packet).filter(|h| h.typ.class == Class::Request).map(|h| h.typ.method);
+    let request = Header::peek(inbound.packet)
+        .filter(|h| h.typ.class == Class::Request)
+        .map(|h| h.typ.method);
     let started = request.map(|_| Instant::now());
     let action = worker.server.borrow_mut().handle_client(inbound, now, out);
     trace_action(inbound, &action, out);
     worker.apply(action, inbound.packet, out, &inbound.tuple());
     if let (Some(method), Some(started)) = (request, started) {
-        worker.shared.metrics.request_duration(method).observe(started.elapsed().as_secs_f64());
+        worker
+            .shared
+            .metrics
+            .request_duration(method)
+            .observe(started.elapsed().as_secs_f64());
     }
     worker.apply_events();
 }
@@ -519,7 +669,10 @@ fn trace_action(inbound: &Inbound<'_>, action: &Action, out: &[u8]) {
     if let Action::Reply { len } = action
         && let Ok(msg) = crate::stun::Message::decode(&out[..*len])
     {
-        let code = msg.get::<crate::stun::ErrorCode>().and_then(Result::ok).map_or(0, |e| e.code);
+        let code = msg
+            .get::<crate::stun::ErrorCode>()
+            .and_then(Result::ok)
+            .map_or(0, |e| e.code);
         tracing::debug!(transport, %remote, method = msg.method().as_str(), code, "answered");
     }
 }
@@ -541,8 +694,15 @@ async fn serve_relay(worker: Rc<Worker>, handle: RelayHandle, socket: Rc<UdpSock
                 Err(_) => break,
             };
             let now = Instant::now();
-            let action = worker.server.borrow_mut().handle_peer(handle, from, peer, len, now, out);
-            let reply_to = FiveTuple { transport: Transport::Udp, client: from, server: from };
+            let action = worker
+                .server
+                .borrow_mut()
+                .handle_peer(handle, from, peer, len, now, out);
+            let reply_to = FiveTuple {
+                transport: Transport::Udp,
+                client: from,
+                server: from,
+            };
             worker.apply(action, peer, out, &reply_to);
             drop(bufs);
             worker.apply_events();
@@ -566,7 +726,16 @@ async fn serve_tcp(worker: Rc<Worker>, addr: SocketAddr, listener: TcpListener) 
         let local = stream.local_addr().unwrap_or(addr);
         let worker = worker.clone();
         tokio::task::spawn_local(async move {
-            serve_stream(worker, stream, FiveTuple { transport: Transport::Tcp, client: remote, server: local }).await;
+            serve_stream(
+                worker,
+                stream,
+                FiveTuple {
+                    transport: Transport::Tcp,
+                    client: remote,
+                    server: local,
+                },
+            )
+            .await;
         });
     }
 }
@@ -579,7 +748,9 @@ where
     S: AsyncRead + AsyncWrite + 'static,
 {
     let metrics = worker.shared.metrics.clone();
-    let gauge = metrics.connections.with_label_values(&[tuple.transport.as_str()]);
+    let gauge = metrics
+        .connections
+        .with_label_values(&[tuple.transport.as_str()]);
     gauge.inc();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
@@ -607,7 +778,12 @@ where
                     break 'conn;
                 }
             };
-            let inbound = Inbound { transport: tuple.transport, local: tuple.server, remote: tuple.client, packet: &buf[start..start + frame_len] };
+            let inbound = Inbound {
+                transport: tuple.transport,
+                local: tuple.server,
+                remote: tuple.client,
+                packet: &buf[start..start + frame_len],
+            };
             handle_client(&worker, &inbound, Instant::now(), &mut out);
             start += frame_len;
         }

@@ -32,7 +32,11 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Logs go to standard error; XDPTURN_LOG (or RUST_LOG) filters them, e.g. XDPTURN_LOG=debug.
 #[derive(Debug, Parser)]
-#[command(name = "xdpturn-relay", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "xdpturn-relay",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -62,7 +66,12 @@ struct ServeArgs {
 
     /// Address to serve STUN/TURN on, UDP and TCP; repeatable; port 0 picks a free port
     /// [--listening-ip, --listening-port]. Default: 0.0.0.0:3478 and [::]:3478.
-    #[arg(long, env = "XDPTURN_LISTEN", value_name = "ADDR:PORT", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "XDPTURN_LISTEN",
+        value_name = "ADDR:PORT",
+        value_delimiter = ','
+    )]
     listen: Vec<SocketAddr>,
 
     /// Address to serve /metrics, /healthz and /readyz on [--prometheus-port]. Default 0.0.0.0:9641.
@@ -74,7 +83,13 @@ struct ServeArgs {
     realm: Option<String>,
 
     /// A static user, NAME:PASSWORD or NAME:0xKEY (from `key`); repeatable [--user].
-    #[arg(long = "user", env = "XDPTURN_USERS", value_name = "NAME:PASSWORD", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "user",
+        env = "XDPTURN_USERS",
+        value_name = "NAME:PASSWORD",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     users: Vec<String>,
 
     /// File of users, one NAME:PASSWORD or NAME:0xKEY per line [--userdb].
@@ -83,16 +98,32 @@ struct ServeArgs {
 
     /// Shared secret for time-limited REST credentials; repeatable, any one validates, for
     /// rotation [--use-auth-secret --static-auth-secret].
-    #[arg(long = "auth-secret", env = "XDPTURN_AUTH_SECRETS", value_name = "SECRET", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "auth-secret",
+        env = "XDPTURN_AUTH_SECRETS",
+        value_name = "SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     auth_secrets: Vec<String>,
 
     /// File holding one shared secret (e.g. a mounted Kubernetes Secret); repeatable.
-    #[arg(long = "auth-secret-file", env = "XDPTURN_AUTH_SECRET_FILES", value_name = "FILE", value_delimiter = ',')]
+    #[arg(
+        long = "auth-secret-file",
+        env = "XDPTURN_AUTH_SECRET_FILES",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
     auth_secret_files: Vec<PathBuf>,
 
     /// Address to relay from, one per family; repeatable [--relay-ip]. Default: the address
     /// each request arrived on.
-    #[arg(long = "relay-ip", env = "XDPTURN_RELAY_IPS", value_name = "IP", value_delimiter = ',')]
+    #[arg(
+        long = "relay-ip",
+        env = "XDPTURN_RELAY_IPS",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
     relay_ips: Vec<IpAddr>,
 
     /// Lowest relay port [--min-port]. Default 49152.
@@ -105,16 +136,31 @@ struct ServeArgs {
 
     /// Public address advertised for relayed addresses, PUBLIC or PUBLIC/PRIVATE, for a relay
     /// behind NAT; repeatable [--external-ip].
-    #[arg(long = "external-ip", env = "XDPTURN_EXTERNAL_IPS", value_name = "PUBLIC[/PRIVATE]", value_delimiter = ',')]
+    #[arg(
+        long = "external-ip",
+        env = "XDPTURN_EXTERNAL_IPS",
+        value_name = "PUBLIC[/PRIVATE]",
+        value_delimiter = ','
+    )]
     external_ips: Vec<String>,
 
     /// Peer network to allow even where a built-in rule denies it (loopback, private,
     /// link-local, ...); repeatable [--allowed-peer-ip].
-    #[arg(long = "allow-peer", env = "XDPTURN_ALLOW_PEERS", value_name = "CIDR", value_delimiter = ',')]
+    #[arg(
+        long = "allow-peer",
+        env = "XDPTURN_ALLOW_PEERS",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
     allow_peers: Vec<String>,
 
     /// Peer network to deny in addition to the built-in rules; repeatable [--denied-peer-ip].
-    #[arg(long = "deny-peer", env = "XDPTURN_DENY_PEERS", value_name = "CIDR", value_delimiter = ',')]
+    #[arg(
+        long = "deny-peer",
+        env = "XDPTURN_DENY_PEERS",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
     deny_peers: Vec<String>,
 
     /// Allocations per user, 0 for no limit [--user-quota].
@@ -190,7 +236,9 @@ enum Format {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     match s.parse::<u64>() {
         Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 3600, 30m, 24h, 7d)")),
+        Err(_) => {
+            humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 3600, 30m, 24h, 7d)"))
+        }
     }
 }
 
@@ -210,7 +258,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Key(args)) => {
-            println!("{}", credentials::key_hex(&args.user, &args.realm, &args.password));
+            println!(
+                "{}",
+                credentials::key_hex(&args.user, &args.realm, &args.password)
+            );
             Ok(())
         }
         Some(Command::Credentials(args)) => print_credentials(&args),
@@ -222,7 +273,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn print_credentials(args: &CredentialsArgs) -> anyhow::Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).context("the system clock is before 1970")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
     let expires = now.as_secs().saturating_add(args.ttl.as_secs());
     let cred = credentials::rest_credential(args.secret.as_bytes(), args.user.as_deref(), expires);
     let ice = credentials::ice_servers(&args.uris, &cred);
@@ -240,7 +293,11 @@ fn print_credentials(args: &CredentialsArgs) -> anyhow::Result<()> {
         Format::Text => {
             println!("username: {}", cred.username);
             println!("password: {}", cred.password);
-            println!("expires:  {} (in {})", cred.expires, humantime::format_duration(args.ttl));
+            println!(
+                "expires:  {} (in {})",
+                cred.expires,
+                humantime::format_duration(args.ttl)
+            );
             if ice.is_empty() {
                 println!("(add --uri turn:HOST:3478 for a ready iceServers entry)");
             } else {
@@ -255,7 +312,9 @@ fn init_logging() {
     let filter = std::env::var("XDPTURN_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+        .unwrap_or_else(|| {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -267,8 +326,10 @@ fn init_logging() {
 fn load_config(args: &ServeArgs) -> anyhow::Result<RelayConfig> {
     let mut c = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?
         }
         None => RelayConfig::default(),
     };
@@ -327,12 +388,23 @@ fn watched_files(args: &ServeArgs, cfg: &RelayConfig) -> Vec<PathBuf> {
 }
 
 fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
-    files.iter().map(|f| std::fs::metadata(f).ok().map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))).collect()
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+        })
+        .collect()
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = load_config(&args)?;
-    let workers = if cfg.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.workers };
+    let workers = if cfg.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.workers
+    };
 
     // Bind everything first: a port in use is a start-up error, not a surprise later.
     let mut listeners = Vec::new();
@@ -359,18 +431,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let http = runtime
         .block_on(http::bind(cfg.metrics_listen))
-        .with_context(|| format!("binding the metrics listener on {} (set --metrics-listen)", cfg.metrics_listen))?;
+        .with_context(|| {
+            format!(
+                "binding the metrics listener on {} (set --metrics-listen)",
+                cfg.metrics_listen
+            )
+        })?;
     let http_addr = http.local_addr()?;
     tracing::info!(metrics = %http_addr, "serving /metrics /healthz /readyz");
 
     let generated = if cfg.has_credentials() {
         None
     } else {
-        let password = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, random_bytes::<18>());
+        let password = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            random_bytes::<18>(),
+        );
         cfg.users.push(format!("xdpturn:{password}"));
         Some(password)
     };
-    let bound = Bound { listeners: listeners.iter().map(|l| l.addr).collect(), http: vec![http_addr] };
+    let bound = Bound {
+        listeners: listeners.iter().map(|l| l.addr).collect(),
+        http: vec![http_addr],
+    };
     let nonce_key = random_bytes::<32>();
     let core = config::build(&cfg, &bound, nonce_key).context("invalid configuration")?;
     if let Some(password) = &generated {
@@ -385,7 +468,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ledger: ledger.clone(),
         metrics: metrics.clone(),
         ports: Arc::new(RelayPorts::new(cfg.min_port, cfg.max_port)),
-        clock: (Instant::now(), SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
+        held: Arc::default(),
+        clock: (
+            Instant::now(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        ),
     };
     let threads = eventloop::start(listeners, workers, shared).context("starting workers")?;
     metrics.ready.set(1);
@@ -415,13 +504,20 @@ async fn supervise(
     metrics: &Metrics,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; stopping");
         return;
     };
-    let generated: Vec<String> = cfg.users.iter().filter(|u| u.starts_with("xdpturn:") && !args.users.contains(u)).cloned().collect();
+    let generated: Vec<String> = cfg
+        .users
+        .iter()
+        .filter(|u| u.starts_with("xdpturn:") && !args.users.contains(u))
+        .cloned()
+        .collect();
     let mut files = watched_files(args, &cfg);
     let mut seen = fingerprint(&files);
     let mut poll = tokio::time::interval(Duration::from_secs(2));
@@ -445,7 +541,12 @@ async fn supervise(
     metrics.ready.set(0);
     control.drain();
     let deadline = Instant::now() + Duration::from_secs(cfg.drain_timeout_secs);
-    tracing::info!(signal = signal_name, allocations = ledger.total(), timeout_secs = cfg.drain_timeout_secs, "draining");
+    tracing::info!(
+        signal = signal_name,
+        allocations = ledger.total(),
+        timeout_secs = cfg.drain_timeout_secs,
+        "draining"
+    );
     let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
         if ledger.total() == 0 {
@@ -453,7 +554,10 @@ async fn supervise(
             break;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(allocations = ledger.total(), "drain timeout; exiting with allocations left");
+            tracing::warn!(
+                allocations = ledger.total(),
+                "drain timeout; exiting with allocations left"
+            );
             break;
         }
         tokio::select! {
@@ -480,14 +584,23 @@ fn reload(
     });
     match result {
         Ok((new, core)) => {
-            if new.listen != cfg.listen || new.metrics_listen != cfg.metrics_listen || new.workers != cfg.workers {
-                tracing::warn!("listen addresses and workers change only on restart; the rest is reloaded");
+            if new.listen != cfg.listen
+                || new.metrics_listen != cfg.metrics_listen
+                || new.workers != cfg.workers
+            {
+                tracing::warn!(
+                    "listen addresses and workers change only on restart; the rest is reloaded"
+                );
             }
             *cfg = new;
             control.set_config(Arc::new(core));
             tracing::info!(trigger = why, "configuration reloaded");
         }
-        Err(err) => tracing::error!(trigger = why, error = format!("{err:#}"), "reload refused; keeping the previous configuration"),
+        Err(err) => tracing::error!(
+            trigger = why,
+            error = format!("{err:#}"),
+            "reload refused; keeping the previous configuration"
+        ),
     }
 }
 
@@ -497,15 +610,32 @@ fn print_generated(cfg: &RelayConfig, bound: &Bound, password: &str) {
         .first()
         .and_then(|e| config::parse_external_ip(e).ok().map(|(p, _)| p))
         .or_else(|| cfg.relay_ips.first().copied())
-        .or_else(|| bound.listeners.iter().map(|a| a.ip()).find(|ip| !ip.is_unspecified()))
-        .map_or_else(|| "YOUR-HOST".to_owned(), |ip| if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() });
+        .or_else(|| {
+            bound
+                .listeners
+                .iter()
+                .map(|a| a.ip())
+                .find(|ip| !ip.is_unspecified())
+        })
+        .map_or_else(
+            || "YOUR-HOST".to_owned(),
+            |ip| {
+                if ip.is_ipv6() {
+                    format!("[{ip}]")
+                } else {
+                    ip.to_string()
+                }
+            },
+        );
     let port = bound.listeners.first().map_or(3478, |a| a.port());
     let ice = serde_json::json!([{
         "urls": [format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")],
         "username": "xdpturn",
         "credential": password,
     }]);
-    println!("No credentials configured: generated a user for this run (give --user, --users-file or --auth-secret to choose).");
+    println!(
+        "No credentials configured: generated a user for this run (give --user, --users-file or --auth-secret to choose)."
+    );
     println!("  realm:    {}", cfg.realm);
     println!("  username: xdpturn");
     println!("  password: {password}");

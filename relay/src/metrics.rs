@@ -3,8 +3,8 @@
 //! counters. Counters touched per packet are resolved to their label values once, at start-up.
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::proto::auth::Rejection;
@@ -78,7 +78,12 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
@@ -105,8 +110,12 @@ impl Metrics {
             "Packets that were not answered or relayed, by transport and reason",
             &["transport", "reason"],
         )?;
-        let keepalive_vec =
-            counter_vec(&r, "xdpturn_keepalives_total", "Binding indications (keepalives), by transport", &["transport"])?;
+        let keepalive_vec = counter_vec(
+            &r,
+            "xdpturn_keepalives_total",
+            "Binding indications (keepalives), by transport",
+            &["transport"],
+        )?;
         let packets = counter_vec(
             &r,
             "xdpturn_relayed_packets_total",
@@ -119,15 +128,35 @@ impl Metrics {
             "Application bytes relayed between clients and peers, by datapath, client transport and direction",
             &["datapath", "transport", "direction"],
         )?;
-        let auth_failures =
-            counter_vec(&r, "xdpturn_auth_failures_total", "Failed authentications, by reason", &["reason"])?;
-        let peer_denied =
-            counter_vec(&r, "xdpturn_peer_denied_total", "Peers refused by the address policy, by reason", &["reason"])?;
-        let quota_rejections =
-            counter_vec(&r, "xdpturn_quota_rejections_total", "Requests or packets refused by a quota, by quota", &["quota"])?;
-        let send_errors = counter_vec(&r, "xdpturn_send_errors_total", "Sends the socket refused, by transport", &["transport"])?;
+        let auth_failures = counter_vec(
+            &r,
+            "xdpturn_auth_failures_total",
+            "Failed authentications, by reason",
+            &["reason"],
+        )?;
+        let peer_denied = counter_vec(
+            &r,
+            "xdpturn_peer_denied_total",
+            "Peers refused by the address policy, by reason",
+            &["reason"],
+        )?;
+        let quota_rejections = counter_vec(
+            &r,
+            "xdpturn_quota_rejections_total",
+            "Requests or packets refused by a quota, by quota",
+            &["quota"],
+        )?;
+        let send_errors = counter_vec(
+            &r,
+            "xdpturn_send_errors_total",
+            "Sends the socket refused, by transport",
+            &["transport"],
+        )?;
         let connections = IntGaugeVec::new(
-            Opts::new("xdpturn_client_connections", "Open client connections, by transport"),
+            Opts::new(
+                "xdpturn_client_connections",
+                "Open client connections, by transport",
+            ),
             &["transport"],
         )?;
         r.register(Box::new(connections.clone()))?;
@@ -135,17 +164,29 @@ impl Metrics {
         let permissions = gauge(&r, "xdpturn_permissions", "Permissions installed")?;
         let channels = gauge(&r, "xdpturn_channels", "Channels bound")?;
         let request_seconds = HistogramVec::new(
-            HistogramOpts::new("xdpturn_request_duration_seconds", "Time to handle a request, by method").buckets(vec![
-                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
+            HistogramOpts::new(
+                "xdpturn_request_duration_seconds",
+                "Time to handle a request, by method",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.05,
             ]),
             &["method"],
         )?;
         r.register(Box::new(request_seconds.clone()))?;
         let ready = gauge(&r, "xdpturn_ready", "1 while the relay accepts new work")?;
-        let build_info =
-            IntGaugeVec::new(Opts::new("xdpturn_build_info", "Always 1; the version is in the label"), &["version"])?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "xdpturn_build_info",
+                "Always 1; the version is in the label",
+            ),
+            &["version"],
+        )?;
         r.register(Box::new(build_info.clone()))?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
 
         // Every series exists from start-up, at zero, so rates and alerts work at once.
         let mut dropped = Vec::new();
@@ -213,7 +254,9 @@ impl Metrics {
             None => "success",
             Some(code) => code_label(code, &mut buf),
         };
-        self.requests.with_label_values(&[transport.as_str(), method.as_str(), result]).inc();
+        self.requests
+            .with_label_values(&[transport.as_str(), method.as_str(), result])
+            .inc();
     }
 
     pub fn dropped(&self, transport: Transport, reason: DropReason) {
@@ -225,7 +268,9 @@ impl Metrics {
 
     /// The current count of one drop reason (for tests and diagnostics).
     pub fn dropped_count(&self, transport: Transport, reason: DropReason) -> u64 {
-        self.dropped.get(Self::t(transport) * DropReason::ALL.len() + reason as usize).map_or(0, IntCounter::get)
+        self.dropped
+            .get(Self::t(transport) * DropReason::ALL.len() + reason as usize)
+            .map_or(0, IntCounter::get)
     }
 
     pub fn keepalive(&self, transport: Transport) {
@@ -233,7 +278,12 @@ impl Metrics {
     }
 
     /// The counters for relayed traffic of one kind.
-    pub fn relayed(&self, datapath: Datapath, transport: Transport, direction: Direction) -> &Relayed {
+    pub fn relayed(
+        &self,
+        datapath: Datapath,
+        transport: Transport,
+        direction: Direction,
+    ) -> &Relayed {
         let i = Self::t(transport) * 4
             + match datapath {
                 Datapath::Userspace => 0,
@@ -247,15 +297,21 @@ impl Metrics {
     }
 
     pub fn auth_failure(&self, reason: Rejection) {
-        self.auth_failures.with_label_values(&[reason.as_str()]).inc();
+        self.auth_failures
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     pub fn peer_denied(&self, reason: Denial) {
-        self.peer_denied.with_label_values(&[denial_label(reason)]).inc();
+        self.peer_denied
+            .with_label_values(&[denial_label(reason)])
+            .inc();
     }
 
     pub fn quota_rejected(&self, quota: QuotaKind) {
-        self.quota_rejections.with_label_values(&[quota.as_str()]).inc();
+        self.quota_rejections
+            .with_label_values(&[quota.as_str()])
+            .inc();
     }
 
     pub fn request_duration(&self, method: Method) -> Histogram {
@@ -326,12 +382,18 @@ mod tests {
     fn every_drop_reason_has_its_own_series() {
         let m = Metrics::new().expect("metrics");
         for (i, reason) in DropReason::ALL.into_iter().enumerate() {
-            assert_eq!(reason as usize, i, "DropReason::ALL is in declaration order");
+            assert_eq!(
+                reason as usize, i,
+                "DropReason::ALL is in declaration order"
+            );
             m.dropped(Transport::Tls, reason);
         }
         let text = m.render();
         for reason in DropReason::ALL {
-            let line = format!(r#"xdpturn_dropped_packets_total{{reason="{}",transport="tls"}} 1"#, reason.as_str());
+            let line = format!(
+                r#"xdpturn_dropped_packets_total{{reason="{}",transport="tls"}} 1"#,
+                reason.as_str()
+            );
             assert!(text.contains(&line), "{line}");
         }
     }

@@ -275,8 +275,7 @@ fn bad_input_is_answered_or_counted_never_fatal() {
         ) >= 1.0
     );
     assert!(
-        relay.metric(r#"xdpturn_dropped_packets_total{reason="malformed",transport="udp"}"#)
-            >= 1.0
+        relay.metric(r#"xdpturn_dropped_packets_total{reason="malformed",transport="udp"}"#) >= 1.0
     );
     assert!(
         relay.metric(r#"xdpturn_dropped_packets_total{reason="not_stun",transport="tcp"}"#) >= 1.0
@@ -339,7 +338,11 @@ fn no_arguments_serves_on_3478_dual_stack() {
 #[test]
 fn sigterm_without_allocations_exits_at_once() {
     let mut relay = Relay::start(&[]);
-    let status = Command::new("kill").arg("-TERM").arg(relay.pid().to_string()).status().expect("kill");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(relay.pid().to_string())
+        .status()
+        .expect("kill");
     assert!(status.success());
     relay.wait_for_log(&["draining", "SIGTERM"], TIMEOUT);
     let exit = relay.wait_exit(TIMEOUT).expect("the relay exits");

@@ -40,7 +40,11 @@ pub struct Bandwidth {
 impl Bandwidth {
     pub fn new(bits_per_sec: u64, now: Instant) -> Self {
         let bytes_per_sec = bits_per_sec as f64 / 8.0;
-        Self { bytes_per_sec, tokens: bytes_per_sec, at: now }
+        Self {
+            bytes_per_sec,
+            tokens: bytes_per_sec,
+            at: now,
+        }
     }
 
     /// Takes `bytes` from the budget; false (and nothing taken) if over it.
@@ -102,22 +106,32 @@ impl Allocation {
 
     /// The relay of the peer's family, if the allocation has one.
     pub fn relay_for(&self, peer: SocketAddr) -> Option<&Relay> {
-        self.relays.iter().find(|r| r.addr.is_ipv4() == peer.is_ipv4())
+        self.relays
+            .iter()
+            .find(|r| r.addr.is_ipv4() == peer.is_ipv4())
     }
 
     pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&ip).is_some_and(|&expires| expires > now)
+        self.permissions
+            .get(&ip)
+            .is_some_and(|&expires| expires > now)
     }
 
     /// The channel bound to `peer`, if live.
     pub fn channel_to(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
         let number = *self.channel_by_peer.get(&peer)?;
-        self.channels.get(&number).filter(|c| c.expires > now).map(|_| number)
+        self.channels
+            .get(&number)
+            .filter(|c| c.expires > now)
+            .map(|_| number)
     }
 
     /// The peer of a live channel.
     pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
-        self.channels.get(&number).filter(|c| c.expires > now).map(|c| c.peer)
+        self.channels
+            .get(&number)
+            .filter(|c| c.expires > now)
+            .map(|c| c.peer)
     }
 
     /// Takes from the bandwidth budget, if there is one.
@@ -137,7 +151,8 @@ impl Allocation {
     }
 
     pub fn cache_response(&mut self, tid: TransactionId, response: &[u8], now: Instant) {
-        self.responses.retain(|(_, at, _)| now.saturating_duration_since(*at) < TRANSACTION_CACHE);
+        self.responses
+            .retain(|(_, at, _)| now.saturating_duration_since(*at) < TRANSACTION_CACHE);
         if self.responses.len() >= TRANSACTION_CACHE_ENTRIES {
             self.responses.remove(0);
         }
@@ -179,6 +194,9 @@ mod tests {
         assert!(b.take(400, t0));
         assert!(!b.take(100, t0));
         assert!(b.take(500, t0 + Duration::from_millis(500)));
-        assert!(!b.take(2000, t0 + Duration::from_secs(60)), "never more than one second's worth");
+        assert!(
+            !b.take(2000, t0 + Duration::from_secs(60)),
+            "never more than one second's worth"
+        );
     }
 }

@@ -29,12 +29,18 @@ pub struct StaticUser {
 
 impl StaticUser {
     pub fn from_password(user: &str, realm: &str, password: &str) -> Self {
-        Self { password: Some(password.to_owned()), key_md5: long_term_key_md5(user, realm, password) }
+        Self {
+            password: Some(password.to_owned()),
+            key_md5: long_term_key_md5(user, realm, password),
+        }
     }
 
     /// A user known only by the key `turnadmin -k` prints: MD5 authentication only.
     pub fn from_key(key_md5: [u8; 16]) -> Self {
-        Self { password: None, key_md5 }
+        Self {
+            password: None,
+            key_md5,
+        }
     }
 }
 
@@ -85,8 +91,13 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 5] =
-        [Rejection::UnknownUser, Rejection::Expired, Rejection::WrongPassword, Rejection::WrongRealm, Rejection::RateLimited];
+    pub const ALL: [Rejection; 5] = [
+        Rejection::UnknownUser,
+        Rejection::Expired,
+        Rejection::WrongPassword,
+        Rejection::WrongRealm,
+        Rejection::RateLimited,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -129,7 +140,8 @@ impl AuthConfig {
     }
 
     fn nonce_mac(&self, expiry: u64, client: IpAddr) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.nonce_key).unwrap_or_else(|_| unreachable!());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.nonce_key)
+            .unwrap_or_else(|_| unreachable!());
         mac.update(&expiry.to_be_bytes());
         match client.to_canonical() {
             IpAddr::V4(ip) => mac.update(&ip.octets()),
@@ -140,7 +152,9 @@ impl AuthConfig {
 
     /// Whether `nonce` is one we issued to `client` and has not expired.
     pub fn nonce_valid(&self, nonce: &str, client: IpAddr, unix_now: u64) -> bool {
-        let Some(payload) = nonce.strip_prefix(NONCE_COOKIE) else { return false };
+        let Some(payload) = nonce.strip_prefix(NONCE_COOKIE) else {
+            return false;
+        };
         let mut raw = [0u8; 20];
         match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(payload, &mut raw) {
             Ok(20) => {}
@@ -156,39 +170,63 @@ impl AuthConfig {
 
     /// Authenticates a request (RFC 8489 §9.2.4), checking MESSAGE-INTEGRITY or
     /// MESSAGE-INTEGRITY-SHA256 over the received bytes.
-    pub fn authenticate(&self, msg: &Message<'_>, client: IpAddr, unix_now: u64) -> Result<Authenticated, AuthError> {
+    pub fn authenticate(
+        &self,
+        msg: &Message<'_>,
+        client: IpAddr,
+        unix_now: u64,
+    ) -> Result<Authenticated, AuthError> {
         if !msg.has_integrity() && !msg.has_integrity_sha256() {
             return Err(AuthError::Challenge);
         }
-        let (Some(Ok(Username(username))), Some(Ok(Realm(realm))), Some(Ok(Nonce(nonce)))) =
-            (msg.get::<Username>(), msg.get::<Realm>(), msg.get::<Nonce>())
-        else {
-            return Err(AuthError::BadRequest("USERNAME, REALM and NONCE are required with MESSAGE-INTEGRITY"));
+        let (Some(Ok(Username(username))), Some(Ok(Realm(realm))), Some(Ok(Nonce(nonce)))) = (
+            msg.get::<Username>(),
+            msg.get::<Realm>(),
+            msg.get::<Nonce>(),
+        ) else {
+            return Err(AuthError::BadRequest(
+                "USERNAME, REALM and NONCE are required with MESSAGE-INTEGRITY",
+            ));
         };
         if !self.nonce_valid(nonce, client, unix_now) {
             return Err(AuthError::StaleNonce);
         }
         // RFC 8489 §9.2.4: the algorithm list must be the one we offered, and the chosen
         // algorithm one of them; with neither, MD5 is meant.
-        let algorithm = match (msg.get::<PasswordAlgorithms>(), msg.get::<PasswordAlgorithm>()) {
+        let algorithm = match (
+            msg.get::<PasswordAlgorithms>(),
+            msg.get::<PasswordAlgorithm>(),
+        ) {
             (None, None) => PasswordAlgorithm::MD5,
             (Some(Ok(offered)), Some(Ok(chosen))) => {
                 if offered.as_wire() != PasswordAlgorithms::MD5_AND_SHA256.as_wire() {
-                    return Err(AuthError::BadRequest("PASSWORD-ALGORITHMS differs from what was offered"));
+                    return Err(AuthError::BadRequest(
+                        "PASSWORD-ALGORITHMS differs from what was offered",
+                    ));
                 }
-                if chosen.algorithm != PasswordAlgorithm::MD5 && chosen.algorithm != PasswordAlgorithm::SHA256 {
-                    return Err(AuthError::BadRequest("PASSWORD-ALGORITHM is not one offered"));
+                if chosen.algorithm != PasswordAlgorithm::MD5
+                    && chosen.algorithm != PasswordAlgorithm::SHA256
+                {
+                    return Err(AuthError::BadRequest(
+                        "PASSWORD-ALGORITHM is not one offered",
+                    ));
                 }
                 chosen.algorithm
             }
-            _ => return Err(AuthError::BadRequest("PASSWORD-ALGORITHMS and PASSWORD-ALGORITHM go together")),
+            _ => {
+                return Err(AuthError::BadRequest(
+                    "PASSWORD-ALGORITHMS and PASSWORD-ALGORITHM go together",
+                ));
+            }
         };
         if realm != self.realm {
             return Err(AuthError::Rejected(Rejection::WrongRealm));
         }
         let sha256 = algorithm == PasswordAlgorithm::SHA256;
         if sha256 && !msg.has_integrity_sha256() {
-            return Err(AuthError::BadRequest("PASSWORD-ALGORITHM SHA-256 needs MESSAGE-INTEGRITY-SHA256"));
+            return Err(AuthError::BadRequest(
+                "PASSWORD-ALGORITHM SHA-256 needs MESSAGE-INTEGRITY-SHA256",
+            ));
         }
         let verify = |key: &Key| match key {
             Key::Md5(k) if msg.has_integrity() => msg.verify_integrity(k).is_ok(),
@@ -212,7 +250,10 @@ impl AuthConfig {
                 (None, true) => return Err(AuthError::Rejected(Rejection::WrongPassword)),
             };
             if verify(&key) {
-                return Ok(Authenticated { username: username.to_owned(), key });
+                return Ok(Authenticated {
+                    username: username.to_owned(),
+                    key,
+                });
             }
         }
         if !self.secrets.is_empty()
@@ -225,12 +266,19 @@ impl AuthConfig {
                     return if expiry < unix_now {
                         Err(AuthError::Rejected(Rejection::Expired))
                     } else {
-                        Ok(Authenticated { username: username.to_owned(), key })
+                        Ok(Authenticated {
+                            username: username.to_owned(),
+                            key,
+                        })
                     };
                 }
             }
         }
-        Err(AuthError::Rejected(if known { Rejection::WrongPassword } else { Rejection::UnknownUser }))
+        Err(AuthError::Rejected(if known {
+            Rejection::WrongPassword
+        } else {
+            Rejection::UnknownUser
+        }))
     }
 }
 
@@ -250,7 +298,12 @@ pub struct FailureLimiter {
 
 impl FailureLimiter {
     pub fn new(burst: u32, per_second: f64, max_tracked: usize) -> Self {
-        Self { buckets: HashMap::new(), burst: f64::from(burst), per_second, max_tracked }
+        Self {
+            buckets: HashMap::new(),
+            burst: f64::from(burst),
+            per_second,
+            max_tracked,
+        }
     }
 
     /// Whether `ip` is over its budget of failures.
@@ -260,9 +313,9 @@ impl FailureLimiter {
 
     fn level(&self, ip: IpAddr, now: Instant) -> f64 {
         match self.buckets.get(&ip) {
-            Some(&(tokens, at)) => {
-                (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_second).min(self.burst)
-            }
+            Some(&(tokens, at)) => (tokens
+                + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
+                .min(self.burst),
             None => self.burst,
         }
     }
@@ -282,7 +335,9 @@ impl FailureLimiter {
     /// Drops the buckets that have refilled: they carry no information.
     pub fn forget_idle(&mut self, now: Instant) {
         let (burst, rate) = (self.burst, self.per_second);
-        self.buckets.retain(|_, &mut (tokens, at)| tokens + now.saturating_duration_since(at).as_secs_f64() * rate < burst);
+        self.buckets.retain(|_, &mut (tokens, at)| {
+            tokens + now.saturating_duration_since(at).as_secs_f64() * rate < burst
+        });
     }
 
     pub fn tracked(&self) -> usize {
@@ -297,8 +352,14 @@ mod tests {
 
     fn config() -> AuthConfig {
         let mut users = HashMap::new();
-        users.insert("alice".to_owned(), StaticUser::from_password("alice", "example.org", "wonderland"));
-        users.insert("keyonly".to_owned(), StaticUser::from_key(long_term_key_md5("keyonly", "example.org", "pw")));
+        users.insert(
+            "alice".to_owned(),
+            StaticUser::from_password("alice", "example.org", "wonderland"),
+        );
+        users.insert(
+            "keyonly".to_owned(),
+            StaticUser::from_key(long_term_key_md5("keyonly", "example.org", "pw")),
+        );
         AuthConfig {
             realm: "example.org".into(),
             users,
@@ -313,8 +374,12 @@ mod tests {
 
     fn request(user: &str, realm: &str, nonce: &str, key: Option<&Key>) -> Vec<u8> {
         let mut buf = vec![0u8; 512];
-        let mut enc = Encoder::new(&mut buf, MessageType::new(Method::ALLOCATE, Class::Request), TransactionId::new([1; 12]))
-            .expect("header");
+        let mut enc = Encoder::new(
+            &mut buf,
+            MessageType::new(Method::ALLOCATE, Class::Request),
+            TransactionId::new([1; 12]),
+        )
+        .expect("header");
         enc.add(&Username(user)).expect("u");
         enc.add(&Realm(realm)).expect("r");
         enc.add(&Nonce(nonce)).expect("n");
@@ -322,7 +387,11 @@ mod tests {
             Some(Key::Md5(k)) => enc.message_integrity(k).expect("mi"),
             Some(Key::Sha256(k)) => {
                 enc.add(&PasswordAlgorithms::MD5_AND_SHA256).expect("pas");
-                enc.add(&PasswordAlgorithm { algorithm: PasswordAlgorithm::SHA256, params: &[] }).expect("pa");
+                enc.add(&PasswordAlgorithm {
+                    algorithm: PasswordAlgorithm::SHA256,
+                    params: &[],
+                })
+                .expect("pa");
                 enc.message_integrity_sha256(k).expect("mi256")
             }
             None => {}
@@ -344,10 +413,16 @@ mod tests {
         assert!(cfg.nonce_valid(&nonce, CLIENT, NOW));
         assert!(cfg.nonce_valid(&nonce, CLIENT, NOW + 600));
         assert!(!cfg.nonce_valid(&nonce, CLIENT, NOW + 601), "expired");
-        assert!(!cfg.nonce_valid(&nonce, "203.0.113.10".parse().expect("ip"), NOW), "other client");
+        assert!(
+            !cfg.nonce_valid(&nonce, "203.0.113.10".parse().expect("ip"), NOW),
+            "other client"
+        );
         let mut other = config();
         other.nonce_key = [8; 32];
-        assert!(!other.nonce_valid(&nonce, CLIENT, NOW), "another key (restart)");
+        assert!(
+            !other.nonce_valid(&nonce, CLIENT, NOW),
+            "another key (restart)"
+        );
         assert!(!cfg.nonce_valid("obMatJos2gAAAgarbage", CLIENT, NOW));
         assert!(!cfg.nonce_valid("", CLIENT, NOW));
     }
@@ -357,15 +432,32 @@ mod tests {
         let cfg = config();
         let nonce = cfg.nonce(CLIENT, NOW);
         let md5 = Key::Md5(long_term_key_md5("alice", "example.org", "wonderland"));
-        let ok = auth(&request("alice", "example.org", &nonce, Some(&md5)), &cfg).expect("md5 authenticates");
-        assert_eq!(ok, Authenticated { username: "alice".into(), key: md5 });
+        let ok = auth(&request("alice", "example.org", &nonce, Some(&md5)), &cfg)
+            .expect("md5 authenticates");
+        assert_eq!(
+            ok,
+            Authenticated {
+                username: "alice".into(),
+                key: md5
+            }
+        );
         let sha = Key::Sha256(long_term_key_sha256("alice", "example.org", "wonderland"));
-        let ok = auth(&request("alice", "example.org", &nonce, Some(&sha)), &cfg).expect("sha256 authenticates");
+        let ok = auth(&request("alice", "example.org", &nonce, Some(&sha)), &cfg)
+            .expect("sha256 authenticates");
         assert_eq!(ok.key, sha);
         let wrong = Key::Md5(long_term_key_md5("alice", "example.org", "mirror"));
-        assert_eq!(auth(&request("alice", "example.org", &nonce, Some(&wrong)), &cfg), Err(AuthError::Rejected(Rejection::WrongPassword)));
+        assert_eq!(
+            auth(&request("alice", "example.org", &nonce, Some(&wrong)), &cfg),
+            Err(AuthError::Rejected(Rejection::WrongPassword))
+        );
         let key_only = Key::Md5(long_term_key_md5("keyonly", "example.org", "pw"));
-        assert!(auth(&request("keyonly", "example.org", &nonce, Some(&key_only)), &cfg).is_ok());
+        assert!(
+            auth(
+                &request("keyonly", "example.org", &nonce, Some(&key_only)),
+                &cfg
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -374,27 +466,57 @@ mod tests {
         let nonce = cfg.nonce(CLIENT, NOW);
         for secret in [&b"old secret"[..], b"new secret"] {
             let user = format!("{}:bob", NOW + 60);
-            let key = Key::Md5(long_term_key_md5(&user, "example.org", &rest_password(secret, &user)));
+            let key = Key::Md5(long_term_key_md5(
+                &user,
+                "example.org",
+                &rest_password(secret, &user),
+            ));
             assert!(auth(&request(&user, "example.org", &nonce, Some(&key)), &cfg).is_ok());
         }
         let expired = format!("{}:bob", NOW - 1);
-        let key = Key::Md5(long_term_key_md5(&expired, "example.org", &rest_password(b"new secret", &expired)));
-        assert_eq!(auth(&request(&expired, "example.org", &nonce, Some(&key)), &cfg), Err(AuthError::Rejected(Rejection::Expired)));
+        let key = Key::Md5(long_term_key_md5(
+            &expired,
+            "example.org",
+            &rest_password(b"new secret", &expired),
+        ));
+        assert_eq!(
+            auth(&request(&expired, "example.org", &nonce, Some(&key)), &cfg),
+            Err(AuthError::Rejected(Rejection::Expired))
+        );
         let user = format!("{}:bob", NOW + 60);
-        let key = Key::Md5(long_term_key_md5(&user, "example.org", &rest_password(b"retired secret", &user)));
-        assert_eq!(auth(&request(&user, "example.org", &nonce, Some(&key)), &cfg), Err(AuthError::Rejected(Rejection::WrongPassword)));
+        let key = Key::Md5(long_term_key_md5(
+            &user,
+            "example.org",
+            &rest_password(b"retired secret", &user),
+        ));
+        assert_eq!(
+            auth(&request(&user, "example.org", &nonce, Some(&key)), &cfg),
+            Err(AuthError::Rejected(Rejection::WrongPassword))
+        );
     }
 
     #[test]
     fn challenge_stale_and_bad_requests() {
         let cfg = config();
         let nonce = cfg.nonce(CLIENT, NOW);
-        assert_eq!(auth(&request("alice", "example.org", &nonce, None), &cfg), Err(AuthError::Challenge));
+        assert_eq!(
+            auth(&request("alice", "example.org", &nonce, None), &cfg),
+            Err(AuthError::Challenge)
+        );
         let md5 = Key::Md5(long_term_key_md5("alice", "example.org", "wonderland"));
         let stale = cfg.nonce(CLIENT, NOW - 601);
-        assert_eq!(auth(&request("alice", "example.org", &stale, Some(&md5)), &cfg), Err(AuthError::StaleNonce));
-        assert_eq!(auth(&request("nobody", "example.org", &nonce, Some(&md5)), &cfg), Err(AuthError::Rejected(Rejection::UnknownUser)));
-        assert_eq!(auth(&request("alice", "other.org", &nonce, Some(&md5)), &cfg), Err(AuthError::Rejected(Rejection::WrongRealm)));
+        assert_eq!(
+            auth(&request("alice", "example.org", &stale, Some(&md5)), &cfg),
+            Err(AuthError::StaleNonce)
+        );
+        assert_eq!(
+            auth(&request("nobody", "example.org", &nonce, Some(&md5)), &cfg),
+            Err(AuthError::Rejected(Rejection::UnknownUser))
+        );
+        assert_eq!(
+            auth(&request("alice", "other.org", &nonce, Some(&md5)), &cfg),
+            Err(AuthError::Rejected(Rejection::WrongRealm))
+        );
     }
 
     #[test]
@@ -407,7 +529,10 @@ mod tests {
             l.failed(ip, t0);
         }
         assert!(l.is_limited(ip, t0));
-        assert!(!l.is_limited(ip, t0 + Duration::from_millis(1100)), "one token back after a second");
+        assert!(
+            !l.is_limited(ip, t0 + Duration::from_millis(1100)),
+            "one token back after a second"
+        );
         for i in 0..1000u32 {
             l.failed(IpAddr::from(i.to_be_bytes()), t0);
         }

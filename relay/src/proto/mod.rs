@@ -24,11 +24,11 @@ use policy::PeerPolicy;
 
 use crate::metrics::{Datapath, Direction, Metrics};
 use crate::stun::{
-    AddressErrorCode, AddressFamily, AdditionalAddressFamily, AttrType, ChangeRequest, ChannelData, ChannelNumber,
-    Class, Data, DecodeError, EncodeError, Encoder, ErrorCode, EvenPort, Header, Lifetime, MappedAddress, Message,
-    MessageType, Method, Nonce, PasswordAlgorithms, Realm, RequestedAddressFamily, RequestedTransport,
-    ReservationToken, Software, TransactionId, UnknownAttributes, XorMappedAddress, XorPeerAddress,
-    XorRelayedAddress, is_channel_data,
+    AdditionalAddressFamily, AddressErrorCode, AddressFamily, AttrType, ChangeRequest, ChannelData,
+    ChannelNumber, Class, Data, DecodeError, EncodeError, Encoder, ErrorCode, EvenPort, Header,
+    Lifetime, MappedAddress, Message, MessageType, Method, Nonce, PasswordAlgorithms, Realm,
+    RequestedAddressFamily, RequestedTransport, ReservationToken, Software, TransactionId,
+    UnknownAttributes, XorMappedAddress, XorPeerAddress, XorRelayedAddress, is_channel_data,
 };
 
 /// The client-facing transport a packet came in on.
@@ -143,8 +143,13 @@ pub enum QuotaKind {
 }
 
 impl QuotaKind {
-    pub const ALL: [QuotaKind; 5] =
-        [QuotaKind::User, QuotaKind::Total, QuotaKind::Permissions, QuotaKind::Ports, QuotaKind::Bandwidth];
+    pub const ALL: [QuotaKind; 5] = [
+        QuotaKind::User,
+        QuotaKind::Total,
+        QuotaKind::Permissions,
+        QuotaKind::Ports,
+        QuotaKind::Bandwidth,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -171,7 +176,11 @@ pub struct Inbound<'a> {
 
 impl Inbound<'_> {
     pub fn tuple(&self) -> FiveTuple {
-        FiveTuple { transport: self.transport, client: self.remote, server: self.local }
+        FiveTuple {
+            transport: self.transport,
+            client: self.remote,
+            server: self.local,
+        }
     }
 }
 
@@ -192,7 +201,11 @@ pub enum Action {
     /// Send `out[..len]` back to the client the packet came from.
     Reply { len: usize },
     /// Send `input[range]` from relay socket `relay` to `peer`.
-    ToPeer { relay: RelayHandle, peer: SocketAddr, range: Range<usize> },
+    ToPeer {
+        relay: RelayHandle,
+        peer: SocketAddr,
+        range: Range<usize>,
+    },
     /// Send to a client by its 5-tuple.
     ToClient { tuple: FiveTuple, data: Buf },
     /// Bind the relay sockets described, then call [`Server::complete_allocate`].
@@ -202,12 +215,25 @@ pub enum Action {
 /// Side effects for the event loop, polled with [`Server::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Close this relay socket: its allocation or reservation ended.
+    /// Close this relay socket: its allocation ended.
     ReleaseRelay(RelayHandle),
+    /// Close the socket held for a reservation that expired unused.
+    ReleaseReserved(SocketAddr),
     /// A channel was bound or refreshed until `expires` (what a kernel fast path mirrors).
-    ChannelBound { tuple: FiveTuple, channel: u16, relay: Relay, peer: SocketAddr, expires: Instant },
+    ChannelBound {
+        tuple: FiveTuple,
+        channel: u16,
+        relay: Relay,
+        peer: SocketAddr,
+        expires: Instant,
+    },
     /// A channel ended (expiry or allocation deletion).
-    ChannelUnbound { tuple: FiveTuple, channel: u16, relay: Relay, peer: SocketAddr },
+    ChannelUnbound {
+        tuple: FiveTuple,
+        channel: u16,
+        relay: Relay,
+        peer: SocketAddr,
+    },
 }
 
 /// How a relay socket should be bound.
@@ -215,9 +241,14 @@ pub enum Event {
 pub enum RelayRequest {
     /// Bind a port on `ip` from the relay range; `even` asks for an even port and `reserve_next`
     /// for the next port to be held too (EVEN-PORT with R).
-    Bind { ip: IpAddr, even: bool, reserve_next: bool },
-    /// Use the socket held by a reservation.
-    Reserved(Relay),
+    Bind {
+        ip: IpAddr,
+        even: bool,
+        reserve_next: bool,
+    },
+    /// Adopt the socket held for a reservation (EVEN-PORT's R bit) on this address; it may
+    /// have been made by another shard.
+    Reserved(SocketAddr),
 }
 
 /// An Allocate the core accepted, waiting for its relay sockets.
@@ -250,8 +281,9 @@ pub enum BindFailure {
 pub struct BindResult {
     pub primary: Result<(RelayHandle, SocketAddr), BindFailure>,
     pub additional: Option<Result<(RelayHandle, SocketAddr), BindFailure>>,
-    /// The port held for EVEN-PORT's R bit.
-    pub reserved: Option<(RelayHandle, SocketAddr)>,
+    /// The address of the socket held for EVEN-PORT's R bit (the event loop keeps it, not
+    /// bound to any shard, until an Allocate with the token adopts it or it expires).
+    pub reserved: Option<SocketAddr>,
 }
 
 /// Lifetimes of RFC 8656.
@@ -302,14 +334,53 @@ pub struct Config {
     pub external_ips: Vec<(IpAddr, Option<IpAddr>)>,
 }
 
-/// Counts shared by every shard: total allocations and allocations per user.
+/// What every shard shares: total allocations, allocations per user, and reservations (an
+/// Allocate with a RESERVATION-TOKEN may land on another shard than the one that made it).
 #[derive(Debug, Default)]
 pub struct Ledger {
     total: AtomicU32,
     per_user: Mutex<HashMap<String, u32>>,
+    reservations: Mutex<HashMap<[u8; 8], (SocketAddr, Instant)>>,
 }
 
 impl Ledger {
+    pub fn reserve(&self, token: [u8; 8], addr: SocketAddr, expires: Instant) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, (addr, expires));
+    }
+
+    /// The reserved address for `token`, once, if it has not expired.
+    pub fn take_reservation(&self, token: &[u8; 8], now: Instant) -> Option<SocketAddr> {
+        let mut r = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        match r.remove(token) {
+            Some((addr, expires)) if expires > now => Some(addr),
+            Some((addr, expires)) => {
+                // Expired but not yet swept: put it back for the sweep to release.
+                r.insert(*token, (addr, expires));
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Removes the reservations expired at `now`, returning their addresses.
+    pub fn expire_reservations(&self, now: Instant) -> Vec<SocketAddr> {
+        let mut expired = Vec::new();
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (addr, expires)| {
+                let keep = *expires > now;
+                if !keep {
+                    expired.push(*addr);
+                }
+                keep
+            });
+        expired
+    }
+
     /// Takes one allocation for `user` within the quotas.
     pub fn acquire(&self, user: &str, quotas: &Quotas) -> Result<(), QuotaKind> {
         let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
@@ -359,13 +430,6 @@ struct Ctx {
     fingerprint: bool,
 }
 
-/// A reservation made by EVEN-PORT with R: the held socket, until it expires.
-#[derive(Debug)]
-struct Reservation {
-    relay: Relay,
-    expires: Instant,
-}
-
 /// The protocol core (one shard).
 #[derive(Debug)]
 pub struct Server {
@@ -376,7 +440,6 @@ pub struct Server {
     clock: (Instant, u64),
     allocations: HashMap<FiveTuple, Allocation>,
     by_relay: HashMap<RelayHandle, FiveTuple>,
-    reservations: HashMap<[u8; 8], Reservation>,
     /// Final responses of deleted allocations, for retransmitted Refresh(0).
     recent: HashMap<FiveTuple, (Instant, TransactionId, Vec<u8>)>,
     limiter: FailureLimiter,
@@ -387,7 +450,13 @@ pub struct Server {
 
 impl Server {
     /// A shard. `unix_now` is the wall-clock time in seconds at `now`.
-    pub fn new(config: Arc<Config>, ledger: Arc<Ledger>, metrics: Arc<Metrics>, now: Instant, unix_now: u64) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        ledger: Arc<Ledger>,
+        metrics: Arc<Metrics>,
+        now: Instant,
+        unix_now: u64,
+    ) -> Self {
         Self {
             config,
             ledger,
@@ -395,7 +464,6 @@ impl Server {
             clock: (now, unix_now),
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
-            reservations: HashMap::new(),
             recent: HashMap::new(),
             limiter: FailureLimiter::new(10, 1.0, 65_536),
             events: VecDeque::new(),
@@ -461,7 +529,12 @@ impl Server {
         match err.header {
             // A request whose header was readable gets a 400 naming its transaction.
             Some(header) if header.typ.class == Class::Request && header.has_magic_cookie() => {
-                let ctx = Ctx { transport, header, key: None, fingerprint: true };
+                let ctx = Ctx {
+                    transport,
+                    header,
+                    key: None,
+                    fingerprint: true,
+                };
                 self.error(&ctx, out, 400, "Bad Request: malformed message", |_| Ok(()))
             }
             Some(_) => self.drop(transport, DropReason::Malformed),
@@ -469,7 +542,13 @@ impl Server {
         }
     }
 
-    fn handle_message(&mut self, inbound: &Inbound<'_>, msg: &Message<'_>, now: Instant, out: &mut [u8]) -> Action {
+    fn handle_message(
+        &mut self,
+        inbound: &Inbound<'_>,
+        msg: &Message<'_>,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Action {
         let header = *msg.header();
         let transport = inbound.transport;
         if !header.has_magic_cookie() {
@@ -481,11 +560,18 @@ impl Server {
             return self.drop(transport, DropReason::BadFingerprint);
         }
         match header.typ.class {
-            Class::Success | Class::Error => return self.drop(transport, DropReason::UnexpectedResponse),
+            Class::Success | Class::Error => {
+                return self.drop(transport, DropReason::UnexpectedResponse);
+            }
             Class::Indication => return self.handle_indication(inbound, msg, now),
             Class::Request => {}
         }
-        let mut ctx = Ctx { transport, header, key: None, fingerprint: msg.has_fingerprint() };
+        let mut ctx = Ctx {
+            transport,
+            header,
+            key: None,
+            fingerprint: msg.has_fingerprint(),
+        };
         let unknown = msg.unknown_comprehension_required();
         if !unknown.is_empty() {
             let unknown = UnknownAttributes(*unknown);
@@ -493,7 +579,9 @@ impl Server {
         }
         if let Some(bad) = msg.decoded().find_map(Result::err) {
             tracing::debug!(remote = %inbound.remote, error = %bad, "malformed attribute");
-            return self.error(&ctx, out, 400, "Bad Request: malformed attribute", |_| Ok(()));
+            return self.error(&ctx, out, 400, "Bad Request: malformed attribute", |_| {
+                Ok(())
+            });
         }
         if header.typ.method == Method::BINDING {
             return self.binding(inbound, msg, &ctx, out);
@@ -502,7 +590,9 @@ impl Server {
             header.typ.method,
             Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
         ) {
-            return self.error(&ctx, out, 400, "Bad Request: method not supported", |_| Ok(()));
+            return self.error(&ctx, out, 400, "Bad Request: method not supported", |_| {
+                Ok(())
+            });
         }
 
         // A retransmission gets the answer its first copy got (RFC 8656 §7.2, RFC 8489 §6.3).
@@ -520,7 +610,11 @@ impl Server {
                 return self.drop(transport, DropReason::AuthRateLimited);
             }
         }
-        let auth = match self.config.auth.authenticate(msg, client_ip, self.unix(now)) {
+        let auth = match self
+            .config
+            .auth
+            .authenticate(msg, client_ip, self.unix(now))
+        {
             Ok(auth) => auth,
             Err(err) => return self.auth_error(&ctx, err, client_ip, now, out),
         };
@@ -528,22 +622,38 @@ impl Server {
         match header.typ.method {
             Method::ALLOCATE => self.allocate(inbound, msg, &ctx, auth, now, out),
             Method::REFRESH => self.refresh(inbound, msg, &ctx, &auth, now, out),
-            Method::CREATE_PERMISSION => self.create_permission(inbound, msg, &ctx, &auth, now, out),
+            Method::CREATE_PERMISSION => {
+                self.create_permission(inbound, msg, &ctx, &auth, now, out)
+            }
             _ => self.channel_bind(inbound, msg, &ctx, &auth, now, out),
         }
     }
 
-    fn cached_response(&self, tuple: &FiveTuple, tid: &TransactionId, now: Instant) -> Option<&[u8]> {
+    fn cached_response(
+        &self,
+        tuple: &FiveTuple,
+        tid: &TransactionId,
+        now: Instant,
+    ) -> Option<&[u8]> {
         if let Some(a) = self.allocations.get(tuple) {
             return a.cached_response(tid, now);
         }
         self.recent
             .get(tuple)
-            .filter(|(at, t, _)| t == tid && now.saturating_duration_since(*at) < allocation::TRANSACTION_CACHE)
+            .filter(|(at, t, _)| {
+                t == tid && now.saturating_duration_since(*at) < allocation::TRANSACTION_CACHE
+            })
             .map(|(_, _, r)| r.as_slice())
     }
 
-    fn auth_error(&mut self, ctx: &Ctx, err: AuthError, client: IpAddr, now: Instant, out: &mut [u8]) -> Action {
+    fn auth_error(
+        &mut self,
+        ctx: &Ctx,
+        err: AuthError,
+        client: IpAddr,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Action {
         let unix = self.unix(now);
         let (code, reason) = match err {
             AuthError::Challenge => (401, "Unauthorized"),
@@ -568,7 +678,12 @@ impl Server {
         })
     }
 
-    fn handle_indication(&mut self, inbound: &Inbound<'_>, msg: &Message<'_>, now: Instant) -> Action {
+    fn handle_indication(
+        &mut self,
+        inbound: &Inbound<'_>,
+        msg: &Message<'_>,
+        now: Instant,
+    ) -> Action {
         let transport = inbound.transport;
         match msg.method() {
             // A Binding indication is a keepalive (RFC 8489 §6.3.2): nothing to answer.
@@ -619,11 +734,17 @@ impl Server {
             enc.fingerprint()?;
         }
         let len = enc.finish();
-        self.metrics.request(ctx.transport, ctx.header.typ.method, code);
+        self.metrics
+            .request(ctx.transport, ctx.header.typ.method, code);
         Ok(len)
     }
 
-    fn success(&self, ctx: &Ctx, out: &mut [u8], body: impl FnOnce(&mut Encoder<'_>) -> Result<(), EncodeError>) -> Action {
+    fn success(
+        &self,
+        ctx: &Ctx,
+        out: &mut [u8],
+        body: impl FnOnce(&mut Encoder<'_>) -> Result<(), EncodeError>,
+    ) -> Action {
         written(self.respond(ctx, out, Class::Success, None, body))
     }
 
@@ -654,7 +775,13 @@ impl Server {
     // -----------------------------------------------------------------------------------------
     // Binding
 
-    fn binding(&self, inbound: &Inbound<'_>, msg: &Message<'_>, ctx: &Ctx, out: &mut [u8]) -> Action {
+    fn binding(
+        &self,
+        inbound: &Inbound<'_>,
+        msg: &Message<'_>,
+        ctx: &Ctx,
+        out: &mut [u8],
+    ) -> Action {
         let classic = !ctx.header.has_magic_cookie();
         // This server has no alternate address, so it cannot answer from another IP or port:
         // RFC 5780 §6.1 asks for 420 rather than a response that would mislead the client's
@@ -662,14 +789,22 @@ impl Server {
         if let Some(Ok(change)) = msg.get::<ChangeRequest>()
             && (change.change_ip || change.change_port)
         {
-            return self.error(ctx, out, 420, "Unknown Attribute: no alternate address", |e| {
-                if classic {
-                    // RFC 3489 §11.2.10: an even number of entries, the last repeated.
-                    e.add_raw(AttrType::UNKNOWN_ATTRIBUTES, &[0x00, 0x03, 0x00, 0x03])
-                } else {
-                    e.add(&UnknownAttributes([AttrType::CHANGE_REQUEST].into_iter().collect()))
-                }
-            });
+            return self.error(
+                ctx,
+                out,
+                420,
+                "Unknown Attribute: no alternate address",
+                |e| {
+                    if classic {
+                        // RFC 3489 §11.2.10: an even number of entries, the last repeated.
+                        e.add_raw(AttrType::UNKNOWN_ATTRIBUTES, &[0x00, 0x03, 0x00, 0x03])
+                    } else {
+                        e.add(&UnknownAttributes(
+                            [AttrType::CHANGE_REQUEST].into_iter().collect(),
+                        ))
+                    }
+                },
+            );
         }
         let remote = canonical(inbound.remote);
         self.success(ctx, out, |e| {
@@ -689,7 +824,12 @@ impl Server {
 
     fn relay_ip(&self, family: AddressFamily, server: SocketAddr) -> Option<IpAddr> {
         let matches = |ip: &IpAddr| AddressFamily::of(*ip) == family && !ip.is_unspecified();
-        if let Some(ip) = self.config.relay_ips.iter().find(|ip| AddressFamily::of(**ip) == family) {
+        if let Some(ip) = self
+            .config
+            .relay_ips
+            .iter()
+            .find(|ip| AddressFamily::of(**ip) == family)
+        {
             return Some(*ip);
         }
         let server_ip = server.ip().to_canonical();
@@ -701,18 +841,24 @@ impl Server {
 
     fn advertised(&self, addr: SocketAddr) -> SocketAddr {
         let ip = addr.ip();
-        let public = self.config.external_ips.iter().find_map(|&(public, private)| match private {
-            Some(private) if private == ip => Some(public),
-            None if public.is_ipv4() == ip.is_ipv4() => Some(public),
-            _ => None,
-        });
+        let public = self
+            .config
+            .external_ips
+            .iter()
+            .find_map(|&(public, private)| match private {
+                Some(private) if private == ip => Some(public),
+                None if public.is_ipv4() == ip.is_ipv4() => Some(public),
+                _ => None,
+            });
         SocketAddr::new(public.unwrap_or(ip), addr.port())
     }
 
     fn lifetime(&self, msg: &Message<'_>) -> Duration {
         let l = self.config.lifetimes;
         match msg.get::<Lifetime>() {
-            Some(Ok(Lifetime(secs))) => Duration::from_secs(u64::from(secs)).clamp(l.default_allocation, l.max_allocation),
+            Some(Ok(Lifetime(secs))) => {
+                Duration::from_secs(u64::from(secs)).clamp(l.default_allocation, l.max_allocation)
+            }
             _ => l.default_allocation,
         }
     }
@@ -731,25 +877,59 @@ impl Server {
             return self.error(ctx, out, 437, "Allocation Mismatch", |_| Ok(()));
         }
         if self.draining {
-            return self.error(ctx, out, 508, "Insufficient Capacity: server draining", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                508,
+                "Insufficient Capacity: server draining",
+                |_| Ok(()),
+            );
         }
         match msg.get::<RequestedTransport>() {
             Some(Ok(RequestedTransport::UDP)) => {}
-            Some(Ok(_)) => return self.error(ctx, out, 442, "Unsupported Transport Protocol", |_| Ok(())),
-            _ => return self.error(ctx, out, 400, "Bad Request: REQUESTED-TRANSPORT is required", |_| Ok(())),
+            Some(Ok(_)) => {
+                return self.error(ctx, out, 442, "Unsupported Transport Protocol", |_| Ok(()));
+            }
+            _ => {
+                return self.error(
+                    ctx,
+                    out,
+                    400,
+                    "Bad Request: REQUESTED-TRANSPORT is required",
+                    |_| Ok(()),
+                );
+            }
         }
         let token = msg.get::<ReservationToken>().and_then(Result::ok);
         let even = msg.get::<EvenPort>().and_then(Result::ok);
         let requested = msg.get::<RequestedAddressFamily>().and_then(Result::ok);
         let additional = msg.get::<AdditionalAddressFamily>().and_then(Result::ok);
         if token.is_some() && (even.is_some() || requested.is_some() || additional.is_some()) {
-            return self.error(ctx, out, 400, "Bad Request: RESERVATION-TOKEN excludes EVEN-PORT and address families", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: RESERVATION-TOKEN excludes EVEN-PORT and address families",
+                |_| Ok(()),
+            );
         }
         if requested.is_some() && additional.is_some() {
-            return self.error(ctx, out, 400, "Bad Request: REQUESTED- and ADDITIONAL-ADDRESS-FAMILY together", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: REQUESTED- and ADDITIONAL-ADDRESS-FAMILY together",
+                |_| Ok(()),
+            );
         }
         if additional.is_some_and(|a| a.0 != AddressFamily::IPV6) {
-            return self.error(ctx, out, 400, "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be IPv6", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be IPv6",
+                |_| Ok(()),
+            );
         }
         let family = requested.map_or(AddressFamily::IPV4, |r| r.0);
         if !family.is_known() {
@@ -757,9 +937,17 @@ impl Server {
         }
 
         let primary = match token {
-            Some(ReservationToken(token)) => match self.reservations.remove(&token) {
-                Some(r) => RelayRequest::Reserved(r.relay),
-                None => return self.error(ctx, out, 508, "Insufficient Capacity: unknown reservation", |_| Ok(())),
+            Some(ReservationToken(token)) => match self.ledger.take_reservation(&token, _now) {
+                Some(addr) => RelayRequest::Reserved(addr),
+                None => {
+                    return self.error(
+                        ctx,
+                        out,
+                        508,
+                        "Insufficient Capacity: unknown reservation",
+                        |_| Ok(()),
+                    );
+                }
             },
             None => match self.relay_ip(family, inbound.local) {
                 Some(ip) => RelayRequest::Bind {
@@ -767,7 +955,9 @@ impl Server {
                     even: even.is_some(),
                     reserve_next: even.is_some_and(|e| e.reserve),
                 },
-                None => return self.error(ctx, out, 440, "Address Family not Supported", |_| Ok(())),
+                None => {
+                    return self.error(ctx, out, 440, "Address Family not Supported", |_| Ok(()));
+                }
             },
         };
         let (additional_ip, additional_error) = match additional {
@@ -780,11 +970,13 @@ impl Server {
 
         if let Err(quota) = self.ledger.acquire(&auth.username, &self.config.quotas) {
             self.metrics.quota_rejected(quota);
-            if let RelayRequest::Reserved(r) = primary {
-                self.events.push_back(Event::ReleaseRelay(r.handle));
+            if let RelayRequest::Reserved(addr) = primary {
+                self.events.push_back(Event::ReleaseReserved(addr));
             }
             return match quota {
-                QuotaKind::User => self.error(ctx, out, 486, "Allocation Quota Reached", |_| Ok(())),
+                QuotaKind::User => {
+                    self.error(ctx, out, 486, "Allocation Quota Reached", |_| Ok(()))
+                }
                 _ => self.error(ctx, out, 508, "Insufficient Capacity", |_| Ok(())),
             };
         }
@@ -802,7 +994,13 @@ impl Server {
     }
 
     /// Finishes an Allocate once the event loop has bound (or failed to bind) its sockets.
-    pub fn complete_allocate(&mut self, pending: PendingAllocation, bound: BindResult, now: Instant, out: &mut [u8]) -> Action {
+    pub fn complete_allocate(
+        &mut self,
+        pending: PendingAllocation,
+        bound: BindResult,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Action {
         let tuple = pending.tuple;
         let ctx = Ctx {
             transport: tuple.transport,
@@ -811,44 +1009,54 @@ impl Server {
             fingerprint: pending.fingerprint,
         };
         let to_client = |action: Action| match action {
-            Action::Reply { len } => Action::ToClient { tuple, data: Buf::Output(len) },
+            Action::Reply { len } => Action::ToClient {
+                tuple,
+                data: Buf::Output(len),
+            },
             other => other,
         };
-        let primary = match (pending.primary, bound.primary) {
-            (RelayRequest::Reserved(relay), _) => relay,
-            (RelayRequest::Bind { .. }, Ok((handle, addr))) => {
-                Relay { handle, addr, advertised: self.advertised(addr) }
-            }
-            (RelayRequest::Bind { .. }, Err(failure)) => {
+        let primary = match bound.primary {
+            Ok((handle, addr)) => Relay {
+                handle,
+                addr,
+                advertised: self.advertised(addr),
+            },
+            Err(failure) => {
                 self.ledger.release(&pending.username);
                 if let Some(Ok((handle, _))) = bound.additional {
                     self.events.push_back(Event::ReleaseRelay(handle));
                 }
-                if let Some((handle, _)) = bound.reserved {
-                    self.events.push_back(Event::ReleaseRelay(handle));
+                if let Some(addr) = bound.reserved {
+                    self.events.push_back(Event::ReleaseReserved(addr));
                 }
                 return to_client(match failure {
                     BindFailure::NoCapacity => {
                         self.metrics.quota_rejected(QuotaKind::Ports);
                         self.error(&ctx, out, 508, "Insufficient Capacity", |_| Ok(()))
                     }
-                    BindFailure::Family => self.error(&ctx, out, 440, "Address Family not Supported", |_| Ok(())),
+                    BindFailure::Family => {
+                        self.error(&ctx, out, 440, "Address Family not Supported", |_| Ok(()))
+                    }
                 });
             }
         };
         let mut relays = vec![primary];
         let mut additional_error = pending.additional_error;
         match bound.additional {
-            Some(Ok((handle, addr))) => relays.push(Relay { handle, addr, advertised: self.advertised(addr) }),
+            Some(Ok((handle, addr))) => relays.push(Relay {
+                handle,
+                addr,
+                advertised: self.advertised(addr),
+            }),
             Some(Err(BindFailure::NoCapacity)) => additional_error = Some(508),
             Some(Err(BindFailure::Family)) => additional_error = Some(440),
             None => {}
         }
-        let token = bound.reserved.map(|(handle, addr)| {
+        let token = bound.reserved.map(|addr| {
             self.token_counter += 1;
             let token = reservation_token(self.token_counter, &self.config.auth.nonce_key, now);
-            let relay = Relay { handle, addr, advertised: self.advertised(addr) };
-            self.reservations.insert(token, Reservation { relay, expires: now + self.config.lifetimes.reservation });
+            self.ledger
+                .reserve(token, addr, now + self.config.lifetimes.reservation);
             token
         });
 
@@ -857,7 +1065,8 @@ impl Server {
             pending.username,
             relays,
             now + pending.lifetime,
-            (self.config.quotas.max_bps != 0).then(|| Bandwidth::new(self.config.quotas.max_bps, now)),
+            (self.config.quotas.max_bps != 0)
+                .then(|| Bandwidth::new(self.config.quotas.max_bps, now)),
             pending.header.tid,
         );
         let lifetime = pending.lifetime.as_secs().min(u64::from(u32::MAX)) as u32;
@@ -866,8 +1075,16 @@ impl Server {
                 e.add(&XorRelayedAddress(r.advertised))?;
             }
             if let Some(code) = additional_error {
-                let reason = if code == 440 { "Address Family not Supported" } else { "Insufficient Capacity" };
-                e.add(&AddressErrorCode { family: AddressFamily::IPV6, code, reason })?;
+                let reason = if code == 440 {
+                    "Address Family not Supported"
+                } else {
+                    "Insufficient Capacity"
+                };
+                e.add(&AddressErrorCode {
+                    family: AddressFamily::IPV6,
+                    code,
+                    reason,
+                })?;
             }
             e.add(&Lifetime(lifetime))?;
             if let Some(token) = token {
@@ -887,7 +1104,9 @@ impl Server {
     }
 
     fn delete_allocation(&mut self, tuple: &FiveTuple) {
-        let Some(a) = self.allocations.remove(tuple) else { return };
+        let Some(a) = self.allocations.remove(tuple) else {
+            return;
+        };
         self.ledger.release(&a.username);
         for r in &a.relays {
             self.by_relay.remove(&r.handle);
@@ -895,7 +1114,12 @@ impl Server {
         }
         for (&channel, c) in &a.channels {
             if let Some(&relay) = a.relay_for(c.peer) {
-                self.events.push_back(Event::ChannelUnbound { tuple: *tuple, channel, relay, peer: c.peer });
+                self.events.push_back(Event::ChannelUnbound {
+                    tuple: *tuple,
+                    channel,
+                    relay,
+                    peer: c.peer,
+                });
             }
         }
         self.metrics.allocations.dec();
@@ -907,7 +1131,11 @@ impl Server {
     // Refresh, CreatePermission, ChannelBind
 
     /// The allocation of this 5-tuple, if it belongs to the authenticated user.
-    fn owned_allocation(&self, tuple: &FiveTuple, auth: &Authenticated) -> Result<(), (u16, &'static str)> {
+    fn owned_allocation(
+        &self,
+        tuple: &FiveTuple,
+        auth: &Authenticated,
+    ) -> Result<(), (u16, &'static str)> {
         match self.allocations.get(tuple) {
             None => Err((437, "Allocation Mismatch")),
             Some(a) if a.username != auth.username => Err((441, "Wrong Credentials")),
@@ -929,18 +1157,28 @@ impl Server {
             return self.error(ctx, out, code, reason, |_| Ok(()));
         }
         if let Some(Ok(RequestedAddressFamily(family))) = msg.get::<RequestedAddressFamily>()
-            && !self.allocations[&tuple].relays.iter().any(|r| AddressFamily::of(r.addr.ip()) == family)
+            && !self.allocations[&tuple]
+                .relays
+                .iter()
+                .any(|r| AddressFamily::of(r.addr.ip()) == family)
         {
             return self.error(ctx, out, 443, "Peer Address Family Mismatch", |_| Ok(()));
         }
         let delete = matches!(msg.get::<Lifetime>(), Some(Ok(Lifetime(0))));
-        let lifetime = if delete { Duration::ZERO } else { self.lifetime(msg) };
+        let lifetime = if delete {
+            Duration::ZERO
+        } else {
+            self.lifetime(msg)
+        };
         let secs = lifetime.as_secs().min(u64::from(u32::MAX)) as u32;
         let action = self.success(ctx, out, |e| e.add(&Lifetime(secs)));
-        let Action::Reply { len } = action else { return action };
+        let Action::Reply { len } = action else {
+            return action;
+        };
         if delete {
             self.delete_allocation(&tuple);
-            self.recent.insert(tuple, (now, ctx.header.tid, out[..len].to_vec()));
+            self.recent
+                .insert(tuple, (now, ctx.header.tid, out[..len].to_vec()));
         } else if let Some(a) = self.allocations.get_mut(&tuple) {
             a.expires = now + lifetime;
             a.cache_response(ctx.header.tid, &out[..len], now);
@@ -949,13 +1187,21 @@ impl Server {
     }
 
     /// Checks a peer for CreatePermission/ChannelBind: family and policy.
-    fn check_peer(&self, tuple: &FiveTuple, peer: SocketAddr, with_port: bool) -> Result<(), (u16, &'static str)> {
+    fn check_peer(
+        &self,
+        tuple: &FiveTuple,
+        peer: SocketAddr,
+        with_port: bool,
+    ) -> Result<(), (u16, &'static str)> {
         let a = &self.allocations[tuple];
         if a.relay_for(peer).is_none() {
             return Err((443, "Peer Address Family Mismatch"));
         }
-        let verdict =
-            if with_port { self.config.policy.check(peer) } else { self.config.policy.check_ip(peer.ip()) };
+        let verdict = if with_port {
+            self.config.policy.check(peer)
+        } else {
+            self.config.policy.check_ip(peer.ip())
+        };
         verdict.map_err(|denial| {
             self.metrics.peer_denied(denial);
             (403, "Forbidden: peer address not allowed")
@@ -985,11 +1231,25 @@ impl Server {
         for peer in msg.get_all::<XorPeerAddress>() {
             match peer {
                 Ok(XorPeerAddress(p)) => peers.push(p),
-                Err(_) => return self.error(ctx, out, 400, "Bad Request: malformed XOR-PEER-ADDRESS", |_| Ok(())),
+                Err(_) => {
+                    return self.error(
+                        ctx,
+                        out,
+                        400,
+                        "Bad Request: malformed XOR-PEER-ADDRESS",
+                        |_| Ok(()),
+                    );
+                }
             }
         }
         if peers.is_empty() {
-            return self.error(ctx, out, 400, "Bad Request: XOR-PEER-ADDRESS is required", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: XOR-PEER-ADDRESS is required",
+                |_| Ok(()),
+            );
         }
         for &peer in &peers {
             if let Err((code, reason)) = self.check_peer(&tuple, peer, false) {
@@ -997,15 +1257,27 @@ impl Server {
             }
         }
         let a = &self.allocations[&tuple];
-        let mut fresh: Vec<IpAddr> = peers.iter().map(|p| p.ip()).filter(|ip| !a.permissions.contains_key(ip)).collect();
+        let mut fresh: Vec<IpAddr> = peers
+            .iter()
+            .map(|p| p.ip())
+            .filter(|ip| !a.permissions.contains_key(ip))
+            .collect();
         fresh.sort();
         fresh.dedup();
         if !self.permission_room(&tuple, fresh.len()) {
             self.metrics.quota_rejected(QuotaKind::Permissions);
-            return self.error(ctx, out, 508, "Insufficient Capacity: too many permissions", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                508,
+                "Insufficient Capacity: too many permissions",
+                |_| Ok(()),
+            );
         }
         let action = self.success(ctx, out, |_| Ok(()));
-        let Action::Reply { len } = action else { return action };
+        let Action::Reply { len } = action else {
+            return action;
+        };
         let expires = now + self.config.lifetimes.permission;
         if let Some(a) = self.allocations.get_mut(&tuple) {
             for peer in peers {
@@ -1032,11 +1304,27 @@ impl Server {
         }
         let channel = match msg.get::<ChannelNumber>() {
             Some(Ok(ChannelNumber(n))) if ChannelData::CHANNELS.contains(&n) => n,
-            _ => return self.error(ctx, out, 400, "Bad Request: CHANNEL-NUMBER must be 0x4000-0x7FFF", |_| Ok(())),
+            _ => {
+                return self.error(
+                    ctx,
+                    out,
+                    400,
+                    "Bad Request: CHANNEL-NUMBER must be 0x4000-0x7FFF",
+                    |_| Ok(()),
+                );
+            }
         };
         let peer = match msg.get::<XorPeerAddress>() {
             Some(Ok(XorPeerAddress(p))) => p,
-            _ => return self.error(ctx, out, 400, "Bad Request: XOR-PEER-ADDRESS is required", |_| Ok(())),
+            _ => {
+                return self.error(
+                    ctx,
+                    out,
+                    400,
+                    "Bad Request: XOR-PEER-ADDRESS is required",
+                    |_| Ok(()),
+                );
+            }
         };
         if let Err((code, reason)) = self.check_peer(&tuple, peer, true) {
             return self.error(ctx, out, code, reason, |_| Ok(()));
@@ -1047,25 +1335,48 @@ impl Server {
         if a.channels.get(&channel).is_some_and(|c| c.peer != peer)
             || a.channel_by_peer.get(&peer).is_some_and(|&n| n != channel)
         {
-            return self.error(ctx, out, 400, "Bad Request: channel or peer already bound otherwise", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: channel or peer already bound otherwise",
+                |_| Ok(()),
+            );
         }
         let new_permission = !a.permissions.contains_key(&peer.ip());
         if new_permission && !self.permission_room(&tuple, 1) {
             self.metrics.quota_rejected(QuotaKind::Permissions);
-            return self.error(ctx, out, 508, "Insufficient Capacity: too many permissions", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                508,
+                "Insufficient Capacity: too many permissions",
+                |_| Ok(()),
+            );
         }
         let new_channel = !a.channels.contains_key(&channel);
         let action = self.success(ctx, out, |_| Ok(()));
-        let Action::Reply { len } = action else { return action };
+        let Action::Reply { len } = action else {
+            return action;
+        };
         let lifetimes = self.config.lifetimes;
-        let Some(a) = self.allocations.get_mut(&tuple) else { return action };
+        let Some(a) = self.allocations.get_mut(&tuple) else {
+            return action;
+        };
         let expires = now + lifetimes.channel;
-        a.channels.insert(channel, allocation::Channel { peer, expires });
+        a.channels
+            .insert(channel, allocation::Channel { peer, expires });
         a.channel_by_peer.insert(peer, channel);
         a.permissions.insert(peer.ip(), now + lifetimes.permission);
         a.cache_response(ctx.header.tid, &out[..len], now);
         if let Some(&relay) = a.relay_for(peer) {
-            self.events.push_back(Event::ChannelBound { tuple, channel, relay, peer, expires });
+            self.events.push_back(Event::ChannelBound {
+                tuple,
+                channel,
+                relay,
+                peer,
+                expires,
+            });
         }
         if new_permission {
             self.metrics.permissions.inc();
@@ -1079,10 +1390,17 @@ impl Server {
     // -----------------------------------------------------------------------------------------
     // Data: Send indications and ChannelData from clients, datagrams from peers
 
-    fn send_indication(&mut self, inbound: &Inbound<'_>, msg: &Message<'_>, now: Instant) -> Action {
+    fn send_indication(
+        &mut self,
+        inbound: &Inbound<'_>,
+        msg: &Message<'_>,
+        now: Instant,
+    ) -> Action {
         let transport = inbound.transport;
         let tuple = inbound.tuple();
-        let (Some(Ok(XorPeerAddress(peer))), Some(data)) = (msg.get::<XorPeerAddress>(), msg.raw(AttrType::DATA)) else {
+        let (Some(Ok(XorPeerAddress(peer))), Some(data)) =
+            (msg.get::<XorPeerAddress>(), msg.raw(AttrType::DATA))
+        else {
             return self.drop(transport, DropReason::Malformed);
         };
         let Some(a) = self.allocations.get_mut(&tuple) else {
@@ -1105,7 +1423,11 @@ impl Server {
         }
         let start = data.offset + crate::stun::ATTR_HEADER_LEN;
         self.count_relayed(transport, Direction::ClientToPeer, data.value.len());
-        Action::ToPeer { relay, peer, range: start..start + data.value.len() }
+        Action::ToPeer {
+            relay,
+            peer,
+            range: start..start + data.value.len(),
+        }
     }
 
     fn client_channel_data(&mut self, inbound: &Inbound<'_>, now: Instant) -> Action {
@@ -1128,7 +1450,11 @@ impl Server {
         }
         self.count_relayed(transport, Direction::ClientToPeer, cd.data.len());
         let start = ChannelData::HEADER_LEN;
-        Action::ToPeer { relay, peer, range: start..start + cd.data.len() }
+        Action::ToPeer {
+            relay,
+            peer,
+            range: start..start + cd.data.len(),
+        }
     }
 
     /// Handles a datagram a peer sent to relay socket `relay`. The data is
@@ -1159,8 +1485,10 @@ impl Server {
             return self.drop(transport, DropReason::BandwidthExceeded);
         }
         if let Some(channel) = a.channel_to(peer, now) {
-            let (Ok(data_len), Some(frame)) = (u16::try_from(len), buf.get_mut(..PEER_HEADROOM + len + PEER_TAILROOM))
-            else {
+            let (Ok(data_len), Some(frame)) = (
+                u16::try_from(len),
+                buf.get_mut(..PEER_HEADROOM + len + PEER_TAILROOM),
+            ) else {
                 return self.drop(transport, DropReason::Malformed);
             };
             let mut header = [0u8; 4];
@@ -1169,9 +1497,14 @@ impl Server {
             let total = ChannelData::encoded_len(len, transport.is_stream());
             frame[PEER_HEADROOM + len..total].fill(0);
             self.count_relayed(transport, Direction::PeerToClient, len);
-            return Action::ToClient { tuple, data: Buf::Input(0..total) };
+            return Action::ToClient {
+                tuple,
+                data: Buf::Input(0..total),
+            };
         }
-        let data = buf.get(PEER_HEADROOM..PEER_HEADROOM + len).unwrap_or_default();
+        let data = buf
+            .get(PEER_HEADROOM..PEER_HEADROOM + len)
+            .unwrap_or_default();
         let typ = MessageType::new(Method::DATA, Class::Indication);
         let written = (|| {
             let mut e = Encoder::new(out, typ, indication_tid(now, peer))?;
@@ -1182,7 +1515,10 @@ impl Server {
         match written {
             Ok(n) => {
                 self.count_relayed(transport, Direction::PeerToClient, len);
-                Action::ToClient { tuple, data: Buf::Output(n) }
+                Action::ToClient {
+                    tuple,
+                    data: Buf::Output(n),
+                }
             }
             // Larger than a Data indication can carry in `out`.
             Err(_) => self.drop(transport, DropReason::Malformed),
@@ -1190,7 +1526,9 @@ impl Server {
     }
 
     fn count_relayed(&self, transport: Transport, direction: Direction, bytes: usize) {
-        let r = self.metrics.relayed(Datapath::Userspace, transport, direction);
+        let r = self
+            .metrics
+            .relayed(Datapath::Userspace, transport, direction);
         r.packets.inc();
         r.bytes.inc_by(bytes as u64);
     }
@@ -1200,8 +1538,12 @@ impl Server {
 
     /// Expires allocations, permissions, channels and reservations; call about once a second.
     pub fn tick(&mut self, now: Instant) {
-        let expired: Vec<FiveTuple> =
-            self.allocations.iter().filter(|(_, a)| a.expires <= now).map(|(t, _)| *t).collect();
+        let expired: Vec<FiveTuple> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| a.expires <= now)
+            .map(|(t, _)| *t)
+            .collect();
         for tuple in expired {
             tracing::debug!(client = %tuple.client, "allocation expired");
             self.delete_allocation(&tuple);
@@ -1214,19 +1556,21 @@ impl Server {
             self.metrics.channels.sub(channels as i64);
             for &(channel, peer) in &unbound {
                 if let Some(&relay) = a.relay_for(peer) {
-                    self.events.push_back(Event::ChannelUnbound { tuple: *tuple, channel, relay, peer });
+                    self.events.push_back(Event::ChannelUnbound {
+                        tuple: *tuple,
+                        channel,
+                        relay,
+                        peer,
+                    });
                 }
             }
         }
-        let events = &mut self.events;
-        self.reservations.retain(|_, r| {
-            let keep = r.expires > now;
-            if !keep {
-                events.push_back(Event::ReleaseRelay(r.relay.handle));
-            }
-            keep
+        for addr in self.ledger.expire_reservations(now) {
+            self.events.push_back(Event::ReleaseReserved(addr));
+        }
+        self.recent.retain(|_, (at, _, _)| {
+            now.saturating_duration_since(*at) < allocation::TRANSACTION_CACHE
         });
-        self.recent.retain(|_, (at, _, _)| now.saturating_duration_since(*at) < allocation::TRANSACTION_CACHE);
         self.limiter.forget_idle(now);
     }
 
@@ -1241,11 +1585,15 @@ impl Server {
         for tuple in tuples {
             self.delete_allocation(&tuple);
         }
-        let events = &mut self.events;
-        for (_, r) in self.reservations.drain() {
-            events.push_back(Event::ReleaseRelay(r.relay.handle));
+        for addr in self.ledger.expire_reservations(now_far_future()) {
+            self.events.push_back(Event::ReleaseReserved(addr));
         }
     }
+}
+
+/// A time after every reservation's expiry.
+fn now_far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
 
 fn written(result: Result<usize, EncodeError>) -> Action {
@@ -1279,7 +1627,8 @@ fn indication_tid(now: Instant, peer: SocketAddr) -> TransactionId {
 /// An unguessable reservation token: a MAC of a counter and the time under the relay's key.
 fn reservation_token(counter: u64, key: &[u8; 32], now: Instant) -> [u8; 8] {
     use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     mac.update(&counter.to_be_bytes());
     mac.update(format!("{now:?}").as_bytes());
     let bytes = mac.finalize().into_bytes();

@@ -15,17 +15,17 @@ use ipnet::{IpNet, Ipv6Net};
 
 /// IPv4 ranges no TURN client has a reason to reach through a public relay.
 pub const DENIED_V4: &[&str] = &[
-    "0.0.0.0/8",       // "this network"
-    "10.0.0.0/8",      // RFC 1918
-    "100.64.0.0/10",   // RFC 6598 carrier-grade NAT
-    "127.0.0.0/8",     // loopback
-    "169.254.0.0/16",  // link-local, cloud metadata
-    "172.16.0.0/12",   // RFC 1918
-    "192.0.0.0/24",    // IETF protocol assignments
-    "192.168.0.0/16",  // RFC 1918
-    "198.18.0.0/15",   // benchmarking
-    "224.0.0.0/4",     // multicast
-    "240.0.0.0/4",     // reserved, and 255.255.255.255 broadcast
+    "0.0.0.0/8",      // "this network"
+    "10.0.0.0/8",     // RFC 1918
+    "100.64.0.0/10",  // RFC 6598 carrier-grade NAT
+    "127.0.0.0/8",    // loopback
+    "169.254.0.0/16", // link-local, cloud metadata
+    "172.16.0.0/12",  // RFC 1918
+    "192.0.0.0/24",   // IETF protocol assignments
+    "192.168.0.0/16", // RFC 1918
+    "198.18.0.0/15",  // benchmarking
+    "224.0.0.0/4",    // multicast
+    "240.0.0.0/4",    // reserved, and 255.255.255.255 broadcast
 ];
 
 /// IPv6 ranges denied by default (embedded IPv4 forms are unwrapped and checked as IPv4).
@@ -67,9 +67,19 @@ impl PeerPolicy {
         let builtin = DENIED_V4
             .iter()
             .chain(DENIED_V6)
-            .map(|s| s.parse().unwrap_or_else(|_| unreachable!("built-in CIDR {s}")))
+            .map(|s| {
+                s.parse()
+                    .unwrap_or_else(|_| unreachable!("built-in CIDR {s}"))
+            })
             .collect();
-        Self { allow, deny, builtin, own_endpoints: Vec::new(), relay_ips: Vec::new(), relay_ports: (1, 0) }
+        Self {
+            allow,
+            deny,
+            builtin,
+            own_endpoints: Vec::new(),
+            relay_ips: Vec::new(),
+            relay_ports: (1, 0),
+        }
     }
 
     /// The relay's own service endpoints, always denied.
@@ -79,7 +89,11 @@ impl PeerPolicy {
     }
 
     /// The relay's own relay addresses, always allowed.
-    pub fn with_relay_addresses(mut self, ips: impl IntoIterator<Item = IpAddr>, ports: (u16, u16)) -> Self {
+    pub fn with_relay_addresses(
+        mut self,
+        ips: impl IntoIterator<Item = IpAddr>,
+        ports: (u16, u16),
+    ) -> Self {
         self.relay_ips = ips.into_iter().collect();
         self.relay_ports = ports;
         self
@@ -89,7 +103,9 @@ impl PeerPolicy {
     /// §9), so `peer.port()` only matters for the relay's own endpoints and relay ports.
     pub fn check(&self, peer: SocketAddr) -> Result<(), Denial> {
         let ip = peer.ip().to_canonical();
-        if self.own_endpoints.iter().any(|e| e.port() == peer.port() && (e.ip().is_unspecified() || e.ip().to_canonical() == ip)) {
+        if self.own_endpoints.iter().any(|e| {
+            e.port() == peer.port() && (e.ip().is_unspecified() || e.ip().to_canonical() == ip)
+        }) {
             return Err(Denial::OwnEndpoint);
         }
         if self.relay_ips.iter().any(|r| r.to_canonical() == ip)
@@ -126,7 +142,10 @@ impl PeerPolicy {
 }
 
 fn longest_match(nets: &[IpNet], ip: IpAddr) -> Option<u8> {
-    nets.iter().filter(|n| n.contains(&ip)).map(IpNet::prefix_len).max()
+    nets.iter()
+        .filter(|n| n.contains(&ip))
+        .map(IpNet::prefix_len)
+        .max()
 }
 
 /// The IPv4 address inside an IPv6 address that routes to it: IPv4-mapped (::ffff:0:0/96),
@@ -142,8 +161,10 @@ pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if seg[..6] == [0; 6] {
         return Some(last32); // IPv4-compatible (deprecated), :: and ::1 included
     }
-    if Ipv6Net::new(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96).is_ok_and(|n| n.contains(&ip))
-        || Ipv6Net::new(Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48).is_ok_and(|n| n.contains(&ip))
+    if Ipv6Net::new(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96)
+        .is_ok_and(|n| n.contains(&ip))
+        || Ipv6Net::new(Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48)
+            .is_ok_and(|n| n.contains(&ip))
     {
         return Some(last32);
     }
@@ -209,7 +230,13 @@ mod tests {
     #[test]
     fn public_addresses_are_allowed() {
         let p = policy();
-        for addr in ["8.8.8.8:53", "1.1.1.1:443", "203.0.113.7:5000", "[2001:db8::1]:5000", "[2606:4700::1111]:53"] {
+        for addr in [
+            "8.8.8.8:53",
+            "1.1.1.1:443",
+            "203.0.113.7:5000",
+            "[2001:db8::1]:5000",
+            "[2606:4700::1111]:53",
+        ] {
             assert!(!denied(&p, addr), "{addr} must be allowed");
         }
         assert!(!denied(&p, "172.32.0.1:1"), "just outside 172.16/12");
@@ -220,21 +247,25 @@ mod tests {
     fn ipv6_encodings_of_denied_ipv4_are_denied() {
         let p = policy();
         for addr in [
-            "[::ffff:127.0.0.1]:1",       // IPv4-mapped
-            "[::ffff:169.254.169.254]:80", // IPv4-mapped metadata
-            "[::127.0.0.1]:1",            // IPv4-compatible
-            "[::10.0.0.1]:1",             // IPv4-compatible
-            "[64:ff9b::10.0.0.1]:1",      // NAT64
-            "[64:ff9b::a9fe:a9fe]:80",    // NAT64 metadata
-            "[64:ff9b:1::192.168.0.1]:1", // local-use NAT64
-            "[2002:7f00:1::1]:1",         // 6to4 of 127.0.0.1
-            "[2002:a9fe:a9fe::]:80",      // 6to4 of 169.254.169.254
+            "[::ffff:127.0.0.1]:1",                     // IPv4-mapped
+            "[::ffff:169.254.169.254]:80",              // IPv4-mapped metadata
+            "[::127.0.0.1]:1",                          // IPv4-compatible
+            "[::10.0.0.1]:1",                           // IPv4-compatible
+            "[64:ff9b::10.0.0.1]:1",                    // NAT64
+            "[64:ff9b::a9fe:a9fe]:80",                  // NAT64 metadata
+            "[64:ff9b:1::192.168.0.1]:1",               // local-use NAT64
+            "[2002:7f00:1::1]:1",                       // 6to4 of 127.0.0.1
+            "[2002:a9fe:a9fe::]:80",                    // 6to4 of 169.254.169.254
             "[2001:0:4136:e378:8000:63bf:f5ff:fffe]:1", // Teredo, client 10.0.0.1
         ] {
             assert!(denied(&p, addr), "{addr} must be denied");
         }
         // The same encodings of public IPv4 addresses are fine.
-        for addr in ["[::ffff:8.8.8.8]:53", "[64:ff9b::808:808]:53", "[2002:808:808::1]:53"] {
+        for addr in [
+            "[::ffff:8.8.8.8]:53",
+            "[64:ff9b::808:808]:53",
+            "[2002:808:808::1]:53",
+        ] {
             assert!(!denied(&p, addr), "{addr} must be allowed");
         }
     }
@@ -242,36 +273,80 @@ mod tests {
     #[test]
     fn operator_allow_beats_builtin_and_longest_prefix_decides() {
         let p = PeerPolicy::new(
-            vec![parse_cidr("10.1.0.0/16").expect("cidr"), parse_cidr("198.51.100.7").expect("cidr")],
-            vec![parse_cidr("10.1.2.0/24").expect("cidr"), parse_cidr("198.51.100.0/24").expect("cidr")],
+            vec![
+                parse_cidr("10.1.0.0/16").expect("cidr"),
+                parse_cidr("198.51.100.7").expect("cidr"),
+            ],
+            vec![
+                parse_cidr("10.1.2.0/24").expect("cidr"),
+                parse_cidr("198.51.100.0/24").expect("cidr"),
+            ],
         );
-        assert!(!denied(&p, "10.1.9.9:1"), "allowed over the built-in RFC 1918 deny");
+        assert!(
+            !denied(&p, "10.1.9.9:1"),
+            "allowed over the built-in RFC 1918 deny"
+        );
         assert!(denied(&p, "10.1.2.3:1"), "the longer operator deny wins");
-        assert!(!denied(&p, "198.51.100.7:1"), "the longer operator allow wins");
-        assert!(denied(&p, "198.51.100.8:1"), "operator deny of a public range");
+        assert!(
+            !denied(&p, "198.51.100.7:1"),
+            "the longer operator allow wins"
+        );
+        assert!(
+            denied(&p, "198.51.100.8:1"),
+            "operator deny of a public range"
+        );
         assert!(denied(&p, "10.2.0.1:1"), "still built-in denied");
     }
 
     #[test]
     fn own_endpoints_denied_relay_ports_allowed() {
         let p = PeerPolicy::new(vec![parse_cidr("0.0.0.0/0").expect("cidr")], Vec::new())
-            .with_own_endpoints(["0.0.0.0:3478".parse().expect("a"), "203.0.113.1:9641".parse().expect("a")])
+            .with_own_endpoints([
+                "0.0.0.0:3478".parse().expect("a"),
+                "203.0.113.1:9641".parse().expect("a"),
+            ])
             .with_relay_addresses(["10.0.0.5".parse().expect("ip")], (49152, 65535));
-        assert_eq!(p.check("203.0.113.1:3478".parse().expect("a")), Err(Denial::OwnEndpoint));
-        assert_eq!(p.check("203.0.113.1:9641".parse().expect("a")), Err(Denial::OwnEndpoint));
-        assert_eq!(p.check("[::ffff:203.0.113.1]:9641".parse().expect("a")), Err(Denial::OwnEndpoint));
+        assert_eq!(
+            p.check("203.0.113.1:3478".parse().expect("a")),
+            Err(Denial::OwnEndpoint)
+        );
+        assert_eq!(
+            p.check("203.0.113.1:9641".parse().expect("a")),
+            Err(Denial::OwnEndpoint)
+        );
+        assert_eq!(
+            p.check("[::ffff:203.0.113.1]:9641".parse().expect("a")),
+            Err(Denial::OwnEndpoint)
+        );
         assert_eq!(p.check("203.0.113.1:9642".parse().expect("a")), Ok(()));
         let p = PeerPolicy::new(Vec::new(), Vec::new())
             .with_relay_addresses(["10.0.0.5".parse().expect("ip")], (49152, 65535));
-        assert_eq!(p.check("10.0.0.5:50000".parse().expect("a")), Ok(()), "another allocation of ours");
-        assert_eq!(p.check("10.0.0.5:22".parse().expect("a")), Err(Denial::BuiltIn), "not a relay port");
-        assert_eq!(p.check("10.0.0.6:50000".parse().expect("a")), Err(Denial::BuiltIn));
+        assert_eq!(
+            p.check("10.0.0.5:50000".parse().expect("a")),
+            Ok(()),
+            "another allocation of ours"
+        );
+        assert_eq!(
+            p.check("10.0.0.5:22".parse().expect("a")),
+            Err(Denial::BuiltIn),
+            "not a relay port"
+        );
+        assert_eq!(
+            p.check("10.0.0.6:50000".parse().expect("a")),
+            Err(Denial::BuiltIn)
+        );
     }
 
     #[test]
     fn cidr_parsing() {
-        assert_eq!(parse_cidr("10.1.2.3/8").expect("cidr").to_string(), "10.0.0.0/8");
-        assert_eq!(parse_cidr("2001:db8::1").expect("cidr").to_string(), "2001:db8::1/128");
+        assert_eq!(
+            parse_cidr("10.1.2.3/8").expect("cidr").to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_cidr("2001:db8::1").expect("cidr").to_string(),
+            "2001:db8::1/128"
+        );
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("example.org").is_err());
     }

@@ -9,8 +9,8 @@ use super::policy::PeerPolicy;
 use super::*;
 use crate::metrics::Metrics;
 use crate::stun::{
-    AttrType, ChangeRequest, Encoder, ErrorCode, MessageType, Software, TransactionId, UnknownAttributes, Username,
-    XorMappedAddress,
+    AttrType, ChangeRequest, Encoder, ErrorCode, MessageType, Software, TransactionId,
+    UnknownAttributes, Username, XorMappedAddress,
 };
 
 pub(super) const TID: TransactionId = TransactionId::new([0x42; 12]);
@@ -18,8 +18,14 @@ pub(super) const UNIX: u64 = 1_800_000_000;
 
 pub(super) fn config() -> Config {
     let mut users = HashMap::new();
-    users.insert("alice".to_owned(), StaticUser::from_password("alice", "example.org", "wonderland"));
-    users.insert("bob".to_owned(), StaticUser::from_password("bob", "example.org", "builder"));
+    users.insert(
+        "alice".to_owned(),
+        StaticUser::from_password("alice", "example.org", "wonderland"),
+    );
+    users.insert(
+        "bob".to_owned(),
+        StaticUser::from_password("bob", "example.org", "builder"),
+    );
     Config {
         software: "xdpturn test".into(),
         auth: AuthConfig {
@@ -41,7 +47,17 @@ pub(super) fn config() -> Config {
 pub(super) fn server_with(config: Config) -> (Server, Arc<Metrics>, Instant) {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let now = Instant::now();
-    (Server::new(Arc::new(config), Arc::new(Ledger::default()), metrics.clone(), now, UNIX), metrics, now)
+    (
+        Server::new(
+            Arc::new(config),
+            Arc::new(Ledger::default()),
+            metrics.clone(),
+            now,
+            UNIX,
+        ),
+        metrics,
+        now,
+    )
 }
 
 pub(super) fn inbound(packet: &[u8]) -> Inbound<'_> {
@@ -75,7 +91,11 @@ fn run(packet: &[u8]) -> (Option<Vec<u8>>, Arc<Metrics>) {
 }
 
 fn error_code(reply: &[u8]) -> Option<u16> {
-    Message::decode(reply).ok()?.get::<ErrorCode>()?.ok().map(|e| e.code)
+    Message::decode(reply)
+        .ok()?
+        .get::<ErrorCode>()?
+        .ok()
+        .map(|e| e.code)
 }
 
 fn dropped(metrics: &Metrics, reason: DropReason) -> u64 {
@@ -90,7 +110,10 @@ fn binding_request_gets_mapped_addresses_software_and_fingerprint() {
     assert_eq!(msg.typ(), MessageType::new(Method::BINDING, Class::Success));
     assert_eq!(*msg.tid(), TID);
     let remote: SocketAddr = "203.0.113.5:54321".parse().expect("addr");
-    assert_eq!(msg.get::<XorMappedAddress>(), Some(Ok(XorMappedAddress(remote))));
+    assert_eq!(
+        msg.get::<XorMappedAddress>(),
+        Some(Ok(XorMappedAddress(remote)))
+    );
     assert_eq!(msg.get::<MappedAddress>(), Some(Ok(MappedAddress(remote))));
     assert_eq!(msg.get::<Software>(), Some(Ok(Software("xdpturn test"))));
     msg.verify_fingerprint().expect("fingerprint");
@@ -105,11 +128,19 @@ fn ipv4_mapped_source_is_reported_as_ipv4() {
     let mut out = [0u8; MAX_REPLY_LEN];
     let mut inb = inbound(&req);
     inb.remote = "[::ffff:198.51.100.7]:4000".parse().expect("addr");
-    let Action::Reply { len } = server.handle_client(&inb, now, &mut out) else { panic!("no reply") };
+    let Action::Reply { len } = server.handle_client(&inb, now, &mut out) else {
+        panic!("no reply")
+    };
     let msg = Message::decode(&out[..len]).expect("decodes");
     let expected: SocketAddr = "198.51.100.7:4000".parse().expect("addr");
-    assert_eq!(msg.get::<XorMappedAddress>(), Some(Ok(XorMappedAddress(expected))));
-    assert!(msg.get::<Software>().is_none(), "empty SOFTWARE is not sent");
+    assert_eq!(
+        msg.get::<XorMappedAddress>(),
+        Some(Ok(XorMappedAddress(expected)))
+    );
+    assert!(
+        msg.get::<Software>().is_none(),
+        "empty SOFTWARE is not sent"
+    );
 }
 
 fn classic(build: impl FnOnce(&mut Encoder<'_>)) -> Vec<u8> {
@@ -125,25 +156,34 @@ fn classic_rfc3489_request_gets_mapped_address_only_padded() {
     cfg.software = "xdpturn 0.1.0".into(); // 13 bytes: RFC 3489 needs it padded to 16
     let (mut server, _, now) = server_with(cfg);
     let mut out = [0u8; MAX_REPLY_LEN];
-    let Action::Reply { len } = server.handle_client(&inbound(&req), now, &mut out) else { panic!("no reply") };
+    let Action::Reply { len } = server.handle_client(&inbound(&req), now, &mut out) else {
+        panic!("no reply")
+    };
     let reply = &out[..len];
     assert_eq!(&reply[4..20], &req[4..20], "128-bit transaction id echoed");
     let msg = Message::decode(reply).expect("decodes");
     let types: Vec<_> = msg.attributes().map(|a| a.typ).collect();
     assert_eq!(types, [AttrType::MAPPED_ADDRESS, AttrType::SOFTWARE]);
-    assert_eq!(msg.get::<Software>(), Some(Ok(Software("xdpturn 0.1.0   "))));
+    assert_eq!(
+        msg.get::<Software>(),
+        Some(Ok(Software("xdpturn 0.1.0   ")))
+    );
 }
 
 #[test]
 fn unknown_comprehension_required_gets_420_listing_them() {
     let req = message(MessageType::new(Method::BINDING, Class::Request), |e| {
         e.add_raw(AttrType(0x7F01), b"??").expect("add");
-        e.add_raw(AttrType(0xFF01), b"optional is fine").expect("add");
+        e.add_raw(AttrType(0xFF01), b"optional is fine")
+            .expect("add");
     });
     let reply = run(&req).0.expect("reply");
     assert_eq!(error_code(&reply), Some(420));
     let msg = Message::decode(&reply).expect("decodes");
-    let unknown = msg.get::<UnknownAttributes>().expect("present").expect("valid");
+    let unknown = msg
+        .get::<UnknownAttributes>()
+        .expect("present")
+        .expect("valid");
     assert_eq!(unknown.0.iter().collect::<Vec<_>>(), [AttrType(0x7F01)]);
 }
 
@@ -163,10 +203,14 @@ fn malformed_request_gets_400_with_its_transaction_id() {
 #[test]
 fn malformed_attribute_value_and_unknown_method_get_400() {
     let req = message(MessageType::new(Method::BINDING, Class::Request), |e| {
-        e.add_raw(AttrType::XOR_MAPPED_ADDRESS, &[0, 9, 0, 0, 1, 2, 3, 4]).expect("add");
+        e.add_raw(AttrType::XOR_MAPPED_ADDRESS, &[0, 9, 0, 0, 1, 2, 3, 4])
+            .expect("add");
     });
     assert_eq!(error_code(&run(&req).0.expect("reply")), Some(400));
-    let req = message(MessageType::new(Method::new(0x0FF).expect("method"), Class::Request), |_| {});
+    let req = message(
+        MessageType::new(Method::new(0x0FF).expect("method"), Class::Request),
+        |_| {},
+    );
     assert_eq!(error_code(&run(&req).0.expect("reply")), Some(400));
 }
 
@@ -180,15 +224,22 @@ fn responses_and_indications_are_dropped_keepalives_consumed() {
     let (reply, m) = run(&data);
     assert!(reply.is_none());
     assert_eq!(dropped(&m, DropReason::UnexpectedIndication), 1);
-    let keepalive = message(MessageType::new(Method::BINDING, Class::Indication), |e| e.fingerprint().expect("fp"));
+    let keepalive = message(MessageType::new(Method::BINDING, Class::Indication), |e| {
+        e.fingerprint().expect("fp")
+    });
     let (reply, m) = run(&keepalive);
     assert!(reply.is_none());
-    assert!(m.render().contains(r#"xdpturn_keepalives_total{transport="udp"} 1"#));
+    assert!(
+        m.render()
+            .contains(r#"xdpturn_keepalives_total{transport="udp"} 1"#)
+    );
 }
 
 #[test]
 fn bad_fingerprint_is_dropped_silently() {
-    let mut req = message(MessageType::new(Method::BINDING, Class::Request), |e| e.fingerprint().expect("fp"));
+    let mut req = message(MessageType::new(Method::BINDING, Class::Request), |e| {
+        e.fingerprint().expect("fp")
+    });
     let last = req.len() - 1;
     req[last] ^= 0xFF;
     let (reply, m) = run(&req);
@@ -202,7 +253,10 @@ fn junk_and_stray_channel_data_are_dropped() {
         (&[][..], DropReason::NotStun),
         (&[0xFF; 40][..], DropReason::NotStun),
         (&[0x00, 0x01, 0x00][..], DropReason::NotStun),
-        (&[0x40, 0x00, 0x00, 0x01, 0xAA][..], DropReason::NoAllocation),
+        (
+            &[0x40, 0x00, 0x00, 0x01, 0xAA][..],
+            DropReason::NoAllocation,
+        ),
         (&[0x40, 0x00, 0x00, 0x09, 0xAA][..], DropReason::Malformed),
     ] {
         let (reply, m) = run(packet);
@@ -233,25 +287,57 @@ fn every_truncation_of_a_request_is_answered_or_dropped_without_panic() {
 #[test]
 fn change_request_is_refused_without_an_alternate_address() {
     let plain = message(MessageType::new(Method::BINDING, Class::Request), |e| {
-        e.add(&ChangeRequest { change_ip: false, change_port: false }).expect("add");
+        e.add(&ChangeRequest {
+            change_ip: false,
+            change_port: false,
+        })
+        .expect("add");
     });
-    assert_eq!(error_code(&run(&plain).0.expect("reply")), None, "no change asked: plain answer");
+    assert_eq!(
+        error_code(&run(&plain).0.expect("reply")),
+        None,
+        "no change asked: plain answer"
+    );
     let change = message(MessageType::new(Method::BINDING, Class::Request), |e| {
-        e.add(&ChangeRequest { change_ip: true, change_port: true }).expect("add");
+        e.add(&ChangeRequest {
+            change_ip: true,
+            change_port: true,
+        })
+        .expect("add");
     });
     let reply = run(&change).0.expect("reply");
     assert_eq!(error_code(&reply), Some(420));
     let msg = Message::decode(&reply).expect("decodes");
-    let unknown = msg.get::<UnknownAttributes>().expect("present").expect("valid");
-    assert_eq!(unknown.0.iter().collect::<Vec<_>>(), [AttrType::CHANGE_REQUEST]);
+    let unknown = msg
+        .get::<UnknownAttributes>()
+        .expect("present")
+        .expect("valid");
+    assert_eq!(
+        unknown.0.iter().collect::<Vec<_>>(),
+        [AttrType::CHANGE_REQUEST]
+    );
 
     // A classic client asking the same gets the error with its own transaction id, RFC 3489
     // padding, and no FINGERPRINT.
-    let req = classic(|e| e.add(&ChangeRequest { change_ip: true, change_port: false }).expect("add"));
+    let req = classic(|e| {
+        e.add(&ChangeRequest {
+            change_ip: true,
+            change_port: false,
+        })
+        .expect("add")
+    });
     let reply = run(&req).0.expect("reply");
     assert_eq!(&reply[4..20], &req[4..20]);
     let msg = Message::decode(&reply).expect("decodes");
     assert!(!msg.has_fingerprint());
-    assert_eq!(msg.raw(AttrType::ERROR_CODE).expect("error").value.len() % 4, 0);
-    assert_eq!(msg.raw(AttrType::UNKNOWN_ATTRIBUTES).expect("unknown").value, [0x00, 0x03, 0x00, 0x03]);
+    assert_eq!(
+        msg.raw(AttrType::ERROR_CODE).expect("error").value.len() % 4,
+        0
+    );
+    assert_eq!(
+        msg.raw(AttrType::UNKNOWN_ATTRIBUTES)
+            .expect("unknown")
+            .value,
+        [0x00, 0x03, 0x00, 0x03]
+    );
 }

@@ -7,9 +7,9 @@ use super::auth::Key;
 use super::tests::{UNIX, config, server_with};
 use super::*;
 use crate::stun::{
-    AddressErrorCode, ChannelNumber, DontFragment, Encoder, ErrorCode, EvenPort, Lifetime, MessageIntegrity,
-    PasswordAlgorithm, ReservationToken, TransactionId, Username, XorRelayedAddress, long_term_key_md5,
-    long_term_key_sha256,
+    AddressErrorCode, ChannelNumber, DontFragment, Encoder, ErrorCode, EvenPort, Lifetime,
+    MessageIntegrity, PasswordAlgorithm, ReservationToken, TransactionId, Username,
+    XorRelayedAddress, long_term_key_md5, long_term_key_sha256,
 };
 
 const LOCAL: &str = "192.0.2.10:3478";
@@ -49,20 +49,34 @@ impl Client {
     }
 
     fn tuple(&self) -> FiveTuple {
-        FiveTuple { transport: self.transport, client: self.remote, server: self.local }
+        FiveTuple {
+            transport: self.transport,
+            client: self.remote,
+            server: self.local,
+        }
     }
 
     fn key(&self) -> Key {
         if self.sha256 {
-            Key::Sha256(long_term_key_sha256(&self.user, "example.org", &self.password))
+            Key::Sha256(long_term_key_sha256(
+                &self.user,
+                "example.org",
+                &self.password,
+            ))
         } else {
             Key::Md5(long_term_key_md5(&self.user, "example.org", &self.password))
         }
     }
 
-    fn build(&mut self, method: Method, tid: TransactionId, attrs: &dyn Fn(&mut Encoder<'_>)) -> Vec<u8> {
+    fn build(
+        &mut self,
+        method: Method,
+        tid: TransactionId,
+        attrs: &dyn Fn(&mut Encoder<'_>),
+    ) -> Vec<u8> {
         let mut buf = vec![0u8; 1024];
-        let mut e = Encoder::new(&mut buf, MessageType::new(method, Class::Request), tid).expect("header");
+        let mut e =
+            Encoder::new(&mut buf, MessageType::new(method, Class::Request), tid).expect("header");
         attrs(&mut e);
         if let Some(nonce) = &self.nonce {
             e.add(&Username(&self.user)).expect("u");
@@ -72,7 +86,11 @@ impl Client {
                 Key::Md5(k) => e.message_integrity(&k).expect("mi"),
                 Key::Sha256(k) => {
                     e.add(&PasswordAlgorithms::MD5_AND_SHA256).expect("pas");
-                    e.add(&PasswordAlgorithm { algorithm: PasswordAlgorithm::SHA256, params: &[] }).expect("pa");
+                    e.add(&PasswordAlgorithm {
+                        algorithm: PasswordAlgorithm::SHA256,
+                        params: &[],
+                    })
+                    .expect("pa");
                     e.message_integrity_sha256(&k).expect("mi256")
                 }
             }
@@ -84,7 +102,12 @@ impl Client {
     }
 
     fn send_raw(&self, server: &mut Server, packet: &[u8], now: Instant) -> Got {
-        let inbound = Inbound { transport: self.transport, local: self.local, remote: self.remote, packet };
+        let inbound = Inbound {
+            transport: self.transport,
+            local: self.local,
+            remote: self.remote,
+            packet,
+        };
         let mut out = [0u8; MAX_REPLY_LEN];
         match server.handle_client(&inbound, now, &mut out) {
             Action::Reply { len } => Got::Response(out[..len].to_vec()),
@@ -100,7 +123,13 @@ impl Client {
     }
 
     /// Sends a request, answering a 401/438 challenge once with credentials.
-    fn request(&mut self, server: &mut Server, method: Method, now: Instant, attrs: &dyn Fn(&mut Encoder<'_>)) -> Got {
+    fn request(
+        &mut self,
+        server: &mut Server,
+        method: Method,
+        now: Instant,
+        attrs: &dyn Fn(&mut Encoder<'_>),
+    ) -> Got {
         for _ in 0..2 {
             let tid = self.fresh_tid();
             let packet = self.build(method, tid, attrs);
@@ -133,7 +162,11 @@ fn response(got: Got) -> Vec<u8> {
 }
 
 fn code(r: &[u8]) -> Option<u16> {
-    Message::decode(r).expect("decodes").get::<ErrorCode>().and_then(Result::ok).map(|e| e.code)
+    Message::decode(r)
+        .expect("decodes")
+        .get::<ErrorCode>()
+        .and_then(Result::ok)
+        .map(|e| e.code)
 }
 
 fn relay_addr(port: u16) -> SocketAddr {
@@ -141,23 +174,51 @@ fn relay_addr(port: u16) -> SocketAddr {
 }
 
 /// Allocates for `client`, binding relay handle `handle` on `port`.
-fn allocate(server: &mut Server, client: &mut Client, now: Instant, handle: u32, port: u16) -> Vec<u8> {
-    let got = client.request(server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt"));
-    let Got::Pending(pending) = got else { panic!("expected BindRelays, got {got:?}") };
-    complete(server, *pending, Ok((RelayHandle(handle), relay_addr(port))), None, now)
+fn allocate(
+    server: &mut Server,
+    client: &mut Client,
+    now: Instant,
+    handle: u32,
+    port: u16,
+) -> Vec<u8> {
+    let got = client.request(server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    });
+    let Got::Pending(pending) = got else {
+        panic!("expected BindRelays, got {got:?}")
+    };
+    complete(
+        server,
+        *pending,
+        Ok((RelayHandle(handle), relay_addr(port))),
+        None,
+        now,
+    )
 }
 
 fn complete(
     server: &mut Server,
     pending: PendingAllocation,
     primary: Result<(RelayHandle, SocketAddr), BindFailure>,
-    reserved: Option<(RelayHandle, SocketAddr)>,
+    reserved: Option<SocketAddr>,
     now: Instant,
 ) -> Vec<u8> {
     let tuple = pending.tuple;
     let mut out = [0u8; MAX_REPLY_LEN];
-    match server.complete_allocate(pending, BindResult { primary, additional: None, reserved }, now, &mut out) {
-        Action::ToClient { tuple: t, data: Buf::Output(len) } => {
+    match server.complete_allocate(
+        pending,
+        BindResult {
+            primary,
+            additional: None,
+            reserved,
+        },
+        now,
+        &mut out,
+    ) {
+        Action::ToClient {
+            tuple: t,
+            data: Buf::Output(len),
+        } => {
             assert_eq!(t, tuple);
             out[..len].to_vec()
         }
@@ -170,11 +231,24 @@ fn events(server: &mut Server) -> Vec<Event> {
 }
 
 /// A datagram from `peer` to relay `handle`: the action and the input buffer.
-fn from_peer(server: &mut Server, handle: u32, peer: &str, data: &[u8], now: Instant) -> (Action, Vec<u8>, Vec<u8>) {
+fn from_peer(
+    server: &mut Server,
+    handle: u32,
+    peer: &str,
+    data: &[u8],
+    now: Instant,
+) -> (Action, Vec<u8>, Vec<u8>) {
     let mut buf = vec![0u8; PEER_HEADROOM + data.len() + PEER_TAILROOM];
     buf[PEER_HEADROOM..PEER_HEADROOM + data.len()].copy_from_slice(data);
     let mut out = vec![0u8; MAX_REPLY_LEN];
-    let action = server.handle_peer(RelayHandle(handle), peer.parse().expect("addr"), &mut buf, data.len(), now, &mut out);
+    let action = server.handle_peer(
+        RelayHandle(handle),
+        peer.parse().expect("addr"),
+        &mut buf,
+        data.len(),
+        now,
+        &mut out,
+    );
     (action, buf, out)
 }
 
@@ -189,13 +263,18 @@ fn allocate_challenge_then_success() {
 
     // The unauthenticated first try is challenged with REALM, NONCE and PASSWORD-ALGORITHMS.
     let tid = c.fresh_tid();
-    let first = c.build(Method::ALLOCATE, tid, &|e| e.add(&RequestedTransport::UDP).expect("rt"));
+    let first = c.build(Method::ALLOCATE, tid, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    });
     let challenge = response(c.send_raw(&mut server, &first, now));
     let msg = Message::decode(&challenge).expect("decodes");
     assert_eq!(code(&challenge), Some(401));
     assert_eq!(msg.get::<Realm>(), Some(Ok(Realm("example.org"))));
     assert!(msg.get::<Nonce>().is_some());
-    assert_eq!(msg.get::<PasswordAlgorithms>().and_then(Result::ok), Some(PasswordAlgorithms::MD5_AND_SHA256));
+    assert_eq!(
+        msg.get::<PasswordAlgorithms>().and_then(Result::ok),
+        Some(PasswordAlgorithms::MD5_AND_SHA256)
+    );
     assert_eq!(server.allocation_count(), 0, "a challenge costs no state");
 
     let got = c.request(&mut server, Method::ALLOCATE, now, &|e| {
@@ -203,17 +282,41 @@ fn allocate_challenge_then_success() {
         e.add(&Lifetime(1200)).expect("lt");
         e.add(&DontFragment).expect("df");
     });
-    let Got::Pending(pending) = got else { panic!("{got:?}") };
-    assert_eq!(pending.primary, RelayRequest::Bind { ip: "192.0.2.10".parse().expect("ip"), even: false, reserve_next: false });
+    let Got::Pending(pending) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        pending.primary,
+        RelayRequest::Bind {
+            ip: "192.0.2.10".parse().expect("ip"),
+            even: false,
+            reserve_next: false
+        }
+    );
     assert_eq!(pending.additional, None);
-    let r = complete(&mut server, *pending, Ok((RelayHandle(7), relay_addr(50000))), None, now);
+    let r = complete(
+        &mut server,
+        *pending,
+        Ok((RelayHandle(7), relay_addr(50000))),
+        None,
+        now,
+    );
     let msg = Message::decode(&r).expect("decodes");
     assert_eq!(msg.class(), Class::Success);
-    assert_eq!(msg.get::<XorRelayedAddress>(), Some(Ok(XorRelayedAddress(relay_addr(50000)))));
+    assert_eq!(
+        msg.get::<XorRelayedAddress>(),
+        Some(Ok(XorRelayedAddress(relay_addr(50000))))
+    );
     assert_eq!(msg.get::<Lifetime>(), Some(Ok(Lifetime(1200))));
-    assert_eq!(msg.get::<XorMappedAddress>(), Some(Ok(XorMappedAddress(c.remote))));
-    let Key::Md5(key) = c.key() else { unreachable!() };
-    msg.verify_integrity(&key).expect("the response is signed with the user's key");
+    assert_eq!(
+        msg.get::<XorMappedAddress>(),
+        Some(Ok(XorMappedAddress(c.remote)))
+    );
+    let Key::Md5(key) = c.key() else {
+        unreachable!()
+    };
+    msg.verify_integrity(&key)
+        .expect("the response is signed with the user's key");
     msg.verify_fingerprint().expect("fingerprint");
     assert_eq!(server.allocation_count(), 1);
     assert!(metrics.render().contains("xdpturn_allocations 1"));
@@ -226,9 +329,16 @@ fn retransmitted_allocate_gets_the_same_answer_and_another_gets_437() {
     let first = allocate(&mut server, &mut c, now, 1, 50000);
     // Retransmit: the same transaction id as the successful Allocate.
     let tid = TransactionId::new([c.next_tid; 12]);
-    let again = c.build(Method::ALLOCATE, tid, &|e| e.add(&RequestedTransport::UDP).expect("rt"));
-    assert_eq!(response(c.send_raw(&mut server, &again, now + Duration::from_secs(1))), first);
-    let other = c.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt"));
+    let again = c.build(Method::ALLOCATE, tid, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    });
+    assert_eq!(
+        response(c.send_raw(&mut server, &again, now + Duration::from_secs(1))),
+        first
+    );
+    let other = c.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    });
     assert_eq!(code(&response(other)), Some(437));
 }
 
@@ -236,31 +346,51 @@ fn retransmitted_allocate_gets_the_same_answer_and_another_gets_437() {
 fn wrong_password_stale_nonce_and_expired_rest_credentials() {
     let (mut server, metrics, now) = server_with(config());
     let mut c = Client::new("203.0.113.5:40000", "alice", "not the password");
-    let r = response(c.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt")));
+    let r = response(c.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    }));
     assert_eq!(code(&r), Some(401));
     assert_eq!(server.allocation_count(), 0);
-    assert!(metrics.render().contains(r#"xdpturn_auth_failures_total{reason="wrong_password"} 1"#));
+    assert!(
+        metrics
+            .render()
+            .contains(r#"xdpturn_auth_failures_total{reason="wrong_password"} 1"#)
+    );
 
     // A nonce past its lifetime gets 438 and a fresh nonce, with which the client succeeds.
     let mut c = Client::new("203.0.113.6:40000", "alice", "wonderland");
     let _ = c.request(&mut server, Method::BINDING, now, &|_| {});
     c.nonce = Some(server.config().auth.nonce(c.remote.ip(), UNIX));
     let later = now + Duration::from_secs(601);
-    let got = c.request(&mut server, Method::ALLOCATE, later, &|e| e.add(&RequestedTransport::UDP).expect("rt"));
-    assert!(matches!(got, Got::Pending(_)), "after 438 the retry with the new nonce succeeds: {got:?}");
+    let got = c.request(&mut server, Method::ALLOCATE, later, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    });
+    assert!(
+        matches!(got, Got::Pending(_)),
+        "after 438 the retry with the new nonce succeeds: {got:?}"
+    );
 
     // REST: valid until its expiry, then 401.
     let user = format!("{}:carol", UNIX + 60);
     let password = crate::credentials::rest_password(b"rest secret", &user);
     let mut c = Client::new("203.0.113.7:40000", &user, &password);
-    let got = c.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt"));
+    let got = c.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    });
     assert!(matches!(got, Got::Pending(_)), "{got:?}");
     let mut c = Client::new("203.0.113.8:40000", &user, &password);
-    let r = response(c.request(&mut server, Method::ALLOCATE, now + Duration::from_secs(61), &|e| {
-        e.add(&RequestedTransport::UDP).expect("rt")
-    }));
+    let r = response(c.request(
+        &mut server,
+        Method::ALLOCATE,
+        now + Duration::from_secs(61),
+        &|e| e.add(&RequestedTransport::UDP).expect("rt"),
+    ));
     assert_eq!(code(&r), Some(401));
-    assert!(metrics.render().contains(r#"xdpturn_auth_failures_total{reason="expired"} 1"#));
+    assert!(
+        metrics
+            .render()
+            .contains(r#"xdpturn_auth_failures_total{reason="expired"} 1"#)
+    );
 }
 
 #[test]
@@ -268,18 +398,41 @@ fn failed_authentication_is_rate_limited_per_source() {
     let (mut server, metrics, now) = server_with(config());
     let mut c = Client::new("198.51.100.1:40000", "alice", "guess");
     for _ in 0..10 {
-        let r = response(c.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt")));
+        let r = response(c.request(&mut server, Method::ALLOCATE, now, &|e| {
+            e.add(&RequestedTransport::UDP).expect("rt")
+        }));
         assert_eq!(code(&r), Some(401));
     }
     let tid = c.fresh_tid();
-    let packet = c.build(Method::ALLOCATE, tid, &|e| e.add(&RequestedTransport::UDP).expect("rt"));
-    assert!(matches!(c.send_raw(&mut server, &packet, now), Got::Nothing), "11th failure in a second is dropped");
-    assert_eq!(metrics.dropped_count(Transport::Udp, DropReason::AuthRateLimited), 1);
+    let packet = c.build(Method::ALLOCATE, tid, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    });
+    assert!(
+        matches!(c.send_raw(&mut server, &packet, now), Got::Nothing),
+        "11th failure in a second is dropped"
+    );
+    assert_eq!(
+        metrics.dropped_count(Transport::Udp, DropReason::AuthRateLimited),
+        1
+    );
     // Another source is not affected, and the limit refills.
     let mut d = Client::new("198.51.100.2:40000", "alice", "wonderland");
-    assert!(matches!(d.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt")), Got::Pending(_)));
-    let mut c = Client { password: "wonderland".into(), ..c };
-    let got = c.request(&mut server, Method::ALLOCATE, now + Duration::from_secs(2), &|e| e.add(&RequestedTransport::UDP).expect("rt"));
+    assert!(matches!(
+        d.request(&mut server, Method::ALLOCATE, now, &|e| e
+            .add(&RequestedTransport::UDP)
+            .expect("rt")),
+        Got::Pending(_)
+    ));
+    let mut c = Client {
+        password: "wonderland".into(),
+        ..c
+    };
+    let got = c.request(
+        &mut server,
+        Method::ALLOCATE,
+        now + Duration::from_secs(2),
+        &|e| e.add(&RequestedTransport::UDP).expect("rt"),
+    );
     assert!(matches!(got, Got::Pending(_)), "{got:?}");
 }
 
@@ -287,15 +440,27 @@ fn failed_authentication_is_rate_limited_per_source() {
 fn unauthenticated_flood_keeps_no_state() {
     let (mut server, _, now) = server_with(config());
     for i in 0..5000u32 {
-        let remote = SocketAddr::new(IpAddr::from((0xC633_6400u32 + i).to_be_bytes()), 1000 + (i % 50000) as u16);
-        let c = Client { remote, ..Client::new("203.0.113.1:1", "x", "y") };
+        let remote = SocketAddr::new(
+            IpAddr::from((0xC633_6400u32 + i).to_be_bytes()),
+            1000 + (i % 50000) as u16,
+        );
+        let c = Client {
+            remote,
+            ..Client::new("203.0.113.1:1", "x", "y")
+        };
         let packet = message_allocate();
         let r = response(c.send_raw(&mut server, &packet, now));
         assert_eq!(code(&r), Some(401));
     }
     assert_eq!(server.allocation_count(), 0);
     assert_eq!(server.limiter.tracked(), 0, "challenges are not failures");
-    assert!(server.recent.is_empty() && server.reservations.is_empty());
+    assert!(
+        server.recent.is_empty()
+            && server
+                .ledger
+                .expire_reservations(now + Duration::from_secs(3600))
+                .is_empty()
+    );
 }
 
 fn message_allocate() -> Vec<u8> {
@@ -310,44 +475,80 @@ fn allocate_attribute_errors() {
     let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
     let cases: Vec<(u16, Box<dyn Fn(&mut Encoder<'_>)>)> = vec![
         (400, Box::new(|_| {})),
-        (442, Box::new(|e| e.add(&RequestedTransport(6)).expect("rt"))),
-        (442, Box::new(|e| e.add(&RequestedTransport(132)).expect("rt"))),
-        (440, Box::new(|e| {
-            e.add(&RequestedTransport::UDP).expect("rt");
-            e.add(&RequestedAddressFamily(AddressFamily(3))).expect("raf");
-        })),
-        (440, Box::new(|e| {
-            e.add(&RequestedTransport::UDP).expect("rt");
-            e.add(&RequestedAddressFamily(AddressFamily::IPV6)).expect("raf"); // no IPv6 address here
-        })),
-        (400, Box::new(|e| {
-            e.add(&RequestedTransport::UDP).expect("rt");
-            e.add(&RequestedAddressFamily(AddressFamily::IPV4)).expect("raf");
-            e.add(&AdditionalAddressFamily(AddressFamily::IPV6)).expect("aaf");
-        })),
-        (400, Box::new(|e| {
-            e.add(&RequestedTransport::UDP).expect("rt");
-            e.add(&AdditionalAddressFamily(AddressFamily::IPV4)).expect("aaf");
-        })),
-        (400, Box::new(|e| {
-            e.add(&RequestedTransport::UDP).expect("rt");
-            e.add(&ReservationToken([1; 8])).expect("token");
-            e.add(&EvenPort { reserve: false }).expect("even");
-        })),
-        (508, Box::new(|e| {
-            e.add(&RequestedTransport::UDP).expect("rt");
-            e.add(&ReservationToken([1; 8])).expect("unknown token");
-        })),
+        (
+            442,
+            Box::new(|e| e.add(&RequestedTransport(6)).expect("rt")),
+        ),
+        (
+            442,
+            Box::new(|e| e.add(&RequestedTransport(132)).expect("rt")),
+        ),
+        (
+            440,
+            Box::new(|e| {
+                e.add(&RequestedTransport::UDP).expect("rt");
+                e.add(&RequestedAddressFamily(AddressFamily(3)))
+                    .expect("raf");
+            }),
+        ),
+        (
+            440,
+            Box::new(|e| {
+                e.add(&RequestedTransport::UDP).expect("rt");
+                e.add(&RequestedAddressFamily(AddressFamily::IPV6))
+                    .expect("raf"); // no IPv6 address here
+            }),
+        ),
+        (
+            400,
+            Box::new(|e| {
+                e.add(&RequestedTransport::UDP).expect("rt");
+                e.add(&RequestedAddressFamily(AddressFamily::IPV4))
+                    .expect("raf");
+                e.add(&AdditionalAddressFamily(AddressFamily::IPV6))
+                    .expect("aaf");
+            }),
+        ),
+        (
+            400,
+            Box::new(|e| {
+                e.add(&RequestedTransport::UDP).expect("rt");
+                e.add(&AdditionalAddressFamily(AddressFamily::IPV4))
+                    .expect("aaf");
+            }),
+        ),
+        (
+            400,
+            Box::new(|e| {
+                e.add(&RequestedTransport::UDP).expect("rt");
+                e.add(&ReservationToken([1; 8])).expect("token");
+                e.add(&EvenPort { reserve: false }).expect("even");
+            }),
+        ),
+        (
+            508,
+            Box::new(|e| {
+                e.add(&RequestedTransport::UDP).expect("rt");
+                e.add(&ReservationToken([1; 8])).expect("unknown token");
+            }),
+        ),
     ];
     for (expected, attrs) in cases {
         let r = response(c.request(&mut server, Method::ALLOCATE, now, &*attrs));
         assert_eq!(code(&r), Some(expected));
         let msg = Message::decode(&r).expect("decodes");
-        let Key::Md5(key) = c.key() else { unreachable!() };
-        msg.verify_integrity(&key).expect("errors after authentication are signed too");
+        let Key::Md5(key) = c.key() else {
+            unreachable!()
+        };
+        msg.verify_integrity(&key)
+            .expect("errors after authentication are signed too");
     }
     assert_eq!(server.allocation_count(), 0);
-    assert_eq!(server.ledger.total(), 0, "refused allocations hold no quota");
+    assert_eq!(
+        server.ledger.total(),
+        0,
+        "refused allocations hold no quota"
+    );
 }
 
 #[test]
@@ -358,30 +559,57 @@ fn permissions_data_indications_and_policy() {
 
     let r = response(c.request(&mut server, Method::CREATE_PERMISSION, now, &|_| {}));
     assert_eq!(code(&r), Some(400), "XOR-PEER-ADDRESS is required");
-    for denied in ["10.0.0.1:5000", "127.0.0.1:5000", "169.254.169.254:80", "[::ffff:10.0.0.1]:1"] {
+    for denied in [
+        "10.0.0.1:5000",
+        "127.0.0.1:5000",
+        "169.254.169.254:80",
+        "[::ffff:10.0.0.1]:1",
+    ] {
         let peer = peer_attr(denied);
-        let r = response(c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| e.add(&peer).expect("peer")));
+        let r = response(
+            c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+                e.add(&peer).expect("peer")
+            }),
+        );
         let expected = if denied.starts_with('[') { 443 } else { 403 };
         assert_eq!(code(&r), Some(expected), "{denied}");
     }
-    assert!(metrics.render().contains(r#"xdpturn_peer_denied_total{reason="builtin"} 3"#));
-    let r = response(c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
-        e.add(&peer_attr("198.51.100.20:6000")).expect("peer");
-        e.add(&peer_attr("198.51.100.21:6000")).expect("peer");
-    }));
+    assert!(
+        metrics
+            .render()
+            .contains(r#"xdpturn_peer_denied_total{reason="builtin"} 3"#)
+    );
+    let r = response(
+        c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+            e.add(&peer_attr("198.51.100.20:6000")).expect("peer");
+            e.add(&peer_attr("198.51.100.21:6000")).expect("peer");
+        }),
+    );
     assert_eq!(code(&r), None, "two peers at once");
 
     // A permitted peer's datagram becomes a Data indication; another peer's is dropped.
     let (action, _, out) = from_peer(&mut server, 3, "198.51.100.20:7777", b"hello", now);
-    let Action::ToClient { tuple, data: Buf::Output(len) } = action else { panic!("{action:?}") };
+    let Action::ToClient {
+        tuple,
+        data: Buf::Output(len),
+    } = action
+    else {
+        panic!("{action:?}")
+    };
     assert_eq!(tuple, c.tuple());
     let msg = Message::decode(&out[..len]).expect("decodes");
     assert_eq!(msg.typ(), MessageType::new(Method::DATA, Class::Indication));
-    assert_eq!(msg.get::<XorPeerAddress>(), Some(Ok(peer_attr("198.51.100.20:7777"))));
+    assert_eq!(
+        msg.get::<XorPeerAddress>(),
+        Some(Ok(peer_attr("198.51.100.20:7777")))
+    );
     assert_eq!(msg.get::<Data>(), Some(Ok(Data(b"hello"))));
     let (action, _, _) = from_peer(&mut server, 3, "198.51.100.99:7777", b"hello", now);
     assert_eq!(action, Action::None);
-    assert_eq!(metrics.dropped_count(Transport::Udp, DropReason::NoPermission), 1);
+    assert_eq!(
+        metrics.dropped_count(Transport::Udp, DropReason::NoPermission),
+        1
+    );
 
     // Send indications: only to permitted peers.
     let send = |peer: &str| {
@@ -391,13 +619,27 @@ fn permissions_data_indications_and_policy() {
         })
     };
     let packet = send("198.51.100.21:9999");
-    let inbound = Inbound { transport: Transport::Udp, local: c.local, remote: c.remote, packet: &packet };
+    let inbound = Inbound {
+        transport: Transport::Udp,
+        local: c.local,
+        remote: c.remote,
+        packet: &packet,
+    };
     let mut out = [0u8; MAX_REPLY_LEN];
-    let Action::ToPeer { relay, peer, range } = server.handle_client(&inbound, now, &mut out) else { panic!() };
-    assert_eq!((relay, peer), (RelayHandle(3), "198.51.100.21:9999".parse().expect("addr")));
+    let Action::ToPeer { relay, peer, range } = server.handle_client(&inbound, now, &mut out)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (relay, peer),
+        (RelayHandle(3), "198.51.100.21:9999".parse().expect("addr"))
+    );
     assert_eq!(&packet[range], b"payload");
     let packet = send("198.51.100.22:9999");
-    let inbound = Inbound { packet: &packet, ..inbound };
+    let inbound = Inbound {
+        packet: &packet,
+        ..inbound
+    };
     assert_eq!(server.handle_client(&inbound, now, &mut out), Action::None);
 
     // Permissions expire after 300 s.
@@ -420,36 +662,101 @@ fn channels_bind_relay_refresh_conflict_and_expire() {
         }
     };
     for bad in [0x3FFF, 0x8000, 0xFFFF] {
-        let r = response(c.request(&mut server, Method::CHANNEL_BIND, now, &bind(bad, "198.51.100.20:6000")));
+        let r = response(c.request(
+            &mut server,
+            Method::CHANNEL_BIND,
+            now,
+            &bind(bad, "198.51.100.20:6000"),
+        ));
         assert_eq!(code(&r), Some(400), "{bad:#x}");
     }
-    let r = response(c.request(&mut server, Method::CHANNEL_BIND, now, &bind(0x7FFE, "198.51.100.20:6000")));
+    let r = response(c.request(
+        &mut server,
+        Method::CHANNEL_BIND,
+        now,
+        &bind(0x7FFE, "198.51.100.20:6000"),
+    ));
     assert_eq!(code(&r), None, "the whole RFC 5766 range");
     let ev = events(&mut server);
-    assert!(matches!(ev.as_slice(), [Event::ChannelBound { channel: 0x7FFE, .. }]), "{ev:?}");
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [Event::ChannelBound {
+                channel: 0x7FFE,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
 
     // ChannelData from the client goes to the peer without its header.
     let cd = [0x7F, 0xFE, 0x00, 0x03, b'a', b'b', b'c'];
-    let inbound = Inbound { transport: Transport::Udp, local: c.local, remote: c.remote, packet: &cd };
+    let inbound = Inbound {
+        transport: Transport::Udp,
+        local: c.local,
+        remote: c.remote,
+        packet: &cd,
+    };
     let mut out = [0u8; MAX_REPLY_LEN];
     let action = server.handle_client(&inbound, now, &mut out);
-    assert_eq!(action, Action::ToPeer { relay: RelayHandle(4), peer: "198.51.100.20:6000".parse().expect("a"), range: 4..7 });
+    assert_eq!(
+        action,
+        Action::ToPeer {
+            relay: RelayHandle(4),
+            peer: "198.51.100.20:6000".parse().expect("a"),
+            range: 4..7
+        }
+    );
     // The peer's answer comes back as ChannelData, framed in place.
     let (action, buf, _) = from_peer(&mut server, 4, "198.51.100.20:6000", b"xyz", now);
-    assert_eq!(action, Action::ToClient { tuple: c.tuple(), data: Buf::Input(0..7) });
+    assert_eq!(
+        action,
+        Action::ToClient {
+            tuple: c.tuple(),
+            data: Buf::Input(0..7)
+        }
+    );
     assert_eq!(&buf[..7], &[0x7F, 0xFE, 0x00, 0x03, b'x', b'y', b'z']);
     // An unbound channel is dropped.
     let stray = [0x40, 0x01, 0x00, 0x01, b'!'];
-    assert_eq!(server.handle_client(&Inbound { packet: &stray, ..inbound }, now, &mut out), Action::None);
-    assert_eq!(metrics.dropped_count(Transport::Udp, DropReason::UnknownChannel), 1);
+    assert_eq!(
+        server.handle_client(
+            &Inbound {
+                packet: &stray,
+                ..inbound
+            },
+            now,
+            &mut out
+        ),
+        Action::None
+    );
+    assert_eq!(
+        metrics.dropped_count(Transport::Udp, DropReason::UnknownChannel),
+        1
+    );
 
     // Conflicts are 400; rebinding the same pair refreshes.
-    let r = response(c.request(&mut server, Method::CHANNEL_BIND, now, &bind(0x7FFE, "198.51.100.21:6000")));
+    let r = response(c.request(
+        &mut server,
+        Method::CHANNEL_BIND,
+        now,
+        &bind(0x7FFE, "198.51.100.21:6000"),
+    ));
     assert_eq!(code(&r), Some(400));
-    let r = response(c.request(&mut server, Method::CHANNEL_BIND, now, &bind(0x4001, "198.51.100.20:6000")));
+    let r = response(c.request(
+        &mut server,
+        Method::CHANNEL_BIND,
+        now,
+        &bind(0x4001, "198.51.100.20:6000"),
+    ));
     assert_eq!(code(&r), Some(400));
     let t1 = now + Duration::from_secs(500);
-    let r = response(c.request(&mut server, Method::CHANNEL_BIND, t1, &bind(0x7FFE, "198.51.100.20:6000")));
+    let r = response(c.request(
+        &mut server,
+        Method::CHANNEL_BIND,
+        t1,
+        &bind(0x7FFE, "198.51.100.20:6000"),
+    ));
     assert_eq!(code(&r), None);
     assert!(metrics.render().contains("xdpturn_channels 1"));
 
@@ -458,10 +765,24 @@ fn channels_bind_relay_refresh_conflict_and_expire() {
     let _ = events(&mut server);
     let refreshed = Client { ..c };
     let mut r2 = refreshed;
-    let _ = response(r2.request(&mut server, Method::REFRESH, t1 + Duration::from_secs(300), &|_| {}));
+    let _ = response(r2.request(
+        &mut server,
+        Method::REFRESH,
+        t1 + Duration::from_secs(300),
+        &|_| {},
+    ));
     server.tick(t2);
     let ev = events(&mut server);
-    assert!(ev.iter().any(|e| matches!(e, Event::ChannelUnbound { channel: 0x7FFE, .. })), "{ev:?}");
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            Event::ChannelUnbound {
+                channel: 0x7FFE,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
     assert_eq!(server.handle_client(&inbound, t2, &mut out), Action::None);
     assert!(metrics.render().contains("xdpturn_channels 0"));
 }
@@ -469,8 +790,14 @@ fn channels_bind_relay_refresh_conflict_and_expire() {
 #[test]
 fn channel_bind_to_own_endpoint_is_forbidden() {
     let mut cfg = config();
-    cfg.policy = policy::PeerPolicy::new(vec![policy::parse_cidr("0.0.0.0/0").expect("cidr")], Vec::new())
-        .with_own_endpoints(["192.0.2.10:3478".parse().expect("a"), "0.0.0.0:9641".parse().expect("a")]);
+    cfg.policy = policy::PeerPolicy::new(
+        vec![policy::parse_cidr("0.0.0.0/0").expect("cidr")],
+        Vec::new(),
+    )
+    .with_own_endpoints([
+        "192.0.2.10:3478".parse().expect("a"),
+        "0.0.0.0:9641".parse().expect("a"),
+    ]);
     let (mut server, metrics, now) = server_with(cfg);
     let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
     allocate(&mut server, &mut c, now, 1, 50000);
@@ -482,7 +809,11 @@ fn channel_bind_to_own_endpoint_is_forbidden() {
         }));
         assert_eq!(code(&r), Some(403), "{own}");
     }
-    assert!(metrics.render().contains(r#"xdpturn_peer_denied_total{reason="own_endpoint"} 2"#));
+    assert!(
+        metrics
+            .render()
+            .contains(r#"xdpturn_peer_denied_total{reason="own_endpoint"} 2"#)
+    );
 }
 
 #[test]
@@ -491,21 +822,42 @@ fn refresh_deletes_with_lifetime_zero_and_retransmission_is_answered() {
     let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
     allocate(&mut server, &mut c, now, 9, 50000);
     let _ = events(&mut server);
-    let r = response(c.request(&mut server, Method::REFRESH, now, &|e| e.add(&Lifetime(30)).expect("lt")));
-    assert_eq!(Message::decode(&r).expect("d").get::<Lifetime>(), Some(Ok(Lifetime(600))), "raised to the default");
-    let r = response(c.request(&mut server, Method::REFRESH, now, &|e| e.add(&Lifetime(99999)).expect("lt")));
-    assert_eq!(Message::decode(&r).expect("d").get::<Lifetime>(), Some(Ok(Lifetime(3600))), "capped");
+    let r = response(c.request(&mut server, Method::REFRESH, now, &|e| {
+        e.add(&Lifetime(30)).expect("lt")
+    }));
+    assert_eq!(
+        Message::decode(&r).expect("d").get::<Lifetime>(),
+        Some(Ok(Lifetime(600))),
+        "raised to the default"
+    );
+    let r = response(c.request(&mut server, Method::REFRESH, now, &|e| {
+        e.add(&Lifetime(99999)).expect("lt")
+    }));
+    assert_eq!(
+        Message::decode(&r).expect("d").get::<Lifetime>(),
+        Some(Ok(Lifetime(3600))),
+        "capped"
+    );
 
     let tid = c.fresh_tid();
     let delete = c.build(Method::REFRESH, tid, &|e| e.add(&Lifetime(0)).expect("lt"));
     let r = response(c.send_raw(&mut server, &delete, now));
-    assert_eq!(Message::decode(&r).expect("d").get::<Lifetime>(), Some(Ok(Lifetime(0))));
+    assert_eq!(
+        Message::decode(&r).expect("d").get::<Lifetime>(),
+        Some(Ok(Lifetime(0)))
+    );
     assert_eq!(server.allocation_count(), 0);
-    assert_eq!(events(&mut server), vec![Event::ReleaseRelay(RelayHandle(9))]);
+    assert_eq!(
+        events(&mut server),
+        vec![Event::ReleaseRelay(RelayHandle(9))]
+    );
     assert_eq!(server.ledger.total(), 0);
     assert!(metrics.render().contains("xdpturn_allocations 0"));
     // The retransmitted delete gets the same success, not 437.
-    assert_eq!(response(c.send_raw(&mut server, &delete, now + Duration::from_secs(2))), r);
+    assert_eq!(
+        response(c.send_raw(&mut server, &delete, now + Duration::from_secs(2))),
+        r
+    );
     let r = response(c.request(&mut server, Method::REFRESH, now, &|_| {}));
     assert_eq!(code(&r), Some(437));
 }
@@ -519,7 +871,11 @@ fn another_user_on_the_same_tuple_gets_441() {
     bob.next_tid = 100; // transaction ids of its own, not retransmissions of alice's
     let r = response(bob.request(&mut server, Method::REFRESH, now, &|_| {}));
     assert_eq!(code(&r), Some(441));
-    let r = response(bob.request(&mut server, Method::CREATE_PERMISSION, now, &|e| e.add(&peer_attr("198.51.100.1:1")).expect("p")));
+    let r = response(
+        bob.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+            e.add(&peer_attr("198.51.100.1:1")).expect("p")
+        }),
+    );
     assert_eq!(code(&r), Some(441));
 }
 
@@ -533,57 +889,104 @@ fn allocations_expire_and_release_their_sockets() {
     assert_eq!(server.allocation_count(), 1);
     server.tick(now + Duration::from_secs(600));
     assert_eq!(server.allocation_count(), 0);
-    assert_eq!(events(&mut server), vec![Event::ReleaseRelay(RelayHandle(5))]);
-    let (action, _, _) = from_peer(&mut server, 5, "198.51.100.1:1", b"late", now + Duration::from_secs(601));
+    assert_eq!(
+        events(&mut server),
+        vec![Event::ReleaseRelay(RelayHandle(5))]
+    );
+    let (action, _, _) = from_peer(
+        &mut server,
+        5,
+        "198.51.100.1:1",
+        b"late",
+        now + Duration::from_secs(601),
+    );
     assert_eq!(action, Action::None);
 }
 
 #[test]
 fn quotas_per_user_total_permissions_ports_and_bandwidth() {
     let mut cfg = config();
-    cfg.quotas = Quotas { per_user: 1, total: 2, permissions_per_allocation: 2, max_bps: 8_000 };
+    cfg.quotas = Quotas {
+        per_user: 1,
+        total: 2,
+        permissions_per_allocation: 2,
+        max_bps: 8_000,
+    };
     let (mut server, metrics, now) = server_with(cfg);
     let mut a1 = Client::new("203.0.113.5:1", "alice", "wonderland");
     allocate(&mut server, &mut a1, now, 1, 50000);
     let mut a2 = Client::new("203.0.113.5:2", "alice", "wonderland");
-    let r = response(a2.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt")));
+    let r = response(a2.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    }));
     assert_eq!(code(&r), Some(486), "per-user quota");
     let mut b1 = Client::new("203.0.113.6:1", "bob", "builder");
     allocate(&mut server, &mut b1, now, 2, 50001);
     let user = format!("{}:dave", UNIX + 600);
-    let mut d = Client::new("203.0.113.7:1", &user, &crate::credentials::rest_password(b"rest secret", &user));
-    let r = response(d.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt")));
+    let mut d = Client::new(
+        "203.0.113.7:1",
+        &user,
+        &crate::credentials::rest_password(b"rest secret", &user),
+    );
+    let r = response(d.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    }));
     assert_eq!(code(&r), Some(508), "total cap");
 
     // Port exhaustion reported by the event loop is 508 and releases the quota.
-    let _ = response(b1.request(&mut server, Method::REFRESH, now, &|e| e.add(&Lifetime(0)).expect("lt")));
-    let Got::Pending(p) = d.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt"))
-    else {
+    let _ = response(b1.request(&mut server, Method::REFRESH, now, &|e| {
+        e.add(&Lifetime(0)).expect("lt")
+    }));
+    let Got::Pending(p) = d.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    }) else {
         panic!()
     };
     let r = complete(&mut server, *p, Err(BindFailure::NoCapacity), None, now);
     assert_eq!(code(&r), Some(508));
     assert_eq!(server.ledger.total(), 1);
 
-    let r = response(a1.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
-        e.add(&peer_attr("198.51.100.1:1")).expect("p");
-        e.add(&peer_attr("198.51.100.2:1")).expect("p");
-    }));
+    let r = response(
+        a1.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+            e.add(&peer_attr("198.51.100.1:1")).expect("p");
+            e.add(&peer_attr("198.51.100.2:1")).expect("p");
+        }),
+    );
     assert_eq!(code(&r), None);
-    let r = response(a1.request(&mut server, Method::CREATE_PERMISSION, now, &|e| e.add(&peer_attr("198.51.100.3:1")).expect("p")));
+    let r = response(
+        a1.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+            e.add(&peer_attr("198.51.100.3:1")).expect("p")
+        }),
+    );
     assert_eq!(code(&r), Some(508), "permissions cap");
-    let r = response(a1.request(&mut server, Method::CREATE_PERMISSION, now, &|e| e.add(&peer_attr("198.51.100.2:9")).expect("p")));
-    assert_eq!(code(&r), None, "refreshing an existing permission is within the cap");
+    let r = response(
+        a1.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+            e.add(&peer_attr("198.51.100.2:9")).expect("p")
+        }),
+    );
+    assert_eq!(
+        code(&r),
+        None,
+        "refreshing an existing permission is within the cap"
+    );
 
     // 8000 bit/s is 1000 bytes a second.
     let (a, _, _) = from_peer(&mut server, 1, "198.51.100.1:1", &[0; 900], now);
     assert!(matches!(a, Action::ToClient { .. }));
     let (a, _, _) = from_peer(&mut server, 1, "198.51.100.1:1", &[0; 200], now);
     assert_eq!(a, Action::None);
-    assert_eq!(metrics.dropped_count(Transport::Udp, DropReason::BandwidthExceeded), 1);
+    assert_eq!(
+        metrics.dropped_count(Transport::Udp, DropReason::BandwidthExceeded),
+        1
+    );
     let render = metrics.render();
     for q in ["user", "total", "permissions", "ports", "bandwidth"] {
-        assert!(render.contains(&format!(r#"xdpturn_quota_rejections_total{{quota="{q}"}} 1"#)), "{q}: {render}");
+        assert!(
+            render.contains(&format!(
+                r#"xdpturn_quota_rejections_total{{quota="{q}"}} 1"#
+            )),
+            "{q}: {render}"
+        );
     }
 }
 
@@ -595,20 +998,51 @@ fn even_port_reservation_token_round_trip() {
         e.add(&RequestedTransport::UDP).expect("rt");
         e.add(&EvenPort { reserve: true }).expect("even");
     });
-    let Got::Pending(p) = got else { panic!("{got:?}") };
-    assert!(matches!(p.primary, RelayRequest::Bind { even: true, reserve_next: true, .. }));
-    let r = complete(&mut server, *p, Ok((RelayHandle(10), relay_addr(50010))), Some((RelayHandle(11), relay_addr(50011))), now);
-    let token = Message::decode(&r).expect("d").get::<ReservationToken>().expect("token").expect("valid");
+    let Got::Pending(p) = got else {
+        panic!("{got:?}")
+    };
+    assert!(matches!(
+        p.primary,
+        RelayRequest::Bind {
+            even: true,
+            reserve_next: true,
+            ..
+        }
+    ));
+    let r = complete(
+        &mut server,
+        *p,
+        Ok((RelayHandle(10), relay_addr(50010))),
+        Some(relay_addr(50011)),
+        now,
+    );
+    let token = Message::decode(&r)
+        .expect("d")
+        .get::<ReservationToken>()
+        .expect("token")
+        .expect("valid");
 
     let mut d = Client::new("203.0.113.5:40001", "alice", "wonderland");
     let got = d.request(&mut server, Method::ALLOCATE, now, &|e| {
         e.add(&RequestedTransport::UDP).expect("rt");
         e.add(&token).expect("token");
     });
-    let Got::Pending(p) = got else { panic!("{got:?}") };
-    assert_eq!(p.primary, RelayRequest::Reserved(Relay { handle: RelayHandle(11), addr: relay_addr(50011), advertised: relay_addr(50011) }));
-    let r = complete(&mut server, *p, Err(BindFailure::NoCapacity), None, now);
-    assert_eq!(Message::decode(&r).expect("d").get::<XorRelayedAddress>(), Some(Ok(XorRelayedAddress(relay_addr(50011)))));
+    let Got::Pending(p) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(p.primary, RelayRequest::Reserved(relay_addr(50011)));
+    // The event loop adopts the held socket under a handle of this shard.
+    let r = complete(
+        &mut server,
+        *p,
+        Ok((RelayHandle(11), relay_addr(50011))),
+        None,
+        now,
+    );
+    assert_eq!(
+        Message::decode(&r).expect("d").get::<XorRelayedAddress>(),
+        Some(Ok(XorRelayedAddress(relay_addr(50011))))
+    );
     // A token is good once; unused ones expire and release their socket.
     let mut e2 = Client::new("203.0.113.5:40002", "alice", "wonderland");
     let r = response(e2.request(&mut server, Method::ALLOCATE, now, &|e| {
@@ -621,34 +1055,103 @@ fn even_port_reservation_token_round_trip() {
         e.add(&EvenPort { reserve: true }).expect("even");
     });
     let Got::Pending(p) = got else { panic!() };
-    complete(&mut server, *p, Ok((RelayHandle(12), relay_addr(50012))), Some((RelayHandle(13), relay_addr(50013))), now);
+    complete(
+        &mut server,
+        *p,
+        Ok((RelayHandle(12), relay_addr(50012))),
+        Some(relay_addr(50013)),
+        now,
+    );
     let _ = events(&mut server);
     server.tick(now + Duration::from_secs(31));
-    assert_eq!(events(&mut server), vec![Event::ReleaseRelay(RelayHandle(13))]);
+    assert_eq!(
+        events(&mut server),
+        vec![Event::ReleaseReserved(relay_addr(50013))]
+    );
+
+    // Tokens are shared by shards: one made here is good on another shard of the same ledger.
+    let ledger = server.ledger.clone();
+    let mut other = Server::new(
+        server.config.clone(),
+        ledger,
+        server.metrics.clone(),
+        now,
+        UNIX,
+    );
+    let mut f = Client::new("203.0.113.5:40003", "alice", "wonderland");
+    let got = f.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt");
+        e.add(&EvenPort { reserve: true }).expect("even");
+    });
+    let Got::Pending(p) = got else { panic!() };
+    let r = complete(
+        &mut server,
+        *p,
+        Ok((RelayHandle(14), relay_addr(50014))),
+        Some(relay_addr(50015)),
+        now,
+    );
+    let token = Message::decode(&r)
+        .expect("d")
+        .get::<ReservationToken>()
+        .expect("token")
+        .expect("valid");
+    let mut g = Client::new("203.0.113.5:40004", "alice", "wonderland");
+    let got = g.request(&mut other, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt");
+        e.add(&token).expect("token");
+    });
+    let Got::Pending(p) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(p.primary, RelayRequest::Reserved(relay_addr(50015)));
 }
 
 #[test]
 fn dual_stack_allocations_and_address_error_code() {
     let mut cfg = config();
-    cfg.relay_ips = vec!["192.0.2.10".parse().expect("ip"), "2001:db8::10".parse().expect("ip")];
+    cfg.relay_ips = vec![
+        "192.0.2.10".parse().expect("ip"),
+        "2001:db8::10".parse().expect("ip"),
+    ];
     let (mut server, _, now) = server_with(cfg);
     let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
     let got = c.request(&mut server, Method::ALLOCATE, now, &|e| {
         e.add(&RequestedTransport::UDP).expect("rt");
-        e.add(&AdditionalAddressFamily(AddressFamily::IPV6)).expect("aaf");
+        e.add(&AdditionalAddressFamily(AddressFamily::IPV6))
+            .expect("aaf");
     });
-    let Got::Pending(p) = got else { panic!("{got:?}") };
+    let Got::Pending(p) = got else {
+        panic!("{got:?}")
+    };
     assert_eq!(p.additional, Some("2001:db8::10".parse().expect("ip")));
     let v6: SocketAddr = "[2001:db8::10]:50001".parse().expect("a");
     let mut out = [0u8; MAX_REPLY_LEN];
-    let bound = BindResult { primary: Ok((RelayHandle(1), relay_addr(50000))), additional: Some(Ok((RelayHandle(2), v6))), reserved: None };
-    let Action::ToClient { data: Buf::Output(len), .. } = server.complete_allocate(*p, bound, now, &mut out) else { panic!() };
+    let bound = BindResult {
+        primary: Ok((RelayHandle(1), relay_addr(50000))),
+        additional: Some(Ok((RelayHandle(2), v6))),
+        reserved: None,
+    };
+    let Action::ToClient {
+        data: Buf::Output(len),
+        ..
+    } = server.complete_allocate(*p, bound, now, &mut out)
+    else {
+        panic!()
+    };
     let msg = Message::decode(&out[..len]).expect("d");
-    let relayed: Vec<_> = msg.get_all::<XorRelayedAddress>().map(|r| r.expect("valid").0).collect();
+    let relayed: Vec<_> = msg
+        .get_all::<XorRelayedAddress>()
+        .map(|r| r.expect("valid").0)
+        .collect();
     assert_eq!(relayed, [relay_addr(50000), v6]);
 
     // Permissions go to the relay of the peer's family.
-    let r = response(c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| e.add(&peer_attr("[2001:db8:1::1]:1")).expect("p")));
+    let r = response(
+        c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+            e.add(&peer_attr("[2001:db8:1::1]:1")).expect("p")
+        }),
+    );
     assert_eq!(code(&r), None);
     let (a, _, _) = from_peer(&mut server, 2, "[2001:db8:1::1]:1", b"v6", now);
     assert!(matches!(a, Action::ToClient { .. }));
@@ -658,43 +1161,92 @@ fn dual_stack_allocations_and_address_error_code() {
     let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
     let got = c.request(&mut server, Method::ALLOCATE, now, &|e| {
         e.add(&RequestedTransport::UDP).expect("rt");
-        e.add(&AdditionalAddressFamily(AddressFamily::IPV6)).expect("aaf");
+        e.add(&AdditionalAddressFamily(AddressFamily::IPV6))
+            .expect("aaf");
     });
     let Got::Pending(p) = got else { panic!() };
     assert_eq!(p.additional, None);
-    let r = complete(&mut server, *p, Ok((RelayHandle(1), relay_addr(50000))), None, now);
+    let r = complete(
+        &mut server,
+        *p,
+        Ok((RelayHandle(1), relay_addr(50000))),
+        None,
+        now,
+    );
     let msg = Message::decode(&r).expect("d");
-    assert_eq!(msg.get::<AddressErrorCode>().expect("present").expect("valid").code, 440);
+    assert_eq!(
+        msg.get::<AddressErrorCode>()
+            .expect("present")
+            .expect("valid")
+            .code,
+        440
+    );
     assert_eq!(msg.get_all::<XorRelayedAddress>().count(), 1);
 }
 
 #[test]
 fn ipv6_allocation_refresh_family_mismatch_and_external_ip() {
     let mut cfg = config();
-    cfg.relay_ips = vec!["2001:db8::10".parse().expect("ip"), "10.0.0.10".parse().expect("ip")];
-    cfg.external_ips = vec![("198.51.100.77".parse().expect("ip"), Some("10.0.0.10".parse().expect("ip")))];
+    cfg.relay_ips = vec![
+        "2001:db8::10".parse().expect("ip"),
+        "10.0.0.10".parse().expect("ip"),
+    ];
+    cfg.external_ips = vec![(
+        "198.51.100.77".parse().expect("ip"),
+        Some("10.0.0.10".parse().expect("ip")),
+    )];
     let (mut server, _, now) = server_with(cfg);
     let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
     let got = c.request(&mut server, Method::ALLOCATE, now, &|e| {
         e.add(&RequestedTransport::UDP).expect("rt");
-        e.add(&RequestedAddressFamily(AddressFamily::IPV6)).expect("raf");
+        e.add(&RequestedAddressFamily(AddressFamily::IPV6))
+            .expect("raf");
     });
-    let Got::Pending(p) = got else { panic!("{got:?}") };
-    assert_eq!(p.primary, RelayRequest::Bind { ip: "2001:db8::10".parse().expect("ip"), even: false, reserve_next: false });
+    let Got::Pending(p) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        p.primary,
+        RelayRequest::Bind {
+            ip: "2001:db8::10".parse().expect("ip"),
+            even: false,
+            reserve_next: false
+        }
+    );
     let v6: SocketAddr = "[2001:db8::10]:50001".parse().expect("a");
     complete(&mut server, *p, Ok((RelayHandle(1), v6)), None, now);
-    let r = response(c.request(&mut server, Method::REFRESH, now, &|e| e.add(&RequestedAddressFamily(AddressFamily::IPV4)).expect("raf")));
+    let r = response(c.request(&mut server, Method::REFRESH, now, &|e| {
+        e.add(&RequestedAddressFamily(AddressFamily::IPV4))
+            .expect("raf")
+    }));
     assert_eq!(code(&r), Some(443));
     // An IPv4 peer, even an IPv4-mapped one, on an IPv6-only allocation is a family mismatch.
-    let r = response(c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| e.add(&peer_attr("198.51.100.1:1")).expect("p")));
+    let r = response(
+        c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+            e.add(&peer_attr("198.51.100.1:1")).expect("p")
+        }),
+    );
     assert_eq!(code(&r), Some(443));
 
     // The private relay address is advertised as the public one.
     let mut d = Client::new("203.0.113.6:40000", "bob", "builder");
-    let got = d.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt"));
+    let got = d.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    });
     let Got::Pending(p) = got else { panic!() };
-    let r = complete(&mut server, *p, Ok((RelayHandle(2), "10.0.0.10:50002".parse().expect("a"))), None, now);
-    let advertised = Message::decode(&r).expect("d").get::<XorRelayedAddress>().expect("p").expect("v").0;
+    let r = complete(
+        &mut server,
+        *p,
+        Ok((RelayHandle(2), "10.0.0.10:50002".parse().expect("a"))),
+        None,
+        now,
+    );
+    let advertised = Message::decode(&r)
+        .expect("d")
+        .get::<XorRelayedAddress>()
+        .expect("p")
+        .expect("v")
+        .0;
     assert_eq!(advertised, "198.51.100.77:50002".parse().expect("a"));
 }
 
@@ -703,13 +1255,26 @@ fn sha256_clients_get_sha256_integrity() {
     let (mut server, _, now) = server_with(config());
     let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
     c.sha256 = true;
-    let got = c.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt"));
-    let Got::Pending(p) = got else { panic!("{got:?}") };
-    let r = complete(&mut server, *p, Ok((RelayHandle(1), relay_addr(50000))), None, now);
+    let got = c.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    });
+    let Got::Pending(p) = got else {
+        panic!("{got:?}")
+    };
+    let r = complete(
+        &mut server,
+        *p,
+        Ok((RelayHandle(1), relay_addr(50000))),
+        None,
+        now,
+    );
     let msg = Message::decode(&r).expect("d");
     assert!(msg.get::<MessageIntegrity>().is_none());
-    let Key::Sha256(key) = c.key() else { unreachable!() };
-    msg.verify_integrity_sha256(&key).expect("signed with the SHA-256 key");
+    let Key::Sha256(key) = c.key() else {
+        unreachable!()
+    };
+    msg.verify_integrity_sha256(&key)
+        .expect("signed with the SHA-256 key");
 }
 
 #[test]
@@ -719,12 +1284,17 @@ fn draining_refuses_new_allocations_only() {
     allocate(&mut server, &mut c, now, 1, 50000);
     server.set_draining(true);
     let mut d = Client::new("203.0.113.6:40000", "bob", "builder");
-    let r = response(d.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::UDP).expect("rt")));
+    let r = response(d.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt")
+    }));
     assert_eq!(code(&r), Some(508));
     let r = response(c.request(&mut server, Method::REFRESH, now, &|_| {}));
     assert_eq!(code(&r), None, "existing allocations are served");
     server.shutdown();
-    assert_eq!(events(&mut server), vec![Event::ReleaseRelay(RelayHandle(1))]);
+    assert_eq!(
+        events(&mut server),
+        vec![Event::ReleaseRelay(RelayHandle(1))]
+    );
     assert_eq!(server.ledger.total(), 0);
 }
 
@@ -740,6 +1310,17 @@ fn stream_clients_get_padded_channel_data() {
     }));
     assert_eq!(code(&r), None);
     let (action, buf, _) = from_peer(&mut server, 1, "198.51.100.20:6000", b"12345", now);
-    assert_eq!(action, Action::ToClient { tuple: c.tuple(), data: Buf::Input(0..12) });
-    assert_eq!(&buf[..12], &[0x40, 0x00, 0x00, 0x05, b'1', b'2', b'3', b'4', b'5', 0, 0, 0]);
+    assert_eq!(
+        action,
+        Action::ToClient {
+            tuple: c.tuple(),
+            data: Buf::Input(0..12)
+        }
+    );
+    assert_eq!(
+        &buf[..12],
+        &[
+            0x40, 0x00, 0x00, 0x05, b'1', b'2', b'3', b'4', b'5', 0, 0, 0
+        ]
+    );
 }
