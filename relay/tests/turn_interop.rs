@@ -1,0 +1,480 @@
+//! TURN end to end: the real relay binary against coturn's `turnutils_uclient` (with
+//! `turnutils_peer` echoing) in every mode users rely on, and against a codec-built client for
+//! the security rules: denied peers, wrong and expired credentials, floods.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::turn::TurnClient;
+use common::{Guard, Relay, require, run};
+use relay::stun::AddressFamily;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A relay port range of its own for each relay a test starts, so parallel tests do not meet.
+fn port_range() -> (String, String) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static N: AtomicU16 = AtomicU16::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let base = 20_000 + (std::process::id() % 200) as u16 * 50 + n * 200 % 10_000;
+    (base.to_string(), (base + 199).to_string())
+}
+
+fn relay(extra: &[&str]) -> Relay {
+    let (min, max) = port_range();
+    let mut args = vec![
+        "--realm",
+        "example.org",
+        "--min-port",
+        &min,
+        "--max-port",
+        &max,
+    ];
+    args.extend_from_slice(extra);
+    Relay::start(&args)
+}
+
+/// `turnutils_peer`, the echo peer, on `ip` and a free port.
+fn echo_peer(ip: &str) -> (Guard, u16) {
+    let tool = require("turnutils_peer", "coturn");
+    let port = if ip.contains(':') {
+        UdpSocket::bind("[::1]:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    } else {
+        common::free_udp_port()
+    };
+    let child = Command::new(tool)
+        .args(["-L", ip, "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn turnutils_peer");
+    std::thread::sleep(Duration::from_millis(200));
+    (Guard(child), port)
+}
+
+/// What `turnutils_uclient` reported.
+#[derive(Debug)]
+struct Stats {
+    sent: u64,
+    received: u64,
+    lost_zero: bool,
+    text: String,
+}
+
+fn last_number(text: &str, key: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split(key).nth(1))
+        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .last()
+        .unwrap_or(0)
+}
+
+/// Runs `turnutils_uclient` with `args` against `server`, through the echo peer at
+/// `peer_ip:peer_port`. It exits 0 even when messages are lost, so its statistics decide.
+fn uclient(server: SocketAddr, peer_ip: &str, peer_port: u16, args: &[&str]) -> Stats {
+    let tool = require("turnutils_uclient", "coturn");
+    let out = run(
+        Command::new(tool)
+            .args(args)
+            .args([
+                "-p",
+                &server.port().to_string(),
+                "-e",
+                peer_ip,
+                "-r",
+                &peer_port.to_string(),
+            ])
+            .arg(server.ip().to_string()),
+        TIMEOUT,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Stats {
+        sent: last_number(&text, "tot_send_msgs="),
+        received: last_number(&text, "tot_recv_msgs="),
+        lost_zero: text.contains("Total lost packets 0 "),
+        text,
+    }
+}
+
+/// Every message sent came back, none lost, and at least `expected` were sent (uclient adds a
+/// few per client in some modes).
+fn assert_all_arrived(stats: &Stats, expected: u64) {
+    assert!(
+        stats.sent >= expected && stats.received == stats.sent && stats.lost_zero,
+        "expected at least {expected} messages through and 0 lost, got {} sent, {} received:\n{}",
+        stats.sent,
+        stats.received,
+        stats.text
+    );
+}
+
+const ALICE: [&str; 2] = ["--user", "alice:wonderland"];
+const CREDS: [&str; 4] = ["-u", "alice", "-w", "wonderland"];
+
+/// Default mode: channels (ChannelBind + ChannelData) and the RTP/RTCP pair of EVEN-PORT with
+/// RESERVATION-TOKEN, tens of clients, thousands of messages.
+#[test]
+fn uclient_channels_even_port_pairs_many_clients() {
+    let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
+    let (_peer, port) = echo_peer("127.0.0.1");
+    let stats = uclient(
+        relay.v4(),
+        "127.0.0.1",
+        port,
+        &[&CREDS[..], &["-m", "20", "-n", "200", "-l", "120"]].concat(),
+    );
+    assert_all_arrived(&stats, 4000);
+    assert!(
+        relay.metric(
+            r#"xdpturn_requests_total{method="channel_bind",result="success",transport="udp"}"#
+        ) >= 20.0
+    );
+    let relayed = relay.metric(r#"xdpturn_relayed_packets_total{datapath="userspace",direction="client_to_peer",transport="udp"}"#);
+    assert!(relayed >= 4000.0, "{relayed}");
+}
+
+/// `-s`: Send and Data indications instead of channels.
+#[test]
+fn uclient_send_and_data_indications() {
+    let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
+    let (_peer, port) = echo_peer("127.0.0.1");
+    let stats = uclient(
+        relay.v4(),
+        "127.0.0.1",
+        port,
+        &[&CREDS[..], &["-s", "-m", "10", "-n", "100", "-l", "120"]].concat(),
+    );
+    assert_all_arrived(&stats, 1000);
+    assert_eq!(
+        relay.metric(
+            r#"xdpturn_requests_total{method="channel_bind",result="success",transport="udp"}"#
+        ),
+        0.0
+    );
+}
+
+/// `-t`: TCP from the client to the relay (channels and indications).
+#[test]
+fn uclient_over_tcp() {
+    let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
+    let (_peer, port) = echo_peer("127.0.0.1");
+    let stats = uclient(
+        relay.v4(),
+        "127.0.0.1",
+        port,
+        &[&CREDS[..], &["-t", "-m", "10", "-n", "100", "-l", "120"]].concat(),
+    );
+    assert_all_arrived(&stats, 1000);
+    let stats = uclient(
+        relay.v4(),
+        "127.0.0.1",
+        port,
+        &[
+            &CREDS[..],
+            &["-t", "-s", "-m", "5", "-n", "100", "-l", "120"],
+        ]
+        .concat(),
+    );
+    assert_all_arrived(&stats, 500);
+    assert!(relay.metric(r#"xdpturn_relayed_packets_total{datapath="userspace",direction="peer_to_client",transport="tcp"}"#) >= 1500.0);
+    // A closed TCP connection takes its allocation with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.metric("xdpturn_allocations") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "TCP allocations outlived their connections"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `-W`: time-limited credentials computed by the client from the shared secret.
+#[test]
+fn uclient_rest_shared_secret() {
+    let relay = relay(&[
+        "--auth-secret",
+        "old secret",
+        "--auth-secret",
+        "s3cret",
+        "--allow-peer",
+        "127.0.0.1",
+    ]);
+    let (_peer, port) = echo_peer("127.0.0.1");
+    let stats = uclient(
+        relay.v4(),
+        "127.0.0.1",
+        port,
+        &[
+            "-W", "s3cret", "-u", "bob", "-m", "5", "-n", "100", "-l", "120",
+        ],
+    );
+    assert_all_arrived(&stats, 500);
+    let stats = uclient(
+        relay.v4(),
+        "127.0.0.1",
+        port,
+        &[
+            "-W",
+            "retired secret",
+            "-u",
+            "bob",
+            "-m",
+            "1",
+            "-n",
+            "10",
+            "-l",
+            "120",
+        ],
+    );
+    assert_eq!(
+        stats.received, 0,
+        "a secret the relay does not have must fail: {stats:?}"
+    );
+}
+
+/// IPv6 end to end: client, relay and peer on ::1.
+#[test]
+fn uclient_ipv6() {
+    let relay = relay(&[&ALICE[..], &["--allow-peer", "::1"]].concat());
+    let (_peer, port) = echo_peer("::1");
+    let stats = uclient(
+        relay.v6(),
+        "::1",
+        port,
+        &[&CREDS[..], &["-m", "5", "-n", "100", "-l", "120"]].concat(),
+    );
+    assert_all_arrived(&stats, 500);
+}
+
+/// Every built-in denied class, and every IPv6 encoding of a denied IPv4 address, gets 403,
+/// and each is counted.
+#[test]
+fn denied_peers_get_403() {
+    let relay = relay(&ALICE);
+    let mut v4 = TurnClient::new(
+        relay.v4(),
+        "127.0.0.1:0",
+        "alice",
+        "wonderland",
+        "example.org",
+    );
+    v4.allocate().expect("IPv4 allocation");
+    let v4_denied = [
+        "0.1.2.3:5000",
+        "10.1.2.3:5000",
+        "100.64.1.1:5000",
+        "127.0.0.1:5000",
+        "169.254.169.254:80",
+        "172.16.0.1:5000",
+        "192.0.0.9:5000",
+        "192.168.1.1:5000",
+        "198.18.0.1:5000",
+        "224.0.0.251:5353",
+        "255.255.255.255:5000",
+    ];
+    for peer in v4_denied {
+        assert_eq!(
+            v4.create_permission(peer.parse().expect("addr")),
+            Some(403),
+            "{peer}"
+        );
+        assert_eq!(
+            v4.channel_bind(0x4000, peer.parse().expect("addr")),
+            Some(403),
+            "{peer}"
+        );
+    }
+    assert_eq!(
+        v4.create_permission("203.0.113.9:5000".parse().expect("addr")),
+        None,
+        "a public peer is fine"
+    );
+
+    let mut v6 = TurnClient::new(relay.v6(), "[::1]:0", "alice", "wonderland", "example.org");
+    v6.allocate_family(Some(AddressFamily::IPV6))
+        .expect("IPv6 allocation");
+    let v6_denied = [
+        "[::1]:5000",
+        "[::]:5000",
+        "[fc00::1]:5000",
+        "[fe80::1]:5000",
+        "[ff02::1]:5000",
+        "[::ffff:127.0.0.1]:5000", // IPv4-mapped
+        "[::ffff:169.254.169.254]:80",
+        "[::10.0.0.1]:5000",       // IPv4-compatible
+        "[64:ff9b::a9fe:a9fe]:80", // NAT64 of the metadata address
+        "[64:ff9b::192.168.0.1]:5000",
+        "[2002:c0a8:101::1]:5000", // 6to4 of 192.168.1.1
+        "[2002:7f00:1::]:5000",    // 6to4 of 127.0.0.1
+    ];
+    for peer in v6_denied {
+        assert_eq!(
+            v6.create_permission(peer.parse().expect("addr")),
+            Some(403),
+            "{peer}"
+        );
+    }
+    assert_eq!(
+        v6.create_permission("[2001:db8::9]:5000".parse().expect("addr")),
+        None
+    );
+    let denied = relay.metric(r#"xdpturn_peer_denied_total{reason="builtin"}"#);
+    assert_eq!(denied, (2 * v4_denied.len() + v6_denied.len()) as f64);
+}
+
+/// The relay's own service ports are refused even when their network is allowed; its relay
+/// ports are not (two clients of one relay talking is the common case).
+#[test]
+fn own_endpoints_refused_relay_ports_reachable() {
+    let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
+    let mut a = TurnClient::new(
+        relay.v4(),
+        "127.0.0.1:0",
+        "alice",
+        "wonderland",
+        "example.org",
+    );
+    let mut b = TurnClient::new(
+        relay.v4(),
+        "127.0.0.1:0",
+        "alice",
+        "wonderland",
+        "example.org",
+    );
+    let a_relayed = a.allocate().expect("a");
+    let b_relayed = b.allocate().expect("b");
+    assert_eq!(
+        a.channel_bind(0x4000, relay.v4()),
+        Some(403),
+        "the TURN listener"
+    );
+    assert_eq!(
+        a.channel_bind(0x4001, relay.metrics),
+        Some(403),
+        "the metrics listener"
+    );
+    assert_eq!(
+        a.channel_bind(0x4002, b_relayed),
+        None,
+        "another allocation"
+    );
+    assert_eq!(b.create_permission(a_relayed), None);
+    // Data goes from a to b through the relay twice.
+    a.send(b_relayed, b"hello b");
+    let mut buf = [0u8; 1500];
+    let (n, _) = b
+        .socket
+        .recv_from(&mut buf)
+        .expect("b gets a Data indication");
+    let msg = relay::stun::Message::decode(&buf[..n]).expect("decodes");
+    assert_eq!(
+        msg.get::<relay::stun::Data>(),
+        Some(Ok(relay::stun::Data(b"hello b")))
+    );
+    assert!(relay.metric(r#"xdpturn_peer_denied_total{reason="own_endpoint"}"#) >= 2.0);
+}
+
+#[test]
+fn wrong_password_and_expired_rest_credentials_get_401_and_no_allocation() {
+    let relay = relay(&[&ALICE[..], &["--auth-secret", "s3cret"]].concat());
+    let mut c = TurnClient::new(relay.v4(), "127.0.0.1:0", "alice", "mirror", "example.org");
+    assert_eq!(c.allocate(), Err(Some(401)));
+    let past = format!(
+        "{}:bob",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            - 60
+    );
+    let password = relay::credentials::rest_password(b"s3cret", &past);
+    let mut c = TurnClient::new(relay.v4(), "127.0.0.1:0", &past, &password, "example.org");
+    assert_eq!(c.allocate(), Err(Some(401)));
+    assert_eq!(relay.metric("xdpturn_allocations"), 0.0);
+    assert_eq!(
+        relay.metric(r#"xdpturn_auth_failures_total{reason="wrong_password"}"#),
+        1.0
+    );
+    assert_eq!(
+        relay.metric(r#"xdpturn_auth_failures_total{reason="expired"}"#),
+        1.0
+    );
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Junk and unauthenticated Allocates from many source addresses leave memory bounded: the
+/// relay keeps no state for them (stateless nonces) and keeps answering.
+#[test]
+fn floods_leave_memory_bounded() {
+    let relay = relay(&ALICE);
+    let server = relay.v4();
+    // Warm up, then measure.
+    assert!(common::stun_binding_udp(server, Duration::from_secs(5)).is_some());
+    let before = vm_rss_kib(relay.pid());
+    let allocate = {
+        let mut buf = [0u8; 64];
+        let typ = relay::stun::MessageType::new(
+            relay::stun::Method::ALLOCATE,
+            relay::stun::Class::Request,
+        );
+        let mut e =
+            relay::stun::Encoder::new(&mut buf, typ, relay::stun::TransactionId::new([5; 12]))
+                .expect("h");
+        e.add(&relay::stun::RequestedTransport::UDP).expect("rt");
+        let n = e.finish();
+        buf[..n].to_vec()
+    };
+    let mut sockets = Vec::new();
+    for i in 2..=201u32 {
+        // 200 source addresses, all loopback.
+        if let Ok(s) = UdpSocket::bind(format!("127.0.{}.{}:0", i / 250, i % 250 + 1)) {
+            sockets.push(s);
+        }
+    }
+    assert!(sockets.len() >= 100, "loopback source addresses");
+    for round in 0..100u32 {
+        for (i, s) in sockets.iter().enumerate() {
+            let junk = [(round as u8) ^ (i as u8); 48];
+            let _ = s.send_to(&junk, server);
+            let _ = s.send_to(&allocate, server);
+        }
+        if round % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        common::stun_binding_udp(server, Duration::from_secs(5)).is_some(),
+        "still serving"
+    );
+    let after = vm_rss_kib(relay.pid());
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    assert_eq!(relay.metric("xdpturn_allocations"), 0.0);
+    assert!(
+        relay.metric(r#"xdpturn_requests_total{method="allocate",result="401",transport="udp"}"#)
+            > 1000.0
+    );
+}
