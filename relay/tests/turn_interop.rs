@@ -200,6 +200,16 @@ fn uclient_over_tcp() {
     }
 }
 
+/// `-T`: RFC 6062 TCP relaying — TCP allocations, Connect, ConnectionAttempt and
+/// ConnectionBind between pairs of clients through the relay.
+#[test]
+fn uclient_tcp_relay_rfc6062() {
+    let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
+    let stats = uclient(relay.v4(), "127.0.0.1", 1, &[&CREDS[..], &["-T", "-m", "4", "-n", "50", "-l", "120"]].concat());
+    assert_all_arrived(&stats, 200);
+    assert!(relay.metric(r#"xdpturn_relayed_bytes_total{datapath="userspace",direction="client_to_peer",transport="tcp"}"#) >= 200.0 * 120.0);
+}
+
 /// `-W`: time-limited credentials computed by the client from the shared secret.
 #[test]
 fn uclient_rest_shared_secret() {

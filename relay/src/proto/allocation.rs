@@ -77,6 +77,8 @@ pub struct Allocation {
     /// Allocate gets the same success, another one 437).
     pub allocate_tid: TransactionId,
     pub allocate_response: Vec<u8>,
+    /// A TCP relayed address (RFC 6062).
+    pub tcp: bool,
     responses: Vec<(TransactionId, Instant, Vec<u8>)>,
 }
 
@@ -100,6 +102,7 @@ impl Allocation {
             bandwidth,
             allocate_tid,
             allocate_response: Vec::new(),
+            tcp: false,
             responses: Vec::new(),
         }
     }

@@ -10,6 +10,7 @@
 pub mod allocation;
 pub mod auth;
 pub mod policy;
+pub mod tcp;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use allocation::{Allocation, Bandwidth, Relay};
 use auth::{AuthConfig, AuthError, Authenticated, FailureLimiter, Key};
 use policy::PeerPolicy;
+pub use tcp::PendingConnect;
 
 use crate::metrics::{Datapath, Direction, Metrics};
 use crate::stun::{
@@ -210,6 +212,12 @@ pub enum Action {
     ToClient { tuple: FiveTuple, data: Buf },
     /// Bind the relay sockets described, then call [`Server::complete_allocate`].
     BindRelays(Box<PendingAllocation>),
+    /// Open a TCP connection from the relayed address to the peer (RFC 6062 Connect), then
+    /// call [`Server::complete_connect`].
+    Connect(Box<PendingConnect>),
+    /// Send `out[..len]` (the ConnectionBind success) on this stream, then turn it into a raw
+    /// pipe to peer data connection `connection_id` (RFC 6062 §5.3).
+    BindData { len: usize, connection_id: u32 },
 }
 
 /// Side effects for the event loop, polled with [`Server::poll_event`].
@@ -227,6 +235,8 @@ pub enum Event {
         peer: SocketAddr,
         expires: Instant,
     },
+    /// Close peer data connection `id` (and its client data connection, if bound).
+    CloseTcp(u32),
     /// A channel ended (expiry or allocation deletion).
     ChannelUnbound {
         tuple: FiveTuple,
@@ -255,6 +265,8 @@ pub enum RelayRequest {
 #[derive(Debug, PartialEq, Eq)]
 pub struct PendingAllocation {
     pub tuple: FiveTuple,
+    /// A TCP relayed address (RFC 6062): bind a TCP listener rather than a UDP socket.
+    pub tcp: bool,
     pub primary: RelayRequest,
     /// A second, IPv6, relayed address (ADDITIONAL-ADDRESS-FAMILY).
     pub additional: Option<IpAddr>,
@@ -341,6 +353,9 @@ pub struct Ledger {
     total: AtomicU32,
     per_user: Mutex<HashMap<String, u32>>,
     reservations: Mutex<HashMap<[u8; 8], (SocketAddr, Instant)>>,
+    /// RFC 6062 peer data connections by connection id.
+    tcp_connections: Mutex<HashMap<u32, tcp::TcpConnection>>,
+    next_connection_id: std::sync::atomic::AtomicU32,
 }
 
 impl Ledger {
@@ -446,6 +461,10 @@ pub struct Server {
     events: VecDeque<Event>,
     draining: bool,
     token_counter: u64,
+    /// Client data connections bound to a peer data connection.
+    data_connections: HashMap<FiveTuple, u32>,
+    /// Connects in progress, for 446.
+    connecting: std::collections::HashSet<(FiveTuple, SocketAddr)>,
 }
 
 impl Server {
@@ -469,6 +488,8 @@ impl Server {
             events: VecDeque::new(),
             draining: false,
             token_counter: 0,
+            data_connections: HashMap::new(),
+            connecting: std::collections::HashSet::new(),
         }
     }
 
@@ -588,7 +609,12 @@ impl Server {
         }
         if !matches!(
             header.typ.method,
-            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
+            Method::ALLOCATE
+                | Method::REFRESH
+                | Method::CREATE_PERMISSION
+                | Method::CHANNEL_BIND
+                | Method::CONNECT
+                | Method::CONNECTION_BIND
         ) {
             return self.error(&ctx, out, 400, "Bad Request: method not supported", |_| {
                 Ok(())
@@ -625,6 +651,8 @@ impl Server {
             Method::CREATE_PERMISSION => {
                 self.create_permission(inbound, msg, &ctx, &auth, now, out)
             }
+            Method::CONNECT => self.connect(inbound, msg, &ctx, &auth, out),
+            Method::CONNECTION_BIND => self.connection_bind(inbound, msg, &ctx, &auth, now, out),
             _ => self.channel_bind(inbound, msg, &ctx, &auth, now, out),
         }
     }
@@ -885,8 +913,13 @@ impl Server {
                 |_| Ok(()),
             );
         }
-        match msg.get::<RequestedTransport>() {
-            Some(Ok(RequestedTransport::UDP)) => {}
+        let tcp = match msg.get::<RequestedTransport>() {
+            Some(Ok(RequestedTransport::UDP)) => false,
+            // RFC 6062 §5.1: TCP allocations are made over TCP or TLS control connections.
+            Some(Ok(RequestedTransport::TCP)) if inbound.transport == Transport::Udp => {
+                return self.error(ctx, out, 400, "Bad Request: TCP allocations need a TCP or TLS connection", |_| Ok(()));
+            }
+            Some(Ok(RequestedTransport::TCP)) => true,
             Some(Ok(_)) => {
                 return self.error(ctx, out, 442, "Unsupported Transport Protocol", |_| Ok(()));
             }
@@ -899,7 +932,7 @@ impl Server {
                     |_| Ok(()),
                 );
             }
-        }
+        };
         let token = msg.get::<ReservationToken>().and_then(Result::ok);
         let even = msg.get::<EvenPort>().and_then(Result::ok);
         let requested = msg.get::<RequestedAddressFamily>().and_then(Result::ok);
@@ -980,8 +1013,17 @@ impl Server {
                 _ => self.error(ctx, out, 508, "Insufficient Capacity", |_| Ok(())),
             };
         }
+        if tcp && (msg.has(AttrType::EVEN_PORT) || msg.has(AttrType::RESERVATION_TOKEN) || msg.has(AttrType::ADDITIONAL_ADDRESS_FAMILY))
+        {
+            self.ledger.release(&auth.username);
+            if let RelayRequest::Reserved(addr) = primary {
+                self.events.push_back(Event::ReleaseReserved(addr));
+            }
+            return self.error(ctx, out, 400, "Bad Request: EVEN-PORT, RESERVATION-TOKEN and dual allocations are for UDP", |_| Ok(()));
+        }
         Action::BindRelays(Box::new(PendingAllocation {
             tuple,
+            tcp,
             primary,
             additional: additional_ip,
             header: ctx.header,
@@ -1069,6 +1111,7 @@ impl Server {
                 .then(|| Bandwidth::new(self.config.quotas.max_bps, now)),
             pending.header.tid,
         );
+        allocation.tcp = pending.tcp;
         let lifetime = pending.lifetime.as_secs().min(u64::from(u32::MAX)) as u32;
         let action = self.success(&ctx, out, |e| {
             for r in &allocation.relays {
@@ -1108,6 +1151,9 @@ impl Server {
             return;
         };
         self.ledger.release(&a.username);
+        if a.tcp {
+            self.close_tcp_connections_of(tuple);
+        }
         for r in &a.relays {
             self.by_relay.remove(&r.handle);
             self.events.push_back(Event::ReleaseRelay(r.handle));
@@ -1572,10 +1618,16 @@ impl Server {
             now.saturating_duration_since(*at) < allocation::TRANSACTION_CACHE
         });
         self.limiter.forget_idle(now);
+        self.expire_tcp_connections(now);
     }
 
     /// A stream client's connection closed: its allocation goes with it (RFC 8656 §3.1).
     pub fn client_closed(&mut self, tuple: &FiveTuple) {
+        if let Some(id) = self.data_connections.remove(tuple) {
+            // A client data connection (RFC 6062): its peer connection goes with it.
+            self.tcp_connection_closed(id);
+            self.events.push_back(Event::CloseTcp(id));
+        }
         self.delete_allocation(tuple);
     }
 
