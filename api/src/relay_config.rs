@@ -67,6 +67,17 @@ pub struct RelayConfig {
     pub drain_timeout_secs: u64,
     /// How long a nonce stays valid.
     pub nonce_lifetime_secs: u64,
+    /// Bearer token for the credentials endpoint (`/api/v1/credentials` on the HTTP listener),
+    /// for application backends. Prefer `api-token-file`: this file is often a ConfigMap. The
+    /// endpoint is off unless a token and at least one auth secret are configured.
+    pub api_token: Option<String>,
+    /// File holding the bearer token (a mounted Kubernetes Secret); reloaded when it changes.
+    pub api_token_file: Option<PathBuf>,
+    /// `turn:`/`turns:`/`stun:`/`stuns:` URIs returned as `iceServers` by the credentials
+    /// endpoint.
+    pub api_uris: Vec<String>,
+    /// Longest lifetime the credentials endpoint grants; longer requests are clamped to it.
+    pub api_max_ttl_secs: u64,
 }
 
 impl Default for RelayConfig {
@@ -102,6 +113,10 @@ impl Default for RelayConfig {
             workers: 0,
             drain_timeout_secs: 300,
             nonce_lifetime_secs: 600,
+            api_token: None,
+            api_token_file: None,
+            api_uris: Vec::new(),
+            api_max_ttl_secs: 86_400,
         }
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use api::RelayConfig;
 
+use crate::credentials;
+use crate::http::ApiConfig;
 use crate::proto::auth::{AuthConfig, StaticUser};
 use crate::proto::policy::{PeerPolicy, parse_cidr};
 use crate::proto::{self, Lifetimes, Quotas};
@@ -234,6 +236,46 @@ pub fn build(
     })
 }
 
+/// The credentials endpoint's settings: the bearer token (`api-token` or the file
+/// `api-token-file`, re-read on every reload), the first REST shared secret of the built `core`,
+/// the `iceServers` URIs and the lifetime cap.
+pub fn build_api(cfg: &RelayConfig, core: &proto::Config) -> Result<ApiConfig, ConfigError> {
+    let invalid = |setting, message: String| ConfigError::Invalid { setting, message };
+    let token = match (&cfg.api_token, &cfg.api_token_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "api-token",
+                "give api-token or api-token-file, not both".into(),
+            ));
+        }
+        (Some(token), None) => Some(token.trim().to_owned()),
+        (None, Some(path)) => Some(read("API token file", path)?.trim().to_owned()),
+        (None, None) => None,
+    };
+    if token.as_deref().is_some_and(str::is_empty) {
+        return Err(invalid("api-token", "the token must not be empty".into()));
+    }
+    for uri in &cfg.api_uris {
+        credentials::check_uri(uri).map_err(|m| invalid("api-uris", m))?;
+    }
+    if cfg.api_max_ttl_secs == 0 {
+        return Err(invalid("api-max-ttl-secs", "must be at least 1".into()));
+    }
+    let secret = core.auth.secrets.first();
+    if token.is_some() && secret.is_none() {
+        tracing::warn!(
+            "api-token is set but no auth secret is: the credentials endpoint stays off \
+             (give --auth-secret or --auth-secret-file)"
+        );
+    }
+    Ok(ApiConfig::new(
+        token.as_deref(),
+        secret.map(Vec::as_slice),
+        cfg.api_uris.clone(),
+        cfg.api_max_ttl_secs,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +393,80 @@ mod tests {
             let err = build(&cfg, &bound, [0; 32]).expect_err(needle).to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn api_settings_read_the_token_file_and_are_validated() {
+        let bound = Bound::default();
+        let with_secret = RelayConfig {
+            auth_secrets: vec!["first".into(), "second".into()],
+            api_uris: vec!["turn:turn.example.org:3478".into()],
+            ..RelayConfig::default()
+        };
+        let core = build(&with_secret, &bound, [0; 32]).expect("valid");
+        // Off by default, and off with a token but no secret.
+        assert!(!build_api(&with_secret, &core).expect("valid").enabled());
+        let no_secret = RelayConfig {
+            api_token: Some("t".into()),
+            users: vec!["a:b".into()],
+            ..RelayConfig::default()
+        };
+        let core_no_secret = build(&no_secret, &bound, [0; 32]).expect("valid");
+        assert!(
+            !build_api(&no_secret, &core_no_secret)
+                .expect("valid")
+                .enabled()
+        );
+
+        let file = std::env::temp_dir().join(format!("xdpturn-api-token-{}", std::process::id()));
+        std::fs::write(&file, "token-from-a-secret\n").expect("write");
+        let from_file = RelayConfig {
+            api_token_file: Some(file.clone()),
+            ..with_secret.clone()
+        };
+        let api = build_api(&from_file, &core).expect("valid");
+        assert!(api.enabled());
+        assert!(!format!("{api:?}").contains("token-from-a-secret"));
+
+        std::fs::write(&file, "\n").expect("write");
+        let bad_cases = [
+            (from_file.clone(), "api-token"),
+            (
+                RelayConfig {
+                    api_token: Some("t".into()),
+                    ..from_file.clone()
+                },
+                "not both",
+            ),
+            (
+                RelayConfig {
+                    api_token: Some("t".into()),
+                    api_uris: vec!["https://example.org".into()],
+                    ..with_secret.clone()
+                },
+                "api-uris",
+            ),
+            (
+                RelayConfig {
+                    api_token: Some("t".into()),
+                    api_max_ttl_secs: 0,
+                    ..with_secret.clone()
+                },
+                "api-max-ttl-secs",
+            ),
+        ];
+        for (cfg, needle) in bad_cases {
+            let err = build_api(&cfg, &core).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        let _ = std::fs::remove_file(&file);
+        let missing = RelayConfig {
+            api_token_file: Some(file),
+            ..with_secret
+        };
+        let err = build_api(&missing, &core)
+            .expect_err("missing file")
+            .to_string();
+        assert!(err.contains("API token file"), "{err}");
     }
 }

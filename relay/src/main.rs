@@ -190,6 +190,38 @@ struct ServeArgs {
     /// SOFTWARE attribute in responses; empty sends none [--no-software-attribute].
     #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT")]
     software: Option<String>,
+
+    /// Bearer token for GET/POST /api/v1/credentials on the metrics listener, which hands
+    /// application backends time-limited credentials. Prefer XDPTURN_API_TOKEN or
+    /// --api-token-file: command lines are visible to others. Off unless a token and an auth
+    /// secret are configured.
+    #[arg(
+        long,
+        env = "XDPTURN_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
+
+    /// File holding the bearer token (e.g. a mounted Kubernetes Secret); reloaded on change.
+    #[arg(long, env = "XDPTURN_API_TOKEN_FILE", value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
+
+    /// STUN/TURN URI the credentials endpoint returns in iceServers, e.g.
+    /// turn:turn.example.org:3478?transport=udp; repeatable.
+    #[arg(
+        long = "api-uri",
+        env = "XDPTURN_API_URIS",
+        value_name = "URI",
+        value_delimiter = ',',
+        value_parser = parse_uri
+    )]
+    api_uris: Vec<String>,
+
+    /// Longest lifetime the credentials endpoint grants (longer requests are cut to it):
+    /// 3600, 12h, 7d. Default 24h.
+    #[arg(long, env = "XDPTURN_API_MAX_TTL", value_parser = parse_ttl)]
+    api_max_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -367,6 +399,15 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<RelayConfig> {
         c.drain_timeout_secs = d.as_secs();
     }
     set(&mut c.software, &args.software);
+    // A token from a flag or the environment replaces the file's, whichever way it was given.
+    if args.api_token.is_some() || args.api_token_file.is_some() {
+        c.api_token.clone_from(&args.api_token);
+        c.api_token_file.clone_from(&args.api_token_file);
+    }
+    set_list(&mut c.api_uris, &args.api_uris);
+    if let Some(ttl) = args.api_max_ttl {
+        c.api_max_ttl_secs = ttl.as_secs();
+    }
     if c.listen.is_empty() {
         bail!("no listen address: give --listen ADDR:PORT or `listen = [...]` in the config file");
     }
@@ -384,6 +425,7 @@ fn watched_files(args: &ServeArgs, cfg: &RelayConfig) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = args.config.iter().cloned().collect();
     files.extend(cfg.users_file.iter().cloned());
     files.extend(cfg.auth_secret_files.iter().cloned());
+    files.extend(cfg.api_token_file.iter().cloned());
     files
 }
 
@@ -456,6 +498,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let nonce_key = random_bytes::<32>();
     let core = config::build(&cfg, &bound, nonce_key).context("invalid configuration")?;
+    let api = Arc::new(http::Api::new(
+        config::build_api(&cfg, &core).context("invalid configuration")?,
+    ));
     if let Some(password) = &generated {
         print_generated(&cfg, &bound, password);
     }
@@ -480,8 +525,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     metrics.ready.set(1);
 
     let result = runtime.block_on(async {
-        let http_task = tokio::spawn(http::serve(http, metrics.clone()));
-        supervise(&args, cfg, &bound, nonce_key, &control, &ledger, &metrics).await;
+        let http_task = tokio::spawn(http::serve(http, metrics.clone(), api.clone()));
+        let live = Live {
+            control: &control,
+            api: &api,
+        };
+        supervise(&args, cfg, &bound, nonce_key, &live, &ledger, &metrics).await;
         http_task.abort();
         Ok::<_, anyhow::Error>(())
     });
@@ -493,16 +542,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
+/// What a reload updates in place: the workers' protocol configuration and the HTTP side's view.
+struct Live<'a> {
+    control: &'a Control,
+    api: &'a http::Api,
+}
+
 /// Reloads on SIGHUP and file changes; on SIGTERM/SIGINT drains and returns.
 async fn supervise(
     args: &ServeArgs,
     mut cfg: RelayConfig,
     bound: &Bound,
     nonce_key: [u8; 32],
-    control: &Control,
+    live: &Live<'_>,
     ledger: &Ledger,
     metrics: &Metrics,
 ) {
+    let control = live.control;
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -525,11 +581,11 @@ async fn supervise(
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => reload(args, &mut cfg, &generated, bound, nonce_key, control, "SIGHUP"),
+            _ = hup.recv() => reload(args, &mut cfg, &generated, bound, nonce_key, live, "SIGHUP"),
             _ = poll.tick() => {
                 let now = fingerprint(&files);
                 if now != seen {
-                    reload(args, &mut cfg, &generated, bound, nonce_key, control, "file change");
+                    reload(args, &mut cfg, &generated, bound, nonce_key, live, "file change");
                     files = watched_files(args, &cfg);
                     seen = fingerprint(&files);
                 }
@@ -574,16 +630,17 @@ fn reload(
     generated: &[String],
     bound: &Bound,
     nonce_key: [u8; 32],
-    control: &Control,
+    live: &Live<'_>,
     why: &str,
 ) {
     let result = load_config(args).and_then(|mut new| {
         new.users.extend(generated.iter().cloned());
         let core = config::build(&new, bound, nonce_key)?;
-        Ok((new, core))
+        let api_config = config::build_api(&new, &core)?;
+        Ok((new, core, api_config))
     });
     match result {
-        Ok((new, core)) => {
+        Ok((new, core, api_config)) => {
             if new.listen != cfg.listen
                 || new.metrics_listen != cfg.metrics_listen
                 || new.workers != cfg.workers
@@ -593,7 +650,8 @@ fn reload(
                 );
             }
             *cfg = new;
-            control.set_config(Arc::new(core));
+            live.control.set_config(Arc::new(core));
+            live.api.set(api_config);
             tracing::info!(trigger = why, "configuration reloaded");
         }
         Err(err) => tracing::error!(
