@@ -202,6 +202,15 @@ impl Relay {
         self.guard.0.id()
     }
 
+    /// Sends `signal` (as `kill -s` names it: HUP, TERM, INT) to the relay, by its PID.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} {} failed", self.pid());
+    }
+
     pub fn v4(&self) -> SocketAddr {
         *self
             .listeners
