@@ -71,9 +71,9 @@ struct Stats {
 
 fn last_number(text: &str, key: &str) -> u64 {
     text.lines()
+        .rev()
         .filter_map(|l| l.split(key).nth(1))
-        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .last()
+        .find_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
         .unwrap_or(0)
 }
 

@@ -630,11 +630,9 @@ impl Server {
         }
 
         let client_ip = inbound.remote.ip();
-        if msg.has_integrity() || msg.has_integrity_sha256() {
-            if self.limiter.is_limited(client_ip, now) {
-                self.metrics.auth_failure(auth::Rejection::RateLimited);
-                return self.drop(transport, DropReason::AuthRateLimited);
-            }
+        if (msg.has_integrity() || msg.has_integrity_sha256()) && self.limiter.is_limited(client_ip, now) {
+            self.metrics.auth_failure(auth::Rejection::RateLimited);
+            return self.drop(transport, DropReason::AuthRateLimited);
         }
         let auth = match self
             .config

@@ -473,11 +473,13 @@ fn message_allocate() -> Vec<u8> {
 fn allocate_attribute_errors() {
     let (mut server, _, now) = server_with(config());
     let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
-    let cases: Vec<(u16, Box<dyn Fn(&mut Encoder<'_>)>)> = vec![
+    type Attrs = Box<dyn Fn(&mut Encoder<'_>)>;
+    let cases: Vec<(u16, Attrs)> = vec![
         (400, Box::new(|_| {})),
         (
-            442,
-            Box::new(|e| e.add(&RequestedTransport(6)).expect("rt")),
+            // TCP allocations need a TCP or TLS connection (RFC 6062 §5.1); this one is UDP.
+            400,
+            Box::new(|e| e.add(&RequestedTransport::TCP).expect("rt")),
         ),
         (
             442,
