@@ -30,6 +30,7 @@ use crate::proto::{
     PEER_HEADROOM, PEER_TAILROOM, PendingAllocation, RelayHandle, RelayRequest, Transport,
 };
 use crate::stun::{Class, Header, MAX_MESSAGE_LEN, stream_frame_len};
+use crate::tls;
 
 /// A stream connection that sends nothing for this long is closed (RFC 8656 allocations are
 /// refreshed well within it).
@@ -40,6 +41,8 @@ const RECV_BATCH: usize = 8;
 const RECV_BUF: usize = 65_536;
 /// Frames queued towards one stream client before more are dropped.
 const STREAM_QUEUE: usize = 512;
+/// A TLS client must finish its handshake within this long.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared state the main thread uses to steer the workers.
 #[derive(Debug)]
@@ -48,6 +51,8 @@ pub struct Control {
     generation: AtomicU64,
     draining: AtomicBool,
     stop: AtomicBool,
+    /// The TLS certificate, when there are TLS listeners; reloaded in place.
+    tls: Option<Arc<tls::Certificates>>,
 }
 
 impl Control {
@@ -57,7 +62,19 @@ impl Control {
             generation: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            tls: None,
         }
+    }
+
+    /// Serves TLS listeners with `certs`.
+    pub fn with_tls(mut self, certs: Arc<tls::Certificates>) -> Self {
+        self.tls = Some(certs);
+        self
+    }
+
+    /// The TLS certificate holder (None without TLS listeners): reload it to swap certificates.
+    pub fn tls(&self) -> Option<&tls::Certificates> {
+        self.tls.as_deref()
     }
 
     /// Installs a new configuration; every worker picks it up within a second.
@@ -248,6 +265,29 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<ListenerSet> {
     Err(last.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
 }
 
+/// One STUN/TURN-over-TLS address: a TCP listener per worker (SO_REUSEPORT).
+#[derive(Debug)]
+pub struct TlsListenerSet {
+    pub addr: SocketAddr,
+    tcp: Vec<std::net::TcpListener>,
+}
+
+/// Binds `addr` for TLS (TCP), `workers` times; port 0 picks a free port.
+pub fn bind_tls(addr: SocketAddr, workers: usize) -> io::Result<TlsListenerSet> {
+    let mut tcp = Vec::new();
+    let mut bound = addr;
+    for _ in 0..workers.max(1) {
+        let listener = reuseport_socket(bound, Type::STREAM, Protocol::TCP)?;
+        listener.listen(1024)?;
+        bound = listener
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))?;
+        tcp.push(listener.into());
+    }
+    Ok(TlsListenerSet { addr: bound, tcp })
+}
+
 /// What the workers share.
 #[derive(Debug, Clone)]
 pub struct Shared {
@@ -265,6 +305,7 @@ pub struct Shared {
 /// Starts one worker thread per element of each listener set; returns their handles.
 pub fn start(
     listeners: Vec<ListenerSet>,
+    tls_listeners: Vec<TlsListenerSet>,
     workers: usize,
     shared: Shared,
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
@@ -275,8 +316,15 @@ pub fn start(
             per_worker[i].push((set.addr, udp, tcp));
         }
     }
+    let mut tls_per_worker: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for set in tls_listeners {
+        for (i, tcp) in set.tcp.into_iter().enumerate() {
+            tls_per_worker[i].push((set.addr, tcp));
+        }
+    }
     let mut handles = Vec::new();
-    for (i, sockets) in per_worker.into_iter().enumerate() {
+    for (i, (sockets, tls_sockets)) in per_worker.into_iter().zip(tls_per_worker).enumerate() {
         let shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name(format!("xdpturn-worker-{i}"))
@@ -292,7 +340,8 @@ pub fn start(
                     }
                 };
                 let local = tokio::task::LocalSet::new();
-                if let Err(err) = local.block_on(&runtime, run_worker(sockets, shared)) {
+                if let Err(err) = local.block_on(&runtime, run_worker(sockets, tls_sockets, shared))
+                {
                     tracing::error!(%err, worker = i, "worker stopped");
                 }
             })?;
@@ -333,6 +382,7 @@ struct Worker {
 
 async fn run_worker(
     sockets: Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>,
+    tls_sockets: Vec<(SocketAddr, std::net::TcpListener)>,
     shared: Shared,
 ) -> io::Result<()> {
     let config = shared.control.config();
@@ -355,6 +405,10 @@ async fn run_worker(
             addr,
         }));
         tcp.push((addr, TcpListener::from_std(t)?));
+    }
+    let mut tls_tcp = Vec::new();
+    for (addr, t) in tls_sockets {
+        tls_tcp.push((addr, TcpListener::from_std(t)?));
     }
     let worker = Rc::new(Worker {
         server: RefCell::new(server),
@@ -379,6 +433,16 @@ async fn run_worker(
             addr,
             listener,
         )));
+    }
+    if let Some(certs) = worker.shared.control.tls.clone() {
+        for (addr, listener) in tls_tcp {
+            tasks.push(tokio::task::spawn_local(serve_tls(
+                worker.clone(),
+                addr,
+                listener,
+                certs.clone(),
+            )));
+        }
     }
     timers(&worker).await;
     for t in tasks {
@@ -740,6 +804,50 @@ async fn serve_tcp(worker: Rc<Worker>, addr: SocketAddr, listener: TcpListener) 
     }
 }
 
+/// Accepts TLS connections: each handshake runs in its own task, bounded in time, and a
+/// finished one is served like TCP. Failed handshakes (scanners, plain TCP, wrong versions) are
+/// counted and logged at debug level only.
+async fn serve_tls(
+    worker: Rc<Worker>,
+    addr: SocketAddr,
+    listener: TcpListener,
+    certs: Arc<tls::Certificates>,
+) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(%err, %addr, "accepting a TLS connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(addr);
+        let worker = worker.clone();
+        let certs = certs.clone();
+        tokio::task::spawn_local(async move {
+            match tls::accept(&certs, stream, TLS_HANDSHAKE_TIMEOUT).await {
+                Ok(stream) => {
+                    let tuple = FiveTuple {
+                        transport: Transport::Tls,
+                        client: remote,
+                        server: local,
+                    };
+                    serve_stream(worker, stream, tuple).await;
+                }
+                Err(err) => {
+                    worker
+                        .shared
+                        .metrics
+                        .tls_handshake_failed(err.metric_label());
+                    tracing::debug!(%remote, %local, %err, "TLS handshake failed");
+                }
+            }
+        });
+    }
+}
+
 /// Serves one stream connection (TCP or TLS): frames STUN and ChannelData (RFC 8656 §12.5),
 /// answers through a queue that also carries relayed data, and ends the connection's
 /// allocation when it closes.
@@ -758,6 +866,10 @@ where
     let writer = tokio::task::spawn_local(async move {
         while let Some(frame) = rx.recv().await {
             if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+            // TLS holds records back until flushed: flush once the queue is empty.
+            if rx.is_empty() && wr.flush().await.is_err() {
                 break;
             }
         }

@@ -12,3 +12,4 @@ pub mod http;
 pub mod metrics;
 pub mod proto;
 pub mod stun;
+pub mod tls;

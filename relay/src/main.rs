@@ -14,7 +14,7 @@ use relay::config::{self, Bound};
 use relay::eventloop::{self, Control, RelayPorts, Shared};
 use relay::metrics::Metrics;
 use relay::proto::Ledger;
-use relay::{credentials, http};
+use relay::{credentials, http, tls};
 use tracing_subscriber::EnvFilter;
 
 /// xdpturn relay: a STUN/TURN server (RFC 8489, RFC 8656) for WebRTC.
@@ -73,6 +73,27 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     listen: Vec<SocketAddr>,
+
+    /// Address to serve STUN/TURN over TLS on (TLS 1.2 and 1.3, ALPN stun.turn), with --cert
+    /// and --key; repeatable; port 0 picks a free port [--tls-listening-port]. Default: none
+    /// (5349 is the usual port).
+    #[arg(
+        long = "tls-listen",
+        env = "XDPTURN_TLS_LISTEN",
+        value_name = "ADDR:PORT",
+        value_delimiter = ','
+    )]
+    tls_listen: Vec<SocketAddr>,
+
+    /// PEM certificate chain for TLS, leaf first [--cert]. Reloaded on SIGHUP and when the
+    /// file changes; a bad new certificate is refused and the old one kept.
+    #[arg(long, env = "XDPTURN_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+
+    /// PEM private key for TLS: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted [--pkey].
+    /// Reloaded with the certificate.
+    #[arg(long, env = "XDPTURN_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
 
     /// Address to serve /metrics, /healthz and /readyz on [--prometheus-port]. Default 0.0.0.0:9641.
     #[arg(long, env = "XDPTURN_METRICS_LISTEN", value_name = "ADDR:PORT")]
@@ -347,6 +368,15 @@ fn init_logging() {
         .unwrap_or_else(|| {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
         });
+    // rustls warns about what remote clients send (odd alerts, malformed hellos): noise a client
+    // controls. It is shown only when asked for by name, e.g. XDPTURN_LOG=debug,rustls=debug.
+    let named = ["XDPTURN_LOG", "RUST_LOG"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|f| f.contains("rustls")));
+    let filter = match "rustls=error".parse() {
+        Ok(quiet) if !named => filter.add_directive(quiet),
+        _ => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -376,6 +406,19 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<RelayConfig> {
         }
     }
     set_list(&mut c.listen, &args.listen);
+    set_list(&mut c.tls_listen, &args.tls_listen);
+    if args.cert.is_some() {
+        c.cert.clone_from(&args.cert);
+    }
+    if args.key.is_some() {
+        c.key.clone_from(&args.key);
+    }
+    if !c.tls_listen.is_empty() && (c.cert.is_none() || c.key.is_none()) {
+        bail!(
+            "TLS needs a certificate and a key: give --cert FILE and --key FILE (or `cert` and \
+             `key` in the config file) with --tls-listen"
+        );
+    }
     set(&mut c.metrics_listen, &args.metrics_listen);
     set(&mut c.realm, &args.realm);
     set_list(&mut c.users, &args.users);
@@ -423,6 +466,9 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 /// The files a reload depends on, with what they looked like last time.
 fn watched_files(args: &ServeArgs, cfg: &RelayConfig) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = args.config.iter().cloned().collect();
+    if !cfg.tls_listen.is_empty() {
+        files.extend(cfg.cert.iter().chain(&cfg.key).cloned());
+    }
     files.extend(cfg.users_file.iter().cloned());
     files.extend(cfg.auth_secret_files.iter().cloned());
     files.extend(cfg.api_token_file.iter().cloned());
@@ -448,6 +494,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.workers
     };
 
+    let certs = match (&cfg.cert, &cfg.key) {
+        (Some(cert), Some(key)) if !cfg.tls_listen.is_empty() => {
+            Some(Arc::new(tls::Certificates::load(cert, key)?))
+        }
+        _ => None,
+    };
     // Bind everything first: a port in use is a start-up error, not a surprise later.
     let mut listeners = Vec::new();
     for &addr in &cfg.listen {
@@ -465,6 +517,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if listeners.is_empty() {
         bail!("no listener could be bound");
+    }
+    let mut tls_listeners = Vec::new();
+    for &addr in &cfg.tls_listen {
+        match eventloop::bind_tls(addr, workers) {
+            Ok(set) => {
+                tracing::info!(tls = %set.addr, workers, "listening");
+                tls_listeners.push(set);
+            }
+            Err(err) if is_unspecified_v6(addr) && is_no_ipv6(&err) => {
+                tracing::warn!(%addr, %err, "IPv6 is unavailable on this host; TLS on IPv4 only");
+            }
+            Err(err) => return Err(err).with_context(|| format!("binding TLS (TCP) on {addr}")),
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -506,7 +571,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let metrics = Arc::new(Metrics::new().context("creating metrics")?);
-    let control = Arc::new(Control::new(Arc::new(core)));
+    let mut control = Control::new(Arc::new(core));
+    if let Some(certs) = certs {
+        control = control.with_tls(certs);
+    }
+    let control = Arc::new(control);
     let ledger = Arc::new(Ledger::default());
     let shared = Shared {
         control: control.clone(),
@@ -521,7 +590,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .map_or(0, |d| d.as_secs()),
         ),
     };
-    let threads = eventloop::start(listeners, workers, shared).context("starting workers")?;
+    let threads =
+        eventloop::start(listeners, tls_listeners, workers, shared).context("starting workers")?;
     metrics.ready.set(1);
 
     let result = runtime.block_on(async {
@@ -581,11 +651,15 @@ async fn supervise(
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => reload(args, &mut cfg, &generated, bound, nonce_key, live, "SIGHUP"),
+            _ = hup.recv() => {
+                reload(args, &mut cfg, &generated, bound, nonce_key, live, "SIGHUP");
+                reload_tls(&cfg, control, "SIGHUP");
+            }
             _ = poll.tick() => {
                 let now = fingerprint(&files);
                 if now != seen {
                     reload(args, &mut cfg, &generated, bound, nonce_key, live, "file change");
+                    reload_tls(&cfg, control, "file change");
                     files = watched_files(args, &cfg);
                     seen = fingerprint(&files);
                 }
@@ -642,6 +716,7 @@ fn reload(
     match result {
         Ok((new, core, api_config)) => {
             if new.listen != cfg.listen
+                || new.tls_listen != cfg.tls_listen
                 || new.metrics_listen != cfg.metrics_listen
                 || new.workers != cfg.workers
             {
@@ -658,6 +733,28 @@ fn reload(
             trigger = why,
             error = format!("{err:#}"),
             "reload refused; keeping the previous configuration"
+        ),
+    }
+}
+
+/// Reloads the TLS certificate and key when serving TLS. A bad pair is refused and the one in
+/// use stays; connections are never dropped (each keeps the certificate it started with).
+fn reload_tls(cfg: &RelayConfig, control: &Control, why: &str) {
+    let (Some(certs), Some(cert), Some(key)) = (control.tls(), &cfg.cert, &cfg.key) else {
+        return;
+    };
+    match certs.reload(cert, key) {
+        Ok(true) => tracing::info!(
+            trigger = why,
+            cert = %cert.display(),
+            key = %key.display(),
+            "TLS certificate reloaded"
+        ),
+        Ok(false) => {}
+        Err(err) => tracing::error!(
+            trigger = why,
+            error = %err,
+            "TLS certificate reload refused; keeping the certificate in use"
         ),
     }
 }

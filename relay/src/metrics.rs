@@ -68,6 +68,7 @@ pub struct Metrics {
     pub send_errors: IntCounterVec,
     /// Open client connections (TCP, TLS).
     pub connections: IntGaugeVec,
+    tls_handshake_failures: IntCounterVec,
     pub allocations: IntGauge,
     pub permissions: IntGauge,
     pub channels: IntGauge,
@@ -160,6 +161,15 @@ impl Metrics {
             &["transport"],
         )?;
         r.register(Box::new(connections.clone()))?;
+        let tls_handshake_failures = counter_vec(
+            &r,
+            "xdpturn_tls_handshake_failures_total",
+            "TLS handshakes that failed, by reason (timeout, error)",
+            &["reason"],
+        )?;
+        for reason in ["timeout", "error"] {
+            tls_handshake_failures.with_label_values(&[reason]);
+        }
         let allocations = gauge(&r, "xdpturn_allocations", "Allocations")?;
         let permissions = gauge(&r, "xdpturn_permissions", "Permissions installed")?;
         let channels = gauge(&r, "xdpturn_channels", "Channels bound")?;
@@ -230,6 +240,7 @@ impl Metrics {
             quota_rejections,
             send_errors,
             connections,
+            tls_handshake_failures,
             allocations,
             permissions,
             channels,
@@ -314,6 +325,13 @@ impl Metrics {
             .inc();
     }
 
+    /// A TLS handshake failed; `reason` is one of a fixed few ([`crate::tls::HandshakeError::metric_label`]).
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .with_label_values(&[reason])
+            .inc();
+    }
+
     pub fn request_duration(&self, method: Method) -> Histogram {
         self.request_seconds.with_label_values(&[method.as_str()])
     }
@@ -373,6 +391,7 @@ mod tests {
             r#"xdpturn_auth_failures_total{reason="wrong_password"} 0"#,
             r#"xdpturn_peer_denied_total{reason="builtin"} 0"#,
             r#"xdpturn_allocations 0"#,
+            r#"xdpturn_tls_handshake_failures_total{reason="timeout"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }

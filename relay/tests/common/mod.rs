@@ -164,7 +164,7 @@ impl Relay {
                 relay.metrics = field(line, "metrics=").parse().expect("metrics address");
                 relay.listeners = lines
                     .iter()
-                    .filter(|l| l.contains(" listening "))
+                    .filter(|l| l.contains(" listening ") && l.contains("udp="))
                     .map(|l| field(l, "udp=").parse().expect("listener address"))
                     .collect();
                 return relay;
@@ -225,6 +225,15 @@ impl Relay {
             .iter()
             .find(|a| a.is_ipv6())
             .expect("an IPv6 listener")
+    }
+
+    /// The TLS listeners, as bound (from the "listening tls=" log lines).
+    pub fn tls_listeners(&self) -> Vec<SocketAddr> {
+        self.log_lines()
+            .iter()
+            .filter(|l| l.contains(" listening ") && l.contains("tls="))
+            .map(|l| field(l, "tls=").parse().expect("TLS listener address"))
+            .collect()
     }
 
     pub fn log_lines(&self) -> Vec<String> {
