@@ -185,6 +185,36 @@ impl RelayPorts {
         Err(BindFailure::NoCapacity)
     }
 
+    /// Binds a TCP relay listener on `ip` (RFC 6062), SO_REUSEPORT so that connections to
+    /// peers can be made from the same address.
+    pub fn bind_tcp(&self, ip: IpAddr) -> Result<std::net::TcpListener, BindFailure> {
+        let span = u32::from(self.max - self.min) + 1;
+        let start = self.next.fetch_add(7919, Ordering::Relaxed) % span;
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..span {
+            let Ok(port) = u16::try_from(u32::from(self.min) + (start + i) % span) else { continue };
+            let addr = SocketAddr::new(ip, port);
+            if used.contains(&addr) {
+                continue;
+            }
+            let bound = reuseport_socket(addr, Type::STREAM, Protocol::TCP).and_then(|s| {
+                s.listen(128)?;
+                Ok(s)
+            });
+            match bound {
+                Ok(s) => {
+                    used.insert(addr);
+                    return Ok(s.into());
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(97) => {
+                    return Err(BindFailure::Family);
+                }
+                Err(_) => continue,
+            }
+        }
+        Err(BindFailure::NoCapacity)
+    }
+
     pub fn release(&self, addr: SocketAddr) {
         self.used
             .lock()
@@ -298,6 +328,11 @@ pub struct Shared {
     /// Sockets held for reservations (EVEN-PORT's R bit), by address: owned by no worker
     /// until an Allocate with the token adopts one.
     pub held: Arc<Mutex<HashMap<SocketAddr, std::net::UdpSocket>>>,
+    /// RFC 6062 peer data connections waiting for their ConnectionBind, by connection id: the
+    /// client's data connection may be accepted by another worker, which takes the stream.
+    pub tcp_pending: Arc<Mutex<HashMap<u32, std::net::TcpStream>>>,
+    /// Spliced data connections, woken (from any worker) to close them.
+    pub tcp_spliced: Arc<Mutex<HashMap<u32, Arc<tokio::sync::Notify>>>>,
     /// Wall clock at `clock.0`.
     pub clock: (Instant, u64),
 }
@@ -358,7 +393,8 @@ struct UdpListener {
 }
 
 struct RelaySocket {
-    socket: Rc<UdpSocket>,
+    /// The UDP socket; None for a TCP relay (RFC 6062), whose listener lives in `task`.
+    socket: Option<Rc<UdpSocket>>,
     addr: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -376,6 +412,8 @@ struct Worker {
     relays: RefCell<HashMap<RelayHandle, RelaySocket>>,
     streams: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
     next_handle: Cell<u32>,
+    /// Streams whose last request was a successful ConnectionBind: become pipes.
+    splice_requests: RefCell<HashMap<FiveTuple, u32>>,
     bufs: RefCell<Buffers>,
     generation: Cell<u64>,
 }
@@ -418,6 +456,7 @@ async fn run_worker(
         relays: RefCell::new(HashMap::new()),
         streams: RefCell::new(HashMap::new()),
         next_handle: Cell::new(1),
+        splice_requests: RefCell::new(HashMap::new()),
         bufs: RefCell::new(Buffers {
             peer: vec![0u8; PEER_HEADROOM + MAX_MESSAGE_LEN + PEER_TAILROOM],
             out: vec![0u8; MAX_MESSAGE_LEN + 64],
@@ -502,6 +541,12 @@ impl Worker {
                 }
                 // Mirrored into the kernel by the XDP dataplane when it is attached.
                 Event::ChannelBound { .. } | Event::ChannelUnbound { .. } => {}
+                Event::CloseTcp(id) => {
+                    lock(&self.shared.tcp_pending).remove(&id);
+                    if let Some(notify) = lock(&self.shared.tcp_spliced).remove(&id) {
+                        notify.notify_one();
+                    }
+                }
             }
         }
     }
@@ -516,7 +561,8 @@ impl Worker {
                 let relays = self.relays.borrow();
                 let sent = relays
                     .get(&relay)
-                    .map(|r| r.socket.try_send_to(&input[range], peer));
+                    .and_then(|r| r.socket.as_ref())
+                    .map(|socket| socket.try_send_to(&input[range], peer));
                 if !matches!(sent, Some(Ok(_))) {
                     self.shared
                         .metrics
@@ -536,6 +582,13 @@ impl Worker {
                 let action = self.bind_relays(*pending, out);
                 // The completion only ever sends to the client (from `out`).
                 self.apply(action, &[], out, reply_to);
+            }
+            Action::Connect(pending) => {
+                tokio::task::spawn_local(tcp_connect(self.clone(), *pending));
+            }
+            Action::BindData { len, connection_id } => {
+                self.to_client(reply_to, &out[..len]);
+                self.splice_requests.borrow_mut().insert(*reply_to, connection_id);
             }
         }
     }
@@ -582,6 +635,16 @@ impl Worker {
     fn bind_relays(self: &Rc<Self>, pending: PendingAllocation, out: &mut [u8]) -> Action {
         let ports = &self.shared.ports;
         let mut reserved = None;
+        if pending.tcp {
+            let primary = match pending.primary {
+                RelayRequest::Bind { ip, .. } => ports.bind_tcp(ip).and_then(|l| self.register_tcp_relay(l)),
+                RelayRequest::Reserved(_) => Err(BindFailure::NoCapacity),
+            };
+            let result = BindResult { primary, additional: None, reserved: None };
+            let action = self.server.borrow_mut().complete_allocate(pending, result, Instant::now(), out);
+            self.apply_events();
+            return action;
+        }
         let primary = match pending.primary {
             RelayRequest::Reserved(addr) => {
                 let held = self
@@ -651,7 +714,24 @@ impl Worker {
         let task = tokio::task::spawn_local(serve_relay(self.clone(), handle, socket.clone()));
         self.relays
             .borrow_mut()
-            .insert(handle, RelaySocket { socket, addr, task });
+            .insert(handle, RelaySocket { socket: Some(socket), addr, task });
+        Ok((handle, addr))
+    }
+
+    /// Takes ownership of a TCP relay listener (RFC 6062): a handle, and a task accepting peers.
+    fn register_tcp_relay(self: &Rc<Self>, listener: std::net::TcpListener) -> Result<(RelayHandle, SocketAddr), BindFailure> {
+        let addr = listener.local_addr().map_err(|_| BindFailure::NoCapacity)?;
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(_) => {
+                self.shared.ports.release(addr);
+                return Err(BindFailure::NoCapacity);
+            }
+        };
+        let handle = RelayHandle(self.next_handle.get());
+        self.next_handle.set(self.next_handle.get().wrapping_add(1).max(1));
+        let task = tokio::task::spawn_local(serve_tcp_relay(self.clone(), handle, listener));
+        self.relays.borrow_mut().insert(handle, RelaySocket { socket: None, addr, task });
         Ok((handle, addr))
     }
 }
@@ -862,6 +942,7 @@ where
     gauge.inc();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    let writer_tx = tx.clone();
     worker.streams.borrow_mut().insert(tuple, tx);
     let writer = tokio::task::spawn_local(async move {
         while let Some(frame) = rx.recv().await {
@@ -898,6 +979,19 @@ where
             };
             handle_client(&worker, &inbound, Instant::now(), &mut out);
             start += frame_len;
+            let spliced = worker.splice_requests.borrow_mut().remove(&tuple);
+            if let Some(id) = spliced {
+                // ConnectionBind succeeded: from here on this connection is a raw pipe to the
+                // peer, starting with whatever followed the request in the buffer.
+                let rest = buf[start..filled].to_vec();
+                worker.streams.borrow_mut().remove(&tuple);
+                splice(&worker, id, tuple, rd, writer_tx, rest).await;
+                worker.server.borrow_mut().tcp_connection_closed(id);
+                worker.apply_events();
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+                gauge.dec();
+                return;
+            }
         }
         buf.copy_within(start..filled, 0);
         filled -= start;
@@ -913,4 +1007,120 @@ where
     // Let queued answers go out, then close.
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     gauge.dec();
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 6062 TCP relaying
+
+/// How long an outgoing Connect may take (RFC 6062 §5.2: at least 30 s).
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts peers on a TCP relayed address; the core decides (permission) and announces them.
+async fn serve_tcp_relay(worker: Rc<Worker>, handle: RelayHandle, listener: TcpListener) {
+    let mut out = vec![0u8; MAX_REPLY_LEN];
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let decided = worker.server.borrow_mut().peer_connected(handle, peer, Instant::now(), &mut out);
+        match decided {
+            Some((id, action)) => {
+                let _ = stream.set_nodelay(true);
+                if let Ok(stream) = stream.into_std() {
+                    lock(&worker.shared.tcp_pending).insert(id, stream);
+                }
+                worker.apply(action, &[], &mut out, &FiveTuple { transport: Transport::Tcp, client: peer, server: peer });
+            }
+            None => drop(stream),
+        }
+        worker.apply_events();
+    }
+}
+
+/// Makes the outgoing connection of a Connect request, from the relayed address.
+async fn tcp_connect(worker: Rc<Worker>, pending: proto::PendingConnect) {
+    let connect = async {
+        let socket = if pending.peer.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(pending.relay_addr)?;
+        socket.connect(pending.peer).await
+    };
+    let stream = match tokio::time::timeout(TCP_CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(err)) => {
+            tracing::debug!(peer = %pending.peer, %err, "Connect failed");
+            None
+        }
+        Err(_) => None,
+    };
+    let tuple = pending.tuple;
+    let mut out = vec![0u8; MAX_REPLY_LEN];
+    let (action, id) = worker.server.borrow_mut().complete_connect(pending, stream.is_some(), Instant::now(), &mut out);
+    if let (Some(id), Some(stream)) = (id, stream) {
+        let _ = stream.set_nodelay(true);
+        if let Ok(stream) = stream.into_std() {
+            lock(&worker.shared.tcp_pending).insert(id, stream);
+        }
+    }
+    worker.apply(action, &[], &mut out, &tuple);
+    worker.apply_events();
+}
+
+/// Pipes a bound client data connection and its peer data connection together until either
+/// closes or the core closes them.
+async fn splice<R>(worker: &Rc<Worker>, id: u32, tuple: FiveTuple, mut client_rd: R, to_client: mpsc::Sender<Vec<u8>>, first: Vec<u8>)
+where
+    R: AsyncRead + Unpin,
+{
+    let Some(peer) = lock(&worker.shared.tcp_pending).remove(&id) else { return };
+    let Ok(peer) = tokio::net::TcpStream::from_std(peer) else { return };
+    let notify = Arc::new(tokio::sync::Notify::new());
+    lock(&worker.shared.tcp_spliced).insert(id, notify.clone());
+    let metrics = worker.shared.metrics.clone();
+    let up = metrics.relayed(crate::metrics::Datapath::Userspace, tuple.transport, crate::metrics::Direction::ClientToPeer).clone();
+    let down = metrics.relayed(crate::metrics::Datapath::Userspace, tuple.transport, crate::metrics::Direction::PeerToClient).clone();
+    let (mut peer_rd, mut peer_wr) = peer.into_split();
+    let client_to_peer = async {
+        if !first.is_empty() {
+            peer_wr.write_all(&first).await?;
+            up.packets.inc();
+            up.bytes.inc_by(first.len() as u64);
+        }
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = client_rd.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, io::Error>(());
+            }
+            peer_wr.write_all(&buf[..n]).await?;
+            up.packets.inc();
+            up.bytes.inc_by(n as u64);
+        }
+    };
+    let peer_to_client = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = peer_rd.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, io::Error>(());
+            }
+            if to_client.send(buf[..n].to_vec()).await.is_err() {
+                return Ok(());
+            }
+            down.packets.inc();
+            down.bytes.inc_by(n as u64);
+        }
+    };
+    tokio::select! {
+        _ = client_to_peer => {}
+        _ = peer_to_client => {}
+        _ = notify.notified() => {}
+    }
+    lock(&worker.shared.tcp_spliced).remove(&id);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

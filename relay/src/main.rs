@@ -583,6 +583,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ports: Arc::new(RelayPorts::new(cfg.min_port, cfg.max_port)),
         held: Arc::default(),
+        tcp_pending: Arc::default(),
+        tcp_spliced: Arc::default(),
         clock: (
             Instant::now(),
             SystemTime::now()
