@@ -658,6 +658,9 @@ async fn supervise(
                 reload_tls(&cfg, control, "SIGHUP");
             }
             _ = poll.tick() => {
+                // Not ready at capacity: a load balancer should send new clients elsewhere.
+                let full = cfg.total_quota != 0 && ledger.total() >= cfg.total_quota;
+                metrics.ready.set(i64::from(!full));
                 let now = fingerprint(&files);
                 if now != seen {
                     reload(args, &mut cfg, &generated, bound, nonce_key, live, "file change");

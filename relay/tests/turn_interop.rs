@@ -488,3 +488,25 @@ fn floods_leave_memory_bounded() {
             > 1000.0
     );
 }
+
+/// At the total-allocation cap the relay says it is not ready (so a load balancer sends new
+/// clients elsewhere) and refuses more with 508; below it, ready again.
+#[test]
+fn not_ready_at_capacity() {
+    let relay = relay(&[&ALICE[..], &["--total-quota", "1"]].concat());
+    let wait_ready = |want: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while relay.http_get("/readyz").0 != want {
+            assert!(Instant::now() < deadline, "/readyz never became {want}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_ready(200);
+    let mut a = TurnClient::new(relay.v4(), "127.0.0.1:0", "alice", "wonderland", "example.org");
+    a.allocate().expect("first allocation");
+    let mut b = TurnClient::new(relay.v4(), "127.0.0.1:0", "alice", "wonderland", "example.org");
+    assert_eq!(b.allocate(), Err(Some(508)));
+    wait_ready(503);
+    assert_eq!(a.delete(), None);
+    wait_ready(200);
+}
