@@ -11,7 +11,19 @@ use crate::{NIGHTLY, crdgen, repo_root};
 
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
 /// turnadmin / turnserver (interop), iproute2 and ethtool for network namespaces and NIC set-up.
-const APT_PACKAGES: &[&str] = &["coturn", "iproute2", "ethtool"];
+/// stun-client: Debian's RFC 3489 `stun` client (classic STUN interop); openssl: `s_client` for
+/// the TLS tests; python3-pip: to install aioice (a TCP STUN client) for the STUN-over-TCP tests.
+const APT_PACKAGES: &[&str] = &[
+    "coturn",
+    "iproute2",
+    "ethtool",
+    "stun-client",
+    "openssl",
+    "python3-pip",
+];
+
+/// Python packages the tests use: aioice's STUN codec drives STUN over TCP.
+const PIP_PACKAGES: &[&str] = &["aioice"];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,6 +57,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         step("install", "skipped (--skip-install)");
     } else {
         named("apt packages", || apt_packages(APT_PACKAGES))?;
+        named("python packages", pip_packages)?;
         named("stable toolchain components", || stable_components(&root))?;
         if args.no_fuzz {
             step("nightly toolchain and cargo-fuzz", "skipped (--no-fuzz)");
@@ -181,6 +194,39 @@ fn apt_packages(packages: &[&str]) -> Result<()> {
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend(&missing);
     apt(&install)
+}
+
+/// Installs PIP_PACKAGES for the `python3` on PATH, unless it can already import them.
+fn pip_packages() -> Result<()> {
+    for pkg in PIP_PACKAGES {
+        let importable = Cmd::new("python3")
+            .args(["-c", &format!("import {pkg}")])
+            .probe()
+            .is_some_and(|o| o.status.success());
+        println!(
+            "    {pkg}: {}",
+            if importable { "installed" } else { "missing" }
+        );
+        if !importable {
+            // Debian's own python3 refuses system-wide pip installs (PEP 668) unless told.
+            let plain = Cmd::new("python3")
+                .args(["-m", "pip", "install", "--quiet", pkg])
+                .run();
+            if plain.is_err() {
+                Cmd::new("python3")
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--break-system-packages",
+                        pkg,
+                    ])
+                    .run()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The pinned stable toolchain and its components, as rust-toolchain.toml names them.
