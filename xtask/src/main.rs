@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask --help` for the list. The alias lives in `.cargo/config.toml`.
 
+mod bench;
 mod cmd;
 mod crdgen;
 mod ebpf;
@@ -16,7 +17,8 @@ use clap::{Parser, Subcommand};
 /// `relay-ebpf/rust-toolchain.toml`.
 pub const NIGHTLY: &str = "nightly-2026-05-20";
 
-/// xdpturn's repeatable chores: the one test command, CRD generation, the eBPF build.
+/// xdpturn's repeatable chores: the one test command, CRD generation, the eBPF build, the
+/// benchmark against coturn.
 #[derive(Debug, Parser)]
 #[command(name = "xtask", bin_name = "cargo xtask", version, about, long_about = None)]
 struct Cli {
@@ -62,6 +64,35 @@ enum Command {
     /// Needs bpf-linker on PATH (`cargo install bpf-linker@0.10.4 --locked`). Prints the path of
     /// the built BPF object.
     BuildEbpf(ebpf::Args),
+
+    /// Benchmark our relay against coturn's turnserver, one after the other, on loopback.
+    ///
+    /// Builds the relay (`cargo build --release -p relay`), then for each part starts a fresh
+    /// xdpturn-relay and a fresh turnserver (Debian's coturn) in turn, with the same realm,
+    /// static user, loopback listener, relay IP 127.0.0.1, relay port range and loopback peers
+    /// allowed, puts the same load on each, and kills it (by PID) afterwards:
+    ///
+    ///  relay   turnutils_uclient (channels) to turnutils_peer (echo): relayed messages
+    ///          (2 x received) per CPU-second of the server (utime+stime, /proc/PID/stat),
+    ///          loss %, uclient's average RTT.
+    ///
+    ///  alloc   a load generator (relay::stun): clients in flight, each Allocate -> 401 ->
+    ///          Allocate with MESSAGE-INTEGRITY -> success -> Refresh 0, from a new socket every
+    ///          time: allocations per second of wall time and per server CPU-second.
+    ///
+    ///  memory  N allocations created and held: (VmRSS after - before) per 10,000.
+    ///
+    /// The load generator would spend several times the CPU per allocation in the dev profile
+    /// `cargo xtask` uses, so the command first rebuilds xtask with the load generator's hot
+    /// crates at opt-level 3, in target/bench-loadgen, and runs itself from there
+    /// (--unoptimized-loadgen skips that).
+    ///
+    /// Prints every command it runs, a line per measurement, then a table with the ratio
+    /// ours/coturn. Needs turnserver, turnutils_uclient and turnutils_peer on PATH; raises
+    /// RLIMIT_NOFILE for the held allocations. The machine is shared and noisy: the numbers are
+    /// figures, not assertions.
+    #[command(verbatim_doc_comment)]
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +101,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Crdgen(args) => crdgen::run(&args),
         Command::BuildEbpf(args) => ebpf::run(&args).map(|_| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,
