@@ -657,7 +657,10 @@ impl Running {
                     .args(["--relay-ip", "127.0.0.1"])
                     .args(["--min-port", &min, "--max-port", &max])
                     .args(["--allow-peer", "127.0.0.1"])
-                    .args(["--software", ""]);
+                    .args(["--software", ""])
+                    // A Ctrl-C reaches the whole process group, which skips our clean-up: the
+                    // relay then exits at once, as turnserver does, instead of draining.
+                    .args(["--drain-timeout", "0"]);
                 c
             }
             Server::Coturn => {
