@@ -1,97 +1,35 @@
-//! The xdpturn operator: validate -> build -> apply -> status.
+//! The xdpturn operator: turns `TurnCluster` resources into running relays.
 //!
-//! Only the first step exists so far: [`validate`], a pure check of a `TurnCluster` spec for
-//! what the CRD schema cannot express (or what an API server with an older schema let through).
-//! The build/apply/status steps and the reconcile loop come with a later issue.
+//! A reconcile is a pipeline of small steps, each its own module:
+//!
+//! ```text
+//! TurnCluster ─► validate ─► build ─────────► apply ──────────► status
+//!  (watched      decode,     ConfigMap         server-side       conditions, readyRelays,
+//!   untyped)     check,      (relay.toml),     apply, only       endpoints, iceServers;
+//!                every       workload,         what changed      events on transitions
+//!                problem     Services, SA
+//! ```
+//!
+//! [`validate`], [`build`], [`endpoints`], [`cluster`] and [`status`] are pure: no client, tested
+//! from YAML fixtures. [`apply`] and [`controller`] talk to the API server; [`leader`] elects one
+//! active replica with a Lease; [`metrics`] and [`http`] make the operator observable.
 
-use api::TurnClusterSpec;
+pub mod apply;
+pub mod build;
+pub mod cluster;
+pub mod controller;
+pub mod endpoints;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod quantity;
+pub mod status;
+pub mod validate;
 
-/// Checks a spec; on failure returns every problem found, each a sentence a user can act on,
-/// naming the field by its YAML path.
-pub fn validate(spec: &TurnClusterSpec) -> Result<(), Vec<String>> {
-    let mut problems = Vec::new();
-    if spec.realm.trim().is_empty() {
-        problems.push("spec.realm must not be empty".to_owned());
-    }
-    for (i, listener) in spec.listeners.iter().enumerate() {
-        if !(1..=65535).contains(&listener.port) {
-            problems.push(format!(
-                "spec.listeners[{i}].port is {}, it must be between 1 and 65535",
-                listener.port
-            ));
-        }
-    }
-    if let Some(replicas) = spec.replicas
-        && replicas < 0
-    {
-        problems.push(format!(
-            "spec.replicas is {replicas}, it must not be negative"
-        ));
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
-}
+pub use error::Error;
+pub use validate::{Problem, validate};
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use api::{Listener, ListenerProtocol};
-
-    fn spec(json: &str) -> TurnClusterSpec {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn minimal_spec_is_valid() {
-        assert_eq!(validate(&spec(r#"{"realm":"example.org"}"#)), Ok(()));
-    }
-
-    #[test]
-    fn full_spec_is_valid() {
-        let s = spec(
-            r#"{"realm":"example.org","replicas":0,"image":"xdpturn/relay:0.1.0",
-                "listeners":[{"protocol":"UDP","port":1},{"protocol":"TCP","port":65535}]}"#,
-        );
-        assert_eq!(validate(&s), Ok(()));
-    }
-
-    #[test]
-    fn empty_realm_is_rejected() {
-        assert_eq!(
-            validate(&spec(r#"{"realm":"  "}"#)),
-            Err(vec!["spec.realm must not be empty".to_owned()])
-        );
-    }
-
-    #[test]
-    fn out_of_range_ports_and_negative_replicas_are_all_reported() {
-        let mut s = spec(r#"{"realm":"r","replicas":-1}"#);
-        s.listeners = vec![
-            Listener {
-                protocol: ListenerProtocol::Udp,
-                port: 0,
-            },
-            Listener {
-                protocol: ListenerProtocol::Tcp,
-                port: 3478,
-            },
-            Listener {
-                protocol: ListenerProtocol::Tcp,
-                port: 65536,
-            },
-        ];
-        assert_eq!(
-            validate(&s),
-            Err(vec![
-                "spec.listeners[0].port is 0, it must be between 1 and 65535".to_owned(),
-                "spec.listeners[2].port is 65536, it must be between 1 and 65535".to_owned(),
-                "spec.replicas is -1, it must not be negative".to_owned(),
-            ])
-        );
-    }
-}
+/// The relay image used when neither the TurnCluster nor the operator's flags name one: the
+/// relay of the operator's own version.
+pub const DEFAULT_RELAY_IMAGE: &str = concat!("xdpturn/xdpturn-relay:", env!("CARGO_PKG_VERSION"));

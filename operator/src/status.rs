@@ -1,0 +1,489 @@
+//! Status: the last step, pure. From what the workload reports, the endpoints found and the
+//! problems met, computes the TurnCluster's status: `Ready`, `Progressing` and `Degraded`
+//! conditions (a condition's `lastTransitionTime` moves only when its status changes),
+//! `readyRelays`, `endpoints` and `iceServers`.
+
+use api::{Condition, ConditionStatus, TurnClusterSpec, TurnClusterStatus, conditions as c};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+
+use crate::endpoints::{Discovery, ice_servers};
+use crate::validate::{Problem, summary};
+
+/// A workload's rollout state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// Relays that should run.
+    pub desired: i32,
+    /// Relays that pass their readiness probe.
+    pub ready: i32,
+    /// Relays running the current pod template.
+    pub updated: i32,
+    /// Whether the workload controller has seen the latest workload spec.
+    pub observed: bool,
+}
+
+impl Rollout {
+    /// From a DaemonSet's status.
+    pub fn of_daemonset(ds: &DaemonSet) -> Self {
+        let s = ds.status.clone().unwrap_or_default();
+        Self {
+            desired: s.desired_number_scheduled,
+            ready: s.number_ready,
+            updated: s.updated_number_scheduled.unwrap_or(0),
+            observed: s.observed_generation >= ds.metadata.generation,
+        }
+    }
+
+    /// From a Deployment's status.
+    pub fn of_deployment(d: &Deployment) -> Self {
+        let s = d.status.clone().unwrap_or_default();
+        Self {
+            desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            ready: s.ready_replicas.unwrap_or(0),
+            updated: s.updated_replicas.unwrap_or(0),
+            observed: s.observed_generation >= d.metadata.generation,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.observed && self.updated >= self.desired && self.ready >= self.desired
+    }
+}
+
+/// A problem that needs a user, from applying (a refused object, a name taken).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trouble {
+    /// The condition reason.
+    pub reason: &'static str,
+    /// The message.
+    pub message: String,
+}
+
+/// What a reconcile of a valid TurnCluster observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// `metadata.generation` of the TurnCluster.
+    pub generation: Option<i64>,
+    /// The workload's rollout; `None` if it does not exist (yet).
+    pub rollout: Option<Rollout>,
+    /// The public endpoints.
+    pub discovery: Discovery,
+    /// Problems met while applying.
+    pub troubles: Vec<Trouble>,
+}
+
+/// The status of a valid TurnCluster.
+pub fn compute(
+    spec: &TurnClusterSpec,
+    observed: &Observed,
+    previous: Option<&TurnClusterStatus>,
+    now: &str,
+) -> TurnClusterStatus {
+    let generation = observed.generation;
+    let rollout = observed.rollout.unwrap_or_default();
+    let d = &observed.discovery;
+    let endpoints = d.addresses.clone();
+
+    let degraded = if let Some(first) = observed.troubles.first() {
+        cond(
+            c::DEGRADED,
+            ConditionStatus::True,
+            first.reason,
+            observed
+                .troubles
+                .iter()
+                .map(|t| t.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    } else if let Some(m) = d.missing.as_ref().filter(|m| m.needs_user) {
+        cond(
+            c::DEGRADED,
+            ConditionStatus::True,
+            m.reason,
+            m.message.clone(),
+        )
+    } else {
+        cond(
+            c::DEGRADED,
+            ConditionStatus::False,
+            c::AS_EXPECTED,
+            String::new(),
+        )
+    };
+
+    let counts = format!("{}/{} relays ready", rollout.ready, rollout.desired);
+    let progressing = if observed.rollout.is_none() || !rollout.done() {
+        let mut msg = counts.clone();
+        if observed.rollout.is_some() && rollout.updated < rollout.desired {
+            msg.push_str(&format!(
+                ", {}/{} updated",
+                rollout.updated, rollout.desired
+            ));
+        }
+        cond(c::PROGRESSING, ConditionStatus::True, c::ROLLING_OUT, msg)
+    } else if let Some(m) = d.missing.as_ref().filter(|m| !m.needs_user) {
+        cond(
+            c::PROGRESSING,
+            ConditionStatus::True,
+            m.reason,
+            m.message.clone(),
+        )
+    } else {
+        cond(
+            c::PROGRESSING,
+            ConditionStatus::False,
+            c::STABLE,
+            counts.clone(),
+        )
+    };
+
+    let ready = if rollout.ready >= 1 && !endpoints.is_empty() {
+        let reason = if rollout.ready >= rollout.desired {
+            c::RELAYS_READY
+        } else {
+            c::PARTIALLY_READY
+        };
+        cond(
+            c::READY,
+            ConditionStatus::True,
+            reason,
+            format!("{counts}; clients reach them at {}", endpoints.join(", ")),
+        )
+    } else if rollout.ready < 1 {
+        cond(c::READY, ConditionStatus::False, c::NO_RELAYS_READY, counts)
+    } else {
+        let (reason, message) = d.missing.as_ref().map_or(
+            (c::NO_ENDPOINTS, "no public address is known".to_owned()),
+            |m| (m.reason, m.message.clone()),
+        );
+        cond(c::READY, ConditionStatus::False, reason, message)
+    };
+
+    TurnClusterStatus {
+        conditions: merge(
+            previous,
+            vec![ready, progressing, degraded],
+            generation,
+            now,
+        ),
+        observed_generation: generation,
+        ready_relays: Some(rollout.ready),
+        desired_relays: Some(rollout.desired),
+        ice_servers: ice_servers(spec, &endpoints),
+        endpoints,
+    }
+}
+
+/// The status of a TurnCluster whose spec is invalid: Degraded with every problem, Ready and
+/// Progressing false. The relays of the last valid spec keep running, so the counts, endpoints
+/// and iceServers stay as they were.
+pub fn invalid(
+    problems: &[Problem],
+    generation: Option<i64>,
+    previous: Option<&TurnClusterStatus>,
+    now: &str,
+) -> TurnClusterStatus {
+    let message = summary(problems);
+    let keep = "the spec is invalid (see the Degraded condition); relays keep the last valid \
+                configuration";
+    let conditions = vec![
+        cond(
+            c::READY,
+            ConditionStatus::False,
+            c::INVALID_SPEC,
+            keep.to_owned(),
+        ),
+        cond(
+            c::PROGRESSING,
+            ConditionStatus::False,
+            c::INVALID_SPEC,
+            keep.to_owned(),
+        ),
+        cond(c::DEGRADED, ConditionStatus::True, c::INVALID_SPEC, message),
+    ];
+    let prev = previous.cloned().unwrap_or_default();
+    TurnClusterStatus {
+        conditions: merge(previous, conditions, generation, now),
+        observed_generation: generation,
+        ..prev
+    }
+}
+
+fn cond(type_: &str, status: ConditionStatus, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: String::new(),
+        observed_generation: None,
+    }
+}
+
+/// Stamps generation and transition times: a condition keeps its previous
+/// `lastTransitionTime` while its status stays the same.
+fn merge(
+    previous: Option<&TurnClusterStatus>,
+    mut new: Vec<Condition>,
+    generation: Option<i64>,
+    now: &str,
+) -> Vec<Condition> {
+    for c in &mut new {
+        c.observed_generation = generation;
+        c.last_transition_time = previous
+            .and_then(|p| p.condition(&c.type_))
+            .filter(|p| p.status == c.status)
+            .map_or_else(|| now.to_owned(), |p| p.last_transition_time.clone());
+    }
+    new
+}
+
+/// A notable change between two statuses, worth an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Whether it is bad news.
+    pub warning: bool,
+    /// The event reason.
+    pub reason: String,
+    /// The event note.
+    pub note: String,
+}
+
+/// What changed from `previous` to `next` that a user should hear about: Degraded turning true
+/// (or its reason or message changing while true), and Ready turning true or false.
+pub fn transitions(
+    previous: Option<&TurnClusterStatus>,
+    next: &TurnClusterStatus,
+) -> Vec<Transition> {
+    let mut out = Vec::new();
+    let get = |s: Option<&TurnClusterStatus>, t: &str| s.and_then(|s| s.condition(t)).cloned();
+    if let Some(d) = get(Some(next), c::DEGRADED)
+        && d.status == ConditionStatus::True
+    {
+        let before = get(previous, c::DEGRADED);
+        let same = before.is_some_and(|b| {
+            b.status == ConditionStatus::True && b.reason == d.reason && b.message == d.message
+        });
+        if !same {
+            out.push(Transition {
+                warning: true,
+                reason: d.reason.clone(),
+                note: d.message.clone(),
+            });
+        }
+    }
+    if let Some(r) = get(Some(next), c::READY) {
+        let was = get(previous, c::READY).map(|b| b.status);
+        match (was, r.status) {
+            (Some(ConditionStatus::True), ConditionStatus::True) => {}
+            (_, ConditionStatus::True) => out.push(Transition {
+                warning: false,
+                reason: c::READY.to_owned(),
+                note: r.message.clone(),
+            }),
+            (Some(ConditionStatus::True), _) => out.push(Transition {
+                warning: true,
+                reason: "NotReady".to_owned(),
+                note: format!("{}: {}", r.reason, r.message),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::endpoints::Missing;
+
+    fn spec() -> TurnClusterSpec {
+        serde_json::from_value(serde_json::json!({"realm": "r"})).unwrap()
+    }
+
+    fn observed(ready: i32, desired: i32, addresses: &[&str]) -> Observed {
+        Observed {
+            generation: Some(2),
+            rollout: Some(Rollout {
+                desired,
+                ready,
+                updated: desired,
+                observed: true,
+            }),
+            discovery: Discovery {
+                addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
+                missing: None,
+            },
+            troubles: vec![],
+        }
+    }
+
+    fn status_of(s: &TurnClusterStatus, t: &str) -> (ConditionStatus, String) {
+        let c = s.condition(t).unwrap();
+        (c.status, c.reason.clone())
+    }
+
+    #[test]
+    fn all_ready() {
+        let s = compute(&spec(), &observed(2, 2, &["203.0.113.1"]), None, "T1");
+        assert_eq!(
+            status_of(&s, "Ready"),
+            (ConditionStatus::True, "RelaysReady".into())
+        );
+        assert_eq!(
+            status_of(&s, "Progressing"),
+            (ConditionStatus::False, "Stable".into())
+        );
+        assert_eq!(
+            status_of(&s, "Degraded"),
+            (ConditionStatus::False, "AsExpected".into())
+        );
+        assert_eq!(s.ready_relays, Some(2));
+        assert_eq!(s.observed_generation, Some(2));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+        assert_eq!(
+            s.ice_servers[0].urls,
+            [
+                "turn:203.0.113.1:3478?transport=udp",
+                "turn:203.0.113.1:3478?transport=tcp"
+            ]
+        );
+    }
+
+    #[test]
+    fn explicit_endpoints_without_relays() {
+        let mut o = observed(0, 0, &["turn.example.org"]);
+        o.rollout = None;
+        let s = compute(&spec(), &o, None, "T1");
+        assert_eq!(
+            status_of(&s, "Ready"),
+            (ConditionStatus::False, "NoRelaysReady".into())
+        );
+        assert_eq!(
+            status_of(&s, "Progressing"),
+            (ConditionStatus::True, "RollingOut".into())
+        );
+        assert_eq!(s.endpoints, ["turn.example.org"]);
+        assert_eq!(s.ice_servers.len(), 1, "iceServers before any relay exists");
+    }
+
+    #[test]
+    fn partial_and_rolling() {
+        let mut o = observed(1, 3, &["a.example"]);
+        o.rollout = Some(Rollout {
+            desired: 3,
+            ready: 1,
+            updated: 2,
+            observed: true,
+        });
+        let s = compute(&spec(), &o, None, "T1");
+        assert_eq!(
+            status_of(&s, "Ready"),
+            (ConditionStatus::True, "PartiallyReady".into())
+        );
+        let p = s.condition("Progressing").unwrap();
+        assert_eq!(p.message, "1/3 relays ready, 2/3 updated");
+    }
+
+    #[test]
+    fn waiting_for_load_balancer_is_progress_not_degradation() {
+        let mut o = observed(2, 2, &[]);
+        o.discovery.missing = Some(Missing {
+            reason: c::WAITING_FOR_LOAD_BALANCER,
+            message: "waiting".into(),
+            needs_user: false,
+        });
+        let s = compute(&spec(), &o, None, "T1");
+        assert_eq!(
+            status_of(&s, "Ready"),
+            (ConditionStatus::False, "WaitingForLoadBalancer".into())
+        );
+        assert_eq!(
+            status_of(&s, "Progressing"),
+            (ConditionStatus::True, "WaitingForLoadBalancer".into())
+        );
+        assert_eq!(status_of(&s, "Degraded").0, ConditionStatus::False);
+        o.discovery.missing.as_mut().unwrap().needs_user = true;
+        o.discovery.missing.as_mut().unwrap().reason = c::NO_ENDPOINTS;
+        let s = compute(&spec(), &o, None, "T1");
+        assert_eq!(
+            status_of(&s, "Degraded"),
+            (ConditionStatus::True, "NoPublicAddress".into())
+        );
+    }
+
+    #[test]
+    fn troubles_degrade() {
+        let mut o = observed(2, 2, &["a"]);
+        o.troubles = vec![
+            Trouble {
+                reason: c::REJECTED,
+                message: "Kubernetes refused Service a: no".into(),
+            },
+            Trouble {
+                reason: c::NAME_CONFLICT,
+                message: "ConfigMap a-relay exists".into(),
+            },
+        ];
+        let s = compute(&spec(), &o, None, "T1");
+        let d = s.condition("Degraded").unwrap();
+        assert_eq!(d.reason, "Rejected");
+        assert_eq!(
+            d.message,
+            "Kubernetes refused Service a: no; ConfigMap a-relay exists"
+        );
+    }
+
+    #[test]
+    fn transition_times_move_only_on_status_changes() {
+        let first = compute(&spec(), &observed(1, 2, &["a"]), None, "T1");
+        let second = compute(&spec(), &observed(2, 2, &["a"]), Some(&first), "T2");
+        let ready = second.condition("Ready").unwrap();
+        assert_eq!(ready.reason, "RelaysReady");
+        assert_eq!(ready.last_transition_time, "T1", "still True");
+        let p = second.condition("Progressing").unwrap();
+        assert_eq!(p.last_transition_time, "T2", "True -> False");
+        let third = compute(&spec(), &observed(2, 2, &["a"]), Some(&second), "T3");
+        assert_eq!(third, second, "nothing changed, nothing to write");
+    }
+
+    #[test]
+    fn invalid_keeps_what_runs() {
+        let before = compute(&spec(), &observed(2, 2, &["a"]), None, "T1");
+        let problems = vec![Problem {
+            path: "spec.realm".into(),
+            message: "must not be empty".into(),
+        }];
+        let s = invalid(&problems, Some(3), Some(&before), "T2");
+        assert_eq!(
+            status_of(&s, "Degraded"),
+            (ConditionStatus::True, "InvalidSpec".into())
+        );
+        assert_eq!(
+            s.condition("Degraded").unwrap().message,
+            "spec.realm: must not be empty"
+        );
+        assert_eq!(
+            status_of(&s, "Ready"),
+            (ConditionStatus::False, "InvalidSpec".into())
+        );
+        assert_eq!(s.endpoints, before.endpoints);
+        assert_eq!(s.ready_relays, Some(2));
+        assert_eq!(s.observed_generation, Some(3));
+        let t = transitions(Some(&before), &s);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert!(t[0].warning && t[0].reason == "InvalidSpec");
+        assert_eq!(t[1].reason, "NotReady");
+        assert!(transitions(Some(&s), &s).is_empty(), "no event twice");
+        let back = transitions(Some(&s), &before);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].reason, "Ready");
+    }
+}
