@@ -1,0 +1,438 @@
+//! The reconcile against a fake API server (a tower-test mock service answering from an
+//! in-memory store), for what needs requests but not a real cluster: which requests a reconcile
+//! sends. Named scenarios, each from a fresh fake.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::TurnClusterStatus;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::Client;
+use kube::api::DynamicObject;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector;
+use operator::controller::{self, Context, Settings};
+use operator::metrics::Metrics;
+use serde_json::{Value, json};
+
+const TC_PATH: &str = "/apis/xdpturn.io/v1alpha1/namespaces/media/turnclusters/minimal";
+
+/// One request the fake saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    method: Method,
+    path: String,
+}
+
+/// An API server that keeps objects by path: GET answers from the store (404 if absent),
+/// server-side apply PATCH stores the body, a status PATCH merges into the owner, POST
+/// (events) is recorded, DELETE removes.
+#[derive(Clone, Default)]
+struct Fake {
+    objects: Arc<Mutex<BTreeMap<String, Value>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    version: Arc<Mutex<u64>>,
+}
+
+impl Fake {
+    fn put(&self, path: &str, obj: Value) {
+        self.objects.lock().unwrap().insert(path.to_owned(), obj);
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        self.objects.lock().unwrap().get(path).cloned()
+    }
+
+    fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+
+    fn next_version(&self) -> String {
+        let mut v = self.version.lock().unwrap();
+        *v += 1;
+        v.to_string()
+    }
+
+    async fn answer(&self, req: Request<Body>) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        self.seen.lock().unwrap().push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+        });
+        let json = |status: StatusCode, v: &Value| {
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(v).unwrap()))
+                .unwrap()
+        };
+        let not_found = || {
+            json(
+                StatusCode::NOT_FOUND,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "message": format!("{path} not found"),
+                    "reason": "NotFound", "code": 404}),
+            )
+        };
+        match method {
+            Method::GET => match self.get(&path) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => not_found(),
+            },
+            Method::PATCH if path.contains("/events/") => {
+                // The event recorder counts a repeated event with a merge patch.
+                json(
+                    StatusCode::OK,
+                    &serde_json::from_slice::<Value>(&body).unwrap(),
+                )
+            }
+            Method::PATCH => {
+                assert!(
+                    query.contains("fieldManager=xdpturn-operator") && query.contains("force=true"),
+                    "every write is a server-side apply by xdpturn-operator: {path}?{query}"
+                );
+                let patch: Value = serde_json::from_slice(&body).unwrap();
+                if let Some(owner) = path.strip_suffix("/status") {
+                    let mut obj = self.get(owner).unwrap();
+                    obj["status"] = patch["status"].clone();
+                    obj["metadata"]["resourceVersion"] = self.next_version().into();
+                    self.put(owner, obj.clone());
+                    return json(StatusCode::OK, &obj);
+                }
+                let mut obj = patch;
+                obj["metadata"]["resourceVersion"] = self.next_version().into();
+                obj["metadata"]["uid"] = format!("uid-{}", path.len()).into();
+                self.put(&path, obj.clone());
+                json(StatusCode::OK, &obj)
+            }
+            Method::POST => {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                json(StatusCode::CREATED, &v)
+            }
+            Method::DELETE => match self.objects.lock().unwrap().remove(&path) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => not_found(),
+            },
+            other => panic!("unexpected {other} {path}"),
+        }
+    }
+}
+
+struct World {
+    fake: Fake,
+    ctx: Arc<Context>,
+    _nodes: reflector::store::Writer<k8s_openapi::api::core::v1::Node>,
+}
+
+impl World {
+    fn new(spec: Value) -> Self {
+        let fake = Fake::default();
+        fake.put(
+            TC_PATH,
+            json!({"apiVersion": "xdpturn.io/v1alpha1", "kind": "TurnCluster",
+                "metadata": {"name": "minimal", "namespace": "media", "uid": "tc-uid-1",
+                    "generation": 1, "resourceVersion": "1"},
+                "spec": spec}),
+        );
+        fake.put(
+            "/api/v1/namespaces/default/services/kubernetes",
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "namespace": "default"},
+                "spec": {"clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"]}}),
+        );
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = fake.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                send.send_response(server.answer(req).await);
+            }
+        });
+        let client = Client::new(service, "default");
+        let (store, writer) = reflector::store();
+        let ctx = Arc::new(Context::new(
+            client,
+            Reporter {
+                controller: "xdpturn-operator".into(),
+                instance: Some("test".into()),
+            },
+            store,
+            Arc::new(Metrics::new()),
+            Settings {
+                default_image: "xdpturn/xdpturn-relay:test".into(),
+                resync: Duration::from_secs(600),
+            },
+        ));
+        Self {
+            fake,
+            ctx,
+            _nodes: writer,
+        }
+    }
+
+    async fn reconcile(&self) -> Action {
+        let obj: DynamicObject = serde_json::from_value(self.fake.get(TC_PATH).unwrap()).unwrap();
+        controller::reconcile(Arc::new(obj), self.ctx.clone())
+            .await
+            .unwrap()
+    }
+
+    fn status(&self) -> TurnClusterStatus {
+        serde_json::from_value(self.fake.get(TC_PATH).unwrap()["status"].clone()).unwrap()
+    }
+
+    fn edit_spec(&self, f: impl FnOnce(&mut Value)) {
+        let mut tc = self.fake.get(TC_PATH).unwrap();
+        f(&mut tc["spec"]);
+        let generation = tc["metadata"]["generation"].as_i64().unwrap() + 1;
+        tc["metadata"]["generation"] = generation.into();
+        self.fake.put(TC_PATH, tc);
+    }
+}
+
+/// The writes, in order; an event (created, or counted again) is `EVENT`.
+fn writes(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .filter(|s| s.method != Method::GET)
+        .map(|s| {
+            if s.path.starts_with("/apis/events.k8s.io/") {
+                EVENT.to_owned()
+            } else {
+                format!("{} {}", s.method, s.path)
+            }
+        })
+        .collect()
+}
+
+const EVENT: &str = "EVENT";
+
+fn minimal() -> Value {
+    json!({"realm": "example.org",
+        "auth": {"sharedSecrets": [{"name": "turn-auth", "key": "secret"}]},
+        "publicAddress": {"policy": "Explicit", "addresses": ["203.0.113.10"]}})
+}
+
+const OBJECT_WRITES: [&str; 5] = [
+    "PATCH /api/v1/namespaces/media/serviceaccounts/minimal-relay",
+    "PATCH /api/v1/namespaces/media/configmaps/minimal-relay",
+    "PATCH /api/v1/namespaces/media/services/minimal",
+    "PATCH /api/v1/namespaces/media/services/minimal-metrics",
+    "PATCH /apis/apps/v1/namespaces/media/daemonsets/minimal-relay",
+];
+
+#[tokio::test]
+async fn a_new_turncluster_gets_its_objects_and_a_status() {
+    let w = World::new(minimal());
+    let action = w.reconcile().await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(600)));
+    let seen = w.fake.take_seen();
+    let mut expected: Vec<String> = OBJECT_WRITES.iter().map(|s| (*s).to_owned()).collect();
+    expected.push(format!("PATCH {TC_PATH}/status"));
+    expected.push(EVENT.into());
+    assert_eq!(writes(&seen), expected);
+    let st = w.status();
+    assert_eq!(st.observed_generation, Some(1));
+    assert_eq!(st.endpoints, ["203.0.113.10"]);
+    assert_eq!(
+        st.ice_servers[0].urls,
+        [
+            "turn:203.0.113.10:3478?transport=udp",
+            "turn:203.0.113.10:3478?transport=tcp"
+        ]
+    );
+    let ready = st.condition("Ready").unwrap();
+    assert_eq!(ready.reason, "NoRelaysReady");
+    // The DaemonSet as applied carries the config checksum and the owner.
+    let ds = w
+        .fake
+        .get("/apis/apps/v1/namespaces/media/daemonsets/minimal-relay")
+        .unwrap();
+    assert_eq!(ds["metadata"]["ownerReferences"][0]["uid"], "tc-uid-1");
+    assert!(ds["metadata"]["annotations"]["xdpturn.io/config-sha256"].is_string());
+    assert_eq!(w.ctx.metrics().total_writes(), 6);
+}
+
+#[tokio::test]
+async fn nothing_changed_sends_no_write() {
+    let w = World::new(minimal());
+    w.reconcile().await;
+    w.fake.take_seen();
+    let before = w.ctx.metrics().total_writes();
+    // As after an operator restart, or the watch event of its own write: only reads.
+    for _ in 0..3 {
+        w.reconcile().await;
+        let seen = w.fake.take_seen();
+        assert_eq!(writes(&seen), Vec::<String>::new(), "{seen:?}");
+        assert!(!seen.is_empty());
+    }
+    assert_eq!(w.ctx.metrics().total_writes(), before);
+}
+
+#[tokio::test]
+async fn the_relays_getting_ready_is_a_status_write_and_an_event() {
+    let w = World::new(minimal());
+    w.reconcile().await;
+    let path = "/apis/apps/v1/namespaces/media/daemonsets/minimal-relay";
+    let mut ds = w.fake.get(path).unwrap();
+    ds["metadata"]["generation"] = 1.into();
+    ds["status"] = json!({"desiredNumberScheduled": 2, "numberReady": 2,
+        "updatedNumberScheduled": 2, "currentNumberScheduled": 2, "numberMisscheduled": 0,
+        "observedGeneration": 1});
+    w.fake.put(path, ds);
+    w.fake.take_seen();
+    w.reconcile().await;
+    assert_eq!(
+        writes(&w.fake.take_seen()),
+        [format!("PATCH {TC_PATH}/status"), EVENT.to_owned()]
+    );
+    let st = w.status();
+    assert_eq!(st.ready_relays, Some(2));
+    assert_eq!(st.condition("Ready").unwrap().reason, "RelaysReady");
+    assert_eq!(
+        st.condition("Progressing").unwrap().status,
+        api::ConditionStatus::False
+    );
+}
+
+#[tokio::test]
+async fn drift_is_repaired_and_only_there() {
+    let w = World::new(minimal());
+    w.reconcile().await;
+    let path = "/api/v1/namespaces/media/configmaps/minimal-relay";
+    let mut cm = w.fake.get(path).unwrap();
+    cm["data"]["relay.toml"] = "realm = \"hand-edited\"\n".into();
+    w.fake.put(path, cm);
+    w.fake.take_seen();
+    w.reconcile().await;
+    assert_eq!(
+        writes(&w.fake.take_seen()),
+        [format!("PATCH {path}"), EVENT.to_owned()]
+    );
+    let cm = w.fake.get(path).unwrap();
+    assert!(
+        cm["data"]["relay.toml"]
+            .as_str()
+            .unwrap()
+            .contains("realm = \"example.org\"")
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_once_and_changes_nothing() {
+    let w = World::new(minimal());
+    w.reconcile().await;
+    let cm_before = w
+        .fake
+        .get("/api/v1/namespaces/media/configmaps/minimal-relay")
+        .unwrap();
+    w.edit_spec(|s| {
+        s["realm"] = "".into();
+        s["publicAddress"]["addresses"] = json!([]);
+    });
+    w.fake.take_seen();
+    let action = w.reconcile().await;
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "no requeue: the user must act"
+    );
+    assert_eq!(
+        writes(&w.fake.take_seen()),
+        [format!("PATCH {TC_PATH}/status"), EVENT.to_owned()],
+        "the status and a Warning event, no object touched"
+    );
+    let st = w.status();
+    let degraded = st.condition("Degraded").unwrap();
+    assert_eq!(degraded.reason, "InvalidSpec");
+    assert_eq!(
+        degraded.message,
+        "spec.realm: must not be empty; spec.publicAddress.addresses: policy Explicit needs at \
+         least one address"
+    );
+    assert_eq!(st.observed_generation, Some(2));
+    assert_eq!(
+        st.endpoints,
+        ["203.0.113.10"],
+        "the running relays are still there"
+    );
+    assert_eq!(
+        w.fake
+            .get("/api/v1/namespaces/media/configmaps/minimal-relay")
+            .unwrap(),
+        cm_before
+    );
+    // Reconciled again (a resync, an owned object's event): nothing new to say.
+    w.reconcile().await;
+    assert_eq!(writes(&w.fake.take_seen()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_malformed_turncluster_is_reported_not_fatal() {
+    let mut spec = minimal();
+    spec["listeners"] = json!([{"protocol": "QUIC"}]);
+    let w = World::new(spec);
+    assert_eq!(w.reconcile().await, Action::await_change());
+    let st = w.status();
+    let degraded = st.condition("Degraded").unwrap();
+    assert_eq!(degraded.reason, "InvalidSpec");
+    assert!(
+        degraded
+            .message
+            .starts_with("spec.listeners[0].protocol: unknown variant `QUIC`"),
+        "{}",
+        degraded.message
+    );
+}
+
+#[tokio::test]
+async fn switching_placement_replaces_the_workload() {
+    let w = World::new(minimal());
+    w.reconcile().await;
+    w.edit_spec(|s| s["placement"] = json!({"mode": "Deployment", "replicas": 2}));
+    w.fake.take_seen();
+    w.reconcile().await;
+    let writes = writes(&w.fake.take_seen());
+    assert!(
+        writes
+            .contains(&"PATCH /apis/apps/v1/namespaces/media/deployments/minimal-relay".to_owned()),
+        "{writes:?}"
+    );
+    assert!(
+        writes
+            .contains(&"DELETE /apis/apps/v1/namespaces/media/daemonsets/minimal-relay".to_owned()),
+        "{writes:?}"
+    );
+    assert!(
+        !writes.iter().any(|w| w.contains("configmaps")),
+        "the config does not depend on the placement here: {writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_object_owned_by_something_else_is_left_alone() {
+    let w = World::new(minimal());
+    let path = "/api/v1/namespaces/media/configmaps/minimal-relay";
+    let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "minimal-relay", "namespace": "media", "uid": "someone-else"},
+        "data": {"mine": "yes"}});
+    w.fake.put(path, theirs.clone());
+    w.reconcile().await;
+    let seen = writes(&w.fake.take_seen());
+    assert!(!seen.iter().any(|s| s.contains("configmaps")), "{seen:?}");
+    assert_eq!(w.fake.get(path).unwrap(), theirs);
+    let degraded = w.status().condition("Degraded").cloned().unwrap();
+    assert_eq!(degraded.reason, "NameConflict");
+    assert!(
+        degraded.message.contains("ConfigMap minimal-relay"),
+        "{}",
+        degraded.message
+    );
+}
