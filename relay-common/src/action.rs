@@ -1,0 +1,208 @@
+//! What the program did with a packet, and why: every packet is counted under exactly one
+//! [`Action`] in the per-CPU `ACTION_STATS` array.
+
+/// `XDP_DROP`.
+pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`.
+pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`.
+pub const XDP_TX: u32 = 3;
+/// `XDP_REDIRECT`.
+pub const XDP_REDIRECT: u32 = 4;
+
+/// What the program did with a packet and why. The discriminant is the index in
+/// `ACTION_STATS`; [`Action::as_str`] is the metric label.
+///
+/// `Pass*` hands the packet, unchanged, to the kernel stack and so to the relay's sockets: it is
+/// not ours, or it is ours but the userspace datapath handles it (it does the same thing, only
+/// slower). `Drop*` is for packets that are malformed beyond what the kernel stack or the relay
+/// would accept anyway.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Forwarded out of the interface it came in on (`XDP_TX`).
+    ForwardedTx = 0,
+    /// Forwarded to another attached interface (`XDP_REDIRECT`).
+    ForwardedRedirect,
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...), or shorter than an Ethernet header.
+    PassNotIp,
+    /// An 802.1Q / 802.1ad tag the program does not parse.
+    PassVlan,
+    /// IP, but not UDP (TCP, ICMP, ESP, ...): TURN over TCP/TLS and ICMP errors included.
+    PassNotUdp,
+    /// An IP fragment (IPv4 MF/offset, IPv6 fragment header): the kernel reassembles it.
+    PassFragment,
+    /// IPv4 options or IPv6 extension headers: rare, and handled by the kernel.
+    PassIpOptions,
+    /// UDP to neither a listener nor a relayed address with a bound channel.
+    PassNotForUs,
+    /// To a listener, first byte 0x00-0x3F: STUN, for the relay.
+    PassStun,
+    /// To a listener, neither STUN nor ChannelData (first byte 0x80-0xFF, or empty).
+    PassNotChannelData,
+    /// ChannelData for a channel the maps do not hold (not bound yet, or another transport).
+    PassUnknownChannel,
+    /// ChannelData with more than 3 bytes after its data (more than padding): userspace
+    /// ignores them, the program does not trim more than padding.
+    PassTrailingBytes,
+    /// A frame longer than the program handles (16 KiB).
+    PassTooBig,
+    /// TTL / hop limit too low to forward (0 or 1): userspace sends it with a fresh one.
+    PassTtl,
+    /// A UDP checksum the program cannot update: zero (none) on IPv4 when the packet leaves as
+    /// IPv6, where it is mandatory, or zero on IPv6, which is invalid.
+    PassNoChecksum,
+    /// The FIB knows the next hop but not its MAC yet: the kernel resolves it when userspace
+    /// sends this packet, and the next one takes the fast path.
+    PassFibNoNeigh,
+    /// Forwarding is disabled on the ingress interface, which `bpf_fib_lookup` requires.
+    PassFibFwdDisabled,
+    /// The packet would exceed the egress MTU.
+    PassFibFragNeeded,
+    /// Any other FIB answer: blackhole, unreachable, prohibited, local (not forwarded), ...
+    PassFibOther,
+    /// The route leaves through an interface the program is not attached to.
+    PassEgressNotAttached,
+    /// `bpf_xdp_adjust_head` refused (not enough headroom); nothing was changed.
+    PassAdjustFailed,
+    /// Malformed IP or UDP header: bad version or header length, lengths beyond the frame.
+    DropMalformed,
+    /// ChannelData on a bound channel whose length field exceeds the datagram, or a datagram to
+    /// a listener too short for a ChannelData header: the relay would drop it too.
+    DropLength,
+    /// A helper failed after the packet was partly rewritten; it cannot be passed on.
+    DropRewriteFailed,
+}
+
+impl Action {
+    /// How many actions there are (the size of `ACTION_STATS`).
+    pub const COUNT: usize = 24;
+
+    /// Every action, in index order.
+    pub const ALL: [Action; Self::COUNT] = [
+        Action::ForwardedTx,
+        Action::ForwardedRedirect,
+        Action::PassNotIp,
+        Action::PassVlan,
+        Action::PassNotUdp,
+        Action::PassFragment,
+        Action::PassIpOptions,
+        Action::PassNotForUs,
+        Action::PassStun,
+        Action::PassNotChannelData,
+        Action::PassUnknownChannel,
+        Action::PassTrailingBytes,
+        Action::PassTooBig,
+        Action::PassTtl,
+        Action::PassNoChecksum,
+        Action::PassFibNoNeigh,
+        Action::PassFibFwdDisabled,
+        Action::PassFibFragNeeded,
+        Action::PassFibOther,
+        Action::PassEgressNotAttached,
+        Action::PassAdjustFailed,
+        Action::DropMalformed,
+        Action::DropLength,
+        Action::DropRewriteFailed,
+    ];
+
+    /// The index in `ACTION_STATS`.
+    #[inline(always)]
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The action at `index`, if there is one.
+    pub const fn from_index(index: u32) -> Option<Self> {
+        if (index as usize) < Self::COUNT {
+            Some(Self::ALL[index as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The XDP verdict that goes with the action.
+    #[inline(always)]
+    pub const fn xdp_action(self) -> u32 {
+        match self {
+            Action::ForwardedTx => XDP_TX,
+            Action::ForwardedRedirect => XDP_REDIRECT,
+            Action::DropMalformed | Action::DropLength | Action::DropRewriteFailed => XDP_DROP,
+            _ => XDP_PASS,
+        }
+    }
+
+    /// A bounded, stable name for metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::ForwardedTx => "forwarded_tx",
+            Action::ForwardedRedirect => "forwarded_redirect",
+            Action::PassNotIp => "pass_not_ip",
+            Action::PassVlan => "pass_vlan",
+            Action::PassNotUdp => "pass_not_udp",
+            Action::PassFragment => "pass_fragment",
+            Action::PassIpOptions => "pass_ip_options",
+            Action::PassNotForUs => "pass_not_for_us",
+            Action::PassStun => "pass_stun",
+            Action::PassNotChannelData => "pass_not_channel_data",
+            Action::PassUnknownChannel => "pass_unknown_channel",
+            Action::PassTrailingBytes => "pass_trailing_bytes",
+            Action::PassTooBig => "pass_too_big",
+            Action::PassTtl => "pass_ttl",
+            Action::PassNoChecksum => "pass_no_checksum",
+            Action::PassFibNoNeigh => "pass_fib_no_neigh",
+            Action::PassFibFwdDisabled => "pass_fib_fwd_disabled",
+            Action::PassFibFragNeeded => "pass_fib_frag_needed",
+            Action::PassFibOther => "pass_fib_other",
+            Action::PassEgressNotAttached => "pass_egress_not_attached",
+            Action::PassAdjustFailed => "pass_adjust_failed",
+            Action::DropMalformed => "drop_malformed",
+            Action::DropLength => "drop_length",
+            Action::DropRewriteFailed => "drop_rewrite_failed",
+        }
+    }
+
+    /// Whether the packet was forwarded by the program.
+    pub const fn is_forwarded(self) -> bool {
+        matches!(self, Action::ForwardedTx | Action::ForwardedRedirect)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_are_dense_and_names_unique() {
+        for (i, a) in Action::ALL.iter().enumerate() {
+            assert_eq!(a.index() as usize, i);
+            assert_eq!(Action::from_index(i as u32), Some(*a));
+            for b in &Action::ALL[i + 1..] {
+                assert_ne!(a.as_str(), b.as_str());
+            }
+        }
+        assert_eq!(Action::from_index(Action::COUNT as u32), None);
+        assert_eq!(
+            Action::DropRewriteFailed.index() as usize,
+            Action::COUNT - 1
+        );
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(Action::ForwardedTx.xdp_action(), XDP_TX);
+        assert_eq!(Action::ForwardedRedirect.xdp_action(), XDP_REDIRECT);
+        assert_eq!(Action::PassStun.xdp_action(), XDP_PASS);
+        assert_eq!(Action::DropLength.xdp_action(), XDP_DROP);
+        let forwarded = Action::ALL.iter().filter(|a| a.is_forwarded()).count();
+        let dropped = Action::ALL
+            .iter()
+            .filter(|a| a.xdp_action() == XDP_DROP)
+            .count();
+        assert_eq!((forwarded, dropped), (2, 3));
+        for a in Action::ALL {
+            assert_eq!(a.as_str().starts_with("pass_"), a.xdp_action() == XDP_PASS);
+            assert_eq!(a.as_str().starts_with("drop_"), a.xdp_action() == XDP_DROP);
+        }
+    }
+}

@@ -1,0 +1,924 @@
+//! Parsing and rewriting, as plain functions on fixed-size byte arrays.
+//!
+//! The XDP program copies each header out of the packet into an array after one bounds check,
+//! calls these functions, and copies the arrays they fill back in: the verifier sees constant
+//! offsets only, and the same code runs under `cargo test` on packets built by hand. Nothing
+//! here loops over a payload: a rewrite changes headers, and the UDP checksum is updated from
+//! the old one (RFC 1624) with the words that changed, padding and ChannelData header included.
+//!
+//! A forwarded packet is rewritten in four steps, the same in both directions:
+//! `bpf_xdp_adjust_head(`[`Rewrite::head_delta`]`)` so that the payload stays where it is and
+//! the new headers fit in front of it; `bpf_xdp_adjust_tail` down to [`Rewrite::frame_len`]
+//! (dropping ChannelData padding and Ethernet padding); then an Ethernet header with the MACs
+//! the FIB lookup gave, followed by [`Rewrite::headers`].
+
+use crate::action::Action;
+use crate::csum::Sum;
+use crate::maps::{ChannelValue, FAMILY_IPV4, FAMILY_IPV6, PeerValue};
+
+/// Ethernet header length.
+pub const ETH_HLEN: usize = 14;
+/// IPv4 header length without options (the only one the program forwards).
+pub const IPV4_HLEN: usize = 20;
+/// IPv6 fixed header length (the program forwards no extension headers).
+pub const IPV6_HLEN: usize = 40;
+/// UDP header length.
+pub const UDP_HLEN: usize = 8;
+/// ChannelData header length (channel number, length).
+pub const CHANNEL_HLEN: usize = 4;
+/// The longest frame the program handles; longer ones are passed ([`Action::PassTooBig`]).
+/// Bounding offsets is what lets the verifier accept reads at a variable offset.
+pub const MAX_FRAME: usize = 0x3FFF;
+/// The most headers a rewrite writes after the Ethernet header: IPv6 + UDP + ChannelData.
+pub const MAX_HEADERS: usize = IPV6_HLEN + UDP_HLEN + CHANNEL_HLEN;
+
+/// EtherType of IPv4.
+pub const ETH_P_IP: u16 = 0x0800;
+/// EtherType of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86DD;
+/// EtherType of an 802.1Q VLAN tag.
+pub const ETH_P_8021Q: u16 = 0x8100;
+/// EtherType of an 802.1ad (QinQ) service tag.
+pub const ETH_P_8021AD: u16 = 0x88A8;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// IPv4 "don't fragment" flag, in the flags/fragment-offset word.
+pub const IPV4_DF: u16 = 0x4000;
+/// IPv4 "more fragments" flag and fragment offset mask.
+const IPV4_MF_OFFSET: u16 = 0x3FFF;
+
+/// The family of the IP packet in an Ethernet frame, from its EtherType.
+#[inline(always)]
+pub const fn l3_family(eth: &[u8; ETH_HLEN]) -> Result<u8, Action> {
+    match u16::from_be_bytes([eth[12], eth[13]]) {
+        ETH_P_IP => Ok(FAMILY_IPV4),
+        ETH_P_IPV6 => Ok(FAMILY_IPV6),
+        // Tagged frames: a NIC usually strips the tag before XDP sees the frame; when it does
+        // not, the kernel's VLAN device handles it.
+        ETH_P_8021Q | ETH_P_8021AD => Err(Action::PassVlan),
+        _ => Err(Action::PassNotIp),
+    }
+}
+
+/// Frames longer than [`MAX_FRAME`] are not the program's (see there).
+#[inline(always)]
+pub const fn check_frame_len(frame_len: usize) -> Result<(), Action> {
+    if frame_len > MAX_FRAME {
+        Err(Action::PassTooBig)
+    } else {
+        Ok(())
+    }
+}
+
+/// What the program keeps of an IP header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub struct Ip {
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    /// Source address, in the crate's 16-byte layout.
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    /// Bytes after the IP header: IPv4 total length - 20, or the IPv6 payload length.
+    pub payload_len: u16,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// IPv4 TOS or IPv6 traffic class (DSCP and ECN), carried over.
+    pub tos: u8,
+    /// IPv6 flow label (20 bits); 0 for IPv4.
+    pub flow_label: u32,
+    /// IPv4 identification; 0 for IPv6.
+    pub ipv4_id: u16,
+    /// IPv4 flags and fragment offset (only DF can be set on a packet that gets here).
+    pub ipv4_frag: u16,
+    /// IPv4 header checksum as received; 0 for IPv6.
+    pub ipv4_check: u16,
+}
+
+impl Ip {
+    /// The IP header length (no options, no extension headers).
+    #[inline(always)]
+    pub const fn header_len(&self) -> usize {
+        header_len(self.family)
+    }
+}
+
+/// The IP header length of a family, as the program forwards it.
+#[inline(always)]
+pub const fn header_len(family: u8) -> usize {
+    if family == FAMILY_IPV6 {
+        IPV6_HLEN
+    } else {
+        IPV4_HLEN
+    }
+}
+
+impl Ip {
+    /// An all-zero header to parse into.
+    pub const EMPTY: Ip = Ip {
+        family: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        payload_len: 0,
+        ttl: 0,
+        tos: 0,
+        flow_label: 0,
+        ipv4_id: 0,
+        ipv4_frag: 0,
+        ipv4_check: 0,
+    };
+}
+
+/// Parses an IPv4 header; `l3_len` is the frame length after the Ethernet header.
+#[inline(always)]
+pub const fn parse_ipv4(h: &[u8; IPV4_HLEN], l3_len: usize) -> Result<Ip, Action> {
+    let mut ip = Ip::EMPTY;
+    match parse_ipv4_into(h, l3_len, &mut ip) {
+        Ok(()) => Ok(ip),
+        Err(action) => Err(action),
+    }
+}
+
+/// Parses an IPv6 header; `l3_len` is the frame length after the Ethernet header.
+#[inline(always)]
+pub const fn parse_ipv6(h: &[u8; IPV6_HLEN], l3_len: usize) -> Result<Ip, Action> {
+    let mut ip = Ip::EMPTY;
+    match parse_ipv6_into(h, l3_len, &mut ip) {
+        Ok(()) => Ok(ip),
+        Err(action) => Err(action),
+    }
+}
+
+/// [`parse_ipv4`] into an `Ip` the caller owns (the program keeps it in its per-CPU scratch
+/// map: as a local, its addresses get split into bytes that each take a stack slot). On error
+/// `ip` is left partly written.
+#[inline(always)]
+pub const fn parse_ipv4_into(
+    h: &[u8; IPV4_HLEN],
+    l3_len: usize,
+    ip: &mut Ip,
+) -> Result<(), Action> {
+    let ihl = (h[0] & 0x0F) as usize * 4;
+    let total_len = u16::from_be_bytes([h[2], h[3]]) as usize;
+    // The kernel drops these too (ip_rcv_core); they cannot be anyone's.
+    if h[0] >> 4 != 4 || ihl < IPV4_HLEN || total_len < ihl || total_len > l3_len {
+        return Err(Action::DropMalformed);
+    }
+    if h[9] != IPPROTO_UDP {
+        return Err(Action::PassNotUdp);
+    }
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    if frag & IPV4_MF_OFFSET != 0 {
+        return Err(Action::PassFragment);
+    }
+    if ihl != IPV4_HLEN {
+        return Err(Action::PassIpOptions);
+    }
+    ip.family = FAMILY_IPV4;
+    ip.src = [0; 16];
+    ip.dst = [0; 16];
+    let mut i = 0;
+    while i < 4 {
+        ip.src[i] = h[12 + i];
+        ip.dst[i] = h[16 + i];
+        i += 1;
+    }
+    ip.payload_len = (total_len - IPV4_HLEN) as u16;
+    ip.ttl = h[8];
+    ip.tos = h[1];
+    ip.flow_label = 0;
+    ip.ipv4_id = u16::from_be_bytes([h[4], h[5]]);
+    ip.ipv4_frag = frag;
+    ip.ipv4_check = u16::from_be_bytes([h[10], h[11]]);
+    Ok(())
+}
+
+/// [`parse_ipv6`] into an `Ip` the caller owns, as [`parse_ipv4_into`].
+#[inline(always)]
+pub const fn parse_ipv6_into(
+    h: &[u8; IPV6_HLEN],
+    l3_len: usize,
+    ip: &mut Ip,
+) -> Result<(), Action> {
+    let payload_len = u16::from_be_bytes([h[4], h[5]]);
+    if h[0] >> 4 != 6 || IPV6_HLEN + payload_len as usize > l3_len {
+        return Err(Action::DropMalformed);
+    }
+    match h[6] {
+        IPPROTO_UDP => {}
+        // Fragment header.
+        44 => return Err(Action::PassFragment),
+        // Hop-by-hop, routing, destination options, AH, mobility, HIP, shim6: extension
+        // headers the program does not walk.
+        0 | 43 | 60 | 51 | 135 | 139 | 140 => return Err(Action::PassIpOptions),
+        _ => return Err(Action::PassNotUdp),
+    }
+    let first = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    ip.family = FAMILY_IPV6;
+    ip.src = addr16(h, 8);
+    ip.dst = addr16(h, 24);
+    ip.payload_len = payload_len;
+    ip.ttl = h[7];
+    ip.tos = (first >> 20) as u8;
+    ip.flow_label = first & 0x000F_FFFF;
+    ip.ipv4_id = 0;
+    ip.ipv4_frag = 0;
+    ip.ipv4_check = 0;
+    Ok(())
+}
+
+/// The 16 bytes at `at` of an IPv6 header.
+#[inline(always)]
+const fn addr16(h: &[u8; IPV6_HLEN], at: usize) -> [u8; 16] {
+    match h.split_at(at).1.first_chunk::<16>() {
+        Some(a) => *a,
+        // The callers' offsets (8, 24) leave at least 16 bytes.
+        None => [0; 16],
+    }
+}
+
+/// What the program keeps of a UDP header (host-order numbers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub struct Udp {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// The UDP length field (header included).
+    pub len: u16,
+    /// The checksum as received (0: none, IPv4 only).
+    pub check: u16,
+}
+
+impl Udp {
+    /// The payload length.
+    #[inline(always)]
+    pub const fn payload_len(&self) -> u16 {
+        self.len - UDP_HLEN as u16
+    }
+}
+
+/// Parses a UDP header. A length shorter than the IP payload is allowed (the rest is ignored,
+/// as the kernel does); a longer one, or one shorter than the header, is malformed.
+#[inline(always)]
+pub const fn parse_udp(h: &[u8; UDP_HLEN], ip: &Ip) -> Result<Udp, Action> {
+    let len = u16::from_be_bytes([h[4], h[5]]);
+    if (len as usize) < UDP_HLEN || len > ip.payload_len {
+        return Err(Action::DropMalformed);
+    }
+    Ok(Udp {
+        src_port: u16::from_be_bytes([h[0], h[1]]),
+        dst_port: u16::from_be_bytes([h[2], h[3]]),
+        len,
+        check: u16::from_be_bytes([h[6], h[7]]),
+    })
+}
+
+/// A ChannelData header (host-order numbers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub struct ChannelHeader {
+    /// The channel number.
+    pub channel: u16,
+    /// The length field: data bytes, padding not included.
+    pub len: u16,
+}
+
+/// The ChannelData header the payload starts with, if its first byte is 0x40-0x7F (how TURN
+/// tells ChannelData from STUN, RFC 8656 §12). `payload` is the first 4 payload bytes.
+#[inline(always)]
+pub const fn channel_header(payload: &[u8; CHANNEL_HLEN]) -> Option<ChannelHeader> {
+    if payload[0] & 0xC0 != 0x40 {
+        return None;
+    }
+    Some(ChannelHeader {
+        channel: u16::from_be_bytes([payload[0], payload[1]]),
+        len: u16::from_be_bytes([payload[2], payload[3]]),
+    })
+}
+
+/// Checks a ChannelData message on a bound channel against its UDP payload length and returns
+/// how many bytes follow the data (padding, 0-3).
+#[inline(always)]
+pub const fn channel_data_fits(cd: ChannelHeader, payload_len: u16) -> Result<u16, Action> {
+    let end = CHANNEL_HLEN as u32 + cd.len as u32;
+    if end > payload_len as u32 {
+        // The relay drops it as malformed too (ChannelDataError::Truncated).
+        return Err(Action::DropLength);
+    }
+    let trailing = payload_len - end as u16;
+    if trailing > 3 {
+        return Err(Action::PassTrailingBytes);
+    }
+    Ok(trailing)
+}
+
+/// Why a UDP datagram that matched no channel is not forwarded. `first` is its first payload
+/// byte (ignored when `payload_len` is 0).
+#[inline(always)]
+pub const fn unmatched(to_listener: bool, first: u8, payload_len: u16) -> Action {
+    if !to_listener {
+        return Action::PassNotForUs;
+    }
+    if payload_len == 0 {
+        return Action::PassNotChannelData;
+    }
+    match first {
+        0x00..=0x3F => Action::PassStun,
+        // A channel byte but no room for the 4-byte header: the relay drops it as malformed.
+        0x40..=0x7F if (payload_len as usize) < CHANNEL_HLEN => Action::DropLength,
+        0x40..=0x7F => Action::PassUnknownChannel,
+        _ => Action::PassNotChannelData,
+    }
+}
+
+/// The checksum contribution of the bytes after a ChannelData message's data (its padding):
+/// `bytes[..count]`, which start at offset `4 + data_len` of the UDP payload. The payload
+/// starts at an even offset of the checksummed data, so a byte's parity there is its parity in
+/// the payload.
+#[inline(always)]
+pub const fn trailing_sum(bytes: &[u8; 3], count: u16, data_len: u16) -> Sum {
+    let mut s = Sum::new();
+    let mut i = 0;
+    while i < 3 {
+        if i < count as usize {
+            let offset = CHANNEL_HLEN + data_len as usize + i;
+            s = s.add_byte(bytes[i], offset & 1 == 0);
+        }
+        i += 1;
+    }
+    s
+}
+
+/// A planned rewrite: the headers of the outgoing packet and how to get there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub struct Rewrite {
+    /// The outgoing packet's family.
+    pub family: u8,
+    /// IP + UDP (+ ChannelData towards a client) headers, ready to copy after the Ethernet
+    /// header; [`Rewrite::headers_len`] bytes are used.
+    pub headers: [u8; MAX_HEADERS],
+    /// Whether a ChannelData header is part of the headers (towards a client).
+    pub channel_header: bool,
+    /// The delta for `bpf_xdp_adjust_head`: old headers minus new headers (positive shrinks).
+    pub head_delta: i32,
+    /// The outgoing frame's length, Ethernet header included.
+    pub frame_len: usize,
+    /// Source port of the outgoing packet.
+    pub src_port: u16,
+    /// Destination port of the outgoing packet.
+    pub dst_port: u16,
+    /// The outgoing packet's length from its IP header on (`bpf_fib_lookup`'s `tot_len`).
+    pub l3_len: u16,
+    /// IPv4 TOS / IPv6 traffic class.
+    pub tos: u8,
+    /// IPv6 flow label (0 for IPv4).
+    pub flow_label: u32,
+    /// The application data bytes relayed (what the channel counters count).
+    pub data_len: u16,
+}
+
+impl Route {
+    /// An all-zero route to fill in.
+    pub const EMPTY: Route = Route {
+        family: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        removed: 0,
+        added: None,
+        data_len: 0,
+        counter: 0,
+    };
+}
+
+impl Rewrite {
+    /// An all-zero rewrite to fill in.
+    pub const EMPTY: Rewrite = Rewrite {
+        family: 0,
+        headers: [0; MAX_HEADERS],
+        channel_header: false,
+        head_delta: 0,
+        frame_len: 0,
+        src_port: 0,
+        dst_port: 0,
+        l3_len: 0,
+        tos: 0,
+        flow_label: 0,
+        data_len: 0,
+    };
+
+    /// How many bytes of [`Rewrite::headers`] are used.
+    #[inline(always)]
+    pub const fn headers_len(&self) -> usize {
+        header_len(self.family) + UDP_HLEN + if self.channel_header { CHANNEL_HLEN } else { 0 }
+    }
+
+    /// The EtherType of the outgoing frame.
+    #[inline(always)]
+    pub const fn ethertype(&self) -> u16 {
+        if self.family == FAMILY_IPV6 {
+            ETH_P_IPV6
+        } else {
+            ETH_P_IP
+        }
+    }
+
+    /// The outgoing source address as 4 network-order words (IPv4: the first one), read from
+    /// the headers; for the FIB lookup.
+    #[inline(always)]
+    pub const fn src_words(&self) -> [u32; 4] {
+        if self.family == FAMILY_IPV6 {
+            self.words(8)
+        } else {
+            self.words(12)
+        }
+    }
+
+    /// The outgoing destination address, as [`Rewrite::src_words`].
+    #[inline(always)]
+    pub const fn dst_words(&self) -> [u32; 4] {
+        if self.family == FAMILY_IPV6 {
+            self.words(24)
+        } else {
+            self.words(16)
+        }
+    }
+
+    #[inline(always)]
+    const fn words(&self, at: usize) -> [u32; 4] {
+        let h = &self.headers;
+        let mut out = [0u32; 4];
+        let mut i = 0;
+        while i < 4 {
+            let b = at + 4 * i;
+            // IPv4 reads past its 4 address bytes into other header bytes; only out[0] is used.
+            out[i] = u32::from_ne_bytes([h[b], h[b + 1], h[b + 2], h[b + 3]]);
+            i += 1;
+        }
+        out
+    }
+
+    /// IPv6 `flowinfo` as `bpf_fib_lookup` takes it (traffic class and flow label, host order;
+    /// store it big-endian).
+    #[inline(always)]
+    pub const fn flowinfo(&self) -> u32 {
+        ((self.tos as u32) << 20) | self.flow_label
+    }
+}
+
+/// Where a forwarded packet goes and what happens to its payload: the part of a rewrite that
+/// comes from the map value. It holds copies, not references: the program keeps it in its
+/// scratch map, where the verifier allows no pointers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub struct Route {
+    /// The outgoing family.
+    pub family: u8,
+    /// The outgoing source address.
+    pub src: [u8; 16],
+    /// The outgoing destination address.
+    pub dst: [u8; 16],
+    /// The outgoing source port (host order).
+    pub src_port: u16,
+    /// The outgoing destination port (host order).
+    pub dst_port: u16,
+    /// The folded checksum sum of the payload words that go (ChannelData header, padding).
+    pub removed: u16,
+    /// The ChannelData header that goes in front of the payload, towards a client.
+    pub added: Option<ChannelHeader>,
+    /// The application data bytes.
+    pub data_len: u16,
+    /// The channel's counter slot.
+    pub counter: u32,
+}
+
+/// The route of ChannelData from a client to a peer: the 4-byte header and any padding go, the
+/// packet leaves from the relayed address to the peer. `trailing` is [`trailing_sum`] of the
+/// padding ([`channel_data_fits`] counted it).
+#[inline(always)]
+pub const fn route_to_peer(cd: ChannelHeader, trailing: Sum, value: &ChannelValue) -> Route {
+    Route {
+        family: value.family,
+        src: value.relay_addr,
+        dst: value.peer_addr,
+        src_port: u16::from_be(value.relay_port),
+        dst_port: u16::from_be(value.peer_port),
+        removed: Sum::new()
+            .add(cd.channel)
+            .add(cd.len)
+            .add(trailing.fold())
+            .fold(),
+        added: None,
+        data_len: cd.len,
+        counter: value.counter,
+    }
+}
+
+/// The route of a peer's datagram to a client: a ChannelData header goes in front of the data,
+/// the packet leaves from the listener to the client.
+#[inline(always)]
+pub const fn route_to_client(udp: &Udp, value: &PeerValue) -> Route {
+    let data_len = udp.payload_len();
+    Route {
+        family: value.family,
+        src: value.listener_addr,
+        dst: value.client_addr,
+        src_port: u16::from_be(value.listener_port),
+        dst_port: u16::from_be(value.client_port),
+        removed: 0,
+        added: Some(ChannelHeader {
+            channel: u16::from_be(value.channel),
+            len: data_len,
+        }),
+        data_len,
+        counter: value.counter,
+    }
+}
+
+/// [`rewrite`] along [`route_to_peer`].
+#[inline(always)]
+pub const fn client_to_peer(
+    ip: &Ip,
+    udp: &Udp,
+    cd: ChannelHeader,
+    trailing: Sum,
+    value: &ChannelValue,
+) -> Result<Rewrite, Action> {
+    rewrite(ip, udp, &route_to_peer(cd, trailing, value))
+}
+
+/// [`rewrite`] along [`route_to_client`].
+#[inline(always)]
+pub const fn peer_to_client(ip: &Ip, udp: &Udp, value: &PeerValue) -> Result<Rewrite, Action> {
+    rewrite(ip, udp, &route_to_client(udp, value))
+}
+
+/// Plans a forwarded packet: new IP and UDP headers (and ChannelData header towards a client),
+/// the UDP checksum updated for every word that changed.
+#[inline(always)]
+pub const fn rewrite(ip: &Ip, udp: &Udp, route: &Route) -> Result<Rewrite, Action> {
+    let mut rw = Rewrite::EMPTY;
+    match rewrite_into(ip, udp, route, &mut rw) {
+        Ok(()) => Ok(rw),
+        Err(action) => Err(action),
+    }
+}
+
+/// [`rewrite`] into a `Rewrite` the caller owns (the program keeps it in a per-CPU scratch map,
+/// off its 512-byte stack). On error `rw` is left partly written.
+#[inline(always)]
+pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> Result<(), Action> {
+    let removed = out.removed;
+    let added = out.added;
+    let data_len = out.data_len;
+    if ip.ttl <= 1 {
+        return Err(Action::PassTtl);
+    }
+    let in6 = ip.family == FAMILY_IPV6;
+    let out6 = out.family == FAMILY_IPV6;
+    let in_hlen = header_len(ip.family);
+    let out_hlen = header_len(out.family);
+    let cd_hlen = if added.is_some() { CHANNEL_HLEN } else { 0 };
+    let old_headers = in_hlen + UDP_HLEN + if added.is_some() { 0 } else { CHANNEL_HLEN };
+    let new_headers = out_hlen + UDP_HLEN + cd_hlen;
+    let udp_len = UDP_HLEN + cd_hlen + data_len as usize;
+    let l3_len = out_hlen + udp_len;
+    // Only reachable past MAX_FRAME, which the program refuses first; kept so the function is
+    // total.
+    if l3_len > 0xFFFF {
+        return Err(Action::PassTooBig);
+    }
+
+    // The UDP checksum: RFC 1624 over the pseudo-header, the UDP header and the payload words
+    // that change. The protocol (17) is in both pseudo-headers and cancels out; the UDP length
+    // is counted twice (pseudo-header and header), as IPv4 and IPv6 both do.
+    let check = if udp.check == 0 {
+        if in6 || out6 {
+            // IPv6 requires a checksum and this one cannot be updated from nothing; a zero one
+            // on IPv6 is invalid to begin with.
+            return Err(Action::PassNoChecksum);
+        }
+        // IPv4 to IPv4 without a checksum: stays without one (RFC 768).
+        0
+    } else {
+        let mut s = Sum::from_checksum(udp.check)
+            .sub_addr(&ip.src, in6)
+            .sub_addr(&ip.dst, in6)
+            .sub(udp.len)
+            .sub(udp.len)
+            .sub(udp.src_port)
+            .sub(udp.dst_port)
+            .sub(removed)
+            .add_addr(&out.src, out6)
+            .add_addr(&out.dst, out6)
+            .add(udp_len as u16)
+            .add(udp_len as u16)
+            .add(out.src_port)
+            .add(out.dst_port);
+        if let Some(cd) = added {
+            s = s.add(cd.channel).add(cd.len);
+        }
+        s.udp_checksum()
+    };
+
+    let headers = &mut rw.headers;
+    let ttl = ip.ttl - 1;
+    let flow_label = if in6 { ip.flow_label } else { 0 };
+    if out6 {
+        let first = (6u32 << 28) | ((ip.tos as u32) << 20) | flow_label;
+        put32(headers, 0, first);
+        put16(headers, 4, udp_len as u16);
+        headers[6] = IPPROTO_UDP;
+        headers[7] = ttl;
+        put_addr(headers, 8, &out.src, 16);
+        put_addr(headers, 24, &out.dst, 16);
+    } else {
+        // IPv4 to IPv4 keeps the identification and DF; from IPv6 there is neither, and DF is
+        // set (IPv6 is never fragmented on the way, and ID 0 is fine with DF, RFC 6864).
+        let (id, frag) = if in6 {
+            (0, IPV4_DF)
+        } else {
+            (ip.ipv4_id, ip.ipv4_frag)
+        };
+        headers[0] = 0x45;
+        headers[1] = ip.tos;
+        put16(headers, 2, l3_len as u16);
+        put16(headers, 4, id);
+        put16(headers, 6, frag);
+        headers[8] = ttl;
+        headers[9] = IPPROTO_UDP;
+        put_addr(headers, 12, &out.src, 4);
+        put_addr(headers, 16, &out.dst, 4);
+        put16(headers, 10, 0);
+        let ip_check = if in6 {
+            // A new header: computed in full (ten words).
+            let mut s = Sum::new();
+            let mut i = 0;
+            while i < IPV4_HLEN {
+                s = s.add(u16::from_be_bytes([headers[i], headers[i + 1]]));
+                i += 2;
+            }
+            s.checksum()
+        } else {
+            // The same header with TTL, length and addresses changed: updated (RFC 1624), so
+            // a header that arrived corrupted does not leave with a valid checksum.
+            Sum::from_checksum(ip.ipv4_check)
+                .sub(((ip.ttl as u16) << 8) | IPPROTO_UDP as u16)
+                .add(((ttl as u16) << 8) | IPPROTO_UDP as u16)
+                .sub(ip.payload_len + IPV4_HLEN as u16)
+                .add(l3_len as u16)
+                .sub_addr(&ip.src, false)
+                .sub_addr(&ip.dst, false)
+                .add_addr(&out.src, false)
+                .add_addr(&out.dst, false)
+                .checksum()
+        };
+        put16(headers, 10, ip_check);
+    }
+    put16(headers, out_hlen, out.src_port);
+    put16(headers, out_hlen + 2, out.dst_port);
+    put16(headers, out_hlen + 4, udp_len as u16);
+    put16(headers, out_hlen + 6, check);
+    if let Some(cd) = added {
+        put16(headers, out_hlen + UDP_HLEN, cd.channel);
+        put16(headers, out_hlen + UDP_HLEN + 2, cd.len);
+    }
+
+    rw.family = out.family;
+    rw.channel_header = added.is_some();
+    rw.head_delta = old_headers as i32 - new_headers as i32;
+    rw.frame_len = ETH_HLEN + l3_len;
+    rw.src_port = out.src_port;
+    rw.dst_port = out.dst_port;
+    rw.l3_len = l3_len as u16;
+    rw.tos = ip.tos;
+    rw.flow_label = flow_label;
+    rw.data_len = data_len;
+    Ok(())
+}
+
+/// The Ethernet header of a forwarded frame.
+#[inline(always)]
+pub const fn ethernet_header(dst: &[u8; 6], src: &[u8; 6], ethertype: u16) -> [u8; ETH_HLEN] {
+    let mut h = [0u8; ETH_HLEN];
+    let mut i = 0;
+    while i < 6 {
+        h[i] = dst[i];
+        h[6 + i] = src[i];
+        i += 1;
+    }
+    let t = ethertype.to_be_bytes();
+    h[12] = t[0];
+    h[13] = t[1];
+    h
+}
+
+#[inline(always)]
+const fn put16(buf: &mut [u8; MAX_HEADERS], at: usize, value: u16) {
+    let b = value.to_be_bytes();
+    buf[at] = b[0];
+    buf[at + 1] = b[1];
+}
+
+#[inline(always)]
+const fn put32(buf: &mut [u8; MAX_HEADERS], at: usize, value: u32) {
+    let b = value.to_be_bytes();
+    let mut i = 0;
+    while i < 4 {
+        buf[at + i] = b[i];
+        i += 1;
+    }
+}
+
+#[inline(always)]
+const fn put_addr(buf: &mut [u8; MAX_HEADERS], at: usize, addr: &[u8; 16], len: usize) {
+    let mut i = 0;
+    while i < len {
+        buf[at + i] = addr[i];
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn ipv4(proto: u8, ihl: u8, frag: u16, total: u16) -> [u8; IPV4_HLEN] {
+        let mut h = [0u8; IPV4_HLEN];
+        h[0] = 0x40 | ihl;
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[6..8].copy_from_slice(&frag.to_be_bytes());
+        h[8] = 64;
+        h[9] = proto;
+        h[12..16].copy_from_slice(&[192, 0, 2, 1]);
+        h[16..20].copy_from_slice(&[198, 51, 100, 7]);
+        h
+    }
+
+    fn ipv6(next: u8, payload: u16) -> [u8; IPV6_HLEN] {
+        let mut h = [0u8; IPV6_HLEN];
+        h[0..4].copy_from_slice(&0x6AB1_2345u32.to_be_bytes());
+        h[4..6].copy_from_slice(&payload.to_be_bytes());
+        h[6] = next;
+        h[7] = 1;
+        h[8] = 0x20;
+        h[39] = 9;
+        h
+    }
+
+    #[test]
+    fn ethertypes() {
+        let mut eth = [0u8; ETH_HLEN];
+        for (t, r) in [
+            (ETH_P_IP, Ok(FAMILY_IPV4)),
+            (ETH_P_IPV6, Ok(FAMILY_IPV6)),
+            (ETH_P_8021Q, Err(Action::PassVlan)),
+            (ETH_P_8021AD, Err(Action::PassVlan)),
+            (0x0806, Err(Action::PassNotIp)),
+        ] {
+            eth[12..].copy_from_slice(&t.to_be_bytes());
+            assert_eq!(l3_family(&eth), r, "{t:#06x}");
+        }
+    }
+
+    #[test]
+    fn ipv4_cases() {
+        let ok = parse_ipv4(&ipv4(17, 5, IPV4_DF, 40), 46).unwrap();
+        assert_eq!(ok.payload_len, 20);
+        assert_eq!((ok.ttl, ok.ipv4_frag), (64, IPV4_DF));
+        assert_eq!(ok.src[..4], [192, 0, 2, 1]);
+        assert_eq!(ok.dst[4..], [0; 12]);
+        for (h, l3_len, want) in [
+            (ipv4(6, 5, 0, 40), 40, Action::PassNotUdp),
+            (ipv4(17, 5, 0x2000, 40), 40, Action::PassFragment),
+            (ipv4(17, 5, 0x0001, 40), 40, Action::PassFragment),
+            (ipv4(17, 6, 0, 40), 40, Action::PassIpOptions),
+            (ipv4(17, 4, 0, 40), 40, Action::DropMalformed),
+            (ipv4(17, 5, 0, 41), 40, Action::DropMalformed),
+            (ipv4(17, 6, 0, 20), 40, Action::DropMalformed),
+        ] {
+            assert_eq!(parse_ipv4(&h, l3_len), Err(want), "{h:?}");
+        }
+        let mut v6 = ipv4(17, 5, 0, 40);
+        v6[0] = 0x65;
+        assert_eq!(parse_ipv4(&v6, 40), Err(Action::DropMalformed));
+    }
+
+    #[test]
+    fn ipv6_cases() {
+        let ok = parse_ipv6(&ipv6(17, 8), 48).unwrap();
+        assert_eq!((ok.payload_len, ok.ttl), (8, 1));
+        assert_eq!((ok.tos, ok.flow_label), (0xAB, 0x1_2345));
+        assert_eq!((ok.src[0], ok.dst[15]), (0x20, 9));
+        for (next, want) in [
+            (44, Action::PassFragment),
+            (0, Action::PassIpOptions),
+            (60, Action::PassIpOptions),
+            (6, Action::PassNotUdp),
+            (58, Action::PassNotUdp),
+        ] {
+            assert_eq!(parse_ipv6(&ipv6(next, 8), 48), Err(want));
+        }
+        assert_eq!(parse_ipv6(&ipv6(17, 9), 48), Err(Action::DropMalformed));
+    }
+
+    #[test]
+    fn udp_lengths() {
+        let ip = parse_ipv4(&ipv4(17, 5, 0, 40), 40).unwrap();
+        let udp = |len: u16| {
+            let mut h = [0u8; UDP_HLEN];
+            h[4..6].copy_from_slice(&len.to_be_bytes());
+            h
+        };
+        assert_eq!(parse_udp(&udp(20), &ip).unwrap().payload_len(), 12);
+        // Shorter than the IP payload: allowed, the rest is not part of the datagram.
+        assert_eq!(parse_udp(&udp(8), &ip).unwrap().payload_len(), 0);
+        assert_eq!(parse_udp(&udp(21), &ip), Err(Action::DropMalformed));
+        assert_eq!(parse_udp(&udp(7), &ip), Err(Action::DropMalformed));
+    }
+
+    #[test]
+    fn channel_data_classification() {
+        assert_eq!(
+            channel_header(&[0x40, 0x01, 0x00, 0x05]),
+            Some(ChannelHeader {
+                channel: 0x4001,
+                len: 5
+            })
+        );
+        assert_eq!(channel_header(&[0x00, 0x01, 0x00, 0x05]), None);
+        assert_eq!(channel_header(&[0x80, 0x01, 0x00, 0x05]), None);
+        let cd = ChannelHeader {
+            channel: 0x4000,
+            len: 5,
+        };
+        assert_eq!(channel_data_fits(cd, 9), Ok(0));
+        assert_eq!(channel_data_fits(cd, 12), Ok(3));
+        assert_eq!(channel_data_fits(cd, 13), Err(Action::PassTrailingBytes));
+        assert_eq!(channel_data_fits(cd, 8), Err(Action::DropLength));
+        let max = ChannelHeader {
+            channel: 0x4000,
+            len: 0xFFFF,
+        };
+        assert_eq!(channel_data_fits(max, 0xFFFF), Err(Action::DropLength));
+
+        assert_eq!(unmatched(false, 0x00, 20), Action::PassNotForUs);
+        assert_eq!(unmatched(true, 0x00, 20), Action::PassStun);
+        assert_eq!(unmatched(true, 0x3F, 1), Action::PassStun);
+        assert_eq!(unmatched(true, 0x40, 20), Action::PassUnknownChannel);
+        assert_eq!(unmatched(true, 0x7F, 3), Action::DropLength);
+        assert_eq!(unmatched(true, 0x80, 20), Action::PassNotChannelData);
+        assert_eq!(unmatched(true, 0x00, 0), Action::PassNotChannelData);
+    }
+
+    #[test]
+    fn trailing_bytes_sum_at_their_parity() {
+        // Data of 5 bytes: padding at payload offsets 9, 10, 11 (odd, even, odd).
+        let s = trailing_sum(&[0xAA, 0xBB, 0xCC], 3, 5);
+        assert_eq!(s.fold(), 0x00AA + 0xBB00 + 0x00CC);
+        assert_eq!(trailing_sum(&[0xAA, 0xBB, 0xCC], 1, 4).fold(), 0xAA00);
+        assert_eq!(trailing_sum(&[0xAA, 0xBB, 0xCC], 0, 4).fold(), 0);
+    }
+
+    #[test]
+    fn ttl_one_is_not_forwarded() {
+        let mut h = ipv4(17, 5, 0, 40);
+        h[8] = 1;
+        let ip = parse_ipv4(&h, 40).unwrap();
+        let udp = Udp {
+            src_port: 1,
+            dst_port: 2,
+            len: 20,
+            check: 0x1234,
+        };
+        let value = ChannelValue {
+            relay_addr: [0; 16],
+            peer_addr: [0; 16],
+            relay_port: 0,
+            peer_port: 0,
+            family: FAMILY_IPV4,
+            _pad: [0; 3],
+            counter: 0,
+        };
+        let cd = ChannelHeader {
+            channel: 0x4000,
+            len: 8,
+        };
+        assert_eq!(
+            client_to_peer(&ip, &udp, cd, Sum::new(), &value),
+            Err(Action::PassTtl)
+        );
+    }
+}
