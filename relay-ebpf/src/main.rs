@@ -1,29 +1,408 @@
-//! xdpturn's XDP program.
+//! xdpturn's XDP program: TURN ChannelData relayed in the kernel.
 //!
-//! For now it passes every packet to the kernel stack (XDP_PASS), so loading it changes
-//! nothing: the relay's sockets see all traffic. The ChannelData fast path (parse -> channel map
-//! lookup -> rewrite -> checksum -> XDP_TX/redirect, with every error mapped to an explicit
-//! action) is added by the kernel fast-path issue, using the map types in `relay-common`.
+//! Client to peer: a UDP packet to a listener whose payload is ChannelData (first byte
+//! 0x40-0x7F) on a channel in `CLIENT_TO_PEER` loses its 4-byte header (and padding) and leaves
+//! from the relayed address to the peer. Peer to client: a datagram from a peer to a relayed
+//! address in `PEER_TO_CLIENT` gains a ChannelData header and leaves from the listener to the
+//! client. Either may change family (IPv4 client, IPv6 peer and the other way round).
+//!
+//! The steps, in [`try_xdpturn`]: parse (Ethernet, IPv4 without options or IPv6 without
+//! extension headers, UDP) -> look the channel up -> plan the new headers and checksums
+//! ([`relay_common::packet`]) -> `bpf_fib_lookup` for the new destination -> adjust head and
+//! tail, write the headers -> `XDP_TX` when the route leaves by the ingress interface,
+//! `XDP_REDIRECT` through the `EGRESS` device map when it leaves by another attached one. Every
+//! other outcome is an [`Action`] with a deliberate verdict (mostly `XDP_PASS` to the kernel
+//! stack and the relay's sockets, which do the same job in userspace), and every packet is
+//! counted under its action, per CPU. Nothing is changed before the last check that can pass a
+//! packet up has been made.
+//!
+//! Userspace is the only writer of the maps; the program only reads them and counts.
 
 #![no_std]
 #![no_main]
 
-use aya_ebpf::bindings::xdp_action;
-use aya_ebpf::macros::xdp;
+use core::mem::size_of;
+
+use aya_ebpf::bindings::{
+    BPF_F_NO_PREALLOC, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED,
+    BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibLookup,
+};
+use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_adjust_tail};
+use aya_ebpf::macros::{map, xdp};
+use aya_ebpf::maps::{DevMapHash, HashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
+use relay_common::csum::Sum;
+use relay_common::packet::{
+    self, CHANNEL_HLEN, ETH_HLEN, IPV4_HLEN, IPV6_HLEN, Ip, MAX_FRAME, MAX_HEADERS, Rewrite, Route,
+    UDP_HLEN, Udp,
+};
+use relay_common::{
+    Action, ChannelKey, ChannelStats, ChannelValue, FAMILY_IPV4, FAMILY_IPV6, ListenerKey, PeerKey,
+    PeerValue,
+};
+
+// The sizes are placeholders: userspace sets the channel maps' and counters' size when it
+// loads the program (`max_channels`). The names are relay_common::maps' constants.
+
+/// Client to peer: ChannelKey -> ChannelValue. No preallocation, so an entry userspace
+/// replaces is freed only after readers are done with it.
+#[map]
+static CLIENT_TO_PEER: HashMap<ChannelKey, ChannelValue> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+
+/// Peer to client: PeerKey -> PeerValue.
+#[map]
+static PEER_TO_CLIENT: HashMap<PeerKey, PeerValue> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+
+/// The TURN listeners, only to tell "not ours" from "ours, for userspace" in the counters.
+#[map]
+static LISTENERS: HashMap<ListenerKey, u32> = HashMap::with_max_entries(64, 0);
+
+/// Per-CPU packets and bytes per channel, indexed by the values' `counter`.
+#[map]
+static CHANNEL_STATS: PerCpuArray<ChannelStats> = PerCpuArray::with_max_entries(1024, 0);
+
+/// Per-CPU packets per action, indexed by `Action::index`.
+#[map]
+static ACTION_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Action::COUNT as u32, 0);
+
+/// The interfaces the program is attached to, the only ones it redirects to.
+#[map]
+static EGRESS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
+/// Per-CPU room for what does not fit the 512-byte stack: the parsed IP header, the route, the
+/// planned rewrite and the FIB lookup's parameters. Programs do not migrate between CPUs during a run, so one slot per CPU
+/// is private to the run.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct Scratch {
+    ip: Ip,
+    route: Route,
+    rw: Rewrite,
+    fib: FibLookup,
+}
 
 /// Entry point attached to the NIC.
 #[xdp]
 pub fn xdpturn(ctx: XdpContext) -> u32 {
-    match try_xdpturn(&ctx) {
-        Ok(action) => action,
-        // Unreachable today; once parsing exists, an error we did not map means "not ours".
-        Err(()) => xdp_action::XDP_PASS,
+    let action = match try_xdpturn(&ctx) {
+        Ok(action) | Err(action) => action,
+    };
+    if let Some(count) = ACTION_STATS.get_ptr_mut(action.index()) {
+        // SAFETY: the pointer is this CPU's slot of a per-CPU array, valid for the program's
+        // run and written by no one else meanwhile.
+        #[allow(unsafe_code)]
+        unsafe {
+            *count += 1
+        };
+    }
+    action.xdp_action()
+}
+
+/// The whole decision. `Ok` is a forwarded packet; `Err` says why a packet was not forwarded
+/// (its verdict is `Action::xdp_action`).
+#[inline(always)]
+fn try_xdpturn(ctx: &XdpContext) -> Result<Action, Action> {
+    // Shorter than an Ethernet header: nothing IP about it.
+    let eth = view::<ETH_HLEN>(ctx, 0).ok_or(Action::PassNotIp)?;
+    let family = packet::l3_family(eth)?;
+    let frame_len = ctx.data_end() - ctx.data();
+    packet::check_frame_len(frame_len)?;
+    let l3_len = frame_len - ETH_HLEN;
+
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Action::PassAdjustFailed)?;
+    // SAFETY: this CPU's only slot of a per-CPU array: nothing else uses it during this run.
+    #[allow(unsafe_code)]
+    let scratch = unsafe { &mut *scratch };
+    let ip = &mut scratch.ip;
+
+    let payload_at = if family == FAMILY_IPV4 {
+        // Too short for an IP header: malformed (the kernel drops it too).
+        let h = view::<IPV4_HLEN>(ctx, ETH_HLEN).ok_or(Action::DropMalformed)?;
+        packet::parse_ipv4_into(h, l3_len, ip)?;
+        ETH_HLEN + IPV4_HLEN
+    } else {
+        let h = view::<IPV6_HLEN>(ctx, ETH_HLEN).ok_or(Action::DropMalformed)?;
+        packet::parse_ipv6_into(h, l3_len, ip)?;
+        ETH_HLEN + IPV6_HLEN
+    };
+    let udp = packet::parse_udp(
+        view::<UDP_HLEN>(ctx, payload_at).ok_or(Action::DropMalformed)?,
+        ip,
+    )?;
+    let payload_at = payload_at + UDP_HLEN;
+
+    if !route(ctx, &udp, payload_at, scratch)? {
+        return Err(unmatched(ctx, &scratch.ip, &udp, payload_at));
+    }
+    forward(ctx, &udp, scratch)
+}
+
+/// Where a datagram goes, if a channel is bound for it: client to peer (ChannelData on a bound
+/// channel) or peer to client (a datagram to a relayed address from a peer with a channel).
+/// Fills `scratch.route` and returns whether there is one.
+// Not inlined, like `unmatched` and `forward`: a BPF-to-BPF call gets its own stack frame, so
+// the keys here and the FIB lookup there do not add up in the 512 bytes of one frame.
+#[inline(never)]
+fn route(
+    ctx: &XdpContext,
+    udp: &Udp,
+    payload_at: usize,
+    scratch: &mut Scratch,
+) -> Result<bool, Action> {
+    let ip = &scratch.ip;
+    let payload_len = udp.payload_len();
+    if payload_len as usize >= CHANNEL_HLEN
+        && let Some(first) = view::<CHANNEL_HLEN>(ctx, payload_at)
+        && let Some(cd) = packet::channel_header(first)
+    {
+        let key = ChannelKey::from_packet(
+            ip.family,
+            ip.src,
+            udp.src_port,
+            ip.dst,
+            udp.dst_port,
+            cd.channel,
+        );
+        if let Some(value) = CLIENT_TO_PEER.get_ptr(&key) {
+            // SAFETY: a map value pointer from a successful lookup. The map is not
+            // preallocated, so a value userspace replaces or deletes meanwhile is freed only
+            // after this program is done with it (RCU).
+            #[allow(unsafe_code)]
+            let value = unsafe { &*value };
+            let trailing = packet::channel_data_fits(cd, payload_len)?;
+            let sum = trailing_sum(ctx, payload_at, payload_len, cd.len, trailing)?;
+            scratch.route = packet::route_to_peer(cd, sum, value);
+            return Ok(true);
+        }
+    }
+    let key = PeerKey::from_packet(ip.family, ip.dst, udp.dst_port, ip.src, udp.src_port);
+    if let Some(value) = PEER_TO_CLIENT.get_ptr(&key) {
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        let value = unsafe { &*value };
+        scratch.route = packet::route_to_client(udp, value);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Why a UDP datagram that matched no channel goes up: not ours, STUN, an unknown channel...
+#[inline(never)]
+fn unmatched(ctx: &XdpContext, ip: &Ip, udp: &Udp, payload_at: usize) -> Action {
+    let to_listener = LISTENERS
+        .get_ptr(ListenerKey::from_packet(ip.family, ip.dst, udp.dst_port))
+        .is_some()
+        || LISTENERS
+            .get_ptr(ListenerKey::from_packet(ip.family, [0; 16], udp.dst_port))
+            .is_some();
+    let first = view::<1>(ctx, payload_at).map_or(0, |b| b[0]);
+    packet::unmatched(to_listener, first, udp.payload_len())
+}
+
+/// The checksum contribution of the 0-3 padding bytes after a ChannelData message's data:
+/// the last bytes of the UDP datagram, read as the 4-byte window that ends the datagram (the
+/// payload has at least 4 + data + padding bytes, so the window is inside it).
+#[inline(always)]
+fn trailing_sum(
+    ctx: &XdpContext,
+    payload_at: usize,
+    payload_len: u16,
+    data_len: u16,
+    trailing: u16,
+) -> Result<Sum, Action> {
+    let bytes = if trailing == 0 {
+        [0; 3]
+    } else {
+        let w = load_at::<4>(ctx, payload_at + payload_len as usize - 4)
+            .ok_or(Action::DropMalformed)?;
+        match trailing {
+            1 => [w[3], 0, 0],
+            2 => [w[2], w[3], 0],
+            _ => [w[1], w[2], w[3]],
+        }
+    };
+    Ok(packet::trailing_sum(&bytes, trailing, data_len))
+}
+
+/// Plans the rewrite, looks the route up, rewrites and sends the packet, and counts it on its
+/// channel.
+#[inline(never)]
+fn forward(ctx: &XdpContext, udp: &Udp, scratch: &mut Scratch) -> Result<Action, Action> {
+    let Scratch { ip, route, rw, fib } = scratch;
+    packet::rewrite_into(ip, udp, route, rw)?;
+    let ingress = ctx.ingress_ifindex() as u32;
+    fib_lookup(ctx, rw, ingress, fib)?;
+    let egress = fib.ifindex;
+    let tx = egress == ingress;
+    if !tx && EGRESS.get_ifindex(egress).is_none() {
+        return Err(Action::PassEgressNotAttached);
+    }
+
+    // From here on the packet changes. adjust_head fails only without headroom, and then it
+    // has changed nothing: the packet can still go up.
+    // SAFETY: helper calls on the program's own context.
+    #[allow(unsafe_code)]
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, rw.head_delta) } != 0 {
+        return Err(Action::PassAdjustFailed);
+    }
+    let len = ctx.data_end() - ctx.data();
+    if len > rw.frame_len {
+        // Drops ChannelData padding and Ethernet padding: only ever shrinks.
+        #[allow(unsafe_code)]
+        let shrunk = unsafe { bpf_xdp_adjust_tail(ctx.ctx, rw.frame_len as i32 - len as i32) } == 0;
+        if !shrunk {
+            return Err(Action::DropRewriteFailed);
+        }
+    }
+    let eth = packet::ethernet_header(&fib.dmac, &fib.smac, rw.ethertype());
+    store(ctx, 0, &eth).ok_or(Action::DropRewriteFailed)?;
+    let written = match (rw.family == FAMILY_IPV6, rw.channel_header) {
+        (false, false) => store_headers::<{ IPV4_HLEN + UDP_HLEN }>(ctx, rw),
+        (false, true) => store_headers::<{ IPV4_HLEN + UDP_HLEN + CHANNEL_HLEN }>(ctx, rw),
+        (true, false) => store_headers::<{ IPV6_HLEN + UDP_HLEN }>(ctx, rw),
+        (true, true) => store_headers::<MAX_HEADERS>(ctx, rw),
+    };
+    written.ok_or(Action::DropRewriteFailed)?;
+
+    if let Some(stats) = CHANNEL_STATS.get_ptr_mut(route.counter) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        #[allow(unsafe_code)]
+        let stats = unsafe { &mut *stats };
+        if rw.channel_header {
+            stats.peer_to_client_packets += 1;
+            stats.peer_to_client_bytes += u64::from(rw.data_len);
+        } else {
+            stats.client_to_peer_packets += 1;
+            stats.client_to_peer_bytes += u64::from(rw.data_len);
+        }
+    }
+
+    if tx {
+        Ok(Action::ForwardedTx)
+    } else {
+        // Checked above; should userspace have removed the interface since, the packet is
+        // already rewritten and cannot go up.
+        EGRESS
+            .redirect(egress, 0)
+            .map(|_| Action::ForwardedRedirect)
+            .map_err(|_| Action::DropRewriteFailed)
     }
 }
 
-fn try_xdpturn(_ctx: &XdpContext) -> Result<u32, ()> {
-    Ok(xdp_action::XDP_PASS)
+/// `bpf_fib_lookup` for the rewritten packet, as the kernel would route it if it were
+/// forwarding it from the ingress interface. Anything but success goes up, unchanged: the
+/// relay sends it from its socket, which also makes the kernel resolve a missing neighbour.
+#[inline(always)]
+fn fib_lookup(
+    ctx: &XdpContext,
+    rw: &Rewrite,
+    ingress: u32,
+    fib: &mut FibLookup,
+) -> Result<(), Action> {
+    // SAFETY: a plain C struct of integers and unions of integers; all zeroes is valid.
+    #[allow(unsafe_code)]
+    {
+        *fib = unsafe { core::mem::zeroed() };
+    }
+    fib.l4_protocol = packet::IPPROTO_UDP;
+    fib.sport = rw.src_port.to_be();
+    fib.dport = rw.dst_port.to_be();
+    fib.__bindgen_anon_1.tot_len = rw.l3_len;
+    fib.ifindex = ingress;
+    if rw.family == FAMILY_IPV6 {
+        fib.family = FAMILY_IPV6;
+        fib.__bindgen_anon_2.flowinfo = rw.flowinfo().to_be();
+        fib.__bindgen_anon_3.ipv6_src = rw.src_words();
+        fib.__bindgen_anon_4.ipv6_dst = rw.dst_words();
+    } else {
+        fib.family = FAMILY_IPV4;
+        fib.__bindgen_anon_2.tos = rw.tos;
+        fib.__bindgen_anon_3.ipv4_src = rw.src_words()[0];
+        fib.__bindgen_anon_4.ipv4_dst = rw.dst_words()[0];
+    }
+    // SAFETY: the helper reads and writes `fib`, a stack struct of the size given.
+    #[allow(unsafe_code)]
+    let rc = unsafe { bpf_fib_lookup(ctx.ctx.cast(), fib, size_of::<FibLookup>() as i32, 0) };
+    match rc {
+        r if r == i64::from(BPF_FIB_LKUP_RET_SUCCESS) => Ok(()),
+        r if r == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) => Err(Action::PassFibNoNeigh),
+        r if r == i64::from(BPF_FIB_LKUP_RET_FWD_DISABLED) => Err(Action::PassFibFwdDisabled),
+        r if r == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) => Err(Action::PassFibFragNeeded),
+        // Blackhole, unreachable, prohibit, not forwarded (a local destination), unsupported
+        // lightweight tunnel, no source address, or a negative error.
+        _ => Err(Action::PassFibOther),
+    }
+}
+
+/// The `N` bytes at `offset` of the packet, in place, if the packet has them. The reference
+/// must not be kept across `bpf_xdp_adjust_head`/`_tail`, which move the packet's bounds.
+#[inline(always)]
+fn view<'a, const N: usize>(ctx: &XdpContext, offset: usize) -> Option<&'a [u8; N]> {
+    let start = ctx.data() + offset;
+    if start + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: [start, start + N) was just checked to be inside the packet; a byte array has
+    // alignment 1; the program only writes the packet after the last use of these views.
+    #[allow(unsafe_code)]
+    Some(unsafe { &*(start as *const [u8; N]) })
+}
+
+/// Copies `N` (2 or more) bytes at a variable `offset` out of the packet. The explicit bound on
+/// the offset is what lets the verifier accept the access. (With `N` = 1, LLVM turns
+/// `ptr + 1 > end` into `ptr >= end`, from which the verifier learns no range.)
+#[inline(always)]
+fn load_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
+    const { assert!(N >= 2) };
+    // Opaque to LLVM, so that it cannot fold the offset into how it was computed and check a
+    // different pointer than the one it reads through.
+    let offset = core::hint::black_box(offset);
+    if offset > MAX_FRAME {
+        return None;
+    }
+    let start = ctx.data() + offset;
+    if start + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: [start, start + N) was just checked to be inside the packet.
+    #[allow(unsafe_code)]
+    Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
+}
+
+/// Copies `N` bytes into the packet at a constant `offset`, if the packet has room.
+#[inline(always)]
+fn store<const N: usize>(ctx: &XdpContext, offset: usize, bytes: &[u8; N]) -> Option<()> {
+    let start = ctx.data() + offset;
+    if start + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: [start, start + N) was just checked to be inside the packet.
+    #[allow(unsafe_code)]
+    unsafe {
+        core::ptr::write_unaligned(start as *mut [u8; N], *bytes)
+    };
+    Some(())
+}
+
+/// Writes the first `N` bytes of the planned headers after the Ethernet header.
+#[inline(always)]
+fn store_headers<const N: usize>(ctx: &XdpContext, rw: &Rewrite) -> Option<()> {
+    const { assert!(N <= MAX_HEADERS) };
+    let start = ctx.data() + ETH_HLEN;
+    if start + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: [start, start + N) was just checked to be inside the packet, and N <=
+    // MAX_HEADERS (checked at compile time) keeps the read inside `headers`.
+    #[allow(unsafe_code)]
+    unsafe {
+        core::ptr::copy_nonoverlapping(rw.headers.as_ptr(), start as *mut u8, N)
+    };
+    Some(())
 }
 
 #[cfg(not(test))]
@@ -33,7 +412,11 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-// Ties the map types into this crate's build now, so a change that breaks them for the BPF
-// target fails `cargo xtask build-ebpf` before the fast path uses them.
-const _: usize = core::mem::size_of::<relay_common::ChannelKey>()
-    + core::mem::size_of::<relay_common::ChannelValue>();
+/// The license the kernel reads. `bpf_fib_lookup` is a GPL-only helper: a program that calls
+/// it must declare a GPL-compatible license, or the verifier refuses it.
+// SAFETY: a byte string in the `license` section, the ELF convention for BPF objects; no code
+// refers to it.
+#[allow(unsafe_code)]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
