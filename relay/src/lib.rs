@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod dataplane;
 pub mod eventloop;
 pub mod http;
 pub mod metrics;

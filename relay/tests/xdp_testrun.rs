@@ -1,0 +1,1280 @@
+//! The XDP program itself, run by the kernel with BPF_PROG_TEST_RUN on packets built by hand.
+//!
+//! Each test creates its own network namespace (removed on drop, failure included) with veth
+//! interfaces, addresses, static neighbours and forwarding on, so that `bpf_fib_lookup` gives
+//! the program a deterministic answer; a thread enters it, loads the program through
+//! `relay::dataplane`, fills the maps through the same API the relay uses, and runs packets "as
+//! received" on one of the interfaces. Every forwarded packet must equal, byte for byte, the
+//! packet built from scratch with checksums computed in full (and its checksums verify by full
+//! recomputation); everything else must come back unchanged with the expected verdict, and the
+//! per-action and per-channel counters must say what happened.
+//!
+//! Needs root (CI runs as root) and the program built into the relay: `cargo xtask build-ebpf`
+//! before `cargo test`, which `cargo xtask test` does. Without either, the tests fail saying so.
+
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use relay::dataplane::{
+    Action, ChannelBinding, Dataplane, DataplaneError, PROGRAM_BUILT, Traffic, XdpConfig, XdpMode,
+};
+use relay::proto::allocation::Relay;
+use relay::proto::{FiveTuple, RelayHandle, Transport};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+// ---------------------------------------------------------------------------------------------
+// Preconditions and the network namespace.
+
+fn preconditions() {
+    if !PROGRAM_BUILT {
+        panic!(
+            "the XDP program is not built into this relay: run `cargo xtask build-ebpf`, then the \
+             tests again (`cargo xtask test` does both)"
+        );
+    }
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "these tests load an XDP program and create network namespaces: run them as root (CI does)"
+    );
+}
+
+fn must(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program} {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace of this test process, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "xdpt-{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        must("ip", &["netns", "add", &name]);
+        Netns { name }
+    }
+
+    /// `ip -n NAME <args>`.
+    fn ip(&self, args: &str) {
+        let mut all = vec!["-n", &self.name];
+        all.extend(args.split_whitespace());
+        must("ip", &all);
+    }
+
+    fn sysctl(&self, setting: &str) {
+        must(
+            "ip",
+            &["netns", "exec", &self.name, "sysctl", "-qw", setting],
+        );
+    }
+
+    /// Runs `f` on a thread inside the namespace (interface names, indexes and the FIB the
+    /// program sees are the namespace's).
+    fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let file = File::open(format!("/run/netns/{}", self.name)).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                rustix::thread::move_into_link_name_space(
+                    file.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .unwrap();
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+const MAC_C: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0]; // xc0: towards clients
+const MAC_P: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0]; // xp0: towards peers
+const MAC_D: [u8; 6] = [0x02, 0, 0, 0, 0x03, 0]; // xd0: forwarding disabled
+const MAC_N: [u8; 6] = [0x02, 0, 0, 0, 0x04, 0]; // xn0: not attached
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const NEAR_PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x14];
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x24];
+
+/// The relay's namespace: clients behind xc0, peers behind xp0 (MTU 1400), a client behind
+/// xd0 (forwarding disabled), a peer behind xn0 (the program is not attached there), an
+/// unreachable prefix, a peer without a neighbour entry.
+fn topology() -> Netns {
+    let ns = Netns::new("fwd");
+    ns.sysctl("net.ipv4.conf.all.forwarding=1");
+    ns.sysctl("net.ipv4.conf.default.forwarding=1");
+    ns.sysctl("net.ipv6.conf.all.forwarding=1");
+    ns.sysctl("net.ipv6.conf.default.forwarding=1");
+    for (name, mac) in [("xc", MAC_C), ("xp", MAC_P), ("xd", MAC_D), ("xn", MAC_N)] {
+        let mac = mac_str(&mac);
+        ns.ip(&format!(
+            "link add {name}0 address {mac} type veth peer name {name}1"
+        ));
+        ns.ip(&format!("link set {name}0 up"));
+        ns.ip(&format!("link set {name}1 up"));
+    }
+    ns.ip("link set lo up");
+    ns.ip("link set xp0 mtu 1400");
+    ns.sysctl("net.ipv4.conf.xd0.forwarding=0");
+    ns.sysctl("net.ipv6.conf.xd0.forwarding=0");
+    for (addr, dev) in [
+        ("192.0.2.1/24", "xc0"),
+        ("198.51.100.1/24", "xp0"),
+        ("203.0.113.1/24", "xd0"),
+        ("10.9.0.1/24", "xn0"),
+    ] {
+        ns.ip(&format!("addr add {addr} dev {dev}"));
+    }
+    for (addr, dev) in [("2001:db8:c::1/64", "xc0"), ("2001:db8:e::1/64", "xp0")] {
+        ns.ip(&format!("-6 addr add {addr} dev {dev} nodad"));
+    }
+    for (addr, mac, dev) in [
+        ("192.0.2.10", CLIENT_MAC, "xc0"),
+        ("2001:db8:c::10", CLIENT_MAC, "xc0"),
+        ("192.0.2.20", NEAR_PEER_MAC, "xc0"),
+        ("198.51.100.20", PEER_MAC, "xp0"),
+        ("2001:db8:e::20", PEER_MAC, "xp0"),
+        ("203.0.113.10", CLIENT_MAC, "xd0"),
+        ("10.9.0.20", PEER_MAC, "xn0"),
+    ] {
+        ns.ip(&format!(
+            "neigh replace {addr} lladdr {} dev {dev} nud permanent",
+            mac_str(&mac)
+        ));
+    }
+    ns.ip("route add unreachable 100.64.0.0/24");
+    ns
+}
+
+fn mac_str(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn ifindex(name: &str) -> u32 {
+    let socket = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )
+    .unwrap();
+    rustix::net::netdevice::name_to_index(&socket, name).unwrap()
+}
+
+fn config(mode: XdpMode) -> XdpConfig {
+    XdpConfig {
+        interfaces: vec!["xc0".into(), "xp0".into(), "xd0".into()],
+        mode,
+        max_channels: 64,
+        listeners: vec![
+            "192.0.2.1:3478".parse().unwrap(),
+            "[2001:db8:c::1]:3478".parse().unwrap(),
+            "203.0.113.1:3478".parse().unwrap(),
+        ],
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packets, built from scratch with checksums computed in full.
+
+fn inet_sum(parts: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = parts.concat();
+    let mut sum: u32 = 0;
+    for pair in bytes.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Opts {
+    ttl: u8,
+    tos: u8,
+    flow_label: u32,
+    ipv4_id: u16,
+    df: bool,
+    no_checksum: bool,
+    pad_frame_to: usize,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            ttl: 64,
+            tos: 0,
+            flow_label: 0,
+            ipv4_id: 0x1234,
+            df: true,
+            no_checksum: false,
+            pad_frame_to: 0,
+        }
+    }
+}
+
+/// What the program makes of the IP header fields it carries over.
+fn forwarded(o: Opts, from_v6: bool, to_v6: bool) -> Opts {
+    Opts {
+        ttl: o.ttl - 1,
+        flow_label: if from_v6 && to_v6 { o.flow_label } else { 0 },
+        ipv4_id: if from_v6 { 0 } else { o.ipv4_id },
+        df: if from_v6 { true } else { o.df },
+        pad_frame_to: 0,
+        ..o
+    }
+}
+
+/// An Ethernet + IP + UDP frame.
+fn udp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+    o: Opts,
+) -> Vec<u8> {
+    let udp_len = (8 + payload.len()) as u16;
+    let (s, d) = (ip_bytes(src.ip()), ip_bytes(dst.ip()));
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&src.port().to_be_bytes());
+    udp.extend_from_slice(&dst.port().to_be_bytes());
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let v6 = src.is_ipv6();
+    let pseudo: Vec<u8> = if v6 {
+        [&u32::from(udp_len).to_be_bytes()[..], &[0, 0, 0, 17]].concat()
+    } else {
+        [&[0, 17][..], &udp_len.to_be_bytes()].concat()
+    };
+    let check = match inet_sum(&[&s, &d, &pseudo, &udp]) {
+        0 => 0xFFFF,
+        c => c,
+    };
+    if !o.no_checksum {
+        udp[6..8].copy_from_slice(&check.to_be_bytes());
+    }
+    let mut out = ip_frame(dst_mac, src_mac, src.ip(), dst.ip(), 17, udp.len(), o);
+    out.extend_from_slice(&udp);
+    while out.len() < o.pad_frame_to {
+        out.push(0);
+    }
+    out
+}
+
+/// Ethernet + IP header (no options) for `payload_len` bytes of protocol `proto`.
+fn ip_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    payload_len: usize,
+    o: Opts,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&dst_mac);
+    out.extend_from_slice(&src_mac);
+    if src.is_ipv6() {
+        out.extend_from_slice(&0x86DDu16.to_be_bytes());
+        let first = (6u32 << 28) | (u32::from(o.tos) << 20) | o.flow_label;
+        out.extend_from_slice(&first.to_be_bytes());
+        out.extend_from_slice(&(payload_len as u16).to_be_bytes());
+        out.extend_from_slice(&[proto, o.ttl]);
+        out.extend_from_slice(&ip_bytes(src));
+        out.extend_from_slice(&ip_bytes(dst));
+    } else {
+        out.extend_from_slice(&0x0800u16.to_be_bytes());
+        let mut h = vec![0x45, o.tos];
+        h.extend_from_slice(&(20 + payload_len as u16).to_be_bytes());
+        h.extend_from_slice(&o.ipv4_id.to_be_bytes());
+        h.extend_from_slice(&(if o.df { 0x4000u16 } else { 0 }).to_be_bytes());
+        h.extend_from_slice(&[o.ttl, proto, 0, 0]);
+        h.extend_from_slice(&ip_bytes(src));
+        h.extend_from_slice(&ip_bytes(dst));
+        let c = inet_sum(&[&h]);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        out.extend_from_slice(&h);
+    }
+    out
+}
+
+fn channel_data(channel: u16, data: &[u8], padding: &[u8]) -> Vec<u8> {
+    let mut out = channel.to_be_bytes().to_vec();
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(padding);
+    out
+}
+
+/// Verifies a frame's IP header checksum (IPv4) and UDP checksum by full recomputation.
+fn assert_checksums(frame: &[u8]) {
+    let v6 = frame[12..14] == [0x86, 0xDD];
+    let l3 = &frame[14..];
+    let (hlen, src, dst) = if v6 {
+        (40, &l3[8..24], &l3[24..40])
+    } else {
+        assert_eq!(inet_sum(&[&l3[..20]]), 0, "IPv4 header checksum");
+        (20, &l3[12..16], &l3[16..20])
+    };
+    let udp_len = u16::from_be_bytes([l3[hlen + 4], l3[hlen + 5]]);
+    let udp = &l3[hlen..hlen + usize::from(udp_len)];
+    if !v6 && udp[6..8] == [0, 0] {
+        return;
+    }
+    let pseudo: Vec<u8> = if v6 {
+        [&u32::from(udp_len).to_be_bytes()[..], &[0, 0, 0, 17]].concat()
+    } else {
+        [&[0, 17][..], &udp_len.to_be_bytes()].concat()
+    };
+    assert_eq!(inet_sum(&[src, dst, &pseudo, udp]), 0, "UDP checksum");
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channels.
+
+/// One channel of the tests, and how its packets travel.
+#[derive(Clone, Copy, Debug)]
+struct Channel {
+    name: &'static str,
+    client: SocketAddr,
+    listener: SocketAddr,
+    channel: u16,
+    relay: SocketAddr,
+    peer: SocketAddr,
+    /// Interface and MAC the client's packets arrive on / its neighbour's MAC.
+    client_side: (&'static str, [u8; 6], [u8; 6]),
+    /// Interface and MAC the peer's packets arrive on / its neighbour's MAC.
+    peer_side: (&'static str, [u8; 6], [u8; 6]),
+}
+
+impl Channel {
+    fn tuple(&self) -> FiveTuple {
+        FiveTuple {
+            transport: Transport::Udp,
+            client: self.client,
+            server: self.listener,
+        }
+    }
+
+    fn relay(&self) -> Relay {
+        Relay {
+            handle: RelayHandle(u32::from(self.channel)),
+            addr: self.relay,
+            // Behind NAT the advertised address differs; the maps use the bound one.
+            advertised: SocketAddr::new("203.0.113.200".parse().unwrap(), self.relay.port()),
+        }
+    }
+
+    fn bind(&self, dp: &Dataplane) {
+        dp.bind_channel(&self.tuple(), self.channel, &self.relay(), self.peer)
+            .unwrap_or_else(|e| panic!("binding {}: {e}", self.name));
+    }
+
+    fn sent_by_client(&self, payload: &[u8], o: Opts) -> Vec<u8> {
+        let (_, iface_mac, client_mac) = self.client_side;
+        udp_frame(
+            iface_mac,
+            client_mac,
+            self.client,
+            self.listener,
+            payload,
+            o,
+        )
+    }
+
+    fn sent_by_peer(&self, payload: &[u8], o: Opts) -> Vec<u8> {
+        let (_, iface_mac, peer_mac) = self.peer_side;
+        udp_frame(iface_mac, peer_mac, self.peer, self.relay, payload, o)
+    }
+
+    fn expected_at_peer(&self, data: &[u8], o: Opts) -> Vec<u8> {
+        let (_, iface_mac, peer_mac) = self.peer_side;
+        let o = forwarded(o, self.client.is_ipv6(), self.peer.is_ipv6());
+        udp_frame(peer_mac, iface_mac, self.relay, self.peer, data, o)
+    }
+
+    fn expected_at_client(&self, data: &[u8], o: Opts) -> Vec<u8> {
+        let (_, iface_mac, client_mac) = self.client_side;
+        let o = forwarded(o, self.peer.is_ipv6(), self.client.is_ipv6());
+        let payload = channel_data(self.channel, data, &[]);
+        udp_frame(
+            client_mac,
+            iface_mac,
+            self.listener,
+            self.client,
+            &payload,
+            o,
+        )
+    }
+}
+
+const XC: (&str, [u8; 6], [u8; 6]) = ("xc0", MAC_C, CLIENT_MAC);
+const XP: (&str, [u8; 6], [u8; 6]) = ("xp0", MAC_P, PEER_MAC);
+
+fn channels() -> Vec<Channel> {
+    vec![
+        Channel {
+            name: "IPv4 client, IPv4 peer",
+            client: sa("192.0.2.10:40000"),
+            listener: sa("192.0.2.1:3478"),
+            channel: 0x4000,
+            relay: sa("198.51.100.1:50000"),
+            peer: sa("198.51.100.20:6000"),
+            client_side: XC,
+            peer_side: XP,
+        },
+        Channel {
+            name: "IPv6 client, IPv6 peer",
+            client: sa("[2001:db8:c::10]:40001"),
+            listener: sa("[2001:db8:c::1]:3478"),
+            channel: 0x4001,
+            relay: sa("[2001:db8:e::1]:50001"),
+            peer: sa("[2001:db8:e::20]:6001"),
+            client_side: XC,
+            peer_side: XP,
+        },
+        Channel {
+            name: "IPv4 client, IPv6 peer",
+            client: sa("192.0.2.10:40002"),
+            listener: sa("192.0.2.1:3478"),
+            channel: 0x4002,
+            relay: sa("[2001:db8:e::1]:50002"),
+            peer: sa("[2001:db8:e::20]:6002"),
+            client_side: XC,
+            peer_side: XP,
+        },
+        Channel {
+            name: "IPv6 client, IPv4 peer",
+            client: sa("[2001:db8:c::10]:40003"),
+            listener: sa("[2001:db8:c::1]:3478"),
+            channel: 0x7FFF,
+            relay: sa("198.51.100.1:50003"),
+            peer: sa("198.51.100.20:6003"),
+            client_side: XC,
+            peer_side: XP,
+        },
+    ]
+}
+
+/// Client and peer behind the same interface: XDP_TX.
+fn same_side() -> Channel {
+    Channel {
+        name: "client and peer behind xc0",
+        client: sa("192.0.2.10:40004"),
+        listener: sa("192.0.2.1:3478"),
+        channel: 0x4004,
+        relay: sa("192.0.2.1:50004"),
+        peer: sa("192.0.2.20:6004"),
+        client_side: XC,
+        peer_side: ("xc0", MAC_C, NEAR_PEER_MAC),
+    }
+}
+
+/// Runs a frame as received on `iface`.
+fn run(dp: &Dataplane, iface: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let r = dp.test_run(frame, ifindex(iface), 1).unwrap();
+    (r.verdict, r.output)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn forwards_both_directions_every_family_pair_tx_and_redirect() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let all: Vec<Channel> = channels().into_iter().chain([same_side()]).collect();
+        for c in &all {
+            c.bind(&dp);
+        }
+        let mut expected_tx = 0;
+        let mut expected_redirect = 0;
+        for c in &all {
+            let verdict = if c.client_side.0 == c.peer_side.0 {
+                XDP_TX
+            } else {
+                XDP_REDIRECT
+            };
+            for data_len in [0usize, 1, 5, 100, 1201] {
+                let data: Vec<u8> = (0..data_len).map(|i| (i * 7 + 1) as u8).collect();
+                let pad = [0xA5, 0x5A, 0xC3];
+                let padding = &pad[..(4 - data_len % 4) % 4];
+                let o = Opts {
+                    tos: 0xB8,
+                    flow_label: 0xBEEF5,
+                    ipv4_id: 0x8001,
+                    df: data_len % 2 == 0,
+                    pad_frame_to: 60,
+                    ..Opts::default()
+                };
+                // Client to peer, without and with padding (and Ethernet padding for the
+                // short ones).
+                for padding in [&[][..], padding] {
+                    let (v, out) = run(
+                        &dp,
+                        c.client_side.0,
+                        &c.sent_by_client(&channel_data(c.channel, &data, padding), o),
+                    );
+                    assert_eq!(v, verdict, "{}: to peer, {data_len} bytes", c.name);
+                    assert_eq!(
+                        out,
+                        c.expected_at_peer(&data, o),
+                        "{}: to peer, {data_len} bytes, padding {padding:?}",
+                        c.name
+                    );
+                    assert_checksums(&out);
+                }
+                // Peer to client.
+                let (v, out) = run(&dp, c.peer_side.0, &c.sent_by_peer(&data, o));
+                assert_eq!(v, verdict, "{}: to client, {data_len} bytes", c.name);
+                assert_eq!(
+                    out,
+                    c.expected_at_client(&data, o),
+                    "{}: to client, {data_len} bytes",
+                    c.name
+                );
+                assert_checksums(&out);
+                if verdict == XDP_TX {
+                    expected_tx += 3;
+                } else {
+                    expected_redirect += 3;
+                }
+            }
+        }
+
+        // IPv4 without a UDP checksum stays without one.
+        let c = &all[0];
+        let o = Opts {
+            no_checksum: true,
+            ..Opts::default()
+        };
+        let (v, out) = run(
+            &dp,
+            "xc0",
+            &c.sent_by_client(&channel_data(c.channel, b"abc", &[]), o),
+        );
+        assert_eq!((v, out), (XDP_REDIRECT, c.expected_at_peer(b"abc", o)));
+        let (v, out) = run(&dp, "xp0", &c.sent_by_peer(b"abc", o));
+        assert_eq!((v, out), (XDP_REDIRECT, c.expected_at_client(b"abc", o)));
+        expected_redirect += 2;
+
+        // Counted: per action, and per channel in both directions.
+        let counters = dp.counters().unwrap();
+        assert_eq!(counters.actions.get(Action::ForwardedTx), expected_tx);
+        assert_eq!(
+            counters.actions.get(Action::ForwardedRedirect),
+            expected_redirect
+        );
+        assert_eq!(counters.actions.total(), expected_tx + expected_redirect);
+        let data_bytes: u64 = 1 + 5 + 100 + 1201;
+        for c in &all {
+            let counted = counters
+                .channels
+                .iter()
+                .find(|k| k.binding.channel == c.channel && k.binding.client == c.client)
+                .unwrap_or_else(|| panic!("no counters for {}", c.name));
+            let extra = if c.channel == all[0].channel { 1 } else { 0 };
+            assert_eq!(
+                counted.client_to_peer,
+                Traffic {
+                    packets: 10 + extra,
+                    bytes: 2 * data_bytes + 3 * extra
+                },
+                "{}",
+                c.name
+            );
+            assert_eq!(
+                counted.peer_to_client,
+                Traffic {
+                    packets: 5 + extra,
+                    bytes: data_bytes + 3 * extra
+                },
+                "{}",
+                c.name
+            );
+        }
+        assert_eq!(counters.client_to_peer.packets, 10 * 5 + 1);
+        assert_eq!(counters.peer_to_client.packets, 5 * 5 + 1);
+    });
+}
+
+#[test]
+fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
+        let c = channels()[0];
+        let c6 = channels()[2]; // IPv4 client, IPv6 peer
+        let v6 = channels()[1];
+        for ch in [&c, &c6, &v6] {
+            ch.bind(&dp);
+        }
+        let special = |name, client: &str, channel, relay: &str, peer: &str, side| Channel {
+            name,
+            client: sa(client),
+            listener: if client.starts_with("203.") {
+                sa("203.0.113.1:3478")
+            } else {
+                sa("192.0.2.1:3478")
+            },
+            channel,
+            relay: sa(relay),
+            peer: sa(peer),
+            client_side: side,
+            peer_side: XP,
+        };
+        let no_neigh = special(
+            "no neighbour",
+            "192.0.2.10:40005",
+            0x4005,
+            "198.51.100.1:50005",
+            "198.51.100.30:6005",
+            XC,
+        );
+        let not_attached = special(
+            "egress not attached",
+            "192.0.2.10:40006",
+            0x4006,
+            "10.9.0.1:50006",
+            "10.9.0.20:6006",
+            XC,
+        );
+        let unreachable = special(
+            "unreachable",
+            "192.0.2.10:40007",
+            0x4007,
+            "198.51.100.1:50007",
+            "100.64.0.20:6007",
+            XC,
+        );
+        let fwd_disabled = special(
+            "forwarding disabled",
+            "203.0.113.10:40008",
+            0x4008,
+            "198.51.100.1:50008",
+            "198.51.100.20:6008",
+            ("xd0", MAC_D, CLIENT_MAC),
+        );
+        for ch in [&no_neigh, &not_attached, &unreachable, &fwd_disabled] {
+            ch.bind(&dp);
+        }
+
+        let o = Opts::default();
+        let stun = [
+            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let mut cases: Vec<(&str, &str, Vec<u8>, u32, Action)> = Vec::new();
+        let mut case =
+            |name, iface, frame, verdict, action| cases.push((name, iface, frame, verdict, action));
+
+        // Not IP, VLAN.
+        let mut arp = [0xFFu8; 6].to_vec();
+        arp.extend_from_slice(&CLIENT_MAC);
+        arp.extend_from_slice(&[0x08, 0x06]);
+        arp.extend_from_slice(&[0u8; 28]);
+        case("ARP", "xc0", arp, XDP_PASS, Action::PassNotIp);
+        let plain = c.sent_by_client(&channel_data(c.channel, b"hello", &[]), o);
+        let mut vlan = plain[..12].to_vec();
+        vlan.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+        vlan.extend_from_slice(&plain[12..]);
+        case("802.1Q tag", "xc0", vlan, XDP_PASS, Action::PassVlan);
+
+        // Not UDP.
+        let mut tcp = ip_frame(MAC_C, CLIENT_MAC, c.client.ip(), c.listener.ip(), 6, 20, o);
+        tcp.extend_from_slice(&[0u8; 20]);
+        case("TCP", "xc0", tcp, XDP_PASS, Action::PassNotUdp);
+        let mut icmp6 = ip_frame(
+            MAC_C,
+            CLIENT_MAC,
+            v6.client.ip(),
+            v6.listener.ip(),
+            58,
+            8,
+            o,
+        );
+        icmp6.extend_from_slice(&[128, 0, 0, 0, 0, 0, 0, 0]);
+        case("ICMPv6", "xc0", icmp6, XDP_PASS, Action::PassNotUdp);
+
+        // Fragments and options.
+        let mut frag = plain.clone();
+        frag[14 + 6] = 0x20; // MF
+        case(
+            "IPv4 first fragment",
+            "xc0",
+            frag,
+            XDP_PASS,
+            Action::PassFragment,
+        );
+        let mut frag = plain.clone();
+        frag[14 + 6..14 + 8].copy_from_slice(&[0x00, 0x10]); // offset 128
+        case(
+            "IPv4 later fragment",
+            "xc0",
+            frag,
+            XDP_PASS,
+            Action::PassFragment,
+        );
+        let mut opts = plain.clone();
+        opts[14] = 0x46;
+        opts.splice(34..34, [1, 1, 1, 0]);
+        let total = u16::from_be_bytes([opts[16], opts[17]]) + 4;
+        opts[16..18].copy_from_slice(&total.to_be_bytes());
+        case("IPv4 options", "xc0", opts, XDP_PASS, Action::PassIpOptions);
+        let v6_plain = v6.sent_by_client(&channel_data(v6.channel, b"hello", &[]), o);
+        let mut v6frag = v6_plain.clone();
+        v6frag[14 + 6] = 44;
+        case(
+            "IPv6 fragment header",
+            "xc0",
+            v6frag,
+            XDP_PASS,
+            Action::PassFragment,
+        );
+        let mut hbh = v6_plain.clone();
+        hbh[14 + 6] = 0;
+        case(
+            "IPv6 hop-by-hop header",
+            "xc0",
+            hbh,
+            XDP_PASS,
+            Action::PassIpOptions,
+        );
+
+        // UDP that is not a bound channel.
+        case(
+            "UDP elsewhere",
+            "xc0",
+            udp_frame(
+                MAC_C,
+                CLIENT_MAC,
+                c.client,
+                sa("192.0.2.1:53"),
+                &[0x40, 0, 0, 1, 9],
+                o,
+            ),
+            XDP_PASS,
+            Action::PassNotForUs,
+        );
+        case(
+            "UDP to a relayed address from another peer",
+            "xp0",
+            udp_frame(MAC_P, PEER_MAC, sa("198.51.100.20:7777"), c.relay, b"hi", o),
+            XDP_PASS,
+            Action::PassNotForUs,
+        );
+        case(
+            "STUN to the listener",
+            "xc0",
+            c.sent_by_client(&stun, o),
+            XDP_PASS,
+            Action::PassStun,
+        );
+        case(
+            "STUN to the IPv6 listener",
+            "xc0",
+            v6.sent_by_client(&stun, o),
+            XDP_PASS,
+            Action::PassStun,
+        );
+        case(
+            "unknown channel",
+            "xc0",
+            c.sent_by_client(&channel_data(0x4ABC, b"hello", &[]), o),
+            XDP_PASS,
+            Action::PassUnknownChannel,
+        );
+        case(
+            "bound channel, other client port",
+            "xc0",
+            udp_frame(
+                MAC_C,
+                CLIENT_MAC,
+                sa("192.0.2.10:39999"),
+                c.listener,
+                &channel_data(c.channel, b"x", &[]),
+                o,
+            ),
+            XDP_PASS,
+            Action::PassUnknownChannel,
+        );
+        case(
+            "neither STUN nor ChannelData",
+            "xc0",
+            c.sent_by_client(&[0x80, 1, 2, 3, 4], o),
+            XDP_PASS,
+            Action::PassNotChannelData,
+        );
+        case(
+            "empty datagram to the listener",
+            "xc0",
+            c.sent_by_client(&[], o),
+            XDP_PASS,
+            Action::PassNotChannelData,
+        );
+        case(
+            "more than padding",
+            "xc0",
+            c.sent_by_client(&channel_data(c.channel, b"x", &[0; 4]), o),
+            XDP_PASS,
+            Action::PassTrailingBytes,
+        );
+
+        // Bound, but userspace does it.
+        case(
+            "TTL 1",
+            "xc0",
+            c.sent_by_client(&channel_data(c.channel, b"x", &[]), Opts { ttl: 1, ..o }),
+            XDP_PASS,
+            Action::PassTtl,
+        );
+        case(
+            "hop limit 1",
+            "xp0",
+            v6.sent_by_peer(b"x", Opts { ttl: 1, ..o }),
+            XDP_PASS,
+            Action::PassTtl,
+        );
+        case(
+            "IPv4 without checksum to an IPv6 peer",
+            "xc0",
+            c6.sent_by_client(
+                &channel_data(c6.channel, b"x", &[]),
+                Opts {
+                    no_checksum: true,
+                    ..o
+                },
+            ),
+            XDP_PASS,
+            Action::PassNoChecksum,
+        );
+        case(
+            "IPv6 with checksum 0",
+            "xp0",
+            v6.sent_by_peer(
+                b"x",
+                Opts {
+                    no_checksum: true,
+                    ..o
+                },
+            ),
+            XDP_PASS,
+            Action::PassNoChecksum,
+        );
+        case(
+            "no neighbour entry",
+            "xc0",
+            no_neigh.sent_by_client(&channel_data(no_neigh.channel, b"x", &[]), o),
+            XDP_PASS,
+            Action::PassFibNoNeigh,
+        );
+        case(
+            "forwarding disabled on the ingress interface",
+            "xd0",
+            fwd_disabled.sent_by_client(&channel_data(fwd_disabled.channel, b"x", &[]), o),
+            XDP_PASS,
+            Action::PassFibFwdDisabled,
+        );
+        case(
+            "beyond the egress MTU (1400)",
+            "xc0",
+            c.sent_by_client(&channel_data(c.channel, &[7u8; 1400], &[]), o),
+            XDP_PASS,
+            Action::PassFibFragNeeded,
+        );
+        case(
+            "unreachable route",
+            "xc0",
+            unreachable.sent_by_client(&channel_data(unreachable.channel, b"x", &[]), o),
+            XDP_PASS,
+            Action::PassFibOther,
+        );
+        case(
+            "egress through an interface not attached",
+            "xc0",
+            not_attached.sent_by_client(&channel_data(not_attached.channel, b"x", &[]), o),
+            XDP_PASS,
+            Action::PassEgressNotAttached,
+        );
+
+        // Malformed.
+        let mut long = plain.clone();
+        long[16..18].copy_from_slice(&2000u16.to_be_bytes());
+        case(
+            "IPv4 total length beyond the frame",
+            "xc0",
+            long,
+            XDP_DROP,
+            Action::DropMalformed,
+        );
+        let mut ihl = plain.clone();
+        ihl[14] = 0x44;
+        case(
+            "IPv4 header length 16",
+            "xc0",
+            ihl,
+            XDP_DROP,
+            Action::DropMalformed,
+        );
+        let mut udp_long = plain.clone();
+        udp_long[38..40].copy_from_slice(&200u16.to_be_bytes());
+        case(
+            "UDP length beyond the IP payload",
+            "xc0",
+            udp_long,
+            XDP_DROP,
+            Action::DropMalformed,
+        );
+        let mut v6_long = v6_plain.clone();
+        v6_long[18..20].copy_from_slice(&3000u16.to_be_bytes());
+        case(
+            "IPv6 payload length beyond the frame",
+            "xc0",
+            v6_long,
+            XDP_DROP,
+            Action::DropMalformed,
+        );
+        case(
+            "ChannelData longer than the datagram",
+            "xc0",
+            c.sent_by_client(&[0x40, 0x00, 0x00, 0x20, 1, 2, 3], o),
+            XDP_DROP,
+            Action::DropLength,
+        );
+        case(
+            "ChannelData shorter than its header",
+            "xc0",
+            c.sent_by_client(&[0x40, 0x00, 0x00], o),
+            XDP_DROP,
+            Action::DropLength,
+        );
+
+        let before = dp.counters().unwrap();
+        assert_eq!(before.actions.total(), 0);
+        let mut expected = [0u64; Action::COUNT];
+        for (name, iface, frame, verdict, action) in &cases {
+            let (v, out) = run(&dp, iface, frame);
+            assert_eq!(v, *verdict, "{name}: verdict");
+            if *verdict == XDP_PASS {
+                assert_eq!(&out, frame, "{name}: passed packets are unchanged");
+            }
+            expected[action.index() as usize] += 1;
+            let now = dp.counters().unwrap();
+            assert_eq!(
+                now.actions.get(*action),
+                expected[action.index() as usize],
+                "{name}: counted as {}",
+                action.as_str()
+            );
+        }
+        let after = dp.counters().unwrap();
+        for action in Action::ALL {
+            assert_eq!(
+                after.actions.get(action),
+                expected[action.index() as usize],
+                "{}",
+                action.as_str()
+            );
+        }
+        // Nothing was forwarded, so no channel counted anything.
+        assert_eq!(after.client_to_peer, Traffic::default());
+        assert_eq!(after.peer_to_client, Traffic::default());
+        // Every reason the brief lists has a case here.
+        for action in Action::ALL {
+            if !action.is_forwarded()
+                && action != Action::PassTooBig
+                && action != Action::PassAdjustFailed
+                && action != Action::DropRewriteFailed
+            {
+                assert!(
+                    expected[action.index() as usize] > 0,
+                    "no case for {}",
+                    action.as_str()
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn the_maps_follow_bind_refresh_unbind_and_fill_up() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&XdpConfig {
+            max_channels: 3,
+            ..config(XdpMode::Skb)
+        })
+        .unwrap();
+        let all = channels();
+        let c = all[0];
+        let frame = c.sent_by_client(&channel_data(c.channel, b"data", &[]), Opts::default());
+
+        assert_eq!(run(&dp, "xc0", &frame).0, XDP_PASS, "not bound yet");
+        c.bind(&dp);
+        c.bind(&dp); // a refresh changes nothing
+        assert_eq!(dp.bound_channels(), 1);
+        assert_eq!(run(&dp, "xc0", &frame).0, XDP_REDIRECT);
+        assert_eq!(
+            run(&dp, "xp0", &c.sent_by_peer(b"back", Opts::default())).0,
+            XDP_REDIRECT
+        );
+
+        dp.unbind_channel(&c.tuple(), c.channel, &c.relay(), c.peer)
+            .unwrap();
+        dp.unbind_channel(&c.tuple(), c.channel, &c.relay(), c.peer)
+            .unwrap(); // idempotent
+        assert_eq!(dp.bound_channels(), 0);
+        assert_eq!(run(&dp, "xc0", &frame).0, XDP_PASS, "unbound");
+        assert_eq!(
+            run(&dp, "xp0", &c.sent_by_peer(b"back", Opts::default())).0,
+            XDP_PASS
+        );
+        let counters = dp.counters().unwrap();
+        assert!(counters.channels.is_empty());
+        // The unbound channel's traffic stays in the totals.
+        assert_eq!(
+            counters.client_to_peer,
+            Traffic {
+                packets: 1,
+                bytes: 4
+            }
+        );
+        assert_eq!(
+            counters.peer_to_client,
+            Traffic {
+                packets: 1,
+                bytes: 4
+            }
+        );
+        assert_eq!(counters.actions.get(Action::PassUnknownChannel), 2);
+        assert_eq!(counters.actions.get(Action::PassNotForUs), 1);
+
+        // Full: the fourth channel stays in userspace, and the maps are as before.
+        for ch in &all[..3] {
+            ch.bind(&dp);
+        }
+        let err = dp
+            .bind_channel(
+                &all[3].tuple(),
+                all[3].channel,
+                &all[3].relay(),
+                all[3].peer,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, DataplaneError::Full { max_channels: 3 }),
+            "{err}"
+        );
+        assert_eq!(err.metric_label(), "full");
+        assert_eq!(
+            run(
+                &dp,
+                "xc0",
+                &all[3].sent_by_client(&channel_data(all[3].channel, b"x", &[]), Opts::default())
+            )
+            .0,
+            XDP_PASS
+        );
+        // Freeing one makes room.
+        assert_eq!(
+            run(
+                &dp,
+                "xc0",
+                &all[2].sent_by_client(&channel_data(all[2].channel, b"old", &[]), Opts::default())
+            )
+            .0,
+            XDP_REDIRECT
+        );
+        dp.unbind_channel(
+            &all[2].tuple(),
+            all[2].channel,
+            &all[2].relay(),
+            all[2].peer,
+        )
+        .unwrap();
+        all[3].bind(&dp);
+        assert_eq!(
+            run(
+                &dp,
+                "xc0",
+                &all[3].sent_by_client(&channel_data(all[3].channel, b"x", &[]), Opts::default())
+            )
+            .0,
+            XDP_REDIRECT
+        );
+        // A fresh channel in a reused slot starts from zero.
+        let counters = dp.counters().unwrap();
+        let reused = counters
+            .channels
+            .iter()
+            .find(|k| k.binding.channel == all[3].channel)
+            .unwrap();
+        assert_eq!(
+            reused.client_to_peer,
+            Traffic {
+                packets: 1,
+                bytes: 1
+            }
+        );
+
+        // Two channels cannot send one peer's datagrams on one relayed address.
+        let mut clash = all[0];
+        clash.channel = 0x4999;
+        let err = dp
+            .bind_channel(&clash.tuple(), clash.channel, &clash.relay(), clash.peer)
+            .unwrap_err();
+        assert_eq!(err.metric_label(), "conflict", "{err}");
+
+        // Channels over TCP stay in userspace.
+        let mut tcp = all[0].tuple();
+        tcp.transport = Transport::Tcp;
+        let err = dp
+            .bind_channel(&tcp, 0x4000, &all[0].relay(), all[0].peer)
+            .unwrap_err();
+        assert_eq!(err.metric_label(), "transport");
+
+        // The event API does the same.
+        let b = ChannelBinding::new(
+            &all[0].tuple(),
+            all[0].channel,
+            &all[0].relay(),
+            all[0].peer,
+        )
+        .unwrap();
+        assert_eq!(b.relay, all[0].relay);
+    });
+}
+
+#[test]
+fn dropping_the_dataplane_detaches_the_program() {
+    preconditions();
+    let ns = topology();
+    let attached = |ns: &Netns, iface: &str| {
+        output("ip", &["-n", &ns.name, "-d", "link", "show", "dev", iface]).contains("prog/xdp")
+    };
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let modes: Vec<_> = dp
+            .attachments()
+            .iter()
+            .map(|a| (a.interface.as_str(), a.mode))
+            .collect();
+        // veth has native XDP.
+        assert_eq!(
+            modes,
+            [
+                ("xc0", XdpMode::Native),
+                ("xp0", XdpMode::Native),
+                ("xd0", XdpMode::Native)
+            ]
+        );
+        let xd0 = dp
+            .attachments()
+            .iter()
+            .find(|a| a.interface == "xd0")
+            .unwrap();
+        assert_eq!(
+            (xd0.ipv4_forwarding, xd0.ipv6_forwarding),
+            (Some(false), Some(false))
+        );
+        let xc0 = dp
+            .attachments()
+            .iter()
+            .find(|a| a.interface == "xc0")
+            .unwrap();
+        assert_eq!(xc0.ipv4_forwarding, Some(true));
+        for iface in ["xc0", "xp0", "xd0"] {
+            assert!(attached(&ns, iface), "{iface} should have the program");
+        }
+        assert!(!attached(&ns, "xn0"));
+        let stats = dp.program_stats().unwrap();
+        println!("verifier: {stats:?}");
+        assert!(stats.verified_instructions.is_some_and(|n| n > 0));
+        drop(dp);
+        for iface in ["xc0", "xp0", "xd0"] {
+            assert!(
+                !attached(&ns, iface),
+                "{iface} still has the program after drop"
+            );
+        }
+
+        // Skb mode, explicitly.
+        let dp = Dataplane::load(&XdpConfig {
+            interfaces: vec!["xn0".into()],
+            ..config(XdpMode::Skb)
+        })
+        .unwrap();
+        assert_eq!(dp.attachments()[0].mode, XdpMode::Skb);
+        assert!(
+            output("ip", &["-n", &ns.name, "-d", "link", "show", "dev", "xn0"])
+                .contains("xdpgeneric")
+        );
+        drop(dp);
+        assert!(!attached(&ns, "xn0"));
+
+        // An interface that does not exist is named, and nothing stays attached.
+        let err = Dataplane::load(&XdpConfig {
+            interfaces: vec!["xc0".into(), "nosuch0".into()],
+            ..config(XdpMode::Auto)
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, DataplaneError::UnknownInterface(name) if name == "nosuch0"),
+            "{err}"
+        );
+        assert!(!attached(&ns, "xc0"));
+    });
+}
