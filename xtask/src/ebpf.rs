@@ -1,4 +1,8 @@
 //! `cargo xtask build-ebpf`: builds the XDP program in relay-ebpf/ (its own workspace).
+//!
+//! The object lands in relay-ebpf/target/bpfel-unknown-none/release/xdpturn (the target
+//! directory is given explicitly, so a CARGO_TARGET_DIR in the environment does not move it);
+//! relay/build.rs embeds it from there when the relay is built next.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -9,9 +13,10 @@ use crate::cmd::Cmd;
 use crate::{NIGHTLY, repo_root};
 
 const TARGET: &str = "bpfel-unknown-none";
+const BPF_LINKER_VERSION: &str = "0.10.4";
 const BPF_LINKER_INSTALL: &str = "cargo install bpf-linker@0.10.4 --locked";
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct Args {
     /// Build with the release profile. This is the default: BPF debug builds often fail the
     /// kernel verifier, so the flag only exists to be explicit.
@@ -34,6 +39,8 @@ pub fn run(args: &Args) -> Result<PathBuf> {
     let mut cmd = Cmd::new("cargo")
         .arg(format!("+{NIGHTLY}"))
         .args(["build", "-Z", "build-std=core", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(dir.join("target"))
         .arg("--message-format=json-render-diagnostics")
         .current_dir(&dir);
     if !args.debug {
@@ -44,6 +51,55 @@ pub fn run(args: &Args) -> Result<PathBuf> {
         .context("cargo reported no executable artifact for relay-ebpf (see the build output)")?;
     println!("BPF object: {}", object.display());
     Ok(object)
+}
+
+/// Installs what building the program needs, unless it is there: the pinned nightly with
+/// rust-src (for `-Z build-std=core`) and bpf-linker 0.10.4 (`cargo install --locked`).
+pub fn install_toolchain() -> Result<()> {
+    let has_rust_src = Cmd::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
+        .probe()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == "rust-src")
+        });
+    if has_rust_src {
+        println!("    {NIGHTLY}: installed, with rust-src");
+    } else {
+        Cmd::new("rustup")
+            .args(["toolchain", "install", NIGHTLY, "--profile", "minimal"])
+            .args(["--component", "rust-src", "--no-self-update"])
+            .run()?;
+    }
+    let installed = find_on_path("bpf-linker").and_then(|path| {
+        Cmd::new(&path.to_string_lossy())
+            .arg("--version")
+            .probe()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    });
+    match installed {
+        Some(version) if version.ends_with(BPF_LINKER_VERSION) => {
+            println!("    {version}: installed");
+            Ok(())
+        }
+        other => {
+            if let Some(version) = other {
+                println!(
+                    "    {version} is installed; the program is built with {BPF_LINKER_VERSION}"
+                );
+            }
+            Cmd::new("cargo")
+                .args([
+                    "install",
+                    &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                    "--locked",
+                ])
+                .run()
+        }
+    }
 }
 
 /// The executable cargo reported in its JSON messages (the last one, if several).

@@ -39,8 +39,14 @@ enum Command {
     ///
     ///  2. the pinned stable toolchain's components (rust-toolchain.toml: rustfmt, clippy).
     ///
+    ///  2b. the eBPF toolchain: the nightly with rust-src, and bpf-linker 0.10.4
+    ///     (`cargo install --locked`, only if missing or another version).
+    ///
     ///  3. the nightly toolchain with rust-src, and cargo-fuzz (installed only if
     ///     `cargo fuzz --version` fails).
+    ///
+    ///  3c. `cargo xtask build-ebpf`: the XDP program, which the relay then embeds and the
+    ///     BPF_PROG_TEST_RUN tests (relay/tests/xdp_*.rs, root) run.
     ///
     ///  4. `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`,
     ///     `cargo test --workspace`.

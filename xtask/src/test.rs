@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cmd::Cmd;
-use crate::{NIGHTLY, crdgen, repo_root};
+use crate::{NIGHTLY, crdgen, ebpf, repo_root};
 
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
 /// turnadmin / turnserver (interop), iproute2 and ethtool for network namespaces and NIC set-up.
@@ -59,6 +59,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         named("apt packages", || apt_packages(APT_PACKAGES))?;
         named("python packages", pip_packages)?;
         named("stable toolchain components", || stable_components(&root))?;
+        named("eBPF toolchain", ebpf::install_toolchain)?;
         if args.no_fuzz {
             step("nightly toolchain and cargo-fuzz", "skipped (--no-fuzz)");
         } else {
@@ -69,6 +70,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
     }
 
+    // Before clippy and the tests: the relay embeds the program (relay/build.rs), and the
+    // BPF_PROG_TEST_RUN tests fail without it.
+    named("build the XDP program (cargo xtask build-ebpf)", || {
+        ebpf::run(&ebpf::Args::default()).map(drop)
+    })?;
     named("cargo fmt", || {
         cargo(&root).args(["fmt", "--all", "--check"]).run()
     })?;
