@@ -203,13 +203,24 @@ pub fn classify(kind: &str, name: &str, err: kube::Error) -> ApplyError {
         kube::Error::Api(status) if is_rejection(status) => ApplyError::Rejected {
             kind: kind.to_owned(),
             name: name.to_owned(),
-            message: status.message.clone(),
+            message: format!("{}{}", status.message, hint(&status.message)),
         },
         _ => ApplyError::Kube {
             kind: kind.to_owned(),
             name: name.to_owned(),
             source: err,
         },
+    }
+}
+
+/// What to do about refusals a user is likely to meet.
+fn hint(message: &str) -> &'static str {
+    if message.contains("more than 1 protocol when type is 'LoadBalancer'") {
+        " (UDP and TCP on one LoadBalancer needs Kubernetes 1.24 or later, or the \
+         MixedProtocolLBService feature gate: list only UDP listeners, or use \
+         publicAddress.policy NodeExternalIP or Explicit)"
+    } else {
+        ""
     }
 }
 
@@ -269,6 +280,33 @@ mod tests {
         assert!(!contains(&json!({"cpu": "500m"}), &json!({"cpu": "1"})));
         assert!(!contains(&json!({"b": true}), &json!({"b": false})));
         assert!(!contains(&json!({"s": "a"}), &json!({"s": "b"})));
+    }
+
+    #[test]
+    fn refusals_get_hints() {
+        let err = kube::Error::Api(
+            Status::failure(
+                "spec.ports: may not contain more than 1 protocol when type is 'LoadBalancer'",
+                "Invalid",
+            )
+            .with_code(422)
+            .boxed(),
+        );
+        let msg = classify("Service", "lb", err).to_string();
+        assert!(
+            msg.starts_with("Kubernetes refused Service lb: spec.ports"),
+            "{msg}"
+        );
+        assert!(msg.contains("Kubernetes 1.24"), "{msg}");
+        let err = kube::Error::Api(
+            Status::failure("boom", "InternalError")
+                .with_code(500)
+                .boxed(),
+        );
+        assert!(matches!(
+            classify("Service", "lb", err),
+            ApplyError::Kube { .. }
+        ));
     }
 
     #[test]

@@ -722,7 +722,7 @@ pub async fn run(
     let (nodes, node_stream) = node_changes(client.clone());
     // Drive the node watch on its own, so the store fills before the first reconcile.
     let (tx, rx) = mpsc::unbounded::<()>();
-    tokio::spawn(node_stream.for_each(move |()| {
+    let node_task = tokio::spawn(node_stream.for_each(move |()| {
         let _ = tx.unbounded_send(());
         std::future::ready(())
     }));
@@ -766,6 +766,7 @@ pub async fn run(
             std::future::ready(())
         })
         .await;
+    node_task.abort();
     info!("controller stopped");
 }
 

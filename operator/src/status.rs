@@ -108,7 +108,9 @@ pub fn compute(
             c::DEGRADED,
             ConditionStatus::False,
             c::AS_EXPECTED,
-            String::new(),
+            // Never empty: a 1.20 API server's server-side apply turns "" into null, which the
+            // schema (a string) then refuses.
+            "nothing needs attention".to_owned(),
         )
     };
 
@@ -439,6 +441,20 @@ mod tests {
             d.message,
             "Kubernetes refused Service a: no; ConfigMap a-relay exists"
         );
+    }
+
+    #[test]
+    fn no_condition_has_an_empty_message() {
+        let mut o = observed(0, 0, &[]);
+        o.rollout = None;
+        for s in [
+            compute(&spec(), &observed(2, 2, &["a"]), None, "T"),
+            compute(&spec(), &o, None, "T"),
+        ] {
+            for c in &s.conditions {
+                assert!(!c.message.is_empty(), "{c:?}");
+            }
+        }
     }
 
     #[test]
