@@ -67,6 +67,12 @@ pub struct RelayConfig {
     pub drain_timeout_secs: u64,
     /// How long a nonce stays valid.
     pub nonce_lifetime_secs: u64,
+    /// Interfaces to attach the XDP fast path to; empty: everything is relayed in userspace.
+    pub xdp_interfaces: Vec<String>,
+    /// How to attach: `native` (driver), `skb` (generic) or `auto` (native, else skb).
+    pub xdp_mode: String,
+    /// Channels offloaded to the kernel at most; beyond, channels are relayed in userspace.
+    pub xdp_max_channels: u32,
     /// Bearer token for the credentials endpoint (`/api/v1/credentials` on the HTTP listener),
     /// for application backends. Prefer `api-token-file`: this file is often a ConfigMap. The
     /// endpoint is off unless a token and at least one auth secret are configured.
@@ -113,6 +119,9 @@ impl Default for RelayConfig {
             workers: 0,
             drain_timeout_secs: 300,
             nonce_lifetime_secs: 600,
+            xdp_interfaces: Vec::new(),
+            xdp_mode: "auto".to_owned(),
+            xdp_max_channels: 65_536,
             api_token: None,
             api_token_file: None,
             api_uris: Vec::new(),

@@ -333,6 +333,9 @@ pub struct Shared {
     pub tcp_pending: Arc<Mutex<HashMap<u32, std::net::TcpStream>>>,
     /// Spliced data connections, woken (from any worker) to close them.
     pub tcp_spliced: Arc<Mutex<HashMap<u32, Arc<tokio::sync::Notify>>>>,
+    /// The XDP fast path, when attached: every channel bind and unbind goes through it (the
+    /// only writer of its maps).
+    pub dataplane: Option<Arc<crate::dataplane::Dataplane>>,
     /// Wall clock at `clock.0`.
     pub clock: (Instant, u64),
 }
@@ -540,7 +543,17 @@ impl Worker {
                     }
                 }
                 // Mirrored into the kernel by the XDP dataplane when it is attached.
-                Event::ChannelBound { .. } | Event::ChannelUnbound { .. } => {}
+                Event::ChannelBound { .. } | Event::ChannelUnbound { .. } => {
+                    if let Some(dp) = &self.shared.dataplane
+                        && let Err(err) = dp.apply(&event)
+                    {
+                        // The channel keeps working in userspace.
+                        if matches!(event, Event::ChannelBound { .. }) {
+                            self.shared.metrics.xdp_fallbacks.with_label_values(&[err.metric_label()]).inc();
+                        }
+                        tracing::debug!(%err, "channel not offloaded to XDP");
+                    }
+                }
                 Event::CloseTcp(id) => {
                     lock(&self.shared.tcp_pending).remove(&id);
                     if let Some(notify) = lock(&self.shared.tcp_spliced).remove(&id) {

@@ -212,6 +212,20 @@ struct ServeArgs {
     #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT")]
     software: Option<String>,
 
+    /// Interface to attach the XDP fast path to (bound channels are then forwarded in the
+    /// kernel); repeatable. Needs root (or CAP_BPF and CAP_NET_ADMIN) and a relay built after
+    /// `cargo xtask build-ebpf`; without them the relay says why and serves in userspace.
+    #[arg(long = "xdp-interface", env = "XDPTURN_XDP_INTERFACES", value_name = "IF", value_delimiter = ',')]
+    xdp_interfaces: Vec<String>,
+
+    /// How to attach XDP: native (driver), skb (generic) or auto (native, else skb).
+    #[arg(long, env = "XDPTURN_XDP_MODE", value_name = "MODE")]
+    xdp_mode: Option<String>,
+
+    /// Channels offloaded to the kernel at most (map size); beyond, userspace. Default 65536.
+    #[arg(long, env = "XDPTURN_XDP_MAX_CHANNELS")]
+    xdp_max_channels: Option<u32>,
+
     /// Bearer token for GET/POST /api/v1/credentials on the metrics listener, which hands
     /// application backends time-limited credentials. Prefer XDPTURN_API_TOKEN or
     /// --api-token-file: command lines are visible to others. Off unless a token and an auth
@@ -442,6 +456,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<RelayConfig> {
         c.drain_timeout_secs = d.as_secs();
     }
     set(&mut c.software, &args.software);
+    set_list(&mut c.xdp_interfaces, &args.xdp_interfaces);
+    set(&mut c.xdp_mode, &args.xdp_mode);
+    set(&mut c.xdp_max_channels, &args.xdp_max_channels);
+    if let Err(e) = c.xdp_mode.parse::<relay::dataplane::XdpMode>() {
+        bail!("xdp-mode: {e}");
+    }
     // A token from a flag or the environment replaces the file's, whichever way it was given.
     if args.api_token.is_some() || args.api_token_file.is_some() {
         c.api_token.clone_from(&args.api_token);
@@ -577,6 +597,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let control = Arc::new(control);
     let ledger = Arc::new(Ledger::default());
+    let dataplane = load_dataplane(&cfg, &bound, &metrics);
     let shared = Shared {
         control: control.clone(),
         ledger: ledger.clone(),
@@ -585,6 +606,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         held: Arc::default(),
         tcp_pending: Arc::default(),
         tcp_spliced: Arc::default(),
+        dataplane: dataplane.clone(),
         clock: (
             Instant::now(),
             SystemTime::now()
@@ -598,12 +620,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let result = runtime.block_on(async {
         let http_task = tokio::spawn(http::serve(http, metrics.clone(), api.clone()));
+        let xdp_task = dataplane.clone().map(|dp| tokio::spawn(export_xdp_counters(dp, metrics.clone())));
         let live = Live {
             control: &control,
             api: &api,
         };
         supervise(&args, cfg, &bound, nonce_key, &live, &ledger, &metrics).await;
         http_task.abort();
+        if let Some(t) = xdp_task {
+            t.abort();
+        }
         Ok::<_, anyhow::Error>(())
     });
     control.stop();
@@ -800,6 +826,59 @@ fn print_generated(cfg: &RelayConfig, bound: &Bound, password: &str) {
     println!("  username: xdpturn");
     println!("  password: {password}");
     println!("  iceServers: {ice}");
+}
+
+/// Attaches the XDP fast path when interfaces are configured. On failure the relay says why
+/// once, exports it (`xdpturn_xdp_attached 0`) and serves everything in userspace.
+fn load_dataplane(cfg: &RelayConfig, bound: &Bound, metrics: &Metrics) -> Option<Arc<relay::dataplane::Dataplane>> {
+    use relay::dataplane::{Dataplane, XdpConfig, XdpMode};
+    metrics.xdp_attached.set(0);
+    if cfg.xdp_interfaces.is_empty() {
+        return None;
+    }
+    let config = XdpConfig {
+        interfaces: cfg.xdp_interfaces.clone(),
+        mode: cfg.xdp_mode.parse().unwrap_or(XdpMode::Auto),
+        max_channels: cfg.xdp_max_channels.max(1),
+        listeners: bound.listeners.clone(),
+    };
+    match Dataplane::load(&config) {
+        Ok(dp) => {
+            for a in dp.attachments() {
+                tracing::info!(interface = %a.interface, mode = a.mode.as_str(), max_channels = config.max_channels, "XDP fast path attached");
+            }
+            metrics.xdp_attached.set(1);
+            Some(Arc::new(dp))
+        }
+        Err(err) => {
+            metrics.xdp_fallbacks.with_label_values(&[err.metric_label()]).inc();
+            tracing::warn!(error = %err, "XDP fast path unavailable; relaying everything in userspace");
+            None
+        }
+    }
+}
+
+/// Feeds what the kernel relayed into the same counters as userspace, labelled
+/// `datapath="xdp"` (the program only forwards UDP ChannelData).
+async fn export_xdp_counters(dp: Arc<relay::dataplane::Dataplane>, metrics: Arc<Metrics>) {
+    use relay::metrics::{Datapath, Direction};
+    use relay::proto::Transport;
+    let mut last = relay::dataplane::Counters::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Ok(now) = dp.counters() else { continue };
+        for (dir, cur, prev) in [
+            (Direction::ClientToPeer, now.client_to_peer, last.client_to_peer),
+            (Direction::PeerToClient, now.peer_to_client, last.peer_to_client),
+        ] {
+            let d = cur.since(prev);
+            let r = metrics.relayed(Datapath::Xdp, Transport::Udp, dir);
+            r.packets.inc_by(d.packets);
+            r.bytes.inc_by(d.bytes);
+        }
+        last = now;
+    }
 }
 
 fn is_unspecified_v6(addr: SocketAddr) -> bool {

@@ -76,6 +76,10 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     /// 1 while accepting new work, 0 while starting or draining.
     pub ready: IntGauge,
+    /// 1 while the XDP fast path is attached, 0 when everything is relayed in userspace.
+    pub xdp_attached: IntGauge,
+    /// Channels the fast path could not take (relayed in userspace instead), by reason.
+    pub xdp_fallbacks: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -186,6 +190,14 @@ impl Metrics {
         )?;
         r.register(Box::new(request_seconds.clone()))?;
         let ready = gauge(&r, "xdpturn_ready", "1 while the relay accepts new work")?;
+        let xdp_attached =
+            gauge(&r, "xdpturn_xdp_attached", "1 while the XDP fast path is attached; 0: all traffic in userspace")?;
+        let xdp_fallbacks = counter_vec(
+            &r,
+            "xdpturn_xdp_fallbacks_total",
+            "Channels the XDP fast path could not take, relayed in userspace instead, by reason",
+            &["reason"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "xdpturn_build_info",
@@ -246,6 +258,8 @@ impl Metrics {
             channels,
             request_seconds,
             ready,
+            xdp_attached,
+            xdp_fallbacks,
             build_info,
         })
     }
