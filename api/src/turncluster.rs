@@ -107,7 +107,9 @@ pub struct TurnClusterSpec {
 
     /// The XDP fast path: ChannelData forwarded in the kernel. Needs `placement.mode:
     /// DaemonSet` (host networking), Linux 5.8 or later, and gives the relay the NET_ADMIN and
-    /// BPF capabilities, as root.
+    /// BPF capabilities, as root (seccomp unconfined: older runtimes' default profiles refuse
+    /// bpf() without CAP_SYS_ADMIN). The relay attaches at start, so changing these settings
+    /// replaces the relays; where the program cannot load, they serve everything in userspace.
     #[serde(default, skip_serializing_if = "is_default")]
     #[schemars(transform = no_default)]
     pub xdp: Xdp,
@@ -401,11 +403,18 @@ pub struct Xdp {
     #[serde(default)]
     pub mode: XdpMode,
 
-    /// The interfaces to attach to, where clients and peers are reached. Empty: the relay's
-    /// choice.
+    /// The interfaces to attach to, where clients and peers are reached, e.g. `eth0`; needed
+    /// when enabled. Every relay node needs them (use `placement.nodeSelector` for nodes that
+    /// differ). Only these are redirected to; routes out of any other go through userspace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(regex(pattern = INTERFACE)))]
     pub interfaces: Vec<String>,
+
+    /// How many channels each relay offloads to the kernel at most (default 65536); channels
+    /// beyond are relayed in userspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4294967295_i64))]
+    pub max_channels: Option<i64>,
 }
 
 /// The value of [`Xdp::mode`].
@@ -949,7 +958,8 @@ mod tests {
                 "denyClusterNetworks": false, "podCIDRs": ["10.244.0.0/16"],
                 "serviceCIDRs": ["10.96.0.0/12"]},
             "quotas": {"userQuota": 10, "totalQuota": 1000, "maxBps": 3000000},
-            "xdp": {"enabled": true, "mode": "native", "interfaces": ["eth0"]},
+            "xdp": {"enabled": true, "mode": "native", "interfaces": ["eth0"],
+                "maxChannels": 100000},
             "placement": {"mode": "DaemonSet", "nodeSelector": {"turn": "yes"},
                 "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "turn",
                     "effect": "NoSchedule"}], "maxUnavailable": 2},

@@ -16,7 +16,8 @@
 //! and secret files itself, and pods are replaced only for changes that need new pods (image,
 //! ports, placement, mounts, resources). The config's checksum is an annotation on the
 //! ConfigMap and the workload, for people and tools; it is deliberately not in the pod
-//! template.
+//! template. The one part of relay.toml the relay reads only at start, the XDP attachment, is
+//! also a pod template annotation, so changing it does replace the relays.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -58,6 +59,8 @@ pub const SECRETS_DIR: &str = "/etc/xdpturn/secrets";
 pub const TLS_DIR: &str = "/etc/xdpturn/tls";
 /// The annotation with the SHA-256 of the rendered `relay.toml`.
 pub const CONFIG_HASH_ANNOTATION: &str = "xdpturn.io/config-sha256";
+/// The pod template annotation with the XDP settings (see [`restart_settings`]).
+pub const XDP_ANNOTATION: &str = "xdpturn.io/xdp";
 /// The user and group relays run as when they need no capability.
 pub const RELAY_UID: i64 = 65532;
 /// Seconds the kubelet allows beyond preStop and drain before it kills a relay.
@@ -268,8 +271,40 @@ pub fn relay_config(
         total_quota: u32::try_from(spec.quotas.total_quota).unwrap_or(0),
         max_bps: u64::try_from(spec.quotas.max_bps).unwrap_or(0),
         drain_timeout_secs: u64::try_from(spec.drain.timeout_seconds).unwrap_or(0),
-        ..RelayConfig::default()
+        ..xdp_config(spec)
     }
+}
+
+/// The XDP part of the relay configuration: no interfaces (userspace only) unless enabled.
+fn xdp_config(spec: &TurnClusterSpec) -> RelayConfig {
+    let defaults = RelayConfig::default();
+    if !spec.xdp.enabled {
+        return defaults;
+    }
+    RelayConfig {
+        xdp_interfaces: spec.xdp.interfaces.clone(),
+        xdp_mode: spec.xdp.mode.as_str().to_owned(),
+        xdp_max_channels: spec
+            .xdp
+            .max_channels
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(defaults.xdp_max_channels),
+        ..defaults
+    }
+}
+
+/// The settings the relay reads only when it starts and that no other pod field carries: the
+/// XDP attachment. They are also an annotation of the pod template, so that changing them
+/// replaces the relays; everything else in relay.toml is reloaded in place.
+fn restart_settings(config: &RelayConfig) -> Option<String> {
+    (!config.xdp_interfaces.is_empty()).then(|| {
+        format!(
+            "interfaces={} mode={} max-channels={}",
+            config.xdp_interfaces.join(","),
+            config.xdp_mode,
+            config.xdp_max_channels
+        )
+    })
 }
 
 /// Renders every owned object.
@@ -326,7 +361,10 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Owned, BuildError> {
         ..ServiceAccount::default()
     };
 
-    let template = pod_template(tc, &names, inputs.default_image);
+    let mut template = pod_template(tc, &names, inputs.default_image);
+    if let (Some(meta), Some(xdp)) = (template.metadata.as_mut(), restart_settings(&config)) {
+        meta.annotations = Some(BTreeMap::from([(XDP_ANNOTATION.to_owned(), xdp)]));
+    }
     let selector = LabelSelector {
         match_labels: Some(selector_labels(name)),
         ..LabelSelector::default()

@@ -450,6 +450,20 @@ fn xdp(s: &TurnClusterSpec, p: &mut Vec<Problem>) {
             ));
         }
     }
+    if s.xdp.enabled && s.xdp.interfaces.is_empty() {
+        p.push(Problem::new(
+            "spec.xdp.interfaces",
+            "XDP needs the interfaces to attach to (e.g. eth0)",
+        ));
+    }
+    if let Some(n) = s.xdp.max_channels
+        && !(1..=i64::from(u32::MAX)).contains(&n)
+    {
+        p.push(Problem::new(
+            "spec.xdp.maxChannels",
+            format!("is {n}, it must be between 1 and {}", u32::MAX),
+        ));
+    }
     if !s.xdp.enabled && !s.xdp.interfaces.is_empty() {
         p.push(Problem::new(
             "spec.xdp.interfaces",
@@ -783,7 +797,7 @@ mod tests {
         let mut s = minimal();
         s["publicAddress"] = serde_json::json!({"policy": "LoadBalancer"});
         s["placement"] = serde_json::json!({"mode": "Deployment", "maxUnavailable": 2});
-        s["xdp"] = serde_json::json!({"enabled": true});
+        s["xdp"] = serde_json::json!({"enabled": true, "interfaces": ["eth0"]});
         s["resources"] = serde_json::json!({"requests": {"cpu": "lots", "memory": "1Gi"}});
         assert_eq!(
             paths(validate(&tc("t", s))),
@@ -792,6 +806,16 @@ mod tests {
                 "spec.placement.maxUnavailable",
                 "spec.resources.requests.cpu"
             ]
+        );
+    }
+
+    #[test]
+    fn xdp_needs_interfaces() {
+        let mut s = minimal();
+        s["xdp"] = serde_json::json!({"enabled": true, "maxChannels": 0});
+        assert_eq!(
+            paths(validate(&tc("t", s))),
+            ["spec.xdp.interfaces", "spec.xdp.maxChannels"]
         );
     }
 

@@ -314,6 +314,7 @@ fn minimal_renders_a_hardened_daemonset() {
         ]
     );
     assert_eq!(cfg.drain_timeout_secs, 300);
+    assert!(cfg.xdp_interfaces.is_empty(), "no XDP unless enabled");
     assert_eq!(volume_secret_names(&o), ["turn-auth"]);
     let mount = c
         .volume_mounts
@@ -493,7 +494,34 @@ fn xdp_gets_exactly_its_capabilities() {
         o.config.external_ips,
         ["203.0.113.1/10.0.0.1", "203.0.113.2/10.0.0.2"]
     );
-    assert_eq!(parsed_config(&o), o.config);
+    let cfg = parsed_config(&o);
+    assert_eq!(cfg, o.config);
+    assert_eq!(cfg.xdp_interfaces, ["eth0"]);
+    assert_eq!(
+        (cfg.xdp_mode.as_str(), cfg.xdp_max_channels),
+        ("native", 65536)
+    );
+    // The relay attaches at start: the XDP settings are in the pod template too, so a change
+    // replaces the relays.
+    let annotations = o
+        .workload
+        .template()
+        .metadata
+        .clone()
+        .unwrap()
+        .annotations
+        .unwrap();
+    assert_eq!(
+        annotations[build::XDP_ANNOTATION],
+        "interfaces=eth0 mode=native max-channels=65536"
+    );
+    let mut other = tc.clone();
+    other.spec.xdp.interfaces = vec!["ens5".into()];
+    let changed = render(&other, &facts(), None);
+    assert_ne!(
+        serde_json::to_value(changed.workload.template()).unwrap(),
+        serde_json::to_value(o.workload.template()).unwrap()
+    );
 }
 
 #[test]
@@ -558,6 +586,7 @@ fn invalid_specs_report_every_problem_with_its_path() {
             "spec.auth.credentialsApiToken",
             "spec.publicAddress.addresses",
             "spec.xdp.enabled",
+            "spec.xdp.interfaces",
         ]
     );
     let problems = load("invalid-malformed.yaml").unwrap_err();
