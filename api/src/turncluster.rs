@@ -24,8 +24,6 @@ pub const DEFAULT_TURNS_PORT: i32 = 5349;
 pub const DEFAULT_RELAY_PORT_MIN: i32 = 49152;
 /// See [`DEFAULT_RELAY_PORT_MIN`].
 pub const DEFAULT_RELAY_PORT_MAX: i32 = 65535;
-/// The relay's metrics/health port (`/metrics`, `/healthz`, `/readyz`).
-pub const DEFAULT_METRICS_PORT: i32 = 9641;
 /// How many relays a `Deployment` placement runs when `replicas` is unset.
 pub const DEFAULT_DEPLOYMENT_REPLICAS: i32 = 2;
 /// How long a relay serves existing allocations after SIGTERM, by default.
@@ -561,13 +559,13 @@ pub struct Metrics {
 }
 
 fn default_metrics_port() -> i32 {
-    DEFAULT_METRICS_PORT
+    i32::from(crate::DEFAULT_METRICS_PORT)
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            port: DEFAULT_METRICS_PORT,
+            port: default_metrics_port(),
             service_monitor: false,
         }
     }
@@ -811,10 +809,7 @@ mod tests {
         assert_eq!(relay["max"]["default"], DEFAULT_RELAY_PORT_MAX);
         let replicas = &spec["placement"]["properties"]["replicas"];
         assert_eq!(replicas["minimum"].as_f64(), Some(0.0), "{replicas}");
-        assert_eq!(
-            spec["metrics"]["properties"]["port"]["default"],
-            DEFAULT_METRICS_PORT
-        );
+        assert_eq!(spec["metrics"]["properties"]["port"]["default"], 9641);
         assert_eq!(
             spec["quotas"]["properties"]["userQuota"]["maximum"].as_f64(),
             Some(4294967295.0)
