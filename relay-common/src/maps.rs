@@ -10,7 +10,9 @@
 //! A key's `family` is the family of the packet that arrives, a value's the family of the packet
 //! that leaves; they differ when an IPv4 client talks to an IPv6 peer or the other way round.
 //! Both values of a channel name the same slot of [`CHANNEL_STATS`], a per-CPU array of
-//! [`ChannelStats`], so the kernel counts a channel's traffic without a second hash lookup.
+//! [`ChannelStats`], so the kernel counts a channel's traffic without a second hash lookup;
+//! [`TOTAL_STATS`] (one slot) counts all of it, so the totals are read in one go however many
+//! channels there are.
 //!
 //! [`LISTENERS`] holds the TURN listening addresses (an unspecified address stands for every
 //! address of its family), only so that what is *not* forwarded is counted under the right
@@ -33,6 +35,8 @@ pub const PEER_TO_CLIENT: &str = "PEER_TO_CLIENT";
 pub const LISTENERS: &str = "LISTENERS";
 /// Name of the per-CPU array of [`ChannelStats`], indexed by a value's `counter`.
 pub const CHANNEL_STATS: &str = "CHANNEL_STATS";
+/// Name of the one-slot per-CPU array of [`ChannelStats`] summing every channel.
+pub const TOTAL_STATS: &str = "TOTAL_STATS";
 /// Name of the per-CPU array of packet counts (`u64`), indexed by [`Action`](crate::Action).
 pub const ACTION_STATS: &str = "ACTION_STATS";
 /// Name of the device map (`DEVMAP_HASH`, ifindex -> ifindex) of the interfaces redirected to.
@@ -158,8 +162,9 @@ pub struct ListenerKey {
     pub _pad: u8,
 }
 
-/// One CPU's counts for one channel, in [`CHANNEL_STATS`]. Bytes are the application data
-/// (ChannelData payload), as the userspace datapath counts them.
+/// One CPU's counts for one channel, in [`CHANNEL_STATS`], or for all of them, in
+/// [`TOTAL_STATS`]. Bytes are the application data (ChannelData payload), as the userspace
+/// datapath counts them.
 #[repr(C)]
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(any(feature = "user", test), derive(Debug))]

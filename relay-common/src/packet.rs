@@ -177,14 +177,10 @@ pub const fn parse_ipv4_into(
         return Err(Action::PassIpOptions);
     }
     ip.family = FAMILY_IPV4;
-    ip.src = [0; 16];
-    ip.dst = [0; 16];
-    let mut i = 0;
-    while i < 4 {
-        ip.src[i] = h[12 + i];
-        ip.dst[i] = h[16 + i];
-        i += 1;
-    }
+    // Written as one 128-bit number each: zero bytes written as such become a memset call in
+    // the program, a byte loop.
+    ip.src = v4_in_16(h[12], h[13], h[14], h[15]);
+    ip.dst = v4_in_16(h[16], h[17], h[18], h[19]);
     ip.payload_len = (total_len - IPV4_HLEN) as u16;
     ip.ttl = h[8];
     ip.tos = h[1];
@@ -229,14 +225,37 @@ pub const fn parse_ipv6_into(
     Ok(())
 }
 
-/// The 16 bytes at `at` of an IPv6 header.
+/// An IPv4 address in the crate's 16-byte layout.
+#[inline(always)]
+const fn v4_in_16(a: u8, b: u8, c: u8, d: u8) -> [u8; 16] {
+    ((u32::from_be_bytes([a, b, c, d]) as u128) << 96).to_be_bytes()
+}
+
+/// The 16 bytes at `at` of an IPv6 header, built from two 64-bit words rather than copied: a
+/// 16-byte copy becomes a memcpy call in the program, a byte loop.
 #[inline(always)]
 const fn addr16(h: &[u8; IPV6_HLEN], at: usize) -> [u8; 16] {
-    match h.split_at(at).1.first_chunk::<16>() {
-        Some(a) => *a,
-        // The callers' offsets (8, 24) leave at least 16 bytes.
-        None => [0; 16],
-    }
+    let hi = u64::from_be_bytes([
+        h[at],
+        h[at + 1],
+        h[at + 2],
+        h[at + 3],
+        h[at + 4],
+        h[at + 5],
+        h[at + 6],
+        h[at + 7],
+    ]);
+    let lo = u64::from_be_bytes([
+        h[at + 8],
+        h[at + 9],
+        h[at + 10],
+        h[at + 11],
+        h[at + 12],
+        h[at + 13],
+        h[at + 14],
+        h[at + 15],
+    ]);
+    (((hi as u128) << 64) | lo as u128).to_be_bytes()
 }
 
 /// What the program keeps of a UDP header (host-order numbers).
@@ -342,7 +361,7 @@ pub const fn unmatched(to_listener: bool, first: u8, payload_len: u16) -> Action
 /// starts at an even offset of the checksummed data, so a byte's parity there is its parity in
 /// the payload.
 #[inline(always)]
-pub const fn trailing_sum(bytes: &[u8; 3], count: u16, data_len: u16) -> Sum {
+pub const fn trailing_sum(bytes: [u8; 3], count: u16, data_len: u16) -> Sum {
     let mut s = Sum::new();
     let mut i = 0;
     while i < 3 {
@@ -886,10 +905,10 @@ mod tests {
     #[test]
     fn trailing_bytes_sum_at_their_parity() {
         // Data of 5 bytes: padding at payload offsets 9, 10, 11 (odd, even, odd).
-        let s = trailing_sum(&[0xAA, 0xBB, 0xCC], 3, 5);
+        let s = trailing_sum([0xAA, 0xBB, 0xCC], 3, 5);
         assert_eq!(s.fold(), 0x00AA + 0xBB00 + 0x00CC);
-        assert_eq!(trailing_sum(&[0xAA, 0xBB, 0xCC], 1, 4).fold(), 0xAA00);
-        assert_eq!(trailing_sum(&[0xAA, 0xBB, 0xCC], 0, 4).fold(), 0);
+        assert_eq!(trailing_sum([0xAA, 0xBB, 0xCC], 1, 4).fold(), 0xAA00);
+        assert_eq!(trailing_sum([0xAA, 0xBB, 0xCC], 0, 4).fold(), 0);
     }
 
     #[test]

@@ -246,7 +246,7 @@ fn plan(frame: &[u8], maps: &Maps) -> Result<Rewrite, Action> {
             for (i, b) in bytes.iter_mut().enumerate().take(usize::from(trailing)) {
                 *b = frame[payload + CHANNEL_HLEN + usize::from(cd.len) + i];
             }
-            let sum = packet::trailing_sum(&bytes, trailing, cd.len);
+            let sum = packet::trailing_sum(bytes, trailing, cd.len);
             return packet::client_to_peer(&ip, &udp, cd, sum, value);
         }
     }

@@ -63,6 +63,10 @@ static LISTENERS: HashMap<ListenerKey, u32> = HashMap::with_max_entries(64, 0);
 #[map]
 static CHANNEL_STATS: PerCpuArray<ChannelStats> = PerCpuArray::with_max_entries(1024, 0);
 
+/// Per-CPU packets and bytes of every channel (one slot), so totals are one read.
+#[map]
+static TOTAL_STATS: PerCpuArray<ChannelStats> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU packets per action, indexed by `Action::index`.
 #[map]
 static ACTION_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Action::COUNT as u32, 0);
@@ -197,7 +201,12 @@ fn unmatched(ctx: &XdpContext, ip: &Ip, udp: &Udp, payload_at: usize) -> Action 
         .get_ptr(ListenerKey::from_packet(ip.family, ip.dst, udp.dst_port))
         .is_some()
         || LISTENERS
-            .get_ptr(ListenerKey::from_packet(ip.family, [0; 16], udp.dst_port))
+            .get_ptr(ListenerKey::from_packet(
+                ip.family,
+                // Opaque zero: a literal [0; 16] becomes a memset call, a byte loop.
+                core::hint::black_box(0u128).to_ne_bytes(),
+                udp.dst_port,
+            ))
             .is_some();
     let first = view::<1>(ctx, payload_at).map_or(0, |b| b[0]);
     packet::unmatched(to_listener, first, udp.payload_len())
@@ -214,18 +223,17 @@ fn trailing_sum(
     data_len: u16,
     trailing: u16,
 ) -> Result<Sum, Action> {
-    let bytes = if trailing == 0 {
-        [0; 3]
-    } else {
-        let w = load_at::<4>(ctx, payload_at + payload_len as usize - 4)
-            .ok_or(Action::DropMalformed)?;
-        match trailing {
-            1 => [w[3], 0, 0],
-            2 => [w[2], w[3], 0],
-            _ => [w[1], w[2], w[3]],
-        }
+    if trailing == 0 {
+        return Ok(Sum::new());
+    }
+    let w =
+        load_at::<4>(ctx, payload_at + payload_len as usize - 4).ok_or(Action::DropMalformed)?;
+    let bytes = match trailing {
+        1 => [w[3], 0, 0],
+        2 => [w[2], w[3], 0],
+        _ => [w[1], w[2], w[3]],
     };
-    Ok(packet::trailing_sum(&bytes, trailing, data_len))
+    Ok(packet::trailing_sum(bytes, trailing, data_len))
 }
 
 /// Plans the rewrite, looks the route up, rewrites and sends the packet, and counts it on its
@@ -268,18 +276,8 @@ fn forward(ctx: &XdpContext, udp: &Udp, scratch: &mut Scratch) -> Result<Action,
     };
     written.ok_or(Action::DropRewriteFailed)?;
 
-    if let Some(stats) = CHANNEL_STATS.get_ptr_mut(route.counter) {
-        // SAFETY: this CPU's slot of a per-CPU array.
-        #[allow(unsafe_code)]
-        let stats = unsafe { &mut *stats };
-        if rw.channel_header {
-            stats.peer_to_client_packets += 1;
-            stats.peer_to_client_bytes += u64::from(rw.data_len);
-        } else {
-            stats.client_to_peer_packets += 1;
-            stats.client_to_peer_bytes += u64::from(rw.data_len);
-        }
-    }
+    count(CHANNEL_STATS.get_ptr_mut(route.counter), rw);
+    count(TOTAL_STATS.get_ptr_mut(0), rw);
 
     if tx {
         Ok(Action::ForwardedTx)
@@ -293,6 +291,22 @@ fn forward(ctx: &XdpContext, udp: &Udp, scratch: &mut Scratch) -> Result<Action,
     }
 }
 
+/// Counts a forwarded packet in a per-CPU stats slot.
+#[inline(always)]
+fn count(stats: Option<*mut ChannelStats>, rw: &Rewrite) {
+    let Some(stats) = stats else { return };
+    // SAFETY: this CPU's slot of a per-CPU array.
+    #[allow(unsafe_code)]
+    let stats = unsafe { &mut *stats };
+    if rw.channel_header {
+        stats.peer_to_client_packets += 1;
+        stats.peer_to_client_bytes += u64::from(rw.data_len);
+    } else {
+        stats.client_to_peer_packets += 1;
+        stats.client_to_peer_bytes += u64::from(rw.data_len);
+    }
+}
+
 /// `bpf_fib_lookup` for the rewritten packet, as the kernel would route it if it were
 /// forwarding it from the ingress interface. Anything but success goes up, unchanged: the
 /// relay sends it from its socket, which also makes the kernel resolve a missing neighbour.
@@ -303,11 +317,9 @@ fn fib_lookup(
     ingress: u32,
     fib: &mut FibLookup,
 ) -> Result<(), Action> {
-    // SAFETY: a plain C struct of integers and unions of integers; all zeroes is valid.
-    #[allow(unsafe_code)]
-    {
-        *fib = unsafe { core::mem::zeroed() };
-    }
+    // Every field the kernel reads without lookup flags is set below (the rest are outputs),
+    // so what an earlier packet left in the scratch slot does not matter, and the program
+    // spends no time zeroing 64 bytes.
     fib.l4_protocol = packet::IPPROTO_UDP;
     fib.sport = rw.src_port.to_be();
     fib.dport = rw.dst_port.to_be();

@@ -647,6 +647,28 @@ fn forwards_both_directions_every_family_pair_tx_and_redirect() {
         }
         assert_eq!(counters.client_to_peer.packets, 10 * 5 + 1);
         assert_eq!(counters.peer_to_client.packets, 5 * 5 + 1);
+        // The totals are the sum of the channels, read in one go.
+        let sum = |f: fn(&relay::dataplane::ChannelCounters) -> Traffic| {
+            counters
+                .channels
+                .iter()
+                .map(f)
+                .fold(Traffic::default(), |a, t| Traffic {
+                    packets: a.packets + t.packets,
+                    bytes: a.bytes + t.bytes,
+                })
+        };
+        assert_eq!(counters.client_to_peer, sum(|c| c.client_to_peer));
+        assert_eq!(counters.peer_to_client, sum(|c| c.peer_to_client));
+        let totals = dp.totals().unwrap();
+        assert_eq!(
+            (totals.client_to_peer, totals.peer_to_client, totals.actions),
+            (
+                counters.client_to_peer,
+                counters.peer_to_client,
+                counters.actions
+            )
+        );
     });
 }
 
@@ -1276,5 +1298,111 @@ fn dropping_the_dataplane_detaches_the_program() {
             "{err}"
         );
         assert!(!attached(&ns, "xc0"));
+    });
+}
+
+/// `cargo xtask bench-xdp` runs this (root; a release build): the kernel-measured time of one
+/// run of the program per packet, for both directions and every family pair, next to packets
+/// the program passes up. One packet per BPF_PROG_TEST_RUN call: with `repeat`, the kernel runs
+/// the program again on the packet it has just rewritten (the data is not reset between
+/// repetitions), so only a passed packet can be repeated; its amortised figure shows how much
+/// of a single-run figure is the test harness's own overhead.
+#[test]
+#[ignore = "a benchmark: `cargo xtask bench-xdp` runs it"]
+fn bench_ns_per_packet() {
+    preconditions();
+    let runs: usize = std::env::var("XDPTURN_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+        .max(100);
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
+        let all: Vec<Channel> = channels().into_iter().chain([same_side()]).collect();
+        for c in &all {
+            c.bind(&dp);
+        }
+        let data = [0x5Au8; 100];
+        let o = Opts::default();
+        let mut cases: Vec<(String, &str, Vec<u8>, u32)> = Vec::new();
+        for c in &all {
+            let verdict = if c.client_side.0 == c.peer_side.0 {
+                XDP_TX
+            } else {
+                XDP_REDIRECT
+            };
+            cases.push((
+                format!("client -> peer  {}", c.name),
+                c.client_side.0,
+                c.sent_by_client(&channel_data(c.channel, &data, &[]), o),
+                verdict,
+            ));
+            cases.push((
+                format!("peer -> client  {}", c.name),
+                c.peer_side.0,
+                c.sent_by_peer(&data, o),
+                verdict,
+            ));
+        }
+        let c = all[0];
+        let stun = [
+            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let stun_frame = c.sent_by_client(&stun, o);
+        cases.push((
+            "pass: STUN to the listener".into(),
+            "xc0",
+            stun_frame.clone(),
+            XDP_PASS,
+        ));
+        cases.push((
+            "pass: UDP not for us".into(),
+            "xc0",
+            udp_frame(MAC_C, CLIENT_MAC, c.client, sa("192.0.2.1:53"), &data, o),
+            XDP_PASS,
+        ));
+
+        println!(
+            "\nXDP program under BPF_PROG_TEST_RUN: kernel-measured ns per run, one packet per \
+             run, {runs} runs per case after 1000 warm-up runs, {} data bytes",
+            data.len()
+        );
+        println!(
+            "{:<52} {:>8} {:>7} {:>7} {:>7} {:>7}",
+            "case", "verdict", "median", "p10", "p90", "mean"
+        );
+        for (name, iface, frame, verdict) in &cases {
+            let index = ifindex(iface);
+            for _ in 0..1000 {
+                dp.test_run(frame, index, 1).unwrap();
+            }
+            let mut ns: Vec<u64> = (0..runs)
+                .map(|_| {
+                    let r = dp.test_run(frame, index, 1).unwrap();
+                    assert_eq!(r.verdict, *verdict, "{name}");
+                    r.duration.as_nanos() as u64
+                })
+                .collect();
+            ns.sort_unstable();
+            let mean = ns.iter().sum::<u64>() as f64 / ns.len() as f64;
+            let verdict = match *verdict {
+                XDP_TX => "tx",
+                XDP_REDIRECT => "redirect",
+                _ => "pass",
+            };
+            println!(
+                "{name:<52} {verdict:>8} {:>7} {:>7} {:>7} {mean:>7.1}",
+                ns[ns.len() / 2],
+                ns[ns.len() / 10],
+                ns[ns.len() * 9 / 10],
+            );
+        }
+        let repeat = 1_000_000;
+        let r = dp.test_run(&stun_frame, ifindex("xc0"), repeat).unwrap();
+        println!(
+            "pass: STUN, {repeat} repetitions in one call (amortised): {:.1} ns per packet",
+            r.duration.as_nanos() as f64
+        );
     });
 }

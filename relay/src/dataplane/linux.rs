@@ -11,6 +11,7 @@ use aya::programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode as 
 use aya::{Ebpf, EbpfLoader};
 use relay_common::maps::{
     ACTION_STATS, CHANNEL_STATS, CLIENT_TO_PEER, EGRESS, LISTENERS, PEER_TO_CLIENT, PROGRAM,
+    TOTAL_STATS,
 };
 use relay_common::{
     ChannelEntries, ChannelKey, ChannelStats, ChannelValue, ListenerKey, PeerKey, PeerValue,
@@ -19,7 +20,7 @@ use rustix::io::Errno;
 
 use super::{
     Action, ActionCounts, Attachment, ChannelBinding, ChannelCounters, Counters, DataplaneError,
-    ProgramStats, TestRun, Traffic, XdpConfig, XdpMode,
+    ProgramStats, TestRun, Totals, Traffic, XdpConfig, XdpMode,
 };
 
 /// The program, when relay/build.rs found it.
@@ -47,6 +48,7 @@ struct Inner {
     client_to_peer: BpfHashMap<MapData, ChannelKey, ChannelValue>,
     peer_to_client: BpfHashMap<MapData, PeerKey, PeerValue>,
     channel_stats: PerCpuArray<MapData, ChannelStats>,
+    total_stats: PerCpuArray<MapData, ChannelStats>,
     action_stats: PerCpuArray<MapData, u64>,
     /// The channels in the maps, with their counter slots.
     bound: HashMap<ChannelBinding, u32>,
@@ -56,8 +58,6 @@ struct Inner {
     free_slots: Vec<u32>,
     /// The next never-used counter slot.
     next_slot: u32,
-    /// What channels counted before they were unbound.
-    retired: ChannelStats,
     cpus: usize,
 }
 
@@ -110,6 +110,7 @@ impl Dataplane {
             client_to_peer: take(&mut ebpf, CLIENT_TO_PEER)?,
             peer_to_client: take(&mut ebpf, PEER_TO_CLIENT)?,
             channel_stats: take(&mut ebpf, CHANNEL_STATS)?,
+            total_stats: take(&mut ebpf, TOTAL_STATS)?,
             action_stats: take(&mut ebpf, ACTION_STATS)?,
             ebpf,
             links: Vec::new(),
@@ -117,7 +118,6 @@ impl Dataplane {
             peers: HashMap::new(),
             free_slots: Vec::new(),
             next_slot: 0,
-            retired: ChannelStats::default(),
             cpus,
         };
 
@@ -222,7 +222,7 @@ impl Dataplane {
             });
         }
         // The same channel of the same client, moved to another peer or relayed address:
-        // out with the old entries first (their counts are retired).
+        // out with the old entries first.
         let moved = inner
             .bound
             .keys()
@@ -272,22 +272,20 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Reads the counters (a few syscalls per bound channel).
+    /// Reads the totals: traffic forwarded in each direction and packets per action, since the
+    /// program was loaded. A fixed handful of syscalls, whatever the number of channels: the
+    /// one to poll for metrics.
+    pub fn totals(&self) -> Result<Totals, DataplaneError> {
+        self.lock().totals()
+    }
+
+    /// Reads the totals and every bound channel's traffic (one more syscall per channel).
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
         let inner = self.lock();
-        let mut actions = ActionCounts::default();
-        for action in Action::ALL {
-            let values = inner
-                .action_stats
-                .get(&action.index(), 0)
-                .map_err(|e| map_error(ACTION_STATS, e))?;
-            actions.set(action, values.iter().sum());
-        }
-        let mut total = inner.retired;
+        let totals = inner.totals()?;
         let mut channels = Vec::with_capacity(inner.bound.len());
         for (binding, slot) in &inner.bound {
-            let stats = inner.read_slot(*slot)?;
-            total = total.plus(stats);
+            let stats = inner.read_slot(&inner.channel_stats, CHANNEL_STATS, *slot)?;
             channels.push(ChannelCounters {
                 binding: *binding,
                 client_to_peer: Traffic {
@@ -301,15 +299,9 @@ impl Dataplane {
             });
         }
         Ok(Counters {
-            client_to_peer: Traffic {
-                packets: total.client_to_peer_packets,
-                bytes: total.client_to_peer_bytes,
-            },
-            peer_to_client: Traffic {
-                packets: total.peer_to_client_packets,
-                bytes: total.peer_to_client_bytes,
-            },
-            actions,
+            client_to_peer: totals.client_to_peer,
+            peer_to_client: totals.peer_to_client,
+            actions: totals.actions,
             channels,
         })
     }
@@ -403,7 +395,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Removes a bound channel's entries and retires its counts.
+    /// Removes a bound channel's entries (its traffic stays in TOTAL_STATS).
     fn remove(&mut self, binding: &ChannelBinding) -> Result<(), DataplaneError> {
         let Some(slot) = self.bound.get(binding).copied() else {
             return Ok(());
@@ -429,20 +421,42 @@ impl Inner {
         remove_entry(&mut self.peer_to_client, &entries.peer_key, PEER_TO_CLIENT)?;
         self.bound.remove(binding);
         self.peers.remove(&entries.peer_key);
-        // Counted until now; what arrives between this read and the slot's reuse is lost.
-        match self.read_slot(slot) {
-            Ok(stats) => self.retired = self.retired.plus(stats),
-            Err(e) => tracing::debug!(err = %e, "reading an unbound channel's counters"),
-        }
+        // Zeroed when it is reused (`write`).
         self.free_slots.push(slot);
         Ok(())
     }
 
-    fn read_slot(&self, slot: u32) -> Result<ChannelStats, DataplaneError> {
-        let values = self
-            .channel_stats
-            .get(&slot, 0)
-            .map_err(|e| map_error(CHANNEL_STATS, e))?;
+    fn totals(&self) -> Result<Totals, DataplaneError> {
+        let mut actions = ActionCounts::default();
+        for action in Action::ALL {
+            let values = self
+                .action_stats
+                .get(&action.index(), 0)
+                .map_err(|e| map_error(ACTION_STATS, e))?;
+            actions.set(action, values.iter().sum());
+        }
+        let total = self.read_slot(&self.total_stats, TOTAL_STATS, 0)?;
+        Ok(Totals {
+            client_to_peer: Traffic {
+                packets: total.client_to_peer_packets,
+                bytes: total.client_to_peer_bytes,
+            },
+            peer_to_client: Traffic {
+                packets: total.peer_to_client_packets,
+                bytes: total.peer_to_client_bytes,
+            },
+            actions,
+        })
+    }
+
+    /// A slot of a per-CPU stats array, summed over CPUs.
+    fn read_slot(
+        &self,
+        map: &PerCpuArray<MapData, ChannelStats>,
+        name: &'static str,
+        slot: u32,
+    ) -> Result<ChannelStats, DataplaneError> {
+        let values = map.get(&slot, 0).map_err(|e| map_error(name, e))?;
         Ok(values
             .iter()
             .fold(ChannelStats::default(), |sum, cpu| sum.plus(*cpu)))

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! Event::ChannelBound   ─► Dataplane::bind_channel   ─► CLIENT_TO_PEER + PEER_TO_CLIENT
-//! Event::ChannelUnbound ─► Dataplane::unbind_channel ─► both entries removed, counts retired
-//! /metrics scrape       ─► Dataplane::counters       ─► per-CPU counters, summed
+//! Event::ChannelUnbound ─► Dataplane::unbind_channel ─► both entries removed (totals keep them)
+//! metrics export        ─► Dataplane::totals         ─► per-CPU counters, summed (per channel:
+//!                                                    Dataplane::counters)
 //! drop(Dataplane)       ─► the XDP links are detached: nothing forwards behind the relay
 //! ```
 //!
@@ -17,6 +18,11 @@
 //! The program is compiled into the relay when `cargo xtask build-ebpf` ran before the relay
 //! was built (relay/build.rs); without it, and on other systems than Linux, [`Dataplane::load`]
 //! says why there is no XDP and the relay serves everything in userspace.
+//!
+//! Detaching: the program is attached with BPF links (kernel 5.9+), which the kernel removes
+//! when the process exits however it exits, so a relay that is killed leaves no forwarding
+//! behind either. (aya falls back to a netlink attach on older kernels; there only `Drop`
+//! detaches.)
 //!
 //! Requirements on the host, besides root (or CAP_BPF + CAP_NET_ADMIN): forwarding enabled on
 //! the attached interfaces (`net.ipv4.conf.<if>.forwarding=1`, and `net.ipv6.conf.<if>.forwarding=1`
@@ -315,9 +321,17 @@ impl ActionCounts {
     }
 }
 
-/// What the program counted, summed over CPUs. `client_to_peer` and `peer_to_client` are
-/// totals since the program was loaded (channels since unbound included), so they only grow:
-/// feed their increase to `relayed(Datapath::Xdp, Transport::Udp, direction)`.
+/// What the program counted since it was loaded, summed over CPUs: [`Dataplane::totals`]. The
+/// traffic includes channels since unbound, so it only grows: feed its increase to
+/// `relayed(Datapath::Xdp, Transport::Udp, direction)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub client_to_peer: Traffic,
+    pub peer_to_client: Traffic,
+    pub actions: ActionCounts,
+}
+
+/// [`Totals`] and every bound channel's traffic: [`Dataplane::counters`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
     pub client_to_peer: Traffic,

@@ -1,7 +1,7 @@
 //! The dataplane where XDP does not exist: the same API, and `load` says why there is none.
 
 use super::{
-    Attachment, ChannelBinding, Counters, DataplaneError, ProgramStats, TestRun, XdpConfig,
+    Attachment, ChannelBinding, Counters, DataplaneError, ProgramStats, TestRun, Totals, XdpConfig,
 };
 
 const WHY: &str = "XDP is a Linux feature";
@@ -47,7 +47,12 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Reads the counters.
+    /// Reads the totals.
+    pub fn totals(&self) -> Result<Totals, DataplaneError> {
+        Err(DataplaneError::Unsupported(WHY))
+    }
+
+    /// Reads the totals and every bound channel's traffic.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
         Err(DataplaneError::Unsupported(WHY))
     }
