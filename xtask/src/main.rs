@@ -3,6 +3,7 @@
 //! Run `cargo xtask --help` for the list. The alias lives in `.cargo/config.toml`.
 
 mod bench;
+mod bench_xdp;
 mod cmd;
 mod crdgen;
 mod ebpf;
@@ -99,6 +100,15 @@ enum Command {
     /// figures, not assertions.
     #[command(verbatim_doc_comment)]
     Bench(bench::Args),
+
+    /// How long the XDP program takes per packet, under BPF_PROG_TEST_RUN (root).
+    ///
+    /// Builds the program, then runs relay/tests/xdp_testrun.rs's ignored `bench_ns_per_packet`
+    /// in a release build: in a network namespace of its own, one channel per family pair
+    /// (client -> peer and peer -> client, XDP_TX and XDP_REDIRECT) and two packets passed up,
+    /// each run N times, one packet per run; prints the kernel-measured median, p10, p90 and
+    /// mean ns per run, and the amortised cost of a passed packet repeated in one call.
+    BenchXdp(bench_xdp::Args),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +118,7 @@ fn main() -> ExitCode {
         Command::Crdgen(args) => crdgen::run(&args),
         Command::BuildEbpf(args) => ebpf::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(&args),
+        Command::BenchXdp(args) => bench_xdp::run(&args),
     };
     match result {
         Ok(code) => code,
