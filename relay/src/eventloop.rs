@@ -192,7 +192,9 @@ impl RelayPorts {
         let start = self.next.fetch_add(7919, Ordering::Relaxed) % span;
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         for i in 0..span {
-            let Ok(port) = u16::try_from(u32::from(self.min) + (start + i) % span) else { continue };
+            let Ok(port) = u16::try_from(u32::from(self.min) + (start + i) % span) else {
+                continue;
+            };
             let addr = SocketAddr::new(ip, port);
             if used.contains(&addr) {
                 continue;
@@ -206,7 +208,10 @@ impl RelayPorts {
                     used.insert(addr);
                     return Ok(s.into());
                 }
-                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(97) => {
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrNotAvailable
+                        || e.raw_os_error() == Some(97) =>
+                {
                     return Err(BindFailure::Family);
                 }
                 Err(_) => continue,
@@ -549,7 +554,11 @@ impl Worker {
                     {
                         // The channel keeps working in userspace.
                         if matches!(event, Event::ChannelBound { .. }) {
-                            self.shared.metrics.xdp_fallbacks.with_label_values(&[err.metric_label()]).inc();
+                            self.shared
+                                .metrics
+                                .xdp_fallbacks
+                                .with_label_values(&[err.metric_label()])
+                                .inc();
                         }
                         tracing::debug!(%err, "channel not offloaded to XDP");
                     }
@@ -601,7 +610,9 @@ impl Worker {
             }
             Action::BindData { len, connection_id } => {
                 self.to_client(reply_to, &out[..len]);
-                self.splice_requests.borrow_mut().insert(*reply_to, connection_id);
+                self.splice_requests
+                    .borrow_mut()
+                    .insert(*reply_to, connection_id);
             }
         }
     }
@@ -650,11 +661,20 @@ impl Worker {
         let mut reserved = None;
         if pending.tcp {
             let primary = match pending.primary {
-                RelayRequest::Bind { ip, .. } => ports.bind_tcp(ip).and_then(|l| self.register_tcp_relay(l)),
+                RelayRequest::Bind { ip, .. } => {
+                    ports.bind_tcp(ip).and_then(|l| self.register_tcp_relay(l))
+                }
                 RelayRequest::Reserved(_) => Err(BindFailure::NoCapacity),
             };
-            let result = BindResult { primary, additional: None, reserved: None };
-            let action = self.server.borrow_mut().complete_allocate(pending, result, Instant::now(), out);
+            let result = BindResult {
+                primary,
+                additional: None,
+                reserved: None,
+            };
+            let action =
+                self.server
+                    .borrow_mut()
+                    .complete_allocate(pending, result, Instant::now(), out);
             self.apply_events();
             return action;
         }
@@ -725,14 +745,22 @@ impl Worker {
         self.next_handle
             .set(self.next_handle.get().wrapping_add(1).max(1));
         let task = tokio::task::spawn_local(serve_relay(self.clone(), handle, socket.clone()));
-        self.relays
-            .borrow_mut()
-            .insert(handle, RelaySocket { socket: Some(socket), addr, task });
+        self.relays.borrow_mut().insert(
+            handle,
+            RelaySocket {
+                socket: Some(socket),
+                addr,
+                task,
+            },
+        );
         Ok((handle, addr))
     }
 
     /// Takes ownership of a TCP relay listener (RFC 6062): a handle, and a task accepting peers.
-    fn register_tcp_relay(self: &Rc<Self>, listener: std::net::TcpListener) -> Result<(RelayHandle, SocketAddr), BindFailure> {
+    fn register_tcp_relay(
+        self: &Rc<Self>,
+        listener: std::net::TcpListener,
+    ) -> Result<(RelayHandle, SocketAddr), BindFailure> {
         let addr = listener.local_addr().map_err(|_| BindFailure::NoCapacity)?;
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -742,9 +770,17 @@ impl Worker {
             }
         };
         let handle = RelayHandle(self.next_handle.get());
-        self.next_handle.set(self.next_handle.get().wrapping_add(1).max(1));
+        self.next_handle
+            .set(self.next_handle.get().wrapping_add(1).max(1));
         let task = tokio::task::spawn_local(serve_tcp_relay(self.clone(), handle, listener));
-        self.relays.borrow_mut().insert(handle, RelaySocket { socket: None, addr, task });
+        self.relays.borrow_mut().insert(
+            handle,
+            RelaySocket {
+                socket: None,
+                addr,
+                task,
+            },
+        );
         Ok((handle, addr))
     }
 }
@@ -1036,14 +1072,27 @@ async fn serve_tcp_relay(worker: Rc<Worker>, handle: RelayHandle, listener: TcpL
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let decided = worker.server.borrow_mut().peer_connected(handle, peer, Instant::now(), &mut out);
+        let decided =
+            worker
+                .server
+                .borrow_mut()
+                .peer_connected(handle, peer, Instant::now(), &mut out);
         match decided {
             Some((id, action)) => {
                 let _ = stream.set_nodelay(true);
                 if let Ok(stream) = stream.into_std() {
                     lock(&worker.shared.tcp_pending).insert(id, stream);
                 }
-                worker.apply(action, &[], &mut out, &FiveTuple { transport: Transport::Tcp, client: peer, server: peer });
+                worker.apply(
+                    action,
+                    &[],
+                    &mut out,
+                    &FiveTuple {
+                        transport: Transport::Tcp,
+                        client: peer,
+                        server: peer,
+                    },
+                );
             }
             None => drop(stream),
         }
@@ -1054,7 +1103,11 @@ async fn serve_tcp_relay(worker: Rc<Worker>, handle: RelayHandle, listener: TcpL
 /// Makes the outgoing connection of a Connect request, from the relayed address.
 async fn tcp_connect(worker: Rc<Worker>, pending: proto::PendingConnect) {
     let connect = async {
-        let socket = if pending.peer.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        let socket = if pending.peer.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
         socket.set_reuseaddr(true)?;
         socket.set_reuseport(true)?;
         socket.bind(pending.relay_addr)?;
@@ -1070,7 +1123,12 @@ async fn tcp_connect(worker: Rc<Worker>, pending: proto::PendingConnect) {
     };
     let tuple = pending.tuple;
     let mut out = vec![0u8; MAX_REPLY_LEN];
-    let (action, id) = worker.server.borrow_mut().complete_connect(pending, stream.is_some(), Instant::now(), &mut out);
+    let (action, id) = worker.server.borrow_mut().complete_connect(
+        pending,
+        stream.is_some(),
+        Instant::now(),
+        &mut out,
+    );
     if let (Some(id), Some(stream)) = (id, stream) {
         let _ = stream.set_nodelay(true);
         if let Ok(stream) = stream.into_std() {
@@ -1083,17 +1141,39 @@ async fn tcp_connect(worker: Rc<Worker>, pending: proto::PendingConnect) {
 
 /// Pipes a bound client data connection and its peer data connection together until either
 /// closes or the core closes them.
-async fn splice<R>(worker: &Rc<Worker>, id: u32, tuple: FiveTuple, mut client_rd: R, to_client: mpsc::Sender<Vec<u8>>, first: Vec<u8>)
-where
+async fn splice<R>(
+    worker: &Rc<Worker>,
+    id: u32,
+    tuple: FiveTuple,
+    mut client_rd: R,
+    to_client: mpsc::Sender<Vec<u8>>,
+    first: Vec<u8>,
+) where
     R: AsyncRead + Unpin,
 {
-    let Some(peer) = lock(&worker.shared.tcp_pending).remove(&id) else { return };
-    let Ok(peer) = tokio::net::TcpStream::from_std(peer) else { return };
+    let Some(peer) = lock(&worker.shared.tcp_pending).remove(&id) else {
+        return;
+    };
+    let Ok(peer) = tokio::net::TcpStream::from_std(peer) else {
+        return;
+    };
     let notify = Arc::new(tokio::sync::Notify::new());
     lock(&worker.shared.tcp_spliced).insert(id, notify.clone());
     let metrics = worker.shared.metrics.clone();
-    let up = metrics.relayed(crate::metrics::Datapath::Userspace, tuple.transport, crate::metrics::Direction::ClientToPeer).clone();
-    let down = metrics.relayed(crate::metrics::Datapath::Userspace, tuple.transport, crate::metrics::Direction::PeerToClient).clone();
+    let up = metrics
+        .relayed(
+            crate::metrics::Datapath::Userspace,
+            tuple.transport,
+            crate::metrics::Direction::ClientToPeer,
+        )
+        .clone();
+    let down = metrics
+        .relayed(
+            crate::metrics::Datapath::Userspace,
+            tuple.transport,
+            crate::metrics::Direction::PeerToClient,
+        )
+        .clone();
     let (mut peer_rd, mut peer_wr) = peer.into_split();
     let client_to_peer = async {
         if !first.is_empty() {

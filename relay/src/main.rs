@@ -215,7 +215,12 @@ struct ServeArgs {
     /// Interface to attach the XDP fast path to (bound channels are then forwarded in the
     /// kernel); repeatable. Needs root (or CAP_BPF and CAP_NET_ADMIN) and a relay built after
     /// `cargo xtask build-ebpf`; without them the relay says why and serves in userspace.
-    #[arg(long = "xdp-interface", env = "XDPTURN_XDP_INTERFACES", value_name = "IF", value_delimiter = ',')]
+    #[arg(
+        long = "xdp-interface",
+        env = "XDPTURN_XDP_INTERFACES",
+        value_name = "IF",
+        value_delimiter = ','
+    )]
     xdp_interfaces: Vec<String>,
 
     /// How to attach XDP: native (driver), skb (generic) or auto (native, else skb).
@@ -620,7 +625,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let result = runtime.block_on(async {
         let http_task = tokio::spawn(http::serve(http, metrics.clone(), api.clone()));
-        let xdp_task = dataplane.clone().map(|dp| tokio::spawn(export_xdp_counters(dp, metrics.clone())));
+        let xdp_task = dataplane
+            .clone()
+            .map(|dp| tokio::spawn(export_xdp_counters(dp, metrics.clone())));
         let live = Live {
             control: &control,
             api: &api,
@@ -830,7 +837,11 @@ fn print_generated(cfg: &RelayConfig, bound: &Bound, password: &str) {
 
 /// Attaches the XDP fast path when interfaces are configured. On failure the relay says why
 /// once, exports it (`xdpturn_xdp_attached 0`) and serves everything in userspace.
-fn load_dataplane(cfg: &RelayConfig, bound: &Bound, metrics: &Metrics) -> Option<Arc<relay::dataplane::Dataplane>> {
+fn load_dataplane(
+    cfg: &RelayConfig,
+    bound: &Bound,
+    metrics: &Metrics,
+) -> Option<Arc<relay::dataplane::Dataplane>> {
     use relay::dataplane::{Dataplane, XdpConfig, XdpMode};
     metrics.xdp_attached.set(0);
     if cfg.xdp_interfaces.is_empty() {
@@ -851,7 +862,10 @@ fn load_dataplane(cfg: &RelayConfig, bound: &Bound, metrics: &Metrics) -> Option
             Some(Arc::new(dp))
         }
         Err(err) => {
-            metrics.xdp_fallbacks.with_label_values(&[err.metric_label()]).inc();
+            metrics
+                .xdp_fallbacks
+                .with_label_values(&[err.metric_label()])
+                .inc();
             tracing::warn!(error = %err, "XDP fast path unavailable; relaying everything in userspace");
             None
         }
@@ -863,14 +877,23 @@ fn load_dataplane(cfg: &RelayConfig, bound: &Bound, metrics: &Metrics) -> Option
 async fn export_xdp_counters(dp: Arc<relay::dataplane::Dataplane>, metrics: Arc<Metrics>) {
     use relay::metrics::{Datapath, Direction};
     use relay::proto::Transport;
-    let mut last = relay::dataplane::Counters::default();
+    // totals(): a fixed handful of syscalls, whatever the number of channels.
+    let mut last = relay::dataplane::Totals::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let Ok(now) = dp.counters() else { continue };
+        let Ok(now) = dp.totals() else { continue };
         for (dir, cur, prev) in [
-            (Direction::ClientToPeer, now.client_to_peer, last.client_to_peer),
-            (Direction::PeerToClient, now.peer_to_client, last.peer_to_client),
+            (
+                Direction::ClientToPeer,
+                now.client_to_peer,
+                last.client_to_peer,
+            ),
+            (
+                Direction::PeerToClient,
+                now.peer_to_client,
+                last.peer_to_client,
+            ),
         ] {
             let d = cur.since(prev);
             let r = metrics.relayed(Datapath::Xdp, Transport::Udp, dir);

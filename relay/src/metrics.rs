@@ -190,8 +190,11 @@ impl Metrics {
         )?;
         r.register(Box::new(request_seconds.clone()))?;
         let ready = gauge(&r, "xdpturn_ready", "1 while the relay accepts new work")?;
-        let xdp_attached =
-            gauge(&r, "xdpturn_xdp_attached", "1 while the XDP fast path is attached; 0: all traffic in userspace")?;
+        let xdp_attached = gauge(
+            &r,
+            "xdpturn_xdp_attached",
+            "1 while the XDP fast path is attached; 0: all traffic in userspace",
+        )?;
         let xdp_fallbacks = counter_vec(
             &r,
             "xdpturn_xdp_fallbacks_total",

@@ -630,7 +630,9 @@ impl Server {
         }
 
         let client_ip = inbound.remote.ip();
-        if (msg.has_integrity() || msg.has_integrity_sha256()) && self.limiter.is_limited(client_ip, now) {
+        if (msg.has_integrity() || msg.has_integrity_sha256())
+            && self.limiter.is_limited(client_ip, now)
+        {
             self.metrics.auth_failure(auth::Rejection::RateLimited);
             return self.drop(transport, DropReason::AuthRateLimited);
         }
@@ -915,7 +917,13 @@ impl Server {
             Some(Ok(RequestedTransport::UDP)) => false,
             // RFC 6062 §5.1: TCP allocations are made over TCP or TLS control connections.
             Some(Ok(RequestedTransport::TCP)) if inbound.transport == Transport::Udp => {
-                return self.error(ctx, out, 400, "Bad Request: TCP allocations need a TCP or TLS connection", |_| Ok(()));
+                return self.error(
+                    ctx,
+                    out,
+                    400,
+                    "Bad Request: TCP allocations need a TCP or TLS connection",
+                    |_| Ok(()),
+                );
             }
             Some(Ok(RequestedTransport::TCP)) => true,
             Some(Ok(_)) => {
@@ -1011,13 +1019,22 @@ impl Server {
                 _ => self.error(ctx, out, 508, "Insufficient Capacity", |_| Ok(())),
             };
         }
-        if tcp && (msg.has(AttrType::EVEN_PORT) || msg.has(AttrType::RESERVATION_TOKEN) || msg.has(AttrType::ADDITIONAL_ADDRESS_FAMILY))
+        if tcp
+            && (msg.has(AttrType::EVEN_PORT)
+                || msg.has(AttrType::RESERVATION_TOKEN)
+                || msg.has(AttrType::ADDITIONAL_ADDRESS_FAMILY))
         {
             self.ledger.release(&auth.username);
             if let RelayRequest::Reserved(addr) = primary {
                 self.events.push_back(Event::ReleaseReserved(addr));
             }
-            return self.error(ctx, out, 400, "Bad Request: EVEN-PORT, RESERVATION-TOKEN and dual allocations are for UDP", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: EVEN-PORT, RESERVATION-TOKEN and dual allocations are for UDP",
+                |_| Ok(()),
+            );
         }
         Action::BindRelays(Box::new(PendingAllocation {
             tuple,

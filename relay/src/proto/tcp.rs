@@ -9,9 +9,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::auth::{Authenticated, Key};
-use super::{Action, Buf, Ctx, DropReason, Event, FiveTuple, Inbound, RelayHandle, Server, Transport};
+use super::{
+    Action, Buf, Ctx, DropReason, Event, FiveTuple, Inbound, RelayHandle, Server, Transport,
+};
 use crate::stun::{
-    Class, ConnectionId, Encoder, EncodeError, Message, MessageType, Method, TransactionId, XorPeerAddress,
+    Class, ConnectionId, EncodeError, Encoder, Message, MessageType, Method, TransactionId,
+    XorPeerAddress,
 };
 
 /// How long a peer data connection waits for its ConnectionBind (RFC 6062 §5.2, §5.3).
@@ -47,9 +50,16 @@ pub struct PendingConnect {
 impl Server {
     /// Registers a peer data connection; returns its id.
     fn register_tcp_connection(&self, conn: TcpConnection) -> u32 {
-        let mut registry = self.ledger.tcp_connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut registry = self
+            .ledger
+            .tcp_connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         loop {
-            let id = self.ledger.next_connection_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = self
+                .ledger
+                .next_connection_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if id != 0 && !registry.contains_key(&id) {
                 registry.insert(id, conn);
                 return id;
@@ -57,8 +67,13 @@ impl Server {
         }
     }
 
-    fn tcp_registry(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, TcpConnection>> {
-        self.ledger.tcp_connections.lock().unwrap_or_else(|p| p.into_inner())
+    fn tcp_registry(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, TcpConnection>> {
+        self.ledger
+            .tcp_connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Connect (RFC 6062 §5.2).
@@ -75,17 +90,34 @@ impl Server {
             return self.error(ctx, out, code, reason, |_| Ok(()));
         }
         if !self.allocations[&tuple].tcp {
-            return self.error(ctx, out, 400, "Bad Request: Connect needs a TCP allocation", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: Connect needs a TCP allocation",
+                |_| Ok(()),
+            );
         }
         let peer = match msg.get::<XorPeerAddress>() {
             Some(Ok(XorPeerAddress(p))) => p,
-            _ => return self.error(ctx, out, 400, "Bad Request: XOR-PEER-ADDRESS is required", |_| Ok(())),
+            _ => {
+                return self.error(
+                    ctx,
+                    out,
+                    400,
+                    "Bad Request: XOR-PEER-ADDRESS is required",
+                    |_| Ok(()),
+                );
+            }
         };
         if let Err((code, reason)) = self.check_peer(&tuple, peer, true) {
             return self.error(ctx, out, code, reason, |_| Ok(()));
         }
         let exists = self.connecting.contains(&(tuple, peer))
-            || self.tcp_registry().values().any(|c| c.control == tuple && c.peer == peer);
+            || self
+                .tcp_registry()
+                .values()
+                .any(|c| c.control == tuple && c.peer == peer);
         if exists {
             return self.error(ctx, out, 446, "Connection Already Exists", |_| Ok(()));
         }
@@ -116,9 +148,17 @@ impl Server {
     ) -> (Action, Option<u32>) {
         let tuple = pending.tuple;
         self.connecting.remove(&(tuple, pending.peer));
-        let ctx = Ctx { transport: tuple.transport, header: pending.header, key: Some(pending.key), fingerprint: pending.fingerprint };
+        let ctx = Ctx {
+            transport: tuple.transport,
+            header: pending.header,
+            key: Some(pending.key),
+            fingerprint: pending.fingerprint,
+        };
         let to_client = |action: Action| match action {
-            Action::Reply { len } => Action::ToClient { tuple, data: Buf::Output(len) },
+            Action::Reply { len } => Action::ToClient {
+                tuple,
+                data: Buf::Output(len),
+            },
             other => other,
         };
         let Some(username) = self.allocations.get(&tuple).map(|a| a.username.clone()) else {
@@ -126,7 +166,10 @@ impl Server {
             return (Action::None, None);
         };
         if !connected {
-            return (to_client(self.error(&ctx, out, 447, "Connection Timeout or Failure", |_| Ok(()))), None);
+            return (
+                to_client(self.error(&ctx, out, 447, "Connection Timeout or Failure", |_| Ok(()))),
+                None,
+            );
         }
         let id = self.register_tcp_connection(TcpConnection {
             control: tuple,
@@ -135,7 +178,10 @@ impl Server {
             pending_until: Some(now + BIND_WINDOW),
             data: None,
         });
-        (to_client(self.success(&ctx, out, |e| e.add(&ConnectionId(id)))), Some(id))
+        (
+            to_client(self.success(&ctx, out, |e| e.add(&ConnectionId(id)))),
+            Some(id),
+        )
     }
 
     /// A peer connected to the relayed address of `relay` (RFC 6062 §5.4). Returns the
@@ -155,7 +201,8 @@ impl Server {
         }
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         if !a.has_permission(peer.ip(), now) {
-            self.metrics.dropped(tuple.transport, DropReason::NoPermission);
+            self.metrics
+                .dropped(tuple.transport, DropReason::NoPermission);
             return None;
         }
         let username = a.username.clone();
@@ -180,7 +227,13 @@ impl Server {
             self.tcp_registry().remove(&id);
             return None;
         };
-        Some((id, Action::ToClient { tuple, data: Buf::Output(len) }))
+        Some((
+            id,
+            Action::ToClient {
+                tuple,
+                data: Buf::Output(len),
+            },
+        ))
     }
 
     /// ConnectionBind (RFC 6062 §5.3), on a new client connection.
@@ -194,20 +247,51 @@ impl Server {
         out: &mut [u8],
     ) -> Action {
         if inbound.transport == Transport::Udp {
-            return self.error(ctx, out, 400, "Bad Request: ConnectionBind needs a TCP or TLS connection", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: ConnectionBind needs a TCP or TLS connection",
+                |_| Ok(()),
+            );
         }
         let data = inbound.tuple();
         if self.allocations.contains_key(&data) {
-            return self.error(ctx, out, 400, "Bad Request: this connection holds an allocation", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: this connection holds an allocation",
+                |_| Ok(()),
+            );
         }
         let Some(Ok(ConnectionId(id))) = msg.get::<ConnectionId>() else {
-            return self.error(ctx, out, 400, "Bad Request: CONNECTION-ID is required", |_| Ok(()));
+            return self.error(
+                ctx,
+                out,
+                400,
+                "Bad Request: CONNECTION-ID is required",
+                |_| Ok(()),
+            );
         };
-        let state = self.tcp_registry().get(&id).map(|c| (c.pending_until, c.username == auth.username));
+        let state = self
+            .tcp_registry()
+            .get(&id)
+            .map(|c| (c.pending_until, c.username == auth.username));
         match state {
-            None => return self.error(ctx, out, 400, "Bad Request: unknown CONNECTION-ID", |_| Ok(())),
+            None => {
+                return self.error(ctx, out, 400, "Bad Request: unknown CONNECTION-ID", |_| {
+                    Ok(())
+                });
+            }
             Some((pending, _)) if pending.is_none_or(|until| until <= now) => {
-                return self.error(ctx, out, 400, "Bad Request: connection already bound or expired", |_| Ok(()));
+                return self.error(
+                    ctx,
+                    out,
+                    400,
+                    "Bad Request: connection already bound or expired",
+                    |_| Ok(()),
+                );
             }
             Some((_, false)) => return self.error(ctx, out, 441, "Wrong Credentials", |_| Ok(())),
             Some((_, true)) => {}
@@ -219,7 +303,10 @@ impl Server {
                     conn.data = Some(data);
                 }
                 self.data_connections.insert(data, id);
-                Action::BindData { len, connection_id: id }
+                Action::BindData {
+                    len,
+                    connection_id: id,
+                }
             }
             other => other,
         }
@@ -235,7 +322,12 @@ impl Server {
 
     /// Ends the TCP connections of an allocation (it is being deleted).
     pub(super) fn close_tcp_connections_of(&mut self, control: &FiveTuple) {
-        let ids: Vec<u32> = self.tcp_registry().iter().filter(|(_, c)| c.control == *control).map(|(id, _)| *id).collect();
+        let ids: Vec<u32> = self
+            .tcp_registry()
+            .iter()
+            .filter(|(_, c)| c.control == *control)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             self.tcp_connection_closed(id);
             self.events.push_back(Event::CloseTcp(id));

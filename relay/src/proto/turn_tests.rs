@@ -1333,30 +1333,57 @@ fn tcp_allocations_connect_connection_bind_and_peer_attempts() {
     let (mut server, _, now) = server_with(config());
     // A TCP allocation over UDP is refused.
     let mut udp = Client::new("203.0.113.5:40000", "alice", "wonderland");
-    let r = response(udp.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::TCP).expect("rt")));
+    let r = response(udp.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::TCP).expect("rt")
+    }));
     assert_eq!(code(&r), Some(400));
 
     let mut c = Client::new("203.0.113.5:40001", "alice", "wonderland");
     c.transport = Transport::Tcp;
-    let got = c.request(&mut server, Method::ALLOCATE, now, &|e| e.add(&RequestedTransport::TCP).expect("rt"));
-    let Got::Pending(p) = got else { panic!("{got:?}") };
+    let got = c.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::TCP).expect("rt")
+    });
+    let Got::Pending(p) = got else {
+        panic!("{got:?}")
+    };
     assert!(p.tcp);
-    complete(&mut server, *p, Ok((RelayHandle(1), relay_addr(50000))), None, now);
+    complete(
+        &mut server,
+        *p,
+        Ok((RelayHandle(1), relay_addr(50000))),
+        None,
+        now,
+    );
 
     // Connect: the core asks for the outgoing connection, then answers with a CONNECTION-ID.
     let peer = peer_attr("198.51.100.20:8000");
     let tid = c.fresh_tid();
     let packet = c.build(Method::CONNECT, tid, &|e| e.add(&peer).expect("peer"));
-    let inbound = Inbound { transport: Transport::Tcp, local: c.local, remote: c.remote, packet: &packet };
+    let inbound = Inbound {
+        transport: Transport::Tcp,
+        local: c.local,
+        remote: c.remote,
+        packet: &packet,
+    };
     let mut out = [0u8; MAX_REPLY_LEN];
-    let Action::Connect(pending) = server.handle_client(&inbound, now, &mut out) else { panic!("expected Connect") };
+    let Action::Connect(pending) = server.handle_client(&inbound, now, &mut out) else {
+        panic!("expected Connect")
+    };
     assert_eq!((pending.relay, pending.peer), (RelayHandle(1), peer.0));
     // A second Connect to the same peer while the first is in flight: 446.
-    let r = response(c.request(&mut server, Method::CONNECT, now, &|e| e.add(&peer).expect("peer")));
+    let r = response(c.request(&mut server, Method::CONNECT, now, &|e| {
+        e.add(&peer).expect("peer")
+    }));
     assert_eq!(code(&r), Some(446));
     let (action, id) = server.complete_connect(*pending, true, now, &mut out);
     let id = id.expect("connection id");
-    let Action::ToClient { data: Buf::Output(len), .. } = action else { panic!() };
+    let Action::ToClient {
+        data: Buf::Output(len),
+        ..
+    } = action
+    else {
+        panic!()
+    };
     let msg = Message::decode(&out[..len]).expect("d");
     assert_eq!(msg.get::<ConnectionId>(), Some(Ok(ConnectionId(id))));
 
@@ -1364,27 +1391,86 @@ fn tcp_allocations_connect_connection_bind_and_peer_attempts() {
     let bind = |id: u32| move |e: &mut Encoder<'_>| e.add(&ConnectionId(id)).expect("cid");
     let mut bob = Client::new("203.0.113.5:40002", "bob", "builder");
     bob.transport = Transport::Tcp;
-    assert_eq!(code(&response(bob.request(&mut server, Method::CONNECTION_BIND, now, &bind(id)))), Some(441));
+    assert_eq!(
+        code(&response(bob.request(
+            &mut server,
+            Method::CONNECTION_BIND,
+            now,
+            &bind(id)
+        ))),
+        Some(441)
+    );
     let mut data = Client::new("203.0.113.5:40003", "alice", "wonderland");
     data.transport = Transport::Tcp;
-    assert_eq!(code(&response(data.request(&mut server, Method::CONNECTION_BIND, now, &bind(id + 999)))), Some(400));
+    assert_eq!(
+        code(&response(data.request(
+            &mut server,
+            Method::CONNECTION_BIND,
+            now,
+            &bind(id + 999)
+        ))),
+        Some(400)
+    );
     let tid = data.fresh_tid();
     let packet = data.build(Method::CONNECTION_BIND, tid, &bind(id));
-    let inbound = Inbound { transport: Transport::Tcp, local: data.local, remote: data.remote, packet: &packet };
-    assert!(matches!(server.handle_client(&inbound, now, &mut out), Action::BindData { connection_id, .. } if connection_id == id));
+    let inbound = Inbound {
+        transport: Transport::Tcp,
+        local: data.local,
+        remote: data.remote,
+        packet: &packet,
+    };
+    assert!(
+        matches!(server.handle_client(&inbound, now, &mut out), Action::BindData { connection_id, .. } if connection_id == id)
+    );
     // Bound once only.
-    assert_eq!(code(&response(data.request(&mut server, Method::CONNECTION_BIND, now, &bind(id)))), Some(400));
+    assert_eq!(
+        code(&response(data.request(
+            &mut server,
+            Method::CONNECTION_BIND,
+            now,
+            &bind(id)
+        ))),
+        Some(400)
+    );
 
     // A peer connecting to the relayed address needs a permission.
-    assert!(server.peer_connected(RelayHandle(1), "198.51.100.30:9000".parse().expect("a"), now, &mut out).is_none());
-    let r = response(c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| e.add(&peer_attr("198.51.100.30:1")).expect("p")));
+    assert!(
+        server
+            .peer_connected(
+                RelayHandle(1),
+                "198.51.100.30:9000".parse().expect("a"),
+                now,
+                &mut out
+            )
+            .is_none()
+    );
+    let r = response(
+        c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+            e.add(&peer_attr("198.51.100.30:1")).expect("p")
+        }),
+    );
     assert_eq!(code(&r), None);
-    let (attempt, action) =
-        server.peer_connected(RelayHandle(1), "198.51.100.30:9000".parse().expect("a"), now, &mut out).expect("announced");
-    let Action::ToClient { tuple, data: Buf::Output(len) } = action else { panic!() };
+    let (attempt, action) = server
+        .peer_connected(
+            RelayHandle(1),
+            "198.51.100.30:9000".parse().expect("a"),
+            now,
+            &mut out,
+        )
+        .expect("announced");
+    let Action::ToClient {
+        tuple,
+        data: Buf::Output(len),
+    } = action
+    else {
+        panic!()
+    };
     assert_eq!(tuple, c.tuple());
     let msg = Message::decode(&out[..len]).expect("d");
-    assert_eq!(msg.typ(), MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication));
+    assert_eq!(
+        msg.typ(),
+        MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication)
+    );
     assert_eq!(msg.get::<ConnectionId>(), Some(Ok(ConnectionId(attempt))));
     // Unbound after 30 s: closed.
     let _ = events(&mut server);
@@ -1393,6 +1479,9 @@ fn tcp_allocations_connect_connection_bind_and_peer_attempts() {
     // Closing the control connection ends the allocation and its connections.
     server.client_closed(&c.tuple());
     let ev = events(&mut server);
-    assert!(ev.contains(&Event::CloseTcp(id)) && ev.contains(&Event::ReleaseRelay(RelayHandle(1))), "{ev:?}");
+    assert!(
+        ev.contains(&Event::CloseTcp(id)) && ev.contains(&Event::ReleaseRelay(RelayHandle(1))),
+        "{ev:?}"
+    );
     assert_eq!(server.allocation_count(), 0);
 }
