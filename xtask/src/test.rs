@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cmd::Cmd;
-use crate::{NIGHTLY, crdgen, ebpf, repo_root};
+use crate::{NIGHTLY, crdgen, ebpf, envtest, repo_root};
 
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
 /// turnadmin / turnserver (interop), iproute2 and ethtool for network namespaces and NIC set-up.
@@ -70,6 +70,38 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
     }
 
+    // kube-apiserver, kube-controller-manager, kubectl and etcd for the operator's integration
+    // tests, handed to `cargo test` in XDPTURN_ENVTEST_BIN.
+    let envtest_bin = if args.skip_install {
+        let bin = envtest_bin_without_install()?;
+        step(
+            "envtest",
+            &match &bin {
+                Some(dir) => format!("not set up (--skip-install); using {dir}"),
+                None => format!(
+                    "skipped (--skip-install) and no binaries found: the operator's envtest \
+                     tests will fail; run `cargo xtask envtest` or set {}",
+                    envtest::BIN_ENV
+                ),
+            },
+        );
+        bin
+    } else {
+        let mut bin = None;
+        named("envtest binaries (kube-apiserver, etcd)", || {
+            let dir = envtest::ensure(&envtest::Args {
+                print_env: false,
+                force: false,
+                keep_build: false,
+                cache_dir: None,
+            })?;
+            println!("    {}={}", envtest::BIN_ENV, dir.display());
+            bin = Some(utf8(&dir)?);
+            Ok(())
+        })?;
+        bin
+    };
+
     // Before clippy and the tests: the relay embeds the program (relay/build.rs), and the
     // BPF_PROG_TEST_RUN tests fail without it.
     named("build the XDP program (cargo xtask build-ebpf)", || {
@@ -91,7 +123,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .run()
     })?;
     named("cargo test", || {
-        cargo(&root).args(["test", "--workspace"]).run()
+        let mut cmd = cargo(&root);
+        if let Some(dir) = &envtest_bin {
+            cmd = cmd.env(envtest::BIN_ENV, dir);
+        }
+        cmd.args(["test", "--workspace"]).run()
     })?;
     named("crdgen --check", || {
         println!("$ cargo xtask crdgen --check");
@@ -134,6 +170,23 @@ fn named(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     f().with_context(|| format!("step `{name}` failed"))
 }
 
+/// With --skip-install: XDPTURN_ENVTEST_BIN as given, else the cache if it is complete.
+fn envtest_bin_without_install() -> Result<Option<String>> {
+    if let Some(dir) = std::env::var_os(envtest::BIN_ENV).filter(|d| !d.is_empty()) {
+        return dir
+            .into_string()
+            .map(Some)
+            .map_err(|_| anyhow!("{} is not UTF-8", envtest::BIN_ENV));
+    }
+    envtest::ready(None)?.map(|dir| utf8(&dir)).transpose()
+}
+
+fn utf8(path: &Path) -> Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("path is not UTF-8: {}", path.display()))
+}
+
 fn cargo(root: &Path) -> Cmd {
     Cmd::new("cargo").current_dir(root)
 }
@@ -157,14 +210,14 @@ fn fuzz_targets(root: &Path) -> Result<Vec<String>> {
     Ok(targets)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Cmd::new("id")
         .arg("-u")
         .probe()
         .is_some_and(|o| o.status.success() && o.stdout.trim_ascii() == b"0")
 }
 
-fn apt_packages(packages: &[&str]) -> Result<()> {
+pub(crate) fn apt_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
