@@ -1269,6 +1269,21 @@ impl Server {
         })
     }
 
+    /// The one XOR-PEER-ADDRESS of a ChannelBind or Connect, checked for family and policy
+    /// (per IP:port, so the relay's own endpoints are refused).
+    fn checked_peer(
+        &self,
+        msg: &Message<'_>,
+        tuple: &FiveTuple,
+    ) -> Result<SocketAddr, (u16, &'static str)> {
+        let peer = match msg.get::<XorPeerAddress>() {
+            Some(Ok(XorPeerAddress(p))) => p,
+            _ => return Err((400, "Bad Request: XOR-PEER-ADDRESS is required")),
+        };
+        self.check_peer(tuple, peer, true)?;
+        Ok(peer)
+    }
+
     /// Room for `new` more permissions under the cap?
     fn permission_room(&self, tuple: &FiveTuple, new: usize) -> bool {
         let cap = self.config.quotas.permissions_per_allocation;
@@ -1375,21 +1390,10 @@ impl Server {
                 );
             }
         };
-        let peer = match msg.get::<XorPeerAddress>() {
-            Some(Ok(XorPeerAddress(p))) => p,
-            _ => {
-                return self.error(
-                    ctx,
-                    out,
-                    400,
-                    "Bad Request: XOR-PEER-ADDRESS is required",
-                    |_| Ok(()),
-                );
-            }
+        let peer = match self.checked_peer(msg, &tuple) {
+            Ok(peer) => peer,
+            Err((code, reason)) => return self.error(ctx, out, code, reason, |_| Ok(())),
         };
-        if let Err((code, reason)) = self.check_peer(&tuple, peer, true) {
-            return self.error(ctx, out, code, reason, |_| Ok(()));
-        }
         let a = &self.allocations[&tuple];
         // RFC 8656 §11.2: a channel is bound to one peer and a peer to one channel; rebinding the
         // same pair refreshes it.

@@ -98,21 +98,10 @@ impl Server {
                 |_| Ok(()),
             );
         }
-        let peer = match msg.get::<XorPeerAddress>() {
-            Some(Ok(XorPeerAddress(p))) => p,
-            _ => {
-                return self.error(
-                    ctx,
-                    out,
-                    400,
-                    "Bad Request: XOR-PEER-ADDRESS is required",
-                    |_| Ok(()),
-                );
-            }
+        let peer = match self.checked_peer(msg, &tuple) {
+            Ok(peer) => peer,
+            Err((code, reason)) => return self.error(ctx, out, code, reason, |_| Ok(())),
         };
-        if let Err((code, reason)) = self.check_peer(&tuple, peer, true) {
-            return self.error(ctx, out, code, reason, |_| Ok(()));
-        }
         let exists = self.connecting.contains(&(tuple, peer))
             || self
                 .tcp_registry()
