@@ -205,7 +205,12 @@ fn uclient_over_tcp() {
 #[test]
 fn uclient_tcp_relay_rfc6062() {
     let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
-    let stats = uclient(relay.v4(), "127.0.0.1", 1, &[&CREDS[..], &["-T", "-m", "4", "-n", "50", "-l", "120"]].concat());
+    let stats = uclient(
+        relay.v4(),
+        "127.0.0.1",
+        1,
+        &[&CREDS[..], &["-T", "-m", "4", "-n", "50", "-l", "120"]].concat(),
+    );
     assert_all_arrived(&stats, 200);
     assert!(relay.metric(r#"xdpturn_relayed_bytes_total{datapath="userspace",direction="client_to_peer",transport="tcp"}"#) >= 200.0 * 120.0);
 }
@@ -502,9 +507,21 @@ fn not_ready_at_capacity() {
         }
     };
     wait_ready(200);
-    let mut a = TurnClient::new(relay.v4(), "127.0.0.1:0", "alice", "wonderland", "example.org");
+    let mut a = TurnClient::new(
+        relay.v4(),
+        "127.0.0.1:0",
+        "alice",
+        "wonderland",
+        "example.org",
+    );
     a.allocate().expect("first allocation");
-    let mut b = TurnClient::new(relay.v4(), "127.0.0.1:0", "alice", "wonderland", "example.org");
+    let mut b = TurnClient::new(
+        relay.v4(),
+        "127.0.0.1:0",
+        "alice",
+        "wonderland",
+        "example.org",
+    );
     assert_eq!(b.allocate(), Err(Some(508)));
     wait_ready(503);
     assert_eq!(a.delete(), None);
