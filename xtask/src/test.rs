@@ -12,7 +12,8 @@ use crate::{NIGHTLY, crdgen, ebpf, envtest, repo_root};
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
 /// turnadmin / turnserver (interop), iproute2 and ethtool for network namespaces and NIC set-up.
 /// stun-client: Debian's RFC 3489 `stun` client (classic STUN interop); openssl: `s_client` for
-/// the TLS tests; python3-pip: to install aioice (a TCP STUN client) for the STUN-over-TCP tests.
+/// the TLS tests; python3-pip: to install aioice (a TCP STUN client) for the STUN-over-TCP tests;
+/// bpftool: the XDP end-to-end tests read the relay's maps from outside its process.
 const APT_PACKAGES: &[&str] = &[
     "coturn",
     "iproute2",
@@ -20,6 +21,7 @@ const APT_PACKAGES: &[&str] = &[
     "stun-client",
     "openssl",
     "python3-pip",
+    "bpftool",
 ];
 
 /// Python packages the tests use: aioice's STUN codec drives STUN over TCP.
