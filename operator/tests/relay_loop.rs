@@ -1,0 +1,768 @@
+//! The loop closed without a kubelet: the operator reconciles the example TurnCluster against a
+//! real Kubernetes 1.20 API server (tests/envtest), and this test then does what the kubelet
+//! would do with the DaemonSet it wrote: lays the pod's volumes (the rendered ConfigMap, the
+//! referenced Secrets) out on disk as their mounts would, runs the real relay binary with the
+//! container's arguments, and allocates through it with coturn's `turnutils_uclient` against
+//! `turnutils_peer`, over UDP and TCP, with the credentials the TurnCluster's Secrets make.
+//!
+//! Only what cannot be the same on a test machine is changed in the rendered `relay.toml`, and
+//! [`adapt_for_the_test_machine`] lists each change. Everything else (realm, the auth secret
+//! files, the credentials API token file and URIs, quotas, peer denials) is the operator's, and
+//! the test checks that the relay serves it: the realm in its 401, REST credentials signed with
+//! the Secret's shared secret, credentials from its API with the Secret's token.
+//!
+//! Needs XDPTURN_ENVTEST_BIN (`cargo xtask envtest`), coturn's tools on PATH, and the relay
+//! binary next to this test's (`cargo test --workspace`, as `cargo xtask test` runs it, builds
+//! it; alone, `cargo build -p relay` first, or name it in XDPTURN_RELAY_BIN).
+
+#![allow(clippy::unwrap_used)]
+
+mod envtest;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use api::{RelayConfig, TurnCluster};
+use envtest::{Options, TestCluster};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodSpec, Secret};
+use kube::api::{Api, PostParams};
+use kube::runtime::events::Reporter;
+use operator::controller::{self, Scope, Settings};
+use operator::metrics::Metrics;
+use tokio::sync::oneshot;
+
+const NS: &str = "loop";
+/// The relay binary, when not next to this test's.
+const RELAY_BIN_ENV: &str = "XDPTURN_RELAY_BIN";
+const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn runtime() -> tokio::runtime::Runtime {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("operator=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Polls `check` every 100 ms until it yields a value, or panics after `timeout`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {}s",
+            timeout.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The relay binary cargo built with this test: `xdpturn-relay` in the directory above this
+/// test executable's `deps/` (the same target directory and profile), or XDPTURN_RELAY_BIN.
+fn relay_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os(RELAY_BIN_ENV).filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in <target>/<profile>/deps");
+    let bin = profile_dir.join(format!("xdpturn-relay{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "no relay binary at {}: `cargo test --workspace` (as `cargo xtask test` runs it) builds \
+         it; with `cargo test -p operator`, run `cargo build -p relay` first, or set \
+         {RELAY_BIN_ENV}",
+        bin.display()
+    );
+    bin
+}
+
+/// Path of `tool` on PATH, or a panic that says how to get it.
+fn require(tool: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{tool}` is not on PATH: `cargo xtask test` installs it (Debian package coturn)"
+            )
+        })
+}
+
+/// A child process we started, killed by its PID and reaped when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch directory standing in for the pod's filesystem, removed when dropped.
+struct Root(PathBuf);
+
+impl Root {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "xdpturn-relay-loop-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// Where the pod's absolute `path` is on this machine.
+    fn host(&self, path: &Path) -> PathBuf {
+        self.0.join(path.strip_prefix("/").unwrap_or(path))
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a command to completion with a deadline.
+fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let mut child = Guard(child);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cmd:?} did not finish within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// The operator, running in this process until stopped.
+struct Operator {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_operator(client: kube::Client) -> Operator {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(
+        client,
+        Scope::default(),
+        Reporter {
+            controller: "xdpturn-operator".into(),
+            instance: Some("relay-loop".into()),
+        },
+        Arc::new(Metrics::new()),
+        Settings {
+            default_image: "xdpturn/xdpturn-relay:envtest".into(),
+            resync: Duration::from_secs(600),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Operator { stop, task }
+}
+
+impl Operator {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the controller stops")
+            .unwrap();
+    }
+}
+
+/// What the kubelet does with the relay container's volume mounts: each ConfigMap and Secret
+/// volume's keys as files under the mount path (under `root`), each emptyDir as an empty
+/// directory. Other volume kinds would need this stand-in to learn them: it fails on them.
+async fn mount_volumes(client: &kube::Client, pod: &PodSpec, root: &Root) {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    let container = &pod.containers[0];
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = volumes
+            .iter()
+            .find(|v| v.name == mount.name)
+            .unwrap_or_else(|| panic!("mount {} names no volume", mount.name));
+        assert!(mount.sub_path.is_none(), "subPath mounts: {mount:?}");
+        let dir = root.host(Path::new(&mount.mount_path));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files: BTreeMap<String, Vec<u8>> = if let Some(source) = &volume.config_map {
+            assert!(source.items.is_none(), "items: {source:?}");
+            let cm = cms.get(&source.name).await.unwrap();
+            cm.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect()
+        } else if let Some(source) = &volume.secret {
+            assert!(source.items.is_none(), "items: {source:?}");
+            let name = source.secret_name.as_deref().unwrap();
+            let secret = secrets.get(name).await.unwrap_or_else(|e| {
+                panic!("the pod mounts Secret {name}, which the kubelet could not read: {e}")
+            });
+            secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect()
+        } else if volume.empty_dir.is_some() {
+            BTreeMap::new()
+        } else {
+            panic!("volume kind this stand-in for the kubelet does not know: {volume:?}");
+        };
+        for (key, bytes) in files {
+            std::fs::write(dir.join(key), bytes).unwrap();
+        }
+    }
+}
+
+/// The relay port range this test gives the relay: 50 ports below Linux's ephemeral range
+/// (32768 up) and outside the relay tests' ranges (20000-29999), by process id.
+fn port_range() -> (u16, u16) {
+    let base = 31_000 + (std::process::id() % 30) as u16 * 50;
+    (base, base + 49)
+}
+
+/// The rendered config with only what must differ on a test machine changed:
+/// - `listen`: `127.0.0.1:0` (one free port for UDP and TCP, which the relay logs) instead of
+///   `0.0.0.0:3478` and `[::]:3478`, which another relay (or coturn) may hold and which would
+///   expose the test on every interface;
+/// - `metrics-listen`: `127.0.0.1:0` instead of `0.0.0.0:9641`, for the same reasons;
+/// - `min-port`/`max-port`: [`port_range`] instead of 49152-65535, a range of the test's own
+///   that parallel relay tests do not use;
+/// - `allow-peers`: `127.0.0.1` added, because the peer (`turnutils_peer`) is on loopback, which
+///   the relay denies by default (a pod's peers are elsewhere);
+/// - every file path (auth secret files, users file, API token file, TLS certificate and key):
+///   prefixed with `root`, where [`mount_volumes`] put what the pod would see at that path.
+fn adapt_for_the_test_machine(rendered: &RelayConfig, root: &Root) -> RelayConfig {
+    let mut cfg = rendered.clone();
+    cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    (cfg.min_port, cfg.max_port) = port_range();
+    cfg.allow_peers.push("127.0.0.1".into());
+    for path in &mut cfg.auth_secret_files {
+        *path = root.host(path);
+    }
+    for path in [
+        &mut cfg.users_file,
+        &mut cfg.api_token_file,
+        &mut cfg.cert,
+        &mut cfg.key,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *path = root.host(path);
+    }
+    cfg
+}
+
+/// The relay, started as the container would be, with its log collected.
+struct Relay {
+    _process: Guard,
+    log: Arc<Mutex<Vec<String>>>,
+    listener: SocketAddr,
+    metrics: SocketAddr,
+}
+
+/// The value after `key` up to the next space.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(key)
+        .map(|i| i + key.len())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"));
+    line[start..].split_whitespace().next().unwrap_or_default()
+}
+
+impl Relay {
+    fn start(args: &[String]) -> Relay {
+        let mut cmd = Command::new(relay_bin());
+        // The container's environment has none of the relay's variables: neither may this.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("XDPTURN_") {
+                cmd.env_remove(name);
+            }
+        }
+        let mut child = cmd
+            .args(args)
+            .env("XDPTURN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the relay");
+        let stderr = child.stderr.take().unwrap();
+        let mut process = Guard(child);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let lines = log.lock().unwrap().clone();
+            if let Some(metrics) = lines.iter().find(|l| l.contains("metrics=")) {
+                let metrics = field(metrics, "metrics=").parse().unwrap();
+                let listener = lines
+                    .iter()
+                    .find(|l| l.contains(" listening ") && l.contains("udp="))
+                    .map(|l| field(l, "udp=").parse().unwrap())
+                    .expect("a listening line");
+                return Relay {
+                    _process: process,
+                    log,
+                    listener,
+                    metrics,
+                };
+            }
+            if let Ok(Some(status)) = process.0.try_wait() {
+                panic!(
+                    "the relay exited with {status} during start-up:\n{}",
+                    lines.join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not start:\n{}",
+                lines.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// A GET on the relay's HTTP listener: (status, body).
+fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the relay's metric line starting with `series` (name and labels), or 0.
+fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (status, body) = http_get(addr, "/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The realm in the relay's answer to an unauthenticated Allocate over UDP (RFC 8656: a 401
+/// carrying REALM and NONCE), built and parsed by hand so no STUN library is trusted here.
+fn realm_of_401(server: SocketAddr) -> String {
+    const MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+    let tid = *b"relay-loop!!";
+    let mut request = vec![0x00, 0x03, 0x00, 0x08]; // Allocate request, 8 bytes of attributes
+    request.extend_from_slice(&MAGIC);
+    request.extend_from_slice(&tid);
+    request.extend_from_slice(&[0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0]); // REQUESTED-TRANSPORT UDP
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let n = (0..10)
+        .find_map(|_| {
+            sock.send_to(&request, server).unwrap();
+            sock.recv(&mut buf).ok()
+        })
+        .unwrap_or_else(|| panic!("no answer to Allocate from {server}"));
+    let msg = &buf[..n];
+    assert!(
+        n >= 20 && msg[4..8] == MAGIC && msg[8..20] == tid,
+        "{msg:?}"
+    );
+    assert_eq!(msg[..2], [0x01, 0x13], "an Allocate error response");
+    let (mut code, mut realm) = (None, None);
+    let mut rest = &msg[20..];
+    while rest.len() >= 4 {
+        let kind = u16::from_be_bytes([rest[0], rest[1]]);
+        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+        let value = &rest[4..4 + len];
+        match kind {
+            0x0009 => code = Some(u16::from(value[2]) * 100 + u16::from(value[3])),
+            0x0014 => realm = Some(String::from_utf8(value.to_vec()).unwrap()),
+            _ => {}
+        }
+        rest = &rest[(4 + len).next_multiple_of(4).min(rest.len())..];
+    }
+    assert_eq!(code, Some(401), "{msg:?}");
+    realm.expect("a REALM in the 401")
+}
+
+/// `turnutils_peer`, the echo peer, on 127.0.0.1 and a free port.
+fn echo_peer() -> (Guard, u16) {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(require("turnutils_peer"))
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn turnutils_peer");
+    std::thread::sleep(Duration::from_millis(200));
+    (Guard(child), port)
+}
+
+/// What `turnutils_uclient` reported.
+#[derive(Debug)]
+struct Stats {
+    sent: u64,
+    received: u64,
+    lost_zero: bool,
+    text: String,
+}
+
+fn last_number(text: &str, key: &str) -> u64 {
+    text.lines()
+        .rev()
+        .filter_map(|l| l.split(key).nth(1))
+        .find_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `turnutils_uclient` with `args` against `server` through the echo peer. It exits 0
+/// even when messages are lost, so its statistics decide.
+fn uclient(server: SocketAddr, peer_port: u16, args: &[&str]) -> Stats {
+    let out = run(
+        Command::new(require("turnutils_uclient"))
+            .args(args)
+            .args(["-p", &server.port().to_string()])
+            .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
+            .arg(server.ip().to_string()),
+        TOOL_TIMEOUT,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Stats {
+        sent: last_number(&text, "tot_send_msgs="),
+        received: last_number(&text, "tot_recv_msgs="),
+        lost_zero: text.contains("Total lost packets 0 "),
+        text,
+    }
+}
+
+/// Every message sent came back, none lost, and at least `expected` were sent.
+fn assert_all_arrived(what: &str, stats: &Stats, expected: u64, relay: &Relay) {
+    assert!(
+        stats.sent >= expected && stats.received == stats.sent && stats.lost_zero,
+        "{what}: expected at least {expected} messages through and 0 lost, got {} sent, {} \
+         received:\n{}\nthe relay's log:\n{}",
+        stats.sent,
+        stats.received,
+        stats.text,
+        relay.log()
+    );
+}
+
+fn secret_value(secret: &Secret, key: &str) -> String {
+    let data = secret.data.as_ref().unwrap();
+    String::from_utf8(data[key].0.clone()).unwrap()
+}
+
+#[test]
+fn the_rendered_config_runs_a_relay_that_allocates() {
+    runtime().block_on(rendered_config_runs_a_relay());
+}
+
+async fn rendered_config_runs_a_relay() {
+    let cluster = TestCluster::start_with(Options {
+        controller_manager: false,
+    })
+    .await;
+    let admin = cluster.client();
+    cluster.kubectl_ok(&["apply", "-f", "crds/"]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/turnclusters.xdpturn.io",
+    ]);
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(NS.into());
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let operator = start_operator(admin.clone());
+
+    let applied = Instant::now();
+    cluster.kubectl_ok(&["apply", "-n", NS, "-f", "examples/turncluster.yaml"]);
+    let tcs: Api<TurnCluster> = Api::namespaced(admin.clone(), NS);
+    let dss: Api<DaemonSet> = Api::namespaced(admin.clone(), NS);
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), NS);
+    let tc = tcs.get("turn").await.unwrap();
+    let ds = eventually("the relay DaemonSet", Duration::from_secs(30), || async {
+        dss.get_opt("turn-relay").await.ok().flatten()
+    })
+    .await;
+    let cm = cms.get("turn-relay").await.unwrap();
+    println!(
+        "relay-loop: example applied -> ConfigMap and DaemonSet in {:.2}s",
+        applied.elapsed().as_secs_f64()
+    );
+    // What the operator wrote is all the rest needs: it may stop (no reconcile undoes the
+    // test's changes, which are on disk only).
+    operator.stop().await;
+
+    // The kubelet's part: the pod's volumes, as mounted.
+    let root = Root::new();
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    mount_volumes(&admin, &pod, &root).await;
+    let container = &pod.containers[0];
+    let args: Vec<String> = container.args.clone().unwrap_or_default();
+    assert!(
+        container.command.is_none() && container.env.is_none(),
+        "the relay is configured by its file alone: {container:?}"
+    );
+    let config_arg = args
+        .iter()
+        .position(|a| a == "--config")
+        .map(|i| PathBuf::from(&args[i + 1]))
+        .expect("--config FILE in the container's args");
+    let config_file = root.host(&config_arg);
+    let text = std::fs::read_to_string(&config_file).unwrap_or_else(|e| {
+        panic!(
+            "--config {} is not in any mounted volume: {e}",
+            config_arg.display()
+        )
+    });
+    assert_eq!(text, cm.data.as_ref().unwrap()["relay.toml"]);
+    let rendered: RelayConfig = toml::from_str(&text).unwrap();
+    assert_eq!(rendered.realm, tc.spec.realm);
+    // Every file the rendered config names is one the pod's mounts provide.
+    let named_files: Vec<&PathBuf> = rendered
+        .auth_secret_files
+        .iter()
+        .chain(&rendered.users_file)
+        .chain(&rendered.api_token_file)
+        .chain(&rendered.cert)
+        .chain(&rendered.key)
+        .collect();
+    assert_eq!(
+        named_files.len(),
+        2,
+        "the example's shared secret and API token"
+    );
+    for file in named_files {
+        assert!(
+            root.host(file).is_file(),
+            "relay.toml names {}, which no volume mount provides",
+            file.display()
+        );
+    }
+
+    // Only what must differ here (see adapt_for_the_test_machine), written over the mounted
+    // relay.toml; the container's args are used as they are, their paths under `root`.
+    let adapted = adapt_for_the_test_machine(&rendered, &root);
+    std::fs::write(&config_file, toml::to_string(&adapted).unwrap()).unwrap();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.starts_with('/') {
+                root.host(Path::new(a)).to_string_lossy().into_owned()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    let relay = Relay::start(&args);
+    println!(
+        "relay-loop: relay started in {:.2}s on {} (metrics {})",
+        started.elapsed().as_secs_f64(),
+        relay.listener,
+        relay.metrics
+    );
+
+    // The realm is the TurnCluster's.
+    assert_eq!(realm_of_401(relay.listener), "example.org");
+
+    // REST credentials signed with the shared secret in the TurnCluster's Secret, computed by
+    // uclient (-W), over UDP and over TCP; channels (uclient's default) with the echo peer.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    let shared = secret_value(&secrets.get("turn-auth").await.unwrap(), "secret");
+    let token = secret_value(&secrets.get("turn-api").await.unwrap(), "token");
+    let (_peer, peer_port) = echo_peer();
+    let rest = ["-W", shared.as_str(), "-u", "alice"];
+    let traffic = ["-m", "2", "-n", "100", "-l", "120"];
+    let stats = uclient(relay.listener, peer_port, &[&rest[..], &traffic].concat());
+    assert_all_arrived("UDP, -W shared secret", &stats, 200, &relay);
+    println!(
+        "relay-loop: UDP: {} sent, {} received, 0 lost ({:.2}s after the relay started)",
+        stats.sent,
+        stats.received,
+        started.elapsed().as_secs_f64()
+    );
+    let stats = uclient(
+        relay.listener,
+        peer_port,
+        &[&["-t"][..], &rest, &traffic].concat(),
+    );
+    assert_all_arrived("TCP, -W shared secret", &stats, 200, &relay);
+    println!(
+        "relay-loop: TCP: {} sent, {} received, 0 lost",
+        stats.sent, stats.received
+    );
+
+    // The relays' credentials API, with the token in the TurnCluster's Secret: iceServers with
+    // the rendered URIs, and a credential the relay accepts.
+    let path = "/api/v1/credentials?user=bob&ttl=600";
+    assert_eq!(http_get(relay.metrics, path, Some("wrong-token")).0, 401);
+    let (status, body) = http_get(relay.metrics, path, Some(&token));
+    assert_eq!(status, 200, "{body}");
+    let creds: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let urls: Vec<&str> = creds["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["urls"].as_array().unwrap())
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        rendered
+            .api_uris
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        urls.contains(&"turn:203.0.113.10:3478?transport=udp"),
+        "{urls:?}"
+    );
+    let (user, password) = (
+        creds["username"].as_str().unwrap(),
+        creds["password"].as_str().unwrap(),
+    );
+    assert!(user.ends_with(":bob"), "{user}");
+    let stats = uclient(
+        relay.listener,
+        peer_port,
+        &[&["-u", user, "-w", password][..], &traffic].concat(),
+    );
+    assert_all_arrived("UDP, a credential from the API", &stats, 200, &relay);
+
+    // A secret the TurnCluster does not reference is refused: the credentials above passed
+    // because of the rendered config, not in spite of it.
+    let stats = uclient(
+        relay.listener,
+        peer_port,
+        &[
+            "-W",
+            "not-the-turnclusters-secret",
+            "-u",
+            "alice",
+            "-m",
+            "1",
+            "-n",
+            "10",
+            "-l",
+            "120",
+        ],
+    );
+    assert!(
+        stats.received == 0 && stats.text.contains("Cannot complete Allocation"),
+        "{stats:?}"
+    );
+    let failures = metric(
+        relay.metrics,
+        r#"xdpturn_auth_failures_total{reason="wrong_password"}"#,
+    );
+    assert!(failures >= 1.0, "{failures}");
+    println!(
+        "relay-loop: done {:.2}s after apply",
+        applied.elapsed().as_secs_f64()
+    );
+    drop(relay);
+}
