@@ -231,6 +231,11 @@ struct ServeArgs {
     #[arg(long, env = "XDPTURN_XDP_MAX_CHANNELS")]
     xdp_max_channels: Option<u32>,
 
+    /// Channel lifetime (RFC 8656 fixes it at 10 minutes): for tests, which need channels to
+    /// expire (and leave the XDP maps) within seconds. Not in the config file; hidden.
+    #[arg(long, env = "XDPTURN_CHANNEL_LIFETIME", value_parser = parse_duration, hide = true)]
+    channel_lifetime: Option<Duration>,
+
     /// Bearer token for GET/POST /api/v1/credentials on the metrics listener, which hands
     /// application backends time-limited credentials. Prefer XDPTURN_API_TOKEN or
     /// --api-token-file: command lines are visible to others. Off unless a token and an auth
@@ -587,7 +592,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http: vec![http_addr],
     };
     let nonce_key = random_bytes::<32>();
-    let core = config::build(&cfg, &bound, nonce_key).context("invalid configuration")?;
+    let mut core = config::build(&cfg, &bound, nonce_key).context("invalid configuration")?;
+    set_test_lifetimes(&args, &mut core);
     let api = Arc::new(http::Api::new(
         config::build_api(&cfg, &core).context("invalid configuration")?,
     ));
@@ -747,7 +753,8 @@ fn reload(
 ) {
     let result = load_config(args).and_then(|mut new| {
         new.users.extend(generated.iter().cloned());
-        let core = config::build(&new, bound, nonce_key)?;
+        let mut core = config::build(&new, bound, nonce_key)?;
+        set_test_lifetimes(args, &mut core);
         let api_config = config::build_api(&new, &core)?;
         Ok((new, core, api_config))
     });
@@ -772,6 +779,13 @@ fn reload(
             error = format!("{err:#}"),
             "reload refused; keeping the previous configuration"
         ),
+    }
+}
+
+/// `--channel-lifetime`, a test knob, on the core's configuration (at start and on reload).
+fn set_test_lifetimes(args: &ServeArgs, core: &mut relay::proto::Config) {
+    if let Some(lifetime) = args.channel_lifetime {
+        core.lifetimes.channel = lifetime.max(Duration::from_secs(1));
     }
 }
 

@@ -1,15 +1,34 @@
 //! The kernel fast path end to end: three network namespaces this test creates (client ⇄ relay
-//! ⇄ peer over veth pairs), the real relay with XDP attached to both of its interfaces, coturn's
-//! `turnutils_uclient` binding channels through it to `turnutils_peer`. The channel traffic must
-//! be forwarded by XDP (kernel counters carry it, userspace only the first packets while the
-//! neighbours are resolved), with zero loss, in skb and native mode. Needs root (CI is root).
+//! ⇄ peer over veth pairs, dual-stack), the real relay with XDP attached to both of its
+//! interfaces.
+//!
+//! - Forwarding: coturn's `turnutils_uclient` binds channels through the relay to
+//!   `turnutils_peer`, over IPv4, over IPv6, and with an IPv4 client on an IPv6 relayed address
+//!   (REQUESTED-ADDRESS-FAMILY, uclient's `-x`) to an IPv6 peer. The channel traffic must be
+//!   forwarded by XDP (kernel counters carry it, userspace only the first packets while the
+//!   neighbours are resolved), with zero loss and no UDP checksum error counted by the receiving
+//!   kernels, in skb and native mode.
+//! - Nothing forwards behind the relay's back: after an allocation is deleted (Refresh with
+//!   LIFETIME 0), after a channel expires, and after the relay exits (SIGTERM, SIGKILL), the
+//!   maps hold no entry (read from outside the relay with `bpftool`) and ChannelData sent on the
+//!   wire does not reach the peer, nor the peer's datagrams the client, nor do the kernel
+//!   counters move.
+//!
+//! Needs root (CI is root), the relay built after `cargo xtask build-ebpf`, coturn's tools,
+//! curl, ethtool and bpftool (`cargo xtask test` installs them).
 
 mod common;
 
+use std::fs::File;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::turn::TurnClient;
 use common::{Guard, relay_bin, require, run};
+use relay::stun::AddressFamily;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -25,24 +44,59 @@ fn sh(args: &[&str]) {
     );
 }
 
-/// Three namespaces and two veth pairs, removed on drop.
+fn inns(ns: &str, args: &[&str]) {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    sh(&v);
+}
+
+/// Addresses of the topology: the client side is 10.77.1.0/24 and fd77:1::/64, the peer side
+/// 10.77.2.0/24 and fd77:2::/64; the relay is .2 / ::2 on both, client and peer are .1 / ::1.
+const CLIENT_V4: &str = "10.77.1.1";
+const CLIENT_V6: &str = "fd77:1::1";
+const LISTEN_V4: &str = "10.77.1.2";
+const LISTEN_V6: &str = "fd77:1::2";
+const RELAY_V4: &str = "10.77.2.2";
+const RELAY_V6: &str = "fd77:2::2";
+const PEER_V4: &str = "10.77.2.1";
+const PEER_V6: &str = "fd77:2::1";
+
+/// Three namespaces and two veth pairs, removed on drop (failure included).
 struct Topology {
-    ns: [String; 3],
+    /// Client, relay, peer (as far as created).
+    ns: Vec<String>,
+    id: String,
 }
 
 impl Topology {
-    /// client 10.77.1.1 ⇄ 10.77.1.2 relay 10.77.2.2 ⇄ 10.77.2.1 peer. `native` attaches an
-    /// XDP_PASS-like program on the far ends too (native XDP on veth delivers redirected frames
-    /// only to a peer end with a program) — the relay's own program does that job here, so
-    /// the client and peer ends get the relay program in skb mode... kept simple: see below.
+    /// client ⇄ (ra) relay (rb) ⇄ peer, both families, forwarding on in the relay's namespace
+    /// (`bpf_fib_lookup` refuses to route otherwise), no duplicate address detection (addresses
+    /// usable at once), TX checksum offload off on every end (XDP rewrites checksums
+    /// incrementally from the sender's, which must then be complete).
     fn new(tag: &str) -> Self {
-        let id = format!("{}{}", std::process::id() % 100_000, tag);
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "{}{tag}{}",
+            std::process::id() % 100_000,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         let ns = [format!("xtc{id}"), format!("xtr{id}"), format!("xtp{id}")];
-        let t = Topology { ns: ns.clone() };
-        let [c, r, p] = &ns;
+        let mut t = Topology {
+            ns: Vec::new(),
+            id: id.clone(),
+        };
         for n in &ns {
             sh(&["ip", "netns", "add", n]);
+            // Registered at once, so that a failure below still removes it.
+            t.ns.push(n.clone());
+            for setting in [
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ] {
+                inns(n, &["sysctl", "-qw", setting]);
+            }
         }
+        let [c, r, p] = &ns;
         let (ca, ra, rb, pb) = (
             format!("c{id}"),
             format!("ra{id}"),
@@ -55,145 +109,139 @@ impl Topology {
         sh(&[
             "ip", "link", "add", &rb, "netns", r, "type", "veth", "peer", "name", &pb, "netns", p,
         ]);
-        let inns = |n: &str, args: &[&str]| {
-            let mut v = vec!["ip", "netns", "exec", n];
-            v.extend_from_slice(args);
-            sh(&v);
-        };
-        inns(c, &["ip", "addr", "add", "10.77.1.1/24", "dev", &ca]);
-        inns(r, &["ip", "addr", "add", "10.77.1.2/24", "dev", &ra]);
-        inns(r, &["ip", "addr", "add", "10.77.2.2/24", "dev", &rb]);
-        inns(p, &["ip", "addr", "add", "10.77.2.1/24", "dev", &pb]);
-        for (n, dev) in [(c, &ca), (r, &ra), (r, &rb), (p, &pb)] {
+        for (n, dev, v4, v6) in [
+            (c, &ca, CLIENT_V4, CLIENT_V6),
+            (r, &ra, LISTEN_V4, LISTEN_V6),
+            (r, &rb, RELAY_V4, RELAY_V6),
+            (p, &pb, PEER_V4, PEER_V6),
+        ] {
+            inns(n, &["ip", "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            inns(
+                n,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{v6}/64"),
+                    "dev",
+                    dev,
+                    "nodad",
+                ],
+            );
             inns(n, &["ip", "link", "set", dev, "up", "mtu", "1500"]);
             inns(n, &["ip", "link", "set", "lo", "up"]);
-            // Checksums computed in full on the senders: XDP rewrites them incrementally.
             inns(n, &["ethtool", "-K", dev, "tx", "off"]);
         }
-        inns(c, &["ip", "route", "add", "default", "via", "10.77.1.2"]);
-        inns(p, &["ip", "route", "add", "default", "via", "10.77.2.2"]);
-        // bpf_fib_lookup needs forwarding on in the relay's namespace.
-        inns(r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        inns(c, &["ip", "route", "add", "default", "via", LISTEN_V4]);
+        inns(
+            c,
+            &["ip", "-6", "route", "add", "default", "via", LISTEN_V6],
+        );
+        inns(p, &["ip", "route", "add", "default", "via", RELAY_V4]);
+        inns(p, &["ip", "-6", "route", "add", "default", "via", RELAY_V6]);
+        for setting in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+            "net.ipv6.conf.default.forwarding=1",
+        ] {
+            inns(r, &["sysctl", "-qw", setting]);
+        }
         t
     }
 
-    fn interfaces(&self) -> (String, String) {
-        let id = &self.ns[0][3..];
-        (format!("ra{id}"), format!("rb{id}"))
+    fn client(&self) -> &str {
+        &self.ns[0]
     }
-}
 
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for n in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
+    fn relay(&self) -> &str {
+        &self.ns[1]
+    }
+
+    fn peer(&self) -> &str {
+        &self.ns[2]
+    }
+
+    /// The relay's interfaces: towards the client, towards the peer.
+    fn relay_interfaces(&self) -> (String, String) {
+        (format!("ra{}", self.id), format!("rb{}", self.id))
+    }
+
+    /// Runs `f` on a thread inside namespace `ns`. Sockets it creates stay in that namespace
+    /// and can be used from any thread afterwards.
+    fn enter<R: Send>(ns: &str, f: impl FnOnce() -> R + Send) -> R {
+        let file = File::open(format!("/run/netns/{ns}")).expect("open the namespace");
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                rustix::thread::move_into_link_name_space(
+                    file.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .expect("setns");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Starts the relay in its namespace, listening on both families, relaying from both, with
+    /// XDP on both of its interfaces in `mode`; returns once the program is attached.
+    fn start_relay(&self, mode: &str, extra: &[&str]) -> Guard {
+        let (ra, rb) = self.relay_interfaces();
+        let relay = Command::new("ip")
+            .args(["netns", "exec", self.relay(), relay_bin()])
+            .args(["--listen", &format!("{LISTEN_V4}:3478")])
+            .args(["--listen", &format!("[{LISTEN_V6}]:3478")])
+            .args([
+                "--metrics-listen",
+                "127.0.0.1:9641",
+                "--realm",
+                "example.org",
+            ])
+            .args(["--user", "alice:wonderland"])
+            .args(["--relay-ip", RELAY_V4, "--relay-ip", RELAY_V6])
+            .args([
+                "--allow-peer",
+                "10.77.2.0/24",
+                "--allow-peer",
+                "fd77:2::/64",
+            ])
+            .args(["--min-port", "40000", "--max-port", "40999"])
+            .args(["--xdp-interface", &ra, "--xdp-interface", &rb])
+            .args(["--xdp-mode", mode, "--drain-timeout", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn relay");
+        let relay = Guard(relay);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(self.relay(), "xdpturn_xdp_attached") != 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not attach XDP in {mode} mode"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
+        relay
     }
-}
 
-fn metric(ns: &str, series: &str) -> f64 {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "http://127.0.0.1:9641/metrics",
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn forwarded_by_xdp(mode: &str) {
-    require("turnutils_uclient", "coturn");
-    require("curl", "curl");
-    require("ethtool", "ethtool");
-    let topo = Topology::new(&mode[..1]);
-    let [c, r, p] = &topo.ns;
-    let (ra, rb) = topo.interfaces();
-    let relay = Command::new("ip")
-        .args(["netns", "exec", r, relay_bin()])
-        .args([
-            "--listen",
-            "10.77.1.2:3478",
-            "--metrics-listen",
-            "127.0.0.1:9641",
-            "--realm",
-            "example.org",
-        ])
-        .args([
-            "--user",
-            "alice:wonderland",
-            "--relay-ip",
-            "10.77.2.2",
-            "--allow-peer",
-            "10.77.2.0/24",
-        ])
-        .args([
-            "--min-port",
-            "40000",
-            "--max-port",
-            "40999",
-            "--xdp-interface",
-            &ra,
-            "--xdp-interface",
-            &rb,
-        ])
-        .args(["--xdp-mode", mode, "--drain-timeout", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn relay");
-    let _relay = Guard(relay);
-    let peer = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            p,
-            "turnutils_peer",
-            "-L",
-            "10.77.2.1",
-            "-p",
-            "3480",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn peer");
-    let _peer = Guard(peer);
-    // Native XDP_TX/redirect on veth delivers only to a peer end that has an XDP program too:
-    // a relay in each far namespace attaches ours there (empty maps: it passes everything).
-    let mut far_ends = Vec::new();
-    if mode == "native" {
-        let id = &topo.ns[0][3..];
-        for (n, dev) in [(c, format!("c{id}")), (p, format!("p{id}"))] {
+    /// Native XDP_TX/redirect on veth delivers only to a peer end that has an XDP program too:
+    /// a relay in each far namespace attaches ours there (empty maps: it passes everything).
+    fn far_end_programs(&self) -> Vec<Guard> {
+        let mut far_ends = Vec::new();
+        for (n, dev) in [
+            (self.client(), format!("c{}", self.id)),
+            (self.peer(), format!("p{}", self.id)),
+        ] {
             let child = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    n,
-                    relay_bin(),
-                    "--listen",
-                    "127.0.0.1:3478",
-                    "--metrics-listen",
-                    "127.0.0.1:9641",
-                ])
-                .args([
-                    "--xdp-interface",
-                    &dev,
-                    "--xdp-mode",
-                    "native",
-                    "--drain-timeout",
-                    "0",
-                ])
+                .args(["netns", "exec", n, relay_bin()])
+                .args(["--listen", "127.0.0.1:3478"])
+                .args(["--metrics-listen", "127.0.0.1:9641"])
+                .args(["--xdp-interface", &dev, "--xdp-mode", "native"])
+                .args(["--drain-timeout", "0"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -206,46 +254,141 @@ fn forwarded_by_xdp(mode: &str) {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
+        far_ends
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(r, "xdpturn_xdp_attached") != 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the relay did not attach XDP in {mode} mode"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for n in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
     }
+}
+
+/// One series from the metrics of the relay in `ns` (0 if absent).
+fn metric(ns: &str, series: &str) -> f64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s"])
+        .arg("http://127.0.0.1:9641/metrics")
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn relayed(ns: &str, datapath: &str, direction: &str) -> f64 {
+    metric(
+        ns,
+        &format!(
+            r#"xdpturn_relayed_packets_total{{datapath="{datapath}",direction="{direction}",transport="udp"}}"#
+        ),
+    )
+}
+
+/// UDP checksum errors the kernel of `ns` counted (IPv4 and IPv6): a packet the program
+/// rewrote with a wrong checksum is dropped and counted here by the receiving end.
+fn udp_checksum_errors(ns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "cat",
+            "/proc/net/snmp",
+            "/proc/net/snmp6",
+        ])
+        .output()
+        .expect("cat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut errors = 0;
+    let mut found = (false, false);
+    // /proc/net/snmp: a header line and a value line per protocol.
+    let lines: Vec<&str> = text.lines().collect();
+    for pair in lines.windows(2) {
+        if pair[0].starts_with("Udp: ") && pair[1].starts_with("Udp: ") {
+            let names = pair[0].split_whitespace();
+            let values = pair[1].split_whitespace();
+            for (name, value) in names.zip(values) {
+                if name == "InCsumErrors" {
+                    found.0 = true;
+                    errors += value.parse::<u64>().expect("a count");
+                }
+            }
+            break;
+        }
+    }
+    // /proc/net/snmp6: one "name value" per line.
+    for line in &lines {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("Udp6InCsumErrors") {
+            found.1 = true;
+            errors += words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    assert_eq!(found, (true, true), "no UDP checksum counters in:\n{text}");
+    errors
+}
+
+/// The client, the peer and the relayed address of one uclient run.
+#[derive(Clone, Copy)]
+enum Families {
+    V4,
+    V6,
+    /// An IPv4 client with an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY) to an IPv6 peer.
+    V4ToV6,
+}
+
+fn forwarded_by_xdp(mode: &str, families: Families) {
+    require("turnutils_uclient", "coturn");
+    require("curl", "curl");
+    require("ethtool", "ethtool");
+    let tag = match families {
+        Families::V4 => "a",
+        Families::V6 => "b",
+        Families::V4ToV6 => "m",
+    };
+    let topo = Topology::new(&format!("{}{tag}", &mode[..1]));
+    let (c, r, p) = (topo.client(), topo.relay(), topo.peer());
+    let _relay = topo.start_relay(mode, &[]);
+    let (server, peer, family_flags): (&str, &str, &[&str]) = match families {
+        Families::V4 => (LISTEN_V4, PEER_V4, &[]),
+        Families::V6 => (LISTEN_V6, PEER_V6, &[]),
+        Families::V4ToV6 => (LISTEN_V4, PEER_V6, &["-x"]),
+    };
+    let peer_proc = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            p,
+            "turnutils_peer",
+            "-L",
+            peer,
+            "-p",
+            "3480",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn peer");
+    let _peer = Guard(peer_proc);
+    let _far_ends = if mode == "native" {
+        topo.far_end_programs()
+    } else {
+        Vec::new()
+    };
 
     let out = run(
         Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                c,
-                "turnutils_uclient",
-                "-c",
-                "-p",
-                "3478",
-                "-e",
-                "10.77.2.1",
-                "-r",
-                "3480",
-            ])
-            .args([
-                "-n",
-                "500",
-                "-m",
-                "4",
-                "-l",
-                "120",
-                "-z",
-                "5",
-                "-u",
-                "alice",
-                "-w",
-                "wonderland",
-                "10.77.1.2",
-            ]),
+            .args(["netns", "exec", c, "turnutils_uclient", "-c"])
+            .args(family_flags)
+            .args(["-p", "3478", "-e", peer, "-r", "3480"])
+            .args(["-n", "500", "-m", "4", "-l", "120", "-z", "5"])
+            .args(["-u", "alice", "-w", "wonderland", server]),
         TIMEOUT,
     );
     let text = format!(
@@ -271,31 +414,15 @@ fn forwarded_by_xdp(mode: &str) {
         "{text}"
     );
 
-    let xdp = |dir: &str| {
-        metric(
-            r,
-            &format!(
-                r#"xdpturn_relayed_packets_total{{datapath="xdp",direction="{dir}",transport="udp"}}"#
-            ),
-        )
-    };
-    let user = |dir: &str| {
-        metric(
-            r,
-            &format!(
-                r#"xdpturn_relayed_packets_total{{datapath="userspace",direction="{dir}",transport="udp"}}"#
-            ),
-        )
-    };
     // The kernel counters are exported once a second.
     std::thread::sleep(Duration::from_millis(1500));
     let (x_up, x_down, u_up, u_down) = (
-        xdp("client_to_peer"),
-        xdp("peer_to_client"),
-        user("client_to_peer"),
-        user("peer_to_client"),
+        relayed(r, "xdp", "client_to_peer"),
+        relayed(r, "xdp", "peer_to_client"),
+        relayed(r, "userspace", "client_to_peer"),
+        relayed(r, "userspace", "peer_to_client"),
     );
-    eprintln!("{mode}: xdp {x_up}/{x_down}, userspace {u_up}/{u_down}, of {sent} each way");
+    eprintln!("{mode} {tag}: xdp {x_up}/{x_down}, userspace {u_up}/{u_down}, of {sent} each way");
     assert!(
         x_up + u_up >= sent as f64 && x_down + u_down >= sent as f64,
         "every message counted once"
@@ -308,14 +435,392 @@ fn forwarded_by_xdp(mode: &str) {
         x_down >= 0.9 * sent as f64,
         "peer→client mostly in XDP: {x_down} of {sent}"
     );
+    // Every datagram the program rewrote reached a socket, so its checksums verified; and
+    // the receiving kernels say none was dropped for a bad one.
+    assert_eq!(udp_checksum_errors(c), 0, "checksum errors at the client");
+    assert_eq!(udp_checksum_errors(p), 0, "checksum errors at the peer");
 }
 
 #[test]
 fn channel_data_is_forwarded_by_xdp_native_mode() {
-    forwarded_by_xdp("native");
+    forwarded_by_xdp("native", Families::V4);
 }
 
 #[test]
 fn channel_data_is_forwarded_by_xdp_skb_mode() {
-    forwarded_by_xdp("skb");
+    forwarded_by_xdp("skb", Families::V4);
+}
+
+#[test]
+fn ipv6_channel_data_is_forwarded_by_xdp_native_mode() {
+    forwarded_by_xdp("native", Families::V6);
+}
+
+#[test]
+fn ipv6_channel_data_is_forwarded_by_xdp_skb_mode() {
+    forwarded_by_xdp("skb", Families::V6);
+}
+
+#[test]
+fn ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_native_mode() {
+    forwarded_by_xdp("native", Families::V4ToV6);
+}
+
+#[test]
+fn ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_skb_mode() {
+    forwarded_by_xdp("skb", Families::V4ToV6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nothing forwards behind the relay's back.
+
+/// `bpftool -j ARGS` in namespace `ns`, parsed; None if it failed (e.g. no such object).
+fn bpftool(ns: &str, args: &[&str]) -> Option<serde_json::Value> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "bpftool", "-j"])
+        .args(args)
+        .output()
+        .expect("run bpftool");
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Ids of the XDP programs attached to `dev` in `ns`.
+fn xdp_programs(ns: &str, dev: &str) -> Vec<u64> {
+    let Some(net) = bpftool(ns, &["net", "show", "dev", dev]) else {
+        return Vec::new();
+    };
+    net.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.get("xdp")?.as_array())
+        .flatten()
+        .filter_map(|xdp| xdp.get("id")?.as_u64())
+        .collect()
+}
+
+/// The channel maps of the relay's program: (CLIENT_TO_PEER id, PEER_TO_CLIENT id).
+fn channel_maps(ns: &str, program: u64) -> (u64, u64) {
+    let prog = bpftool(ns, &["prog", "show", "id", &program.to_string()]).expect("the program");
+    let mut found = (None, None);
+    for id in prog["map_ids"].as_array().expect("map_ids") {
+        let id = id.as_u64().expect("a map id");
+        let map = bpftool(ns, &["map", "show", "id", &id.to_string()]).expect("a map");
+        match map["name"].as_str() {
+            Some("CLIENT_TO_PEER") => found.0 = Some(id),
+            Some("PEER_TO_CLIENT") => found.1 = Some(id),
+            _ => {}
+        }
+    }
+    match found {
+        (Some(c2p), Some(p2c)) => (c2p, p2c),
+        _ => panic!("program {program} has no channel maps: {prog}"),
+    }
+}
+
+/// Entries in map `id`; None when the map does not exist (any more).
+fn map_entries(ns: &str, id: u64) -> Option<usize> {
+    bpftool(ns, &["map", "dump", "id", &id.to_string()]).map(|dump| {
+        dump.as_array()
+            .unwrap_or_else(|| panic!("a map dump is an array: {dump}"))
+            .len()
+    })
+}
+
+/// Polls `f` until it holds, for up to `timeout`.
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const CHANNEL: u16 = 0x4000;
+
+fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
+    let mut v = channel.to_be_bytes().to_vec();
+    v.extend_from_slice(&u16::try_from(data.len()).expect("short").to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// A client with an allocation and channel [`CHANNEL`] bound to a peer socket, each in its
+/// namespace, through the relay of `topo`.
+struct Session {
+    client: TurnClient,
+    peer: UdpSocket,
+    relayed: SocketAddr,
+}
+
+impl Session {
+    fn new(topo: &Topology) -> Session {
+        let server: SocketAddr = format!("{LISTEN_V4}:3478").parse().expect("addr");
+        let mut client = Topology::enter(topo.client(), || {
+            TurnClient::new(
+                server,
+                &format!("{CLIENT_V4}:0"),
+                "alice",
+                "wonderland",
+                "example.org",
+            )
+        });
+        let peer = Topology::enter(topo.peer(), || {
+            UdpSocket::bind(format!("{PEER_V4}:6000")).expect("bind peer")
+        });
+        peer.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let relayed = client
+            .allocate_family(Some(AddressFamily::IPV4))
+            .unwrap_or_else(|code| panic!("allocate: {code:?}"));
+        let peer_addr = peer.local_addr().expect("peer addr");
+        assert_eq!(client.channel_bind(CHANNEL, peer_addr), None, "ChannelBind");
+        client
+            .socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        Session {
+            client,
+            peer,
+            relayed,
+        }
+    }
+
+    /// `n` round trips of ChannelData: client → peer (the peer checks the bytes and the
+    /// relayed source) and back (the client checks the ChannelData). Returns how many
+    /// completed; each direction gets one try.
+    fn round_trips(&self, n: usize) -> usize {
+        let mut done = 0;
+        let mut buf = [0u8; 1500];
+        for i in 0..n {
+            let payload = format!("round trip {i:04}");
+            self.client
+                .socket
+                .send_to(
+                    &channel_data(CHANNEL, payload.as_bytes()),
+                    self.client.server,
+                )
+                .expect("send");
+            let Ok((len, from)) = self.peer.recv_from(&mut buf) else {
+                continue;
+            };
+            assert_eq!(
+                from, self.relayed,
+                "the peer hears from the relayed address"
+            );
+            assert_eq!(&buf[..len], payload.as_bytes());
+            self.peer.send_to(&buf[..len], from).expect("peer send");
+            let Ok((len, from)) = self.client.socket.recv_from(&mut buf) else {
+                continue;
+            };
+            assert_eq!(from, self.client.server);
+            assert_eq!(
+                &buf[..len],
+                channel_data(CHANNEL, payload.as_bytes()).as_slice()
+            );
+            done += 1;
+        }
+        done
+    }
+
+    /// Sends ChannelData from the client and datagrams from the peer, `n` each; returns what
+    /// arrived at the peer and what arrived at the client (any datagram).
+    fn probe(&self, n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        for i in 0..n {
+            let payload = format!("after {i:04}");
+            self.client
+                .socket
+                .send_to(
+                    &channel_data(CHANNEL, payload.as_bytes()),
+                    self.client.server,
+                )
+                .expect("send");
+            // The relayed port may be closed (ICMP unreachable): not an error here.
+            let _ = self.peer.send_to(payload.as_bytes(), self.relayed);
+        }
+        let drain = |socket: &UdpSocket| {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1500];
+            while let Ok(len) = socket.recv(&mut buf) {
+                got.push(buf[..len].to_vec());
+            }
+            got
+        };
+        (drain(&self.peer), drain(&self.client.socket))
+    }
+}
+
+/// The XDP traffic counters of the relay in `ns`, both directions.
+fn xdp_relayed(ns: &str) -> (f64, f64) {
+    (
+        relayed(ns, "xdp", "client_to_peer"),
+        relayed(ns, "xdp", "peer_to_client"),
+    )
+}
+
+/// Sets up a session through a relay in skb mode (`extra` flags), checks the channel is in both
+/// maps and its traffic is forwarded by XDP; returns everything for the test to end it.
+fn offloaded_session(tag: &str, extra: &[&str]) -> (Topology, Guard, Session, u64, (u64, u64)) {
+    require("curl", "curl");
+    require("ethtool", "ethtool");
+    require("bpftool", "bpftool");
+    let topo = Topology::new(tag);
+    let relay = topo.start_relay("skb", extra);
+    let (ra, rb) = topo.relay_interfaces();
+    let programs = xdp_programs(topo.relay(), &ra);
+    assert_eq!(programs.len(), 1, "one XDP program on {ra}: {programs:?}");
+    assert_eq!(
+        xdp_programs(topo.relay(), &rb),
+        programs,
+        "the same on {rb}"
+    );
+    let maps = channel_maps(topo.relay(), programs[0]);
+    assert_eq!(map_entries(topo.relay(), maps.0), Some(0));
+    assert_eq!(map_entries(topo.relay(), maps.1), Some(0));
+
+    let session = Session::new(&topo);
+    // Bound: one entry in each direction's map.
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            map_entries(topo.relay(), maps.0) == Some(1)
+                && map_entries(topo.relay(), maps.1) == Some(1)
+        }),
+        "the channel is not in the maps"
+    );
+    let before = xdp_relayed(topo.relay());
+    assert_eq!(session.round_trips(100), 100, "zero loss");
+    // Through the kernel: its counters moved by (nearly) all of them (the first packets may
+    // go up while the neighbours are resolved).
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let now = xdp_relayed(topo.relay());
+            now.0 - before.0 >= 90.0 && now.1 - before.1 >= 90.0
+        }),
+        "the round trips were not forwarded by XDP: {before:?} → {:?}",
+        xdp_relayed(topo.relay())
+    );
+    (topo, relay, session, programs[0], maps)
+}
+
+/// After the channel left the kernel: ChannelData from the client does not reach the peer and
+/// the kernel counters stay put.
+fn assert_not_forwarded(topo: &Topology, session: &Session, what: &str) {
+    // Settle the exported counters (once a second).
+    std::thread::sleep(Duration::from_millis(1200));
+    let before = xdp_relayed(topo.relay());
+    let (at_peer, _) = session.probe(20);
+    assert!(
+        at_peer.is_empty(),
+        "{what}: the peer still receives ChannelData payloads: {at_peer:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        xdp_relayed(topo.relay()),
+        before,
+        "{what}: the kernel still forwards"
+    );
+}
+
+#[test]
+fn deleting_the_allocation_leaves_no_forwarding_entry() {
+    let (topo, _relay, mut session, _, (c2p, p2c)) = offloaded_session("d", &[]);
+    assert_eq!(session.client.delete(), None, "Refresh with LIFETIME 0");
+    let r = topo.relay();
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            map_entries(r, c2p) == Some(0) && map_entries(r, p2c) == Some(0)
+        }),
+        "entries left after the allocation was deleted: {:?}/{:?}",
+        map_entries(r, c2p),
+        map_entries(r, p2c)
+    );
+    assert_not_forwarded(&topo, &session, "deleted allocation");
+    // The peer's datagrams to the closed relayed port reach nobody either.
+    let (_, at_client) = session.probe(5);
+    assert!(at_client.is_empty(), "{at_client:?}");
+}
+
+#[test]
+fn an_expired_channel_leaves_no_forwarding_entry() {
+    const LIFETIME: Duration = Duration::from_secs(6);
+    let bound_at = Instant::now();
+    let (topo, _relay, session, _, (c2p, p2c)) =
+        offloaded_session("e", &["--channel-lifetime", "6"]);
+    let r = topo.relay();
+    // Still there until it expires...
+    if bound_at.elapsed() + Duration::from_millis(500) < LIFETIME {
+        assert_eq!(map_entries(r, c2p), Some(1), "gone before its expiry");
+    }
+    // ... and gone after (the relay's timers run once a second).
+    assert!(
+        eventually(LIFETIME + Duration::from_secs(5), || {
+            map_entries(r, c2p) == Some(0) && map_entries(r, p2c) == Some(0)
+        }),
+        "entries left after the channel expired"
+    );
+    assert!(
+        bound_at.elapsed() >= LIFETIME - Duration::from_secs(1),
+        "removed before its lifetime was over: {:?}",
+        bound_at.elapsed()
+    );
+    assert_not_forwarded(&topo, &session, "expired channel");
+    // The allocation and its permission live on: the peer's datagrams now reach the client in
+    // userspace, as Data indications (STUN, first byte 0x00), not as ChannelData.
+    let (_, at_client) = session.probe(3);
+    assert!(!at_client.is_empty(), "the allocation should still relay");
+    for d in &at_client {
+        assert_eq!(&d[..2], &[0x00, 0x17], "a Data indication: {d:?}");
+    }
+}
+
+fn relay_exit_leaves_nothing(signal: &str) {
+    let (topo, mut relay, session, program, (c2p, p2c)) =
+        offloaded_session(&signal[..1].to_lowercase(), &[]);
+    let pid = relay.0.id().to_string();
+    sh(&["kill", "-s", signal, &pid]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while relay.0.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not exit on {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = topo.relay();
+    let (ra, rb) = topo.relay_interfaces();
+    // Nothing attached, and the program and its maps are gone from the kernel (they are freed
+    // once the last reference, the relay's, is closed; the kernel does that asynchronously).
+    assert!(xdp_programs(r, &ra).is_empty(), "{ra} still has XDP");
+    assert!(xdp_programs(r, &rb).is_empty(), "{rb} still has XDP");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            bpftool(r, &["prog", "show", "id", &program.to_string()]).is_none()
+                && map_entries(r, c2p).is_none()
+                && map_entries(r, p2c).is_none()
+        }),
+        "the program or its channel maps outlive the relay ({signal})"
+    );
+    let (at_peer, at_client) = session.probe(20);
+    assert!(
+        at_peer.is_empty(),
+        "ChannelData still forwarded after {signal}: {at_peer:?}"
+    );
+    assert!(at_client.is_empty(), "{at_client:?}");
+}
+
+#[test]
+fn relay_exit_on_sigterm_leaves_no_forwarding() {
+    relay_exit_leaves_nothing("TERM");
+}
+
+#[test]
+fn relay_exit_on_sigkill_leaves_no_forwarding() {
+    relay_exit_leaves_nothing("KILL");
 }
