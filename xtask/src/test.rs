@@ -12,7 +12,7 @@ use crate::{NIGHTLY, crdgen, ebpf, envtest, repo_root};
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
 /// turnadmin / turnserver (interop), iproute2 and ethtool for network namespaces and NIC set-up.
 /// stun-client: Debian's RFC 3489 `stun` client (classic STUN interop); openssl: `s_client` for
-/// the TLS tests; python3-pip: to install aioice (a TCP STUN client) for the STUN-over-TCP tests;
+/// the TLS tests; python3-pip: to install the Python packages below;
 /// bpftool: the XDP end-to-end tests read the relay's maps from outside its process.
 const APT_PACKAGES: &[&str] = &[
     "coturn",
@@ -24,8 +24,14 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
 ];
 
-/// Python packages the tests use: aioice's STUN codec drives STUN over TCP.
-const PIP_PACKAGES: &[&str] = &["aioice"];
+/// Python packages the tests use, as (what pip installs, what Python imports): aioice's STUN
+/// codec drives STUN over TCP; helm-python-sdk bundles Helm's Go library (`libhelm_c`, with
+/// ctypes bindings), which renders and lints the chart in operator/tests/helm.rs, since no helm
+/// binary is published where we install from.
+const PIP_PACKAGES: &[(&str, &str)] = &[
+    ("aioice", "aioice"),
+    ("helm-python-sdk==0.2.2", "helm_python"),
+];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -259,9 +265,9 @@ pub(crate) fn apt_packages(packages: &[&str]) -> Result<()> {
 
 /// Installs PIP_PACKAGES for the `python3` on PATH, unless it can already import them.
 fn pip_packages() -> Result<()> {
-    for pkg in PIP_PACKAGES {
+    for &(pkg, module) in PIP_PACKAGES {
         let importable = Cmd::new("python3")
-            .args(["-c", &format!("import {pkg}")])
+            .args(["-c", &format!("import {module}")])
             .probe()
             .is_some_and(|o| o.status.success());
         println!(
