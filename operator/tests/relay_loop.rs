@@ -274,7 +274,9 @@ async fn mount_volumes(client: &kube::Client, pod: &PodSpec, root: &Root) {
 }
 
 /// The relay port range this test gives the relay: 50 ports below Linux's ephemeral range
-/// (32768 up) and outside the relay tests' ranges (20000-29999), by process id.
+/// (32768 up), where the ports the kernel picks for other sockets on the machine (uclient's,
+/// the API server's) do not land; which 50 depends on the process id, so that two runs at once
+/// rarely share them.
 fn port_range() -> (u16, u16) {
     let base = 31_000 + (std::process::id() % 30) as u16 * 50;
     (base, base + 49)
@@ -285,8 +287,8 @@ fn port_range() -> (u16, u16) {
 ///   `0.0.0.0:3478` and `[::]:3478`, which another relay (or coturn) may hold and which would
 ///   expose the test on every interface;
 /// - `metrics-listen`: `127.0.0.1:0` instead of `0.0.0.0:9641`, for the same reasons;
-/// - `min-port`/`max-port`: [`port_range`] instead of 49152-65535, a range of the test's own
-///   that parallel relay tests do not use;
+/// - `min-port`/`max-port`: [`port_range`] instead of 49152-65535, which overlaps the ports
+///   the kernel hands other programs on a test machine (a node keeps its relay ports free);
 /// - `allow-peers`: `127.0.0.1` added, because the peer (`turnutils_peer`) is on loopback, which
 ///   the relay denies by default (a pod's peers are elsewhere);
 /// - every file path (auth secret files, users file, API token file, TLS certificate and key):
