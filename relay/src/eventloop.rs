@@ -517,7 +517,24 @@ async fn timers(worker: &Rc<Worker>) {
             worker.apply_events();
             return;
         }
-        worker.server.borrow_mut().tick(Instant::now());
+        let now = Instant::now();
+        // What the kernel forwarded on this worker's channels counts toward their allocations'
+        // bandwidth caps (read only when a cap is configured): over it, the core takes them out
+        // of the kernel until the budget recovers.
+        if let Some(dp) = &worker.shared.dataplane
+            && worker.server.borrow().config().quotas.max_bps != 0
+        {
+            let mut server = worker.server.borrow_mut();
+            match dp.take_traffic(|tuple| server.allocation(tuple).is_some()) {
+                Ok(taken) => {
+                    for t in taken {
+                        server.charge_offloaded(&t.tuple, t.bytes, now);
+                    }
+                }
+                Err(err) => tracing::debug!(%err, "reading the XDP channel counters"),
+            }
+        }
+        worker.server.borrow_mut().tick(now);
         worker.apply_events();
     }
 }

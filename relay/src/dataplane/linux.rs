@@ -19,9 +19,10 @@ use relay_common::{
 use rustix::io::Errno;
 
 use super::{
-    Action, ActionCounts, Attachment, ChannelBinding, ChannelCounters, Counters, DataplaneError,
-    ProgramStats, TestRun, Totals, Traffic, XdpConfig, XdpMode,
+    Action, ActionCounts, Attachment, ChannelBinding, ChannelCounters, ChannelTraffic, Counters,
+    DataplaneError, ProgramStats, TestRun, Totals, Traffic, XdpConfig, XdpMode,
 };
+use crate::proto::FiveTuple;
 
 /// The program, when relay/build.rs found it.
 #[cfg(xdpturn_ebpf)]
@@ -51,7 +52,7 @@ struct Inner {
     total_stats: PerCpuArray<MapData, ChannelStats>,
     action_stats: PerCpuArray<MapData, u64>,
     /// The channels in the maps, with their counter slots.
-    bound: HashMap<ChannelBinding, u32>,
+    bound: HashMap<ChannelBinding, Bound>,
     /// Which channel holds each peer key (two channels cannot share one).
     peers: HashMap<PeerKey, ChannelBinding>,
     /// Counter slots of unbound channels, to reuse.
@@ -59,6 +60,17 @@ struct Inner {
     /// The next never-used counter slot.
     next_slot: u32,
     cpus: usize,
+}
+
+/// A channel in the maps.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    /// Its counter slot in CHANNEL_STATS.
+    slot: u32,
+    /// The 5-tuple of its allocation, as the relay's core knows it.
+    tuple: FiveTuple,
+    /// The bytes (both directions) [`Dataplane::take_traffic`] has reported so far.
+    reported: u64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -192,7 +204,11 @@ impl Dataplane {
         })
     }
 
-    pub(super) fn bind(&self, binding: ChannelBinding) -> Result<(), DataplaneError> {
+    pub(super) fn bind(
+        &self,
+        binding: ChannelBinding,
+        tuple: FiveTuple,
+    ) -> Result<(), DataplaneError> {
         let entries_for = |slot| {
             ChannelEntries::new(
                 binding.client,
@@ -259,7 +275,14 @@ impl Dataplane {
             inner.free_slots.push(slot);
             return Err(e);
         }
-        inner.bound.insert(binding, slot);
+        inner.bound.insert(
+            binding,
+            Bound {
+                slot,
+                tuple,
+                reported: 0,
+            },
+        );
         inner.peers.insert(entries.peer_key, binding);
         Ok(())
     }
@@ -284,8 +307,8 @@ impl Dataplane {
         let inner = self.lock();
         let totals = inner.totals()?;
         let mut channels = Vec::with_capacity(inner.bound.len());
-        for (binding, slot) in &inner.bound {
-            let stats = inner.read_slot(&inner.channel_stats, CHANNEL_STATS, *slot)?;
+        for (binding, bound) in &inner.bound {
+            let stats = read_slot(&inner.channel_stats, CHANNEL_STATS, bound.slot)?;
             channels.push(ChannelCounters {
                 binding: *binding,
                 client_to_peer: Traffic {
@@ -304,6 +327,38 @@ impl Dataplane {
             actions: totals.actions,
             channels,
         })
+    }
+
+    /// What the kernel forwarded on each bound channel since the previous call (bytes of
+    /// application data, both directions), for the channels whose allocation `owned` accepts
+    /// (each worker of the relay takes its own allocations'; the others are left for their
+    /// owner). Only channels with new traffic are listed. One syscall per channel taken.
+    pub fn take_traffic(
+        &self,
+        mut owned: impl FnMut(&FiveTuple) -> bool,
+    ) -> Result<Vec<ChannelTraffic>, DataplaneError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut taken = Vec::new();
+        for (binding, bound) in &mut inner.bound {
+            if !owned(&bound.tuple) {
+                continue;
+            }
+            let stats = read_slot(&inner.channel_stats, CHANNEL_STATS, bound.slot)?;
+            let total = stats
+                .client_to_peer_bytes
+                .saturating_add(stats.peer_to_client_bytes);
+            let bytes = total.saturating_sub(bound.reported);
+            bound.reported = total;
+            if bytes > 0 {
+                taken.push(ChannelTraffic {
+                    tuple: bound.tuple,
+                    channel: binding.channel,
+                    bytes,
+                });
+            }
+        }
+        Ok(taken)
     }
 
     /// Runs the program on `frame` with BPF_PROG_TEST_RUN, `repeat` times (at least once), as
@@ -397,7 +452,7 @@ impl Inner {
 
     /// Removes a bound channel's entries (its traffic stays in TOTAL_STATS).
     fn remove(&mut self, binding: &ChannelBinding) -> Result<(), DataplaneError> {
-        let Some(slot) = self.bound.get(binding).copied() else {
+        let Some(slot) = self.bound.get(binding).map(|b| b.slot) else {
             return Ok(());
         };
         let entries = ChannelEntries::new(
@@ -435,7 +490,7 @@ impl Inner {
                 .map_err(|e| map_error(ACTION_STATS, e))?;
             actions.set(action, values.iter().sum());
         }
-        let total = self.read_slot(&self.total_stats, TOTAL_STATS, 0)?;
+        let total = read_slot(&self.total_stats, TOTAL_STATS, 0)?;
         Ok(Totals {
             client_to_peer: Traffic {
                 packets: total.client_to_peer_packets,
@@ -448,19 +503,18 @@ impl Inner {
             actions,
         })
     }
+}
 
-    /// A slot of a per-CPU stats array, summed over CPUs.
-    fn read_slot(
-        &self,
-        map: &PerCpuArray<MapData, ChannelStats>,
-        name: &'static str,
-        slot: u32,
-    ) -> Result<ChannelStats, DataplaneError> {
-        let values = map.get(&slot, 0).map_err(|e| map_error(name, e))?;
-        Ok(values
-            .iter()
-            .fold(ChannelStats::default(), |sum, cpu| sum.plus(*cpu)))
-    }
+/// A slot of a per-CPU stats array, summed over CPUs.
+fn read_slot(
+    map: &PerCpuArray<MapData, ChannelStats>,
+    name: &'static str,
+    slot: u32,
+) -> Result<ChannelStats, DataplaneError> {
+    let values = map.get(&slot, 0).map_err(|e| map_error(name, e))?;
+    Ok(values
+        .iter()
+        .fold(ChannelStats::default(), |sum, cpu| sum.plus(*cpu)))
 }
 
 fn remove_entry<K: aya::Pod, V: aya::Pod>(

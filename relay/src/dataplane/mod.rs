@@ -6,6 +6,10 @@
 //! Event::ChannelUnbound ─► Dataplane::unbind_channel ─► both entries removed (totals keep them)
 //! metrics export        ─► Dataplane::totals         ─► per-CPU counters, summed (per channel:
 //!                                                    Dataplane::counters)
+//! each worker, 1/s      ─► Dataplane::take_traffic   ─► per-channel bytes since the last read,
+//!                                                    charged to the allocations' bandwidth
+//!                                                    budgets (over it: channels unbound until
+//!                                                    the budget recovers; see proto)
 //! drop(Dataplane)       ─► the XDP links are detached: nothing forwards behind the relay
 //! ```
 //!
@@ -295,6 +299,17 @@ pub struct ChannelCounters {
     pub peer_to_client: Traffic,
 }
 
+/// What the kernel forwarded on one channel since the last [`Dataplane::take_traffic`]: to be
+/// charged to its allocation's bandwidth budget (`proto::Server::charge_offloaded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelTraffic {
+    /// The allocation's 5-tuple.
+    pub tuple: FiveTuple,
+    pub channel: u16,
+    /// Application bytes, both directions.
+    pub bytes: u64,
+}
+
 /// Packets per [`Action`], summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ActionCounts([u64; Action::COUNT]);
@@ -392,7 +407,7 @@ impl Dataplane {
         relay: &Relay,
         peer: SocketAddr,
     ) -> Result<(), DataplaneError> {
-        self.bind(ChannelBinding::new(tuple, channel, relay, peer)?)
+        self.bind(ChannelBinding::new(tuple, channel, relay, peer)?, *tuple)
     }
 
     /// Removes a channel (`Event::ChannelUnbound`); its counts are kept in the totals. A

@@ -1,8 +1,10 @@
 //! The dataplane where XDP does not exist: the same API, and `load` says why there is none.
 
 use super::{
-    Attachment, ChannelBinding, Counters, DataplaneError, ProgramStats, TestRun, Totals, XdpConfig,
+    Attachment, ChannelBinding, ChannelTraffic, Counters, DataplaneError, ProgramStats, TestRun,
+    Totals, XdpConfig,
 };
+use crate::proto::FiveTuple;
 
 const WHY: &str = "XDP is a Linux feature";
 
@@ -39,7 +41,11 @@ impl Dataplane {
         Err(DataplaneError::Unsupported(WHY))
     }
 
-    pub(super) fn bind(&self, _binding: ChannelBinding) -> Result<(), DataplaneError> {
+    pub(super) fn bind(
+        &self,
+        _binding: ChannelBinding,
+        _tuple: FiveTuple,
+    ) -> Result<(), DataplaneError> {
         Err(DataplaneError::Unsupported(WHY))
     }
 
@@ -55,6 +61,14 @@ impl Dataplane {
     /// Reads the totals and every bound channel's traffic.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
         Err(DataplaneError::Unsupported(WHY))
+    }
+
+    /// What the kernel forwarded per channel since the last call (nothing, ever).
+    pub fn take_traffic(
+        &self,
+        _owned: impl FnMut(&FiveTuple) -> bool,
+    ) -> Result<Vec<ChannelTraffic>, DataplaneError> {
+        Ok(Vec::new())
     }
 
     /// Runs the program on a frame with BPF_PROG_TEST_RUN.

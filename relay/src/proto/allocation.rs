@@ -30,6 +30,12 @@ pub struct Channel {
 }
 
 /// A token bucket of bytes per second, one second deep.
+///
+/// Userspace asks before relaying ([`Bandwidth::take`]); traffic the kernel already forwarded
+/// is charged after the fact ([`Bandwidth::charge`]) and may put the bucket in debt, at most
+/// one second's worth deep (an allocation's kernel channels are read about once a second, so
+/// that is what can slip past the cap before it is taken out of the kernel; older excess is
+/// not held against it).
 #[derive(Debug, Clone, Copy)]
 pub struct Bandwidth {
     bytes_per_sec: f64,
@@ -47,11 +53,15 @@ impl Bandwidth {
         }
     }
 
-    /// Takes `bytes` from the budget; false (and nothing taken) if over it.
-    pub fn take(&mut self, bytes: usize, now: Instant) -> bool {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.bytes_per_sec).min(self.bytes_per_sec);
-        self.at = now;
+        self.at = self.at.max(now);
+    }
+
+    /// Takes `bytes` from the budget; false (and nothing taken) if over it.
+    pub fn take(&mut self, bytes: usize, now: Instant) -> bool {
+        self.refill(now);
         let bytes = bytes as f64;
         if self.tokens >= bytes {
             self.tokens -= bytes;
@@ -59,6 +69,26 @@ impl Bandwidth {
         } else {
             false
         }
+    }
+
+    /// Charges `bytes` already relayed (by the kernel), in debt if need be.
+    pub fn charge(&mut self, bytes: u64, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - bytes as f64).max(-self.bytes_per_sec);
+    }
+
+    /// Over the budget: in debt.
+    pub fn exceeded(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens < 0.0
+    }
+
+    /// Back to at least half a second's budget: what a throttled allocation waits for before
+    /// its channels return to the kernel. (Traffic above the cap, relayed in userspace, keeps
+    /// the bucket near empty, so it stays out; traffic under the cap lets it fill.)
+    pub fn recovered(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.bytes_per_sec / 2.0
     }
 }
 
@@ -73,6 +103,9 @@ pub struct Allocation {
     pub channels: HashMap<u16, Channel>,
     pub channel_by_peer: HashMap<SocketAddr, u16>,
     pub bandwidth: Option<Bandwidth>,
+    /// Over its bandwidth cap with traffic the kernel forwarded: its channels are out of the
+    /// kernel (relayed in userspace, where the cap is enforced) until the budget recovers.
+    pub throttled: bool,
     /// The Allocate transaction that created it, and its answer (RFC 8656 §7.2: a retransmitted
     /// Allocate gets the same success, another one 437).
     pub allocate_tid: TransactionId,
@@ -100,6 +133,7 @@ impl Allocation {
             channels: HashMap::new(),
             channel_by_peer: HashMap::new(),
             bandwidth,
+            throttled: false,
             allocate_tid,
             allocate_response: Vec::new(),
             tcp: false,
@@ -135,6 +169,22 @@ impl Allocation {
             .get(&number)
             .filter(|c| c.expires > now)
             .map(|c| c.peer)
+    }
+
+    /// The channels the kernel may forward: live, with a live permission for their peer (the
+    /// kernel does not check permissions), and the allocation not throttled.
+    pub fn offloadable(&self, now: Instant) -> Vec<(u16, SocketAddr)> {
+        if self.throttled {
+            return Vec::new();
+        }
+        let mut v: Vec<(u16, SocketAddr)> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.expires > now && self.has_permission(c.peer.ip(), now))
+            .map(|(&n, c)| (n, c.peer))
+            .collect();
+        v.sort_unstable_by_key(|&(n, _)| n);
+        v
     }
 
     /// Takes from the bandwidth budget, if there is one.
@@ -201,5 +251,28 @@ mod tests {
             !b.take(2000, t0 + Duration::from_secs(60)),
             "never more than one second's worth"
         );
+    }
+
+    #[test]
+    fn kernel_traffic_is_charged_into_debt_and_recovers() {
+        let t0 = Instant::now();
+        let mut b = Bandwidth::new(8_000, t0); // 1000 bytes per second
+        b.charge(600, t0);
+        assert!(!b.exceeded(t0), "400 left");
+        assert!(b.take(300, t0), "userspace shares the budget");
+        b.charge(600, t0);
+        assert!(b.exceeded(t0), "500 in debt");
+        assert!(!b.take(1, t0), "nothing relayed in userspace while in debt");
+        // 0.5 s repays the debt, but half a second's budget is needed to recover.
+        let t1 = t0 + Duration::from_millis(600);
+        assert!(!b.exceeded(t1));
+        assert!(!b.recovered(t1));
+        assert!(b.recovered(t0 + Duration::from_millis(1050)));
+        // Debt is at most one second deep: a huge burst is repaid in 1.5 s at most.
+        let t2 = t0 + Duration::from_secs(10);
+        b.charge(1_000_000_000, t2);
+        assert!(b.exceeded(t2));
+        assert!(!b.recovered(t2 + Duration::from_millis(1400)));
+        assert!(b.recovered(t2 + Duration::from_millis(1550)));
     }
 }

@@ -1173,16 +1173,8 @@ impl Server {
             self.by_relay.remove(&r.handle);
             self.events.push_back(Event::ReleaseRelay(r.handle));
         }
-        for (&channel, c) in &a.channels {
-            if let Some(&relay) = a.relay_for(c.peer) {
-                self.events.push_back(Event::ChannelUnbound {
-                    tuple: *tuple,
-                    channel,
-                    relay,
-                    peer: c.peer,
-                });
-            }
-        }
+        let channels: Vec<_> = a.channels.iter().map(|(&n, c)| (n, c.peer)).collect();
+        channel_events(&mut self.events, tuple, &a, &channels, false);
         self.metrics.allocations.dec();
         self.metrics.permissions.sub(a.permissions.len() as i64);
         self.metrics.channels.sub(a.channels.len() as i64);
@@ -1356,10 +1348,18 @@ impl Server {
         };
         let expires = now + self.config.lifetimes.permission;
         if let Some(a) = self.allocations.get_mut(&tuple) {
-            for peer in peers {
+            for peer in &peers {
                 a.permissions.insert(peer.ip(), expires);
             }
             a.cache_response(ctx.header.tid, &out[..len], now);
+            // Channels whose permission had expired go back to the kernel (a refresh of the
+            // others changes nothing there).
+            let channels: Vec<_> = a
+                .offloadable(now)
+                .into_iter()
+                .filter(|(_, p)| peers.iter().any(|q| q.ip() == p.ip()))
+                .collect();
+            channel_events(&mut self.events, &tuple, a, &channels, true);
         }
         self.metrics.permissions.add(fresh.len() as i64);
         action
@@ -1434,14 +1434,9 @@ impl Server {
         a.channel_by_peer.insert(peer, channel);
         a.permissions.insert(peer.ip(), now + lifetimes.permission);
         a.cache_response(ctx.header.tid, &out[..len], now);
-        if let Some(&relay) = a.relay_for(peer) {
-            self.events.push_back(Event::ChannelBound {
-                tuple,
-                channel,
-                relay,
-                peer,
-                expires,
-            });
+        // A throttled allocation's channels return to the kernel when its budget recovers.
+        if !a.throttled {
+            channel_events(&mut self.events, &tuple, a, &[(channel, peer)], true);
         }
         if new_permission {
             self.metrics.permissions.inc();
@@ -1615,20 +1610,37 @@ impl Server {
         }
         let mut unbound = Vec::new();
         for (tuple, a) in &mut self.allocations {
+            // The kernel does not check permissions: a live channel whose permission expires
+            // leaves it (a CreatePermission or ChannelBind brings it back).
+            if !a.throttled {
+                let unpermitted: Vec<_> = a
+                    .channels
+                    .iter()
+                    .filter(|(_, c)| {
+                        c.expires > now
+                            && a.permissions.contains_key(&c.peer.ip())
+                            && !a.has_permission(c.peer.ip(), now)
+                    })
+                    .map(|(&n, c)| (n, c.peer))
+                    .collect();
+                channel_events(&mut self.events, tuple, a, &unpermitted, false);
+            }
+            // Back under the bandwidth cap: the channels return to the kernel.
+            if a.throttled && a.bandwidth.as_mut().is_none_or(|b| b.recovered(now)) {
+                a.throttled = false;
+                let channels = a.offloadable(now);
+                channel_events(&mut self.events, tuple, a, &channels, true);
+                tracing::debug!(
+                    client = %tuple.client,
+                    channels = channels.len(),
+                    "back within the bandwidth cap: channels return to the XDP fast path"
+                );
+            }
             unbound.clear();
             let (permissions, channels) = a.expire(now, &mut unbound);
             self.metrics.permissions.sub(permissions as i64);
             self.metrics.channels.sub(channels as i64);
-            for &(channel, peer) in &unbound {
-                if let Some(&relay) = a.relay_for(peer) {
-                    self.events.push_back(Event::ChannelUnbound {
-                        tuple: *tuple,
-                        channel,
-                        relay,
-                        peer,
-                    });
-                }
-            }
+            channel_events(&mut self.events, tuple, a, &unbound, false);
         }
         for addr in self.ledger.expire_reservations(now) {
             self.events.push_back(Event::ReleaseReserved(addr));
@@ -1638,6 +1650,40 @@ impl Server {
         });
         self.limiter.forget_idle(now);
         self.expire_tcp_connections(now);
+    }
+
+    /// Charges traffic the kernel forwarded on this allocation's channels (both directions,
+    /// application bytes) to its bandwidth budget, as userspace charges what it relays. Over
+    /// the cap, its channels leave the kernel (`ChannelUnbound`; counted as
+    /// `xdpturn_xdp_fallbacks_total{reason="bandwidth"}`), so its traffic is relayed in
+    /// userspace, where the cap is enforced and the excess dropped and counted; [`Server::tick`]
+    /// brings them back once the budget has recovered. An allocation without a cap, or gone,
+    /// is not affected. (Data does not refresh allocations or permissions in TURN, so there is
+    /// no other activity to record.)
+    pub fn charge_offloaded(&mut self, tuple: &FiveTuple, bytes: u64, now: Instant) {
+        let Some(a) = self.allocations.get_mut(tuple) else {
+            return;
+        };
+        let Some(b) = a.bandwidth.as_mut() else {
+            return;
+        };
+        b.charge(bytes, now);
+        if a.throttled || !b.exceeded(now) {
+            return;
+        }
+        let channels = a.offloadable(now);
+        a.throttled = true;
+        let n = channel_events(&mut self.events, tuple, a, &channels, false);
+        self.metrics
+            .xdp_fallbacks
+            .with_label_values(&["bandwidth"])
+            .inc_by(n as u64);
+        tracing::debug!(
+            client = %tuple.client,
+            channels = n,
+            "over the bandwidth cap in the XDP fast path: channels relayed in userspace until \
+             the budget recovers"
+        );
     }
 
     /// A stream client's connection closed: its allocation goes with it (RFC 8656 §3.1).
@@ -1660,6 +1706,42 @@ impl Server {
             self.events.push_back(Event::ReleaseReserved(addr));
         }
     }
+}
+
+/// Tells the kernel fast path that `channels` of allocation `a` are to be forwarded there
+/// (`bound`, a no-op for one already there) or not any more; returns how many events.
+fn channel_events(
+    events: &mut VecDeque<Event>,
+    tuple: &FiveTuple,
+    a: &Allocation,
+    channels: &[(u16, SocketAddr)],
+    bound: bool,
+) -> usize {
+    let mut n = 0;
+    for &(channel, peer) in channels {
+        let Some(&relay) = a.relay_for(peer) else {
+            continue;
+        };
+        events.push_back(if bound {
+            let expires = a.channels.get(&channel).map_or(a.expires, |c| c.expires);
+            Event::ChannelBound {
+                tuple: *tuple,
+                channel,
+                relay,
+                peer,
+                expires,
+            }
+        } else {
+            Event::ChannelUnbound {
+                tuple: *tuple,
+                channel,
+                relay,
+                peer,
+            }
+        });
+        n += 1;
+    }
+    n
 }
 
 /// A time after every reservation's expiry.

@@ -992,6 +992,134 @@ fn quotas_per_user_total_permissions_ports_and_bandwidth() {
     }
 }
 
+fn channel_bind_attrs(channel: u16, peer: &'static str) -> impl Fn(&mut Encoder<'_>) {
+    move |e: &mut Encoder<'_>| {
+        e.add(&ChannelNumber(channel)).expect("ch");
+        e.add(&peer_attr(peer)).expect("peer");
+    }
+}
+
+/// The channel numbers of the fast-path events: (bound, unbound).
+fn channel_events(server: &mut Server) -> (Vec<u16>, Vec<u16>) {
+    let mut seen = (Vec::new(), Vec::new());
+    for e in events(server) {
+        match e {
+            Event::ChannelBound { channel, .. } => seen.0.push(channel),
+            Event::ChannelUnbound { channel, .. } => seen.1.push(channel),
+            _ => {}
+        }
+    }
+    seen
+}
+
+#[test]
+fn kernel_traffic_counts_toward_the_bandwidth_cap() {
+    let mut cfg = config();
+    cfg.quotas.max_bps = 8_000; // 1000 bytes a second
+    let (mut server, metrics, now) = server_with(cfg);
+    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
+    allocate(&mut server, &mut c, now, 4, 50002);
+    let r = response(c.request(
+        &mut server,
+        Method::CHANNEL_BIND,
+        now,
+        &channel_bind_attrs(0x4000, "198.51.100.20:6000"),
+    ));
+    assert_eq!(code(&r), None);
+    assert_eq!(channel_events(&mut server), (vec![0x4000], vec![]));
+    let tuple = c.tuple();
+
+    // Within the budget the channel stays in the kernel.
+    server.charge_offloaded(&tuple, 600, now);
+    server.tick(now);
+    assert_eq!(channel_events(&mut server), (vec![], vec![]));
+    // Over it, it leaves, and says why.
+    server.charge_offloaded(&tuple, 600, now);
+    assert_eq!(channel_events(&mut server), (vec![], vec![0x4000]));
+    assert!(
+        metrics
+            .render()
+            .contains(r#"xdpturn_xdp_fallbacks_total{reason="bandwidth"} 1"#)
+    );
+    // Userspace now enforces the cap: the debt (200 bytes) drops what comes.
+    let (a, _, _) = from_peer(&mut server, 4, "198.51.100.20:6000", &[0; 10], now);
+    assert_eq!(a, Action::None);
+    assert_eq!(
+        metrics.dropped_count(Transport::Udp, DropReason::BandwidthExceeded),
+        1
+    );
+    // What the kernel forwarded before it was unbound is charged too, without a second unbind.
+    server.charge_offloaded(&tuple, 100, now);
+    assert_eq!(channel_events(&mut server), (vec![], vec![]));
+    // A refresh of the channel while over the cap keeps it out of the kernel.
+    let t1 = now + Duration::from_millis(500);
+    let r = response(c.request(
+        &mut server,
+        Method::CHANNEL_BIND,
+        t1,
+        &channel_bind_attrs(0x4000, "198.51.100.20:6000"),
+    ));
+    assert_eq!(code(&r), None);
+    // Half a second later the debt (300) is repaid, but less than half a second's budget is
+    // there: it stays in userspace, which relays within the budget.
+    server.tick(t1);
+    assert_eq!(channel_events(&mut server), (vec![], vec![]));
+    let (a, _, _) = from_peer(&mut server, 4, "198.51.100.20:6000", &[0; 150], t1);
+    assert!(matches!(a, Action::ToClient { .. }), "{a:?}");
+    // Recovered: back to the kernel.
+    let t2 = now + Duration::from_millis(1100);
+    server.tick(t2);
+    assert_eq!(channel_events(&mut server), (vec![0x4000], vec![]));
+
+    // An allocation without a cap is never taken out.
+    let (mut server, _, now) = server_with(config());
+    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
+    allocate(&mut server, &mut c, now, 4, 50002);
+    let r = response(c.request(
+        &mut server,
+        Method::CHANNEL_BIND,
+        now,
+        &channel_bind_attrs(0x4000, "198.51.100.20:6000"),
+    ));
+    assert_eq!(code(&r), None);
+    let _ = events(&mut server);
+    server.charge_offloaded(&c.tuple(), 1 << 40, now);
+    server.tick(now);
+    assert_eq!(channel_events(&mut server), (vec![], vec![]));
+}
+
+#[test]
+fn a_channel_leaves_the_kernel_with_its_permission() {
+    let (mut server, _, now) = server_with(config());
+    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
+    allocate(&mut server, &mut c, now, 4, 50002);
+    let r = response(c.request(
+        &mut server,
+        Method::CHANNEL_BIND,
+        now,
+        &channel_bind_attrs(0x4000, "198.51.100.20:6000"),
+    ));
+    assert_eq!(code(&r), None);
+    assert_eq!(channel_events(&mut server), (vec![0x4000], vec![]));
+    // The permission (300 s) expires before the channel (600 s): the kernel, which does not
+    // check permissions, must not relay the peer's datagrams any more than userspace does.
+    let t1 = now + Duration::from_secs(301);
+    server.tick(t1);
+    assert_eq!(channel_events(&mut server), (vec![], vec![0x4000]));
+    let (a, _, _) = from_peer(&mut server, 4, "198.51.100.20:6000", b"late", t1);
+    assert_eq!(a, Action::None);
+    server.tick(t1 + Duration::from_secs(1));
+    assert_eq!(channel_events(&mut server), (vec![], vec![]), "once");
+    // A new permission brings it back.
+    let r = response(c.request(&mut server, Method::CREATE_PERMISSION, t1, &|e| {
+        e.add(&peer_attr("198.51.100.20:1")).expect("p")
+    }));
+    assert_eq!(code(&r), None);
+    assert_eq!(channel_events(&mut server), (vec![0x4000], vec![]));
+    let (a, _, _) = from_peer(&mut server, 4, "198.51.100.20:6000", b"again", t1);
+    assert!(matches!(a, Action::ToClient { .. }), "{a:?}");
+}
+
 #[test]
 fn even_port_reservation_token_round_trip() {
     let (mut server, _, now) = server_with(config());
