@@ -824,3 +824,95 @@ fn relay_exit_on_sigterm_leaves_no_forwarding() {
 fn relay_exit_on_sigkill_leaves_no_forwarding() {
     relay_exit_leaves_nothing("KILL");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kernel traffic counts toward the bandwidth cap.
+
+#[test]
+fn over_the_bandwidth_cap_a_channel_leaves_the_kernel_until_the_budget_recovers() {
+    // 80 kbit/s: 10,000 bytes a second for the allocation, both directions together.
+    let (topo, _relay, session, _, (c2p, p2c)) = offloaded_session("w", &["--max-bps", "80000"]);
+    let r = topo.relay();
+    let in_maps = |n| map_entries(r, c2p) == Some(n) && map_entries(r, p2c) == Some(n);
+    let fallbacks = || metric(r, r#"xdpturn_xdp_fallbacks_total{reason="bandwidth"}"#);
+    let dropped = || {
+        metric(
+            r,
+            r#"xdpturn_dropped_packets_total{reason="bandwidth_exceeded",transport="udp"}"#,
+        )
+    };
+    assert!(in_maps(1), "within the cap, the channel is in the kernel");
+    assert_eq!(fallbacks(), 0.0);
+
+    // 100 kB within a few milliseconds (ten at a time, so that the peer's socket buffer keeps
+    // up): the kernel forwards it all (the cap is not in the kernel) ...
+    let burst = vec![0x5a; 1000];
+    let (xdp_before, _) = xdp_relayed(r);
+    let mut buf = [0u8; 1500];
+    let mut received = 0;
+    for _ in 0..10 {
+        for _ in 0..10 {
+            session
+                .client
+                .socket
+                .send_to(&channel_data(CHANNEL, &burst), session.client.server)
+                .expect("send");
+        }
+        for _ in 0..10 {
+            let Ok(len) = session.peer.recv(&mut buf) else {
+                break;
+            };
+            assert_eq!(len, burst.len());
+            received += 1;
+        }
+    }
+    assert_eq!(received, 100, "zero loss while in the kernel");
+    // ... and the relay, reading the channel's kernel counters, charges it to the allocation:
+    // over the cap, the channel leaves the maps while the allocation lives on.
+    assert!(
+        eventually(Duration::from_secs(4), || in_maps(0)),
+        "the channel stayed in the kernel over the cap"
+    );
+    assert_eq!(fallbacks(), 1.0);
+    let (xdp_after, _) = xdp_relayed(r);
+    assert!(
+        xdp_after - xdp_before >= 90.0,
+        "the burst went through XDP: {xdp_before} → {xdp_after}"
+    );
+
+    // Now userspace relays it, and enforces the cap: the allocation is in debt, so another
+    // burst is dropped and counted, not relayed.
+    let dropped_before = dropped();
+    for _ in 0..30 {
+        session
+            .client
+            .socket
+            .send_to(&channel_data(CHANNEL, &burst), session.client.server)
+            .expect("send");
+    }
+    let mut received = 0;
+    while session.peer.recv(&mut buf).is_ok() {
+        received += 1;
+    }
+    assert!(received <= 10, "{received} of 30 relayed over the cap");
+    assert!(
+        eventually(Duration::from_secs(2), || dropped() - dropped_before
+            >= 20.0),
+        "the excess is dropped and counted: {dropped_before} → {}",
+        dropped()
+    );
+    assert_eq!(xdp_relayed(r).0, xdp_after, "nothing more in the kernel");
+
+    // Quiet: the budget recovers and the channel returns to the kernel, which forwards again.
+    assert!(
+        eventually(Duration::from_secs(6), || in_maps(1)),
+        "the channel did not return to the kernel"
+    );
+    assert_eq!(session.round_trips(20), 20, "zero loss");
+    assert!(
+        eventually(Duration::from_secs(3), || xdp_relayed(r).0 - xdp_after
+            >= 18.0),
+        "forwarded by XDP again: {xdp_after} → {}",
+        xdp_relayed(r).0
+    );
+}

@@ -22,7 +22,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use relay::dataplane::{
-    Action, ChannelBinding, Dataplane, DataplaneError, PROGRAM_BUILT, Traffic, XdpConfig, XdpMode,
+    Action, ChannelBinding, ChannelTraffic, Dataplane, DataplaneError, PROGRAM_BUILT, Traffic,
+    XdpConfig, XdpMode,
 };
 use relay::proto::allocation::Relay;
 use relay::proto::{FiveTuple, RelayHandle, Transport};
@@ -145,6 +146,9 @@ fn topology() -> Netns {
         ns.ip(&format!(
             "link add {name}0 address {mac} type veth peer name {name}1"
         ));
+        // The far ends only keep the links up: without IPv6 there they send nothing of their
+        // own (MLD reports, router and neighbour solicitations) that the program would count.
+        ns.sysctl(&format!("net.ipv6.conf.{name}1.disable_ipv6=1"));
         ns.ip(&format!("link set {name}0 up"));
         ns.ip(&format!("link set {name}1 up"));
     }
@@ -1093,6 +1097,27 @@ fn the_maps_follow_bind_refresh_unbind_and_fill_up() {
             run(&dp, "xp0", &c.sent_by_peer(b"back", Opts::default())).0,
             XDP_REDIRECT
         );
+        // What the channel forwarded since the last read, both directions, for the caller
+        // that owns its allocation (what the relay charges to bandwidth budgets).
+        assert_eq!(dp.take_traffic(|_| false).unwrap(), [], "not the caller's");
+        assert_eq!(
+            dp.take_traffic(|t| *t == c.tuple()).unwrap(),
+            [ChannelTraffic {
+                tuple: c.tuple(),
+                channel: c.channel,
+                bytes: 8
+            }]
+        );
+        assert_eq!(dp.take_traffic(|_| true).unwrap(), [], "nothing new");
+        assert_eq!(run(&dp, "xc0", &frame).0, XDP_REDIRECT);
+        assert_eq!(
+            dp.take_traffic(|_| true).unwrap(),
+            [ChannelTraffic {
+                tuple: c.tuple(),
+                channel: c.channel,
+                bytes: 4
+            }]
+        );
 
         dp.unbind_channel(&c.tuple(), c.channel, &c.relay(), c.peer)
             .unwrap();
@@ -1110,8 +1135,8 @@ fn the_maps_follow_bind_refresh_unbind_and_fill_up() {
         assert_eq!(
             counters.client_to_peer,
             Traffic {
-                packets: 1,
-                bytes: 4
+                packets: 2,
+                bytes: 8
             }
         );
         assert_eq!(
