@@ -227,7 +227,9 @@ pub enum Event {
     ReleaseRelay(RelayHandle),
     /// Close the socket held for a reservation that expired unused.
     ReleaseReserved(SocketAddr),
-    /// A channel was bound or refreshed until `expires` (what a kernel fast path mirrors).
+    /// A channel was bound or refreshed until `expires`, or may be forwarded by a kernel fast
+    /// path again (its permission is back, its allocation is within its bandwidth cap again):
+    /// what a kernel fast path mirrors. Repeats for a channel already there are refreshes.
     ChannelBound {
         tuple: FiveTuple,
         channel: u16,
@@ -237,7 +239,9 @@ pub enum Event {
     },
     /// Close peer data connection `id` (and its client data connection, if bound).
     CloseTcp(u32),
-    /// A channel ended (expiry or allocation deletion).
+    /// A channel ended (expiry or allocation deletion), or must not be forwarded by a kernel
+    /// fast path for now (its permission expired, its allocation is over its bandwidth cap):
+    /// userspace relays it, or drops its data, as the protocol says. Repeats are harmless.
     ChannelUnbound {
         tuple: FiveTuple,
         channel: u16,
