@@ -39,6 +39,13 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 const RECV_BATCH: usize = 8;
 /// Each receive buffer holds one GRO train (at most 64 KiB).
 const RECV_BUF: usize = 65_536;
+/// Datagrams read from a relay socket per recvmmsg call.
+const PEER_BATCH: usize = 4;
+/// recvmmsg calls on one relay socket before it lets the worker's other tasks run.
+const PEER_BUDGET: usize = 16;
+/// One peer datagram's buffer: room for the ChannelData header in front (the datagram is
+/// framed in place) and for stream padding behind.
+const PEER_FRAME: usize = PEER_HEADROOM + MAX_MESSAGE_LEN + PEER_TAILROOM;
 /// Frames queued towards one stream client before more are dropped.
 const STREAM_QUEUE: usize = 512;
 /// A TLS client must finish its handshake within this long.
@@ -409,6 +416,7 @@ struct RelaySocket {
 
 /// Buffers shared by everything in one worker: used only between awaits.
 struct Buffers {
+    /// [`PEER_BATCH`] frames of [`PEER_FRAME`] bytes.
     peer: Vec<u8>,
     out: Vec<u8>,
 }
@@ -423,6 +431,11 @@ struct Worker {
     /// Streams whose last request was a successful ConnectionBind: become pipes.
     splice_requests: RefCell<HashMap<FiveTuple, u32>>,
     bufs: RefCell<Buffers>,
+    /// Reads relay sockets in batches. quinn-udp's `recv` is a plain `recvmmsg` that keeps no
+    /// state of the socket it reads, so one state serves them all; it is made on a throwaway
+    /// socket so that no relay socket gets the options `UdpSocketState::new` sets (GRO, and a
+    /// DF policy that RFC 8656's DONT-FRAGMENT leaves to the client).
+    peer_recv: UdpSocketState,
     generation: Cell<u64>,
 }
 
@@ -456,8 +469,11 @@ async fn run_worker(
     for (addr, t) in tls_sockets {
         tls_tcp.push((addr, TcpListener::from_std(t)?));
     }
+    let throwaway = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let peer_recv = UdpSocketState::new((&std::net::UdpSocket::from(throwaway)).into())?;
     let worker = Rc::new(Worker {
         server: RefCell::new(server),
+        peer_recv,
         generation: Cell::new(shared.control.generation.load(Ordering::Acquire)),
         shared,
         udp,
@@ -466,7 +482,7 @@ async fn run_worker(
         next_handle: Cell::new(1),
         splice_requests: RefCell::new(HashMap::new()),
         bufs: RefCell::new(Buffers {
-            peer: vec![0u8; PEER_HEADROOM + MAX_MESSAGE_LEN + PEER_TAILROOM],
+            peer: vec![0u8; PEER_BATCH * PEER_FRAME],
             out: vec![0u8; MAX_MESSAGE_LEN + 64],
         }),
     });
@@ -812,18 +828,25 @@ async fn serve_udp(worker: Rc<Worker>, index: usize) {
         if listener.socket.readable().await.is_err() {
             return;
         }
+        // A short batch clears the readiness at once, as in `serve_relay`.
+        let mut short = 0;
         let received = {
             let mut slices: Vec<IoSliceMut<'_>> =
                 storage.chunks_mut(RECV_BUF).map(IoSliceMut::new).collect();
             listener.socket.try_io(tokio::io::Interest::READABLE, || {
-                listener
+                let n = listener
                     .state
-                    .recv((&listener.socket).into(), &mut slices, &mut meta)
+                    .recv((&listener.socket).into(), &mut slices, &mut meta)?;
+                if n < RECV_BATCH {
+                    short = n;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
             })
         };
         let n = match received {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => short,
             Err(e) => {
                 tracing::debug!(err = %e, "UDP receive");
                 continue;
@@ -887,38 +910,82 @@ fn trace_action(inbound: &Inbound<'_>, action: &Action, out: &[u8]) {
     }
 }
 
-/// Reads one relay socket: datagrams from peers.
+/// Reads one relay socket: datagrams from peers, [`PEER_BATCH`] per `recvmmsg`.
+///
+/// A batch shorter than [`PEER_BATCH`] means the socket's queue was empty when it was read, so
+/// the socket's readiness is cleared then and there (by answering `WouldBlock` to `try_io`)
+/// instead of by one more read that would only return EAGAIN: at media rates most wake-ups
+/// bring one datagram, and that extra read cost one syscall per wake-up. The clear is
+/// race-free: tokio clears only the readiness it handed out, so a datagram that arrived after
+/// the read (epoll is edge-triggered: every arrival is a new event) wakes the task again.
 async fn serve_relay(worker: Rc<Worker>, handle: RelayHandle, socket: Rc<UdpSocket>) {
+    let mut meta = [RecvMeta::default(); PEER_BATCH];
     loop {
         if socket.readable().await.is_err() {
             return;
         }
-        // Drain what is there, a bounded amount at a time so one busy peer cannot starve the rest.
-        for _ in 0..64 {
-            let mut bufs = worker.bufs.borrow_mut();
-            let Buffers { peer, out } = &mut *bufs;
-            let end = peer.len() - PEER_TAILROOM;
-            let (len, from) = match socket.try_recv_from(&mut peer[PEER_HEADROOM..end]) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => break,
-            };
-            let now = Instant::now();
-            let action = worker
-                .server
-                .borrow_mut()
-                .handle_peer(handle, from, peer, len, now, out);
-            let reply_to = FiveTuple {
-                transport: Transport::Udp,
-                client: from,
-                server: from,
-            };
-            worker.apply(action, peer, out, &reply_to);
-            drop(bufs);
-            worker.apply_events();
+        // Bounded work per wake-up, so that one busy peer cannot starve the rest.
+        let mut budget = PEER_BUDGET;
+        while relay_batch(&worker, handle, &socket, &mut meta) {
+            budget -= 1;
+            if budget == 0 {
+                tokio::task::yield_now().await;
+                budget = PEER_BUDGET;
+            }
         }
-        tokio::task::yield_now().await;
     }
+}
+
+/// One `recvmmsg` on a relay socket and its datagrams through the core; false when the
+/// socket's queue is empty (its readiness then cleared).
+fn relay_batch(
+    worker: &Rc<Worker>,
+    handle: RelayHandle,
+    socket: &UdpSocket,
+    meta: &mut [RecvMeta; PEER_BATCH],
+) -> bool {
+    let mut bufs = worker.bufs.borrow_mut();
+    let Buffers { peer, out } = &mut *bufs;
+    let mut short = 0;
+    let read = socket.try_io(tokio::io::Interest::READABLE, || {
+        let mut frames = peer.chunks_exact_mut(PEER_FRAME);
+        let mut slices: [IoSliceMut<'_>; PEER_BATCH] = std::array::from_fn(|_| {
+            let frame = frames.next().unwrap_or_default();
+            let end = frame.len().saturating_sub(PEER_TAILROOM);
+            IoSliceMut::new(frame.get_mut(PEER_HEADROOM..end).unwrap_or_default())
+        });
+        // The relay socket never had UDP_GRO turned on (only the listeners have a
+        // `UdpSocketState` of their own), so every entry is one datagram.
+        let n = worker.peer_recv.recv(socket.into(), &mut slices, meta)?;
+        if n < PEER_BATCH {
+            short = n;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    let (n, more) = match read {
+        Ok(n) => (n, true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => (short, false),
+        Err(e) => {
+            tracing::debug!(err = %e, "relay socket receive");
+            (0, true)
+        }
+    };
+    let now = Instant::now();
+    for (m, frame) in meta.iter().take(n).zip(peer.chunks_exact_mut(PEER_FRAME)) {
+        let action = worker
+            .server
+            .borrow_mut()
+            .handle_peer(handle, m.addr, frame, m.len, now, out);
+        let reply_to = FiveTuple {
+            transport: Transport::Udp,
+            client: m.addr,
+            server: m.addr,
+        };
+        worker.apply(action, frame, out, &reply_to);
+        worker.apply_events();
+    }
+    more
 }
 
 async fn serve_tcp(worker: Rc<Worker>, addr: SocketAddr, listener: TcpListener) {
