@@ -1400,7 +1400,10 @@ impl Server {
         };
         let a = &self.allocations[&tuple];
         // RFC 8656 §11.2: a channel is bound to one peer and a peer to one channel; rebinding the
-        // same pair refreshes it.
+        // same pair refreshes it. The 5-minute wait after a binding expires before its number or
+        // its peer is bound otherwise (§12) is a MUST on the client, not checked here: nothing of
+        // the server depends on it (the expired binding, and its kernel entry, are gone), and
+        // refusing would only break a client that got it wrong.
         if a.channels.get(&channel).is_some_and(|c| c.peer != peer)
             || a.channel_by_peer.get(&peer).is_some_and(|&n| n != channel)
         {
