@@ -1,0 +1,667 @@
+//! `cargo xtask bench-xdp` runs this after the BPF_PROG_TEST_RUN figures (root, release build):
+//! relayed packets per CPU-second, end to end, for our relay with XDP (native), our relay in
+//! userspace only, and coturn's turnserver, one after the other on the same topology.
+//!
+//! client ns ⇄ relay ns ⇄ peer ns over two veth pairs, every veth end with NAPI (GRO on) in
+//! threaded mode, so that receive work runs in kernel threads that can be pinned: the relay's two
+//! ends on the relay core, the client's and the peer's on the sender core. The relay process is
+//! pinned to the relay core (`taskset`). A sender thread on the other core allocates through the
+//! relay (long-term credentials), binds a channel to a UDP sink in the peer namespace, checks a
+//! few packets arrive intact, then sends ChannelData with sendmmsg, flat out or at a fixed rate,
+//! for a fixed time. Delivered = the peer interface's rx_packets. CPU = elapsed minus idle and
+//! iowait of each core in /proc/stat (idle time is measured, not sampled: this VM's tick clock
+//! undercounts per-process time), so the softirq and NAPI work of the relaying is counted, which
+//! for the XDP path is all of it.
+//!
+//! The machine may be shared and noisy: the figures are printed, not asserted. Asserted: every
+//! path delivered packets, and the XDP path's kernel counters carried them.
+
+mod common;
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::io::IoSlice;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::turn::TurnClient;
+use common::{Guard, TempDir, http_get, relay_bin, require};
+use netns::{Netns, must, short_id};
+use relay::dataplane::PROGRAM_BUILT;
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
+
+const REALM: &str = "example.org";
+const USER: &str = "alice";
+const PASSWORD: &str = "wonderland";
+const CLIENT_IP: &str = "10.78.1.1";
+const LISTEN: &str = "10.78.1.2:3478";
+const RELAY_IP: &str = "10.78.2.2";
+const PEER: &str = "10.78.2.1:5000";
+const METRICS: &str = "127.0.0.1:9641";
+const CHANNEL: u16 = 0x4000;
+/// Application bytes per packet (ChannelData adds 4).
+const DATA_LEN: usize = 100;
+/// Datagrams per sendmmsg call.
+const BATCH: usize = 64;
+/// The relay's and every NAPI thread's nice value, the same for every path: other work on a
+/// shared machine delays the relaying less, and the peer's receive goes before the sender.
+const NICE: i32 = -10;
+
+/// From the environment, as `cargo xtask bench-xdp` passes them.
+struct Settings {
+    secs: f64,
+    /// Offered packets per second, one round of the three paths each; 0 sends flat out.
+    rates: Vec<u64>,
+    relay_cpu: usize,
+    sender_cpu: usize,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        }
+        Settings {
+            secs: var("XDPTURN_BENCH_SECS", 8.0_f64).clamp(1.0, 60.0),
+            rates: std::env::var("XDPTURN_BENCH_PPS")
+                .unwrap_or_else(|_| "0".into())
+                .split(',')
+                .map(|r| {
+                    r.trim()
+                        .parse()
+                        .expect("XDPTURN_BENCH_PPS: rates, comma-separated")
+                })
+                .collect(),
+            relay_cpu: var("XDPTURN_BENCH_RELAY_CPU", 1),
+            sender_cpu: var("XDPTURN_BENCH_SENDER_CPU", 0),
+        }
+    }
+}
+
+/// The three namespaces and the four veth ends: client `c` ⇄ `ra` relay `rb` ⇄ `p` peer.
+struct Topology {
+    client: Netns,
+    relay: Netns,
+    peer: Netns,
+    c: String,
+    ra: String,
+    rb: String,
+    p: String,
+}
+
+impl Topology {
+    fn new() -> Topology {
+        let id = short_id();
+        let t = Topology {
+            client: Netns::new("bench-client"),
+            relay: Netns::new("bench-relay"),
+            peer: Netns::new("bench-peer"),
+            c: format!("xb{id}c"),
+            ra: format!("xb{id}ra"),
+            rb: format!("xb{id}rb"),
+            p: format!("xb{id}p"),
+        };
+        t.client.veth(&t.c, &t.relay, &t.ra);
+        t.relay.veth(&t.rb, &t.peer, &t.p);
+        t.client.ip(&format!("addr add {CLIENT_IP}/24 dev {}", t.c));
+        t.relay.ip(&format!("addr add 10.78.1.2/24 dev {}", t.ra));
+        t.relay.ip(&format!("addr add {RELAY_IP}/24 dev {}", t.rb));
+        t.peer.ip(&format!("addr add 10.78.2.1/24 dev {}", t.p));
+        for (ns, dev) in t.ends() {
+            ns.ip(&format!("link set {dev} up mtu 1500"));
+            // Checksums computed in full by the senders: XDP rewrites them incrementally.
+            ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
+            // GRO gives a veth end NAPI (a ring and a poll loop) without XDP, so every path
+            // receives the same way and a redirected frame has somewhere to land.
+            ns.exec(&["ethtool", "-K", dev, "gro", "on"]);
+            ns.write_sys(dev, "threaded", "1");
+        }
+        t.client.ip("route add default via 10.78.1.2");
+        t.peer.ip(&format!("route add default via {RELAY_IP}"));
+        // bpf_fib_lookup needs forwarding on in the relay's namespace.
+        t.relay.sysctl("net.ipv4.ip_forward=1");
+        t
+    }
+
+    fn ends(&self) -> [(&Netns, &str); 4] {
+        [
+            (&self.client, &self.c),
+            (&self.relay, &self.ra),
+            (&self.relay, &self.rb),
+            (&self.peer, &self.p),
+        ]
+    }
+
+    /// Pins each end's NAPI thread: the relay's ends to the relay core, the others to the
+    /// sender core. Attaching or detaching XDP may re-create the threads, so this runs before
+    /// every measurement. Returns the relay's NAPI threads and how many were pinned in all.
+    fn pin_napi(&self, s: &Settings) -> (Vec<u32>, usize) {
+        let (mut relay, mut pinned) = (Vec::new(), 0);
+        for (ns, dev) in self.ends() {
+            ns.write_sys(dev, "threaded", "1");
+            let relay_side = dev == self.ra || dev == self.rb;
+            let cpu = if relay_side {
+                s.relay_cpu
+            } else {
+                s.sender_cpu
+            };
+            for pid in napi_threads(dev) {
+                must("taskset", &["-pc", &cpu.to_string(), &pid.to_string()]);
+                // Ahead of the sender (the peer's receive goes first, so what the relay sends
+                // is not lost for want of a CPU there) and of other work on a shared machine.
+                let tid = rustix::process::Pid::from_raw(pid as i32);
+                rustix::process::setpriority_process(tid, NICE).expect("setpriority");
+                pinned += 1;
+                if relay_side {
+                    relay.push(pid);
+                }
+            }
+        }
+        (relay, pinned)
+    }
+
+    /// Each end's /proc/net/dev counters (rx bytes, packets, errs, drop, ..., tx bytes at 8).
+    fn dev_stats(&self) -> [Vec<u64>; 4] {
+        self.ends().map(|(ns, dev)| {
+            ns.enter(|| {
+                // /proc/thread-self/net is this thread's namespace's.
+                let text = std::fs::read_to_string("/proc/thread-self/net/dev").expect("net/dev");
+                text.lines()
+                    .find_map(|l| {
+                        let (name, rest) = l.split_once(':')?;
+                        (name.trim() == dev).then(|| {
+                            rest.split_whitespace()
+                                .map(|v| v.parse().unwrap_or(0))
+                                .collect()
+                        })
+                    })
+                    .expect("interface in /proc/net/dev")
+            })
+        })
+    }
+
+    /// A series of the relay's metrics, 0 when absent or while the relay is starting.
+    fn metric(&self, series: &str) -> f64 {
+        let addr: SocketAddr = METRICS.parse().expect("addr");
+        let body = self.relay.enter(|| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                .is_ok()
+                .then(|| http_get(addr, "/metrics").1)
+                .unwrap_or_default()
+        });
+        body.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// PIDs of the NAPI kernel threads of `dev` (`napi/<dev>-<id>`, cut to 15 characters).
+fn napi_threads(dev: &str) -> Vec<u32> {
+    let prefix = format!("napi/{dev}-");
+    let prefix = &prefix[..prefix.len().min(15)];
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if std::fs::read_to_string(entry.path().join("comm"))
+            .is_ok_and(|comm| comm.trim_end().starts_with(prefix))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// One core's counters from /proc/stat, in ticks.
+#[derive(Clone, Copy, Default)]
+struct CpuTicks {
+    /// idle + iowait.
+    idle: u64,
+    /// user + nice + system + irq + softirq + steal, as sampled by the tick.
+    busy: u64,
+    softirq: u64,
+}
+
+fn cpu_ticks(cpu: usize) -> CpuTicks {
+    let text = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let name = format!("cpu{cpu}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&name))
+        .unwrap_or_else(|| panic!("no {name} in /proc/stat"));
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    CpuTicks {
+        idle: f[3] + f[4],
+        busy: f[0] + f[1] + f[2] + f[5] + f[6] + f[7],
+        softirq: f[6],
+    }
+}
+
+/// CPU time the scheduler measured (ns, not sampled) for `pid`'s threads: /proc/PID/task/*/
+/// schedstat. A NAPI thread's time is its receive work, XDP included.
+fn task_runtime(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100.0)
+}
+
+fn pin_current_thread(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    Xdp,
+    Userspace,
+    Coturn,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Xdp => "xdpturn XDP (native)",
+            Path::Userspace => "xdpturn userspace",
+            Path::Coturn => "coturn",
+        }
+    }
+}
+
+/// Starts the server for `path` in the relay namespace, pinned to the relay core.
+fn start(path: Path, topo: &Topology, s: &Settings, dir: &TempDir) -> Guard {
+    let log = std::fs::File::create(dir.path().join(format!("{path:?}.log"))).expect("log file");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &topo.relay.name])
+        .args(["nice", "-n", &NICE.to_string()])
+        .args(["taskset", "-c", &s.relay_cpu.to_string()]);
+    match path {
+        Path::Xdp | Path::Userspace => {
+            cmd.arg(relay_bin())
+                .args(["--listen", LISTEN, "--metrics-listen", METRICS])
+                .args(["--realm", REALM, "--user", &format!("{USER}:{PASSWORD}")])
+                .args(["--relay-ip", RELAY_IP, "--allow-peer", "10.78.2.0/24"])
+                .args(["--min-port", "40000", "--max-port", "40999"])
+                .args(["--workers", "1", "--software", "", "--drain-timeout", "0"]);
+            if path == Path::Xdp {
+                cmd.args(["--xdp-interface", &topo.ra, "--xdp-interface", &topo.rb])
+                    .args(["--xdp-mode", "native"]);
+            }
+        }
+        Path::Coturn => {
+            cmd.arg("turnserver")
+                .current_dir(dir.path())
+                .args(["-n", "--no-cli", "--no-tls", "--no-dtls"])
+                .args(["--log-file", "stdout", "--simple-log"])
+                .args(["--listening-ip", "10.78.1.2", "--listening-port", "3478"])
+                .args(["--relay-ip", RELAY_IP, "--allowed-peer-ip", "10.78.2.1"])
+                .args(["--min-port", "40000", "--max-port", "40999"])
+                .args(["--lt-cred-mech", "--realm", REALM])
+                .args(["--user", &format!("{USER}:{PASSWORD}")])
+                // One relay thread, as ours runs one worker on its one core.
+                .args(["--relay-threads", "1", "--no-software-attribute"])
+                .arg("--db")
+                .arg(dir.path().join("turndb.sqlite"))
+                .arg("--pidfile")
+                .arg(dir.path().join("turnserver.pid"));
+        }
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    Guard(child)
+}
+
+fn log_tail(dir: &TempDir, path: Path) -> String {
+    let text =
+        std::fs::read_to_string(dir.path().join(format!("{path:?}.log"))).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Allocates and binds the channel from the client namespace, retrying with a fresh socket
+/// (coturn ignores a 5-tuple whose first datagram came while it was starting) until `deadline`.
+fn allocate(topo: &Topology, deadline: Instant) -> (TurnClient, SocketAddr) {
+    let server: SocketAddr = LISTEN.parse().expect("addr");
+    let peer: SocketAddr = PEER.parse().expect("addr");
+    loop {
+        let attempt = topo.client.enter(|| {
+            let mut client =
+                TurnClient::new(server, &format!("{CLIENT_IP}:0"), USER, PASSWORD, REALM);
+            client
+                .socket
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+            let relayed = client.allocate().ok()?;
+            (client.channel_bind(CHANNEL, peer).is_none()).then_some((client, relayed))
+        });
+        if let Some(done) = attempt {
+            return done;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no allocation and channel through the relay"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn channel_data(data: &[u8]) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(4 + data.len());
+    packet.extend_from_slice(&CHANNEL.to_be_bytes());
+    packet.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    packet.extend_from_slice(data);
+    packet
+}
+
+/// Sends `packet` on the connected `socket` from a thread pinned to `cpu` for `secs`, at `pps`
+/// (0: flat out). Returns the datagrams the kernel took and the time it took.
+fn blast(socket: &UdpSocket, packet: &[u8], s: &Settings, pps: u64) -> (u64, Duration) {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                pin_current_thread(s.sender_cpu);
+                let iov = [IoSlice::new(packet)];
+                let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> =
+                    (0..BATCH).map(|_| SendAncillaryBuffer::default()).collect();
+                let mut msgs: Vec<MMsgHdr<'_>> =
+                    controls.iter_mut().map(|c| MMsgHdr::new(&iov, c)).collect();
+                let length = Duration::from_secs_f64(s.secs);
+                let start = Instant::now();
+                let mut sent = 0u64;
+                loop {
+                    let now = Instant::now();
+                    if now - start >= length {
+                        break (sent, now - start);
+                    }
+                    if pps > 0 {
+                        let due = start + Duration::from_secs_f64(sent as f64 / pps as f64);
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                    }
+                    // A full veth ring refuses some (ENOBUFS): they count as not offered.
+                    if let Ok(n) = sendmmsg(socket, &mut msgs, SendFlags::empty()) {
+                        sent += n as u64;
+                    }
+                }
+            })
+            .join()
+            .expect("sender")
+    })
+}
+
+struct Figures {
+    path: Path,
+    offered_pps: f64,
+    delivered_pps: f64,
+    /// Seconds of sending.
+    took: f64,
+    loss: f64,
+    relay_cpu_s: f64,
+    tasks_cpu_s: f64,
+    sender_cpu_s: f64,
+}
+
+/// One path: start its server, allocate, check a few packets, measure, stop it.
+fn measure(
+    path: Path,
+    topo: &Topology,
+    sink: &UdpSocket,
+    s: &Settings,
+    pps: u64,
+    hz: f64,
+) -> Figures {
+    let dir = TempDir::new("xdp-bench");
+    let server = start(path, topo, s, &dir);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    if path == Path::Xdp {
+        while topo.metric("xdpturn_xdp_attached") != 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not attach XDP in native mode:\n{}",
+                log_tail(&dir, path)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let (client, relayed) = allocate(topo, deadline);
+    client.socket.connect(client.server).expect("connect");
+
+    // A few packets, checked at the peer: the first ones also resolve the neighbours (the XDP
+    // program passes a packet up while its next hop is unknown).
+    let data: Vec<u8> = (0..DATA_LEN).map(|i| i as u8).collect();
+    let packet = channel_data(&data);
+    sink.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    for i in 0..20 {
+        client.socket.send(&packet).expect("send");
+        let (n, from) = sink.recv_from(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "{}: packet {i} did not reach the peer: {e}\n{}",
+                path.name(),
+                log_tail(&dir, path)
+            )
+        });
+        assert_eq!(&buf[..n], &data[..], "{}: payload", path.name());
+        assert_eq!(from, relayed, "{}: source address", path.name());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (napi, pinned) = topo.pin_napi(s);
+    let relay_tasks = || -> u64 {
+        task_runtime(server.0.id()) + napi.iter().map(|&t| task_runtime(t)).sum::<u64>()
+    };
+    let napi_runtime = || -> u64 { napi.iter().map(|&t| task_runtime(t)).sum::<u64>() };
+    let xdp_series = r#"xdpturn_relayed_packets_total{datapath="xdp",direction="client_to_peer",transport="udp"}"#;
+    let xdp_before = if path == Path::Coturn {
+        0.0
+    } else {
+        topo.metric(xdp_series)
+    };
+
+    // The relay core's background load, with the relay idle.
+    let (b0, bt0) = (cpu_ticks(s.relay_cpu), Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let (b1, bt1) = (cpu_ticks(s.relay_cpu), Instant::now());
+    let background = 1.0 - (b1.idle - b0.idle) as f64 / hz / (bt1 - bt0).as_secs_f64();
+
+    let dev0 = topo.dev_stats();
+    let (k0, n0) = (relay_tasks(), napi_runtime());
+    let (r0, s0, t0) = (
+        cpu_ticks(s.relay_cpu),
+        cpu_ticks(s.sender_cpu),
+        Instant::now(),
+    );
+    let (sent, took) = blast(&client.socket, &packet, s, pps);
+    // What is still queued drains within the window.
+    std::thread::sleep(Duration::from_millis(300));
+    let (r1, s1, t1) = (
+        cpu_ticks(s.relay_cpu),
+        cpu_ticks(s.sender_cpu),
+        Instant::now(),
+    );
+    let (k1, n1) = (relay_tasks(), napi_runtime());
+    let dev1 = topo.dev_stats();
+    let delta = |end: usize, field: usize| dev1[end][field] - dev0[end][field];
+    // rx drops at each end (a full ring, a full backlog) and tx drops (veth counts a frame its
+    // peer's ring refused as the sender's tx drop).
+    let drops: Vec<String> = ["client", "relay in", "relay out", "peer"]
+        .iter()
+        .enumerate()
+        .map(|(i, end)| format!("{end} {}/{}", delta(i, 3), delta(i, 11)))
+        .collect();
+    let wall = (t1 - t0).as_secs_f64();
+    let relay_cpu_s = wall - (r1.idle - r0.idle) as f64 / hz;
+    let sender_cpu_s = wall - (s1.idle - s0.idle) as f64 / hz;
+    let tasks_cpu_s = (k1 - k0) as f64 / 1e9;
+    let napi_cpu_s = (n1 - n0) as f64 / 1e9;
+    let delivered = delta(3, 1);
+
+    let xdp = if path == Path::Coturn {
+        0.0
+    } else {
+        // The kernel counters are exported once a second.
+        std::thread::sleep(Duration::from_millis(1500));
+        topo.metric(xdp_series) - xdp_before
+    };
+    drop(server);
+    let figures = Figures {
+        path,
+        offered_pps: sent as f64 / took.as_secs_f64(),
+        delivered_pps: delivered as f64 / took.as_secs_f64(),
+        took: took.as_secs_f64(),
+        loss: 100.0 * (1.0 - delivered as f64 / sent.max(1) as f64),
+        relay_cpu_s,
+        tasks_cpu_s,
+        sender_cpu_s,
+    };
+    println!(
+        "{}: sent {sent} in {:.2} s, delivered {delivered}; relay core busy {relay_cpu_s:.2} s of \
+         {wall:.2} s (tick-sampled {:.2} s, softirq {:.2} s; {:.0}% busy before, idle relay), \
+         sender core {sender_cpu_s:.2} s; relay tasks {tasks_cpu_s:.2} s of which its NAPI \
+         threads {napi_cpu_s:.2} s ({pinned} NAPI threads pinned); XDP counted {xdp:.0}; \
+         drops rx/tx: {}",
+        path.name(),
+        took.as_secs_f64(),
+        (r1.busy - r0.busy) as f64 / hz,
+        (r1.softirq - r0.softirq) as f64 / hz,
+        100.0 * background.max(0.0),
+        drops.join(", "),
+    );
+    assert!(delivered > 0, "{}: nothing delivered", path.name());
+    match path {
+        Path::Xdp => assert!(
+            xdp >= 0.5 * delivered as f64,
+            "XDP path: the kernel counted {xdp} of {delivered} delivered packets"
+        ),
+        Path::Userspace => assert!(
+            xdp == 0.0,
+            "userspace path: the kernel counted {xdp} packets"
+        ),
+        Path::Coturn => {}
+    }
+    // Empty the sink for the next path.
+    sink.set_read_timeout(Some(Duration::from_millis(1)))
+        .expect("timeout");
+    while sink.recv(&mut buf).is_ok() {}
+    figures
+}
+
+/// `cargo xtask bench-xdp` runs this (root; a release build; the XDP program built in).
+#[test]
+#[ignore = "a benchmark: `cargo xtask bench-xdp` runs it"]
+fn bench_packets_per_cpu_second() {
+    assert!(
+        PROGRAM_BUILT,
+        "the XDP program is not built into this relay: run `cargo xtask build-ebpf` first"
+    );
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this benchmark creates network namespaces and loads XDP: run it as root"
+    );
+    require("turnserver", "coturn");
+    require("ethtool", "ethtool");
+    require("taskset", "util-linux");
+    let s = Settings::from_env();
+    let hz = clock_ticks();
+    let topo = Topology::new();
+    let sink = topo
+        .peer
+        .enter(|| UdpSocket::bind(PEER).expect("bind the peer's sink"));
+    println!(
+        "\nEnd to end over veth (client ns -> relay ns -> peer ns), ChannelData of {DATA_LEN} \
+         bytes, sendmmsg x{BATCH}, {} s per path; relay and its NAPI threads on CPU {}, sender \
+         and the far ends' NAPI threads on CPU {}",
+        s.secs, s.relay_cpu, s.sender_cpu
+    );
+    for &pps in &s.rates {
+        let offered = if pps == 0 {
+            "flat out".to_owned()
+        } else {
+            format!("{pps} pps")
+        };
+        println!("\n--> offered: {offered}");
+        let all: Vec<Figures> = [Path::Xdp, Path::Userspace, Path::Coturn]
+            .into_iter()
+            .map(|p| measure(p, &topo, &sink, &s, pps, hz))
+            .collect();
+        print_table(&all);
+    }
+}
+
+fn print_table(all: &[Figures]) {
+    let per = |f: &Figures, cpu: f64| f.delivered_pps * f.took / cpu.max(1e-3);
+    let coturn = all.iter().find(|f| f.path == Path::Coturn);
+    let (c_core, c_tasks) = coturn.map_or((1.0, 1.0), |c| {
+        (per(c, c.relay_cpu_s), per(c, c.tasks_cpu_s))
+    });
+    println!(
+        "\nrelay core: its elapsed minus idle time (everything on it); relay tasks: the server's \
+         threads and its veths' NAPI threads (scheduler runtime)"
+    );
+    println!(
+        "{:<21} {:>8} {:>9} {:>6} {:>7} {:>7} {:>7} {:>10} {:>6} {:>10} {:>6}",
+        "path",
+        "offered",
+        "delivered",
+        "loss",
+        "relay",
+        "relay",
+        "sender",
+        "pkts/CPU-s",
+        "vs",
+        "pkts/CPU-s",
+        "vs"
+    );
+    println!(
+        "{:<21} {:>8} {:>9} {:>6} {:>7} {:>7} {:>7} {:>10} {:>6} {:>10} {:>6}",
+        "", "pps", "pps", "%", "core s", "tasks s", "core s", "core", "coturn", "tasks", "coturn"
+    );
+    for f in all {
+        let (core, tasks) = (per(f, f.relay_cpu_s), per(f, f.tasks_cpu_s));
+        println!(
+            "{:<21} {:>8.0} {:>9.0} {:>6.1} {:>7.2} {:>7.2} {:>7.2} {:>10.0} {:>5.1}x {:>10.0} {:>5.1}x",
+            f.path.name(),
+            f.offered_pps,
+            f.delivered_pps,
+            f.loss,
+            f.relay_cpu_s,
+            f.tasks_cpu_s,
+            f.sender_cpu_s,
+            core,
+            core / c_core,
+            tasks,
+            tasks / c_tasks
+        );
+    }
+}
