@@ -13,6 +13,10 @@
 //!   maps hold no entry (read from outside the relay with `bpftool`) and ChannelData sent on the
 //!   wire does not reach the peer, nor the peer's datagrams the client, nor do the kernel
 //!   counters move.
+//! - Over `--max-bps`, a channel's kernel traffic takes it out of the maps, userspace enforces
+//!   the cap, and the channel returns once the budget has recovered.
+//! - Without the program (an interface that does not exist), the relay says so in its metrics
+//!   and the same uclient traffic is relayed in userspace without loss.
 //!
 //! Needs root (CI is root), the relay built after `cargo xtask build-ebpf`, coturn's tools,
 //! curl, ethtool and bpftool (`cargo xtask test` installs them).
@@ -189,6 +193,29 @@ impl Topology {
     /// XDP on both of its interfaces in `mode`; returns once the program is attached.
     fn start_relay(&self, mode: &str, extra: &[&str]) -> Guard {
         let (ra, rb) = self.relay_interfaces();
+        let xdp = [
+            "--xdp-interface",
+            &ra,
+            "--xdp-interface",
+            &rb,
+            "--xdp-mode",
+            mode,
+        ];
+        let relay = self.spawn_relay(&[&xdp, extra].concat());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(self.relay(), "xdpturn_xdp_attached") != 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not attach XDP in {mode} mode"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        relay
+    }
+
+    /// Starts the relay in its namespace, listening on both families, relaying from both, with
+    /// `extra` flags.
+    fn spawn_relay(&self, extra: &[&str]) -> Guard {
         let relay = Command::new("ip")
             .args(["netns", "exec", self.relay(), relay_bin()])
             .args(["--listen", &format!("{LISTEN_V4}:3478")])
@@ -208,24 +235,14 @@ impl Topology {
                 "fd77:2::/64",
             ])
             .args(["--min-port", "40000", "--max-port", "40999"])
-            .args(["--xdp-interface", &ra, "--xdp-interface", &rb])
-            .args(["--xdp-mode", mode, "--drain-timeout", "0"])
+            .args(["--drain-timeout", "0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn relay");
-        let relay = Guard(relay);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while metric(self.relay(), "xdpturn_xdp_attached") != 1.0 {
-            assert!(
-                Instant::now() < deadline,
-                "the relay did not attach XDP in {mode} mode"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        relay
+        Guard(relay)
     }
 
     /// Native XDP_TX/redirect on veth delivers only to a peer end that has an XDP program too:
@@ -342,18 +359,10 @@ enum Families {
     V4ToV6,
 }
 
-fn forwarded_by_xdp(mode: &str, families: Families) {
+/// Runs `turnutils_peer` and 4 `turnutils_uclient` clients of 500 channel messages each
+/// through the relay of `topo`; asserts none was lost; returns how many were sent each way.
+fn uclient_through(topo: &Topology, families: Families) -> u64 {
     require("turnutils_uclient", "coturn");
-    require("curl", "curl");
-    require("ethtool", "ethtool");
-    let tag = match families {
-        Families::V4 => "a",
-        Families::V6 => "b",
-        Families::V4ToV6 => "m",
-    };
-    let topo = Topology::new(&format!("{}{tag}", &mode[..1]));
-    let (c, r, p) = (topo.client(), topo.relay(), topo.peer());
-    let _relay = topo.start_relay(mode, &[]);
     let (server, peer, family_flags): (&str, &str, &[&str]) = match families {
         Families::V4 => (LISTEN_V4, PEER_V4, &[]),
         Families::V6 => (LISTEN_V6, PEER_V6, &[]),
@@ -363,7 +372,7 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
         .args([
             "netns",
             "exec",
-            p,
+            topo.peer(),
             "turnutils_peer",
             "-L",
             peer,
@@ -376,15 +385,9 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
         .spawn()
         .expect("spawn peer");
     let _peer = Guard(peer_proc);
-    let _far_ends = if mode == "native" {
-        topo.far_end_programs()
-    } else {
-        Vec::new()
-    };
-
     let out = run(
         Command::new("ip")
-            .args(["netns", "exec", c, "turnutils_uclient", "-c"])
+            .args(["netns", "exec", topo.client(), "turnutils_uclient", "-c"])
             .args(family_flags)
             .args(["-p", "3478", "-e", peer, "-r", "3480"])
             .args(["-n", "500", "-m", "4", "-l", "120", "-z", "5"])
@@ -413,6 +416,27 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
         sent >= 2000 && received == sent && text.contains("Total lost packets 0 "),
         "{text}"
     );
+    sent
+}
+
+fn forwarded_by_xdp(mode: &str, families: Families) {
+    require("curl", "curl");
+    require("ethtool", "ethtool");
+    let tag = match families {
+        Families::V4 => "a",
+        Families::V6 => "b",
+        Families::V4ToV6 => "m",
+    };
+    let topo = Topology::new(&format!("{}{tag}", &mode[..1]));
+    let (c, r, p) = (topo.client(), topo.relay(), topo.peer());
+    let _relay = topo.start_relay(mode, &[]);
+    let _far_ends = if mode == "native" {
+        topo.far_end_programs()
+    } else {
+        Vec::new()
+    };
+
+    let sent = uclient_through(&topo, families);
 
     // The kernel counters are exported once a second.
     std::thread::sleep(Duration::from_millis(1500));
@@ -469,6 +493,43 @@ fn ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_native_mode() {
 #[test]
 fn ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_skb_mode() {
     forwarded_by_xdp("skb", Families::V4ToV6);
+}
+
+/// The fallback: when the program cannot be attached (here: an interface that does not exist),
+/// the relay says so in its metrics and the same traffic is relayed in userspace, without loss.
+#[test]
+fn without_the_program_channel_data_is_relayed_in_userspace() {
+    require("curl", "curl");
+    require("ethtool", "ethtool");
+    let topo = Topology::new("u");
+    let r = topo.relay();
+    let missing = format!("nosuch{}", topo.id);
+    let _relay = topo.spawn_relay(&["--xdp-interface", &missing]);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            metric(r, "xdpturn_ready") == 1.0
+        }),
+        "the relay did not start"
+    );
+    assert_eq!(metric(r, "xdpturn_xdp_attached"), 0.0);
+    assert_eq!(
+        metric(
+            r,
+            r#"xdpturn_xdp_fallbacks_total{reason="unknown_interface"}"#
+        ),
+        1.0
+    );
+    for families in [Families::V4, Families::V6] {
+        let (u_up, u_down) = (
+            relayed(r, "userspace", "client_to_peer"),
+            relayed(r, "userspace", "peer_to_client"),
+        );
+        let sent = uclient_through(&topo, families) as f64;
+        assert!(relayed(r, "userspace", "client_to_peer") - u_up >= sent);
+        assert!(relayed(r, "userspace", "peer_to_client") - u_down >= sent);
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(xdp_relayed(r), (0.0, 0.0), "nothing in XDP");
 }
 
 // ---------------------------------------------------------------------------------------------
