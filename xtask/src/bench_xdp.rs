@@ -1,10 +1,20 @@
-//! `cargo xtask bench-xdp`: how long the XDP program takes per packet, under BPF_PROG_TEST_RUN.
+//! `cargo xtask bench-xdp`: what the XDP fast path costs, in the kernel and end to end.
 //!
-//! Builds the program (`cargo xtask build-ebpf`), then runs the ignored test
-//! `bench_ns_per_packet` of relay/tests/xdp_testrun.rs in a release build: it reuses that file's
-//! network namespace (veths, neighbours, forwarding), loads the program through
-//! `relay::dataplane`, binds a channel per family pair, and prints the kernel-measured time per
-//! run for client -> peer and peer -> client, next to packets the program passes up. Needs root.
+//! Builds the program (`cargo xtask build-ebpf`), then runs two ignored tests in a release build
+//! (root):
+//!
+//!  1. `bench_ns_per_packet` of relay/tests/xdp_testrun.rs: it reuses that file's network
+//!     namespace (veths, neighbours, forwarding), loads the program through `relay::dataplane`,
+//!     binds a channel per family pair, and prints the kernel-measured time per run for
+//!     client -> peer and peer -> client, next to packets the program passes up.
+//!
+//!  2. `bench_packets_per_cpu_second` of relay/tests/xdp_bench.rs: client ns -> relay ns -> peer
+//!     ns over veth, a sendmmsg sender on one core, the server under test and its veths' NAPI
+//!     threads on the other; our relay with XDP (native), our relay in userspace, coturn's
+//!     turnserver, one after the other; relayed packets per CPU-second of the relay core
+//!     (elapsed minus idle, /proc/stat) and of the relay's own tasks (scheduler runtime), with
+//!     the ratio to coturn.
+//!
 //! The machine may be shared and noisy: the figures are figures, not assertions.
 
 use std::process::ExitCode;
@@ -16,7 +26,7 @@ use crate::{ebpf, repo_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Runs per case (one packet per run).
+    /// TestRun: runs per case (one packet per run).
     #[arg(
         long,
         default_value_t = 20_000,
@@ -24,21 +34,86 @@ pub struct Args {
         value_name = "N"
     )]
     pub runs: u32,
+
+    /// End to end: seconds of sending per path and rate.
+    #[arg(
+        long,
+        default_value_t = 6.0,
+        env = "XDPTURN_BENCH_SECS",
+        value_name = "S"
+    )]
+    pub secs: f64,
+
+    /// End to end: offered packets per second, comma-separated, one round of the three paths
+    /// each; 0 sends flat out.
+    #[arg(
+        long,
+        default_value = "0,50000",
+        env = "XDPTURN_BENCH_PPS",
+        value_name = "PPS,..."
+    )]
+    pub pps: String,
+
+    /// End to end: the core of the server under test and its NAPI threads.
+    #[arg(
+        long,
+        default_value_t = 1,
+        env = "XDPTURN_BENCH_RELAY_CPU",
+        value_name = "CPU"
+    )]
+    pub relay_cpu: u32,
+
+    /// End to end: the core of the sender and of the client's and peer's NAPI threads.
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "XDPTURN_BENCH_SENDER_CPU",
+        value_name = "CPU"
+    )]
+    pub sender_cpu: u32,
+
+    /// Only the TestRun figures.
+    #[arg(long, conflicts_with = "end_to_end_only")]
+    pub testrun_only: bool,
+
+    /// Only the end-to-end figures.
+    #[arg(long)]
+    pub end_to_end_only: bool,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     ebpf::run(&ebpf::Args::default())?;
-    Cmd::new("cargo")
-        .current_dir(&repo_root())
-        .env("XDPTURN_BENCH_RUNS", &args.runs.to_string())
-        .args(["test", "--release", "-p", "relay", "--test", "xdp_testrun"])
-        .args([
-            "--",
-            "--ignored",
-            "--exact",
-            "bench_ns_per_packet",
-            "--nocapture",
-        ])
-        .run()?;
+    let root = repo_root();
+    if !args.end_to_end_only {
+        Cmd::new("cargo")
+            .current_dir(&root)
+            .env("XDPTURN_BENCH_RUNS", &args.runs.to_string())
+            .args(["test", "--release", "-p", "relay", "--test", "xdp_testrun"])
+            .args([
+                "--",
+                "--ignored",
+                "--exact",
+                "bench_ns_per_packet",
+                "--nocapture",
+            ])
+            .run()?;
+    }
+    if !args.testrun_only {
+        Cmd::new("cargo")
+            .current_dir(&root)
+            .env("XDPTURN_BENCH_SECS", &args.secs.to_string())
+            .env("XDPTURN_BENCH_PPS", &args.pps)
+            .env("XDPTURN_BENCH_RELAY_CPU", &args.relay_cpu.to_string())
+            .env("XDPTURN_BENCH_SENDER_CPU", &args.sender_cpu.to_string())
+            .args(["test", "--release", "-p", "relay", "--test", "xdp_bench"])
+            .args([
+                "--",
+                "--ignored",
+                "--exact",
+                "bench_packets_per_cpu_second",
+                "--nocapture",
+            ])
+            .run()?;
+    }
     Ok(ExitCode::SUCCESS)
 }

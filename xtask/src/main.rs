@@ -134,13 +134,30 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Bench(bench::Args),
 
-    /// How long the XDP program takes per packet, under BPF_PROG_TEST_RUN (root).
+    /// What the XDP fast path costs: ns per packet under BPF_PROG_TEST_RUN, and relayed
+    /// packets per CPU-second end to end against our userspace path and coturn (root).
     ///
-    /// Builds the program, then runs relay/tests/xdp_testrun.rs's ignored `bench_ns_per_packet`
-    /// in a release build: in a network namespace of its own, one channel per family pair
-    /// (client -> peer and peer -> client, XDP_TX and XDP_REDIRECT) and two packets passed up,
-    /// each run N times, one packet per run; prints the kernel-measured median, p10, p90 and
-    /// mean ns per run, and the amortised cost of a passed packet repeated in one call.
+    /// Builds the program, then runs two ignored tests in a release build:
+    ///
+    ///  1. relay/tests/xdp_testrun.rs `bench_ns_per_packet`: in a network namespace of its own,
+    ///     one channel per family pair (client -> peer and peer -> client, XDP_TX and
+    ///     XDP_REDIRECT) and two packets passed up, each run N times, one packet per run; prints
+    ///     the kernel-measured median, p10, p90 and mean ns per run, and the amortised cost of a
+    ///     passed packet repeated in one call.
+    ///
+    ///  2. relay/tests/xdp_bench.rs `bench_packets_per_cpu_second`: client ns -> relay ns -> peer
+    ///     ns over veth pairs with threaded NAPI; a sendmmsg sender pinned to --sender-cpu sends
+    ///     ChannelData through a channel (long-term credentials) for --secs at each --pps rate
+    ///     (0: flat out) to our relay with XDP native, our relay in userspace, and coturn's
+    ///     turnserver in turn, each pinned with its NAPI threads to --relay-cpu. Prints, per
+    ///     path: offered and delivered pps (the peer veth's rx_packets), loss, CPU-seconds of
+    ///     the relay core (elapsed minus idle from /proc/stat: softirq and NAPI included) and
+    ///     of the relay's own tasks (scheduler runtime of its threads and NAPI threads), and
+    ///     delivered packets per CPU-second with the ratio to coturn.
+    ///
+    /// Needs turnserver (coturn), ethtool, taskset. The machine may be shared and noisy: the
+    /// figures are printed, not asserted (each path must deliver, the XDP path in the kernel).
+    #[command(verbatim_doc_comment)]
     BenchXdp(bench_xdp::Args),
 }
 
