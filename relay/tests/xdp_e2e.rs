@@ -3,9 +3,9 @@
 //! interfaces.
 //!
 //! - Forwarding: coturn's `turnutils_uclient` binds channels through the relay to
-//!   `turnutils_peer`, over IPv4, over IPv6, and with an IPv4 client on an IPv6 relayed address
-//!   (REQUESTED-ADDRESS-FAMILY, uclient's `-x`) to an IPv6 peer. The channel traffic must be
-//!   forwarded by XDP (kernel counters carry it, userspace only the first packets while the
+//!   `turnutils_peer`, over IPv4, over IPv6, with an IPv4 client on an IPv6 relayed address
+//!   (REQUESTED-ADDRESS-FAMILY, uclient's `-x`) to an IPv6 peer, and the reverse (`-X`). The
+//!   channel traffic must be forwarded by XDP (kernel counters carry it, userspace only the first packets while the
 //!   neighbours are resolved), with zero loss and no UDP checksum error counted by the receiving
 //!   kernels, in skb and native mode.
 //! - Nothing forwards behind the relay's back: after an allocation is deleted (Refresh with
@@ -357,6 +357,8 @@ enum Families {
     V6,
     /// An IPv4 client with an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY) to an IPv6 peer.
     V4ToV6,
+    /// An IPv6 client with an IPv4 relayed address to an IPv4 peer.
+    V6ToV4,
 }
 
 /// Runs `turnutils_peer` and 4 `turnutils_uclient` clients of 500 channel messages each
@@ -367,6 +369,7 @@ fn uclient_through(topo: &Topology, families: Families) -> u64 {
         Families::V4 => (LISTEN_V4, PEER_V4, &[]),
         Families::V6 => (LISTEN_V6, PEER_V6, &[]),
         Families::V4ToV6 => (LISTEN_V4, PEER_V6, &["-x"]),
+        Families::V6ToV4 => (LISTEN_V6, PEER_V4, &["-X"]),
     };
     let peer_proc = Command::new("ip")
         .args([
@@ -426,6 +429,7 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
         Families::V4 => "a",
         Families::V6 => "b",
         Families::V4ToV6 => "m",
+        Families::V6ToV4 => "n",
     };
     let topo = Topology::new(&format!("{}{tag}", &mode[..1]));
     let (c, r, p) = (topo.client(), topo.relay(), topo.peer());
@@ -493,6 +497,16 @@ fn ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_native_mode() {
 #[test]
 fn ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_skb_mode() {
     forwarded_by_xdp("skb", Families::V4ToV6);
+}
+
+#[test]
+fn ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_native_mode() {
+    forwarded_by_xdp("native", Families::V6ToV4);
+}
+
+#[test]
+fn ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_skb_mode() {
+    forwarded_by_xdp("skb", Families::V6ToV4);
 }
 
 /// The fallback: when the program cannot be attached (here: an interface that does not exist),
