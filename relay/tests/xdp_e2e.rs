@@ -5,9 +5,9 @@
 //! - Forwarding: coturn's `turnutils_uclient` binds channels through the relay to
 //!   `turnutils_peer`, over IPv4, over IPv6, with an IPv4 client on an IPv6 relayed address
 //!   (REQUESTED-ADDRESS-FAMILY, uclient's `-x`) to an IPv6 peer, and the reverse (`-X`). The
-//!   channel traffic must be forwarded by XDP (kernel counters carry it, userspace only the first packets while the
-//!   neighbours are resolved), with zero loss and no UDP checksum error counted by the receiving
-//!   kernels, in skb and native mode.
+//!   channel traffic must be forwarded by XDP (kernel counters carry it, userspace only the
+//!   first packets while the neighbours are resolved), with zero loss and no UDP checksum error
+//!   counted by the receiving kernels, in skb and native mode.
 //! - Nothing forwards behind the relay's back: after an allocation is deleted (Refresh with
 //!   LIFETIME 0), after a channel expires, and after the relay exits (SIGTERM, SIGKILL), the
 //!   maps hold no entry (read from outside the relay with `bpftool`) and ChannelData sent on the
