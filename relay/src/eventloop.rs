@@ -607,11 +607,19 @@ impl Worker {
     }
 
     /// Applies what the core decided for a packet. `input` is the packet's buffer (for
-    /// in-place forwarding), `out` the core's output buffer; `reply_to` is where a Reply goes.
-    fn apply(self: &Rc<Self>, action: Action, input: &[u8], out: &mut [u8], reply_to: &FiveTuple) {
+    /// in-place forwarding), `out` the core's output buffer; `reply_to` is the client the packet
+    /// came from, where a Reply goes: None for a peer's packet, which the core never answers
+    /// (a Reply to no client would be counted as a send error).
+    fn apply(
+        self: &Rc<Self>,
+        action: Action,
+        input: &[u8],
+        out: &mut [u8],
+        reply_to: Option<&FiveTuple>,
+    ) {
         match action {
             Action::None => {}
-            Action::Reply { len } => self.to_client(reply_to, &out[..len]),
+            Action::Reply { len } => self.reply(reply_to, &out[..len]),
             Action::ToPeer { relay, peer, range } => {
                 let relays = self.relays.borrow();
                 let sent = relays
@@ -619,11 +627,7 @@ impl Worker {
                     .and_then(|r| r.socket.as_ref())
                     .map(|socket| socket.try_send_to(&input[range], peer));
                 if !matches!(sent, Some(Ok(_))) {
-                    self.shared
-                        .metrics
-                        .send_errors
-                        .with_label_values(&["relay"])
-                        .inc();
+                    self.send_failed("relay");
                 }
             }
             Action::ToClient { tuple, data } => {
@@ -642,12 +646,30 @@ impl Worker {
                 tokio::task::spawn_local(tcp_connect(self.clone(), *pending));
             }
             Action::BindData { len, connection_id } => {
-                self.to_client(reply_to, &out[..len]);
-                self.splice_requests
-                    .borrow_mut()
-                    .insert(*reply_to, connection_id);
+                self.reply(reply_to, &out[..len]);
+                if let Some(tuple) = reply_to {
+                    self.splice_requests
+                        .borrow_mut()
+                        .insert(*tuple, connection_id);
+                }
             }
         }
+    }
+
+    /// Sends an answer to the client a packet came from.
+    fn reply(&self, reply_to: Option<&FiveTuple>, bytes: &[u8]) {
+        match reply_to {
+            Some(tuple) => self.to_client(tuple, bytes),
+            None => self.send_failed("relay"),
+        }
+    }
+
+    fn send_failed(&self, transport: &str) {
+        self.shared
+            .metrics
+            .send_errors
+            .with_label_values(&[transport])
+            .inc();
     }
 
     fn to_client(&self, tuple: &FiveTuple, bytes: &[u8]) {
@@ -661,11 +683,7 @@ impl Worker {
             }
         };
         if !ok {
-            self.shared
-                .metrics
-                .send_errors
-                .with_label_values(&[tuple.transport.as_str()])
-                .inc();
+            self.send_failed(tuple.transport.as_str());
         }
     }
 
@@ -881,7 +899,7 @@ fn handle_client(worker: &Rc<Worker>, inbound: &Inbound<'_>, now: Instant, out: 
     let started = request.map(|_| Instant::now());
     let action = worker.server.borrow_mut().handle_client(inbound, now, out);
     trace_action(inbound, &action, out);
-    worker.apply(action, inbound.packet, out, &inbound.tuple());
+    worker.apply(action, inbound.packet, out, Some(&inbound.tuple()));
     if let (Some(method), Some(started)) = (request, started) {
         worker
             .shared
@@ -977,12 +995,7 @@ fn relay_batch(
             .server
             .borrow_mut()
             .handle_peer(handle, m.addr, frame, m.len, now, out);
-        let reply_to = FiveTuple {
-            transport: Transport::Udp,
-            client: m.addr,
-            server: m.addr,
-        };
-        worker.apply(action, frame, out, &reply_to);
+        worker.apply(action, frame, out, None);
         worker.apply_events();
     }
     more
@@ -1167,16 +1180,7 @@ async fn serve_tcp_relay(worker: Rc<Worker>, handle: RelayHandle, listener: TcpL
                 if let Ok(stream) = stream.into_std() {
                     lock(&worker.shared.tcp_pending).insert(id, stream);
                 }
-                worker.apply(
-                    action,
-                    &[],
-                    &mut out,
-                    &FiveTuple {
-                        transport: Transport::Tcp,
-                        client: peer,
-                        server: peer,
-                    },
-                );
+                worker.apply(action, &[], &mut out, None);
             }
             None => drop(stream),
         }
@@ -1219,7 +1223,7 @@ async fn tcp_connect(worker: Rc<Worker>, pending: proto::PendingConnect) {
             lock(&worker.shared.tcp_pending).insert(id, stream);
         }
     }
-    worker.apply(action, &[], &mut out, &tuple);
+    worker.apply(action, &[], &mut out, Some(&tuple));
     worker.apply_events();
 }
 
