@@ -136,65 +136,51 @@ impl RelayPorts {
     }
 
     /// Binds a relay socket on `ip`: an even port if asked, and with `reserve_next` the port
-    /// after it as well. Ports are tried from a rotating start, so consecutive allocations do
-    /// not get predictable neighbours, and the kernel's bind is the arbiter with other programs.
+    /// after it as well.
     pub fn bind(
         &self,
         ip: IpAddr,
         even: bool,
         reserve_next: bool,
     ) -> Result<(std::net::UdpSocket, Option<std::net::UdpSocket>), BindFailure> {
-        let span = u32::from(self.max - self.min) + 1;
-        let start = self.next.fetch_add(7919, Ordering::Relaxed) % span;
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        for i in 0..span {
-            let port = self.min as u32 + (start + i) % span;
-            let Ok(port) = u16::try_from(port) else {
-                continue;
-            };
-            if (even || reserve_next) && port % 2 != 0 {
-                continue;
-            }
-            if reserve_next && port == self.max {
-                continue;
-            }
-            let addr = SocketAddr::new(ip, port);
-            if used.contains(&addr) {
-                continue;
-            }
-            let first = match relay_socket(addr) {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
-                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
-                    return Err(BindFailure::Family);
-                }
-                Err(e) if e.raw_os_error() == Some(97) => return Err(BindFailure::Family), // EAFNOSUPPORT
-                Err(_) => continue,
-            };
+        let ports = if reserve_next { 2 } else { 1 };
+        self.bind_in_range(ip, even || reserve_next, ports, |addr| {
+            let first = relay_socket(addr)?;
             let second = if reserve_next {
-                let next = SocketAddr::new(ip, port + 1);
-                if used.contains(&next) {
-                    continue;
-                }
-                match relay_socket(next) {
-                    Ok(s) => Some(s),
-                    Err(_) => continue,
-                }
+                // The first port bound, so the address is usable: any failure means the port
+                // after it is taken, and the search moves on.
+                let next = SocketAddr::new(ip, addr.port() + 1);
+                let taken = |_| io::Error::from(io::ErrorKind::AddrInUse);
+                Some(relay_socket(next).map_err(taken)?)
             } else {
                 None
             };
-            used.insert(addr);
-            if reserve_next {
-                used.insert(SocketAddr::new(ip, port + 1));
-            }
-            return Ok((first, second));
-        }
-        Err(BindFailure::NoCapacity)
+            Ok((first, second))
+        })
     }
 
     /// Binds a TCP relay listener on `ip` (RFC 6062), SO_REUSEPORT so that connections to
     /// peers can be made from the same address.
     pub fn bind_tcp(&self, ip: IpAddr) -> Result<std::net::TcpListener, BindFailure> {
+        self.bind_in_range(ip, false, 1, |addr| {
+            let socket = reuseport_socket(addr, Type::STREAM, Protocol::TCP)?;
+            socket.listen(128)?;
+            Ok(socket.into())
+        })
+    }
+
+    /// Finds `ports` consecutive free ports on `ip` (the first one even if asked) that `bind`
+    /// binds, given the first one's address, and holds them. Ports are tried from a rotating
+    /// start, so consecutive allocations do not get predictable neighbours, and the kernel's
+    /// bind is the arbiter with other programs: a port it refuses is skipped, an address it
+    /// cannot bind at all (not on this host, or a family it lacks) ends the search.
+    fn bind_in_range<T>(
+        &self,
+        ip: IpAddr,
+        even: bool,
+        ports: u16,
+        mut bind: impl FnMut(SocketAddr) -> io::Result<T>,
+    ) -> Result<T, BindFailure> {
         let span = u32::from(self.max - self.min) + 1;
         let start = self.next.fetch_add(7919, Ordering::Relaxed) % span;
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
@@ -202,19 +188,22 @@ impl RelayPorts {
             let Ok(port) = u16::try_from(u32::from(self.min) + (start + i) % span) else {
                 continue;
             };
-            let addr = SocketAddr::new(ip, port);
-            if used.contains(&addr) {
+            if even && port % 2 != 0 {
                 continue;
             }
-            let bound = reuseport_socket(addr, Type::STREAM, Protocol::TCP).and_then(|s| {
-                s.listen(128)?;
-                Ok(s)
-            });
-            match bound {
-                Ok(s) => {
-                    used.insert(addr);
-                    return Ok(s.into());
+            let Some(last) = port.checked_add(ports - 1).filter(|&last| last <= self.max) else {
+                continue;
+            };
+            let addrs = (port..=last).map(|p| SocketAddr::new(ip, p));
+            if addrs.clone().any(|addr| used.contains(&addr)) {
+                continue;
+            }
+            match bind(SocketAddr::new(ip, port)) {
+                Ok(bound) => {
+                    used.extend(addrs);
+                    return Ok(bound);
                 }
+                // EADDRNOTAVAIL, or EAFNOSUPPORT (97).
                 Err(e)
                     if e.kind() == io::ErrorKind::AddrNotAvailable
                         || e.raw_os_error() == Some(97) =>
