@@ -560,6 +560,63 @@ flag_attr!(
 // ---------------------------------------------------------------------------------------------
 // Structured attributes
 
+/// The value ERROR-CODE (RFC 8489 §14.8) and ADDRESS-ERROR-CODE (RFC 8656 §18.14) share: a
+/// first byte (reserved, or the address family), a reserved byte, the class (hundreds, 3 bits)
+/// and number of the code, then a UTF-8 reason phrase of at most 763 bytes.
+struct CodeAndReason<'a> {
+    first: u8,
+    code: u16,
+    reason: &'a str,
+}
+
+impl<'a> CodeAndReason<'a> {
+    const MAX_REASON: usize = 763;
+
+    fn decode(attr: AttrType, value: &'a [u8]) -> Result<Self, AttrError> {
+        if value.len() < 4 {
+            return Err(AttrError::BadLength {
+                attr,
+                got: value.len(),
+                expected: "at least 4",
+            });
+        }
+        let code = join_code(attr, value[2], value[3])?;
+        let reason = &value[4..];
+        if reason.len() > Self::MAX_REASON {
+            return Err(AttrError::TooLong {
+                attr,
+                max: Self::MAX_REASON,
+            });
+        }
+        Ok(Self {
+            first: value[0],
+            code,
+            reason: std::str::from_utf8(reason).map_err(|_| AttrError::NotUtf8 { attr })?,
+        })
+    }
+
+    fn value_len(&self) -> usize {
+        4 + self.reason.len()
+    }
+
+    fn encode(&self, attr: AttrType, out: &mut [u8]) {
+        let (class, number) = split_code(attr, self.code).unwrap_or((5, 0));
+        out[..4].copy_from_slice(&[self.first, 0, class, number]);
+        out[4..].copy_from_slice(self.reason.as_bytes());
+    }
+
+    fn check_encodable(&self, attr: AttrType) -> Result<(), AttrError> {
+        split_code(attr, self.code)?;
+        if self.reason.len() > Self::MAX_REASON {
+            return Err(AttrError::TooLong {
+                attr,
+                max: Self::MAX_REASON,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Splits an error code into the class (hundreds) and number fields, rejecting what the 3-bit
 /// class cannot carry. RFC 8489 §14.8: class 3–6, number 0–99.
 fn split_code(attr: AttrType, code: u16) -> Result<(u8, u8), AttrError> {
@@ -583,13 +640,6 @@ fn join_code(attr: AttrType, class: u8, number: u8) -> Result<u16, AttrError> {
     Ok(u16::from(class) * 100 + u16::from(number))
 }
 
-fn decode_reason(attr: AttrType, value: &[u8]) -> Result<&str, AttrError> {
-    if value.len() > 763 {
-        return Err(AttrError::TooLong { attr, max: 763 });
-    }
-    std::str::from_utf8(value).map_err(|_| AttrError::NotUtf8 { attr })
-}
-
 /// ERROR-CODE (RFC 8489 §14.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCode<'a> {
@@ -601,41 +651,30 @@ impl<'a> ErrorCode<'a> {
     pub const fn new(code: u16, reason: &'a str) -> Self {
         Self { code, reason }
     }
+
+    fn value(&self) -> CodeAndReason<'a> {
+        CodeAndReason {
+            first: 0,
+            code: self.code,
+            reason: self.reason,
+        }
+    }
 }
 
 impl<'a> Attr<'a> for ErrorCode<'a> {
     const TYPE: AttrType = AttrType::ERROR_CODE;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
-        if value.len() < 4 {
-            return Err(AttrError::BadLength {
-                attr: Self::TYPE,
-                got: value.len(),
-                expected: "at least 4",
-            });
-        }
-        let code = join_code(Self::TYPE, value[2], value[3])?;
-        Ok(Self {
-            code,
-            reason: decode_reason(Self::TYPE, &value[4..])?,
-        })
+        let v = CodeAndReason::decode(Self::TYPE, value)?;
+        Ok(Self::new(v.code, v.reason))
     }
     fn value_len(&self) -> usize {
-        4 + self.reason.len()
+        self.value().value_len()
     }
     fn encode_value(&self, out: &mut [u8], _: &TransactionId) {
-        let (class, number) = split_code(Self::TYPE, self.code).unwrap_or((5, 0));
-        out[..4].copy_from_slice(&[0, 0, class, number]);
-        out[4..].copy_from_slice(self.reason.as_bytes());
+        self.value().encode(Self::TYPE, out);
     }
     fn check_encodable(&self) -> Result<(), AttrError> {
-        split_code(Self::TYPE, self.code)?;
-        if self.reason.len() > 763 {
-            return Err(AttrError::TooLong {
-                attr: Self::TYPE,
-                max: 763,
-            });
-        }
-        Ok(())
+        self.value().check_encodable(Self::TYPE)
     }
 }
 
@@ -647,40 +686,34 @@ pub struct AddressErrorCode<'a> {
     pub reason: &'a str,
 }
 
+impl<'a> AddressErrorCode<'a> {
+    fn value(&self) -> CodeAndReason<'a> {
+        CodeAndReason {
+            first: self.family.0,
+            code: self.code,
+            reason: self.reason,
+        }
+    }
+}
+
 impl<'a> Attr<'a> for AddressErrorCode<'a> {
     const TYPE: AttrType = AttrType::ADDRESS_ERROR_CODE;
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttrError> {
-        if value.len() < 4 {
-            return Err(AttrError::BadLength {
-                attr: Self::TYPE,
-                got: value.len(),
-                expected: "at least 4",
-            });
-        }
-        let code = join_code(Self::TYPE, value[2], value[3])?;
+        let v = CodeAndReason::decode(Self::TYPE, value)?;
         Ok(Self {
-            family: AddressFamily(value[0]),
-            code,
-            reason: decode_reason(Self::TYPE, &value[4..])?,
+            family: AddressFamily(v.first),
+            code: v.code,
+            reason: v.reason,
         })
     }
     fn value_len(&self) -> usize {
-        4 + self.reason.len()
+        self.value().value_len()
     }
     fn encode_value(&self, out: &mut [u8], _: &TransactionId) {
-        let (class, number) = split_code(Self::TYPE, self.code).unwrap_or((5, 0));
-        out[..4].copy_from_slice(&[self.family.0, 0, class, number]);
-        out[4..].copy_from_slice(self.reason.as_bytes());
+        self.value().encode(Self::TYPE, out);
     }
     fn check_encodable(&self) -> Result<(), AttrError> {
-        split_code(Self::TYPE, self.code)?;
-        if self.reason.len() > 763 {
-            return Err(AttrError::TooLong {
-                attr: Self::TYPE,
-                max: 763,
-            });
-        }
-        Ok(())
+        self.value().check_encodable(Self::TYPE)
     }
 }
 
