@@ -20,6 +20,7 @@ mod common;
 #[path = "common/netns.rs"]
 mod netns;
 
+use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
@@ -55,6 +56,8 @@ struct Settings {
     rates: Vec<u64>,
     relay_cpu: usize,
     sender_cpu: usize,
+    /// Which of xdp, userspace, coturn to run (XDPTURN_BENCH_PATHS, comma-separated).
+    paths: Vec<String>,
 }
 
 impl Settings {
@@ -78,6 +81,11 @@ impl Settings {
                 .collect(),
             relay_cpu: var("XDPTURN_BENCH_RELAY_CPU", 1),
             sender_cpu: var("XDPTURN_BENCH_SENDER_CPU", 0),
+            paths: std::env::var("XDPTURN_BENCH_PATHS")
+                .unwrap_or_else(|_| "xdp,userspace,coturn".into())
+                .split(',')
+                .map(|p| p.trim().to_lowercase())
+                .collect(),
         }
     }
 }
@@ -138,9 +146,9 @@ impl Topology {
 
     /// Pins each end's NAPI thread: the relay's ends to the relay core, the others to the
     /// sender core. Attaching or detaching XDP may re-create the threads, so this runs before
-    /// every measurement. Returns the relay's NAPI threads and how many were pinned in all.
-    fn pin_napi(&self, s: &Settings) -> (Vec<u32>, usize) {
-        let (mut relay, mut pinned) = (Vec::new(), 0);
+    /// every measurement. Returns the relay's NAPI threads and all four ends'.
+    fn pin_napi(&self, s: &Settings) -> (Vec<u32>, Vec<u32>) {
+        let (mut relay, mut pinned) = (Vec::new(), Vec::new());
         for (ns, dev) in self.ends() {
             ns.write_sys(dev, "threaded", "1");
             let relay_side = dev == self.ra || dev == self.rb;
@@ -155,7 +163,7 @@ impl Topology {
                 // is not lost for want of a CPU there) and of other work on a shared machine.
                 let tid = rustix::process::Pid::from_raw(pid as i32);
                 rustix::process::setpriority_process(tid, NICE).expect("setpriority");
-                pinned += 1;
+                pinned.push(pid);
                 if relay_side {
                     relay.push(pid);
                 }
@@ -188,10 +196,11 @@ impl Topology {
     fn metric(&self, series: &str) -> f64 {
         let addr: SocketAddr = METRICS.parse().expect("addr");
         let body = self.relay.enter(|| {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-                .is_ok()
-                .then(|| http_get(addr, "/metrics").1)
-                .unwrap_or_default()
+            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                http_get(addr, "/metrics").1
+            } else {
+                String::new()
+            }
         });
         body.lines()
             .find(|l| l.starts_with(series))
@@ -258,6 +267,91 @@ fn task_runtime(pid: u32) -> u64 {
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Waits, at most XDPTURN_BENCH_QUIET_WAIT seconds (default 30), for a second in which the
+/// relay core is at most 10% busy (the relay idle: other work on a shared machine). Returns the
+/// last second's busy fraction.
+fn wait_quiet(s: &Settings, hz: f64) -> f64 {
+    let wait: f64 = std::env::var("XDPTURN_BENCH_QUIET_WAIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30.0);
+    let deadline = Instant::now() + Duration::from_secs_f64(wait);
+    loop {
+        let (b0, t0) = (cpu_ticks(s.relay_cpu), Instant::now());
+        std::thread::sleep(Duration::from_secs(1));
+        let (b1, t1) = (cpu_ticks(s.relay_cpu), Instant::now());
+        let busy = 1.0 - (b1.idle - b0.idle) as f64 / hz / (t1 - t0).as_secs_f64();
+        if busy <= 0.1 || Instant::now() >= deadline {
+            return busy.max(0.0);
+        }
+    }
+}
+
+/// Every task's scheduler runtime (ns) and name, by task id.
+fn all_tasks() -> HashMap<u32, (u64, String)> {
+    let mut tasks = HashMap::new();
+    for process in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if process
+            .file_name()
+            .to_str()
+            .is_none_or(|n| n.parse::<u32>().is_err())
+        {
+            continue;
+        }
+        let Ok(threads) = std::fs::read_dir(process.path().join("task")) else {
+            continue;
+        };
+        for t in threads.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let runtime = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|v| v.split_whitespace().next()?.parse().ok());
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if let Some(runtime) = runtime {
+                tasks.insert(tid, (runtime, comm.trim_end().to_owned()));
+            }
+        }
+    }
+    tasks
+}
+
+/// What tasks other than the relay's, its NAPI threads and this benchmark ran meanwhile, on
+/// either core: "<CPU-s> (<top names>)". Work of others on a shared machine shows here.
+fn others_runtime(
+    before: &HashMap<u32, (u64, String)>,
+    after: &HashMap<u32, (u64, String)>,
+    relay_pid: u32,
+    napi: &[u32],
+) -> String {
+    let ours = |tid: &u32| {
+        napi.contains(tid)
+            || std::fs::read_to_string(format!("/proc/{tid}/status")).is_ok_and(|st| {
+                st.lines()
+                    .find_map(|l| l.strip_prefix("Tgid:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .is_some_and(|tgid| tgid == relay_pid || tgid == std::process::id())
+            })
+    };
+    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    for (tid, (runtime, comm)) in after {
+        let delta = runtime - before.get(tid).map_or(0, |b| b.0.min(*runtime));
+        if delta > 0 && !ours(tid) {
+            *by_name.entry(comm).or_default() += delta;
+        }
+    }
+    let total: u64 = by_name.values().sum();
+    let mut top: Vec<(&str, u64)> = by_name.into_iter().collect();
+    top.sort_by_key(|(_, ns)| std::cmp::Reverse(*ns));
+    let top: Vec<String> = top
+        .iter()
+        .take(3)
+        .map(|(name, ns)| format!("{name} {:.2}", *ns as f64 / 1e9))
+        .collect();
+    format!("{:.2} s ({})", total as f64 / 1e9, top.join(", "))
 }
 
 fn clock_ticks() -> f64 {
@@ -426,6 +520,8 @@ struct Figures {
     delivered_pps: f64,
     /// Seconds of sending.
     took: f64,
+    /// The relay core's busy fraction just before, the relay idle.
+    background: f64,
     loss: f64,
     relay_cpu_s: f64,
     tasks_cpu_s: f64,
@@ -489,13 +585,10 @@ fn measure(
         topo.metric(xdp_series)
     };
 
-    // The relay core's background load, with the relay idle.
-    let (b0, bt0) = (cpu_ticks(s.relay_cpu), Instant::now());
-    std::thread::sleep(Duration::from_secs(1));
-    let (b1, bt1) = (cpu_ticks(s.relay_cpu), Instant::now());
-    let background = 1.0 - (b1.idle - b0.idle) as f64 / hz / (bt1 - bt0).as_secs_f64();
+    let background = wait_quiet(s, hz);
 
     let dev0 = topo.dev_stats();
+    let others0 = all_tasks();
     let (k0, n0) = (relay_tasks(), napi_runtime());
     let (r0, s0, t0) = (
         cpu_ticks(s.relay_cpu),
@@ -511,6 +604,8 @@ fn measure(
         Instant::now(),
     );
     let (k1, n1) = (relay_tasks(), napi_runtime());
+    let others = others_runtime(&others0, &all_tasks(), server.0.id(), &pinned);
+    let pinned = pinned.len();
     let dev1 = topo.dev_stats();
     let delta = |end: usize, field: usize| dev1[end][field] - dev0[end][field];
     // rx drops at each end (a full ring, a full backlog) and tx drops (veth counts a frame its
@@ -540,6 +635,7 @@ fn measure(
         offered_pps: sent as f64 / took.as_secs_f64(),
         delivered_pps: delivered as f64 / took.as_secs_f64(),
         took: took.as_secs_f64(),
+        background,
         loss: 100.0 * (1.0 - delivered as f64 / sent.max(1) as f64),
         relay_cpu_s,
         tasks_cpu_s,
@@ -550,12 +646,12 @@ fn measure(
          {wall:.2} s (tick-sampled {:.2} s, softirq {:.2} s; {:.0}% busy before, idle relay), \
          sender core {sender_cpu_s:.2} s; relay tasks {tasks_cpu_s:.2} s of which its NAPI \
          threads {napi_cpu_s:.2} s ({pinned} NAPI threads pinned); XDP counted {xdp:.0}; \
-         drops rx/tx: {}",
+         drops rx/tx: {}; other tasks on the machine: {others}",
         path.name(),
         took.as_secs_f64(),
         (r1.busy - r0.busy) as f64 / hz,
         (r1.softirq - r0.softirq) as f64 / hz,
-        100.0 * background.max(0.0),
+        100.0 * background,
         drops.join(", "),
     );
     assert!(delivered > 0, "{}: nothing delivered", path.name());
@@ -581,10 +677,9 @@ fn measure(
 #[test]
 #[ignore = "a benchmark: `cargo xtask bench-xdp` runs it"]
 fn bench_packets_per_cpu_second() {
-    assert!(
-        PROGRAM_BUILT,
-        "the XDP program is not built into this relay: run `cargo xtask build-ebpf` first"
-    );
+    if !PROGRAM_BUILT {
+        panic!("the XDP program is not built into this relay: run `cargo xtask build-ebpf` first");
+    }
     assert!(
         rustix::process::geteuid().is_root(),
         "this benchmark creates network namespaces and loads XDP: run it as root"
@@ -613,6 +708,7 @@ fn bench_packets_per_cpu_second() {
         println!("\n--> offered: {offered}");
         let all: Vec<Figures> = [Path::Xdp, Path::Userspace, Path::Coturn]
             .into_iter()
+            .filter(|p| s.paths.contains(&format!("{p:?}").to_lowercase()))
             .map(|p| measure(p, &topo, &sink, &s, pps, hz))
             .collect();
         print_table(&all);
@@ -622,46 +718,64 @@ fn bench_packets_per_cpu_second() {
 fn print_table(all: &[Figures]) {
     let per = |f: &Figures, cpu: f64| f.delivered_pps * f.took / cpu.max(1e-3);
     let coturn = all.iter().find(|f| f.path == Path::Coturn);
-    let (c_core, c_tasks) = coturn.map_or((1.0, 1.0), |c| {
+    let (c_core, c_tasks) = coturn.map_or((f64::NAN, f64::NAN), |c| {
         (per(c, c.relay_cpu_s), per(c, c.tasks_cpu_s))
     });
     println!(
-        "\nrelay core: its elapsed minus idle time (everything on it); relay tasks: the server's \
-         threads and its veths' NAPI threads (scheduler runtime)"
+        "\nrelay core: its elapsed minus idle time, everything on it (bg: its busy share just \
+         before, the relay idle: others' work on a shared machine); relay tasks: scheduler \
+         runtime of the server's threads and its veths' NAPI threads"
     );
-    println!(
-        "{:<21} {:>8} {:>9} {:>6} {:>7} {:>7} {:>7} {:>10} {:>6} {:>10} {:>6}",
+    let row = |cells: [&str; 12]| {
+        println!(
+            "{:<21} {:>8} {:>9} {:>5} {:>7} {:>4} {:>7} {:>7} {:>10} {:>6} {:>10} {:>6}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            cells[7],
+            cells[8],
+            cells[9],
+            cells[10],
+            cells[11]
+        );
+    };
+    row([
         "path",
         "offered",
         "delivered",
         "loss",
         "relay",
+        "bg",
         "relay",
         "sender",
         "pkts/CPU-s",
         "vs",
         "pkts/CPU-s",
-        "vs"
-    );
-    println!(
-        "{:<21} {:>8} {:>9} {:>6} {:>7} {:>7} {:>7} {:>10} {:>6} {:>10} {:>6}",
-        "", "pps", "pps", "%", "core s", "tasks s", "core s", "core", "coturn", "tasks", "coturn"
-    );
+        "vs",
+    ]);
+    row([
+        "", "pps", "pps", "%", "core s", "%", "tasks s", "core s", "core", "coturn", "tasks",
+        "coturn",
+    ]);
     for f in all {
         let (core, tasks) = (per(f, f.relay_cpu_s), per(f, f.tasks_cpu_s));
-        println!(
-            "{:<21} {:>8.0} {:>9.0} {:>6.1} {:>7.2} {:>7.2} {:>7.2} {:>10.0} {:>5.1}x {:>10.0} {:>5.1}x",
+        row([
             f.path.name(),
-            f.offered_pps,
-            f.delivered_pps,
-            f.loss,
-            f.relay_cpu_s,
-            f.tasks_cpu_s,
-            f.sender_cpu_s,
-            core,
-            core / c_core,
-            tasks,
-            tasks / c_tasks
-        );
+            &format!("{:.0}", f.offered_pps),
+            &format!("{:.0}", f.delivered_pps),
+            &format!("{:.1}", f.loss),
+            &format!("{:.2}", f.relay_cpu_s),
+            &format!("{:.0}", 100.0 * f.background),
+            &format!("{:.2}", f.tasks_cpu_s),
+            &format!("{:.2}", f.sender_cpu_s),
+            &format!("{core:.0}"),
+            &format!("{:.1}x", core / c_core),
+            &format!("{tasks:.0}"),
+            &format!("{:.1}x", tasks / c_tasks),
+        ]);
     }
 }
