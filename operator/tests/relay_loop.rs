@@ -18,12 +18,19 @@
 #![allow(clippy::unwrap_used)]
 
 mod envtest;
+// coturn's tools as the relay's own tests run them.
+#[allow(dead_code)]
+#[path = "../../relay/tests/common/process.rs"]
+mod process;
+#[allow(dead_code)]
+#[path = "../../relay/tests/common/uclient.rs"]
+mod uclient;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +42,9 @@ use kube::api::{Api, PostParams};
 use kube::runtime::events::Reporter;
 use operator::controller::{self, Scope, Settings};
 use operator::metrics::Metrics;
+use process::Guard;
 use tokio::sync::oneshot;
+use uclient::{Stats, echo_peer, uclient};
 
 const NS: &str = "loop";
 /// The relay binary, when not next to this test's.
@@ -98,29 +107,6 @@ fn relay_bin() -> PathBuf {
     bin
 }
 
-/// Path of `tool` on PATH, or a panic that says how to get it.
-fn require(tool: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{tool}` is not on PATH: `cargo xtask test` installs it (Debian package coturn)"
-            )
-        })
-}
-
-/// A child process we started, killed by its PID and reaped when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A scratch directory standing in for the pod's filesystem, removed when dropped.
 struct Root(PathBuf);
 
@@ -147,45 +133,6 @@ impl Root {
 impl Drop for Root {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs a command to completion with a deadline.
-fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let mut child = Guard(child);
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{cmd:?} did not finish within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
     }
 }
 
@@ -474,75 +421,11 @@ fn realm_of_401(server: SocketAddr) -> String {
     realm.expect("a REALM in the 401")
 }
 
-/// `turnutils_peer`, the echo peer, on 127.0.0.1 and a free port.
-fn echo_peer() -> (Guard, u16) {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(require("turnutils_peer"))
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn turnutils_peer");
-    std::thread::sleep(Duration::from_millis(200));
-    (Guard(child), port)
-}
-
-/// What `turnutils_uclient` reported.
-#[derive(Debug)]
-struct Stats {
-    sent: u64,
-    received: u64,
-    lost_zero: bool,
-    text: String,
-}
-
-fn last_number(text: &str, key: &str) -> u64 {
-    text.lines()
-        .rev()
-        .filter_map(|l| l.split(key).nth(1))
-        .find_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Runs `turnutils_uclient` with `args` against `server` through the echo peer. It exits 0
-/// even when messages are lost, so its statistics decide.
-fn uclient(server: SocketAddr, peer_port: u16, args: &[&str]) -> Stats {
-    let out = run(
-        Command::new(require("turnutils_uclient"))
-            .args(args)
-            .args(["-p", &server.port().to_string()])
-            .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
-            .arg(server.ip().to_string()),
-        TOOL_TIMEOUT,
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Stats {
-        sent: last_number(&text, "tot_send_msgs="),
-        received: last_number(&text, "tot_recv_msgs="),
-        lost_zero: text.contains("Total lost packets 0 "),
-        text,
-    }
-}
-
 /// Every message sent came back, none lost, and at least `expected` were sent.
 fn assert_all_arrived(what: &str, stats: &Stats, expected: u64, relay: &Relay) {
-    assert!(
-        stats.sent >= expected && stats.received == stats.sent && stats.lost_zero,
-        "{what}: expected at least {expected} messages through and 0 lost, got {} sent, {} \
-         received:\n{}\nthe relay's log:\n{}",
-        stats.sent,
-        stats.received,
-        stats.text,
-        relay.log()
+    stats.assert_all_arrived(
+        expected,
+        &format!("\n{what}: the relay's log:\n{}", relay.log()),
     );
 }
 
@@ -675,10 +558,15 @@ async fn rendered_config_runs_a_relay() {
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
     let shared = secret_value(&secrets.get("turn-auth").await.unwrap(), "secret");
     let token = secret_value(&secrets.get("turn-api").await.unwrap(), "token");
-    let (_peer, peer_port) = echo_peer();
+    let (_peer, peer) = echo_peer("127.0.0.1");
     let rest = ["-W", shared.as_str(), "-u", "alice"];
     let traffic = ["-m", "2", "-n", "100", "-l", "120"];
-    let stats = uclient(relay.listener, peer_port, &[&rest[..], &traffic].concat());
+    let stats = uclient(
+        relay.listener,
+        peer,
+        &[&rest[..], &traffic].concat(),
+        TOOL_TIMEOUT,
+    );
     assert_all_arrived("UDP, -W shared secret", &stats, 200, &relay);
     println!(
         "relay-loop: UDP: {} sent, {} received, 0 lost ({:.2}s after the relay started)",
@@ -688,8 +576,9 @@ async fn rendered_config_runs_a_relay() {
     );
     let stats = uclient(
         relay.listener,
-        peer_port,
+        peer,
         &[&["-t"][..], &rest, &traffic].concat(),
+        TOOL_TIMEOUT,
     );
     assert_all_arrived("TCP, -W shared secret", &stats, 200, &relay);
     println!(
@@ -730,8 +619,9 @@ async fn rendered_config_runs_a_relay() {
     assert!(user.ends_with(":bob"), "{user}");
     let stats = uclient(
         relay.listener,
-        peer_port,
+        peer,
         &[&["-u", user, "-w", password][..], &traffic].concat(),
+        TOOL_TIMEOUT,
     );
     assert_all_arrived("UDP, a credential from the API", &stats, 200, &relay);
 
@@ -739,7 +629,7 @@ async fn rendered_config_runs_a_relay() {
     // because of the rendered config, not in spite of it.
     let stats = uclient(
         relay.listener,
-        peer_port,
+        peer,
         &[
             "-W",
             "not-the-turnclusters-secret",
@@ -752,6 +642,7 @@ async fn rendered_config_runs_a_relay() {
             "-l",
             "120",
         ],
+        TOOL_TIMEOUT,
     );
     assert!(
         stats.received == 0 && stats.text.contains("Cannot complete Allocation"),

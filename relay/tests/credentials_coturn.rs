@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::uclient::{Stats, echo_peer};
 use common::{Guard, TempDir, free_port, relay_bin, require, run, wait_stun_ready};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -105,17 +106,15 @@ struct Coturn {
     _peer: Guard,
     _dir: TempDir,
     port: u16,
-    peer_port: u16,
+    peer: SocketAddr,
 }
 
 /// Starts coturn's `turnserver` with a REST shared secret and `turnutils_peer` as an echo peer,
 /// all on loopback ephemeral ports, with state in a private directory.
 fn coturn(secret: &str) -> Coturn {
     let turnserver = require("turnserver", "coturn");
-    let peer = require("turnutils_peer", "coturn");
     let dir = TempDir::new("coturn");
     let port = free_port();
-    let peer_port = common::free_udp_port();
     // A relay port range of its own, derived from the listening port so parallel runs differ.
     let min_port = 20000 + (port % 2000) * 10;
     let log = std::fs::File::create(dir.path().join("turnserver.log")).expect("log file");
@@ -162,73 +161,27 @@ fn coturn(secret: &str) -> Coturn {
         .spawn()
         .expect("spawn turnserver");
     let server = Guard(server);
-    let peer = Command::new(peer)
-        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn turnutils_peer");
-    let peer = Guard(peer);
+    let (peer_process, peer) = echo_peer("127.0.0.1");
     wait_stun_ready(
         SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(20),
     );
     Coturn {
         _server: server,
-        _peer: peer,
+        _peer: peer_process,
         _dir: dir,
         port,
-        peer_port,
+        peer,
     }
 }
 
-/// Allocates through coturn with `turnutils_uclient` and the given credential; returns
-/// (succeeded, messages received, output).
-fn uclient(coturn: &Coturn, username: &str, password: &str) -> (bool, u64, String) {
-    let tool = require("turnutils_uclient", "coturn");
-    let out = run(
-        Command::new(tool)
-            .args([
-                "-p",
-                &coturn.port.to_string(),
-                "-e",
-                "127.0.0.1",
-                "-r",
-                &coturn.peer_port.to_string(),
-            ])
-            .args([
-                "-n",
-                "10",
-                "-m",
-                "1",
-                "-l",
-                "120",
-                "-u",
-                username,
-                "-w",
-                password,
-                "127.0.0.1",
-            ]),
-        TIMEOUT,
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let received = text
-        .lines()
-        .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
-        .filter_map(|v| {
-            v.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0);
-    (out.status.success(), received, text)
+/// Allocates through coturn with `turnutils_uclient` and the given credential.
+fn uclient(coturn: &Coturn, username: &str, password: &str) -> Stats {
+    let server = SocketAddr::from(([127, 0, 0, 1], coturn.port));
+    let args = [
+        "-n", "10", "-m", "1", "-l", "120", "-u", username, "-w", password,
+    ];
+    common::uclient::uclient(server, coturn.peer, &args, TIMEOUT)
 }
 
 #[test]
@@ -273,19 +226,21 @@ fn rest_credential_is_accepted_by_coturn() {
     assert_eq!(ice[1]["username"], username);
     assert_eq!(ice[1]["credential"], password);
 
-    let (ok, received, text) = uclient(&coturn, username, password);
+    let stats = uclient(&coturn, username, password);
     assert!(
-        ok && received >= 10,
-        "coturn refused our credential or lost messages:\n{text}"
+        stats.exited_ok && stats.received >= 10,
+        "coturn refused our credential or lost messages:\n{}",
+        stats.text
     );
-    assert!(text.contains("Total lost packets 0 "), "{text}");
+    assert!(stats.lost_zero, "{}", stats.text);
 
     // The control: the same user with a wrong password is refused, so acceptance above meant
     // something.
-    let (ok, received, text) = uclient(&coturn, username, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    let stats = uclient(&coturn, username, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
     assert!(
-        !ok && received == 0,
-        "coturn accepted a wrong password:\n{text}"
+        !stats.exited_ok && stats.received == 0,
+        "coturn accepted a wrong password:\n{}",
+        stats.text
     );
     // And a credential made from another secret is refused too.
     let out = run(
@@ -301,14 +256,15 @@ fn rest_credential_is_accepted_by_coturn() {
         TIMEOUT,
     );
     let other: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let (ok, _, text) = uclient(
+    let stats = uclient(
         &coturn,
         other["username"].as_str().expect("u"),
         other["password"].as_str().expect("p"),
     );
     assert!(
-        !ok,
-        "coturn accepted a credential from the wrong secret:\n{text}"
+        !stats.exited_ok,
+        "coturn accepted a credential from the wrong secret:\n{}",
+        stats.text
     );
 }
 

@@ -8,11 +8,11 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::turn::TurnClient;
-use common::{Guard, Relay, TempDir, free_port, free_udp_port, require, run};
+use common::uclient::{Stats, echo_peer};
+use common::{Relay, TempDir, free_port};
 use relay::stun::{Lifetime, Method};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -353,10 +353,11 @@ fn credentials_endpoint_issues_credentials_that_allocate() {
     );
 
     // coturn's client allocates with it too and relays through its echo peer.
-    let (ok, received, text) = uclient(port, &username, &password);
+    let stats = uclient(port, &username, &password);
     assert!(
-        ok && received >= 10,
-        "turnutils_uclient with the credential failed:\n{text}"
+        stats.exited_ok && stats.received >= 10,
+        "turnutils_uclient with the credential failed:\n{}",
+        stats.text
     );
 
     // A new token (a rotated Secret) is picked up by the reload: the old one stops working.
@@ -393,50 +394,12 @@ fn credentials_endpoint_is_off_without_a_token_or_a_secret() {
     );
 }
 
-/// `turnutils_uclient` through the relay on `port` to `turnutils_peer`, with a credential:
-/// (succeeded, messages echoed back, output).
-fn uclient(port: u16, username: &str, password: &str) -> (bool, u64, String) {
-    let peer_port = free_udp_port();
-    let peer = Command::new(require("turnutils_peer", "coturn"))
-        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn turnutils_peer");
-    let _peer = Guard(peer);
-    std::thread::sleep(Duration::from_millis(200));
-    let out = run(
-        Command::new(require("turnutils_uclient", "coturn"))
-            .args(["-p", &port.to_string(), "-e", "127.0.0.1"])
-            .args([
-                "-r",
-                &peer_port.to_string(),
-                "-n",
-                "10",
-                "-m",
-                "1",
-                "-l",
-                "120",
-            ])
-            .args(["-u", username, "-w", password, "127.0.0.1"]),
-        Duration::from_secs(60),
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let received = text
-        .lines()
-        .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
-        .filter_map(|v| {
-            v.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0);
-    (out.status.success(), received, text)
+/// `turnutils_uclient` through the relay on `port` to `turnutils_peer`, with a credential.
+fn uclient(port: u16, username: &str, password: &str) -> Stats {
+    let (_peer, peer) = echo_peer("127.0.0.1");
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let args = [
+        "-n", "10", "-m", "1", "-l", "120", "-u", username, "-w", password,
+    ];
+    common::uclient::uclient(server, peer, &args, Duration::from_secs(60))
 }

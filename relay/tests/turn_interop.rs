@@ -5,11 +5,11 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Relay;
 use common::turn::TurnClient;
-use common::{Guard, Relay, require, run};
+use common::uclient::{echo_peer, uclient};
 use relay::stun::AddressFamily;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -37,89 +37,6 @@ fn relay(extra: &[&str]) -> Relay {
     Relay::start(&args)
 }
 
-/// `turnutils_peer`, the echo peer, on `ip` and a free port.
-fn echo_peer(ip: &str) -> (Guard, u16) {
-    let tool = require("turnutils_peer", "coturn");
-    let port = if ip.contains(':') {
-        UdpSocket::bind("[::1]:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    } else {
-        common::free_udp_port()
-    };
-    let child = Command::new(tool)
-        .args(["-L", ip, "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn turnutils_peer");
-    std::thread::sleep(Duration::from_millis(200));
-    (Guard(child), port)
-}
-
-/// What `turnutils_uclient` reported.
-#[derive(Debug)]
-struct Stats {
-    sent: u64,
-    received: u64,
-    lost_zero: bool,
-    text: String,
-}
-
-fn last_number(text: &str, key: &str) -> u64 {
-    text.lines()
-        .rev()
-        .filter_map(|l| l.split(key).nth(1))
-        .find_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Runs `turnutils_uclient` with `args` against `server`, through the echo peer at
-/// `peer_ip:peer_port`. It exits 0 even when messages are lost, so its statistics decide.
-fn uclient(server: SocketAddr, peer_ip: &str, peer_port: u16, args: &[&str]) -> Stats {
-    let tool = require("turnutils_uclient", "coturn");
-    let out = run(
-        Command::new(tool)
-            .args(args)
-            .args([
-                "-p",
-                &server.port().to_string(),
-                "-e",
-                peer_ip,
-                "-r",
-                &peer_port.to_string(),
-            ])
-            .arg(server.ip().to_string()),
-        TIMEOUT,
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Stats {
-        sent: last_number(&text, "tot_send_msgs="),
-        received: last_number(&text, "tot_recv_msgs="),
-        lost_zero: text.contains("Total lost packets 0 "),
-        text,
-    }
-}
-
-/// Every message sent came back, none lost, and at least `expected` were sent (uclient adds a
-/// few per client in some modes).
-fn assert_all_arrived(stats: &Stats, expected: u64) {
-    assert!(
-        stats.sent >= expected && stats.received == stats.sent && stats.lost_zero,
-        "expected at least {expected} messages through and 0 lost, got {} sent, {} received:\n{}",
-        stats.sent,
-        stats.received,
-        stats.text
-    );
-}
-
 const ALICE: [&str; 2] = ["--user", "alice:wonderland"];
 const CREDS: [&str; 4] = ["-u", "alice", "-w", "wonderland"];
 
@@ -128,14 +45,14 @@ const CREDS: [&str; 4] = ["-u", "alice", "-w", "wonderland"];
 #[test]
 fn uclient_channels_even_port_pairs_many_clients() {
     let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
-    let (_peer, port) = echo_peer("127.0.0.1");
+    let (_peer, peer) = echo_peer("127.0.0.1");
     let stats = uclient(
         relay.v4(),
-        "127.0.0.1",
-        port,
+        peer,
         &[&CREDS[..], &["-m", "20", "-n", "200", "-l", "120"]].concat(),
+        TIMEOUT,
     );
-    assert_all_arrived(&stats, 4000);
+    stats.assert_all_arrived(4000, "");
     assert!(
         relay.metric(
             r#"xdpturn_requests_total{method="channel_bind",result="success",transport="udp"}"#
@@ -149,14 +66,14 @@ fn uclient_channels_even_port_pairs_many_clients() {
 #[test]
 fn uclient_send_and_data_indications() {
     let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
-    let (_peer, port) = echo_peer("127.0.0.1");
+    let (_peer, peer) = echo_peer("127.0.0.1");
     let stats = uclient(
         relay.v4(),
-        "127.0.0.1",
-        port,
+        peer,
         &[&CREDS[..], &["-s", "-m", "10", "-n", "100", "-l", "120"]].concat(),
+        TIMEOUT,
     );
-    assert_all_arrived(&stats, 1000);
+    stats.assert_all_arrived(1000, "");
     assert_eq!(
         relay.metric(
             r#"xdpturn_requests_total{method="channel_bind",result="success",transport="udp"}"#
@@ -169,25 +86,25 @@ fn uclient_send_and_data_indications() {
 #[test]
 fn uclient_over_tcp() {
     let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
-    let (_peer, port) = echo_peer("127.0.0.1");
+    let (_peer, peer) = echo_peer("127.0.0.1");
     let stats = uclient(
         relay.v4(),
-        "127.0.0.1",
-        port,
+        peer,
         &[&CREDS[..], &["-t", "-m", "10", "-n", "100", "-l", "120"]].concat(),
+        TIMEOUT,
     );
-    assert_all_arrived(&stats, 1000);
+    stats.assert_all_arrived(1000, "");
     let stats = uclient(
         relay.v4(),
-        "127.0.0.1",
-        port,
+        peer,
         &[
             &CREDS[..],
             &["-t", "-s", "-m", "5", "-n", "100", "-l", "120"],
         ]
         .concat(),
+        TIMEOUT,
     );
-    assert_all_arrived(&stats, 500);
+    stats.assert_all_arrived(500, "");
     assert!(relay.metric(r#"xdpturn_relayed_packets_total{datapath="userspace",direction="peer_to_client",transport="tcp"}"#) >= 1500.0);
     // A closed TCP connection takes its allocation with it.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -207,11 +124,11 @@ fn uclient_tcp_relay_rfc6062() {
     let relay = relay(&[&ALICE[..], &["--allow-peer", "127.0.0.1"]].concat());
     let stats = uclient(
         relay.v4(),
-        "127.0.0.1",
-        1,
+        SocketAddr::from(([127, 0, 0, 1], 1)),
         &[&CREDS[..], &["-T", "-m", "4", "-n", "50", "-l", "120"]].concat(),
+        TIMEOUT,
     );
-    assert_all_arrived(&stats, 200);
+    stats.assert_all_arrived(200, "");
     assert!(relay.metric(r#"xdpturn_relayed_bytes_total{datapath="userspace",direction="client_to_peer",transport="tcp"}"#) >= 200.0 * 120.0);
 }
 
@@ -226,20 +143,19 @@ fn uclient_rest_shared_secret() {
         "--allow-peer",
         "127.0.0.1",
     ]);
-    let (_peer, port) = echo_peer("127.0.0.1");
+    let (_peer, peer) = echo_peer("127.0.0.1");
     let stats = uclient(
         relay.v4(),
-        "127.0.0.1",
-        port,
+        peer,
         &[
             "-W", "s3cret", "-u", "bob", "-m", "5", "-n", "100", "-l", "120",
         ],
+        TIMEOUT,
     );
-    assert_all_arrived(&stats, 500);
+    stats.assert_all_arrived(500, "");
     let stats = uclient(
         relay.v4(),
-        "127.0.0.1",
-        port,
+        peer,
         &[
             "-W",
             "retired secret",
@@ -252,6 +168,7 @@ fn uclient_rest_shared_secret() {
             "-l",
             "120",
         ],
+        TIMEOUT,
     );
     assert_eq!(
         stats.received, 0,
@@ -263,14 +180,14 @@ fn uclient_rest_shared_secret() {
 #[test]
 fn uclient_ipv6() {
     let relay = relay(&[&ALICE[..], &["--allow-peer", "::1"]].concat());
-    let (_peer, port) = echo_peer("::1");
+    let (_peer, peer) = echo_peer("::1");
     let stats = uclient(
         relay.v6(),
-        "::1",
-        port,
+        peer,
         &[&CREDS[..], &["-m", "5", "-n", "100", "-l", "120"]].concat(),
+        TIMEOUT,
     );
-    assert_all_arrived(&stats, 500);
+    stats.assert_all_arrived(500, "");
 }
 
 /// Every built-in denied class, and every IPv6 encoding of a denied IPv4 address, gets 403,

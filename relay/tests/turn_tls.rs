@@ -8,11 +8,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Guard, Relay, TempDir, relay_bin, require, run};
+use common::uclient::{echo_peer, uclient};
+use common::{Relay, TempDir, relay_bin, require, run};
 use relay::stun::{Class, Encoder, Message, MessageType, Method, TransactionId, XorMappedAddress};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
 
@@ -80,56 +81,13 @@ fn tls_relay(cert: &Path, key: &Path, extra: &[&str]) -> (Relay, SocketAddr) {
     (relay, tls[0])
 }
 
-/// `turnutils_peer`, the echo peer, on 127.0.0.1 and a free port.
-fn echo_peer() -> (Guard, u16) {
-    let tool = require("turnutils_peer", "coturn");
-    let port = common::free_udp_port();
-    let child = Command::new(tool)
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn turnutils_peer");
-    std::thread::sleep(Duration::from_millis(200));
-    (Guard(child), port)
-}
-
-fn last_number(text: &str, key: &str) -> u64 {
-    text.lines()
-        .rev()
-        .filter_map(|l| l.split(key).nth(1))
-        .find_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Runs `turnutils_uclient` over TLS (`-t -S`) with `args`; it exits 0 even when messages are
-/// lost, so its statistics decide. Asserts that at least `expected` messages went out and all
-/// came back.
-fn uclient_tls(server: SocketAddr, peer_port: u16, args: &[&str], expected: u64) -> String {
-    let tool = require("turnutils_uclient", "coturn");
-    let out = run(
-        Command::new(tool)
-            .args(["-t", "-S", "-u", "alice", "-w", "pw"])
-            .args(args)
-            .args(["-p", &server.port().to_string()])
-            .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
-            .arg(server.ip().to_string()),
-        TIMEOUT,
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent = last_number(&text, "tot_send_msgs=");
-    let received = last_number(&text, "tot_recv_msgs=");
-    assert!(
-        sent >= expected && received == sent && text.contains("Total lost packets 0 "),
-        "expected at least {expected} messages through TLS and 0 lost, got {sent} sent, \
-         {received} received:\n{text}"
-    );
-    text
+/// Runs `turnutils_uclient` over TLS (`-t -S`) with `args`. Asserts that at least `expected`
+/// messages went out and all came back.
+fn uclient_tls(server: SocketAddr, peer: SocketAddr, args: &[&str], expected: u64) -> String {
+    let args = [&["-t", "-S", "-u", "alice", "-w", "pw"][..], args].concat();
+    let stats = uclient(server, peer, &args, TIMEOUT);
+    stats.assert_all_arrived(expected, "");
+    stats.text
 }
 
 #[test]
@@ -137,16 +95,11 @@ fn uclient_over_tls() {
     let dir = TempDir::new("tls-uclient");
     let (cert, key) = write_cert(dir.path());
     let (relay, tls) = tls_relay(&cert, &key, &["--allow-peer", "127.0.0.1"]);
-    let (_peer, peer_port) = echo_peer();
+    let (_peer, peer) = echo_peer("127.0.0.1");
 
     // Channels (ChannelBind + ChannelData, padded on streams), then Send/Data indications.
-    let channels = uclient_tls(tls, peer_port, &["-n", "50", "-m", "5", "-l", "120"], 250);
-    let indications = uclient_tls(
-        tls,
-        peer_port,
-        &["-s", "-n", "50", "-m", "5", "-l", "120"],
-        250,
-    );
+    let channels = uclient_tls(tls, peer, &["-n", "50", "-m", "5", "-l", "120"], 250);
+    let indications = uclient_tls(tls, peer, &["-s", "-n", "50", "-m", "5", "-l", "120"], 250);
 
     let relayed = relay.metric(
         r#"xdpturn_relayed_packets_total{datapath="userspace",direction="peer_to_client",transport="tls"}"#,

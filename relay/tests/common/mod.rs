@@ -3,12 +3,17 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod process;
 pub mod turn;
+pub mod uclient;
+
+#[allow(unused_imports)] // As above: not every test binary runs commands itself.
+pub use process::{Guard, require, run};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,67 +23,6 @@ use relay::stun::{Class, Encoder, Message, MessageType, Method, TransactionId};
 /// The relay binary cargo built for this test run.
 pub fn relay_bin() -> &'static str {
     env!("CARGO_BIN_EXE_xdpturn-relay")
-}
-
-/// Path of `tool`, or a panic that says how to get it.
-pub fn require(tool: &str, package: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(tool);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("`{tool}` is not on PATH. `cargo xtask test` installs it (Debian package `{package}`).");
-}
-
-/// Runs a command to completion with a deadline, returning its output.
-pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().expect("reader"),
-        stderr: err_reader.join().expect("reader"),
-    }
-}
-
-/// A child process killed (by its PID, which only we hold) when dropped.
-pub struct Guard(pub Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A unique scratch directory, removed when dropped.

@@ -1,0 +1,101 @@
+//! coturn's test tools as the TURN tests use them: `turnutils_peer` as the echo peer and
+//! `turnutils_uclient` as the client, whose statistics say whether the relaying worked.
+//!
+//! Plain std (and the sibling `process` module), so that the operator's tests include it too
+//! (by path).
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::process::{Guard, require, run};
+
+/// `turnutils_peer`, the echo peer, on `ip` and a free port: the process and its address.
+pub fn echo_peer(ip: &str) -> (Guard, SocketAddr) {
+    let tool = require("turnutils_peer", "coturn");
+    let addr: IpAddr = ip.parse().expect("an IP address");
+    let port = UdpSocket::bind((addr, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = Command::new(tool)
+        .args(["-L", ip, "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn turnutils_peer");
+    std::thread::sleep(Duration::from_millis(200));
+    (Guard(child), SocketAddr::new(addr, port))
+}
+
+/// What `turnutils_uclient` reported. It exits 0 even when messages are lost, so its
+/// statistics, not its exit status, say whether everything arrived.
+#[derive(Debug)]
+pub struct Stats {
+    /// It exited 0: it allocated (a refused allocation makes it fail).
+    pub exited_ok: bool,
+    pub sent: u64,
+    pub received: u64,
+    /// It reported "Total lost packets 0".
+    pub lost_zero: bool,
+    /// Its output, stdout then stderr.
+    pub text: String,
+}
+
+impl Stats {
+    /// At least `expected` messages sent (uclient adds a few per client in some modes), every
+    /// one came back, and none was lost.
+    pub fn all_arrived(&self, expected: u64) -> bool {
+        self.sent >= expected && self.received == self.sent && self.lost_zero
+    }
+
+    /// Panics unless [`Stats::all_arrived`], with uclient's output and `more` (the relay's log,
+    /// say) in the message.
+    pub fn assert_all_arrived(&self, expected: u64, more: &str) {
+        assert!(
+            self.all_arrived(expected),
+            "expected at least {expected} messages through and 0 lost, got {} sent, {} \
+             received:\n{}{more}",
+            self.sent,
+            self.received,
+            self.text
+        );
+    }
+}
+
+/// The last number reported after `key` (uclient's totals grow as it runs).
+fn last_number(text: &str, key: &str) -> u64 {
+    text.lines()
+        .rev()
+        .filter_map(|l| l.split(key).nth(1))
+        .find_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `turnutils_uclient` with `args` against `server`, through the echo peer at `peer`,
+/// for at most `timeout`.
+pub fn uclient(server: SocketAddr, peer: SocketAddr, args: &[&str], timeout: Duration) -> Stats {
+    let tool = require("turnutils_uclient", "coturn");
+    let out = run(
+        Command::new(tool)
+            .args(args)
+            .args(["-p", &server.port().to_string()])
+            .args(["-e", &peer.ip().to_string(), "-r", &peer.port().to_string()])
+            .arg(server.ip().to_string()),
+        timeout,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Stats {
+        exited_ok: out.status.success(),
+        sent: last_number(&text, "tot_send_msgs="),
+        received: last_number(&text, "tot_recv_msgs="),
+        lost_zero: text.contains("Total lost packets 0 "),
+        text,
+    }
+}
