@@ -4,17 +4,29 @@
 //!
 //! client ns ⇄ relay ns ⇄ peer ns over two veth pairs, every veth end with NAPI (GRO on) in
 //! threaded mode, so that receive work runs in kernel threads that can be pinned: the relay's two
-//! ends on the relay core, the client's and the peer's on the sender core. The relay process is
-//! pinned to the relay core (`taskset`). A sender thread on the other core allocates through the
-//! relay (long-term credentials), binds a channel to a UDP sink in the peer namespace, checks a
-//! few packets arrive intact, then sends ChannelData with sendmmsg, flat out or at a fixed rate,
-//! for a fixed time. Delivered = the peer interface's rx_packets. CPU = elapsed minus idle and
-//! iowait of each core in /proc/stat (idle time is measured, not sampled: this VM's tick clock
-//! undercounts per-process time), so the softirq and NAPI work of the relaying is counted, which
-//! for the XDP path is all of it.
+//! ends on the relay core, the client's and the peer's on the sender core. The server is pinned
+//! to the relay core (`taskset`); it and every NAPI thread run at nice -10. A sender thread on
+//! the other core allocates through the server (long-term credentials), binds a channel to a UDP
+//! sink in the peer namespace, checks that packets arrive intact from the relayed address, then
+//! sends ChannelData flat out or at fixed rates, for a fixed time each: by default 64 datagrams
+//! per sendmsg with UDP_SEGMENT, cut at the client's veth (several times cheaper per packet than
+//! sendmmsg, XDPTURN_BENCH_SENDER=sendmmsg, so that the sender outruns even the XDP path).
+//!
+//! Delivered = the peer veth's rx_packets. While measuring, the relay namespace's neighbour entry
+//! for the peer names another MAC address, so the peer's IP layer drops each frame at once and
+//! the peer's receive costs the sender's core little. CPU of the relay core = elapsed minus idle
+//! and iowait in /proc/stat (idle time is measured, not sampled: this VM's tick clock undercounts
+//! per-process time), so the softirq and NAPI work of the relaying is counted, which for the XDP
+//! path is all of it; others' work on a shared machine counts too, so the benchmark first waits
+//! (a while) for a quiet relay core, and also reports the scheduler runtime of the relay's own
+//! tasks (its threads and its two NAPI threads) and what other tasks ran meanwhile.
+//!
+//! Flat out, the userspace servers are flooded (their receive work crowds them out); at a rate
+//! every path sustains, the figures compare cost per relayed packet.
 //!
 //! The machine may be shared and noisy: the figures are printed, not asserted. Asserted: every
-//! path delivered packets, and the XDP path's kernel counters carried them.
+//! path delivered packets, the payload and source address are right, and the XDP path's kernel
+//! counters carried the traffic (the userspace path's did not).
 
 mod common;
 #[path = "common/netns.rs"]
@@ -29,6 +41,7 @@ use std::time::{Duration, Instant};
 use common::turn::TurnClient;
 use common::{Guard, TempDir, http_get, relay_bin, require};
 use netns::{Netns, must, short_id};
+use quinn_udp::{Transmit, UdpSocketState};
 use relay::dataplane::PROGRAM_BUILT;
 use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
 
@@ -58,6 +71,8 @@ struct Settings {
     sender_cpu: usize,
     /// Which of xdp, userspace, coturn to run (XDPTURN_BENCH_PATHS, comma-separated).
     paths: Vec<String>,
+    /// How the sender sends: `gso` (UDP_SEGMENT) or `sendmmsg` (XDPTURN_BENCH_SENDER).
+    sender: String,
 }
 
 impl Settings {
@@ -69,9 +84,9 @@ impl Settings {
                 .unwrap_or(default)
         }
         Settings {
-            secs: var("XDPTURN_BENCH_SECS", 8.0_f64).clamp(1.0, 60.0),
+            secs: var("XDPTURN_BENCH_SECS", 5.0_f64).clamp(1.0, 60.0),
             rates: std::env::var("XDPTURN_BENCH_PPS")
-                .unwrap_or_else(|_| "0".into())
+                .unwrap_or_else(|_| "50000,200000,0".into())
                 .split(',')
                 .map(|r| {
                     r.trim()
@@ -81,6 +96,7 @@ impl Settings {
                 .collect(),
             relay_cpu: var("XDPTURN_BENCH_RELAY_CPU", 1),
             sender_cpu: var("XDPTURN_BENCH_SENDER_CPU", 0),
+            sender: var("XDPTURN_BENCH_SENDER", "gso".to_owned()),
             paths: std::env::var("XDPTURN_BENCH_PATHS")
                 .unwrap_or_else(|_| "xdp,userspace,coturn".into())
                 .split(',')
@@ -128,6 +144,17 @@ impl Topology {
             ns.exec(&["ethtool", "-K", dev, "gro", "on"]);
             ns.write_sys(dev, "threaded", "1");
         }
+        // The sender's UDP_SEGMENT batches are cut into datagrams at the client's end, before
+        // the relay sees them (veth would otherwise carry them whole).
+        t.client.exec(&[
+            "ethtool",
+            "-K",
+            &t.c,
+            "tx-udp-segmentation",
+            "off",
+            "gso",
+            "off",
+        ]);
         t.client.ip("route add default via 10.78.1.2");
         t.peer.ip(&format!("route add default via {RELAY_IP}"));
         // bpf_fib_lookup needs forwarding on in the relay's namespace.
@@ -484,6 +511,15 @@ fn blast(socket: &UdpSocket, packet: &[u8], s: &Settings, pps: u64) -> (u64, Dur
         scope
             .spawn(|| {
                 pin_current_thread(s.sender_cpu);
+                // gso: one sendmsg carries BATCH datagrams (UDP_SEGMENT), which the kernel cuts
+                // at the client's veth (its UDP segmentation offload is off): one pass through
+                // the socket layer and the route per batch, far cheaper than sendmmsg.
+                let gso = (s.sender == "gso").then(|| {
+                    let state = UdpSocketState::new(socket.into()).expect("quinn-udp");
+                    let n = state.max_gso_segments().min(BATCH);
+                    (state, packet.repeat(n), n)
+                });
+                let destination = socket.peer_addr().expect("connected");
                 let iov = [IoSlice::new(packet)];
                 let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> =
                     (0..BATCH).map(|_| SendAncillaryBuffer::default()).collect();
@@ -504,7 +540,18 @@ fn blast(socket: &UdpSocket, packet: &[u8], s: &Settings, pps: u64) -> (u64, Dur
                         }
                     }
                     // A full veth ring refuses some (ENOBUFS): they count as not offered.
-                    if let Ok(n) = sendmmsg(socket, &mut msgs, SendFlags::empty()) {
+                    if let Some((state, contents, n)) = &gso {
+                        let transmit = Transmit {
+                            destination,
+                            ecn: None,
+                            contents,
+                            segment_size: Some(packet.len()),
+                            src_ip: None,
+                        };
+                        if state.try_send(socket.into(), &transmit).is_ok() {
+                            sent += *n as u64;
+                        }
+                    } else if let Ok(n) = sendmmsg(socket, &mut msgs, SendFlags::empty()) {
                         sent += n as u64;
                     }
                 }
@@ -585,6 +632,22 @@ fn measure(
         topo.metric(xdp_series)
     };
 
+    // While measuring, the relay addresses the peer by a MAC address that is not the peer's:
+    // the peer's veth counts each frame (rx_packets) and its IP layer drops it at once as
+    // another host's, so the peer's receive, which shares the sender's core, costs little.
+    // The same for every path; removed afterwards (the next path resolves the peer again).
+    let sink_drop = |on: bool| {
+        if on {
+            topo.relay.ip(&format!(
+                "neigh replace 10.78.2.1 lladdr 02:00:00:00:00:99 dev {} nud permanent",
+                topo.rb
+            ));
+        } else {
+            topo.relay
+                .ip(&format!("neigh del 10.78.2.1 dev {}", topo.rb));
+        }
+    };
+    sink_drop(true);
     let background = wait_quiet(s, hz);
 
     let dev0 = topo.dev_stats();
@@ -607,6 +670,7 @@ fn measure(
     let others = others_runtime(&others0, &all_tasks(), server.0.id(), &pinned);
     let pinned = pinned.len();
     let dev1 = topo.dev_stats();
+    sink_drop(false);
     let delta = |end: usize, field: usize| dev1[end][field] - dev0[end][field];
     // rx drops at each end (a full ring, a full backlog) and tx drops (veth counts a frame its
     // peer's ring refused as the sender's tx drop).
@@ -695,9 +759,9 @@ fn bench_packets_per_cpu_second() {
         .enter(|| UdpSocket::bind(PEER).expect("bind the peer's sink"));
     println!(
         "\nEnd to end over veth (client ns -> relay ns -> peer ns), ChannelData of {DATA_LEN} \
-         bytes, sendmmsg x{BATCH}, {} s per path; relay and its NAPI threads on CPU {}, sender \
-         and the far ends' NAPI threads on CPU {}",
-        s.secs, s.relay_cpu, s.sender_cpu
+         bytes, sender {} x{BATCH}, {} s per path; the server and its NAPI threads on CPU {}, \
+         the sender and the far ends' NAPI threads on CPU {}",
+        s.sender, s.secs, s.relay_cpu, s.sender_cpu
     );
     for &pps in &s.rates {
         let offered = if pps == 0 {

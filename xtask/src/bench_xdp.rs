@@ -9,8 +9,8 @@
 //!     client -> peer and peer -> client, next to packets the program passes up.
 //!
 //!  2. `bench_packets_per_cpu_second` of relay/tests/xdp_bench.rs: client ns -> relay ns -> peer
-//!     ns over veth, a sendmmsg sender on one core, the server under test and its veths' NAPI
-//!     threads on the other; our relay with XDP (native), our relay in userspace, coturn's
+//!     ns over veth, a UDP_SEGMENT (or sendmmsg) sender on one core, the server under test and
+//!     its veths' NAPI threads on the other; our relay with XDP (native), our relay in userspace, coturn's
 //!     turnserver, one after the other; relayed packets per CPU-second of the relay core
 //!     (elapsed minus idle, /proc/stat) and of the relay's own tasks (scheduler runtime), with
 //!     the ratio to coturn.
@@ -38,17 +38,17 @@ pub struct Args {
     /// End to end: seconds of sending per path and rate.
     #[arg(
         long,
-        default_value_t = 6.0,
+        default_value_t = 5.0,
         env = "XDPTURN_BENCH_SECS",
         value_name = "S"
     )]
     pub secs: f64,
 
-    /// End to end: offered packets per second, comma-separated, one round of the three paths
-    /// each; 0 sends flat out.
+    /// End to end: offered packets per second, comma-separated, one round of the paths each;
+    /// 0 sends flat out.
     #[arg(
         long,
-        default_value = "0,50000",
+        default_value = "50000,200000,0",
         env = "XDPTURN_BENCH_PPS",
         value_name = "PPS,..."
     )]
@@ -71,6 +71,35 @@ pub struct Args {
         value_name = "CPU"
     )]
     pub sender_cpu: u32,
+
+    /// End to end: which paths, comma-separated, of xdp, userspace, coturn.
+    #[arg(
+        long,
+        default_value = "xdp,userspace,coturn",
+        env = "XDPTURN_BENCH_PATHS",
+        value_name = "PATH,..."
+    )]
+    pub paths: String,
+
+    /// End to end: how the sender sends, `gso` (64 datagrams per sendmsg, UDP_SEGMENT) or
+    /// `sendmmsg` (64 per call).
+    #[arg(
+        long,
+        default_value = "gso",
+        env = "XDPTURN_BENCH_SENDER",
+        value_name = "HOW"
+    )]
+    pub sender: String,
+
+    /// End to end: at most this long before each path, wait for a second in which the relay
+    /// core is at most 10% busy (others' work on a shared machine counts in its CPU time).
+    #[arg(
+        long,
+        default_value_t = 30,
+        env = "XDPTURN_BENCH_QUIET_WAIT",
+        value_name = "S"
+    )]
+    pub quiet_wait: u32,
 
     /// Only the TestRun figures.
     #[arg(long, conflicts_with = "end_to_end_only")]
@@ -105,6 +134,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .env("XDPTURN_BENCH_PPS", &args.pps)
             .env("XDPTURN_BENCH_RELAY_CPU", &args.relay_cpu.to_string())
             .env("XDPTURN_BENCH_SENDER_CPU", &args.sender_cpu.to_string())
+            .env("XDPTURN_BENCH_PATHS", &args.paths)
+            .env("XDPTURN_BENCH_SENDER", &args.sender)
+            .env("XDPTURN_BENCH_QUIET_WAIT", &args.quiet_wait.to_string())
             .args(["test", "--release", "-p", "relay", "--test", "xdp_bench"])
             .args([
                 "--",

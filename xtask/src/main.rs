@@ -146,10 +146,11 @@ enum Command {
     ///     passed packet repeated in one call.
     ///
     ///  2. relay/tests/xdp_bench.rs `bench_packets_per_cpu_second`: client ns -> relay ns -> peer
-    ///     ns over veth pairs with threaded NAPI; a sendmmsg sender pinned to --sender-cpu sends
-    ///     ChannelData through a channel (long-term credentials) for --secs at each --pps rate
-    ///     (0: flat out) to our relay with XDP native, our relay in userspace, and coturn's
-    ///     turnserver in turn, each pinned with its NAPI threads to --relay-cpu. Prints, per
+    ///     ns over veth pairs with threaded NAPI; a sender pinned to --sender-cpu (64 datagrams
+    ///     per sendmsg with UDP_SEGMENT, or sendmmsg) sends ChannelData through a channel
+    ///     (long-term credentials) for --secs at each --pps rate (0: flat out) to our relay with
+    ///     XDP native, our relay in userspace, and coturn's turnserver in turn, each pinned with
+    ///     its NAPI threads to --relay-cpu. Prints, per
     ///     path: offered and delivered pps (the peer veth's rx_packets), loss, CPU-seconds of
     ///     the relay core (elapsed minus idle from /proc/stat: softirq and NAPI included) and
     ///     of the relay's own tasks (scheduler runtime of its threads and NAPI threads), and
