@@ -12,7 +12,7 @@ mod envtest;
 use std::time::{Duration, Instant};
 
 use api::TurnCluster;
-use envtest::TestCluster;
+use envtest::{CRD_NAME, TestCluster, eventually};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
@@ -20,7 +20,6 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
-const CRD_NAME: &str = "turnclusters.xdpturn.io";
 const NAMESPACE: &str = "default";
 
 /// A TurnCluster as a user writes it: no listeners, so the CRD's default applies.
@@ -46,43 +45,6 @@ spec:
     port: 70000
 ";
 
-/// Polls `check` every 200 ms until it yields a value, or panics after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {}s",
-            timeout.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `kubectl apply -f crds/`, then waits until the API server reports the CRD Established.
-async fn install_crd(cluster: &TestCluster) {
-    let out = cluster.kubectl_ok(&["apply", "-f", "crds/"]);
-    assert!(out.contains(CRD_NAME), "kubectl apply said: {out}");
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    eventually("CRD Established", Duration::from_secs(30), || async {
-        let crd = crds.get(CRD_NAME).await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
-}
-
 fn turnclusters(client: Client) -> Api<TurnCluster> {
     Api::namespaced(client, NAMESPACE)
 }
@@ -100,7 +62,8 @@ async fn turncluster_crd_against_a_real_api_server() {
     assert_eq!(version.git_version, "v1.20.2");
 
     let t = Instant::now();
-    install_crd(&cluster).await;
+    let out = cluster.install_crd();
+    assert!(out.contains(CRD_NAME), "kubectl apply said: {out}");
     println!(
         "envtest: CRD applied and Established in {:.2}s",
         t.elapsed().as_secs_f64()
@@ -265,7 +228,7 @@ async fn objects_owned_by_a_turncluster_are_garbage_collected() {
         "envtest: cluster ready in {:.2}s",
         cluster.startup_time().as_secs_f64()
     );
-    install_crd(&cluster).await;
+    cluster.install_crd();
     let client = cluster.client();
     let api = turnclusters(client.clone());
     let tc: TurnCluster = serde_yaml::from_str(TURNCLUSTER_YAML).unwrap();

@@ -18,15 +18,15 @@
 mod envtest;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use api::{ConditionStatus, RelayConfig, TurnCluster, TurnClusterStatus};
-use envtest::TestCluster;
+use envtest::{Operator, TestCluster, eventually, runtime};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -34,13 +34,9 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::events::Reporter;
 use kube::{Client, ResourceExt};
-use operator::controller::{self, Scope, Settings};
 use operator::leader::{Elector, Timings};
-use operator::metrics::Metrics;
 use serde_json::json;
-use tokio::sync::oneshot;
 
 const OPERATOR_NS: &str = "xdpturn-system";
 const OPERATOR_SA: &str = "xdpturn-operator";
@@ -52,43 +48,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    // The operator's logs, filtered by RUST_LOG (e.g. RUST_LOG=operator=debug; by default its
-    // warnings only: the client's errors while the harness waits for the API server are noise),
-    // with the test's output.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("operator=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Polls `check` every 100 ms until it yields a value, or panics after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {}s",
-            timeout.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn rules(file: &str) -> Vec<PolicyRule> {
@@ -106,20 +65,11 @@ fn named(name: &str, ns: Option<&str>) -> ObjectMeta {
     }
 }
 
-async fn create_namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: named(name, None),
-        ..Namespace::default()
-    };
-    api.create(&PostParams::default(), &ns).await.unwrap();
-}
-
 /// The chart's RBAC for the operator's ServiceAccount, and a client that is that account
 /// (impersonated by the admin).
 async fn operator_client(cluster: &TestCluster) -> Client {
     let admin = cluster.client();
-    create_namespace(&admin, OPERATOR_NS).await;
+    cluster.create_namespace(OPERATOR_NS).await;
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NS);
     sas.create(
         &PostParams::default(),
@@ -203,59 +153,6 @@ async fn operator_client(cluster: &TestCluster) -> Client {
     let err = secrets.list(&ListParams::default()).await.unwrap_err();
     assert!(err.to_string().contains("forbidden"), "{err}");
     client
-}
-
-/// The operator, running in this process until stopped.
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-    metrics: Arc<Metrics>,
-}
-
-fn start_operator(client: Client) -> Running {
-    let metrics = Arc::new(Metrics::new());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(
-        client,
-        Scope::default(),
-        Reporter {
-            controller: "xdpturn-operator".into(),
-            instance: Some("envtest".into()),
-        },
-        metrics.clone(),
-        Settings {
-            default_image: "xdpturn/xdpturn-relay:envtest".into(),
-            resync: Duration::from_secs(600),
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Running {
-        stop,
-        task,
-        metrics,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the controller stops")
-            .unwrap();
-    }
-}
-
-async fn install_crd(cluster: &TestCluster) {
-    cluster.kubectl_ok(&["apply", "-f", "crds/"]);
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/turnclusters.xdpturn.io",
-    ]);
 }
 
 fn tc_status(tc: &TurnCluster) -> TurnClusterStatus {
@@ -348,10 +245,10 @@ fn the_example_end_to_end() {
 async fn example_end_to_end() {
     let cluster = TestCluster::start().await;
     let admin = cluster.client();
-    install_crd(&cluster).await;
+    cluster.install_crd();
     let op_client = operator_client(&cluster).await;
-    let operator = start_operator(op_client.clone());
-    create_namespace(&admin, DEMO).await;
+    let operator = Operator::start(op_client.clone(), "envtest");
+    cluster.create_namespace(DEMO).await;
 
     // kubectl apply the example, as a user would.
     let applied = Instant::now();
@@ -647,7 +544,7 @@ async fn example_end_to_end() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     operator.stop().await;
     let before = versions(&admin, DEMO, "turn").await;
-    let operator = start_operator(op_client.clone());
+    let operator = Operator::start(op_client.clone(), "envtest");
     eventually(
         "the new operator reconciles",
         Duration::from_secs(30),
@@ -707,10 +604,10 @@ fn nodes_and_load_balancers() {
     runtime().block_on(async {
         let cluster = TestCluster::start().await;
         let admin = cluster.client();
-        install_crd(&cluster).await;
+        cluster.install_crd();
         let op_client = operator_client(&cluster).await;
-        let operator = start_operator(op_client);
-        create_namespace(&admin, DEMO).await;
+        let operator = Operator::start(op_client, "envtest");
+        cluster.create_namespace(DEMO).await;
         let tcs: Api<TurnCluster> = Api::namespaced(admin.clone(), DEMO);
         let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), DEMO);
         let edge: TurnCluster = serde_yaml::from_str(
@@ -867,10 +764,10 @@ fn fifty_turnclusters_to_ready() {
     runtime().block_on(async {
         let cluster = TestCluster::start().await;
         let admin = cluster.client();
-        install_crd(&cluster).await;
+        cluster.install_crd();
         let op_client = operator_client(&cluster).await;
-        let operator = start_operator(op_client);
-        create_namespace(&admin, DEMO).await;
+        let operator = Operator::start(op_client, "envtest");
+        cluster.create_namespace(DEMO).await;
         let tcs: Api<TurnCluster> = Api::namespaced(admin.clone(), DEMO);
 
         // One first, alone.
@@ -945,7 +842,7 @@ fn one_leader_among_two_replicas() {
             controller_manager: false,
         })
         .await;
-        install_crd(&cluster).await;
+        cluster.install_crd();
         let client = operator_client(&cluster).await;
         let api = || Api::<Lease>::namespaced(client.clone(), OPERATOR_NS);
         let fast = Timings {
@@ -1044,7 +941,7 @@ fn two_operator_binaries_hand_over() {
         })
         .await;
         let admin = cluster.client();
-        install_crd(&cluster).await;
+        cluster.install_crd();
         operator_client(&cluster).await;
         // The operator's kubeconfig: the admin's, acting as the operator's ServiceAccount.
         let mut kc: serde_yaml::Value =
@@ -1091,7 +988,7 @@ fn two_operator_binaries_hand_over() {
         );
         assert_eq!(metric(port_b, "xdpturn_operator_leader"), Some(0.0));
 
-        create_namespace(&admin, DEMO).await;
+        cluster.create_namespace(DEMO).await;
         cluster.kubectl_ok(&["apply", "-n", DEMO, "-f", "examples/turncluster.yaml"]);
         let tcs: Api<TurnCluster> = Api::namespaced(admin.clone(), DEMO);
         eventually("the leader reconciles", Duration::from_secs(30), || async {

@@ -35,55 +35,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::{RelayConfig, TurnCluster};
-use envtest::{Options, TestCluster};
+use envtest::{Operator, Options, TestCluster, eventually, runtime};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodSpec, Secret};
-use kube::api::{Api, PostParams};
-use kube::runtime::events::Reporter;
-use operator::controller::{self, Scope, Settings};
-use operator::metrics::Metrics;
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
+use kube::api::Api;
 use process::Guard;
-use tokio::sync::oneshot;
 use uclient::{Stats, echo_peer, uclient};
 
 const NS: &str = "loop";
 /// The relay binary, when not next to this test's.
 const RELAY_BIN_ENV: &str = "XDPTURN_RELAY_BIN";
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn runtime() -> tokio::runtime::Runtime {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("operator=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Polls `check` every 100 ms until it yields a value, or panics after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {}s",
-            timeout.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The relay binary cargo built with this test: `xdpturn-relay` in the directory above this
 /// test executable's `deps/` (the same target directory and profile), or XDPTURN_RELAY_BIN.
@@ -133,43 +95,6 @@ impl Root {
 impl Drop for Root {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The operator, running in this process until stopped.
-struct Operator {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn start_operator(client: kube::Client) -> Operator {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(controller::run(
-        client,
-        Scope::default(),
-        Reporter {
-            controller: "xdpturn-operator".into(),
-            instance: Some("relay-loop".into()),
-        },
-        Arc::new(Metrics::new()),
-        Settings {
-            default_image: "xdpturn/xdpturn-relay:envtest".into(),
-            resync: Duration::from_secs(600),
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Operator { stop, task }
-}
-
-impl Operator {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the controller stops")
-            .unwrap();
     }
 }
 
@@ -445,21 +370,9 @@ async fn rendered_config_runs_a_relay() {
     })
     .await;
     let admin = cluster.client();
-    cluster.kubectl_ok(&["apply", "-f", "crds/"]);
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/turnclusters.xdpturn.io",
-    ]);
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some(NS.into());
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    let operator = start_operator(admin.clone());
+    cluster.install_crd();
+    cluster.create_namespace(NS).await;
+    let operator = Operator::start(admin.clone(), "relay-loop");
 
     let applied = Instant::now();
     cluster.kubectl_ok(&["apply", "-n", NS, "-f", "examples/turncluster.yaml"]);

@@ -39,10 +39,17 @@ use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::Reporter;
+use operator::controller::{self, Scope, Settings};
+use operator::metrics::Metrics;
+use tokio::sync::oneshot;
 
 /// The directory holding kube-apiserver, kube-controller-manager, kubectl and etcd.
 pub const BIN_ENV: &str = "XDPTURN_ENVTEST_BIN";
@@ -221,6 +228,29 @@ impl TestCluster {
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
         tail(&self.dir.join(format!("{component}.log")), lines)
     }
+
+    /// Installs the TurnCluster CRD as a user would (`kubectl apply -f crds/`) and waits until
+    /// the API server reports it Established; returns what `kubectl apply` said.
+    pub fn install_crd(&self) -> String {
+        let applied = self.kubectl_ok(&["apply", "-f", "crds/"]);
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/{CRD_NAME}"),
+        ]);
+        applied
+    }
+
+    /// Creates namespace `name`, as the admin.
+    pub async fn create_namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.client());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.to_owned());
+        api.create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|err| panic!("envtest: creating namespace {name}: {err}"));
+    }
 }
 
 impl Drop for TestCluster {
@@ -231,6 +261,95 @@ impl Drop for TestCluster {
         };
         partial.stop();
         partial.remove_dir(std::thread::panicking());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the tests run against a cluster
+
+/// The TurnCluster CRD's name.
+pub const CRD_NAME: &str = "turnclusters.xdpturn.io";
+
+/// A runtime for a test that runs the operator: two worker threads, and the operator's logs
+/// with the test's output, filtered by RUST_LOG (e.g. RUST_LOG=operator=debug; by default its
+/// warnings only: the client's errors while the harness waits for the API server are noise).
+pub fn runtime() -> tokio::runtime::Runtime {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("operator=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| panic!("envtest: a tokio runtime: {err}"))
+}
+
+/// Polls `check` every 100 ms until it yields a value, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {}s",
+            timeout.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The operator, running in this process (a task on the test's runtime) until stopped.
+pub struct Operator {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Operator {
+    /// Starts the operator's controller with `client`, over all namespaces; `instance` names it
+    /// in the events it writes.
+    pub fn start(client: kube::Client, instance: &str) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(
+            client,
+            Scope::default(),
+            Reporter {
+                controller: "xdpturn-operator".into(),
+                instance: Some(instance.into()),
+            },
+            metrics.clone(),
+            Settings {
+                default_image: "xdpturn/xdpturn-relay:envtest".into(),
+                resync: Duration::from_secs(600),
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            stop,
+            task,
+            metrics,
+        }
+    }
+
+    /// Stops the controller and waits (at most 20 s) until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the controller stops")
+            .unwrap_or_else(|err| panic!("the controller task: {err}"));
     }
 }
 
