@@ -9,165 +9,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod frames;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use frames::{Opts, assert_checksums, channel_data, forwarded, udp_frame};
 use proptest::prelude::*;
-use relay_common::packet::{self, CHANNEL_HLEN, ETH_HLEN, IPV4_HLEN, IPV6_HLEN, Rewrite, UDP_HLEN};
+use relay_common::packet::{self, CHANNEL_HLEN, ETH_HLEN, Rewrite, UDP_HLEN};
 use relay_common::{Action, ChannelEntries, ChannelKey, ChannelValue, PeerKey, PeerValue};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const RELAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
-
-// ---------------------------------------------------------------------------------------------
-// Packets built from scratch, checksums computed in full with an independent implementation.
-
-/// RFC 1071, written out plainly (not relay_common::csum).
-fn inet_sum(parts: &[&[u8]]) -> u16 {
-    let bytes: Vec<u8> = parts.concat();
-    let mut sum: u32 = 0;
-    for pair in bytes.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Opts {
-    ttl: u8,
-    tos: u8,
-    flow_label: u32,
-    ipv4_id: u16,
-    df: bool,
-    /// Send UDP checksum 0 (IPv4 only makes sense).
-    no_checksum: bool,
-    /// Pad the frame to at least this many bytes (Ethernet minimum frame: 60).
-    pad_frame_to: usize,
-}
-
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            ttl: 64,
-            tos: 0,
-            flow_label: 0,
-            ipv4_id: 0x1234,
-            df: true,
-            no_checksum: false,
-            pad_frame_to: 0,
-        }
-    }
-}
-
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-/// An Ethernet + IP + UDP frame carrying `payload`.
-fn frame(
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: SocketAddr,
-    dst: SocketAddr,
-    payload: &[u8],
-    o: Opts,
-) -> Vec<u8> {
-    let udp_len = (UDP_HLEN + payload.len()) as u16;
-    let (s, d) = (ip_bytes(src.ip()), ip_bytes(dst.ip()));
-    let mut udp = Vec::new();
-    udp.extend_from_slice(&src.port().to_be_bytes());
-    udp.extend_from_slice(&dst.port().to_be_bytes());
-    udp.extend_from_slice(&udp_len.to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(payload);
-    let v6 = src.is_ipv6();
-    let pseudo_tail: Vec<u8> = if v6 {
-        [
-            &u32::from(udp_len).to_be_bytes()[..],
-            &[0, 0, 0, packet::IPPROTO_UDP],
-        ]
-        .concat()
-    } else {
-        [&[0, packet::IPPROTO_UDP][..], &udp_len.to_be_bytes()].concat()
-    };
-    let check = match inet_sum(&[&s, &d, &pseudo_tail, &udp]) {
-        0 => 0xFFFF,
-        c => c,
-    };
-    if !o.no_checksum {
-        udp[6..8].copy_from_slice(&check.to_be_bytes());
-    }
-
-    let mut out = Vec::new();
-    out.extend_from_slice(&dst_mac);
-    out.extend_from_slice(&src_mac);
-    if v6 {
-        out.extend_from_slice(&packet::ETH_P_IPV6.to_be_bytes());
-        let first = (6u32 << 28) | (u32::from(o.tos) << 20) | o.flow_label;
-        out.extend_from_slice(&first.to_be_bytes());
-        out.extend_from_slice(&udp_len.to_be_bytes());
-        out.extend_from_slice(&[packet::IPPROTO_UDP, o.ttl]);
-        out.extend_from_slice(&s);
-        out.extend_from_slice(&d);
-    } else {
-        out.extend_from_slice(&packet::ETH_P_IP.to_be_bytes());
-        let mut h = vec![0x45, o.tos];
-        h.extend_from_slice(&(IPV4_HLEN as u16 + udp_len).to_be_bytes());
-        h.extend_from_slice(&o.ipv4_id.to_be_bytes());
-        h.extend_from_slice(&(if o.df { packet::IPV4_DF } else { 0 }).to_be_bytes());
-        h.extend_from_slice(&[o.ttl, packet::IPPROTO_UDP, 0, 0]);
-        h.extend_from_slice(&s);
-        h.extend_from_slice(&d);
-        let c = inet_sum(&[&h]);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        out.extend_from_slice(&h);
-    }
-    out.extend_from_slice(&udp);
-    while out.len() < o.pad_frame_to {
-        out.push(0);
-    }
-    out
-}
-
-fn channel_data(channel: u16, data: &[u8], padding: &[u8]) -> Vec<u8> {
-    let mut out = channel.to_be_bytes().to_vec();
-    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(padding);
-    out
-}
-
-/// Checks the IP header checksum and the UDP checksum of a frame by full recomputation.
-fn assert_checksums_verify(frame: &[u8]) {
-    let v6 = u16::from_be_bytes([frame[12], frame[13]]) == packet::ETH_P_IPV6;
-    let l3 = &frame[ETH_HLEN..];
-    let (hlen, src, dst) = if v6 {
-        (IPV6_HLEN, &l3[8..24], &l3[24..40])
-    } else {
-        assert_eq!(inet_sum(&[&l3[..IPV4_HLEN]]), 0, "IPv4 header checksum");
-        (IPV4_HLEN, &l3[12..16], &l3[16..20])
-    };
-    let udp = &l3[hlen..];
-    let udp_len = u16::from_be_bytes([udp[4], udp[5]]);
-    let udp = &udp[..usize::from(udp_len)];
-    if !v6 && udp[6..8] == [0, 0] {
-        return;
-    }
-    let tail: Vec<u8> = if v6 {
-        [&u32::from(udp_len).to_be_bytes()[..], &[0, 0, 0, 17]].concat()
-    } else {
-        [&[0, 17][..], &udp_len.to_be_bytes()].concat()
-    };
-    assert_eq!(inet_sum(&[src, dst, &tail, udp]), 0, "UDP checksum");
-}
 
 // ---------------------------------------------------------------------------------------------
 // The program's flow, on a Vec.
@@ -362,19 +216,6 @@ fn maps_for(s: &Setup) -> Maps {
     maps
 }
 
-/// What a packet becomes when it crosses a family: TOS/traffic class carried, flow label only
-/// between IPv6 packets, ID and DF only between IPv4 packets (DF set coming from IPv6).
-fn forwarded_opts(o: Opts, from_v6: bool, to_v6: bool) -> Opts {
-    Opts {
-        ttl: o.ttl - 1,
-        flow_label: if from_v6 && to_v6 { o.flow_label } else { 0 },
-        ipv4_id: if from_v6 { 0 } else { o.ipv4_id },
-        df: if from_v6 { true } else { o.df },
-        pad_frame_to: 0,
-        ..o
-    }
-}
-
 #[test]
 fn client_to_peer_every_family_pair_padding_and_data_length() {
     for (name, s) in setups() {
@@ -390,7 +231,7 @@ fn client_to_peer_every_family_pair_padding_and_data_length() {
                     df: data_len % 2 == 0,
                     ..Opts::default()
                 };
-                let input = frame(
+                let input = udp_frame(
                     RELAY_MAC,
                     CLIENT_MAC,
                     s.client,
@@ -403,19 +244,19 @@ fn client_to_peer_every_family_pair_padding_and_data_length() {
                 );
                 let (action, output) = run(&input, &maps);
                 assert_eq!(action, Action::ForwardedTx, "{name} len {data_len}");
-                let expected = frame(
+                let expected = udp_frame(
                     PEER_MAC,
                     RELAY_MAC,
                     s.relay,
                     s.peer,
                     &data,
-                    forwarded_opts(o, s.client.is_ipv6(), s.peer.is_ipv6()),
+                    forwarded(o, s.client.is_ipv6(), s.peer.is_ipv6()),
                 );
                 assert_eq!(
                     output, expected,
                     "{name}, {data_len} data bytes, padding {padding:?}"
                 );
-                assert_checksums_verify(&output);
+                assert_checksums(&output);
             }
         }
     }
@@ -433,7 +274,7 @@ fn peer_to_client_every_family_pair_and_data_length() {
                 ipv4_id: 0x0102,
                 ..Opts::default()
             };
-            let input = frame(
+            let input = udp_frame(
                 RELAY_MAC,
                 PEER_MAC,
                 s.peer,
@@ -446,16 +287,16 @@ fn peer_to_client_every_family_pair_and_data_length() {
             );
             let (action, output) = run(&input, &maps);
             assert_eq!(action, Action::ForwardedTx, "{name}");
-            let expected = frame(
+            let expected = udp_frame(
                 CLIENT_MAC,
                 RELAY_MAC,
                 s.listener,
                 s.client,
                 &channel_data(s.channel, &data, &[]),
-                forwarded_opts(o, s.peer.is_ipv6(), s.client.is_ipv6()),
+                forwarded(o, s.peer.is_ipv6(), s.client.is_ipv6()),
             );
             assert_eq!(output, expected, "{name}, {data_len} data bytes");
-            assert_checksums_verify(&output);
+            assert_checksums(&output);
         }
     }
 }
@@ -468,7 +309,7 @@ fn ipv4_without_checksum_stays_without_and_cannot_become_ipv6() {
     };
     for (name, s) in setups() {
         let maps = maps_for(&s);
-        let c2p = frame(
+        let c2p = udp_frame(
             RELAY_MAC,
             CLIENT_MAC,
             s.client,
@@ -476,30 +317,30 @@ fn ipv4_without_checksum_stays_without_and_cannot_become_ipv6() {
             &channel_data(s.channel, b"hello", &[]),
             o,
         );
-        let p2c = frame(RELAY_MAC, PEER_MAC, s.peer, s.relay, b"hello", o);
+        let p2c = udp_frame(RELAY_MAC, PEER_MAC, s.peer, s.relay, b"hello", o);
         for (input, out_v6, expected) in [
             (
                 &c2p,
                 s.peer.is_ipv6(),
-                frame(
+                udp_frame(
                     PEER_MAC,
                     RELAY_MAC,
                     s.relay,
                     s.peer,
                     b"hello",
-                    forwarded_opts(o, s.client.is_ipv6(), s.peer.is_ipv6()),
+                    forwarded(o, s.client.is_ipv6(), s.peer.is_ipv6()),
                 ),
             ),
             (
                 &p2c,
                 s.client.is_ipv6(),
-                frame(
+                udp_frame(
                     CLIENT_MAC,
                     RELAY_MAC,
                     s.listener,
                     s.client,
                     &channel_data(s.channel, b"hello", &[]),
-                    forwarded_opts(o, s.peer.is_ipv6(), s.client.is_ipv6()),
+                    forwarded(o, s.peer.is_ipv6(), s.client.is_ipv6()),
                 ),
             ),
         ] {
@@ -528,7 +369,7 @@ fn what_is_not_forwarded_is_left_alone() {
     let cases: Vec<(&str, Vec<u8>, Action)> = vec![
         (
             "STUN to the listener",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 s.client,
@@ -540,7 +381,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "STUN to a wildcard listener",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 v6(9, 1),
@@ -552,7 +393,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "unknown channel",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 s.client,
@@ -564,7 +405,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "bound channel from another client",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 v4(99, 40_000),
@@ -576,7 +417,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "to another port",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 s.client,
@@ -588,7 +429,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "from another peer",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 PEER_MAC,
                 v4(21, 6000),
@@ -600,7 +441,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "truncated ChannelData",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 s.client,
@@ -612,7 +453,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "3-byte ChannelData",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 s.client,
@@ -624,7 +465,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "more than padding",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 s.client,
@@ -636,7 +477,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "DTLS to the listener",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 s.client,
@@ -652,7 +493,7 @@ fn what_is_not_forwarded_is_left_alone() {
         ),
         (
             "TTL 1",
-            frame(
+            udp_frame(
                 RELAY_MAC,
                 CLIENT_MAC,
                 s.client,
@@ -704,18 +545,18 @@ proptest! {
         let (input, expected) = if to_peer {
             let padding = if padded { &pad[..(4 - data.len() % 4) % 4] } else { &[][..] };
             (
-                frame(RELAY_MAC, CLIENT_MAC, s.client, s.listener, &channel_data(channel, &data, padding), o),
-                frame(PEER_MAC, RELAY_MAC, s.relay, s.peer, &data, forwarded_opts(o, s.client.is_ipv6(), s.peer.is_ipv6())),
+                udp_frame(RELAY_MAC, CLIENT_MAC, s.client, s.listener, &channel_data(channel, &data, padding), o),
+                udp_frame(PEER_MAC, RELAY_MAC, s.relay, s.peer, &data, forwarded(o, s.client.is_ipv6(), s.peer.is_ipv6())),
             )
         } else {
             (
-                frame(RELAY_MAC, PEER_MAC, s.peer, s.relay, &data, o),
-                frame(CLIENT_MAC, RELAY_MAC, s.listener, s.client, &channel_data(channel, &data, &[]), forwarded_opts(o, s.peer.is_ipv6(), s.client.is_ipv6())),
+                udp_frame(RELAY_MAC, PEER_MAC, s.peer, s.relay, &data, o),
+                udp_frame(CLIENT_MAC, RELAY_MAC, s.listener, s.client, &channel_data(channel, &data, &[]), forwarded(o, s.peer.is_ipv6(), s.client.is_ipv6())),
             )
         };
         let (action, mut output) = run(&input, &maps);
         prop_assert_eq!(action, Action::ForwardedTx);
-        assert_checksums_verify(&output);
+        assert_checksums(&output);
         let mut expected = expected;
         if u16::from_be_bytes([output[12], output[13]]) == packet::ETH_P_IP {
             output[24..26].copy_from_slice(&[0, 0]);
@@ -754,7 +595,7 @@ fn scratch_reuse_leaves_nothing_behind() {
             ipv4_id: 0x4242,
             ..Opts::default()
         };
-        let input = frame(RELAY_MAC, PEER_MAC, s.peer, s.relay, b"reuse", o);
+        let input = udp_frame(RELAY_MAC, PEER_MAC, s.peer, s.relay, b"reuse", o);
         plan_into(&input, &maps, &mut ip, &mut rw);
         let fresh = plan(&input, &maps).unwrap();
         // Bytes past `headers_len` are never written to the packet; the rest must match.

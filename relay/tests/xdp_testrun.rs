@@ -15,12 +15,17 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)]
 
+// Packets, built from scratch with checksums computed in full.
+#[path = "../../relay-common/tests/frames/mod.rs"]
+mod frames;
+
 use std::fs::File;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use frames::{Opts, assert_checksums, channel_data, forwarded, ip_frame, udp_frame};
 use relay::dataplane::{
     Action, ChannelBinding, ChannelTraffic, Dataplane, DataplaneError, PROGRAM_BUILT, Traffic,
     XdpConfig, XdpMode,
@@ -213,171 +218,6 @@ fn config(mode: XdpMode) -> XdpConfig {
             "203.0.113.1:3478".parse().unwrap(),
         ],
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Packets, built from scratch with checksums computed in full.
-
-fn inet_sum(parts: &[&[u8]]) -> u16 {
-    let bytes: Vec<u8> = parts.concat();
-    let mut sum: u32 = 0;
-    for pair in bytes.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Opts {
-    ttl: u8,
-    tos: u8,
-    flow_label: u32,
-    ipv4_id: u16,
-    df: bool,
-    no_checksum: bool,
-    pad_frame_to: usize,
-}
-
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            ttl: 64,
-            tos: 0,
-            flow_label: 0,
-            ipv4_id: 0x1234,
-            df: true,
-            no_checksum: false,
-            pad_frame_to: 0,
-        }
-    }
-}
-
-/// What the program makes of the IP header fields it carries over.
-fn forwarded(o: Opts, from_v6: bool, to_v6: bool) -> Opts {
-    Opts {
-        ttl: o.ttl - 1,
-        flow_label: if from_v6 && to_v6 { o.flow_label } else { 0 },
-        ipv4_id: if from_v6 { 0 } else { o.ipv4_id },
-        df: if from_v6 { true } else { o.df },
-        pad_frame_to: 0,
-        ..o
-    }
-}
-
-/// An Ethernet + IP + UDP frame.
-fn udp_frame(
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: SocketAddr,
-    dst: SocketAddr,
-    payload: &[u8],
-    o: Opts,
-) -> Vec<u8> {
-    let udp_len = (8 + payload.len()) as u16;
-    let (s, d) = (ip_bytes(src.ip()), ip_bytes(dst.ip()));
-    let mut udp = Vec::new();
-    udp.extend_from_slice(&src.port().to_be_bytes());
-    udp.extend_from_slice(&dst.port().to_be_bytes());
-    udp.extend_from_slice(&udp_len.to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(payload);
-    let v6 = src.is_ipv6();
-    let pseudo: Vec<u8> = if v6 {
-        [&u32::from(udp_len).to_be_bytes()[..], &[0, 0, 0, 17]].concat()
-    } else {
-        [&[0, 17][..], &udp_len.to_be_bytes()].concat()
-    };
-    let check = match inet_sum(&[&s, &d, &pseudo, &udp]) {
-        0 => 0xFFFF,
-        c => c,
-    };
-    if !o.no_checksum {
-        udp[6..8].copy_from_slice(&check.to_be_bytes());
-    }
-    let mut out = ip_frame(dst_mac, src_mac, src.ip(), dst.ip(), 17, udp.len(), o);
-    out.extend_from_slice(&udp);
-    while out.len() < o.pad_frame_to {
-        out.push(0);
-    }
-    out
-}
-
-/// Ethernet + IP header (no options) for `payload_len` bytes of protocol `proto`.
-fn ip_frame(
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: IpAddr,
-    dst: IpAddr,
-    proto: u8,
-    payload_len: usize,
-    o: Opts,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&dst_mac);
-    out.extend_from_slice(&src_mac);
-    if src.is_ipv6() {
-        out.extend_from_slice(&0x86DDu16.to_be_bytes());
-        let first = (6u32 << 28) | (u32::from(o.tos) << 20) | o.flow_label;
-        out.extend_from_slice(&first.to_be_bytes());
-        out.extend_from_slice(&(payload_len as u16).to_be_bytes());
-        out.extend_from_slice(&[proto, o.ttl]);
-        out.extend_from_slice(&ip_bytes(src));
-        out.extend_from_slice(&ip_bytes(dst));
-    } else {
-        out.extend_from_slice(&0x0800u16.to_be_bytes());
-        let mut h = vec![0x45, o.tos];
-        h.extend_from_slice(&(20 + payload_len as u16).to_be_bytes());
-        h.extend_from_slice(&o.ipv4_id.to_be_bytes());
-        h.extend_from_slice(&(if o.df { 0x4000u16 } else { 0 }).to_be_bytes());
-        h.extend_from_slice(&[o.ttl, proto, 0, 0]);
-        h.extend_from_slice(&ip_bytes(src));
-        h.extend_from_slice(&ip_bytes(dst));
-        let c = inet_sum(&[&h]);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        out.extend_from_slice(&h);
-    }
-    out
-}
-
-fn channel_data(channel: u16, data: &[u8], padding: &[u8]) -> Vec<u8> {
-    let mut out = channel.to_be_bytes().to_vec();
-    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(padding);
-    out
-}
-
-/// Verifies a frame's IP header checksum (IPv4) and UDP checksum by full recomputation.
-fn assert_checksums(frame: &[u8]) {
-    let v6 = frame[12..14] == [0x86, 0xDD];
-    let l3 = &frame[14..];
-    let (hlen, src, dst) = if v6 {
-        (40, &l3[8..24], &l3[24..40])
-    } else {
-        assert_eq!(inet_sum(&[&l3[..20]]), 0, "IPv4 header checksum");
-        (20, &l3[12..16], &l3[16..20])
-    };
-    let udp_len = u16::from_be_bytes([l3[hlen + 4], l3[hlen + 5]]);
-    let udp = &l3[hlen..hlen + usize::from(udp_len)];
-    if !v6 && udp[6..8] == [0, 0] {
-        return;
-    }
-    let pseudo: Vec<u8> = if v6 {
-        [&u32::from(udp_len).to_be_bytes()[..], &[0, 0, 0, 17]].concat()
-    } else {
-        [&[0, 17][..], &udp_len.to_be_bytes()].concat()
-    };
-    assert_eq!(inet_sum(&[src, dst, &pseudo, udp]), 0, "UDP checksum");
 }
 
 fn sa(s: &str) -> SocketAddr {
