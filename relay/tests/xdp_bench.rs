@@ -779,6 +779,15 @@ fn bench_packets_per_cpu_second() {
     }
 }
 
+/// `a / b` as "12.3x", or "-" without coturn's figure.
+fn ratio(a: f64, b: f64) -> String {
+    if b.is_nan() {
+        "-".into()
+    } else {
+        format!("{:.1}x", a / b)
+    }
+}
+
 fn print_table(all: &[Figures]) {
     let per = |f: &Figures, cpu: f64| f.delivered_pps * f.took / cpu.max(1e-3);
     let coturn = all.iter().find(|f| f.path == Path::Coturn);
@@ -837,9 +846,9 @@ fn print_table(all: &[Figures]) {
             &format!("{:.2}", f.tasks_cpu_s),
             &format!("{:.2}", f.sender_cpu_s),
             &format!("{core:.0}"),
-            &format!("{:.1}x", core / c_core),
+            &ratio(core, c_core),
             &format!("{tasks:.0}"),
-            &format!("{:.1}x", tasks / c_tasks),
+            &ratio(tasks, c_tasks),
         ]);
     }
 }
