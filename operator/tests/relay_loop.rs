@@ -18,7 +18,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod envtest;
-// coturn's tools as the relay's own tests run them.
+// The relay and coturn's tools, started as the relay's own tests start them.
+#[allow(dead_code)]
+#[path = "../../relay/tests/common/launch.rs"]
+mod launch;
 #[allow(dead_code)]
 #[path = "../../relay/tests/common/process.rs"]
 mod process;
@@ -27,10 +30,10 @@ mod process;
 mod uclient;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,7 @@ use envtest::{Operator, Options, TestCluster, eventually, runtime};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
 use kube::api::Api;
+use launch::launch;
 use process::Guard;
 use uclient::{Stats, echo_peer, uclient};
 
@@ -196,15 +200,6 @@ struct Relay {
     metrics: SocketAddr,
 }
 
-/// The value after `key` up to the next space.
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line
-        .find(key)
-        .map(|i| i + key.len())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"));
-    line[start..].split_whitespace().next().unwrap_or_default()
-}
-
 impl Relay {
     fn start(args: &[String]) -> Relay {
         let mut cmd = Command::new(relay_bin());
@@ -214,53 +209,12 @@ impl Relay {
                 cmd.env_remove(name);
             }
         }
-        let mut child = cmd
-            .args(args)
-            .env("XDPTURN_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the relay");
-        let stderr = child.stderr.take().unwrap();
-        let mut process = Guard(child);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let lines = log.lock().unwrap().clone();
-            if let Some(metrics) = lines.iter().find(|l| l.contains("metrics=")) {
-                let metrics = field(metrics, "metrics=").parse().unwrap();
-                let listener = lines
-                    .iter()
-                    .find(|l| l.contains(" listening ") && l.contains("udp="))
-                    .map(|l| field(l, "udp=").parse().unwrap())
-                    .expect("a listening line");
-                return Relay {
-                    _process: process,
-                    log,
-                    listener,
-                    metrics,
-                };
-            }
-            if let Ok(Some(status)) = process.0.try_wait() {
-                panic!(
-                    "the relay exited with {status} during start-up:\n{}",
-                    lines.join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the relay did not start:\n{}",
-                lines.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let launched = launch(cmd.args(args).env("XDPTURN_LOG", "info"));
+        Relay {
+            _process: launched.process,
+            log: launched.log,
+            listener: *launched.listeners.first().expect("a listening line"),
+            metrics: launched.metrics,
         }
     }
 

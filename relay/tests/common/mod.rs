@@ -3,17 +3,20 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod launch;
 pub mod process;
 pub mod turn;
 pub mod uclient;
 
+pub use launch::{field, launch};
+
 #[allow(unused_imports)] // As above: not every test binary runs commands itself.
 pub use process::{Guard, require, run};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,55 +79,17 @@ impl Relay {
 
     /// Starts the relay with exactly `base` + `extra` as arguments.
     pub fn start_with(base: &[&str], extra: &[&str]) -> Relay {
-        let mut child = Command::new(relay_bin())
-            .args(base)
-            .args(extra)
-            .env("XDPTURN_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn relay");
-        let stderr = child.stderr.take().expect("piped");
-        let guard = Guard(child);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().expect("log lock").push(line);
-            }
-        });
-        let mut relay = Relay {
-            guard,
-            listeners: Vec::new(),
-            metrics: "0.0.0.0:0".parse().expect("addr"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let lines = relay.log_lines();
-            if let Some(line) = lines.iter().find(|l| l.contains("metrics=")) {
-                relay.metrics = field(line, "metrics=").parse().expect("metrics address");
-                relay.listeners = lines
-                    .iter()
-                    .filter(|l| l.contains(" listening ") && l.contains("udp="))
-                    .map(|l| field(l, "udp=").parse().expect("listener address"))
-                    .collect();
-                return relay;
-            }
-            if let Ok(Some(status)) = relay.guard.0.try_wait() {
-                panic!(
-                    "relay exited with {status} during start-up:\n{}",
-                    lines.join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay did not start:\n{}",
-                lines.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let launched = launch(
+            Command::new(relay_bin())
+                .args(base)
+                .args(extra)
+                .env("XDPTURN_LOG", "debug"),
+        );
+        Relay {
+            guard: launched.process,
+            listeners: launched.listeners,
+            metrics: launched.metrics,
+            log: launched.log,
         }
     }
 
@@ -219,15 +184,6 @@ impl Relay {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     }
-}
-
-/// The value after `key` up to the next space.
-pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line
-        .find(key)
-        .map(|i| i + key.len())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"));
-    line[start..].split_whitespace().next().unwrap_or_default()
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
