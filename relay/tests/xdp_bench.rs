@@ -14,10 +14,10 @@
 //!
 //! Delivered = the peer veth's rx_packets. While measuring, the relay namespace's neighbour entry
 //! for the peer names another MAC address, so the peer's IP layer drops each frame at once and
-//! the peer's receive costs the sender's core little. CPU of the relay core = elapsed minus idle
-//! and iowait in /proc/stat (idle time is measured, not sampled: this VM's tick clock undercounts
-//! per-process time), so the softirq and NAPI work of the relaying is counted, which for the XDP
-//! path is all of it; others' work on a shared machine counts too, so the benchmark first waits
+//! the peer's receive costs the sender's core little. CPU of the relay core = elapsed minus idle,
+//! iowait and steal in /proc/stat (idle time is measured, not sampled: this VM's tick clock
+//! undercounts per-process time; steal is the hypervisor's), so the softirq and NAPI work of the
+//! relaying is counted, which for the XDP path is all of it; others' work on a shared machine counts too, so the benchmark first waits
 //! (a while) for a quiet relay core, and also reports the scheduler runtime of the relay's own
 //! tasks (its threads and its two NAPI threads) and what other tasks ran meanwhile.
 //!
@@ -262,6 +262,8 @@ struct CpuTicks {
     /// user + nice + system + irq + softirq + steal, as sampled by the tick.
     busy: u64,
     softirq: u64,
+    /// Time the hypervisor ran something else while this virtual CPU wanted to run.
+    steal: u64,
 }
 
 fn cpu_ticks(cpu: usize) -> CpuTicks {
@@ -280,6 +282,7 @@ fn cpu_ticks(cpu: usize) -> CpuTicks {
         idle: f[3] + f[4],
         busy: f[0] + f[1] + f[2] + f[5] + f[6] + f[7],
         softirq: f[6],
+        steal: f[7],
     }
 }
 
@@ -680,8 +683,9 @@ fn measure(
         .map(|(i, end)| format!("{end} {}/{}", delta(i, 3), delta(i, 11)))
         .collect();
     let wall = (t1 - t0).as_secs_f64();
-    let relay_cpu_s = wall - (r1.idle - r0.idle) as f64 / hz;
-    let sender_cpu_s = wall - (s1.idle - s0.idle) as f64 / hz;
+    // Steal is time the hypervisor gave to something else: nothing of ours ran then.
+    let relay_cpu_s = wall - (r1.idle - r0.idle + r1.steal - r0.steal) as f64 / hz;
+    let sender_cpu_s = wall - (s1.idle - s0.idle + s1.steal - s0.steal) as f64 / hz;
     let tasks_cpu_s = (k1 - k0) as f64 / 1e9;
     let napi_cpu_s = (n1 - n0) as f64 / 1e9;
     let delivered = delta(3, 1);
@@ -707,7 +711,7 @@ fn measure(
     };
     println!(
         "{}: sent {sent} in {:.2} s, delivered {delivered}; relay core busy {relay_cpu_s:.2} s of \
-         {wall:.2} s (tick-sampled {:.2} s, softirq {:.2} s; {:.0}% busy before, idle relay), \
+         {wall:.2} s (tick-sampled {:.2} s, softirq {:.2} s, steal {:.2} s; {:.0}% busy before, idle relay), \
          sender core {sender_cpu_s:.2} s; relay tasks {tasks_cpu_s:.2} s of which its NAPI \
          threads {napi_cpu_s:.2} s ({pinned} NAPI threads pinned); XDP counted {xdp:.0}; \
          drops rx/tx: {}; other tasks on the machine: {others}",
@@ -715,6 +719,7 @@ fn measure(
         took.as_secs_f64(),
         (r1.busy - r0.busy) as f64 / hz,
         (r1.softirq - r0.softirq) as f64 / hz,
+        (r1.steal - r0.steal) as f64 / hz,
         100.0 * background,
         drops.join(", "),
     );
@@ -795,9 +800,9 @@ fn print_table(all: &[Figures]) {
         (per(c, c.relay_cpu_s), per(c, c.tasks_cpu_s))
     });
     println!(
-        "\nrelay core: its elapsed minus idle time, everything on it (bg: its busy share just \
-         before, the relay idle: others' work on a shared machine); relay tasks: scheduler \
-         runtime of the server's threads and its veths' NAPI threads"
+        "\nrelay core: its elapsed minus idle and steal time, everything on it (bg: its busy \
+         share just before, the relay idle: others' work on a shared machine); relay tasks: \
+         scheduler runtime of the server's threads and its veths' NAPI threads"
     );
     let row = |cells: [&str; 12]| {
         println!(

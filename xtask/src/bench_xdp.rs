@@ -10,10 +10,10 @@
 //!
 //!  2. `bench_packets_per_cpu_second` of relay/tests/xdp_bench.rs: client ns -> relay ns -> peer
 //!     ns over veth, a UDP_SEGMENT (or sendmmsg) sender on one core, the server under test and
-//!     its veths' NAPI threads on the other; our relay with XDP (native), our relay in userspace, coturn's
-//!     turnserver, one after the other; relayed packets per CPU-second of the relay core
-//!     (elapsed minus idle, /proc/stat) and of the relay's own tasks (scheduler runtime), with
-//!     the ratio to coturn.
+//!     its veths' NAPI threads on the other; our relay with XDP (native), our relay in
+//!     userspace, coturn's turnserver, one after the other; relayed packets per CPU-second of
+//!     the relay core (elapsed minus idle and steal, /proc/stat) and of the relay's own tasks
+//!     (scheduler runtime), with the ratio to coturn.
 //!
 //! The machine may be shared and noisy: the figures are figures, not assertions.
 

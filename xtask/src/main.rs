@@ -150,11 +150,11 @@ enum Command {
     ///     per sendmsg with UDP_SEGMENT, or sendmmsg) sends ChannelData through a channel
     ///     (long-term credentials) for --secs at each --pps rate (0: flat out) to our relay with
     ///     XDP native, our relay in userspace, and coturn's turnserver in turn, each pinned with
-    ///     its NAPI threads to --relay-cpu. Prints, per
-    ///     path: offered and delivered pps (the peer veth's rx_packets), loss, CPU-seconds of
-    ///     the relay core (elapsed minus idle from /proc/stat: softirq and NAPI included) and
-    ///     of the relay's own tasks (scheduler runtime of its threads and NAPI threads), and
-    ///     delivered packets per CPU-second with the ratio to coturn.
+    ///     its NAPI threads to --relay-cpu. Prints, per path: offered and delivered pps (the
+    ///     peer veth's rx_packets), loss, CPU-seconds of the relay core (elapsed minus idle and
+    ///     steal, /proc/stat: softirq and NAPI included) and of the relay's own tasks (scheduler
+    ///     runtime of its threads and NAPI threads), and delivered packets per CPU-second with
+    ///     the ratio to coturn.
     ///
     /// Needs turnserver (coturn), ethtool, taskset. The machine may be shared and noisy: the
     /// figures are printed, not asserted (each path must deliver, the XDP path in the kernel).
