@@ -29,6 +29,7 @@ use crate::proto::{
     self, Action, BindFailure, BindResult, Buf, Event, FiveTuple, Inbound, Ledger, MAX_REPLY_LEN,
     PEER_HEADROOM, PEER_TAILROOM, PendingAllocation, RelayHandle, RelayRequest, Transport,
 };
+use crate::sendbatch;
 use crate::stun::{Class, Header, MAX_MESSAGE_LEN, stream_frame_len};
 use crate::tls;
 
@@ -425,6 +426,10 @@ struct Worker {
     /// socket so that no relay socket gets the options `UdpSocketState::new` sets (GRO, and a
     /// DF policy that RFC 8656's DONT-FRAGMENT leaves to the client).
     peer_recv: UdpSocketState,
+    /// Datagrams to clients queued while a batch of received datagrams is handled (`batching`),
+    /// sent together at its end (src/sendbatch.rs).
+    outbox: RefCell<sendbatch::Outbox>,
+    batching: Cell<bool>,
     generation: Cell<u64>,
 }
 
@@ -463,6 +468,8 @@ async fn run_worker(
     let worker = Rc::new(Worker {
         server: RefCell::new(server),
         peer_recv,
+        outbox: RefCell::new(sendbatch::Outbox::default()),
+        batching: Cell::new(false),
         generation: Cell::new(shared.control.generation.load(Ordering::Acquire)),
         shared,
         udp,
@@ -678,14 +685,26 @@ impl Worker {
 
     fn udp_send(&self, tuple: &FiveTuple, bytes: &[u8]) -> bool {
         let server = tuple.server;
-        let Some(l) = self.udp.iter().find(|l| {
+        let Some(index) = self.udp.iter().position(|l| {
             l.addr.port() == server.port()
                 && l.addr.is_ipv4() == server.is_ipv4()
                 && (l.addr.ip().is_unspecified() || l.addr.ip() == server.ip())
         }) else {
             return false;
         };
+        let l = &self.udp[index];
         let src_ip = l.addr.ip().is_unspecified().then_some(server.ip());
+        if self.batching.get() {
+            let full = {
+                let mut outbox = self.outbox.borrow_mut();
+                outbox.push(index, tuple.client, src_ip, bytes);
+                outbox.len() >= sendbatch::CAPACITY
+            };
+            if full {
+                self.flush_outbox();
+            }
+            return true;
+        }
         let transmit = Transmit {
             destination: tuple.client,
             ecn: None,
@@ -694,6 +713,29 @@ impl Worker {
             src_ip,
         };
         l.state.try_send((&l.socket).into(), &transmit).is_ok()
+    }
+
+    /// Queues what goes to UDP clients from here to [`Worker::end_batch`], when there is more
+    /// than one received datagram to handle.
+    fn begin_batch(&self, datagrams: usize) {
+        self.batching.set(datagrams > 1);
+    }
+
+    fn end_batch(&self) {
+        if self.batching.replace(false) {
+            self.flush_outbox();
+        }
+    }
+
+    /// Sends the queued datagrams; those the kernel refused count as UDP send errors.
+    fn flush_outbox(&self) {
+        let failed = self
+            .outbox
+            .borrow_mut()
+            .flush(|i| self.udp.get(i).map(|l| &l.socket));
+        for _ in 0..failed {
+            self.send_failed(Transport::Udp.as_str());
+        }
     }
 
     fn bind_relays(self: &Rc<Self>, pending: PendingAllocation, out: &mut [u8]) -> Action {
@@ -860,6 +902,13 @@ async fn serve_udp(worker: Rc<Worker>, index: usize) {
             }
         };
         let now = Instant::now();
+        // More than one datagram (several entries, or one GRO train): answers go out together.
+        worker.begin_batch(
+            meta.iter()
+                .take(n)
+                .map(|m| m.len.div_ceil(m.stride.max(1)))
+                .sum(),
+        );
         for (m, buf) in meta.iter().take(n).zip(storage.chunks_mut(RECV_BUF)) {
             let local = SocketAddr::new(
                 m.dst_ip.map_or(listener.addr.ip(), |ip| ip.to_canonical()),
@@ -877,6 +926,7 @@ async fn serve_udp(worker: Rc<Worker>, index: usize) {
                 handle_client(&worker, &inbound, now, &mut out);
             }
         }
+        worker.end_batch();
     }
 }
 
@@ -979,6 +1029,7 @@ fn relay_batch(
         }
     };
     let now = Instant::now();
+    worker.begin_batch(n);
     for (m, frame) in meta.iter().take(n).zip(peer.chunks_exact_mut(PEER_FRAME)) {
         let action = worker
             .server
@@ -987,6 +1038,7 @@ fn relay_batch(
         worker.apply(action, frame, out, None);
         worker.apply_events();
     }
+    worker.end_batch();
     more
 }
 
