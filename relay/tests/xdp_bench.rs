@@ -28,6 +28,8 @@
 //! path delivered packets, the payload and source address are right, and the XDP path's kernel
 //! counters carried the traffic (the userspace path's did not).
 
+#![cfg(target_os = "linux")]
+
 mod common;
 #[path = "common/netns.rs"]
 mod netns;
