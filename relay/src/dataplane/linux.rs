@@ -201,6 +201,8 @@ impl Dataplane {
         Ok(ProgramStats {
             verified_instructions: info.verified_instruction_count(),
             translated_bytes: info.size_translated(),
+            run_time: info.run_time(),
+            run_count: info.run_count(),
         })
     }
 
@@ -373,13 +375,7 @@ impl Dataplane {
     ) -> Result<TestRun, DataplaneError> {
         let mut inner = self.lock();
         let program = xdp_program(&mut inner.ebpf)?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex.
-        let len = u32::try_from(frame.len()).map_err(|e| DataplaneError::TestRun(e.into()))?;
-        let mut ctx = Vec::with_capacity(24);
-        for field in [0, len, 0, ingress_ifindex, 0, 0] {
-            ctx.extend_from_slice(&field.to_ne_bytes());
-        }
+        let ctx = xdp_md(frame, ingress_ifindex)?;
         // Room for the largest growth (a ChannelData header and an IPv6 header instead of an
         // IPv4 one).
         let mut out = vec![0u8; frame.len() + 64];
@@ -404,6 +400,17 @@ impl Dataplane {
         // A panic while holding the lock leaves the bookkeeping as consistent as the maps.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The `struct xdp_md` a test run starts from: data, data_end, data_meta, ingress_ifindex,
+/// rx_queue_index, egress_ifindex.
+fn xdp_md(frame: &[u8], ingress_ifindex: u32) -> Result<Vec<u8>, DataplaneError> {
+    let len = u32::try_from(frame.len()).map_err(|e| DataplaneError::TestRun(e.into()))?;
+    let mut ctx = Vec::with_capacity(24);
+    for field in [0, len, 0, ingress_ifindex, 0, 0] {
+        ctx.extend_from_slice(&field.to_ne_bytes());
+    }
+    Ok(ctx)
 }
 
 impl Drop for Dataplane {
