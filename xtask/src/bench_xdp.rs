@@ -101,6 +101,16 @@ pub struct Args {
     )]
     pub quiet_wait: u32,
 
+    /// End to end: runs per path and rate; the one with the most packets per CPU-second of the
+    /// relay core (the least disturbed by others' work) goes into the table.
+    #[arg(
+        long,
+        default_value_t = 2,
+        env = "XDPTURN_BENCH_REPEAT",
+        value_name = "N"
+    )]
+    pub repeat: u32,
+
     /// Only the TestRun figures.
     #[arg(long, conflicts_with = "end_to_end_only")]
     pub testrun_only: bool,
@@ -135,6 +145,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .env("XDPTURN_BENCH_RELAY_CPU", &args.relay_cpu.to_string())
             .env("XDPTURN_BENCH_SENDER_CPU", &args.sender_cpu.to_string())
             .env("XDPTURN_BENCH_PATHS", &args.paths)
+            .env("XDPTURN_BENCH_REPEAT", &args.repeat.to_string())
             .env("XDPTURN_BENCH_SENDER", &args.sender)
             .env("XDPTURN_BENCH_QUIET_WAIT", &args.quiet_wait.to_string())
             .args(["test", "--release", "-p", "relay", "--test", "xdp_bench"])
