@@ -138,6 +138,22 @@ impl RelayConfig {
             || !self.auth_secrets.is_empty()
             || !self.auth_secret_files.is_empty()
     }
+
+    /// Where TLS is served when a certificate and key are configured but no TLS address is:
+    /// as coturn does, the listen addresses' IPs on port 5349 ([`DEFAULT_TLS_PORT`]), once per
+    /// IP. A listen address with port 0 (a free port) gets port 0 too, so that a relay started
+    /// on free ports takes none of the well-known ones.
+    pub fn default_tls_listen(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for a in &self.listen {
+            let port = if a.port() == 0 { 0 } else { DEFAULT_TLS_PORT };
+            let tls = SocketAddr::new(a.ip(), port);
+            if !out.contains(&tls) {
+                out.push(tls);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +172,28 @@ mod tests {
                 .all(|a| a.port() == DEFAULT_LISTEN_PORT)
         );
         assert!(!parsed.has_credentials());
+    }
+
+    #[test]
+    fn tls_defaults_to_5349_on_the_listen_addresses() {
+        let cfg = RelayConfig::default();
+        let want: Vec<SocketAddr> = vec![
+            "0.0.0.0:5349".parse().expect("addr"),
+            "[::]:5349".parse().expect("addr"),
+        ];
+        assert_eq!(cfg.default_tls_listen(), want);
+        let cfg = RelayConfig {
+            listen: ["10.0.0.1:3478", "10.0.0.1:3479", "127.0.0.1:0"]
+                .iter()
+                .map(|a| a.parse().expect("addr"))
+                .collect(),
+            ..RelayConfig::default()
+        };
+        let want: Vec<SocketAddr> = vec![
+            "10.0.0.1:5349".parse().expect("addr"),
+            "127.0.0.1:0".parse().expect("addr"),
+        ];
+        assert_eq!(cfg.default_tls_listen(), want);
     }
 
     #[test]

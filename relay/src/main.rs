@@ -75,8 +75,9 @@ struct ServeArgs {
     listen: Vec<SocketAddr>,
 
     /// Address to serve STUN/TURN over TLS on (TLS 1.2 and 1.3, ALPN stun.turn), with --cert
-    /// and --key; repeatable; port 0 picks a free port [--tls-listening-port]. Default: none
-    /// (5349 is the usual port).
+    /// and --key; repeatable; port 0 picks a free port [--tls-listening-port]. Default: with a
+    /// certificate and key, port 5349 on the --listen addresses' IPs (port 0 where theirs is
+    /// 0); without, no TLS.
     #[arg(
         long = "tls-listen",
         env = "XDPTURN_TLS_LISTEN",
@@ -483,6 +484,14 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<RelayConfig> {
     }
     if c.listen.is_empty() {
         bail!("no listen address: give --listen ADDR:PORT or `listen = [...]` in the config file");
+    }
+    match (&c.cert, &c.key) {
+        (Some(_), None) | (None, Some(_)) => bail!(
+            "TLS needs both a certificate and a key: give --cert FILE and --key FILE (or `cert` \
+             and `key` in the config file)"
+        ),
+        (Some(_), Some(_)) if c.tls_listen.is_empty() => c.tls_listen = c.default_tls_listen(),
+        _ => {}
     }
     Ok(c)
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -284,6 +284,37 @@ fn binding_over(
         other => Err(std::io::Error::other(format!(
             "no XOR-MAPPED-ADDRESS: {other:?}"
         ))),
+    }
+}
+
+/// With a certificate and a key but no --tls-listen, TLS is served on the listen addresses'
+/// IPs, as coturn does: port 5349, or, as here where the relay listens on free ports, a free
+/// port too (`RelayConfig::default_tls_listen` is unit-tested for 5349).
+#[test]
+fn a_certificate_alone_serves_tls_on_the_listen_addresses() {
+    let dir = TempDir::new("tls-default");
+    let (cert, key) = write_cert(dir.path());
+    let (cert_arg, key_arg) = (
+        cert.to_str().expect("utf-8 path"),
+        key.to_str().expect("utf-8 path"),
+    );
+    let relay = Relay::start(&["--cert", cert_arg, "--key", key_arg]);
+    let mut tls = relay.tls_listeners();
+    tls.sort();
+    let ips: Vec<IpAddr> = tls.iter().map(|a| a.ip()).collect();
+    assert_eq!(
+        ips,
+        [
+            "127.0.0.1".parse::<IpAddr>().expect("ip"),
+            "::1".parse().expect("ip")
+        ],
+        "TLS on each listen IP: {tls:?}"
+    );
+    for addr in tls {
+        assert_ne!(addr.port(), 0, "port 0 resolved to the bound port");
+        let mut conn = tls_connect(addr, &cert);
+        let mapped = binding_over(&mut conn).expect("binding over the default TLS listener");
+        assert_eq!(mapped, conn.sock.local_addr().expect("local address"));
     }
 }
 
@@ -566,6 +597,15 @@ fn tls_without_certificate_or_with_a_bad_one_is_a_clear_startup_error() {
         err.contains("holds no private key") && err.contains("cert.pem"),
         "{err}"
     );
+
+    // A key without a certificate, even with no TLS address asked for.
+    let out = run(
+        Command::new(relay_bin()).args(base).arg("--key").arg(&cert),
+        TIMEOUT,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("both a certificate and a key"), "{err}");
 
     // The same through the environment.
     let out = run(
