@@ -8,6 +8,8 @@
 //! (recvmmsg, GRO) with the destination address of each datagram (IP_PKTINFO), which is both
 //! the 5-tuple's server address and the source address of the answer.
 
+mod sendbatch;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, IoSliceMut};
@@ -29,7 +31,6 @@ use crate::proto::{
     self, Action, BindFailure, BindResult, Buf, Event, FiveTuple, Inbound, Ledger, MAX_REPLY_LEN,
     PEER_HEADROOM, PEER_TAILROOM, PendingAllocation, RelayHandle, RelayRequest, Transport,
 };
-use crate::sendbatch;
 use crate::stun::{Class, Header, MAX_MESSAGE_LEN, stream_frame_len};
 use crate::tls;
 
@@ -427,7 +428,7 @@ struct Worker {
     /// DF policy that RFC 8656's DONT-FRAGMENT leaves to the client).
     peer_recv: UdpSocketState,
     /// Datagrams to clients queued while a batch of received datagrams is handled (`batching`),
-    /// sent together at its end (src/sendbatch.rs).
+    /// sent together at its end (eventloop/sendbatch.rs).
     outbox: RefCell<sendbatch::Outbox>,
     batching: Cell<bool>,
     generation: Cell<u64>,

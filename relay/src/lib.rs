@@ -12,6 +12,5 @@ pub mod eventloop;
 pub mod http;
 pub mod metrics;
 pub mod proto;
-pub mod sendbatch;
 pub mod stun;
 pub mod tls;

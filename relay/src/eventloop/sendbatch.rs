@@ -56,10 +56,6 @@ impl Outbox {
         self.items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
     /// Queues a copy of `bytes` for `dest`, from `src` if given, on listener `listener`.
     pub fn push(&mut self, listener: usize, dest: SocketAddr, src: Option<IpAddr>, bytes: &[u8]) {
         let start = self.bytes.len();
@@ -271,7 +267,7 @@ mod tests {
         }
         assert_eq!(outbox.len(), 12);
         assert_eq!(outbox.flush(|i| sockets.get(i).copied()), 0);
-        assert!(outbox.is_empty());
+        assert_eq!(outbox.len(), 0);
         let wild_port = wild.local_addr().expect("addr").port();
         let bound_addr = bound.local_addr().expect("addr");
         for (rx, parity) in [(&a, 0u8), (&b, 1u8)] {
@@ -339,6 +335,6 @@ mod tests {
         outbox.push(0, dest, foreign, b"two");
         outbox.push(7, dest, None, b"no such listener");
         assert_eq!(outbox.flush(|i| (i == 0).then_some(&wild)), 3);
-        assert!(outbox.is_empty());
+        assert_eq!(outbox.len(), 0);
     }
 }
