@@ -727,7 +727,8 @@ fn measure(
         delivered_pps: delivered as f64 / took.as_secs_f64(),
         took: took.as_secs_f64(),
         background,
-        loss: 100.0 * (1.0 - delivered as f64 / sent.max(1) as f64),
+        // The peer's rx_packets also counts its few ARP exchanges: a loss of a hair below 0.
+        loss: (100.0 * (1.0 - delivered as f64 / sent.max(1) as f64)).max(0.0),
         relay_cpu_s,
         tasks_cpu_s,
         sender_cpu_s,
