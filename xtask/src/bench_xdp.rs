@@ -101,8 +101,8 @@ pub struct Args {
     )]
     pub quiet_wait: u32,
 
-    /// End to end: runs per path and rate; the one with the most packets per CPU-second of the
-    /// relay core (the least disturbed by others' work) goes into the table.
+    /// End to end: runs per path and rate; the one whose relay-core CPU time exceeds its
+    /// relay's own tasks' the least (the least disturbed by others' work) goes into the table.
     #[arg(
         long,
         default_value_t = 2,
