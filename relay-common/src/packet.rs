@@ -71,16 +71,22 @@ pub const fn check_frame_len(frame_len: usize) -> Result<(), Action> {
 }
 
 /// What the program keeps of an IP header.
+///
+/// `repr(C, align(8))` with the addresses first: they sit at offsets 0 and 16 of an 8-aligned
+/// struct, so the program copies them as two 64-bit words each rather than byte by byte (the
+/// BPF target splits any access it cannot prove aligned into bytes). The same holds for
+/// [`Route`] and [`Rewrite`].
+#[repr(C, align(8))]
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(any(feature = "user", test), derive(Debug))]
 #[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
 pub struct Ip {
-    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
-    pub family: u8,
     /// Source address, in the crate's 16-byte layout.
     pub src: [u8; 16],
     /// Destination address.
     pub dst: [u8; 16],
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
     /// Bytes after the IP header: IPv4 total length - 20, or the IPv6 payload length.
     pub payload_len: u16,
     /// TTL or hop limit.
@@ -198,6 +204,22 @@ pub const fn parse_ipv6_into(
     l3_len: usize,
     ip: &mut Ip,
 ) -> Result<(), Action> {
+    let fixed = [h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]];
+    if let Err(action) = parse_ipv6_fixed_into(&fixed, l3_len, ip) {
+        return Err(action);
+    }
+    ip.src = addr16(h, 8);
+    ip.dst = addr16(h, 24);
+    Ok(())
+}
+
+/// [`parse_ipv6_into`] of everything but the addresses: `h` is the first 8 bytes of the
+/// header, and the caller copies the addresses (bytes 8-39) into `ip.src` and `ip.dst` itself
+/// when this succeeds. The program does, in 16-bit words straight from the packet: going
+/// through a 40-byte array, LLVM reassembles them into 64-bit words in more registers than
+/// BPF has.
+#[inline(always)]
+pub const fn parse_ipv6_fixed_into(h: &[u8; 8], l3_len: usize, ip: &mut Ip) -> Result<(), Action> {
     let payload_len = u16::from_be_bytes([h[4], h[5]]);
     if h[0] >> 4 != 6 || IPV6_HLEN + payload_len as usize > l3_len {
         return Err(Action::DropMalformed);
@@ -213,8 +235,6 @@ pub const fn parse_ipv6_into(
     }
     let first = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     ip.family = FAMILY_IPV6;
-    ip.src = addr16(h, 8);
-    ip.dst = addr16(h, 24);
     ip.payload_len = payload_len;
     ip.ttl = h[7];
     ip.tos = (first >> 20) as u8;
@@ -378,12 +398,13 @@ pub const fn trailing_sum(bytes: [u8; 3], count: u16, data_len: u16) -> Sum {
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(any(feature = "user", test), derive(Debug))]
 #[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+#[repr(C, align(8))]
 pub struct Rewrite {
+    /// IP + UDP (+ ChannelData towards a client) headers, ready to copy after the Ethernet
+    /// header; [`Rewrite::headers_len`] bytes are used. First, so 8-aligned (see [`Ip`]).
+    pub headers: [u8; MAX_HEADERS],
     /// The outgoing packet's family.
     pub family: u8,
-    /// IP + UDP (+ ChannelData towards a client) headers, ready to copy after the Ethernet
-    /// header; [`Rewrite::headers_len`] bytes are used.
-    pub headers: [u8; MAX_HEADERS],
     /// Whether a ChannelData header is part of the headers (towards a client).
     pub channel_header: bool,
     /// The delta for `bpf_xdp_adjust_head`: old headers minus new headers (positive shrinks).
@@ -474,16 +495,14 @@ impl Rewrite {
 
     #[inline(always)]
     const fn words(&self, at: usize) -> [u32; 4] {
-        let h = &self.headers;
-        let mut out = [0u32; 4];
-        let mut i = 0;
-        while i < 4 {
-            let b = at + 4 * i;
-            // IPv4 reads past its 4 address bytes into other header bytes; only out[0] is used.
-            out[i] = u32::from_ne_bytes([h[b], h[b + 1], h[b + 2], h[b + 3]]);
-            i += 1;
+        debug_assert!(at.is_multiple_of(4) && at + 16 <= MAX_HEADERS);
+        let p = self.headers.as_ptr();
+        // IPv4 reads past its 4 address bytes into other header bytes; only out[0] is used.
+        // SAFETY: inside `headers`, and 4-aligned (see `put16`).
+        #[allow(unsafe_code)]
+        unsafe {
+            (p.add(at) as *const [u32; 4]).read()
         }
-        out
     }
 
     /// IPv6 `flowinfo` as `bpf_fib_lookup` takes it (traffic class and flow label, host order;
@@ -500,13 +519,14 @@ impl Rewrite {
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(any(feature = "user", test), derive(Debug))]
 #[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+#[repr(C, align(8))]
 pub struct Route {
-    /// The outgoing family.
-    pub family: u8,
-    /// The outgoing source address.
+    /// The outgoing source address (first, so 8-aligned: see [`Ip`]).
     pub src: [u8; 16],
     /// The outgoing destination address.
     pub dst: [u8; 16],
+    /// The outgoing family.
+    pub family: u8,
     /// The outgoing source port (host order).
     pub src_port: u16,
     /// The outgoing destination port (host order).
@@ -526,42 +546,60 @@ pub struct Route {
 /// padding ([`channel_data_fits`] counted it).
 #[inline(always)]
 pub const fn route_to_peer(cd: ChannelHeader, trailing: Sum, value: &ChannelValue) -> Route {
-    Route {
-        family: value.family,
-        src: value.relay_addr,
-        dst: value.peer_addr,
-        src_port: u16::from_be(value.relay_port),
-        dst_port: u16::from_be(value.peer_port),
-        removed: Sum::new()
-            .add(cd.channel)
-            .add(cd.len)
-            .add(trailing.fold())
-            .fold(),
-        added: None,
-        data_len: cd.len,
-        counter: value.counter,
-    }
+    let mut route = Route::EMPTY;
+    route_to_peer_into(cd, trailing, value, &mut route);
+    route
+}
+
+/// [`route_to_peer`] into a `Route` the caller owns (the program's scratch map): field by
+/// field, where a returned `Route` is built on the stack and copied.
+#[inline(always)]
+pub const fn route_to_peer_into(
+    cd: ChannelHeader,
+    trailing: Sum,
+    value: &ChannelValue,
+    route: &mut Route,
+) {
+    route.src = value.relay_addr;
+    route.dst = value.peer_addr;
+    route.family = value.family;
+    route.src_port = u16::from_be(value.relay_port);
+    route.dst_port = u16::from_be(value.peer_port);
+    route.removed = Sum::new()
+        .add(cd.channel)
+        .add(cd.len)
+        .add(trailing.fold())
+        .fold();
+    route.added = None;
+    route.data_len = cd.len;
+    route.counter = value.counter;
 }
 
 /// The route of a peer's datagram to a client: a ChannelData header goes in front of the data,
 /// the packet leaves from the listener to the client.
 #[inline(always)]
 pub const fn route_to_client(udp: &Udp, value: &PeerValue) -> Route {
+    let mut route = Route::EMPTY;
+    route_to_client_into(udp, value, &mut route);
+    route
+}
+
+/// [`route_to_client`] into a `Route` the caller owns, as [`route_to_peer_into`].
+#[inline(always)]
+pub const fn route_to_client_into(udp: &Udp, value: &PeerValue, route: &mut Route) {
     let data_len = udp.payload_len();
-    Route {
-        family: value.family,
-        src: value.listener_addr,
-        dst: value.client_addr,
-        src_port: u16::from_be(value.listener_port),
-        dst_port: u16::from_be(value.client_port),
-        removed: 0,
-        added: Some(ChannelHeader {
-            channel: u16::from_be(value.channel),
-            len: data_len,
-        }),
-        data_len,
-        counter: value.counter,
-    }
+    route.src = value.listener_addr;
+    route.dst = value.client_addr;
+    route.family = value.family;
+    route.src_port = u16::from_be(value.listener_port);
+    route.dst_port = u16::from_be(value.client_port);
+    route.removed = 0;
+    route.added = Some(ChannelHeader {
+        channel: u16::from_be(value.channel),
+        len: data_len,
+    });
+    route.data_len = data_len;
+    route.counter = value.counter;
 }
 
 /// [`rewrite`] along [`route_to_peer`].
@@ -650,17 +688,18 @@ pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> 
         s.udp_checksum()
     };
 
-    let headers = &mut rw.headers;
     let ttl = ip.ttl - 1;
     let flow_label = if in6 { ip.flow_label } else { 0 };
+    // The headers are written in 16-, 32- and 64-bit words at offsets aligned for them (see
+    // `put16`): byte by byte, the program spent a load, a shift and a store on every byte.
+    let ttl_proto = ((ttl as u16) << 8) | IPPROTO_UDP as u16;
     if out6 {
         let first = (6u32 << 28) | ((ip.tos as u32) << 20) | flow_label;
-        put32(headers, 0, first);
-        put16(headers, 4, udp_len as u16);
-        headers[6] = IPPROTO_UDP;
-        headers[7] = ttl;
-        put_addr(headers, 8, &out.src, 16);
-        put_addr(headers, 24, &out.dst, 16);
+        put32(rw, 0, first);
+        put16(rw, 4, udp_len as u16);
+        // Next header (UDP), then hop limit.
+        put16(rw, 6, ((IPPROTO_UDP as u16) << 8) | ttl as u16);
+        put_addrs(rw, 8, out, true);
     } else {
         // IPv4 to IPv4 keeps the identification and DF; from IPv6 there is neither, and DF is
         // set (IPv6 is never fragmented on the way, and ID 0 is fine with DF, RFC 6864).
@@ -669,31 +708,31 @@ pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> 
         } else {
             (ip.ipv4_id, ip.ipv4_frag)
         };
-        headers[0] = 0x45;
-        headers[1] = ip.tos;
-        put16(headers, 2, l3_len as u16);
-        put16(headers, 4, id);
-        put16(headers, 6, frag);
-        headers[8] = ttl;
-        headers[9] = IPPROTO_UDP;
-        put_addr(headers, 12, &out.src, 4);
-        put_addr(headers, 16, &out.dst, 4);
-        put16(headers, 10, 0);
+        let version_tos = 0x4500 | ip.tos as u16;
+        put16(rw, 0, version_tos);
+        put16(rw, 2, l3_len as u16);
+        put16(rw, 4, id);
+        put16(rw, 6, frag);
+        put16(rw, 8, ttl_proto);
+        put_addrs(rw, 12, out, false);
         let ip_check = if in6 {
-            // A new header: computed in full (ten words).
-            let mut s = Sum::new();
-            let mut i = 0;
-            while i < IPV4_HLEN {
-                s = s.add(u16::from_be_bytes([headers[i], headers[i + 1]]));
-                i += 2;
-            }
-            s.checksum()
+            // A new header: computed in full, from the ten words just written (the checksum
+            // word is zero).
+            Sum::new()
+                .add(version_tos)
+                .add(l3_len as u16)
+                .add(id)
+                .add(frag)
+                .add(ttl_proto)
+                .add_addr(&out.src, false)
+                .add_addr(&out.dst, false)
+                .checksum()
         } else {
             // The same header with TTL, length and addresses changed: updated (RFC 1624), so
             // a header that arrived corrupted does not leave with a valid checksum.
             Sum::from_checksum(ip.ipv4_check)
                 .sub(((ip.ttl as u16) << 8) | IPPROTO_UDP as u16)
-                .add(((ttl as u16) << 8) | IPPROTO_UDP as u16)
+                .add(ttl_proto)
                 .sub(ip.payload_len + IPV4_HLEN as u16)
                 .add(l3_len as u16)
                 .sub_addr(&ip.src, false)
@@ -702,15 +741,15 @@ pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> 
                 .add_addr(&out.dst, false)
                 .checksum()
         };
-        put16(headers, 10, ip_check);
+        put16(rw, 10, ip_check);
     }
-    put16(headers, out_hlen, out.src_port);
-    put16(headers, out_hlen + 2, out.dst_port);
-    put16(headers, out_hlen + 4, udp_len as u16);
-    put16(headers, out_hlen + 6, check);
+    put16(rw, out_hlen, out.src_port);
+    put16(rw, out_hlen + 2, out.dst_port);
+    put16(rw, out_hlen + 4, udp_len as u16);
+    put16(rw, out_hlen + 6, check);
     if let Some(cd) = added {
-        put16(headers, out_hlen + UDP_HLEN, cd.channel);
-        put16(headers, out_hlen + UDP_HLEN + 2, cd.len);
+        put16(rw, out_hlen + UDP_HLEN, cd.channel);
+        put16(rw, out_hlen + UDP_HLEN + 2, cd.len);
     }
 
     rw.family = out.family;
@@ -742,29 +781,64 @@ pub const fn ethernet_header(dst: &[u8; 6], src: &[u8; 6], ethertype: u16) -> [u
     h
 }
 
+/// Writes `value` big-endian at byte `at` (even) of `rw.headers`, as one 16-bit store.
+///
+/// `headers` is the first field of the 8-aligned, `repr(C)` [`Rewrite`], so an even offset
+/// in it is 2-aligned (and a multiple of 4 or 8, 4- or 8-aligned): the BPF target emits one
+/// store of the word's size, where a byte array's alignment of 1 made it split every access
+/// into bytes.
 #[inline(always)]
-const fn put16(buf: &mut [u8; MAX_HEADERS], at: usize, value: u16) {
-    let b = value.to_be_bytes();
-    buf[at] = b[0];
-    buf[at + 1] = b[1];
+const fn put16(rw: &mut Rewrite, at: usize, value: u16) {
+    debug_assert!(at.is_multiple_of(2) && at + 2 <= MAX_HEADERS);
+    let p = rw.headers.as_mut_ptr();
+    // SAFETY: inside `headers` and 2-aligned (see above).
+    #[allow(unsafe_code)]
+    unsafe {
+        (p.add(at) as *mut u16).write(value.to_be())
+    };
 }
 
+/// Writes `value` big-endian at byte `at` (a multiple of 4) of `rw.headers`, as [`put16`].
 #[inline(always)]
-const fn put32(buf: &mut [u8; MAX_HEADERS], at: usize, value: u32) {
-    let b = value.to_be_bytes();
-    let mut i = 0;
-    while i < 4 {
-        buf[at + i] = b[i];
-        i += 1;
-    }
+const fn put32(rw: &mut Rewrite, at: usize, value: u32) {
+    debug_assert!(at.is_multiple_of(4) && at + 4 <= MAX_HEADERS);
+    let p = rw.headers.as_mut_ptr();
+    // SAFETY: inside `headers` and 4-aligned (see `put16`).
+    #[allow(unsafe_code)]
+    unsafe {
+        (p.add(at) as *mut u32).write(value.to_be())
+    };
 }
 
+/// Copies the route's source and destination addresses into the headers at `at` (IPv6: 8,
+/// two 64-bit words each; IPv4: 12, one 32-bit word each), as [`put16`]. The addresses are
+/// 8-aligned too: the first two fields of the 8-aligned, `repr(C)` [`Route`].
 #[inline(always)]
-const fn put_addr(buf: &mut [u8; MAX_HEADERS], at: usize, addr: &[u8; 16], len: usize) {
-    let mut i = 0;
-    while i < len {
-        buf[at + i] = addr[i];
-        i += 1;
+const fn put_addrs(rw: &mut Rewrite, at: usize, out: &Route, ipv6: bool) {
+    let p = rw.headers.as_mut_ptr();
+    let src = out.src.as_ptr();
+    let dst = out.dst.as_ptr();
+    if ipv6 {
+        debug_assert!(at.is_multiple_of(8) && at + 32 <= MAX_HEADERS);
+        // SAFETY: 16 bytes each, inside `headers` and the route's addresses, all 8-aligned.
+        #[allow(unsafe_code)]
+        unsafe {
+            let (s, d) = (src as *const u64, dst as *const u64);
+            let p = p.add(at) as *mut u64;
+            p.write(s.read());
+            p.add(1).write(s.add(1).read());
+            p.add(2).write(d.read());
+            p.add(3).write(d.add(1).read());
+        }
+    } else {
+        debug_assert!(at.is_multiple_of(4) && at + 8 <= MAX_HEADERS);
+        // SAFETY: 4 bytes each, inside `headers` and the route's addresses, all 4-aligned.
+        #[allow(unsafe_code)]
+        unsafe {
+            let p = p.add(at) as *mut u32;
+            p.write((src as *const u32).read());
+            p.add(1).write((dst as *const u32).read());
+        }
     }
 }
 

@@ -111,8 +111,8 @@ pub fn xdpturn(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_xdpturn(ctx: &XdpContext) -> Result<Action, Action> {
     // Shorter than an Ethernet header: nothing IP about it.
-    let eth = view::<ETH_HLEN>(ctx, 0).ok_or(Action::PassNotIp)?;
-    let family = packet::l3_family(eth)?;
+    let eth = load::<{ ETH_HLEN / 2 }, ETH_HLEN>(ctx, 0).ok_or(Action::PassNotIp)?;
+    let family = packet::l3_family(&eth)?;
     let frame_len = ctx.data_end() - ctx.data();
     packet::check_frame_len(frame_len)?;
     let l3_len = frame_len - ETH_HLEN;
@@ -125,22 +125,41 @@ fn try_xdpturn(ctx: &XdpContext) -> Result<Action, Action> {
 
     let payload_at = if family == FAMILY_IPV4 {
         // Too short for an IP header: malformed (the kernel drops it too).
-        let h = view::<IPV4_HLEN>(ctx, ETH_HLEN).ok_or(Action::DropMalformed)?;
-        packet::parse_ipv4_into(h, l3_len, ip)?;
+        let h = load::<{ IPV4_HLEN / 2 }, IPV4_HLEN>(ctx, ETH_HLEN).ok_or(Action::DropMalformed)?;
+        packet::parse_ipv4_into(&h, l3_len, ip)?;
         ETH_HLEN + IPV4_HLEN
     } else {
-        let h = view::<IPV6_HLEN>(ctx, ETH_HLEN).ok_or(Action::DropMalformed)?;
-        packet::parse_ipv6_into(h, l3_len, ip)?;
+        if ctx.data() + ETH_HLEN + IPV6_HLEN > ctx.data_end() {
+            return Err(Action::DropMalformed);
+        }
+        let h = load::<4, 8>(ctx, ETH_HLEN).ok_or(Action::DropMalformed)?;
+        packet::parse_ipv6_fixed_into(&h, l3_len, ip)?;
+        copy_addr(ctx, ETH_HLEN + 8, &mut ip.src).ok_or(Action::DropMalformed)?;
+        copy_addr(ctx, ETH_HLEN + 24, &mut ip.dst).ok_or(Action::DropMalformed)?;
         ETH_HLEN + IPV6_HLEN
     };
     let udp = packet::parse_udp(
-        view::<UDP_HLEN>(ctx, payload_at).ok_or(Action::DropMalformed)?,
+        &load::<{ UDP_HLEN / 2 }, UDP_HLEN>(ctx, payload_at).ok_or(Action::DropMalformed)?,
         ip,
     )?;
     let payload_at = payload_at + UDP_HLEN;
 
+    // STUN (first byte 0x00-0x3F) to a listener goes up without a look at PEER_TO_CLIENT: a
+    // listener's address and port are never a relayed address's (both are the relay's own UDP
+    // sockets), so the listener check comes first for these, and it is all they cost when they
+    // are for the relay: one hash lookup instead of two (two instead of three for a wildcard
+    // listener). The price is paid by a peer's datagrams that start the same way (STUN, DTLS),
+    // which are looked up in LISTENERS before PEER_TO_CLIENT; media (RTP/RTCP, 0x80-0xBF) and
+    // ChannelData are not.
+    let payload_len = udp.payload_len();
+    let first = view::<1>(ctx, payload_at).map_or(0, |b| b[0]);
+    let stun = payload_len > 0 && first < 0x40;
+    if stun && to_listener(&scratch.ip, &udp) {
+        return Err(packet::unmatched(true, first, payload_len));
+    }
     if !route(ctx, &udp, payload_at, scratch)? {
-        return Err(unmatched(ctx, &scratch.ip, &udp, payload_at));
+        let to_listener = !stun && to_listener(&scratch.ip, &udp);
+        return Err(packet::unmatched(to_listener, first, payload_len));
     }
     forward(ctx, &udp, scratch)
 }
@@ -148,7 +167,7 @@ fn try_xdpturn(ctx: &XdpContext) -> Result<Action, Action> {
 /// Where a datagram goes, if a channel is bound for it: client to peer (ChannelData on a bound
 /// channel) or peer to client (a datagram to a relayed address from a peer with a channel).
 /// Fills `scratch.route` and returns whether there is one.
-// Not inlined, like `unmatched` and `forward`: a BPF-to-BPF call gets its own stack frame, so
+// Not inlined, like `to_listener` and `forward`: a BPF-to-BPF call gets its own stack frame, so
 // the keys here and the FIB lookup there do not add up in the 512 bytes of one frame.
 #[inline(never)]
 fn route(
@@ -160,8 +179,8 @@ fn route(
     let ip = &scratch.ip;
     let payload_len = udp.payload_len();
     if payload_len as usize >= CHANNEL_HLEN
-        && let Some(first) = view::<CHANNEL_HLEN>(ctx, payload_at)
-        && let Some(cd) = packet::channel_header(first)
+        && let Some(first) = load::<{ CHANNEL_HLEN / 2 }, CHANNEL_HLEN>(ctx, payload_at)
+        && let Some(cd) = packet::channel_header(&first)
     {
         let key = ChannelKey::from_packet(
             ip.family,
@@ -179,7 +198,7 @@ fn route(
             let value = unsafe { &*value };
             let trailing = packet::channel_data_fits(cd, payload_len)?;
             let sum = trailing_sum(ctx, payload_at, payload_len, cd.len, trailing)?;
-            scratch.route = packet::route_to_peer(cd, sum, value);
+            packet::route_to_peer_into(cd, sum, value, &mut scratch.route);
             return Ok(true);
         }
     }
@@ -188,16 +207,17 @@ fn route(
         // SAFETY: as above.
         #[allow(unsafe_code)]
         let value = unsafe { &*value };
-        scratch.route = packet::route_to_client(udp, value);
+        packet::route_to_client_into(udp, value, &mut scratch.route);
         return Ok(true);
     }
     Ok(false)
 }
 
-/// Why a UDP datagram that matched no channel goes up: not ours, STUN, an unknown channel...
+/// Whether a datagram is for one of the relay's TURN listeners: what tells "not ours" from
+/// "ours, for userspace" (STUN, an unknown channel...) when no channel is bound for it.
 #[inline(never)]
-fn unmatched(ctx: &XdpContext, ip: &Ip, udp: &Udp, payload_at: usize) -> Action {
-    let to_listener = LISTENERS
+fn to_listener(ip: &Ip, udp: &Udp) -> bool {
+    LISTENERS
         .get_ptr(ListenerKey::from_packet(ip.family, ip.dst, udp.dst_port))
         .is_some()
         || LISTENERS
@@ -207,9 +227,7 @@ fn unmatched(ctx: &XdpContext, ip: &Ip, udp: &Udp, payload_at: usize) -> Action 
                 core::hint::black_box(0u128).to_ne_bytes(),
                 udp.dst_port,
             ))
-            .is_some();
-    let first = view::<1>(ctx, payload_at).map_or(0, |b| b[0]);
-    packet::unmatched(to_listener, first, udp.payload_len())
+            .is_some()
 }
 
 /// The checksum contribution of the 0-3 padding bytes after a ChannelData message's data:
@@ -267,12 +285,12 @@ fn forward(ctx: &XdpContext, udp: &Udp, scratch: &mut Scratch) -> Result<Action,
         }
     }
     let eth = packet::ethernet_header(&fib.dmac, &fib.smac, rw.ethertype());
-    store(ctx, 0, &eth).ok_or(Action::DropRewriteFailed)?;
+    store::<{ ETH_HLEN / 2 }>(ctx, 0, words(&eth)).ok_or(Action::DropRewriteFailed)?;
     let written = match (rw.family == FAMILY_IPV6, rw.channel_header) {
-        (false, false) => store_headers::<{ IPV4_HLEN + UDP_HLEN }>(ctx, rw),
-        (false, true) => store_headers::<{ IPV4_HLEN + UDP_HLEN + CHANNEL_HLEN }>(ctx, rw),
-        (true, false) => store_headers::<{ IPV6_HLEN + UDP_HLEN }>(ctx, rw),
-        (true, true) => store_headers::<MAX_HEADERS>(ctx, rw),
+        (false, false) => store_headers::<{ (IPV4_HLEN + UDP_HLEN) / 2 }>(ctx, rw),
+        (false, true) => store_headers::<{ (IPV4_HLEN + UDP_HLEN + CHANNEL_HLEN) / 2 }>(ctx, rw),
+        (true, false) => store_headers::<{ (IPV6_HLEN + UDP_HLEN) / 2 }>(ctx, rw),
+        (true, true) => store_headers::<{ MAX_HEADERS / 2 }>(ctx, rw),
     };
     written.ok_or(Action::DropRewriteFailed)?;
 
@@ -385,36 +403,111 @@ fn load_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
     Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
 }
 
-/// Copies `N` bytes into the packet at a constant `offset`, if the packet has room.
+/// The `N` = 2 `W` bytes at the constant (even) `offset` of the packet, copied out as `W`
+/// 16-bit words, if the packet has them.
+///
+/// Packet memory is accessed in 16-bit words, not bytes: the BPF target splits every access it
+/// cannot prove aligned into single bytes (a 40-byte IPv6 header was 40 loads and as many
+/// shifts and ors to put the words together again). The words are aligned: the kernel puts a
+/// frame's first byte at an even address (after `XDP_PACKET_HEADROOM`, plus `NET_IP_ALIGN` on
+/// some drivers, or at an skb's data in generic mode), this program only moves it by even
+/// deltas (header lengths), and every offset read or written here is even. The verifier holds
+/// programs to that model where alignment matters (strict-alignment architectures, where it
+/// takes the frame to start 2 bytes before a 4-byte boundary); elsewhere it does not check.
 #[inline(always)]
-fn store<const N: usize>(ctx: &XdpContext, offset: usize, bytes: &[u8; N]) -> Option<()> {
+fn load<const W: usize, const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
+    const { assert!(N == 2 * W) };
     let start = ctx.data() + offset;
     if start + N > ctx.data_end() {
         return None;
     }
-    // SAFETY: [start, start + N) was just checked to be inside the packet.
+    // SAFETY: [start, start + N) was just checked to be inside the packet, and `start` is
+    // 2-aligned (see above).
     #[allow(unsafe_code)]
-    unsafe {
-        core::ptr::write_unaligned(start as *mut [u8; N], *bytes)
-    };
+    let w = unsafe { core::ptr::read(start as *const [u16; W]) };
+    let mut bytes = [0u8; N];
+    let mut i = 0;
+    while i < W {
+        let b = w[i].to_ne_bytes();
+        bytes[2 * i] = b[0];
+        bytes[2 * i + 1] = b[1];
+        i += 1;
+    }
+    Some(bytes)
+}
+
+/// Copies the 16-byte IPv6 address at the constant (even) `offset` of the packet into `addr`
+/// (an address field of the 8-aligned [`Ip`] in the scratch map), 16 bits at a time (see
+/// [`load`]): volatile reads, so that LLVM does not put the words together into 64-bit ones,
+/// which takes shifts, ors and more registers than there are.
+#[inline(always)]
+fn copy_addr(ctx: &XdpContext, offset: usize, addr: &mut [u8; 16]) -> Option<()> {
+    let start = ctx.data() + offset;
+    if start + 16 > ctx.data_end() {
+        return None;
+    }
+    let from = start as *const u16;
+    let to = addr.as_mut_ptr() as *mut u16;
+    let mut i = 0;
+    while i < 8 {
+        // SAFETY: [start, start + 16) was just checked to be inside the packet and `start` is
+        // 2-aligned (see `load`); `addr` is the first or second 16-byte field of the
+        // 8-aligned `Ip`.
+        #[allow(unsafe_code)]
+        unsafe {
+            to.add(i).write(from.add(i).read_volatile())
+        };
+        i += 1;
+    }
     Some(())
 }
 
-/// Writes the first `N` bytes of the planned headers after the Ethernet header.
+/// `bytes` as the 16-bit words they are in memory, to [`store`] them.
 #[inline(always)]
-fn store_headers<const N: usize>(ctx: &XdpContext, rw: &Rewrite) -> Option<()> {
-    const { assert!(N <= MAX_HEADERS) };
-    let start = ctx.data() + ETH_HLEN;
-    if start + N > ctx.data_end() {
+fn words<const N: usize, const W: usize>(bytes: &[u8; N]) -> [u16; W] {
+    const { assert!(N == 2 * W) };
+    let mut w = [0u16; W];
+    let mut i = 0;
+    while i < W {
+        w[i] = u16::from_ne_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+        i += 1;
+    }
+    w
+}
+
+/// Writes `W` 16-bit words into the packet at a constant (even) `offset`, if the packet has
+/// room. See [`load`] for the alignment.
+#[inline(always)]
+fn store<const W: usize>(ctx: &XdpContext, offset: usize, words: [u16; W]) -> Option<()> {
+    let start = ctx.data() + offset;
+    if start + 2 * W > ctx.data_end() {
         return None;
     }
-    // SAFETY: [start, start + N) was just checked to be inside the packet, and N <=
-    // MAX_HEADERS (checked at compile time) keeps the read inside `headers`.
-    #[allow(unsafe_code)]
-    unsafe {
-        core::ptr::copy_nonoverlapping(rw.headers.as_ptr(), start as *mut u8, N)
-    };
+    let p = start as *mut u16;
+    let mut i = 0;
+    while i < W {
+        // SAFETY: [start, start + 2 W) was just checked to be inside the packet, and `start`
+        // is 2-aligned (see `load`). Volatile, one word at a time: otherwise LLVM merges the
+        // header copies of the four (family, direction) cases into one memcpy of a variable
+        // length, which the BPF target makes a byte loop.
+        #[allow(unsafe_code)]
+        unsafe {
+            p.add(i).write_volatile(words[i])
+        };
+        i += 1;
+    }
     Some(())
+}
+
+/// Writes the first `W` words of the planned headers after the Ethernet header.
+#[inline(always)]
+fn store_headers<const W: usize>(ctx: &XdpContext, rw: &Rewrite) -> Option<()> {
+    const { assert!(2 * W <= MAX_HEADERS) };
+    // SAFETY: `headers` is the first field of the 8-aligned `Rewrite` (repr(C)), and 2 W <=
+    // MAX_HEADERS (checked at compile time) keeps the read inside it.
+    #[allow(unsafe_code)]
+    let words = unsafe { core::ptr::read(rw.headers.as_ptr() as *const [u16; W]) };
+    store(ctx, ETH_HLEN, words)
 }
 
 #[cfg(not(test))]
