@@ -31,6 +31,7 @@ use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_
 use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{DevMapHash, HashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
+use relay_common::action::XDP_PASS;
 use relay_common::csum::Sum;
 use relay_common::packet::{
     self, CHANNEL_HLEN, ETH_HLEN, IPV4_HLEN, IPV6_HLEN, Ip, MAX_FRAME, MAX_HEADERS, Rewrite, Route,
@@ -264,7 +265,12 @@ fn forward(ctx: &XdpContext, udp: &Udp, scratch: &mut Scratch) -> Result<Action,
     fib_lookup(ctx, rw, ingress, fib)?;
     let egress = fib.ifindex;
     let tx = egress == ingress;
-    if !tx && EGRESS.get_ifindex(egress).is_none() {
+    // Another interface: the redirect is set up now, while the packet can still go up
+    // unchanged. `bpf_redirect_map` only records the target, which the kernel uses when the
+    // program returns XDP_REDIRECT (and ignores otherwise), and answers XDP_PASS (the flags'
+    // low bits) when the interface is not in EGRESS: one device map lookup, where checking
+    // here and redirecting at the end took two.
+    if !tx && EGRESS.redirect(egress, u64::from(XDP_PASS)).is_err() {
         return Err(Action::PassEgressNotAttached);
     }
 
@@ -300,12 +306,7 @@ fn forward(ctx: &XdpContext, udp: &Udp, scratch: &mut Scratch) -> Result<Action,
     if tx {
         Ok(Action::ForwardedTx)
     } else {
-        // Checked above; should userspace have removed the interface since, the packet is
-        // already rewritten and cannot go up.
-        EGRESS
-            .redirect(egress, 0)
-            .map(|_| Action::ForwardedRedirect)
-            .map_err(|_| Action::DropRewriteFailed)
+        Ok(Action::ForwardedRedirect)
     }
 }
 
