@@ -871,6 +871,29 @@ mod tests {
         h
     }
 
+    /// The word-wise accesses of `put16`, `put32`, `put_addrs`, `Rewrite::words` and the
+    /// program's `copy_addr` and `store_headers` rely on this layout.
+    #[test]
+    fn byte_arrays_lead_8_aligned_structs() {
+        use core::mem::{align_of, offset_of};
+        assert_eq!(
+            (align_of::<Ip>(), offset_of!(Ip, src), offset_of!(Ip, dst)),
+            (8, 0, 16)
+        );
+        assert_eq!(
+            (
+                align_of::<Route>(),
+                offset_of!(Route, src),
+                offset_of!(Route, dst)
+            ),
+            (8, 0, 16)
+        );
+        assert_eq!(
+            (align_of::<Rewrite>(), offset_of!(Rewrite, headers)),
+            (8, 0)
+        );
+    }
+
     #[test]
     fn ethertypes() {
         let mut eth = [0u8; ETH_HLEN];
