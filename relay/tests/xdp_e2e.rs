@@ -22,37 +22,19 @@
 //! curl, ethtool and bpftool (`cargo xtask test` installs them).
 
 mod common;
+#[path = "common/netns.rs"]
+mod netns;
 
-use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::turn::TurnClient;
 use common::{Guard, relay_bin, require, run};
+use netns::{Netns, must, short_id};
 use relay::stun::AddressFamily;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn inns(ns: &str, args: &[&str]) {
-    let mut v = vec!["ip", "netns", "exec", ns];
-    v.extend_from_slice(args);
-    sh(&v);
-}
 
 /// Addresses of the topology: the client side is 10.77.1.0/24 and fd77:1::/64, the peer side
 /// 10.77.2.0/24 and fd77:2::/64; the relay is .2 / ::2 on both, client and peer are .1 / ::1.
@@ -67,8 +49,10 @@ const PEER_V6: &str = "fd77:2::1";
 
 /// Three namespaces and two veth pairs, removed on drop (failure included).
 struct Topology {
-    /// Client, relay, peer (as far as created).
-    ns: Vec<String>,
+    client_ns: Netns,
+    relay_ns: Netns,
+    peer_ns: Netns,
+    /// Unique to this topology, in its interface names.
     id: String,
 }
 
@@ -78,115 +62,67 @@ impl Topology {
     /// usable at once), TX checksum offload off on every end (XDP rewrites checksums
     /// incrementally from the sender's, which must then be complete).
     fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let id = format!(
-            "{}{tag}{}",
-            std::process::id() % 100_000,
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let ns = [format!("xtc{id}"), format!("xtr{id}"), format!("xtp{id}")];
-        let mut t = Topology {
-            ns: Vec::new(),
-            id: id.clone(),
+        let id = format!("{tag}{}", short_id());
+        let t = Topology {
+            client_ns: Netns::new(&format!("c{id}")),
+            relay_ns: Netns::new(&format!("r{id}")),
+            peer_ns: Netns::new(&format!("p{id}")),
+            id,
         };
-        for n in &ns {
-            sh(&["ip", "netns", "add", n]);
-            // Registered at once, so that a failure below still removes it.
-            t.ns.push(n.clone());
-            for setting in [
-                "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv6.conf.default.accept_dad=0",
-            ] {
-                inns(n, &["sysctl", "-qw", setting]);
-            }
+        let (c, r, p) = (&t.client_ns, &t.relay_ns, &t.peer_ns);
+        for n in [c, r, p] {
+            n.sysctl("net.ipv6.conf.all.accept_dad=0");
+            n.sysctl("net.ipv6.conf.default.accept_dad=0");
         }
-        let [c, r, p] = &ns;
+        let id = &t.id;
         let (ca, ra, rb, pb) = (
             format!("c{id}"),
             format!("ra{id}"),
             format!("rb{id}"),
             format!("p{id}"),
         );
-        sh(&[
-            "ip", "link", "add", &ca, "netns", c, "type", "veth", "peer", "name", &ra, "netns", r,
-        ]);
-        sh(&[
-            "ip", "link", "add", &rb, "netns", r, "type", "veth", "peer", "name", &pb, "netns", p,
-        ]);
+        c.veth(&ca, r, &ra);
+        r.veth(&rb, p, &pb);
         for (n, dev, v4, v6) in [
             (c, &ca, CLIENT_V4, CLIENT_V6),
             (r, &ra, LISTEN_V4, LISTEN_V6),
             (r, &rb, RELAY_V4, RELAY_V6),
             (p, &pb, PEER_V4, PEER_V6),
         ] {
-            inns(n, &["ip", "addr", "add", &format!("{v4}/24"), "dev", dev]);
-            inns(
-                n,
-                &[
-                    "ip",
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{v6}/64"),
-                    "dev",
-                    dev,
-                    "nodad",
-                ],
-            );
-            inns(n, &["ip", "link", "set", dev, "up", "mtu", "1500"]);
-            inns(n, &["ip", "link", "set", "lo", "up"]);
-            inns(n, &["ethtool", "-K", dev, "tx", "off"]);
+            n.ip(&format!("addr add {v4}/24 dev {dev}"));
+            n.ip(&format!("-6 addr add {v6}/64 dev {dev} nodad"));
+            n.ip(&format!("link set {dev} up mtu 1500"));
+            n.exec(&["ethtool", "-K", dev, "tx", "off"]);
         }
-        inns(c, &["ip", "route", "add", "default", "via", LISTEN_V4]);
-        inns(
-            c,
-            &["ip", "-6", "route", "add", "default", "via", LISTEN_V6],
-        );
-        inns(p, &["ip", "route", "add", "default", "via", RELAY_V4]);
-        inns(p, &["ip", "-6", "route", "add", "default", "via", RELAY_V6]);
+        c.ip(&format!("route add default via {LISTEN_V4}"));
+        c.ip(&format!("-6 route add default via {LISTEN_V6}"));
+        p.ip(&format!("route add default via {RELAY_V4}"));
+        p.ip(&format!("-6 route add default via {RELAY_V6}"));
         for setting in [
             "net.ipv4.ip_forward=1",
             "net.ipv6.conf.all.forwarding=1",
             "net.ipv6.conf.default.forwarding=1",
         ] {
-            inns(r, &["sysctl", "-qw", setting]);
+            r.sysctl(setting);
         }
         t
     }
 
     fn client(&self) -> &str {
-        &self.ns[0]
+        &self.client_ns.name
     }
 
     fn relay(&self) -> &str {
-        &self.ns[1]
+        &self.relay_ns.name
     }
 
     fn peer(&self) -> &str {
-        &self.ns[2]
+        &self.peer_ns.name
     }
 
     /// The relay's interfaces: towards the client, towards the peer.
     fn relay_interfaces(&self) -> (String, String) {
         (format!("ra{}", self.id), format!("rb{}", self.id))
-    }
-
-    /// Runs `f` on a thread inside namespace `ns`. Sockets it creates stay in that namespace
-    /// and can be used from any thread afterwards.
-    fn enter<R: Send>(ns: &str, f: impl FnOnce() -> R + Send) -> R {
-        let file = File::open(format!("/run/netns/{ns}")).expect("open the namespace");
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                rustix::thread::move_into_link_name_space(
-                    file.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
     }
 
     /// Starts the relay in its namespace, listening on both families, relaying from both, with
@@ -272,14 +208,6 @@ impl Topology {
             }
         }
         far_ends
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for n in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
     }
 }
 
@@ -638,7 +566,7 @@ struct Session {
 impl Session {
     fn new(topo: &Topology) -> Session {
         let server: SocketAddr = format!("{LISTEN_V4}:3478").parse().expect("addr");
-        let mut client = Topology::enter(topo.client(), || {
+        let mut client = topo.client_ns.enter(|| {
             TurnClient::new(
                 server,
                 &format!("{CLIENT_V4}:0"),
@@ -647,9 +575,9 @@ impl Session {
                 "example.org",
             )
         });
-        let peer = Topology::enter(topo.peer(), || {
-            UdpSocket::bind(format!("{PEER_V4}:6000")).expect("bind peer")
-        });
+        let peer = topo
+            .peer_ns
+            .enter(|| UdpSocket::bind(format!("{PEER_V4}:6000")).expect("bind peer"));
         peer.set_read_timeout(Some(Duration::from_secs(1)))
             .expect("timeout");
         let relayed = client
@@ -859,7 +787,7 @@ fn relay_exit_leaves_nothing(signal: &str) {
     let (topo, mut relay, session, program, (c2p, p2c)) =
         offloaded_session(&signal[..1].to_lowercase(), &[]);
     let pid = relay.0.id().to_string();
-    sh(&["kill", "-s", signal, &pid]);
+    must("kill", &["-s", signal, &pid]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while relay.0.try_wait().expect("wait").is_none() {
         assert!(

@@ -18,14 +18,14 @@
 // Packets, built from scratch with checksums computed in full.
 #[path = "../../relay-common/tests/frames/mod.rs"]
 mod frames;
+#[path = "common/netns.rs"]
+mod netns;
 
-use std::fs::File;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use frames::{Opts, assert_checksums, channel_data, forwarded, ip_frame, udp_frame};
+use netns::Netns;
 use relay::dataplane::{
     Action, ChannelBinding, ChannelTraffic, Dataplane, DataplaneError, PROGRAM_BUILT, Traffic,
     XdpConfig, XdpMode,
@@ -54,79 +54,9 @@ fn preconditions() {
     );
 }
 
-fn must(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn output(program: &str, args: &[&str]) -> String {
     let out = Command::new(program).args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace of this test process, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "xdpt-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        must("ip", &["netns", "add", &name]);
-        Netns { name }
-    }
-
-    /// `ip -n NAME <args>`.
-    fn ip(&self, args: &str) {
-        let mut all = vec!["-n", &self.name];
-        all.extend(args.split_whitespace());
-        must("ip", &all);
-    }
-
-    fn sysctl(&self, setting: &str) {
-        must(
-            "ip",
-            &["netns", "exec", &self.name, "sysctl", "-qw", setting],
-        );
-    }
-
-    /// Runs `f` on a thread inside the namespace (interface names, indexes and the FIB the
-    /// program sees are the namespace's).
-    fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let file = File::open(format!("/run/netns/{}", self.name)).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                rustix::thread::move_into_link_name_space(
-                    file.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .unwrap();
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
 }
 
 const MAC_C: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0]; // xc0: towards clients
@@ -157,7 +87,6 @@ fn topology() -> Netns {
         ns.ip(&format!("link set {name}0 up"));
         ns.ip(&format!("link set {name}1 up"));
     }
-    ns.ip("link set lo up");
     ns.ip("link set xp0 mtu 1400");
     ns.sysctl("net.ipv4.conf.xd0.forwarding=0");
     ns.sysctl("net.ipv6.conf.xd0.forwarding=0");
