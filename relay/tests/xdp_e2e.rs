@@ -61,7 +61,11 @@ impl Topology {
     /// (`bpf_fib_lookup` refuses to route otherwise), no duplicate address detection (addresses
     /// usable at once), TX checksum offload off on every end (XDP rewrites checksums
     /// incrementally from the sender's, which must then be complete).
+    ///
+    /// Needs ethtool here and curl to read the relays' metrics ([`metric`]).
     fn new(tag: &str) -> Self {
+        require("curl", "curl");
+        require("ethtool", "ethtool");
         let id = format!("{tag}{}", short_id());
         let t = Topology {
             client_ns: Netns::new(&format!("c{id}")),
@@ -138,14 +142,10 @@ impl Topology {
             mode,
         ];
         let relay = self.spawn_relay(&[&xdp, extra].concat());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while metric(self.relay(), "xdpturn_xdp_attached") != 1.0 {
-            assert!(
-                Instant::now() < deadline,
-                "the relay did not attach XDP in {mode} mode"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_attached(
+            self.relay(),
+            &format!("the relay did not attach XDP in {mode} mode"),
+        );
         relay
     }
 
@@ -201,13 +201,19 @@ impl Topology {
                 .spawn()
                 .expect("spawn far-end relay");
             far_ends.push(Guard(child));
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while metric(n, "xdpturn_xdp_attached") != 1.0 {
-                assert!(Instant::now() < deadline, "no native XDP on {dev}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            wait_attached(n, &format!("no native XDP on {dev}"));
         }
         far_ends
+    }
+}
+
+/// Waits up to 20 s for the relay in `ns` to report its program attached; panics with `what`
+/// otherwise.
+fn wait_attached(ns: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(ns, "xdpturn_xdp_attached") != 1.0 {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -351,8 +357,6 @@ fn uclient_through(topo: &Topology, families: Families) -> u64 {
 }
 
 fn forwarded_by_xdp(mode: &str, families: Families) {
-    require("curl", "curl");
-    require("ethtool", "ethtool");
     let tag = match families {
         Families::V4 => "a",
         Families::V6 => "b",
@@ -397,52 +401,34 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
     assert_eq!(udp_checksum_errors(p), 0, "checksum errors at the peer");
 }
 
-#[test]
-fn channel_data_is_forwarded_by_xdp_native_mode() {
-    forwarded_by_xdp("native", Families::V4);
+/// One test per XDP mode and family combination, each with its own namespaces (tests run in
+/// parallel), all through [`forwarded_by_xdp`].
+macro_rules! forwarded_by_xdp_tests {
+    ($($name:ident: $mode:literal, $families:ident;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                forwarded_by_xdp($mode, Families::$families);
+            }
+        )*
+    };
 }
 
-#[test]
-fn channel_data_is_forwarded_by_xdp_skb_mode() {
-    forwarded_by_xdp("skb", Families::V4);
-}
-
-#[test]
-fn ipv6_channel_data_is_forwarded_by_xdp_native_mode() {
-    forwarded_by_xdp("native", Families::V6);
-}
-
-#[test]
-fn ipv6_channel_data_is_forwarded_by_xdp_skb_mode() {
-    forwarded_by_xdp("skb", Families::V6);
-}
-
-#[test]
-fn ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_native_mode() {
-    forwarded_by_xdp("native", Families::V4ToV6);
-}
-
-#[test]
-fn ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_skb_mode() {
-    forwarded_by_xdp("skb", Families::V4ToV6);
-}
-
-#[test]
-fn ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_native_mode() {
-    forwarded_by_xdp("native", Families::V6ToV4);
-}
-
-#[test]
-fn ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_skb_mode() {
-    forwarded_by_xdp("skb", Families::V6ToV4);
+forwarded_by_xdp_tests! {
+    channel_data_is_forwarded_by_xdp_native_mode: "native", V4;
+    channel_data_is_forwarded_by_xdp_skb_mode: "skb", V4;
+    ipv6_channel_data_is_forwarded_by_xdp_native_mode: "native", V6;
+    ipv6_channel_data_is_forwarded_by_xdp_skb_mode: "skb", V6;
+    ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_native_mode: "native", V4ToV6;
+    ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_skb_mode: "skb", V4ToV6;
+    ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_native_mode: "native", V6ToV4;
+    ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_skb_mode: "skb", V6ToV4;
 }
 
 /// The fallback: when the program cannot be attached (here: an interface that does not exist),
 /// the relay says so in its metrics and the same traffic is relayed in userspace, without loss.
 #[test]
 fn without_the_program_channel_data_is_relayed_in_userspace() {
-    require("curl", "curl");
-    require("ethtool", "ethtool");
     let topo = Topology::new("u");
     let r = topo.relay();
     let missing = format!("nosuch{}", topo.id);
@@ -671,8 +657,6 @@ fn xdp_relayed(ns: &str) -> (f64, f64) {
 /// Sets up a session through a relay in skb mode (`extra` flags), checks the channel is in both
 /// maps and its traffic is forwarded by XDP; returns everything for the test to end it.
 fn offloaded_session(tag: &str, extra: &[&str]) -> (Topology, Guard, Session, u64, (u64, u64)) {
-    require("curl", "curl");
-    require("ethtool", "ethtool");
     require("bpftool", "bpftool");
     let topo = Topology::new(tag);
     let relay = topo.start_relay("skb", extra);
