@@ -992,11 +992,23 @@ fn quotas_per_user_total_permissions_ports_and_bandwidth() {
     }
 }
 
-fn channel_bind_attrs(channel: u16, peer: &'static str) -> impl Fn(&mut Encoder<'_>) {
-    move |e: &mut Encoder<'_>| {
-        e.add(&ChannelNumber(channel)).expect("ch");
-        e.add(&peer_attr(peer)).expect("peer");
-    }
+/// Binds channel 0x4000 of `c`'s allocation to 198.51.100.20:6000 (a new binding or a
+/// refresh), which must succeed.
+fn bind_channel(server: &mut Server, c: &mut Client, now: Instant) {
+    let r = response(c.request(server, Method::CHANNEL_BIND, now, &|e| {
+        e.add(&ChannelNumber(0x4000)).expect("ch");
+        e.add(&peer_attr("198.51.100.20:6000")).expect("peer");
+    }));
+    assert_eq!(code(&r), None);
+}
+
+/// A client at 203.0.113.5:40000 with an allocation (relay handle 4, port 50002) and channel
+/// 0x4000 bound to 198.51.100.20:6000.
+fn client_with_channel(server: &mut Server, now: Instant) -> Client {
+    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
+    allocate(server, &mut c, now, 4, 50002);
+    bind_channel(server, &mut c, now);
+    c
 }
 
 /// The channel numbers of the fast-path events: (bound, unbound).
@@ -1017,15 +1029,7 @@ fn kernel_traffic_counts_toward_the_bandwidth_cap() {
     let mut cfg = config();
     cfg.quotas.max_bps = 8_000; // 1000 bytes a second
     let (mut server, metrics, now) = server_with(cfg);
-    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
-    allocate(&mut server, &mut c, now, 4, 50002);
-    let r = response(c.request(
-        &mut server,
-        Method::CHANNEL_BIND,
-        now,
-        &channel_bind_attrs(0x4000, "198.51.100.20:6000"),
-    ));
-    assert_eq!(code(&r), None);
+    let mut c = client_with_channel(&mut server, now);
     assert_eq!(channel_events(&mut server), (vec![0x4000], vec![]));
     let tuple = c.tuple();
 
@@ -1053,13 +1057,7 @@ fn kernel_traffic_counts_toward_the_bandwidth_cap() {
     assert_eq!(channel_events(&mut server), (vec![], vec![]));
     // A refresh of the channel while over the cap keeps it out of the kernel.
     let t1 = now + Duration::from_millis(500);
-    let r = response(c.request(
-        &mut server,
-        Method::CHANNEL_BIND,
-        t1,
-        &channel_bind_attrs(0x4000, "198.51.100.20:6000"),
-    ));
-    assert_eq!(code(&r), None);
+    bind_channel(&mut server, &mut c, t1);
     // Half a second later the debt (300) is repaid, but less than half a second's budget is
     // there: it stays in userspace, which relays within the budget.
     server.tick(t1);
@@ -1073,15 +1071,7 @@ fn kernel_traffic_counts_toward_the_bandwidth_cap() {
 
     // An allocation without a cap is never taken out.
     let (mut server, _, now) = server_with(config());
-    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
-    allocate(&mut server, &mut c, now, 4, 50002);
-    let r = response(c.request(
-        &mut server,
-        Method::CHANNEL_BIND,
-        now,
-        &channel_bind_attrs(0x4000, "198.51.100.20:6000"),
-    ));
-    assert_eq!(code(&r), None);
+    let c = client_with_channel(&mut server, now);
     let _ = events(&mut server);
     server.charge_offloaded(&c.tuple(), 1 << 40, now);
     server.tick(now);
@@ -1091,15 +1081,7 @@ fn kernel_traffic_counts_toward_the_bandwidth_cap() {
 #[test]
 fn a_channel_leaves_the_kernel_with_its_permission() {
     let (mut server, _, now) = server_with(config());
-    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
-    allocate(&mut server, &mut c, now, 4, 50002);
-    let r = response(c.request(
-        &mut server,
-        Method::CHANNEL_BIND,
-        now,
-        &channel_bind_attrs(0x4000, "198.51.100.20:6000"),
-    ));
-    assert_eq!(code(&r), None);
+    let mut c = client_with_channel(&mut server, now);
     assert_eq!(channel_events(&mut server), (vec![0x4000], vec![]));
     // The permission (300 s) expires before the channel (600 s): the kernel, which does not
     // check permissions, must not relay the peer's datagrams any more than userspace does.
