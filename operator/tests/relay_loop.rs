@@ -42,7 +42,7 @@ use envtest::{Operator, Options, TestCluster, eventually, runtime};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
 use kube::api::Api;
-use launch::launch;
+use launch::{launch, metric_value};
 use process::Guard;
 use uclient::{Stats, echo_peer, uclient};
 
@@ -251,11 +251,7 @@ fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String)
 fn metric(addr: SocketAddr, series: &str) -> f64 {
     let (status, body) = http_get(addr, "/metrics", None);
     assert_eq!(status, 200, "{body}");
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&body, series)
 }
 
 /// The realm in the relay's answer to an unauthenticated Allocate over UDP (RFC 8656: a 401

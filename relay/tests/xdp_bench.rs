@@ -41,7 +41,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::turn::TurnClient;
-use common::{Guard, TempDir, http_get, relay_bin, require};
+use common::{Guard, TempDir, http_get, metric_value, relay_bin, require};
 use netns::{Netns, must, short_id};
 use quinn_udp::{Transmit, UdpSocketState};
 use relay::dataplane::PROGRAM_BUILT;
@@ -234,10 +234,7 @@ impl Topology {
                 String::new()
             }
         });
-        body.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
+        metric_value(&body, series)
     }
 }
 

@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::turn::TurnClient;
-use common::{Guard, relay_bin, require, run};
+use common::{Guard, metric_value, relay_bin, require, run};
 use netns::{Netns, must, short_id};
 use relay::stun::AddressFamily;
 
@@ -224,11 +224,7 @@ fn metric(ns: &str, series: &str) -> f64 {
         .arg("http://127.0.0.1:9641/metrics")
         .output()
         .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&String::from_utf8_lossy(&out.stdout), series)
 }
 
 fn relayed(ns: &str, datapath: &str, direction: &str) -> f64 {

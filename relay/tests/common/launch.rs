@@ -1,4 +1,4 @@
-//! Starting the relay binary and reading its log. Plain std (and the sibling `process`
+//! Starting the relay binary and reading its log and metrics. Plain std (and the sibling `process`
 //! module), so that the operator's tests include it too (by path).
 
 use std::io::{BufRead, BufReader};
@@ -80,4 +80,14 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .map(|i| i + key.len())
         .unwrap_or_else(|| panic!("no {key} in {line:?}"));
     line[start..].split_whitespace().next().unwrap_or_default()
+}
+
+/// The value of the line starting with `series` (name and labels) in the relay's metrics text,
+/// or 0 when there is none.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -8,7 +8,7 @@ pub mod process;
 pub mod turn;
 pub mod uclient;
 
-pub use launch::{field, launch};
+pub use launch::{field, launch, metric_value};
 
 #[allow(unused_imports)] // As above: not every test binary runs commands itself.
 pub use process::{Guard, require, run};
@@ -178,11 +178,7 @@ impl Relay {
     pub fn metric(&self, series: &str) -> f64 {
         let (status, body) = self.http_get("/metrics");
         assert_eq!(status, 200, "{body}");
-        body.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        metric_value(&body, series)
     }
 }
 
