@@ -578,6 +578,14 @@ impl Session {
         }
     }
 
+    /// Sends `data` from the client to the relay as ChannelData on [`CHANNEL`].
+    fn send_channel_data(&self, data: &[u8]) {
+        self.client
+            .socket
+            .send_to(&channel_data(CHANNEL, data), self.client.server)
+            .expect("send");
+    }
+
     /// `n` round trips of ChannelData: client → peer (the peer checks the bytes and the
     /// relayed source) and back (the client checks the ChannelData). Returns how many
     /// completed; each direction gets one try.
@@ -586,13 +594,7 @@ impl Session {
         let mut buf = [0u8; 1500];
         for i in 0..n {
             let payload = format!("round trip {i:04}");
-            self.client
-                .socket
-                .send_to(
-                    &channel_data(CHANNEL, payload.as_bytes()),
-                    self.client.server,
-                )
-                .expect("send");
+            self.send_channel_data(payload.as_bytes());
             let Ok((len, from)) = self.peer.recv_from(&mut buf) else {
                 continue;
             };
@@ -620,13 +622,7 @@ impl Session {
     fn probe(&self, n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         for i in 0..n {
             let payload = format!("after {i:04}");
-            self.client
-                .socket
-                .send_to(
-                    &channel_data(CHANNEL, payload.as_bytes()),
-                    self.client.server,
-                )
-                .expect("send");
+            self.send_channel_data(payload.as_bytes());
             // The relayed port may be closed (ICMP unreachable): not an error here.
             let _ = self.peer.send_to(payload.as_bytes(), self.relayed);
         }
@@ -835,11 +831,7 @@ fn over_the_bandwidth_cap_a_channel_leaves_the_kernel_until_the_budget_recovers(
     let mut received = 0;
     for _ in 0..10 {
         for _ in 0..10 {
-            session
-                .client
-                .socket
-                .send_to(&channel_data(CHANNEL, &burst), session.client.server)
-                .expect("send");
+            session.send_channel_data(&burst);
         }
         for _ in 0..10 {
             let Ok(len) = session.peer.recv(&mut buf) else {
@@ -867,11 +859,7 @@ fn over_the_bandwidth_cap_a_channel_leaves_the_kernel_until_the_budget_recovers(
     // burst is dropped and counted, not relayed.
     let dropped_before = dropped();
     for _ in 0..30 {
-        session
-            .client
-            .socket
-            .send_to(&channel_data(CHANNEL, &burst), session.client.server)
-            .expect("send");
+        session.send_channel_data(&burst);
     }
     let mut received = 0;
     while session.peer.recv(&mut buf).is_ok() {
