@@ -22,24 +22,19 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use api::{ConditionStatus, RelayConfig, TurnCluster, TurnClusterStatus};
-use envtest::{Operator, TestCluster, eventually, runtime};
+use envtest::{
+    OPERATOR_NS, OPERATOR_SA, Operator, TestCluster, eventually, operator_client, runtime,
+};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use operator::leader::{Elector, Timings};
 use serde_json::json;
 
-const OPERATOR_NS: &str = "xdpturn-system";
-const OPERATOR_SA: &str = "xdpturn-operator";
 const DEMO: &str = "demo";
 
 /// One cluster at a time: each is an etcd and a kube-apiserver.
@@ -48,111 +43,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn rules(file: &str) -> Vec<PolicyRule> {
-    let path = envtest::workspace_root()
-        .join("charts/xdpturn/files")
-        .join(file);
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn named(name: &str, ns: Option<&str>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: ns.map(str::to_owned),
-        ..ObjectMeta::default()
-    }
-}
-
-/// The chart's RBAC for the operator's ServiceAccount, and a client that is that account
-/// (impersonated by the admin).
-async fn operator_client(cluster: &TestCluster) -> Client {
-    let admin = cluster.client();
-    cluster.create_namespace(OPERATOR_NS).await;
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NS);
-    sas.create(
-        &PostParams::default(),
-        &ServiceAccount {
-            metadata: named(OPERATOR_SA, Some(OPERATOR_NS)),
-            ..ServiceAccount::default()
-        },
-    )
-    .await
-    .unwrap();
-    let subject = || {
-        vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: OPERATOR_SA.into(),
-            namespace: Some(OPERATOR_NS.into()),
-            ..Subject::default()
-        }]
-    };
-    let crs: Api<ClusterRole> = Api::all(admin.clone());
-    crs.create(
-        &PostParams::default(),
-        &ClusterRole {
-            metadata: named("xdpturn-operator", None),
-            rules: Some(rules("operator-rules.yaml")),
-            ..ClusterRole::default()
-        },
-    )
-    .await
-    .unwrap();
-    let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
-    crbs.create(
-        &PostParams::default(),
-        &ClusterRoleBinding {
-            metadata: named("xdpturn-operator", None),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "ClusterRole".into(),
-                name: "xdpturn-operator".into(),
-            },
-            subjects: Some(subject()),
-        },
-    )
-    .await
-    .unwrap();
-    let roles: Api<Role> = Api::namespaced(admin.clone(), OPERATOR_NS);
-    roles
-        .create(
-            &PostParams::default(),
-            &Role {
-                metadata: named("xdpturn-operator-leader-election", Some(OPERATOR_NS)),
-                rules: Some(rules("leader-election-rules.yaml")),
-            },
-        )
-        .await
-        .unwrap();
-    let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), OPERATOR_NS);
-    rbs.create(
-        &PostParams::default(),
-        &RoleBinding {
-            metadata: named("xdpturn-operator-leader-election", Some(OPERATOR_NS)),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "Role".into(),
-                name: "xdpturn-operator-leader-election".into(),
-            },
-            subjects: Some(subject()),
-        },
-    )
-    .await
-    .unwrap();
-
-    let kc = Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    config.auth_info.impersonate =
-        Some(format!("system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"));
-    let client = Client::try_from(config).unwrap();
-    // The binding is in force: the account may list TurnClusters but not read Secrets.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    let err = secrets.list(&ListParams::default()).await.unwrap_err();
-    assert!(err.to_string().contains("forbidden"), "{err}");
-    client
 }
 
 fn tc_status(tc: &TurnCluster) -> TurnClusterStatus {

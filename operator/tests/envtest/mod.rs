@@ -43,8 +43,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::Reporter;
 use operator::controller::{self, Scope, Settings};
@@ -350,6 +354,123 @@ impl Operator {
             .await
             .expect("the controller stops")
             .unwrap_or_else(|err| panic!("the controller task: {err}"));
+    }
+}
+
+/// The namespace the chart installs the operator into.
+pub const OPERATOR_NS: &str = "xdpturn-system";
+/// The operator's ServiceAccount, as the chart names it.
+pub const OPERATOR_SA: &str = "xdpturn-operator";
+
+/// Gives the operator's ServiceAccount (`OPERATOR_NS`/`OPERATOR_SA`, created here with its
+/// namespace) exactly the chart's RBAC (charts/xdpturn/files/*.yaml), and returns a client
+/// that is that account (the admin impersonating it).
+pub async fn operator_client(cluster: &TestCluster) -> kube::Client {
+    let admin = cluster.client();
+    cluster.create_namespace(OPERATOR_NS).await;
+    let create = "envtest: creating the operator's RBAC";
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NS);
+    sas.create(
+        &PostParams::default(),
+        &ServiceAccount {
+            metadata: named(OPERATOR_SA, Some(OPERATOR_NS)),
+            ..ServiceAccount::default()
+        },
+    )
+    .await
+    .expect(create);
+    let subject = || {
+        vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: OPERATOR_SA.into(),
+            namespace: Some(OPERATOR_NS.into()),
+            ..Subject::default()
+        }]
+    };
+    let crs: Api<ClusterRole> = Api::all(admin.clone());
+    crs.create(
+        &PostParams::default(),
+        &ClusterRole {
+            metadata: named("xdpturn-operator", None),
+            rules: Some(chart_rules("operator-rules.yaml")),
+            ..ClusterRole::default()
+        },
+    )
+    .await
+    .expect(create);
+    let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    crbs.create(
+        &PostParams::default(),
+        &ClusterRoleBinding {
+            metadata: named("xdpturn-operator", None),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: "xdpturn-operator".into(),
+            },
+            subjects: Some(subject()),
+        },
+    )
+    .await
+    .expect(create);
+    let roles: Api<Role> = Api::namespaced(admin.clone(), OPERATOR_NS);
+    roles
+        .create(
+            &PostParams::default(),
+            &Role {
+                metadata: named("xdpturn-operator-leader-election", Some(OPERATOR_NS)),
+                rules: Some(chart_rules("leader-election-rules.yaml")),
+            },
+        )
+        .await
+        .expect(create);
+    let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), OPERATOR_NS);
+    rbs.create(
+        &PostParams::default(),
+        &RoleBinding {
+            metadata: named("xdpturn-operator-leader-election", Some(OPERATOR_NS)),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: "xdpturn-operator-leader-election".into(),
+            },
+            subjects: Some(subject()),
+        },
+    )
+    .await
+    .expect(create);
+
+    let kc = Kubeconfig::read_from(cluster.kubeconfig()).expect("envtest: the kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("envtest: the kubeconfig");
+    config.auth_info.impersonate =
+        Some(format!("system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"));
+    let client = kube::Client::try_from(config).expect("envtest: a client");
+    // The binding is in force: the account may list TurnClusters but not read Secrets.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let err = secrets
+        .list(&ListParams::default())
+        .await
+        .expect_err("the operator's ServiceAccount must not list Secrets");
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    client
+}
+
+/// A rules file of the chart's (charts/xdpturn/files).
+fn chart_rules(file: &str) -> Vec<PolicyRule> {
+    let path = workspace_root().join("charts/xdpturn/files").join(file);
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("envtest: reading {}: {err}", path.display()));
+    serde_yaml::from_str(&text)
+        .unwrap_or_else(|err| panic!("envtest: parsing {}: {err}", path.display()))
+}
+
+fn named(name: &str, ns: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: ns.map(str::to_owned),
+        ..ObjectMeta::default()
     }
 }
 
