@@ -881,8 +881,10 @@ async fn serve_udp(worker: Rc<Worker>, index: usize) {
         // A short batch clears the readiness at once, as in `serve_relay`.
         let mut short = 0;
         let received = {
-            let mut slices: Vec<IoSliceMut<'_>> =
-                storage.chunks_mut(RECV_BUF).map(IoSliceMut::new).collect();
+            // On the stack: no allocation per receive.
+            let mut chunks = storage.chunks_exact_mut(RECV_BUF);
+            let mut slices: [IoSliceMut<'_>; RECV_BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
             listener.socket.try_io(tokio::io::Interest::READABLE, || {
                 let n = listener
                     .state
