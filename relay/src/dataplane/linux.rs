@@ -211,22 +211,7 @@ impl Dataplane {
         binding: ChannelBinding,
         tuple: FiveTuple,
     ) -> Result<(), DataplaneError> {
-        let entries_for = |slot| {
-            ChannelEntries::new(
-                binding.client,
-                binding.listener,
-                binding.channel,
-                binding.relay,
-                binding.peer,
-                slot,
-            )
-            // Client and listener come from one 5-tuple, relay and peer from one allocation
-            // family: this cannot fail, but an error is better than a panic.
-            .map_err(|e| DataplaneError::Map {
-                map: CLIENT_TO_PEER,
-                source: e.to_string().into(),
-            })
-        };
+        let entries_for = |slot| channel_entries(&binding, slot);
         let mut inner = self.lock();
         if inner.bound.contains_key(&binding) {
             // A refresh: the entries are there and unchanged.
@@ -402,6 +387,24 @@ impl Dataplane {
     }
 }
 
+/// The map entries of a channel binding, counting into stats slot `slot`.
+fn channel_entries(binding: &ChannelBinding, slot: u32) -> Result<ChannelEntries, DataplaneError> {
+    ChannelEntries::new(
+        binding.client,
+        binding.listener,
+        binding.channel,
+        binding.relay,
+        binding.peer,
+        slot,
+    )
+    // Client and listener come from one 5-tuple, relay and peer from one allocation family:
+    // this cannot fail, but an error is better than a panic.
+    .map_err(|e| DataplaneError::Map {
+        map: CLIENT_TO_PEER,
+        source: e.to_string().into(),
+    })
+}
+
 /// The `struct xdp_md` a test run starts from: data, data_end, data_meta, ingress_ifindex,
 /// rx_queue_index, egress_ifindex.
 fn xdp_md(frame: &[u8], ingress_ifindex: u32) -> Result<Vec<u8>, DataplaneError> {
@@ -462,18 +465,7 @@ impl Inner {
         let Some(slot) = self.bound.get(binding).map(|b| b.slot) else {
             return Ok(());
         };
-        let entries = ChannelEntries::new(
-            binding.client,
-            binding.listener,
-            binding.channel,
-            binding.relay,
-            binding.peer,
-            slot,
-        )
-        .map_err(|e| DataplaneError::Map {
-            map: CLIENT_TO_PEER,
-            source: e.to_string().into(),
-        })?;
+        let entries = channel_entries(binding, slot)?;
         // Client-to-peer first, the reverse of `write`.
         remove_entry(
             &mut self.client_to_peer,
