@@ -1045,19 +1045,32 @@ fn relay_batch(
     more
 }
 
-async fn serve_tcp(worker: Rc<Worker>, addr: SocketAddr, listener: TcpListener) {
+/// The next client connection on a TCP or TLS listener bound to `addr`, with Nagle off: the
+/// stream, the client's address and the local address it reached.
+async fn accept_client(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    what: &str,
+) -> (tokio::net::TcpStream, SocketAddr, SocketAddr) {
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(addr);
+                return (stream, remote, local);
+            }
             Err(err) => {
                 // Out of file descriptors and the like: wait a moment rather than spin.
-                tracing::warn!(%err, %addr, "accepting a TCP connection");
+                tracing::warn!(%err, %addr, "accepting a {what} connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(addr);
+        }
+    }
+}
+
+async fn serve_tcp(worker: Rc<Worker>, addr: SocketAddr, listener: TcpListener) {
+    loop {
+        let (stream, remote, local) = accept_client(&listener, addr, "TCP").await;
         let worker = worker.clone();
         tokio::task::spawn_local(async move {
             serve_stream(
@@ -1084,16 +1097,7 @@ async fn serve_tls(
     certs: Arc<tls::Certificates>,
 ) {
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(%err, %addr, "accepting a TLS connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(addr);
+        let (stream, remote, local) = accept_client(&listener, addr, "TLS").await;
         let worker = worker.clone();
         let certs = certs.clone();
         tokio::task::spawn_local(async move {

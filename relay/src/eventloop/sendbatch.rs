@@ -152,8 +152,8 @@ mod linux {
     ) -> usize {
         let v4_info;
         let v6_info;
-        let (cmsgs, headers): (Vec<ControlMessage<'_>>, _) = match src {
-            None => (Vec::new(), &mut headers.plain),
+        let (cmsg, headers) = match src {
+            None => (None, &mut headers.plain),
             Some(IpAddr::V4(ip)) => {
                 v4_info = libc::in_pktinfo {
                     ipi_ifindex: 0,
@@ -163,7 +163,7 @@ mod linux {
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
                 (
-                    vec![ControlMessage::Ipv4PacketInfo(&v4_info)],
+                    Some(ControlMessage::Ipv4PacketInfo(&v4_info)),
                     &mut headers.v4,
                 )
             }
@@ -175,7 +175,7 @@ mod linux {
                     ipi6_ifindex: 0,
                 };
                 (
-                    vec![ControlMessage::Ipv6PacketInfo(&v6_info)],
+                    Some(ControlMessage::Ipv6PacketInfo(&v6_info)),
                     &mut headers.v6,
                 )
             }
@@ -193,7 +193,7 @@ mod linux {
                 headers,
                 &iovs,
                 &addrs,
-                &cmsgs,
+                cmsg.as_slice(),
                 MsgFlags::MSG_DONTWAIT,
             ) {
                 Ok(results) => results.count(),
