@@ -38,6 +38,11 @@ pub enum Action {
     PassNotForUs,
     /// To a listener, first byte 0x00-0x3F: STUN, for the relay.
     PassStun,
+    /// A Send indication the program does not relay: no allocation or permission for it in
+    /// the maps, or nothing it can prove (unknown comprehension-required attributes, a
+    /// FINGERPRINT that does not match, malformed attributes, data too long to check): the
+    /// relay handles it.
+    PassSendIndication,
     /// To a listener, neither STUN nor ChannelData (first byte 0x80-0xFF, or empty).
     PassNotChannelData,
     /// ChannelData for a channel the maps do not hold (not bound yet, or another transport).
@@ -45,22 +50,24 @@ pub enum Action {
     /// ChannelData with more than 3 bytes after its data (more than padding): userspace
     /// ignores them, the program does not trim more than padding.
     PassTrailingBytes,
-    /// A frame longer than the program handles (16 KiB).
+    /// A frame longer than the program handles (16 KiB), or a datagram whose checksum needs
+    /// its payload summed (a partial checksum) with more than 2 KiB of data.
     PassTooBig,
     /// TTL / hop limit too low to forward (0 or 1): userspace sends it with a fresh one.
     PassTtl,
     /// A UDP checksum the program cannot update: zero (none) on IPv4 when the packet leaves as
     /// IPv6, where it is mandatory, or zero on IPv6, which is invalid.
     PassNoChecksum,
-    /// The FIB knows the next hop but not its MAC yet: the kernel resolves it when userspace
-    /// sends this packet, and the next one takes the fast path.
-    PassFibNoNeigh,
-    /// Forwarding is disabled on the ingress interface, which `bpf_fib_lookup` requires.
-    PassFibFwdDisabled,
-    /// The packet would exceed the egress MTU.
-    PassFibFragNeeded,
-    /// Any other FIB answer: blackhole, unreachable, prohibited, local (not forwarded), ...
-    PassFibOther,
+    /// No next hop is known for the destination yet (userspace has not resolved its route and
+    /// neighbour, or the neighbour's MAC is not known): userspace sends this packet, which makes
+    /// the kernel resolve the neighbour, and keeps the next-hop map current.
+    PassNoNextHop,
+    /// The rewritten packet would exceed the egress interface's MTU.
+    PassMtu,
+    /// The UDP checksum is neither a complete one nor a partial one (a pseudo-header sum the
+    /// sender's offload was to finish) that the program can prove, or is both: the program
+    /// cannot tell what to send, so userspace does (the kernel verifies the checksum first).
+    PassChecksumUnknown,
     /// The route leaves through an interface the program is not attached to.
     PassEgressNotAttached,
     /// `bpf_xdp_adjust_head` refused (not enough headroom); nothing was changed.
@@ -89,16 +96,16 @@ impl Action {
         Action::PassIpOptions,
         Action::PassNotForUs,
         Action::PassStun,
+        Action::PassSendIndication,
         Action::PassNotChannelData,
         Action::PassUnknownChannel,
         Action::PassTrailingBytes,
         Action::PassTooBig,
         Action::PassTtl,
         Action::PassNoChecksum,
-        Action::PassFibNoNeigh,
-        Action::PassFibFwdDisabled,
-        Action::PassFibFragNeeded,
-        Action::PassFibOther,
+        Action::PassNoNextHop,
+        Action::PassMtu,
+        Action::PassChecksumUnknown,
         Action::PassEgressNotAttached,
         Action::PassAdjustFailed,
         Action::DropMalformed,
@@ -144,16 +151,16 @@ impl Action {
             Action::PassIpOptions => "pass_ip_options",
             Action::PassNotForUs => "pass_not_for_us",
             Action::PassStun => "pass_stun",
+            Action::PassSendIndication => "pass_send_indication",
             Action::PassNotChannelData => "pass_not_channel_data",
             Action::PassUnknownChannel => "pass_unknown_channel",
             Action::PassTrailingBytes => "pass_trailing_bytes",
             Action::PassTooBig => "pass_too_big",
             Action::PassTtl => "pass_ttl",
             Action::PassNoChecksum => "pass_no_checksum",
-            Action::PassFibNoNeigh => "pass_fib_no_neigh",
-            Action::PassFibFwdDisabled => "pass_fib_fwd_disabled",
-            Action::PassFibFragNeeded => "pass_fib_frag_needed",
-            Action::PassFibOther => "pass_fib_other",
+            Action::PassNoNextHop => "pass_no_next_hop",
+            Action::PassMtu => "pass_mtu",
+            Action::PassChecksumUnknown => "pass_checksum_unknown",
             Action::PassEgressNotAttached => "pass_egress_not_attached",
             Action::PassAdjustFailed => "pass_adjust_failed",
             Action::DropMalformed => "drop_malformed",

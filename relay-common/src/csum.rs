@@ -30,6 +30,14 @@ impl Sum {
         Sum(self.0 + word as u64)
     }
 
+    /// Adds a sum computed elsewhere, unfolded (e.g. the 32-bit sums `bpf_csum_diff` returns,
+    /// added up): one's-complement addition is the same whatever the width, as long as
+    /// [`Sum::fold`] brings the carries back in.
+    #[inline(always)]
+    pub const fn add_wide(self, sum: u64) -> Self {
+        Sum(self.0 + sum)
+    }
+
     /// Takes a word out (adds its complement).
     #[inline(always)]
     pub const fn sub(self, word: u16) -> Self {

@@ -9,6 +9,7 @@
 //! - [`Action`]: what the program did with a packet and why, the index of its counters.
 //! - [`csum`] and [`packet`]: the program's parsing, rewriting and checksum arithmetic as plain
 //!   functions on fixed-size arrays, so `cargo test -p relay-common` tests them on real packets.
+//! - [`indication`]: TURN Send indications parsed, their FINGERPRINT's CRC-32, Data indications.
 //!
 //! The `user` feature adds `aya::Pod` and `Debug` impls (and is the only part that needs `std`).
 
@@ -16,11 +17,13 @@
 
 pub mod action;
 pub mod csum;
+pub mod indication;
 pub mod maps;
 pub mod packet;
 
 pub use action::Action;
 pub use maps::{
-    ChannelEntries, ChannelKey, ChannelStats, ChannelValue, FAMILY_IPV4, FAMILY_IPV6, ListenerKey,
-    MixedFamilies, PeerKey, PeerValue,
+    AllocationValue, ChannelEntries, ChannelKey, ChannelStats, ChannelValue, ClientKey,
+    FAMILY_IPV4, FAMILY_IPV6, ListenerKey, MixedFamilies, NextHopKey, NextHopValue, PeerKey,
+    PeerValue,
 };

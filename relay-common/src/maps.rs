@@ -11,7 +11,9 @@
 //! that leaves; they differ when an IPv4 client talks to an IPv6 peer or the other way round.
 //! Both values of a channel name the same slot of [`CHANNEL_STATS`], a per-CPU array of
 //! [`ChannelStats`], so the kernel counts a channel's traffic without a second hash lookup;
-//! [`TOTAL_STATS`] (one slot) counts all of it, so the totals are read in one go however many
+//! [`TOTAL_STATS`] counts all of it in slot [`TOTAL_ALL`] and each kind of message in its own
+//! slot ([`TOTAL_CHANNEL`], [`TOTAL_INDICATION`], [`TOTAL_SAME_RELAY`]), so the totals are read
+//! in one go however many
 //! channels there are.
 //!
 //! [`LISTENERS`] holds the TURN listening addresses (an unspecified address stands for every
@@ -19,6 +21,22 @@
 //! [`Action`](crate::Action); [`ACTION_STATS`] counts every packet under the action taken, per CPU.
 //! [`EGRESS`] is the device map of the interfaces the program is attached to, the only ones it
 //! redirects to.
+//!
+//! Permissions (RFC 8656 §9: per peer IP, any port) live in [`PEER_TO_CLIENT`] too, under the
+//! key of the relayed address and the peer's IP with port 0 ([`PeerKey::permission`]), their
+//! value's `channel` 0: a datagram from a permitted peer on a port without a channel becomes a
+//! Data indication to the client. [`ALLOCATIONS`] maps a client's 5-tuple to its relayed
+//! addresses, for Send indications: the program takes the relayed address of the peer's
+//! family, then checks the permission entry. Both get counter slots like channels do.
+//!
+//! [`INTERFACES`] says how the program runs on each interface it is attached to.
+//!
+//! [`NEXT_HOPS`] tells the program where a rewritten packet goes next, per destination address:
+//! the interface, its MTU and the two MACs of the Ethernet header. Userspace resolves it from
+//! the kernel's route and neighbour tables (as the relay's own output, so no host forwarding
+//! setting is involved) for every address the other maps send to, and keeps it current; an
+//! address without an entry goes up to userspace, whose socket send makes the kernel resolve
+//! the neighbour.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -37,10 +55,35 @@ pub const LISTENERS: &str = "LISTENERS";
 pub const CHANNEL_STATS: &str = "CHANNEL_STATS";
 /// Name of the one-slot per-CPU array of [`ChannelStats`] summing every channel.
 pub const TOTAL_STATS: &str = "TOTAL_STATS";
+/// [`TOTAL_STATS`] slot of everything the program forwarded.
+pub const TOTAL_ALL: u32 = 0;
+/// [`TOTAL_STATS`] slot of ChannelData, both ways.
+pub const TOTAL_CHANNEL: u32 = 1;
+/// [`TOTAL_STATS`] slot of Send indications (client to peer) and Data indications (peer to
+/// client).
+pub const TOTAL_INDICATION: u32 = 2;
+/// [`TOTAL_STATS`] slot of same-relay packets: counted once each way, as the two passes of
+/// userspace they replace (the first client's to its peer, that peer's to the second client).
+pub const TOTAL_SAME_RELAY: u32 = 3;
+/// The slots of [`TOTAL_STATS`].
+pub const TOTAL_SLOTS: u32 = 4;
 /// Name of the per-CPU array of packet counts (`u64`), indexed by [`Action`](crate::Action).
 pub const ACTION_STATS: &str = "ACTION_STATS";
 /// Name of the device map (`DEVMAP_HASH`, ifindex -> ifindex) of the interfaces redirected to.
 pub const EGRESS: &str = "EGRESS";
+/// Name of the allocation hash map ([`ClientKey`] -> [`AllocationValue`]).
+pub const ALLOCATIONS: &str = "ALLOCATIONS";
+/// The `channel` of a [`PeerValue`] that is a permission, not a channel: the peer's datagrams
+/// go to the client as Data indications.
+pub const NO_CHANNEL: u16 = 0;
+/// Name of the next-hop hash map ([`NextHopKey`] -> [`NextHopValue`]).
+pub const NEXT_HOPS: &str = "NEXT_HOPS";
+/// Name of the hash map of the interfaces the program is attached to (ifindex -> flags,
+/// `u32`s, host byte order): how it runs on each ([`IF_GENERIC`]).
+pub const INTERFACES: &str = "INTERFACES";
+/// [`INTERFACES`] flag: the program runs in generic (skb) mode on this interface, where a
+/// packet keeps its skb's checksum offload state through the program.
+pub const IF_GENERIC: u32 = 1;
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "xdpturn";
 
@@ -339,6 +382,23 @@ impl PeerKey {
         }
     }
 
+    /// The key of a permission: the relayed address and the permitted peer IP, port 0 (a
+    /// permission covers every port of the IP, RFC 8656 §9).
+    pub fn permission(relay: IpAddr, relay_port: u16, peer: IpAddr) -> Result<Self, MixedFamilies> {
+        Self::new(relay, relay_port, peer, 0)
+    }
+
+    /// [`PeerKey::permission`] from what the program read.
+    #[inline(always)]
+    pub const fn permission_from_packet(
+        family: u8,
+        relay: [u8; 16],
+        relay_port: u16,
+        peer: [u8; 16],
+    ) -> Self {
+        Self::from_packet(family, relay, relay_port, peer, 0)
+    }
+
     /// The relayed address, or `None` if `family` is not a known value.
     pub fn relay_addr(&self) -> Option<IpAddr> {
         addr_from(self.family, self.relay_addr)
@@ -436,6 +496,175 @@ impl ListenerKey {
     pub fn port(&self) -> u16 {
         u16::from_be(self.port)
     }
+}
+
+/// Key of [`ALLOCATIONS`]: a client's 5-tuple over UDP (client and the listener it talks to).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub struct ClientKey {
+    /// The client's address.
+    pub client_addr: [u8; 16],
+    /// The relay's listening address the client sends to.
+    pub listener_addr: [u8; 16],
+    /// The client's port, network byte order.
+    pub client_port: u16,
+    /// The listening port, network byte order.
+    pub listener_port: u16,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`]; client and listener share it.
+    pub family: u8,
+    /// Zero. Explicit so the struct has no uninitialised padding (hash keys compare bytes).
+    pub _pad: [u8; 3],
+}
+
+impl ClientKey {
+    /// The key of a client's 5-tuple (host-order ports).
+    pub fn new(
+        client: IpAddr,
+        client_port: u16,
+        listener: IpAddr,
+        listener_port: u16,
+    ) -> Result<Self, MixedFamilies> {
+        let family = same_family(client, listener)?;
+        Ok(Self::from_packet(
+            family,
+            addr_bytes(client),
+            client_port,
+            addr_bytes(listener),
+            listener_port,
+        ))
+    }
+
+    /// Builds a key from what the program read (host-order ports).
+    #[inline(always)]
+    pub const fn from_packet(
+        family: u8,
+        client: [u8; 16],
+        client_port: u16,
+        listener: [u8; 16],
+        listener_port: u16,
+    ) -> Self {
+        Self {
+            client_addr: client,
+            listener_addr: listener,
+            client_port: client_port.to_be(),
+            listener_port: listener_port.to_be(),
+            family,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of [`ALLOCATIONS`]: the allocation's relayed addresses, one per family (an RFC 8656
+/// dual allocation has both); a port of 0 means none of that family.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub struct AllocationValue {
+    /// The IPv4 relayed address (in the first 4 bytes), if `relay4_port` is not 0.
+    pub relay4_addr: [u8; 16],
+    /// The IPv6 relayed address, if `relay6_port` is not 0.
+    pub relay6_addr: [u8; 16],
+    /// The IPv4 relayed port, network byte order; 0: none.
+    pub relay4_port: u16,
+    /// The IPv6 relayed port, network byte order; 0: none.
+    pub relay6_port: u16,
+}
+
+impl AllocationValue {
+    /// The value of an allocation with these relayed addresses (at most one per family; a
+    /// later one of the same family replaces an earlier one).
+    pub fn new(relayed: &[core::net::SocketAddr]) -> Self {
+        let mut v = Self {
+            relay4_addr: [0; 16],
+            relay6_addr: [0; 16],
+            relay4_port: 0,
+            relay6_port: 0,
+        };
+        for r in relayed {
+            let ip = r.ip().to_canonical();
+            if ip.is_ipv4() {
+                v.relay4_addr = addr_bytes(ip);
+                v.relay4_port = r.port().to_be();
+            } else {
+                v.relay6_addr = addr_bytes(ip);
+                v.relay6_port = r.port().to_be();
+            }
+        }
+        v
+    }
+
+    /// The relayed address of `family`, as (address bytes, host-order port), if there is one.
+    #[inline(always)]
+    pub const fn relayed(&self, family: u8) -> Option<([u8; 16], u16)> {
+        let (addr, port) = if family == FAMILY_IPV6 {
+            (self.relay6_addr, self.relay6_port)
+        } else {
+            (self.relay4_addr, self.relay4_port)
+        };
+        if port == 0 {
+            None
+        } else {
+            Some((addr, u16::from_be(port)))
+        }
+    }
+}
+
+/// Key of [`NEXT_HOPS`]: a destination address the program sends to (a client's or a peer's).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub struct NextHopKey {
+    /// The destination address (see the crate docs for the IPv4 layout).
+    pub addr: [u8; 16],
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    /// Zero. Explicit so the struct has no uninitialised padding (hash keys compare bytes).
+    pub _pad: [u8; 3],
+}
+
+impl NextHopKey {
+    /// The key of a destination address (IPv4-mapped IPv6 addresses as IPv4).
+    pub fn new(addr: IpAddr) -> Self {
+        let ip = addr.to_canonical();
+        Self::from_packet(family_of(ip), addr_bytes(ip))
+    }
+
+    /// Builds a key from what the program has (the rewrite's destination).
+    #[inline(always)]
+    pub const fn from_packet(family: u8, addr: [u8; 16]) -> Self {
+        Self {
+            addr,
+            family,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The destination address, or `None` if `family` is not a known value.
+    pub fn addr(&self) -> Option<IpAddr> {
+        addr_from(self.family, self.addr)
+    }
+}
+
+/// Value of [`NEXT_HOPS`]: how a packet to the key's address leaves.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub struct NextHopValue {
+    /// The egress interface's index, host byte order.
+    pub ifindex: u32,
+    /// The egress interface's MTU (largest IP packet), host byte order: a rewritten packet
+    /// longer than this goes up instead (the kernel fragments or answers with ICMP).
+    pub mtu: u32,
+    /// The egress interface's MAC: the Ethernet source.
+    pub smac: [u8; 6],
+    /// The next hop's MAC (the gateway's, or the destination's own on a connected network):
+    /// the Ethernet destination.
+    pub dmac: [u8; 6],
 }
 
 /// The four map entries of one channel: both directions' keys and values.
@@ -537,7 +766,9 @@ pub fn addr_from(family: u8, bytes: [u8; 16]) -> Option<IpAddr> {
 // explicit padding fields so no byte is uninitialised (ChannelKey 16+16+2+2+2+1+1 = 40 bytes,
 // align 2; ChannelValue 16+16+2+2+1+3+4 = 44, align 4; PeerKey 16+16+2+2+1+3 = 40, align 2;
 // PeerValue 16+16+2+2+2+1+1+4 = 44, align 4; ListenerKey 16+2+1+1 = 20, align 2; ChannelStats
-// 4 x u64 = 32, align 8; the layout test checks every size), and every bit pattern is a valid
+// 4 x u64 = 32, align 8; NextHopKey 16+1+3 = 20, align 1; NextHopValue 4+4+6+6 = 20, align 4;
+// ClientKey 16+16+2+2+1+3 = 40, align 2; AllocationValue 16+16+2+2 = 36, align 2; the
+// layout test checks every size), and every bit pattern is a valid
 // value, which is what aya::Pod requires.
 #[cfg(feature = "user")]
 #[allow(unsafe_code)]
@@ -548,6 +779,10 @@ mod pod {
     unsafe impl aya::Pod for super::PeerValue {}
     unsafe impl aya::Pod for super::ListenerKey {}
     unsafe impl aya::Pod for super::ChannelStats {}
+    unsafe impl aya::Pod for super::NextHopKey {}
+    unsafe impl aya::Pod for super::ClientKey {}
+    unsafe impl aya::Pod for super::AllocationValue {}
+    unsafe impl aya::Pod for super::NextHopValue {}
 }
 
 #[cfg(test)]
@@ -579,6 +814,27 @@ mod tests {
             (size_of::<ChannelStats>(), align_of::<ChannelStats>()),
             (32, 8)
         );
+        assert_eq!((size_of::<NextHopKey>(), align_of::<NextHopKey>()), (20, 1));
+        assert_eq!((size_of::<ClientKey>(), align_of::<ClientKey>()), (40, 2));
+        assert_eq!(
+            (size_of::<AllocationValue>(), align_of::<AllocationValue>()),
+            (36, 2)
+        );
+        assert_eq!(
+            (size_of::<NextHopValue>(), align_of::<NextHopValue>()),
+            (20, 4)
+        );
+    }
+
+    #[test]
+    fn next_hop_keys_take_canonical_addresses() {
+        let v4 = NextHopKey::new(V4_CLIENT);
+        assert_eq!((v4.family, v4.addr()), (FAMILY_IPV4, Some(V4_CLIENT)));
+        assert_eq!(v4.addr[..4], [198, 51, 100, 7]);
+        let mapped = IpAddr::V6(Ipv4Addr::new(198, 51, 100, 7).to_ipv6_mapped());
+        assert_eq!(NextHopKey::new(mapped), v4);
+        let v6 = NextHopKey::new(V6_CLIENT);
+        assert_eq!((v6.family, v6.addr()), (FAMILY_IPV6, Some(V6_CLIENT)));
     }
 
     #[test]

@@ -14,7 +14,8 @@
 
 use crate::action::Action;
 use crate::csum::Sum;
-use crate::maps::{ChannelValue, FAMILY_IPV4, FAMILY_IPV6, PeerValue};
+use crate::indication::DataHeader;
+use crate::maps::{ChannelValue, FAMILY_IPV4, FAMILY_IPV6, PeerKey, PeerValue};
 
 /// Ethernet header length.
 pub const ETH_HLEN: usize = 14;
@@ -394,6 +395,123 @@ pub const fn trailing_sum(bytes: [u8; 3], count: u16, data_len: u16) -> Sum {
     s
 }
 
+/// How an arriving datagram's UDP checksum field is to be read. A checksum offload makes two
+/// kinds of packets out of one: a NIC hands over complete checksums, but a packet that never
+/// left the machine (from a container's veth, over a bridge, through a NAT namespace) still
+/// carries the *partial* checksum its sender's stack left for the offload to finish: the
+/// folded pseudo-header sum, not complemented (Linux `~csum_tcpudp_magic(.., 0)`), with the
+/// skb marked `CHECKSUM_PARTIAL` and its `csum_start` at the UDP header. An incremental update
+/// of such a field is garbage once the packet leaves that state, which is how the fast path
+/// used to corrupt every such packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(any(feature = "user", test), derive(Debug))]
+#[cfg_attr(not(any(feature = "user", test)), allow(missing_debug_implementations))]
+pub enum Checksum {
+    /// No checksum (zero, IPv4 only).
+    None,
+    /// A complete checksum: updated incrementally (RFC 1624), so a datagram corrupted on the
+    /// way does not leave with a valid one.
+    Full,
+    /// A partial checksum: the pseudo-header sum, to be finished by an offload later.
+    Partial,
+}
+
+/// The pseudo-header sum of a UDP datagram (RFC 768; RFC 8200 §8.1 for IPv6, whose 32-bit
+/// length and next header add up to the same words for any UDP length).
+#[inline(always)]
+pub const fn pseudo_sum(family: u8, src: &[u8; 16], dst: &[u8; 16], udp_len: u16) -> Sum {
+    let v6 = family == FAMILY_IPV6;
+    Sum::new()
+        .add_addr(src, v6)
+        .add_addr(dst, v6)
+        .add(IPPROTO_UDP as u16)
+        .add(udp_len)
+}
+
+/// The partial checksum a sender leaves for its offload: the folded pseudo-header sum.
+#[inline(always)]
+pub const fn partial_seed(family: u8, src: &[u8; 16], dst: &[u8; 16], udp_len: u16) -> u16 {
+    pseudo_sum(family, src, dst, udp_len).fold()
+}
+
+/// Whether the checksum field of `udp` could be a partial one, which only the payload's sum
+/// can tell from a complete one ([`classify_checksum`]). A complete checksum equals the seed
+/// for one datagram in 65,536, so the payload is summed only for those and for partial ones.
+#[inline(always)]
+pub const fn maybe_partial(ip: &Ip, udp: &Udp) -> bool {
+    udp.check != 0 && udp.check == partial_seed(ip.family, &ip.src, &ip.dst, udp.len)
+}
+
+/// What the checksum of `udp` is. `payload` is the sum of the UDP payload (its `len - 8` bytes
+/// from an even offset), needed only when [`maybe_partial`]; `generic` says whether the
+/// program runs in generic (skb) mode, where the packet's skb keeps its checksum state.
+///
+/// A field equal to the seed is partial unless the datagram verifies as complete with it. If
+/// it does, it is complete where the packet is a bare frame (native XDP: whatever the skb was,
+/// the frame leaves without its state, and a valid checksum is what the receiver needs), but
+/// in generic mode it could still be a `CHECKSUM_PARTIAL` skb, whose field the offload will
+/// overwrite: the program cannot know which, so the packet goes up.
+#[inline(always)]
+pub const fn classify_checksum(
+    ip: &Ip,
+    udp: &Udp,
+    payload: Sum,
+    generic: bool,
+) -> Result<Checksum, Action> {
+    if udp.check == 0 {
+        return Ok(Checksum::None);
+    }
+    if !maybe_partial(ip, udp) {
+        return Ok(Checksum::Full);
+    }
+    let whole = pseudo_sum(ip.family, &ip.src, &ip.dst, udp.len)
+        .add(udp.src_port)
+        .add(udp.dst_port)
+        .add(udp.len)
+        .add(udp.check)
+        .add(payload.fold());
+    if !crate::csum::verifies(whole) {
+        Ok(Checksum::Partial)
+    } else if generic {
+        Err(Action::PassChecksumUnknown)
+    } else {
+        Ok(Checksum::Full)
+    }
+}
+
+/// The complete checksum of a datagram that arrived with a partial one: what its sender's
+/// offload would have written. `payload` as in [`classify_checksum`].
+#[inline(always)]
+pub const fn completed_checksum(ip: &Ip, udp: &Udp, payload: Sum) -> u16 {
+    pseudo_sum(ip.family, &ip.src, &ip.dst, udp.len)
+        .add(udp.src_port)
+        .add(udp.dst_port)
+        .add(udp.len)
+        .add(payload.fold())
+        .udp_checksum()
+}
+
+/// Makes a planned rewrite ([`rewrite_into`]) of a datagram with a partial checksum, in generic
+/// mode, leave with a partial checksum again, for the skb's offload state to finish: the new
+/// pseudo-header sum in the checksum field, and the UDP header kept at the very place it
+/// was, where the skb's `csum_start` points (the offload sums from there and writes at
+/// `csum_start + 6`). So only the IP header's size change moves the front
+/// ([`Rewrite::head_delta`]); the data moves instead by what the ChannelData header's coming
+/// or going adds or takes ([`Rewrite::data_shift`]). `ip` and `out` as given to
+/// [`rewrite_into`].
+#[inline(always)]
+pub const fn keep_partial(ip: &Ip, out: &Route, rw: &mut Rewrite) {
+    let in_hlen = header_len(ip.family) as i32;
+    let out_hlen = header_len(out.family) as i32;
+    let cd_out = out.added_len as i32;
+    let cd_in = out.removed_len as i32;
+    rw.head_delta = in_hlen - out_hlen;
+    rw.data_shift = cd_out - cd_in;
+    let udp_len = (UDP_HLEN as i32 + cd_out + out.data_len as i32 + out.padding as i32) as u16;
+    let seed = partial_seed(out.family, &out.src, &out.dst, udp_len);
+    put16(rw, out_hlen as usize + 6, seed);
+}
+
 /// A planned rewrite: the headers of the outgoing packet and how to get there.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(any(feature = "user", test), derive(Debug))]
@@ -407,8 +525,18 @@ pub struct Rewrite {
     pub family: u8,
     /// Whether a ChannelData header is part of the headers (towards a client).
     pub channel_header: bool,
+    /// The bytes in front of the data ([`Route::added_len`]): nonzero towards a client. Those
+    /// of a Data indication are not in [`Rewrite::headers`]: the program writes them after.
+    pub added_len: u16,
+    /// Zero bytes the program writes after the data ([`Route::padding`]).
+    pub padding: u16,
+    /// The bytes that went from in front of the data ([`Route::removed_len`]).
+    pub removed_len: u16,
     /// The delta for `bpf_xdp_adjust_head`: old headers minus new headers (positive shrinks).
     pub head_delta: i32,
+    /// How far the data moves towards the tail (negative: the head) within the packet: 0, but
+    /// for a partial checksum in generic mode ([`keep_partial`]), where the UDP header stays.
+    pub data_shift: i32,
     /// The outgoing frame's length, Ethernet header included.
     pub frame_len: usize,
     /// Source port of the outgoing packet.
@@ -434,9 +562,14 @@ impl Route {
         src_port: 0,
         dst_port: 0,
         removed: 0,
+        removed_len: 0,
         added: None,
+        added_len: 0,
+        added_sum: 0,
+        padding: 0,
         data_len: 0,
         counter: 0,
+        peer_counter: NO_COUNTER,
     };
 }
 
@@ -446,7 +579,11 @@ impl Rewrite {
         family: 0,
         headers: [0; MAX_HEADERS],
         channel_header: false,
+        added_len: 0,
+        padding: 0,
+        removed_len: 0,
         head_delta: 0,
+        data_shift: 0,
         frame_len: 0,
         src_port: 0,
         dst_port: 0,
@@ -533,12 +670,75 @@ pub struct Route {
     pub dst_port: u16,
     /// The folded checksum sum of the payload words that go (ChannelData header, padding).
     pub removed: u16,
+    /// How many bytes in front of the data go: the ChannelData header from a client (4), none
+    /// from a peer.
+    pub removed_len: u16,
     /// The ChannelData header that goes in front of the payload, towards a client.
     pub added: Option<ChannelHeader>,
+    /// How many bytes go in front of the data: a ChannelData header's 4, or a Data
+    /// indication's header (36 or 48 bytes, which the program writes after
+    /// [`Rewrite::headers`] itself); 0 towards a peer.
+    pub added_len: u16,
+    /// The folded checksum sum of those bytes.
+    pub added_sum: u16,
+    /// Zero bytes after the data (a Data indication's padding to 4 bytes).
+    pub padding: u16,
     /// The application data bytes.
     pub data_len: u16,
-    /// The channel's counter slot.
+    /// The channel's (or permission's) counter slot.
     pub counter: u32,
+    /// Same-relay calls ([`same_relay_into`]): the counter slot of the channel the data
+    /// reaches the other client on; [`NO_COUNTER`] otherwise.
+    pub peer_counter: u32,
+}
+
+/// [`Route::peer_counter`] of a route that is not a same-relay one.
+pub const NO_COUNTER: u32 = u32::MAX;
+
+/// Turns a client's route to a peer that is another relayed address of this relay (both
+/// parties of a call on one relay) into the route to the client that owns that address:
+/// `value` is its [`PEER_TO_CLIENT`](crate::maps::PEER_TO_CLIENT) entry for the first
+/// client's relayed address, which exists only while that client has a channel bound to it,
+/// and so a permission for it. What would have left from one relayed address and come back to
+/// the other, through the kernel's loopback and two passes of userspace, leaves once: from
+/// the listener of the second client, as ChannelData on its channel. The data, what was
+/// removed from in front of it and the first channel's counter stay.
+#[inline(always)]
+pub const fn same_relay_into(route: &mut Route, value: &PeerValue) {
+    set_to_client(route, value);
+    set_channel_header(route, u16::from_be(value.channel), route.data_len);
+    route.peer_counter = value.counter;
+}
+
+/// [`same_relay_into`] where the client that owns the peer address has a permission for the
+/// first client's relayed address but no channel (Firefox never binds one): the data reaches
+/// it as a Data indication, whose `header` was built for the first client's relayed address
+/// (the peer it hears from) before `route` changes. `value` is the permission's entry.
+#[inline(always)]
+pub const fn same_relay_indication_into(route: &mut Route, value: &PeerValue, header: &DataHeader) {
+    set_to_client(route, value);
+    set_data_indication(route, header);
+    route.peer_counter = value.counter;
+}
+
+/// The key of the permission, if any, that the owner of the peer address along `route` (a
+/// client's to its peer) holds for the first client's relayed address.
+#[inline(always)]
+pub const fn same_relay_permission_key(route: &Route) -> PeerKey {
+    PeerKey::permission_from_packet(route.family, route.dst, route.dst_port, route.src)
+}
+
+/// The [`PEER_TO_CLIENT`](crate::maps::PEER_TO_CLIENT) key of a datagram along `route` (a
+/// client's to its peer), were the peer one of this relay's relayed addresses.
+#[inline(always)]
+pub const fn same_relay_key(route: &Route) -> PeerKey {
+    PeerKey::from_packet(
+        route.family,
+        route.dst,
+        route.dst_port,
+        route.src,
+        route.src_port,
+    )
 }
 
 /// The route of ChannelData from a client to a peer: the 4-byte header and any padding go, the
@@ -570,9 +770,14 @@ pub const fn route_to_peer_into(
         .add(cd.len)
         .add(trailing.fold())
         .fold();
+    route.removed_len = CHANNEL_HLEN as u16;
     route.added = None;
+    route.added_len = 0;
+    route.added_sum = 0;
+    route.padding = 0;
     route.data_len = cd.len;
     route.counter = value.counter;
+    route.peer_counter = NO_COUNTER;
 }
 
 /// The route of a peer's datagram to a client: a ChannelData header goes in front of the data,
@@ -588,18 +793,104 @@ pub const fn route_to_client(udp: &Udp, value: &PeerValue) -> Route {
 #[inline(always)]
 pub const fn route_to_client_into(udp: &Udp, value: &PeerValue, route: &mut Route) {
     let data_len = udp.payload_len();
+    set_to_client(route, value);
+    route.removed = 0;
+    route.removed_len = 0;
+    route.peer_counter = NO_COUNTER;
+    set_channel_header(route, u16::from_be(value.channel), data_len);
+    route.data_len = data_len;
+    route.counter = value.counter;
+}
+
+/// The route of a peer's datagram to a client that has a permission for the peer but no
+/// channel for its port: a Data indication (RFC 8656 §11.4), whose header `header` (built
+/// for the peer's address and the data's length) goes in front of the data and whose padding
+/// after it. `value` is the permission's entry.
+#[inline(always)]
+pub const fn route_to_client_indication_into(
+    udp: &Udp,
+    value: &PeerValue,
+    header: &DataHeader,
+    route: &mut Route,
+) {
+    set_to_client(route, value);
+    route.removed = 0;
+    route.removed_len = 0;
+    route.peer_counter = NO_COUNTER;
+    set_data_indication(route, header);
+    route.data_len = udp.payload_len();
+    route.counter = value.counter;
+}
+
+/// Makes `route` leave from the listener to the client of `value` (a channel's or a
+/// permission's [`PEER_TO_CLIENT`](crate::maps::PEER_TO_CLIENT) entry).
+#[inline(always)]
+const fn set_to_client(route: &mut Route, value: &PeerValue) {
     route.src = value.listener_addr;
     route.dst = value.client_addr;
     route.family = value.family;
     route.src_port = u16::from_be(value.listener_port);
     route.dst_port = u16::from_be(value.client_port);
-    route.removed = 0;
-    route.added = Some(ChannelHeader {
-        channel: u16::from_be(value.channel),
-        len: data_len,
-    });
-    route.data_len = data_len;
-    route.counter = value.counter;
+}
+
+/// Makes `route` put the Data indication `header` in front of the data and its padding after.
+#[inline(always)]
+const fn set_data_indication(route: &mut Route, header: &DataHeader) {
+    route.added = None;
+    route.added_len = header.len;
+    route.added_sum = header.sum.fold();
+    route.padding = header.padding;
+}
+
+/// Makes `route` put a ChannelData header for `channel` and `len` data bytes in front of
+/// the data.
+#[inline(always)]
+const fn set_channel_header(route: &mut Route, channel: u16, len: u16) {
+    route.added = Some(ChannelHeader { channel, len });
+    route.added_len = CHANNEL_HLEN as u16;
+    route.added_sum = Sum::new().add(channel).add(len).fold();
+    route.padding = 0;
+}
+
+/// The route of a Send indication's data (RFC 8656 §11.2) from a client to its peer: the
+/// STUN header and every attribute but the data go, the data leaves from the relayed address
+/// `relay` of the peer's family to the peer. `removed` is the folded sum of the payload bytes
+/// that go; `counter` the permission's counter slot.
+#[inline(always)]
+pub const fn route_to_peer_send_into(
+    send: &crate::indication::SendIndication,
+    relay: &[u8; 16],
+    relay_port: u16,
+    removed: u16,
+    counter: u32,
+    route: &mut Route,
+) {
+    route.src = *relay;
+    route.dst = send.peer_addr;
+    route.family = send.peer_family;
+    route.src_port = relay_port;
+    route.dst_port = send.peer_port;
+    route.removed = removed;
+    route.removed_len = send.data_offset;
+    route.added = None;
+    route.added_len = 0;
+    route.added_sum = 0;
+    route.padding = 0;
+    route.data_len = send.data_len;
+    route.counter = counter;
+    route.peer_counter = NO_COUNTER;
+}
+
+/// The one's-complement sum of a UDP payload, read back from its complete checksum: the
+/// checksum is the complement of pseudo-header + UDP header + payload, so the payload's part
+/// is what is left when the other two are taken out (the checksum field counts as zero).
+#[inline(always)]
+pub const fn payload_sum_from_checksum(ip: &Ip, udp: &Udp) -> Sum {
+    Sum::from_checksum(udp.check)
+        .sub(pseudo_sum(ip.family, &ip.src, &ip.dst, udp.len).fold())
+        .sub(udp.src_port)
+        .sub(udp.dst_port)
+        .sub(udp.len)
 }
 
 /// [`rewrite`] along [`route_to_peer`].
@@ -645,10 +936,10 @@ pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> 
     let out6 = out.family == FAMILY_IPV6;
     let in_hlen = header_len(ip.family);
     let out_hlen = header_len(out.family);
-    let cd_hlen = if added.is_some() { CHANNEL_HLEN } else { 0 };
-    let old_headers = in_hlen + UDP_HLEN + if added.is_some() { 0 } else { CHANNEL_HLEN };
-    let new_headers = out_hlen + UDP_HLEN + cd_hlen;
-    let udp_len = UDP_HLEN + cd_hlen + data_len as usize;
+    let added_len = out.added_len as usize;
+    let old_headers = in_hlen + UDP_HLEN + out.removed_len as usize;
+    let new_headers = out_hlen + UDP_HLEN + added_len;
+    let udp_len = UDP_HLEN + added_len + data_len as usize + out.padding as usize;
     let l3_len = out_hlen + udp_len;
     // Only reachable past MAX_FRAME, which the program refuses first; kept so the function is
     // total.
@@ -668,7 +959,7 @@ pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> 
         // IPv4 to IPv4 without a checksum: stays without one (RFC 768).
         0
     } else {
-        let mut s = Sum::from_checksum(udp.check)
+        let s = Sum::from_checksum(udp.check)
             .sub_addr(&ip.src, in6)
             .sub_addr(&ip.dst, in6)
             .sub(udp.len)
@@ -681,10 +972,8 @@ pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> 
             .add(udp_len as u16)
             .add(udp_len as u16)
             .add(out.src_port)
-            .add(out.dst_port);
-        if let Some(cd) = added {
-            s = s.add(cd.channel).add(cd.len);
-        }
+            .add(out.dst_port)
+            .add(out.added_sum);
         s.udp_checksum()
     };
 
@@ -754,7 +1043,11 @@ pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> 
 
     rw.family = out.family;
     rw.channel_header = added.is_some();
+    rw.added_len = out.added_len;
+    rw.padding = out.padding;
+    rw.removed_len = out.removed_len;
     rw.head_delta = old_headers as i32 - new_headers as i32;
+    rw.data_shift = 0;
     rw.frame_len = ETH_HLEN + l3_len;
     rw.src_port = out.src_port;
     rw.dst_port = out.dst_port;

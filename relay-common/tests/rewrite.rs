@@ -14,10 +14,20 @@ mod frames;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use frames::{Opts, assert_checksums, channel_data, forwarded, udp_frame};
+use frames::{
+    Attr, Opts, assert_checksums, channel_data, data_indication, finish_partial, forwarded,
+    partial, pseudo_header_sum, send_indication, udp_frame,
+};
 use proptest::prelude::*;
-use relay_common::packet::{self, CHANNEL_HLEN, ETH_HLEN, Rewrite, UDP_HLEN};
-use relay_common::{Action, ChannelEntries, ChannelKey, ChannelValue, PeerKey, PeerValue};
+use relay_common::csum::Sum;
+use relay_common::indication::{self, DataHeader};
+use relay_common::packet::{
+    self, CHANNEL_HLEN, Checksum, ETH_HLEN, Ip, Rewrite, Route, UDP_HLEN, Udp,
+};
+use relay_common::{
+    Action, AllocationValue, ChannelEntries, ChannelKey, ChannelValue, ClientKey, PeerKey,
+    PeerValue,
+};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const RELAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -30,6 +40,7 @@ const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
 struct Maps {
     client_to_peer: HashMap<ChannelKey, ChannelValue>,
     peer_to_client: HashMap<PeerKey, PeerValue>,
+    allocations: HashMap<ClientKey, AllocationValue>,
     listeners: Vec<SocketAddr>,
 }
 
@@ -49,7 +60,46 @@ impl Maps {
             self.listeners.push(listener);
         }
     }
+
+    /// The allocation of `client` (through `listener`) with the relayed address `relay`.
+    fn allocate(&mut self, client: SocketAddr, listener: SocketAddr, relay: SocketAddr) {
+        let key = ClientKey::new(client.ip(), client.port(), listener.ip(), listener.port());
+        self.allocations
+            .insert(key.unwrap(), AllocationValue::new(&[relay]));
+        if !self.listeners.contains(&listener) {
+            self.listeners.push(listener);
+        }
+    }
+
+    /// A permission of the allocation on `relay` (client `client` through `listener`) for
+    /// `peer`'s IP.
+    fn permit(
+        &mut self,
+        client: SocketAddr,
+        listener: SocketAddr,
+        relay: SocketAddr,
+        peer: IpAddr,
+    ) {
+        let key = PeerKey::permission(relay.ip(), relay.port(), peer).unwrap();
+        let value = PeerValue::new(
+            listener.ip(),
+            listener.port(),
+            client.ip(),
+            client.port(),
+            relay_common::maps::NO_CHANNEL,
+            0,
+        )
+        .unwrap();
+        self.peer_to_client.insert(key, value);
+        if !self.listeners.contains(&listener) {
+            self.listeners.push(listener);
+        }
+    }
 }
+
+/// The transaction ID of the Data indications the tests' "program" sends (the real one draws
+/// random ones).
+const TXID: [u8; 12] = *b"xdpturn-test";
 
 fn array<const N: usize>(frame: &[u8], at: usize) -> Option<[u8; N]> {
     frame.get(at..at + N).map(|s| s.try_into().unwrap())
@@ -58,12 +108,27 @@ fn array<const N: usize>(frame: &[u8], at: usize) -> Option<[u8; N]> {
 /// What relay-ebpf does, minus the FIB (which answers with `fib_macs`) and the counters.
 fn run(frame: &[u8], maps: &Maps) -> (Action, Vec<u8>) {
     match plan(frame, maps) {
-        Ok(rw) => (Action::ForwardedTx, apply(frame, &rw)),
+        Ok(rw) => {
+            let mut out = apply(frame, &rw);
+            let header = route_of(frame, maps).ok().and_then(|r| r.4);
+            finish_indication(&mut out, &rw, header.as_ref());
+            (Action::ForwardedTx, out)
+        }
         Err(action) => (action, frame.to_vec()),
     }
 }
 
 fn plan(frame: &[u8], maps: &Maps) -> Result<Rewrite, Action> {
+    let (ip, udp, route, _, _) = route_of(frame, maps)?;
+    packet::rewrite(&ip, &udp, &route)
+}
+
+/// Parses `frame` and finds its route in `maps`, as the program does; also returns where the
+/// UDP payload starts.
+fn route_of(
+    frame: &[u8],
+    maps: &Maps,
+) -> Result<(Ip, Udp, Route, usize, Option<DataHeader>), Action> {
     let eth = array::<ETH_HLEN>(frame, 0).ok_or(Action::PassNotIp)?;
     let family = packet::l3_family(&eth)?;
     packet::check_frame_len(frame.len())?;
@@ -83,6 +148,10 @@ fn plan(frame: &[u8], maps: &Maps) -> Result<Rewrite, Action> {
     let udp = packet::parse_udp(&array(frame, l4).ok_or(Action::DropMalformed)?, &ip)?;
     let payload = l4 + UDP_HLEN;
     let payload_len = udp.payload_len();
+    if let Some(mut route) = route_send(frame, maps, &ip, &udp, payload)? {
+        let header = same_relay(&mut route, maps);
+        return Ok((ip, udp, route, payload, header));
+    }
     if let Some(first) = array::<CHANNEL_HLEN>(frame, payload).filter(|_| payload_len >= 4)
         && let Some(cd) = packet::channel_header(&first)
     {
@@ -101,12 +170,21 @@ fn plan(frame: &[u8], maps: &Maps) -> Result<Rewrite, Action> {
                 *b = frame[payload + CHANNEL_HLEN + usize::from(cd.len) + i];
             }
             let sum = packet::trailing_sum(bytes, trailing, cd.len);
-            return packet::client_to_peer(&ip, &udp, cd, sum, value);
+            let mut route = packet::route_to_peer(cd, sum, value);
+            let header = same_relay(&mut route, maps);
+            return Ok((ip, udp, route, payload, header));
         }
     }
     let key = PeerKey::from_packet(ip.family, ip.dst, udp.dst_port, ip.src, udp.src_port);
     if let Some(value) = maps.peer_to_client.get(&key) {
-        return packet::peer_to_client(&ip, &udp, value);
+        return Ok((ip, udp, packet::route_to_client(&udp, value), payload, None));
+    }
+    let key = PeerKey::permission_from_packet(ip.family, ip.dst, udp.dst_port, ip.src);
+    if let Some(value) = maps.peer_to_client.get(&key) {
+        let header = data_header(&ip, &udp);
+        let mut route = Route::EMPTY;
+        packet::route_to_client_indication_into(&udp, value, &header, &mut route);
+        return Ok((ip, udp, route, payload, Some(header)));
     }
     let dst = SocketAddr::new(
         relay_common::maps::addr_from(ip.family, ip.dst).unwrap(),
@@ -120,6 +198,194 @@ fn plan(frame: &[u8], maps: &Maps) -> Result<Rewrite, Action> {
     Err(packet::unmatched(to_listener, first, payload_len))
 }
 
+/// The program's `next_hop` for a client's route to its peer: a peer that is another relayed
+/// address of this relay (it has no next hop: it is local) whose client has a channel to this
+/// one's relayed address, or only a permission for it (a Data indication then, with
+/// [`TXID`]).
+fn same_relay(route: &mut Route, maps: &Maps) -> Option<DataHeader> {
+    if let Some(other) = maps.peer_to_client.get(&packet::same_relay_key(route)) {
+        packet::same_relay_into(route, other);
+    } else if let Some(other) = maps
+        .peer_to_client
+        .get(&packet::same_relay_permission_key(route))
+    {
+        let mut h = DataHeader::EMPTY;
+        indication::data_indication_into(
+            &TXID,
+            route.family,
+            &route.src,
+            route.src_port,
+            route.data_len,
+            &mut h,
+        )
+        .unwrap();
+        packet::same_relay_indication_into(route, other, &h);
+        return Some(h);
+    }
+    None
+}
+
+/// The program's `route_send`: a Send indication to a listener, from a client with an
+/// allocation, for a peer it has a permission for, that the program can prove.
+fn route_send(
+    frame: &[u8],
+    maps: &Maps,
+    ip: &Ip,
+    udp: &Udp,
+    payload: usize,
+) -> Result<Option<Route>, Action> {
+    let bytes = &frame[payload..payload + usize::from(udp.payload_len())];
+    if bytes.len() < 4 || bytes[..2] != [0x00, 0x16] {
+        return Ok(None);
+    }
+    let refused = Action::PassSendIndication;
+    let key = ClientKey::from_packet(ip.family, ip.src, udp.src_port, ip.dst, udp.dst_port);
+    let alloc = maps.allocations.get(&key).ok_or(refused)?;
+    let txid: [u8; 12] = bytes.get(8..20).ok_or(refused)?.try_into().unwrap();
+    let send = indication::parse_send_within::<4, _>(bytes, udp.payload_len(), &txid)
+        .map_err(|_| refused)?;
+    if let Some(fp) = send.fingerprint {
+        indication::check_fingerprint(bytes, fp).map_err(|_| refused)?;
+    }
+    let (relay, relay_port) = alloc.relayed(send.peer_family).ok_or(refused)?;
+    let key = PeerKey::permission_from_packet(send.peer_family, relay, relay_port, send.peer_addr);
+    let permission = maps.peer_to_client.get(&key).ok_or(refused)?;
+    let removed = if udp.check == 0 {
+        0
+    } else {
+        let at = usize::from(send.data_offset);
+        let data = Sum::new().add_bytes(&bytes[at..at + usize::from(send.data_len)]);
+        let total = if packet::maybe_partial(ip, udp) {
+            Sum::new().add_bytes(bytes)
+        } else {
+            packet::payload_sum_from_checksum(ip, udp)
+        };
+        total.sub(data.fold()).fold()
+    };
+    let mut route = Route::EMPTY;
+    packet::route_to_peer_send_into(
+        &send,
+        &relay,
+        relay_port,
+        removed,
+        permission.counter,
+        &mut route,
+    );
+    Ok(Some(route))
+}
+
+/// What the program does with a frame, the checksum field read for what it is
+/// (`packet::classify_checksum`), in native (`generic` false) or generic mode. In generic
+/// mode a partial checksum stays partial: the second value is then where the UDP header is in
+/// the output frame, which must be where it was in the buffer (the skb's `csum_start`).
+fn run_mode(frame: &[u8], maps: &Maps, generic: bool) -> (Action, Vec<u8>, Option<usize>) {
+    let (ip, mut udp, route, payload_at, header) = match route_of(frame, maps) {
+        Ok(r) => r,
+        Err(action) => return (action, frame.to_vec(), None),
+    };
+    let mut keep = false;
+    if packet::maybe_partial(&ip, &udp) {
+        let end = payload_at + usize::from(udp.payload_len());
+        let payload = Sum::new().add_bytes(&frame[payload_at..end]);
+        match packet::classify_checksum(&ip, &udp, payload, generic) {
+            Err(action) => return (action, frame.to_vec(), None),
+            Ok(Checksum::Partial) if generic => keep = true,
+            Ok(Checksum::Partial) => udp.check = packet::completed_checksum(&ip, &udp, payload),
+            Ok(_) => {}
+        }
+    }
+    let mut rw = Rewrite::EMPTY;
+    if let Err(action) = packet::rewrite_into(&ip, &udp, &route, &mut rw) {
+        return (action, frame.to_vec(), None);
+    }
+    if !keep {
+        let mut out = apply(frame, &rw);
+        finish_indication(&mut out, &rw, header.as_ref());
+        return (Action::ForwardedTx, out, None);
+    }
+    packet::keep_partial(&ip, &route, &mut rw);
+    let (mut out, csum_start) = apply_keeping_udp(frame, &rw, payload_at);
+    finish_indication(&mut out, &rw, header.as_ref());
+    (Action::ForwardedTx, out, Some(csum_start))
+}
+
+/// `input` sent with a partial checksum, in native and in generic mode: forwarded, and (once
+/// finished as an offload would, where it stayed partial) equal to `expected`.
+fn assert_partial_forwarded(input: &[u8], maps: &Maps, expected: &[u8], case: &str) {
+    for generic in [false, true] {
+        let (action, output, kept) = run_mode(&partial(input), maps, generic);
+        assert_eq!(
+            action,
+            Action::ForwardedTx,
+            "{case}, partial, generic {generic}"
+        );
+        let output = match kept {
+            Some(at) => finish_partial(&output, at),
+            None => output,
+        };
+        assert_eq!(output, expected, "{case}, partial, generic {generic}");
+    }
+}
+
+/// The generic-mode rewrite of a partial checksum (relay-ebpf's `move_keeping_udp`), on a
+/// buffer with head- and tailroom: the data moves by `data_shift`, the front by `head_delta`,
+/// and the UDP header must end up where it was. Returns the frame and the UDP header's offset
+/// in it.
+fn apply_keeping_udp(frame: &[u8], rw: &Rewrite, payload_at: usize) -> (Vec<u8>, usize) {
+    const ROOM: usize = 64;
+    let mut buf = vec![0xEE; ROOM];
+    buf.extend_from_slice(frame);
+    buf.extend_from_slice(&[0xEE; ROOM]);
+    let udp_abs = ROOM + payload_at - UDP_HLEN;
+    let data_abs = ROOM + payload_at + usize::from(rw.removed_len);
+    let data_len = usize::from(rw.data_len);
+    let to = data_abs.checked_add_signed(rw.data_shift as isize).unwrap();
+    buf.copy_within(data_abs..data_abs + data_len, to);
+    let start = ROOM.checked_add_signed(rw.head_delta as isize).unwrap();
+    let mut out = buf[start..start + rw.frame_len].to_vec();
+    let dmac = if rw.added_len > 0 {
+        CLIENT_MAC
+    } else {
+        PEER_MAC
+    };
+    out[..ETH_HLEN].copy_from_slice(&packet::ethernet_header(&dmac, &RELAY_MAC, rw.ethertype()));
+    out[ETH_HLEN..ETH_HLEN + rw.headers_len()].copy_from_slice(&rw.headers[..rw.headers_len()]);
+    let udp_out = ETH_HLEN + packet::header_len(rw.family);
+    assert_eq!(
+        start + udp_out,
+        udp_abs,
+        "the UDP header stays where csum_start points"
+    );
+    (out, udp_out)
+}
+
+/// The Data indication header the program builds for a datagram from the peer of `ip`/`udp`.
+fn data_header(ip: &Ip, udp: &Udp) -> DataHeader {
+    let mut h = DataHeader::EMPTY;
+    indication::data_indication_into(
+        &TXID,
+        ip.family,
+        &ip.src,
+        udp.src_port,
+        udp.payload_len(),
+        &mut h,
+    )
+    .unwrap();
+    h
+}
+
+/// What the program writes after the headers of a Data indication: its header, and the
+/// padding zeros at the end.
+fn finish_indication(out: &mut [u8], rw: &Rewrite, header: Option<&DataHeader>) {
+    if rw.added_len > 0 && !rw.channel_header {
+        let h = header.expect("a Data indication's header");
+        let at = ETH_HLEN + packet::header_len(rw.family) + UDP_HLEN;
+        out[at..at + usize::from(h.len)].copy_from_slice(&h.bytes[..usize::from(h.len)]);
+    }
+    let end = out.len();
+    out[end - usize::from(rw.padding)..].fill(0);
+}
+
 /// bpf_xdp_adjust_head, bpf_xdp_adjust_tail, then the Ethernet header and the new headers.
 fn apply(frame: &[u8], rw: &Rewrite) -> Vec<u8> {
     let mut buf = frame.to_vec();
@@ -130,9 +396,9 @@ fn apply(frame: &[u8], rw: &Rewrite) -> Vec<u8> {
         grown.extend_from_slice(&buf);
         buf = grown;
     }
-    assert!(rw.frame_len <= buf.len(), "the tail only ever shrinks");
-    buf.truncate(rw.frame_len);
-    let dmac = if rw.channel_header {
+    // The tail shrinks, or grows by a Data indication's padding (bytes the program zeroes).
+    buf.resize(rw.frame_len, 0xEE);
+    let dmac = if rw.added_len > 0 {
         CLIENT_MAC
     } else {
         PEER_MAC
@@ -607,4 +873,559 @@ fn scratch_reuse_leaves_nothing_behind() {
         );
         assert_eq!(apply(&input, &rw), run(&input, &maps).1, "{name}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partial checksums: what containers, veths and bridges hand over.
+
+/// Every channel's traffic both ways, as (what arrives, what must leave), for data lengths
+/// around the chunk sizes the program sums and moves data in.
+fn both_directions() -> Vec<(String, Maps, Vec<u8>, Vec<u8>)> {
+    let mut cases = Vec::new();
+    for (name, s) in setups() {
+        for data_len in [
+            0usize, 1, 2, 3, 4, 5, 7, 31, 511, 512, 513, 1200, 2047, 2048,
+        ] {
+            let data: Vec<u8> = (0..data_len).map(|i| (i * 29 + 5) as u8).collect();
+            let o = Opts {
+                tos: 0x2E,
+                flow_label: 0x0F00D,
+                ipv4_id: 0x4242,
+                ..Opts::default()
+            };
+            let pad_len = (4 - data_len % 4) % 4;
+            cases.push((
+                format!("{name} client->peer, {data_len} bytes"),
+                maps_for(&s),
+                udp_frame(
+                    RELAY_MAC,
+                    CLIENT_MAC,
+                    s.client,
+                    s.listener,
+                    &channel_data(s.channel, &data, &[0x11, 0x22, 0x33][..pad_len]),
+                    Opts {
+                        pad_frame_to: 60,
+                        ..o
+                    },
+                ),
+                udp_frame(
+                    PEER_MAC,
+                    RELAY_MAC,
+                    s.relay,
+                    s.peer,
+                    &data,
+                    forwarded(o, s.client.is_ipv6(), s.peer.is_ipv6()),
+                ),
+            ));
+            cases.push((
+                format!("{name} peer->client, {data_len} bytes"),
+                maps_for(&s),
+                udp_frame(
+                    RELAY_MAC,
+                    PEER_MAC,
+                    s.peer,
+                    s.relay,
+                    &data,
+                    Opts {
+                        pad_frame_to: 60,
+                        ..o
+                    },
+                ),
+                udp_frame(
+                    CLIENT_MAC,
+                    RELAY_MAC,
+                    s.listener,
+                    s.client,
+                    &channel_data(s.channel, &data, &[]),
+                    forwarded(o, s.peer.is_ipv6(), s.client.is_ipv6()),
+                ),
+            ));
+        }
+    }
+    cases
+}
+
+#[test]
+fn complete_checksums_take_the_same_path_in_both_modes() {
+    for (name, maps, input, expected) in both_directions() {
+        for generic in [false, true] {
+            let (action, output, kept) = run_mode(&input, &maps, generic);
+            assert_eq!(action, Action::ForwardedTx, "{name}");
+            assert_eq!(kept, None, "{name}");
+            assert_eq!(output, expected, "{name}, generic {generic}");
+        }
+    }
+}
+
+#[test]
+fn partial_checksums_leave_complete_from_native_mode() {
+    for (name, maps, input, expected) in both_directions() {
+        let (action, output, kept) = run_mode(&partial(&input), &maps, false);
+        assert_eq!((action, kept), (Action::ForwardedTx, None), "{name}");
+        assert_eq!(output, expected, "{name}");
+        assert_checksums(&output);
+    }
+}
+
+#[test]
+fn partial_checksums_stay_partial_in_generic_mode_with_the_udp_header_in_place() {
+    for (name, maps, input, expected) in both_directions() {
+        let (action, output, kept) = run_mode(&partial(&input), &maps, true);
+        assert_eq!(action, Action::ForwardedTx, "{name}");
+        let csum_start = kept.unwrap_or_else(|| panic!("{name}: the partial checksum was kept"));
+        // Still partial: the new pseudo-header's sum in the field...
+        let (udp_at, seed) = pseudo_header_sum(&output);
+        assert_eq!(csum_start, udp_at, "{name}");
+        assert_eq!(
+            output[udp_at + 6..udp_at + 8],
+            seed.to_be_bytes(),
+            "{name}: the field holds the new pseudo-header sum"
+        );
+        // ...which the offload finishes into exactly the packet built from scratch.
+        let finished = finish_partial(&output, csum_start);
+        assert_eq!(finished, expected, "{name}");
+        assert_checksums(&finished);
+    }
+}
+
+/// A complete checksum that happens to equal the pseudo-header sum: the payload is chosen
+/// (two bytes varied) until it does.
+#[test]
+fn a_complete_checksum_equal_to_the_seed_goes_up_only_in_generic_mode() {
+    let (name, s) = setups()[0];
+    let maps = maps_for(&s);
+    let mut found = None;
+    'search: for a in 0..=255u8 {
+        for b in 0..=255u8 {
+            let data = [a, b, 0x10, 0x20, 0x30];
+            let input = udp_frame(RELAY_MAC, PEER_MAC, s.peer, s.relay, &data, Opts::default());
+            let (udp_at, seed) = pseudo_header_sum(&input);
+            if input[udp_at + 6..udp_at + 8] == seed.to_be_bytes() {
+                found = Some((data, input));
+                break 'search;
+            }
+        }
+    }
+    let (data, input) = found.expect("some payload makes the checksum equal the seed");
+    assert_checksums(&input);
+    let (action, output, _) = run_mode(&input, &maps, true);
+    assert_eq!(action, Action::PassChecksumUnknown, "{name}");
+    assert_eq!(output, input, "{name}: left alone");
+    let (action, output, kept) = run_mode(&input, &maps, false);
+    assert_eq!((action, kept), (Action::ForwardedTx, None), "{name}");
+    let expected = udp_frame(
+        CLIENT_MAC,
+        RELAY_MAC,
+        s.listener,
+        s.client,
+        &channel_data(s.channel, &data, &[]),
+        forwarded(Opts::default(), false, false),
+    );
+    assert_eq!(output, expected, "{name}");
+}
+
+#[test]
+fn a_corrupted_datagram_does_not_leave_with_a_valid_checksum() {
+    for (name, maps, input, _) in both_directions() {
+        if name.ends_with(" 0 bytes") {
+            continue;
+        }
+        // The first data byte (after the ChannelData header from a client).
+        let (udp_at, _) = pseudo_header_sum(&input);
+        let first_data = udp_at + UDP_HLEN + if name.contains("client->peer") { 4 } else { 0 };
+        let mut corrupted = input.clone();
+        corrupted[first_data] ^= 0x01;
+        for generic in [false, true] {
+            let (action, output, kept) = run_mode(&corrupted, &maps, generic);
+            assert_eq!(action, Action::ForwardedTx, "{name}");
+            let finished = match kept {
+                Some(at) => finish_partial(&output, at),
+                None => output,
+            };
+            let (udp_at, _) = pseudo_header_sum(&finished);
+            let udp_len = usize::from(u16::from_be_bytes([
+                finished[udp_at + 4],
+                finished[udp_at + 5],
+            ]));
+            let (src, dst) = if finished[12..14] == [0x86, 0xDD] {
+                (&finished[22..38], &finished[38..54])
+            } else {
+                (&finished[26..30], &finished[30..34])
+            };
+            let tail = if finished[12..14] == [0x86, 0xDD] {
+                [
+                    &[0u8, 0][..],
+                    &(udp_len as u16).to_be_bytes(),
+                    &[0, 0, 0, 17],
+                ]
+                .concat()
+            } else {
+                [&[0u8, 17][..], &(udp_len as u16).to_be_bytes()].concat()
+            };
+            assert_ne!(
+                frames::inet_sum(&[src, dst, &tail, &finished[udp_at..udp_at + udp_len]]),
+                0,
+                "{name}, generic {generic}: still invalid"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Same-relay calls: both clients' allocations on this relay, each with a channel to the other's
+// relayed address.
+
+#[test]
+fn same_relay_channel_data_goes_straight_to_the_other_client() {
+    let a_v4 = (v4(10, 40_000), v4(1, 3478), v4(1, 50_000));
+    let b_v4 = (v4(30, 40_100), v4(1, 3478), v4(1, 50_100));
+    let a_v6 = (v6(10, 40_000), v6(1, 3478), v6(1, 50_000));
+    let b_v6 = (v6(30, 40_100), v6(1, 3478), v6(1, 50_100));
+    // (name, A's client/listener/relayed, B's client/listener/relayed): relayed addresses of
+    // one family (a channel's peer has its allocation's family), clients of any.
+    let cases = [
+        ("all v4", a_v4, b_v4),
+        ("all v6", a_v6, b_v6),
+        (
+            "v4 clients, v6 relayed",
+            (a_v4.0, a_v4.1, a_v6.2),
+            (b_v4.0, b_v4.1, b_v6.2),
+        ),
+        ("v6 client to v4 client", (a_v6.0, a_v6.1, a_v4.2), b_v4),
+    ];
+    for (name, (ac, al, ar), (bc, bl, br)) in cases {
+        let mut maps = Maps::default();
+        maps.bind(ac, al, 0x4000, ar, br);
+        maps.bind(bc, bl, 0x4ABC, br, ar);
+        for data_len in [0usize, 3, 160, 1200] {
+            let data: Vec<u8> = (0..data_len).map(|i| (i * 3 + 11) as u8).collect();
+            let pad_len = (4 - data_len % 4) % 4;
+            let o = Opts {
+                tos: 0x88,
+                ..Opts::default()
+            };
+            let input = udp_frame(
+                RELAY_MAC,
+                CLIENT_MAC,
+                ac,
+                al,
+                &channel_data(0x4000, &data, &[0x77; 3][..pad_len]),
+                Opts {
+                    pad_frame_to: 60,
+                    ..o
+                },
+            );
+            let expected = udp_frame(
+                CLIENT_MAC,
+                RELAY_MAC,
+                bl,
+                bc,
+                &channel_data(0x4ABC, &data, &[]),
+                forwarded(o, ac.is_ipv6(), bc.is_ipv6()),
+            );
+            let (action, output) = run(&input, &maps);
+            assert_eq!(action, Action::ForwardedTx, "{name}, {data_len} bytes");
+            assert_eq!(output, expected, "{name}, {data_len} bytes");
+            assert_checksums(&output);
+            // From a container: partial checksums, both modes.
+            let (_, output, kept) = run_mode(&partial(&input), &maps, false);
+            assert_eq!(
+                (output.as_slice(), kept),
+                (expected.as_slice(), None),
+                "{name}"
+            );
+            let (action, output, kept) = run_mode(&partial(&input), &maps, true);
+            assert_eq!(action, Action::ForwardedTx, "{name}");
+            let finished = match kept {
+                Some(at) => finish_partial(&output, at),
+                None => panic!("{name}: a partial checksum stays partial in generic mode"),
+            };
+            assert_eq!(finished, expected, "{name}, generic, {data_len} bytes");
+        }
+    }
+}
+
+#[test]
+fn same_relay_without_the_other_channel_is_an_ordinary_peer() {
+    // B has no channel to A's relayed address (a permission only, or nothing): the data goes to
+    // B's relayed address like to any peer, and the kernel leaves the rest to userspace.
+    let (ac, al, ar) = (v4(10, 40_000), v4(1, 3478), v4(1, 50_000));
+    let br = v4(1, 50_100);
+    let mut maps = Maps::default();
+    maps.bind(ac, al, 0x4000, ar, br);
+    let input = udp_frame(
+        RELAY_MAC,
+        CLIENT_MAC,
+        ac,
+        al,
+        &channel_data(0x4000, b"hello", &[0; 3]),
+        Opts::default(),
+    );
+    let (action, output) = run(&input, &maps);
+    assert_eq!(action, Action::ForwardedTx);
+    let expected = udp_frame(
+        PEER_MAC,
+        RELAY_MAC,
+        ar,
+        br,
+        b"hello",
+        forwarded(Opts::default(), false, false),
+    );
+    assert_eq!(output, expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data indications: a permitted peer's datagram on a port without a channel.
+
+#[test]
+fn a_permitted_peer_without_a_channel_reaches_the_client_as_a_data_indication() {
+    for (name, s) in setups() {
+        let mut maps = Maps::default();
+        maps.permit(s.client, s.listener, s.relay, s.peer.ip());
+        // Any port of the permitted IP.
+        let peer = SocketAddr::new(s.peer.ip(), 7777);
+        for data_len in [0usize, 1, 2, 3, 4, 5, 160, 1199, 1200] {
+            let data: Vec<u8> = (0..data_len).map(|i| (i * 17 + 9) as u8).collect();
+            let o = Opts {
+                tos: 0x48,
+                ..Opts::default()
+            };
+            let input = udp_frame(
+                RELAY_MAC,
+                PEER_MAC,
+                peer,
+                s.relay,
+                &data,
+                Opts {
+                    pad_frame_to: 60,
+                    ..o
+                },
+            );
+            let expected = udp_frame(
+                CLIENT_MAC,
+                RELAY_MAC,
+                s.listener,
+                s.client,
+                &data_indication(&TXID, peer, &data),
+                forwarded(o, s.peer.is_ipv6(), s.client.is_ipv6()),
+            );
+            let (action, output) = run(&input, &maps);
+            assert_eq!(action, Action::ForwardedTx, "{name}, {data_len} bytes");
+            assert_eq!(output, expected, "{name}, {data_len} bytes");
+            assert_checksums(&output);
+            assert_partial_forwarded(
+                &input,
+                &maps,
+                &expected,
+                &format!("{name}, {data_len} bytes"),
+            );
+        }
+        // Another IP, or a channel's exact port, is not the permission's business.
+        let other = SocketAddr::new(s.client.ip(), 7777);
+        let frame = udp_frame(RELAY_MAC, PEER_MAC, other, s.relay, b"x", Opts::default());
+        assert_ne!(
+            run(&frame, &maps).0,
+            Action::ForwardedTx,
+            "{name}: not permitted"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Send indications: a client's data to a permitted peer, without a channel.
+
+#[test]
+fn a_send_indication_to_a_permitted_peer_leaves_as_its_data() {
+    let txid = *b"send-txid-01";
+    for (name, s) in setups() {
+        let mut maps = Maps::default();
+        maps.allocate(s.client, s.listener, s.relay);
+        maps.permit(s.client, s.listener, s.relay, s.peer.ip());
+        for data_len in [0usize, 1, 3, 4, 5, 160, 1200] {
+            let data: Vec<u8> = (0..data_len).map(|i| (i * 31 + 7) as u8).collect();
+            let o = Opts {
+                tos: 0x22,
+                ..Opts::default()
+            };
+            let expected = udp_frame(
+                PEER_MAC,
+                RELAY_MAC,
+                s.relay,
+                s.peer,
+                &data,
+                forwarded(o, s.client.is_ipv6(), s.peer.is_ipv6()),
+            );
+            let orders: [(&str, Vec<Attr>, Option<bool>); 4] = [
+                (
+                    "libwebrtc",
+                    vec![Attr::Peer(s.peer), Attr::Data(data.clone())],
+                    None,
+                ),
+                (
+                    "Firefox",
+                    vec![Attr::Peer(s.peer), Attr::Data(data.clone())],
+                    Some(true),
+                ),
+                (
+                    "data first, DONT-FRAGMENT",
+                    vec![
+                        Attr::Data(data.clone()),
+                        Attr::DontFragment,
+                        Attr::Peer(s.peer),
+                    ],
+                    Some(true),
+                ),
+                (
+                    "SOFTWARE",
+                    vec![
+                        Attr::Software("x"),
+                        Attr::Peer(s.peer),
+                        Attr::Data(data.clone()),
+                    ],
+                    None,
+                ),
+            ];
+            for (what, attrs, fingerprint) in orders {
+                let input = udp_frame(
+                    RELAY_MAC,
+                    CLIENT_MAC,
+                    s.client,
+                    s.listener,
+                    &send_indication(&txid, &attrs, fingerprint),
+                    Opts {
+                        pad_frame_to: 60,
+                        ..o
+                    },
+                );
+                let (action, output) = run(&input, &maps);
+                let case = format!("{name}, {what}, {data_len} bytes");
+                assert_eq!(action, Action::ForwardedTx, "{case}");
+                assert_eq!(output, expected, "{case}");
+                assert_checksums(&output);
+                assert_partial_forwarded(&input, &maps, &expected, &case);
+            }
+        }
+    }
+}
+
+#[test]
+fn send_indications_the_program_cannot_prove_go_up() {
+    let txid = *b"send-txid-02";
+    let (name, s) = setups()[0];
+    let mut maps = Maps::default();
+    maps.allocate(s.client, s.listener, s.relay);
+    maps.permit(s.client, s.listener, s.relay, s.peer.ip());
+    let data = Attr::Data(b"media".to_vec());
+    let peer = Attr::Peer(s.peer);
+    let unpermitted = Attr::Peer(SocketAddr::new(s.client.ip(), 9));
+    for (what, attrs, fingerprint) in [
+        (
+            "a wrong FINGERPRINT",
+            vec![peer.clone(), data.clone()],
+            Some(false),
+        ),
+        (
+            "an unknown required attribute",
+            vec![peer.clone(), Attr::Unknown, data.clone()],
+            None,
+        ),
+        ("no DATA", vec![peer.clone()], None),
+        ("no XOR-PEER-ADDRESS", vec![data.clone()], None),
+        (
+            "a peer without a permission",
+            vec![unpermitted, data.clone()],
+            None,
+        ),
+        (
+            "more attributes than the program walks",
+            vec![
+                Attr::Software("a"),
+                Attr::Software("b"),
+                Attr::Software("c"),
+                peer.clone(),
+                data.clone(),
+            ],
+            None,
+        ),
+    ] {
+        let input = udp_frame(
+            RELAY_MAC,
+            CLIENT_MAC,
+            s.client,
+            s.listener,
+            &send_indication(&txid, &attrs, fingerprint),
+            Opts::default(),
+        );
+        assert_eq!(
+            run(&input, &maps),
+            (Action::PassSendIndication, input.clone()),
+            "{name}: {what}"
+        );
+    }
+    // Without an allocation in the map.
+    let input = udp_frame(
+        RELAY_MAC,
+        CLIENT_MAC,
+        s.client,
+        s.listener,
+        &send_indication(&txid, &[peer, data], None),
+        Opts::default(),
+    );
+    let mut no_alloc = Maps::default();
+    no_alloc.permit(s.client, s.listener, s.relay, s.peer.ip());
+    assert_eq!(run(&input, &no_alloc).0, Action::PassSendIndication);
+}
+
+#[test]
+fn same_relay_without_channels_goes_as_a_data_indication() {
+    // Firefox to Firefox (or Chromium before its ChannelBind) on one relay: A sends a Send
+    // indication to B's relayed address; B has a permission for A's relayed address only.
+    let txid = *b"send-txid-03";
+    let (ac, al, ar) = (v4(10, 40_000), v4(1, 3478), v4(1, 50_000));
+    let (bc, bl, br) = (v6(30, 40_100), v6(1, 3478), v4(1, 50_100));
+    let mut maps = Maps::default();
+    maps.allocate(ac, al, ar);
+    maps.permit(ac, al, ar, br.ip());
+    maps.allocate(bc, bl, br);
+    maps.permit(bc, bl, br, ar.ip());
+    let data = b"media from a".to_vec();
+    let o = Opts::default();
+    let input = udp_frame(
+        RELAY_MAC,
+        CLIENT_MAC,
+        ac,
+        al,
+        &send_indication(
+            &txid,
+            &[Attr::Peer(br), Attr::Data(data.clone())],
+            Some(true),
+        ),
+        o,
+    );
+    let expected = udp_frame(
+        CLIENT_MAC,
+        RELAY_MAC,
+        bl,
+        bc,
+        &data_indication(&TXID, ar, &data),
+        forwarded(o, false, true),
+    );
+    let (action, output) = run(&input, &maps);
+    assert_eq!(action, Action::ForwardedTx);
+    assert_eq!(output, expected);
+    assert_checksums(&output);
+    let (_, output, kept) = run_mode(&partial(&input), &maps, true);
+    let output = finish_partial(&output, kept.expect("kept partial"));
+    assert_eq!(output, expected, "partial, generic");
+    // ChannelData from A (a channel to B's relayed address) to B's permission: the same.
+    maps.bind(ac, al, 0x4000, ar, br);
+    let input = udp_frame(
+        RELAY_MAC,
+        CLIENT_MAC,
+        ac,
+        al,
+        &channel_data(0x4000, &data, &[]),
+        o,
+    );
+    assert_eq!(run(&input, &maps), (Action::ForwardedTx, expected));
 }

@@ -194,3 +194,125 @@ pub fn assert_checksums(frame: &[u8]) {
         "UDP checksum"
     );
 }
+
+/// `frame` as a sender with UDP checksum offload hands it over before the offload runs: the
+/// UDP checksum field holds the folded pseudo-header sum, not complemented (what Linux writes
+/// for a `CHECKSUM_PARTIAL` skb).
+pub fn partial(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let (udp_at, seed) = pseudo_header_sum(frame);
+    out[udp_at + 6..udp_at + 8].copy_from_slice(&seed.to_be_bytes());
+    out
+}
+
+/// Where the UDP header of `frame` starts, and the folded (not complemented) sum of its
+/// pseudo-header.
+pub fn pseudo_header_sum(frame: &[u8]) -> (usize, u16) {
+    let v6 = u16::from_be_bytes([frame[12], frame[13]]) == ETH_P_IPV6;
+    let l3 = &frame[ETH_HLEN..];
+    let (hlen, src, dst) = if v6 {
+        (IPV6_HLEN, &l3[8..24], &l3[24..40])
+    } else {
+        (IPV4_HLEN, &l3[12..16], &l3[16..20])
+    };
+    let udp_at = ETH_HLEN + hlen;
+    let udp_len = u16::from_be_bytes([frame[udp_at + 4], frame[udp_at + 5]]);
+    (udp_at, !inet_sum(&[src, dst, &pseudo_tail(v6, udp_len)]))
+}
+
+/// What a checksum offload does to a `CHECKSUM_PARTIAL` packet whose `csum_start` is
+/// `csum_start` (an offset of `frame`) and `csum_offset` 6 (UDP): sums from there to the end of
+/// the frame (the UDP datagram, with the seed in its checksum field) and writes the complement
+/// there, a zero as 0xFFFF (Linux's `skb_checksum_help`).
+pub fn finish_partial(frame: &[u8], csum_start: usize) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let sum = match inet_sum(&[&frame[csum_start..]]) {
+        0 => 0xFFFF,
+        c => c,
+    };
+    out[csum_start + 6..csum_start + 8].copy_from_slice(&sum.to_be_bytes());
+    out
+}
+
+/// A Data indication built independently: STUN header, XOR-PEER-ADDRESS, DATA, padding.
+pub fn data_indication(txid: &[u8; 12], peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+    const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+    let mut xor_peer = vec![0u8, if peer.is_ipv4() { 1 } else { 2 }];
+    let port = peer.port() ^ 0x2112;
+    xor_peer.extend_from_slice(&port.to_be_bytes());
+    let key: Vec<u8> = COOKIE.iter().chain(txid.iter()).copied().collect();
+    match peer.ip() {
+        IpAddr::V4(a) => xor_peer.extend(a.octets().iter().zip(&key).map(|(b, k)| b ^ k)),
+        IpAddr::V6(a) => xor_peer.extend(a.octets().iter().zip(&key).map(|(b, k)| b ^ k)),
+    }
+    let mut attrs = Vec::new();
+    attrs.extend_from_slice(&0x0012u16.to_be_bytes());
+    attrs.extend_from_slice(&(xor_peer.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(&xor_peer);
+    attrs.extend_from_slice(&0x0013u16.to_be_bytes());
+    attrs.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(data);
+    attrs.resize(attrs.len().next_multiple_of(4), 0);
+    let mut msg = 0x0017u16.to_be_bytes().to_vec();
+    msg.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&COOKIE);
+    msg.extend_from_slice(txid);
+    msg.extend_from_slice(&attrs);
+    msg
+}
+
+/// An attribute of a Send indication built by [`send_indication`].
+#[derive(Clone)]
+pub enum Attr {
+    Peer(SocketAddr),
+    Data(Vec<u8>),
+    DontFragment,
+    Software(&'static str),
+    /// An unknown comprehension-required attribute.
+    Unknown,
+}
+
+/// A Send indication built independently, attributes in the order given, FINGERPRINT last if
+/// `fingerprint` (Firefox puts one on every message; `Some(false)`: a wrong one).
+pub fn send_indication(txid: &[u8; 12], attrs: &[Attr], fingerprint: Option<bool>) -> Vec<u8> {
+    const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+    let mut body = Vec::new();
+    let mut attr = |typ: u16, value: &[u8]| {
+        body.extend_from_slice(&typ.to_be_bytes());
+        body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        body.extend_from_slice(value);
+        body.resize(body.len().next_multiple_of(4), 0);
+    };
+    for a in attrs {
+        match a {
+            Attr::Peer(peer) => {
+                let mut v = vec![0u8, if peer.is_ipv4() { 1 } else { 2 }];
+                v.extend_from_slice(&(peer.port() ^ 0x2112).to_be_bytes());
+                let key: Vec<u8> = COOKIE.iter().chain(txid.iter()).copied().collect();
+                let octets = match peer.ip() {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                v.extend(octets.iter().zip(&key).map(|(b, k)| b ^ k));
+                attr(0x0012, &v);
+            }
+            Attr::Data(d) => attr(0x0013, d),
+            Attr::DontFragment => attr(0x001A, &[]),
+            Attr::Software(t) => attr(0x8022, t.as_bytes()),
+            Attr::Unknown => attr(0x0024, &[1, 2, 3, 4]),
+        }
+    }
+    let len = body.len() + if fingerprint.is_some() { 8 } else { 0 };
+    let mut msg = 0x0016u16.to_be_bytes().to_vec();
+    msg.extend_from_slice(&(len as u16).to_be_bytes());
+    msg.extend_from_slice(&COOKIE);
+    msg.extend_from_slice(txid);
+    msg.extend_from_slice(&body);
+    if let Some(right) = fingerprint {
+        let crc = crc32fast::hash(&msg) ^ 0x5354_554E ^ if right { 0 } else { 1 };
+        msg.extend_from_slice(&0x8028u16.to_be_bytes());
+        msg.extend_from_slice(&4u16.to_be_bytes());
+        msg.extend_from_slice(&crc.to_be_bytes());
+    }
+    msg
+}
