@@ -16,7 +16,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
@@ -341,6 +341,66 @@ pub struct Shared {
     pub dataplane: Option<Arc<crate::dataplane::Dataplane>>,
     /// Wall clock at `clock.0`.
     pub clock: (Instant, u64),
+    /// Every worker's UDP relayed addresses, and a way to hand a datagram to each worker: for
+    /// data from one allocation to another relayed address of this relay on another worker.
+    pub local_relays: Arc<LocalRelays>,
+}
+
+/// A datagram for another worker's relayed address: the handle of its relay socket, the
+/// relayed address it comes from, and the data.
+type Handoff = (RelayHandle, SocketAddr, Vec<u8>);
+
+/// The relayed addresses of every worker, and each worker's inbox for datagrams another
+/// worker's allocations send them (what would otherwise go through the loopback to the
+/// relay's own socket).
+#[derive(Debug, Default)]
+pub struct LocalRelays {
+    by_addr: RwLock<HashMap<SocketAddr, (usize, RelayHandle)>>,
+    inboxes: Mutex<Vec<Option<mpsc::UnboundedSender<Handoff>>>>,
+}
+
+impl LocalRelays {
+    fn insert(&self, addr: SocketAddr, worker: usize, handle: RelayHandle) {
+        self.by_addr
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(canonical_addr(addr), (worker, handle));
+    }
+
+    fn remove(&self, addr: SocketAddr) {
+        self.by_addr
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&canonical_addr(addr));
+    }
+
+    fn get(&self, addr: SocketAddr) -> Option<(usize, RelayHandle)> {
+        self.by_addr
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&canonical_addr(addr))
+            .copied()
+    }
+
+    /// Registers worker `index`'s inbox; returns its receiving end.
+    fn open_inbox(&self, index: usize) -> mpsc::UnboundedReceiver<Handoff> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inboxes = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
+        if inboxes.len() <= index {
+            inboxes.resize_with(index + 1, || None);
+        }
+        inboxes[index] = Some(tx);
+        rx
+    }
+
+    /// Hands `handoff` to worker `index`; false if it has no inbox (stopped).
+    fn send(&self, index: usize, handoff: Handoff) -> bool {
+        let inboxes = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
+        inboxes
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|tx| tx.send(handoff).is_ok())
+    }
 }
 
 /// Starts one worker thread per element of each listener set; returns their handles.
@@ -381,7 +441,8 @@ pub fn start(
                     }
                 };
                 let local = tokio::task::LocalSet::new();
-                if let Err(err) = local.block_on(&runtime, run_worker(sockets, tls_sockets, shared))
+                if let Err(err) =
+                    local.block_on(&runtime, run_worker(i, sockets, tls_sockets, shared))
                 {
                     tracing::error!(%err, worker = i, "worker stopped");
                 }
@@ -417,6 +478,14 @@ struct Worker {
     shared: Shared,
     udp: Vec<Rc<UdpListener>>,
     relays: RefCell<HashMap<RelayHandle, RelaySocket>>,
+    /// This worker's UDP relayed addresses, for data from one of its allocations to another
+    /// (both parties of a call on this relay): handed over in the process, not sent through
+    /// the loopback to a socket of our own ([`Worker::relay_locally`]).
+    relay_addrs: RefCell<HashMap<SocketAddr, RelayHandle>>,
+    /// This worker's index among the workers (its inbox in `Shared::local_relays`).
+    index: usize,
+    /// The frame and output buffers of that hand-over: it runs while `bufs` is lent out.
+    local_bufs: RefCell<Buffers>,
     streams: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
     next_handle: Cell<u32>,
     /// Streams whose last request was a successful ConnectionBind: become pipes.
@@ -435,6 +504,7 @@ struct Worker {
 }
 
 async fn run_worker(
+    index: usize,
     sockets: Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>,
     tls_sockets: Vec<(SocketAddr, std::net::TcpListener)>,
     shared: Shared,
@@ -475,6 +545,12 @@ async fn run_worker(
         shared,
         udp,
         relays: RefCell::new(HashMap::new()),
+        relay_addrs: RefCell::new(HashMap::new()),
+        index,
+        local_bufs: RefCell::new(Buffers {
+            peer: vec![0u8; PEER_FRAME],
+            out: vec![0u8; MAX_MESSAGE_LEN + 64],
+        }),
         streams: RefCell::new(HashMap::new()),
         next_handle: Cell::new(1),
         splice_requests: RefCell::new(HashMap::new()),
@@ -484,6 +560,8 @@ async fn run_worker(
         }),
     });
     let mut tasks = Vec::new();
+    let inbox = worker.shared.local_relays.open_inbox(index);
+    tasks.push(tokio::task::spawn_local(serve_inbox(worker.clone(), inbox)));
     for i in 0..worker.udp.len() {
         tasks.push(tokio::task::spawn_local(serve_udp(worker.clone(), i)));
     }
@@ -531,9 +609,9 @@ async fn timers(worker: &Rc<Worker>) {
             return;
         }
         let now = Instant::now();
-        // What the kernel forwarded on this worker's channels counts toward their allocations'
-        // bandwidth caps (read only when a cap is configured): over it, the core takes them out
-        // of the kernel until the budget recovers.
+        // What the kernel forwarded on this worker's channels and permissions counts toward
+        // their allocations' bandwidth caps (read only when a cap is configured): over it, the
+        // core takes the allocation out of the kernel until the budget recovers.
         if let Some(dp) = &worker.shared.dataplane
             && worker.server.borrow().config().quotas.max_bps != 0
         {
@@ -561,6 +639,14 @@ impl Worker {
             match event {
                 Event::ReleaseRelay(handle) => {
                     if let Some(relay) = self.relays.borrow_mut().remove(&handle) {
+                        if self
+                            .relay_addrs
+                            .borrow_mut()
+                            .remove(&canonical_addr(relay.addr))
+                            .is_some()
+                        {
+                            self.shared.local_relays.remove(relay.addr);
+                        }
                         relay.task.abort();
                         self.shared.ports.release(relay.addr);
                     }
@@ -593,6 +679,18 @@ impl Worker {
                         tracing::debug!(%err, "channel not offloaded to XDP");
                     }
                 }
+                // Send and Data indications in the kernel: mirrored like channels.
+                Event::PermissionInstalled { .. }
+                | Event::PermissionRemoved { .. }
+                | Event::AllocationInstalled { .. }
+                | Event::AllocationRemoved { .. } => {
+                    if let Some(dp) = &self.shared.dataplane
+                        && let Err(err) = dp.apply(&event)
+                    {
+                        // Its indications keep working in userspace.
+                        tracing::debug!(%err, "permission or allocation not offloaded to XDP");
+                    }
+                }
                 Event::CloseTcp(id) => {
                     lock(&self.shared.tcp_pending).remove(&id);
                     if let Some(notify) = lock(&self.shared.tcp_spliced).remove(&id) {
@@ -619,9 +717,36 @@ impl Worker {
             Action::Reply { len } => self.reply(reply_to, &out[..len]),
             Action::ToPeer { relay, peer, range } => {
                 let relays = self.relays.borrow();
-                let sent = relays
-                    .get(&relay)
-                    .and_then(|r| r.socket.as_ref())
+                let Some(from) = relays.get(&relay) else {
+                    self.send_failed("relay");
+                    return;
+                };
+                let local = self
+                    .relay_addrs
+                    .borrow()
+                    .get(&canonical_addr(peer))
+                    .copied();
+                if let Some(to) = local {
+                    let from = from.addr;
+                    drop(relays);
+                    self.relay_locally(to, from, &input[range]);
+                    return;
+                }
+                // Another worker's relayed address: into its inbox (a copy, where the loopback
+                // took two system calls and a trip through the kernel).
+                if let Some((worker, to)) = self.shared.local_relays.get(peer)
+                    && worker != self.index
+                    && self
+                        .shared
+                        .local_relays
+                        .send(worker, (to, from.addr, input[range.clone()].to_vec()))
+                {
+                    self.shared.metrics.same_relay_local.inc();
+                    return;
+                }
+                let sent = from
+                    .socket
+                    .as_ref()
                     .map(|socket| socket.try_send_to(&input[range], peer));
                 if !matches!(sent, Some(Ok(_))) {
                     self.send_failed("relay");
@@ -828,6 +953,10 @@ impl Worker {
         self.next_handle
             .set(self.next_handle.get().wrapping_add(1).max(1));
         let task = tokio::task::spawn_local(serve_relay(self.clone(), handle, socket.clone()));
+        self.relay_addrs
+            .borrow_mut()
+            .insert(canonical_addr(addr), handle);
+        self.shared.local_relays.insert(addr, self.index, handle);
         self.relays.borrow_mut().insert(
             handle,
             RelaySocket {
@@ -837,6 +966,36 @@ impl Worker {
             },
         );
         Ok((handle, addr))
+    }
+
+    /// Data from one of this worker's allocations (relayed address `from`) to another of its
+    /// relayed addresses (`to`): what that relay socket would receive from the loopback,
+    /// handled at once, as the other allocation's peer data (its permissions, channels and
+    /// bandwidth apply), without two system calls and a trip through the kernel.
+    fn relay_locally(self: &Rc<Self>, to: RelayHandle, from: SocketAddr, data: &[u8]) {
+        self.shared.metrics.same_relay_local.inc();
+        self.hand_over(to, from, data);
+    }
+
+    /// Runs `data` from relayed address `from` through the core as relay socket `to`'s peer
+    /// datagram.
+    fn hand_over(self: &Rc<Self>, to: RelayHandle, from: SocketAddr, data: &[u8]) {
+        let Ok(mut bufs) = self.local_bufs.try_borrow_mut() else {
+            // Only reachable if a hand-over led to another one, which peer data never does.
+            self.send_failed("relay");
+            return;
+        };
+        let Buffers { peer, out } = &mut *bufs;
+        let Some(frame) = peer.get_mut(PEER_HEADROOM..PEER_HEADROOM + data.len()) else {
+            self.send_failed("relay");
+            return;
+        };
+        frame.copy_from_slice(data);
+        let action =
+            self.server
+                .borrow_mut()
+                .handle_peer(to, from, peer, data.len(), Instant::now(), out);
+        self.apply(action, peer, out, None);
     }
 
     /// Takes ownership of a TCP relay listener (RFC 6062): a handle, and a task accepting peers.
@@ -993,6 +1152,14 @@ async fn serve_relay(worker: Rc<Worker>, handle: RelayHandle, socket: Rc<UdpSock
                 budget = PEER_BUDGET;
             }
         }
+    }
+}
+
+/// Datagrams other workers' allocations send to this worker's relayed addresses.
+async fn serve_inbox(worker: Rc<Worker>, mut inbox: mpsc::UnboundedReceiver<Handoff>) {
+    while let Some((to, from, data)) = inbox.recv().await {
+        worker.hand_over(to, from, &data);
+        worker.apply_events();
     }
 }
 
@@ -1352,4 +1519,9 @@ async fn splice<R>(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `addr` with an IPv4-mapped IPv6 address as the IPv4 one: how relayed addresses are looked up.
+fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }

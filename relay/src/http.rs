@@ -76,11 +76,41 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoRespon
 }
 
 async fn ready_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if metrics.ready.get() == 1 {
-        (StatusCode::OK, "ready\n")
+    let (status, state) = if metrics.ready.get() == 1 {
+        (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    match datapath(&metrics) {
+        Some(datapath) => (status, format!("{state}\ndatapath: {datapath}\n")),
+        None => (status, format!("{state}\n")),
     }
+}
+
+/// `xdpturn_xdp_fallbacks_total` reasons that mean the whole fast path did not come up (the
+/// others are single channels left to userspace): the `metric_label` of the dataplane errors
+/// that `Dataplane::load` returns.
+const FAST_PATH_DOWN: [&str; 5] = [
+    "not_built",
+    "unsupported",
+    "load",
+    "unknown_interface",
+    "attach",
+];
+
+/// The datapath line of `/readyz`, for whoever manages the relay (the operator reads it to say
+/// in a TurnCluster's status that a relay asked for the fast path runs without it): `xdp` while
+/// the program is attached, `userspace (xdp unavailable: <reason>)` when XDP interfaces were
+/// configured but the program did not load or attach (the log says why, once), and no line when
+/// no XDP interface is configured. A contract: documented in README.md (/readyz).
+fn datapath(metrics: &Metrics) -> Option<String> {
+    if metrics.xdp_attached.get() == 1 {
+        return Some("xdp".to_owned());
+    }
+    FAST_PATH_DOWN
+        .iter()
+        .find(|reason| metrics.xdp_fallbacks.with_label_values(&[**reason]).get() > 0)
+        .map(|reason| format!("userspace (xdp unavailable: {reason})"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,5 +610,80 @@ mod tests {
             .await
             .expect("infallible");
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn readyz_says_the_datapath_once_xdp_is_configured() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let app = router(metrics.clone(), Arc::new(Api::default()));
+        let readyz = || async {
+            let r = app
+                .clone()
+                .oneshot(request("GET", "/readyz", None))
+                .await
+                .expect("infallible");
+            let (status, _, text) = body(r).await;
+            (status, text)
+        };
+        // No XDP interface configured: the body probes have always had.
+        metrics.ready.set(1);
+        assert_eq!(readyz().await, (StatusCode::OK, "ready\n".to_owned()));
+        // Configured, and the program did not load: userspace, and why.
+        metrics.xdp_fallbacks.with_label_values(&["load"]).inc();
+        assert_eq!(
+            readyz().await,
+            (
+                StatusCode::OK,
+                "ready\ndatapath: userspace (xdp unavailable: load)\n".to_owned()
+            )
+        );
+        metrics.ready.set(0);
+        assert_eq!(
+            readyz().await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready\ndatapath: userspace (xdp unavailable: load)\n".to_owned()
+            )
+        );
+        // Attached (channel fallbacks, e.g. full maps, do not change the datapath).
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let app = router(metrics.clone(), Arc::new(Api::default()));
+        metrics.ready.set(1);
+        metrics.xdp_attached.set(1);
+        metrics.xdp_fallbacks.with_label_values(&["full"]).inc();
+        let r = app
+            .oneshot(request("GET", "/readyz", None))
+            .await
+            .expect("infallible");
+        let (status, _, text) = body(r).await;
+        assert_eq!(
+            (status, text.as_str()),
+            (StatusCode::OK, "ready\ndatapath: xdp\n")
+        );
+    }
+
+    #[test]
+    fn fast_path_down_reasons_are_the_load_errors() {
+        use crate::dataplane::{DataplaneError, XdpMode};
+        let load_errors = [
+            DataplaneError::NotBuilt,
+            DataplaneError::Unsupported("test"),
+            DataplaneError::Load {
+                reason: "test".into(),
+                source: None,
+            },
+            DataplaneError::UnknownInterface("test".into()),
+            DataplaneError::Attach {
+                interface: "test".into(),
+                mode: XdpMode::Skb,
+                reason: "test".into(),
+                source: None,
+            },
+        ];
+        let labels: Vec<&str> = load_errors
+            .iter()
+            .map(DataplaneError::metric_label)
+            .collect();
+        assert_eq!(labels, FAST_PATH_DOWN);
     }
 }

@@ -76,10 +76,22 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     /// 1 while accepting new work, 0 while starting or draining.
     pub ready: IntGauge,
+    /// Datagrams from one allocation to another of the same worker (both parties of a call on
+    /// this relay) handed over in the process, without a send through the loopback.
+    pub same_relay_local: IntCounter,
     /// 1 while the XDP fast path is attached, 0 when everything is relayed in userspace.
     pub xdp_attached: IntGauge,
     /// Channels the fast path could not take (relayed in userspace instead), by reason.
     pub xdp_fallbacks: IntCounterVec,
+    /// Frames an attached interface failed to send after the program handed them to it, per
+    /// interface (the configured ones, a bounded set).
+    pub xdp_send_failures: IntCounterVec,
+    /// Packets the XDP program forwarded, by kind of message (`dataplane::MessageKind`) and
+    /// direction.
+    pub xdp_forwarded: IntCounterVec,
+    /// 1 per interface the XDP program is attached to, with the mode it runs in and why
+    /// (`dataplane::ModeChoice`); the interfaces are the configured ones, a bounded set.
+    pub xdp_interface_mode: IntGaugeVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -190,6 +202,12 @@ impl Metrics {
         )?;
         r.register(Box::new(request_seconds.clone()))?;
         let ready = gauge(&r, "xdpturn_ready", "1 while the relay accepts new work")?;
+        let same_relay_local = IntCounter::new(
+            "xdpturn_userspace_same_relay_packets_total",
+            "Datagrams from one allocation to another relayed address of this relay handed over \
+             in userspace, without a send through the loopback",
+        )?;
+        r.register(Box::new(same_relay_local.clone()))?;
         let xdp_attached = gauge(
             &r,
             "xdpturn_xdp_attached",
@@ -201,6 +219,30 @@ impl Metrics {
             "Channels the XDP fast path could not take, relayed in userspace instead, by reason",
             &["reason"],
         )?;
+        let xdp_send_failures = counter_vec(
+            &r,
+            "xdpturn_xdp_send_failures_total",
+            "Frames an attached interface dropped while the XDP program forwarded (its receive \
+             and transmit drop counters: where sends the program made and that did not leave \
+             are counted), per interface",
+            &["interface"],
+        )?;
+        let xdp_forwarded = counter_vec(
+            &r,
+            "xdpturn_xdp_forwarded_packets_total",
+            "Packets the XDP program forwarded, by kind (channel, indication, same_relay) and \
+             direction; a same-relay packet counts in both directions",
+            &["kind", "direction"],
+        )?;
+        let xdp_interface_mode = IntGaugeVec::new(
+            Opts::new(
+                "xdpturn_xdp_interface_mode",
+                "1 per interface the XDP program is attached to, with its mode (native, skb) \
+                 and why that mode",
+            ),
+            &["interface", "mode", "why"],
+        )?;
+        r.register(Box::new(xdp_interface_mode.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "xdpturn_build_info",
@@ -261,8 +303,12 @@ impl Metrics {
             channels,
             request_seconds,
             ready,
+            same_relay_local,
             xdp_attached,
             xdp_fallbacks,
+            xdp_interface_mode,
+            xdp_forwarded,
+            xdp_send_failures,
             build_info,
         })
     }

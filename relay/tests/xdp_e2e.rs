@@ -7,7 +7,11 @@
 //!   (REQUESTED-ADDRESS-FAMILY, uclient's `-x`) to an IPv6 peer, and the reverse (`-X`). The
 //!   channel traffic must be forwarded by XDP (kernel counters carry it, userspace only the
 //!   first packets while the neighbours are resolved), with zero loss and no UDP checksum error
-//!   counted by the receiving kernels, in skb and native mode.
+//!   counted by the receiving kernels, in skb and native mode, with every namespace as it
+//!   starts: forwarding off in the relay's, checksum offloads on everywhere (so the datagrams
+//!   arrive with partial checksums, as a container's do).
+//! - Both parties on one relay (`turnutils_uclient -y`): client to client through the kernel
+//!   in one pass, in the default mode.
 //! - Nothing forwards behind the relay's back: after an allocation is deleted (Refresh with
 //!   LIFETIME 0), after a channel expires, and after the relay exits (SIGTERM, SIGKILL), the
 //!   maps hold no entry (read from outside the relay with `bpftool`) and ChannelData sent on the
@@ -19,7 +23,7 @@
 //!   and the same uclient traffic is relayed in userspace without loss.
 //!
 //! Needs root (CI is root), the relay built after `cargo xtask build-ebpf`, coturn's tools,
-//! curl, ethtool and bpftool (`cargo xtask test` installs them).
+//! curl and bpftool (`cargo xtask test` installs them).
 
 mod common;
 #[path = "common/netns.rs"]
@@ -29,6 +33,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::browser::udp_in_csum_errors;
 use common::turn::TurnClient;
 use common::{Guard, metric_value, relay_bin, require, run};
 use netns::{Netns, must, short_id};
@@ -57,15 +62,15 @@ struct Topology {
 }
 
 impl Topology {
-    /// client ⇄ (ra) relay (rb) ⇄ peer, both families, forwarding on in the relay's namespace
-    /// (`bpf_fib_lookup` refuses to route otherwise), no duplicate address detection (addresses
-    /// usable at once), TX checksum offload off on every end (XDP rewrites checksums
-    /// incrementally from the sender's, which must then be complete).
+    /// client ⇄ (ra) relay (rb) ⇄ peer, both families, no duplicate address detection
+    /// (addresses usable at once), and otherwise every setting as a new namespace has it:
+    /// forwarding off in the relay's namespace (the program's next hops are the relay's own
+    /// routes), checksum offloads on everywhere (so the client's and the peer's datagrams
+    /// arrive with partial checksums, as a container's do).
     ///
-    /// Needs ethtool here and curl to read the relays' metrics ([`metric`]).
+    /// Needs curl to read the relays' metrics ([`metric`]).
     fn new(tag: &str) -> Self {
         require("curl", "curl");
-        require("ethtool", "ethtool");
         let id = format!("{tag}{}", short_id());
         let t = Topology {
             client_ns: Netns::new(&format!("c{id}")),
@@ -96,19 +101,11 @@ impl Topology {
             n.ip(&format!("addr add {v4}/24 dev {dev}"));
             n.ip(&format!("-6 addr add {v6}/64 dev {dev} nodad"));
             n.ip(&format!("link set {dev} up mtu 1500"));
-            n.exec(&["ethtool", "-K", dev, "tx", "off"]);
         }
         c.ip(&format!("route add default via {LISTEN_V4}"));
         c.ip(&format!("-6 route add default via {LISTEN_V6}"));
         p.ip(&format!("route add default via {RELAY_V4}"));
         p.ip(&format!("-6 route add default via {RELAY_V6}"));
-        for setting in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv6.conf.all.forwarding=1",
-            "net.ipv6.conf.default.forwarding=1",
-        ] {
-            r.sysctl(setting);
-        }
         t
     }
 
@@ -227,6 +224,17 @@ fn metric(ns: &str, series: &str) -> f64 {
     metric_value(&String::from_utf8_lossy(&out.stdout), series)
 }
 
+/// What the relay in `ns` relayed: (XDP client→peer, XDP peer→client, userspace client→peer,
+/// userspace peer→client).
+fn relayed_both_ways(ns: &str) -> (f64, f64, f64, f64) {
+    (
+        relayed(ns, "xdp", "client_to_peer"),
+        relayed(ns, "xdp", "peer_to_client"),
+        relayed(ns, "userspace", "client_to_peer"),
+        relayed(ns, "userspace", "peer_to_client"),
+    )
+}
+
 fn relayed(ns: &str, datapath: &str, direction: &str) -> f64 {
     metric(
         ns,
@@ -234,50 +242,6 @@ fn relayed(ns: &str, datapath: &str, direction: &str) -> f64 {
             r#"xdpturn_relayed_packets_total{{datapath="{datapath}",direction="{direction}",transport="udp"}}"#
         ),
     )
-}
-
-/// UDP checksum errors the kernel of `ns` counted (IPv4 and IPv6): a packet the program
-/// rewrote with a wrong checksum is dropped and counted here by the receiving end.
-fn udp_checksum_errors(ns: &str) -> u64 {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "cat",
-            "/proc/net/snmp",
-            "/proc/net/snmp6",
-        ])
-        .output()
-        .expect("cat");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut errors = 0;
-    let mut found = (false, false);
-    // /proc/net/snmp: a header line and a value line per protocol.
-    let lines: Vec<&str> = text.lines().collect();
-    for pair in lines.windows(2) {
-        if pair[0].starts_with("Udp: ") && pair[1].starts_with("Udp: ") {
-            let names = pair[0].split_whitespace();
-            let values = pair[1].split_whitespace();
-            for (name, value) in names.zip(values) {
-                if name == "InCsumErrors" {
-                    found.0 = true;
-                    errors += value.parse::<u64>().expect("a count");
-                }
-            }
-            break;
-        }
-    }
-    // /proc/net/snmp6: one "name value" per line.
-    for line in &lines {
-        let mut words = line.split_whitespace();
-        if words.next() == Some("Udp6InCsumErrors") {
-            found.1 = true;
-            errors += words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        }
-    }
-    assert_eq!(found, (true, true), "no UDP checksum counters in:\n{text}");
-    errors
 }
 
 /// The client, the peer and the relayed address of one uclient run.
@@ -372,12 +336,7 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
 
     // The kernel counters are exported once a second.
     std::thread::sleep(Duration::from_millis(1500));
-    let (x_up, x_down, u_up, u_down) = (
-        relayed(r, "xdp", "client_to_peer"),
-        relayed(r, "xdp", "peer_to_client"),
-        relayed(r, "userspace", "client_to_peer"),
-        relayed(r, "userspace", "peer_to_client"),
-    );
+    let (x_up, x_down, u_up, u_down) = relayed_both_ways(r);
     eprintln!("{mode} {tag}: xdp {x_up}/{x_down}, userspace {u_up}/{u_down}, of {sent} each way");
     assert!(
         x_up + u_up >= sent as f64 && x_down + u_down >= sent as f64,
@@ -393,8 +352,8 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
     );
     // Every datagram the program rewrote reached a socket, so its checksums verified; and
     // the receiving kernels say none was dropped for a bad one.
-    assert_eq!(udp_checksum_errors(c), 0, "checksum errors at the client");
-    assert_eq!(udp_checksum_errors(p), 0, "checksum errors at the peer");
+    assert_eq!(udp_in_csum_errors(c), 0, "checksum errors at the client");
+    assert_eq!(udp_in_csum_errors(p), 0, "checksum errors at the peer");
 }
 
 /// One test per XDP mode and family combination, each with its own namespaces (tests run in
@@ -419,6 +378,149 @@ forwarded_by_xdp_tests! {
     ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_skb_mode: "skb", V4ToV6;
     ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_native_mode: "native", V6ToV4;
     ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_skb_mode: "skb", V6ToV4;
+}
+
+/// `turnutils_uclient` with `flags` (4 clients, 500 messages each) through a relay in the
+/// default mode (skb on these veths), with the echo peer if `peer`: no loss, at least 95 % of
+/// the relayed packets through the kernel in each direction, at least 1,900 of them counted
+/// as `kind` each way, and no checksum error at the client or the peer.
+fn uclient_through_the_kernel(tag: &str, flags: &[&str], peer: bool, kind: &str) {
+    require("turnutils_uclient", "coturn");
+    let topo = Topology::new(tag);
+    let (c, r, p) = (topo.client(), topo.relay(), topo.peer());
+    let (ra, rb) = topo.relay_interfaces();
+    let _relay = topo.spawn_relay(&["--xdp-interface", &ra, "--xdp-interface", &rb]);
+    wait_attached(r, "the relay did not attach XDP in its default mode");
+    let _peer = peer.then(|| {
+        Guard(
+            Command::new("ip")
+                .args(["netns", "exec", p, "turnutils_peer"])
+                .args(["-L", PEER_V4, "-p", "3480"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn peer"),
+        )
+    });
+    let to_peer: &[&str] = if peer {
+        &["-e", PEER_V4, "-r", "3480"]
+    } else {
+        &[]
+    };
+    let out = run(
+        Command::new("ip")
+            .args(["netns", "exec", c, "turnutils_uclient", "-c"])
+            .args(flags)
+            .args(to_peer)
+            .args(["-p", "3478", "-n", "500", "-m", "4", "-l", "120", "-z", "5"])
+            .args(["-u", "alice", "-w", "wonderland", LISTEN_V4]),
+        TIMEOUT,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Total lost packets 0 "), "{text}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (x_up, x_down, u_up, u_down) = relayed_both_ways(r);
+    eprintln!("uclient {flags:?}: xdp {x_up}/{x_down}, userspace {u_up}/{u_down}");
+    assert!(
+        x_up / (x_up + u_up) >= 0.95 && x_down / (x_down + u_down) >= 0.95,
+        "the kernel's share: {x_up}/{u_up} up, {x_down}/{u_down} down\n{text}"
+    );
+    for direction in ["client_to_peer", "peer_to_client"] {
+        let n = metric(
+            r,
+            &format!(
+                r#"xdpturn_xdp_forwarded_packets_total{{direction="{direction}",kind="{kind}"}}"#
+            ),
+        );
+        assert!(n >= 1900.0, "{kind} {direction}: {n}");
+    }
+    assert_eq!(udp_in_csum_errors(c), 0, "checksum errors at the client");
+    assert_eq!(udp_in_csum_errors(p), 0, "checksum errors at the peer");
+}
+
+/// Both parties of a call on one relay: `turnutils_uclient -y` pairs its clients and each
+/// sends ChannelData to the other's relayed address. The program relays it from one client
+/// straight to the other (the relayed addresses are local: no trip through the loopback and
+/// two passes of userspace).
+#[test]
+fn client_to_client_on_one_relay_goes_through_the_kernel_in_one_pass() {
+    uclient_through_the_kernel("y", &["-y"], false, "same_relay");
+}
+
+/// Send and Data indications (RFC 8656 §11), as Firefox relays all its media and Chromium its
+/// first: `turnutils_uclient -s` sends Send indications (with DONT-FRAGMENT, `-g`) to the echo
+/// peer, which answers; the relay's answers are Data indications. With the permissions and
+/// allocations mirrored into the kernel, both directions go through the program.
+#[test]
+fn send_and_data_indications_go_through_the_kernel() {
+    uclient_through_the_kernel("s", &["-s", "-g"], true, "indication");
+}
+
+/// Indications client to client on one relay (`-s -y`): each client's Send indication reaches
+/// the other as a Data indication, in one pass.
+#[test]
+fn indications_client_to_client_on_one_relay_go_through_the_kernel_in_one_pass() {
+    uclient_through_the_kernel("z", &["-s", "-g", "-y"], false, "same_relay");
+}
+
+/// Native XDP on a veth whose other end runs no XDP program drops what the program sends
+/// (XDP_TX and redirects need the receiving end's NAPI): the relay sees those frames in the
+/// interface's drop counters, counts them (not as relayed), takes the fast path off the
+/// interface, and relays in userspace from then on, without loss.
+#[test]
+fn an_interface_whose_xdp_sends_fail_goes_back_to_userspace() {
+    let topo = Topology::new("x");
+    let r = topo.relay();
+    let (ra, rb) = topo.relay_interfaces();
+    // Native on both veths, and no program at the far ends: their frames go nowhere.
+    let _relay = topo.start_relay("native", &[]);
+    let session = Session::new(&topo);
+    // The first datagrams go up while the peer's next hop is learnt; the rest are "forwarded"
+    // into a veth that drops them.
+    let failures = || {
+        metric(
+            r,
+            &format!(r#"xdpturn_xdp_send_failures_total{{interface="{ra}"}}"#),
+        ) + metric(
+            r,
+            &format!(r#"xdpturn_xdp_send_failures_total{{interface="{rb}"}}"#),
+        )
+    };
+    let fallbacks = || metric(r, r#"xdpturn_xdp_fallbacks_total{reason="send_failures"}"#);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            for i in 0..50 {
+                session.send_channel_data(format!("lost {i}").as_bytes());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            fallbacks() >= 1.0
+        }),
+        "the relay did not take the fast path off: {} failures counted, fallbacks {}",
+        failures(),
+        fallbacks()
+    );
+    assert!(failures() > 20.0, "failures counted: {}", failures());
+    let mode = |dev: &str| {
+        metric(
+            r,
+            &format!(
+                r#"xdpturn_xdp_interface_mode{{interface="{dev}",mode="native",why="configured"}}"#
+            ),
+        )
+    };
+    assert_eq!(mode(&ra), 0.0, "{ra} lost the fast path");
+    // Drain what reached the peer meanwhile (the datagrams relayed in userspace).
+    let _ = session.probe(0);
+    assert_eq!(
+        session.round_trips(20),
+        20,
+        "in userspace, nothing is lost any more"
+    );
 }
 
 /// The fallback: when the program cannot be attached (here: an interface that does not exist),
@@ -484,6 +586,21 @@ fn xdp_programs(ns: &str, dev: &str) -> Vec<u64> {
         .flatten()
         .filter_map(|xdp| xdp.get("id")?.as_u64())
         .collect()
+}
+
+/// The id of the map `name` of the relay's program.
+fn program_map(ns: &str, program: u64, name: &str) -> u64 {
+    let prog = bpftool(ns, &["prog", "show", "id", &program.to_string()]).expect("the program");
+    prog["map_ids"]
+        .as_array()
+        .expect("map_ids")
+        .iter()
+        .filter_map(|id| id.as_u64())
+        .find(|id| {
+            bpftool(ns, &["map", "show", "id", &id.to_string()])
+                .is_some_and(|map| map["name"].as_str() == Some(name))
+        })
+        .unwrap_or_else(|| panic!("the program has no map {name}"))
 }
 
 /// The channel maps of the relay's program: (CLIENT_TO_PEER id, PEER_TO_CLIENT id).
@@ -665,13 +782,25 @@ fn offloaded_session(tag: &str, extra: &[&str]) -> (Topology, Guard, Session, u6
     assert_eq!(map_entries(topo.relay(), maps.1), Some(0));
 
     let session = Session::new(&topo);
-    // Bound: one entry in each direction's map.
+    // Bound: one entry in CLIENT_TO_PEER, two in PEER_TO_CLIENT (the channel's and the
+    // permission its ChannelBind installed, under port 0).
     assert!(
         eventually(Duration::from_secs(3), || {
             map_entries(topo.relay(), maps.0) == Some(1)
-                && map_entries(topo.relay(), maps.1) == Some(1)
+                && map_entries(topo.relay(), maps.1) == Some(2)
         }),
         "the channel is not in the maps"
+    );
+    // The first datagrams to the peer go up: the relay's send makes the kernel resolve the
+    // peer's MAC, and the relay then gives the program the peer's next hop (a few tens of
+    // milliseconds). Warm up until both next hops (client, peer) are in the map.
+    let next_hops = program_map(topo.relay(), programs[0], "NEXT_HOPS");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            session.round_trips(1);
+            map_entries(topo.relay(), next_hops) == Some(2)
+        }),
+        "the next hops of the client and the peer did not reach the program"
     );
     let before = xdp_relayed(topo.relay());
     assert_eq!(session.round_trips(100), 100, "zero loss");
@@ -689,8 +818,9 @@ fn offloaded_session(tag: &str, extra: &[&str]) -> (Topology, Guard, Session, u6
 }
 
 /// After the channel left the kernel: ChannelData from the client does not reach the peer and
-/// the kernel counters stay put.
-fn assert_not_forwarded(topo: &Topology, session: &Session, what: &str) {
+/// the kernel counters stay put (the client-to-peer one only if `permission_lives`: the
+/// peer's datagrams then still reach the client as Data indications, through the kernel).
+fn assert_not_forwarded(topo: &Topology, session: &Session, what: &str, permission_lives: bool) {
     // Settle the exported counters (once a second).
     std::thread::sleep(Duration::from_millis(1200));
     let before = xdp_relayed(topo.relay());
@@ -700,11 +830,15 @@ fn assert_not_forwarded(topo: &Topology, session: &Session, what: &str) {
         "{what}: the peer still receives ChannelData payloads: {at_peer:?}"
     );
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        xdp_relayed(topo.relay()),
-        before,
-        "{what}: the kernel still forwards"
-    );
+    let after = xdp_relayed(topo.relay());
+    if permission_lives {
+        assert_eq!(
+            after.0, before.0,
+            "{what}: the kernel still forwards to the peer"
+        );
+    } else {
+        assert_eq!(after, before, "{what}: the kernel still forwards");
+    }
 }
 
 #[test]
@@ -720,7 +854,7 @@ fn deleting_the_allocation_leaves_no_forwarding_entry() {
         map_entries(r, c2p),
         map_entries(r, p2c)
     );
-    assert_not_forwarded(&topo, &session, "deleted allocation");
+    assert_not_forwarded(&topo, &session, "deleted allocation", false);
     // The peer's datagrams to the closed relayed port reach nobody either.
     let (_, at_client) = session.probe(5);
     assert!(at_client.is_empty(), "{at_client:?}");
@@ -737,10 +871,11 @@ fn an_expired_channel_leaves_no_forwarding_entry() {
     if bound_at.elapsed() + Duration::from_millis(500) < LIFETIME {
         assert_eq!(map_entries(r, c2p), Some(1), "gone before its expiry");
     }
-    // ... and gone after (the relay's timers run once a second).
+    // ... and gone after (the relay's timers run once a second); its permission (5 minutes)
+    // stays, under port 0.
     assert!(
         eventually(LIFETIME + Duration::from_secs(5), || {
-            map_entries(r, c2p) == Some(0) && map_entries(r, p2c) == Some(0)
+            map_entries(r, c2p) == Some(0) && map_entries(r, p2c) == Some(1)
         }),
         "entries left after the channel expired"
     );
@@ -749,14 +884,21 @@ fn an_expired_channel_leaves_no_forwarding_entry() {
         "removed before its lifetime was over: {:?}",
         bound_at.elapsed()
     );
-    assert_not_forwarded(&topo, &session, "expired channel");
-    // The allocation and its permission live on: the peer's datagrams now reach the client in
-    // userspace, as Data indications (STUN, first byte 0x00), not as ChannelData.
+    assert_not_forwarded(&topo, &session, "expired channel", true);
+    // The allocation and its permission live on: the peer's datagrams now reach the client
+    // through the kernel as Data indications (STUN, first byte 0x00), not as ChannelData.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, down_before) = xdp_relayed(r);
     let (_, at_client) = session.probe(3);
     assert!(!at_client.is_empty(), "the allocation should still relay");
     for d in &at_client {
         assert_eq!(&d[..2], &[0x00, 0x17], "a Data indication: {d:?}");
     }
+    assert!(
+        eventually(Duration::from_secs(3), || xdp_relayed(r).1
+            >= down_before + 3.0),
+        "the Data indications went through the kernel"
+    );
 }
 
 fn relay_exit_leaves_nothing(signal: &str) {
@@ -812,7 +954,8 @@ fn over_the_bandwidth_cap_a_channel_leaves_the_kernel_until_the_budget_recovers(
     // 80 kbit/s: 10,000 bytes a second for the allocation, both directions together.
     let (topo, _relay, session, _, (c2p, p2c)) = offloaded_session("w", &["--max-bps", "80000"]);
     let r = topo.relay();
-    let in_maps = |n| map_entries(r, c2p) == Some(n) && map_entries(r, p2c) == Some(n);
+    // n channels: n entries in CLIENT_TO_PEER, and each with its permission in PEER_TO_CLIENT.
+    let in_maps = |n| map_entries(r, c2p) == Some(n) && map_entries(r, p2c) == Some(2 * n);
     let fallbacks = || metric(r, r#"xdpturn_xdp_fallbacks_total{reason="bandwidth"}"#);
     let dropped = || {
         metric(

@@ -1,10 +1,11 @@
 //! The XDP program itself, run by the kernel with BPF_PROG_TEST_RUN on packets built by hand.
 //!
 //! Each test creates its own network namespace (removed on drop, failure included) with veth
-//! interfaces, addresses, static neighbours and forwarding on, so that `bpf_fib_lookup` gives
-//! the program a deterministic answer; a thread enters it, loads the program through
-//! `relay::dataplane`, fills the maps through the same API the relay uses, and runs packets "as
-//! received" on one of the interfaces. Every forwarded packet must equal, byte for byte, the
+//! interfaces, addresses, routes and static neighbours, so that the next hops the dataplane
+//! resolves for the program are deterministic (forwarding stays off: the program does not need
+//! it); a thread enters it, loads the program through `relay::dataplane`, fills the maps through
+//! the same API the relay uses (binding a channel resolves and writes its next hops), and runs
+//! packets "as received" on one of the interfaces. Every forwarded packet must equal, byte for byte, the
 //! packet built from scratch with checksums computed in full (and its checksums verify by full
 //! recomputation); everything else must come back unchanged with the expected verdict, and the
 //! per-action and per-channel counters must say what happened.
@@ -25,11 +26,14 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use frames::{Opts, assert_checksums, channel_data, forwarded, ip_frame, udp_frame};
-use netns::Netns;
+use frames::{
+    Attr, Opts, assert_checksums, channel_data, data_indication, finish_partial, forwarded,
+    ip_frame, partial, pseudo_header_sum, send_indication, udp_frame,
+};
+use netns::{Netns, mac_str};
 use relay::dataplane::{
-    Action, ChannelBinding, ChannelTraffic, Dataplane, DataplaneError, PROGRAM_BUILT, Traffic,
-    XdpConfig, XdpMode,
+    Action, ChannelBinding, ChannelTraffic, Dataplane, DataplaneError, ModeChoice, PROGRAM_BUILT,
+    Traffic, XdpConfig, XdpMode,
 };
 use relay::proto::allocation::Relay;
 use relay::proto::{FiveTuple, RelayHandle, Transport};
@@ -62,21 +66,17 @@ fn output(program: &str, args: &[&str]) -> String {
 
 const MAC_C: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0]; // xc0: towards clients
 const MAC_P: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0]; // xp0: towards peers
-const MAC_D: [u8; 6] = [0x02, 0, 0, 0, 0x03, 0]; // xd0: forwarding disabled
+const MAC_D: [u8; 6] = [0x02, 0, 0, 0, 0x03, 0]; // xd0: a third attached interface
 const MAC_N: [u8; 6] = [0x02, 0, 0, 0, 0x04, 0]; // xn0: not attached
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const NEAR_PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x14];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x24];
 
 /// The relay's namespace: clients behind xc0, peers behind xp0 (MTU 1400), a client behind
-/// xd0 (forwarding disabled), a peer behind xn0 (the program is not attached there), an
-/// unreachable prefix, a peer without a neighbour entry.
+/// xd0, a peer behind xn0 (the program is not attached there), an unreachable prefix, a peer
+/// without a neighbour entry. Forwarding is off, as the namespace starts.
 fn topology() -> Netns {
     let ns = Netns::new("fwd");
-    ns.sysctl("net.ipv4.conf.all.forwarding=1");
-    ns.sysctl("net.ipv4.conf.default.forwarding=1");
-    ns.sysctl("net.ipv6.conf.all.forwarding=1");
-    ns.sysctl("net.ipv6.conf.default.forwarding=1");
     for (name, mac) in [("xc", MAC_C), ("xp", MAC_P), ("xd", MAC_D), ("xn", MAC_N)] {
         let mac = mac_str(&mac);
         ns.ip(&format!(
@@ -89,8 +89,6 @@ fn topology() -> Netns {
         ns.ip(&format!("link set {name}1 up"));
     }
     ns.ip("link set xp0 mtu 1400");
-    ns.sysctl("net.ipv4.conf.xd0.forwarding=0");
-    ns.sysctl("net.ipv6.conf.xd0.forwarding=0");
     for (addr, dev) in [
         ("192.0.2.1/24", "xc0"),
         ("198.51.100.1/24", "xp0"),
@@ -118,13 +116,6 @@ fn topology() -> Netns {
     }
     ns.ip("route add unreachable 100.64.0.0/24");
     ns
-}
-
-fn mac_str(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn ifindex(name: &str) -> u32 {
@@ -446,6 +437,340 @@ fn forwards_both_directions_every_family_pair_tx_and_redirect() {
     });
 }
 
+/// Packets with partial checksums (what a container's or a veth's sender hands over), through
+/// the real program. On an interface attached in generic mode (the veths here: `auto` picks
+/// skb) they leave partial again, with the new pseudo-header sum for the skb's offload to
+/// finish: finished as the offload would, each equals the packet built from scratch. Arriving
+/// on an interface the program runs on natively (here one it is not attached to, which the
+/// program takes for native: no `INTERFACES` entry), they leave with complete checksums.
+#[test]
+fn partial_checksums_leave_valid_from_both_modes() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let all = channels();
+        for c in &all {
+            c.bind(&dp);
+        }
+        for c in &all {
+            for data_len in [0usize, 1, 5, 100, 513, 1201] {
+                let data: Vec<u8> = (0..data_len).map(|i| (i * 5 + 2) as u8).collect();
+                let o = Opts {
+                    tos: 0x10,
+                    pad_frame_to: 60,
+                    ..Opts::default()
+                };
+                let to_peer = partial(&c.sent_by_client(&channel_data(c.channel, &data, &[]), o));
+                let to_client = partial(&c.sent_by_peer(&data, o));
+                for (what, frame, expected) in [
+                    ("to peer", &to_peer, c.expected_at_peer(&data, o)),
+                    ("to client", &to_client, c.expected_at_client(&data, o)),
+                ] {
+                    let generic_side = if what == "to peer" {
+                        c.client_side.0
+                    } else {
+                        c.peer_side.0
+                    };
+                    let (v, out) = run(&dp, generic_side, frame);
+                    assert_eq!(v, XDP_REDIRECT, "{} {what}, {data_len} bytes", c.name);
+                    let (udp_at, seed) = pseudo_header_sum(&out);
+                    assert_eq!(
+                        out[udp_at + 6..udp_at + 8],
+                        seed.to_be_bytes(),
+                        "{} {what}: still partial",
+                        c.name
+                    );
+                    assert_eq!(
+                        finish_partial(&out, udp_at),
+                        expected,
+                        "{} {what}, {data_len} bytes, generic",
+                        c.name
+                    );
+                    let (v, out) = run(&dp, "xn0", frame);
+                    assert_eq!(v, XDP_REDIRECT, "{} {what}, native", c.name);
+                    assert_eq!(out, expected, "{} {what}, {data_len} bytes, native", c.name);
+                    assert_checksums(&out);
+                }
+            }
+        }
+    });
+}
+
+/// A complete checksum that equals the pseudo-header sum cannot be told from a partial one in
+/// generic mode: it goes up unchanged (`pass_checksum_unknown`); natively it is forwarded.
+#[test]
+fn a_complete_checksum_equal_to_the_seed_goes_up_in_generic_mode() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let c = channels()[0];
+        c.bind(&dp);
+        let found = (0..=u16::MAX).find_map(|n| {
+            let data = [(n >> 8) as u8, n as u8, 1, 2, 3];
+            let frame = c.sent_by_peer(&data, Opts::default());
+            let (udp_at, seed) = pseudo_header_sum(&frame);
+            (frame[udp_at + 6..udp_at + 8] == seed.to_be_bytes()).then_some((data, frame))
+        });
+        let (data, frame) = found.expect("a payload whose checksum equals the seed");
+        let before = dp.counters().unwrap().actions;
+        assert_eq!(run(&dp, "xp0", &frame), (XDP_PASS, frame.clone()));
+        let after = dp.counters().unwrap().actions;
+        assert_eq!(
+            after.get(Action::PassChecksumUnknown) - before.get(Action::PassChecksumUnknown),
+            1
+        );
+        let (v, out) = run(&dp, "xn0", &frame);
+        assert_eq!(
+            (v, out),
+            (XDP_REDIRECT, c.expected_at_client(&data, Opts::default()))
+        );
+    });
+}
+
+/// Two clients of this relay (behind xc0 and xd0) whose allocations' relayed addresses (on
+/// xp0, local) are each other's peer.
+fn same_relay_pair() -> (Channel, Channel) {
+    let a = Channel {
+        name: "A",
+        client: sa("192.0.2.10:41000"),
+        listener: sa("192.0.2.1:3478"),
+        channel: 0x4100,
+        relay: sa("198.51.100.1:51000"),
+        peer: sa("198.51.100.1:51001"),
+        client_side: XC,
+        peer_side: XP,
+    };
+    let b = Channel {
+        name: "B",
+        client: sa("203.0.113.10:42000"),
+        listener: sa("203.0.113.1:3478"),
+        channel: 0x4200,
+        relay: sa("198.51.100.1:51001"),
+        peer: sa("198.51.100.1:51000"),
+        client_side: ("xd0", MAC_D, CLIENT_MAC),
+        peer_side: XP,
+    };
+    (a, b)
+}
+
+/// Both parties of a call on this relay: each client's channel goes to the other's relayed
+/// address (a local address: no next hop). ChannelData from one leaves as ChannelData to the
+/// other, in one pass, counted on both channels; without the other's channel, it goes up.
+#[test]
+fn same_relay_channel_data_goes_from_client_to_client() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let (a, b) = same_relay_pair();
+        a.bind(&dp);
+        let o = Opts::default();
+        let from_a = a.sent_by_client(&channel_data(a.channel, b"to b", &[0; 0]), o);
+        // B has no channel to A's relayed address yet: up, for userspace.
+        let (v, out) = run(&dp, "xc0", &from_a);
+        assert_eq!((v, &out), (XDP_PASS, &from_a));
+        b.bind(&dp);
+        for (data, padding) in [(&b"to b"[..], &[][..]), (b"hello b", &[0x55][..])] {
+            let frame = a.sent_by_client(&channel_data(a.channel, data, padding), o);
+            let (v, out) = run(&dp, "xc0", &frame);
+            assert_eq!(v, XDP_REDIRECT, "to xd0");
+            assert_eq!(out, b.expected_at_client(data, o));
+            assert_checksums(&out);
+            // From a container, in generic mode: still partial, and right once finished.
+            let (v, out) = run(&dp, "xc0", &partial(&frame));
+            assert_eq!(v, XDP_REDIRECT);
+            let (udp_at, _) = pseudo_header_sum(&out);
+            assert_eq!(finish_partial(&out, udp_at), b.expected_at_client(data, o));
+        }
+        let counters = dp.counters().unwrap();
+        let of = |c: &Channel| {
+            counters
+                .channels
+                .iter()
+                .find(|k| k.binding.channel == c.channel)
+                .copied()
+                .unwrap()
+        };
+        assert_eq!(of(&a).client_to_peer.packets, 4, "A's channel, to its peer");
+        assert_eq!(of(&b).peer_to_client.packets, 4, "B's channel, to B");
+        // And back.
+        let from_b = b.sent_by_client(&channel_data(b.channel, b"to a", &[]), o);
+        let (v, out) = run(&dp, "xd0", &from_b);
+        assert_eq!((v, out), (XDP_REDIRECT, a.expected_at_client(b"to a", o)));
+    });
+}
+
+/// The transaction ID of the Data indication in `frame` (bytes 8-19 of its UDP payload): the
+/// program draws a random one, which the expected frame is then built with.
+fn txid_of(frame: &[u8]) -> [u8; 12] {
+    let (udp_at, _) = pseudo_header_sum(frame);
+    frame[udp_at + 8 + 8..udp_at + 8 + 20].try_into().unwrap()
+}
+
+/// Send and Data indications through the real program, every family pair: an allocation and a
+/// permission mirrored as the relay mirrors them; a Send indication (Firefox's form, with a
+/// FINGERPRINT; libwebrtc's, without) leaves as its data, byte for byte what userspace sends;
+/// a datagram from any port of the permitted IP becomes a Data indication (with a random
+/// transaction ID); both counted on the permission; complete and partial checksums.
+#[test]
+fn indications_go_through_the_real_program() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let all = channels();
+        for c in &all {
+            dp.install_allocation(&c.tuple(), &[c.relay()]).unwrap();
+            dp.install_permission(&c.tuple(), &c.relay(), c.peer.ip())
+                .unwrap();
+        }
+        let txid = *b"kernel-sends";
+        for c in &all {
+            for data_len in [0usize, 1, 5, 160, 1200] {
+                let data: Vec<u8> = (0..data_len).map(|i| (i * 11 + 3) as u8).collect();
+                let o = Opts {
+                    tos: 0x20,
+                    pad_frame_to: 60,
+                    ..Opts::default()
+                };
+                for fingerprint in [Some(true), None] {
+                    let send = send_indication(
+                        &txid,
+                        &[Attr::Peer(c.peer), Attr::Data(data.clone())],
+                        fingerprint,
+                    );
+                    let frame = c.sent_by_client(&send, o);
+                    let expected = c.expected_at_peer(&data, o);
+                    let (v, out) = run(&dp, c.client_side.0, &frame);
+                    let case = format!("{}: Send, {data_len} bytes, {fingerprint:?}", c.name);
+                    assert_eq!(v, XDP_REDIRECT, "{case}");
+                    assert_eq!(out, expected, "{case}");
+                    assert_checksums(&out);
+                    let (v, out) = run(&dp, c.client_side.0, &partial(&frame));
+                    assert_eq!(v, XDP_REDIRECT, "{case}, partial");
+                    let (udp_at, _) = pseudo_header_sum(&out);
+                    assert_eq!(finish_partial(&out, udp_at), expected, "{case}, partial");
+                }
+                // From another port of the permitted peer: no channel, a Data indication.
+                let from = SocketAddr::new(c.peer.ip(), 7777);
+                let (_, iface_mac, peer_mac) = c.peer_side;
+                let frame = udp_frame(iface_mac, peer_mac, from, c.relay, &data, o);
+                let (v, out) = run(&dp, c.peer_side.0, &frame);
+                let case = format!("{}: Data, {data_len} bytes", c.name);
+                assert_eq!(v, XDP_REDIRECT, "{case}");
+                let (_, iface_mac, client_mac) = c.client_side;
+                let expected = |txid: &[u8; 12]| {
+                    udp_frame(
+                        client_mac,
+                        iface_mac,
+                        c.listener,
+                        c.client,
+                        &data_indication(txid, from, &data),
+                        forwarded(o, c.peer.is_ipv6(), c.client.is_ipv6()),
+                    )
+                };
+                assert_eq!(out, expected(&txid_of(&out)), "{case}");
+                assert_checksums(&out);
+                let (v, out) = run(&dp, c.peer_side.0, &partial(&frame));
+                assert_eq!(v, XDP_REDIRECT, "{case}, partial");
+                let (udp_at, _) = pseudo_header_sum(&out);
+                let out = finish_partial(&out, udp_at);
+                assert_eq!(out, expected(&txid_of(&out)), "{case}, partial");
+            }
+        }
+        // What the program cannot prove goes up unchanged, for the relay to decide.
+        let c = &all[0];
+        let data = Attr::Data(b"media".to_vec());
+        let unpermitted = SocketAddr::new(c.client.ip(), 9);
+        for (what, attrs, fingerprint) in [
+            (
+                "a wrong FINGERPRINT",
+                vec![Attr::Peer(c.peer), data.clone()],
+                Some(false),
+            ),
+            (
+                "an unknown comprehension-required attribute",
+                vec![Attr::Peer(c.peer), Attr::Unknown, data.clone()],
+                None,
+            ),
+            (
+                "a peer without a permission",
+                vec![Attr::Peer(unpermitted), data.clone()],
+                None,
+            ),
+            ("no DATA", vec![Attr::Peer(c.peer)], None),
+        ] {
+            let frame = c.sent_by_client(
+                &send_indication(&txid, &attrs, fingerprint),
+                Opts::default(),
+            );
+            let before = dp.counters().unwrap().actions;
+            assert_eq!(run(&dp, "xc0", &frame), (XDP_PASS, frame.clone()), "{what}");
+            let after = dp.counters().unwrap().actions;
+            assert_eq!(
+                after.get(Action::PassSendIndication) - before.get(Action::PassSendIndication),
+                1,
+                "{what}"
+            );
+        }
+
+        // Counted on the permissions: 4 Send indications and 2 Data indications per length.
+        let counters = dp.counters().unwrap();
+        for c in &all {
+            let p = counters
+                .permissions
+                .iter()
+                .find(|p| p.binding.client == c.client && p.binding.peer == c.peer.ip())
+                .unwrap_or_else(|| panic!("no counters for {}", c.name));
+            assert_eq!(
+                (p.client_to_peer.packets, p.peer_to_client.packets),
+                (20, 10),
+                "{}",
+                c.name
+            );
+        }
+    });
+}
+
+/// Firefox to Firefox on this relay: each has a permission for the other's relayed address
+/// only. A Send indication to the other's relayed address reaches the other client at once as
+/// a Data indication from the first one's relayed address.
+#[test]
+fn same_relay_indications_go_from_client_to_client() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let (a, b) = same_relay_pair();
+        for c in [&a, &b] {
+            dp.install_allocation(&c.tuple(), &[c.relay()]).unwrap();
+            dp.install_permission(&c.tuple(), &c.relay(), c.peer.ip())
+                .unwrap();
+        }
+        let data = b"hello b".to_vec();
+        let o = Opts::default();
+        let send = send_indication(
+            b"same-relay-1",
+            &[Attr::Peer(b.relay), Attr::Data(data.clone())],
+            Some(true),
+        );
+        let (v, out) = run(&dp, "xc0", &a.sent_by_client(&send, o));
+        assert_eq!(v, XDP_REDIRECT, "to xd0");
+        let expected = udp_frame(
+            CLIENT_MAC,
+            MAC_D,
+            b.listener,
+            b.client,
+            &data_indication(&txid_of(&out), a.relay, &data),
+            forwarded(o, false, false),
+        );
+        assert_eq!(out, expected);
+        assert_checksums(&out);
+    });
+}
+
 #[test]
 fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
     preconditions();
@@ -496,15 +821,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "100.64.0.20:6007",
             XC,
         );
-        let fwd_disabled = special(
-            "forwarding disabled",
-            "203.0.113.10:40008",
-            0x4008,
-            "198.51.100.1:50008",
-            "198.51.100.20:6008",
-            ("xd0", MAC_D, CLIENT_MAC),
-        );
-        for ch in [&no_neigh, &not_attached, &unreachable, &fwd_disabled] {
+        for ch in [&no_neigh, &not_attached, &unreachable] {
             ch.bind(&dp);
         }
 
@@ -625,6 +942,16 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             XDP_PASS,
             Action::PassStun,
         );
+        // A Send indication (type 0x0016) from a client with no allocation in the maps.
+        let mut send = vec![0x00, 0x16, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+        send.extend_from_slice(b"send-txid-00");
+        case(
+            "Send indication without an allocation in the maps",
+            "xc0",
+            c.sent_by_client(&send, o),
+            XDP_PASS,
+            Action::PassSendIndication,
+        );
         case(
             "unknown channel",
             "xc0",
@@ -714,28 +1041,21 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             no_neigh.sent_by_client(&channel_data(no_neigh.channel, b"x", &[]), o),
             XDP_PASS,
-            Action::PassFibNoNeigh,
-        );
-        case(
-            "forwarding disabled on the ingress interface",
-            "xd0",
-            fwd_disabled.sent_by_client(&channel_data(fwd_disabled.channel, b"x", &[]), o),
-            XDP_PASS,
-            Action::PassFibFwdDisabled,
+            Action::PassNoNextHop,
         );
         case(
             "beyond the egress MTU (1400)",
             "xc0",
             c.sent_by_client(&channel_data(c.channel, &[7u8; 1400], &[]), o),
             XDP_PASS,
-            Action::PassFibFragNeeded,
+            Action::PassMtu,
         );
         case(
             "unreachable route",
             "xc0",
             unreachable.sent_by_client(&channel_data(unreachable.channel, b"x", &[]), o),
             XDP_PASS,
-            Action::PassFibOther,
+            Action::PassNoNextHop,
         );
         case(
             "egress through an interface not attached",
@@ -827,12 +1147,14 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
         // Nothing was forwarded, so no channel counted anything.
         assert_eq!(after.client_to_peer, Traffic::default());
         assert_eq!(after.peer_to_client, Traffic::default());
-        // Every reason the brief lists has a case here.
+        // Every reason the brief lists has a case here (but the checksum the program cannot
+        // prove, whose cases come with the checks that give it).
         for action in Action::ALL {
             if !action.is_forwarded()
                 && action != Action::PassTooBig
                 && action != Action::PassAdjustFailed
                 && action != Action::DropRewriteFailed
+                && action != Action::PassChecksumUnknown
             {
                 assert!(
                     expected[action.index() as usize] > 0,
@@ -1016,6 +1338,71 @@ fn the_maps_follow_bind_refresh_unbind_and_fill_up() {
 }
 
 #[test]
+fn next_hops_follow_the_kernel_tables() {
+    preconditions();
+    let ns = topology();
+    ns.ip("route add 100.70.0.0/24 via 198.51.100.20 dev xp0");
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
+        let c = Channel {
+            name: "client behind xd0, peer behind a gateway on xp0",
+            client: sa("203.0.113.10:40010"),
+            listener: sa("203.0.113.1:3478"),
+            channel: 0x4010,
+            relay: sa("198.51.100.1:50010"),
+            peer: sa("100.70.0.5:6010"),
+            client_side: ("xd0", MAC_D, CLIENT_MAC),
+            // The gateway's MAC: the peer itself has no neighbour entry.
+            peer_side: XP,
+        };
+        c.bind(&dp);
+        let o = Opts::default();
+        let to_peer = c.sent_by_client(&channel_data(c.channel, b"data", &[]), o);
+        let to_client = c.sent_by_peer(b"back", o);
+        assert_eq!(
+            run(&dp, "xd0", &to_peer),
+            (XDP_REDIRECT, c.expected_at_peer(b"data", o))
+        );
+        assert_eq!(
+            run(&dp, "xp0", &to_client),
+            (XDP_REDIRECT, c.expected_at_client(b"back", o))
+        );
+
+        // The client's MAC changes: the next packet goes to the new one.
+        let moved_mac = [0x02, 0, 0, 0, 0, 0x0b];
+        ns.ip(&format!(
+            "neigh replace 203.0.113.10 lladdr {} dev xd0 nud permanent",
+            mac_str(&moved_mac)
+        ));
+        dp.refresh_next_hops().unwrap();
+        let moved = Channel {
+            client_side: ("xd0", MAC_D, moved_mac),
+            ..c
+        };
+        assert_eq!(
+            run(&dp, "xp0", &to_client),
+            (XDP_REDIRECT, moved.expected_at_client(b"back", o))
+        );
+
+        // The client's neighbour entry goes, then the peer's route: up to userspace.
+        ns.ip("neigh del 203.0.113.10 dev xd0");
+        dp.refresh_next_hops().unwrap();
+        assert_eq!(run(&dp, "xp0", &to_client), (XDP_PASS, to_client.clone()));
+        ns.ip("route del 100.70.0.0/24");
+        dp.refresh_next_hops().unwrap();
+        assert_eq!(run(&dp, "xd0", &to_peer), (XDP_PASS, to_peer.clone()));
+        let actions = dp.counters().unwrap().actions;
+        assert_eq!(
+            (
+                actions.get(Action::ForwardedRedirect),
+                actions.get(Action::PassNoNextHop)
+            ),
+            (3, 2)
+        );
+    });
+}
+
+#[test]
 fn dropping_the_dataplane_detaches_the_program() {
     preconditions();
     let ns = topology();
@@ -1042,32 +1429,14 @@ fn dropping_the_dataplane_detaches_the_program() {
         let modes: Vec<_> = dp
             .attachments()
             .iter()
-            .map(|a| (a.interface.as_str(), a.mode))
+            .map(|a| (a.interface.as_str(), a.mode, a.why))
             .collect();
-        // veth has native XDP.
+        // veth is a virtual interface: auto gives it skb mode.
+        let virtual_skb = |iface| (iface, XdpMode::Skb, ModeChoice::VirtualInterface);
         assert_eq!(
             modes,
-            [
-                ("xc0", XdpMode::Native),
-                ("xp0", XdpMode::Native),
-                ("xd0", XdpMode::Native)
-            ]
+            [virtual_skb("xc0"), virtual_skb("xp0"), virtual_skb("xd0")]
         );
-        let xd0 = dp
-            .attachments()
-            .iter()
-            .find(|a| a.interface == "xd0")
-            .unwrap();
-        assert_eq!(
-            (xd0.ipv4_forwarding, xd0.ipv6_forwarding),
-            (Some(false), Some(false))
-        );
-        let xc0 = dp
-            .attachments()
-            .iter()
-            .find(|a| a.interface == "xc0")
-            .unwrap();
-        assert_eq!(xc0.ipv4_forwarding, Some(true));
         for iface in ["xc0", "xp0", "xd0"] {
             assert!(attached(&ns, iface), "{iface} should have the program");
         }
@@ -1093,6 +1462,22 @@ fn dropping_the_dataplane_detaches_the_program() {
         assert!(
             output("ip", &["-n", &ns.name, "-d", "link", "show", "dev", "xn0"])
                 .contains("xdpgeneric")
+        );
+        drop(dp);
+        assert!(detached(&ns, "xn0"));
+
+        // Native mode, explicitly: veth has native XDP.
+        let dp = Dataplane::load(&XdpConfig {
+            interfaces: vec!["xn0".into()],
+            ..config(XdpMode::Native)
+        })
+        .unwrap();
+        let a = &dp.attachments()[0];
+        assert_eq!((a.mode, a.why), (XdpMode::Native, ModeChoice::Configured));
+        let shown = output("ip", &["-n", &ns.name, "-d", "link", "show", "dev", "xn0"]);
+        assert!(
+            shown.contains("prog/xdp") && !shown.contains("xdpgeneric"),
+            "{shown}"
         );
         drop(dp);
         assert!(detached(&ns, "xn0"));
@@ -1238,5 +1623,320 @@ fn bench_ns_per_packet() {
             stun_plain.as_nanos() as f64,
             stun_timed.as_nanos() as f64
         );
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Permissions and allocations: what the program needs for Send and Data indications.
+
+fn permission_event(c: &Channel, peer: std::net::IpAddr, installed: bool) -> relay::proto::Event {
+    if installed {
+        relay::proto::Event::PermissionInstalled {
+            tuple: c.tuple(),
+            relay: c.relay(),
+            peer,
+            expires: Instant::now() + Duration::from_secs(300),
+        }
+    } else {
+        relay::proto::Event::PermissionRemoved {
+            tuple: c.tuple(),
+            relay: c.relay(),
+            peer,
+        }
+    }
+}
+
+/// The PEER_TO_CLIENT entry of `c`'s permission for `peer` (port 0).
+fn permission_entry(
+    dp: &Dataplane,
+    c: &Channel,
+    peer: std::net::IpAddr,
+) -> Option<relay::dataplane::PeerEntry> {
+    dp.peer_entry(c.relay, SocketAddr::new(peer, 0)).unwrap()
+}
+
+#[test]
+fn permissions_and_allocations_follow_install_refresh_remove_and_fill_up() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&XdpConfig {
+            max_channels: 2,
+            ..config(XdpMode::Skb)
+        })
+        .unwrap();
+        let all = channels();
+        let c = all[0];
+        let peer = c.peer.ip();
+
+        // An allocation: its client's 5-tuple maps to its relayed address.
+        let installed = relay::proto::Event::AllocationInstalled {
+            tuple: c.tuple(),
+            relays: vec![c.relay()],
+        };
+        dp.apply(&installed).unwrap();
+        dp.apply(&installed).unwrap(); // a refresh changes nothing
+        assert_eq!(dp.installed_allocations(), 1);
+        assert_eq!(
+            dp.allocation_entry(c.client, c.listener).unwrap(),
+            Some(vec![c.relay])
+        );
+        // A dual allocation has one relayed address per family.
+        let d = all[1];
+        let v4 = Relay {
+            addr: sa("198.51.100.1:50011"),
+            ..c.relay()
+        };
+        dp.install_allocation(&d.tuple(), &[v4, d.relay()]).unwrap();
+        assert_eq!(
+            dp.allocation_entry(d.client, d.listener).unwrap(),
+            Some(vec![v4.addr, d.relay])
+        );
+
+        // A permission: the peer's IP with port 0, to the client, channel 0, with its own
+        // counter slot and the next hops of client and peer.
+        assert_eq!(dp.next_hop(peer).unwrap(), None);
+        dp.apply(&permission_event(&c, peer, true)).unwrap();
+        let entry = permission_entry(&dp, &c, peer).unwrap();
+        assert_eq!(
+            (entry.client, entry.listener, entry.channel),
+            (c.client, c.listener, 0)
+        );
+        assert!(dp.next_hop(peer).unwrap().is_some());
+        assert!(dp.next_hop(c.client.ip()).unwrap().is_some());
+        dp.apply(&permission_event(&c, peer, true)).unwrap(); // a refresh
+        assert_eq!(permission_entry(&dp, &c, peer), Some(entry));
+        assert_eq!(dp.installed_permissions(), 1);
+
+        // A channel to the same peer lives beside it, with another slot.
+        c.bind(&dp);
+        let channel_entry = dp.peer_entry(c.relay, c.peer).unwrap().unwrap();
+        assert_eq!(channel_entry.channel, c.channel);
+        assert_ne!(channel_entry.slot, entry.slot);
+        assert_eq!(permission_entry(&dp, &c, peer), Some(entry));
+        // Without the channel the permission keeps its entry and its next hops.
+        dp.unbind_channel(&c.tuple(), c.channel, &c.relay(), c.peer)
+            .unwrap();
+        assert_eq!(dp.peer_entry(c.relay, c.peer).unwrap(), None);
+        assert_eq!(permission_entry(&dp, &c, peer), Some(entry));
+        assert!(dp.next_hop(peer).unwrap().is_some());
+
+        // Another client cannot hold the same peer key, nor can a permission be had over TCP
+        // or with a relayed address of another family than the peer's.
+        let mut other = c;
+        other.client = sa("192.0.2.10:40099");
+        let err = dp
+            .install_permission(&other.tuple(), &other.relay(), peer)
+            .unwrap_err();
+        assert_eq!(err.metric_label(), "conflict", "{err}");
+        let mut tcp = c.tuple();
+        tcp.transport = Transport::Tcp;
+        let err = dp.install_permission(&tcp, &c.relay(), peer).unwrap_err();
+        assert_eq!(err.metric_label(), "transport");
+        dp.remove_permission(&tcp, &c.relay(), peer).unwrap();
+        let err = dp.install_allocation(&tcp, &[c.relay()]).unwrap_err();
+        assert_eq!(err.metric_label(), "transport");
+        dp.remove_allocation(&tcp).unwrap();
+        let err = dp
+            .install_permission(&c.tuple(), &c.relay(), "2001:db8:e::20".parse().unwrap())
+            .unwrap_err();
+        assert_eq!(err.metric_label(), "address");
+
+        // Full: at most max_channels permissions and allocations; the maps are as before.
+        let second: std::net::IpAddr = "198.51.100.21".parse().unwrap();
+        let third: std::net::IpAddr = "198.51.100.22".parse().unwrap();
+        dp.install_permission(&c.tuple(), &c.relay(), second)
+            .unwrap();
+        let err = dp
+            .install_permission(&c.tuple(), &c.relay(), third)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataplaneError::MapFull {
+                    what: "permission",
+                    max: 2
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.metric_label(), "full");
+        assert_eq!(permission_entry(&dp, &c, third), None);
+        let e = all[2];
+        let err = dp.install_allocation(&e.tuple(), &[e.relay()]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataplaneError::MapFull {
+                    what: "allocation",
+                    max: 2
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(dp.allocation_entry(e.client, e.listener).unwrap(), None);
+        // Channels still have their own room beside the permissions.
+        for ch in &all[..2] {
+            ch.bind(&dp);
+        }
+        assert_eq!(dp.bound_channels(), 2);
+
+        // Removed: the entries go, and the next hops nobody uses any more; removing again,
+        // or what was never there, is fine.
+        dp.apply(&permission_event(&c, second, false)).unwrap();
+        assert_eq!(permission_entry(&dp, &c, second), None);
+        dp.apply(&permission_event(&c, second, false)).unwrap();
+        dp.apply(&permission_event(&c, third, false)).unwrap();
+        dp.install_permission(&c.tuple(), &c.relay(), third)
+            .unwrap();
+        assert!(permission_entry(&dp, &c, third).is_some());
+        dp.apply(&permission_event(&c, peer, false)).unwrap();
+        assert_eq!(permission_entry(&dp, &c, peer), None);
+        // Channel all[0] still sends to the peer; once it is unbound too, nothing does.
+        assert!(dp.next_hop(peer).unwrap().is_some());
+        dp.unbind_channel(&c.tuple(), c.channel, &c.relay(), c.peer)
+            .unwrap();
+        assert_eq!(dp.next_hop(peer).unwrap(), None);
+        let removed = relay::proto::Event::AllocationRemoved { tuple: c.tuple() };
+        dp.apply(&removed).unwrap();
+        dp.apply(&removed).unwrap();
+        assert_eq!(dp.allocation_entry(c.client, c.listener).unwrap(), None);
+        assert_eq!(dp.installed_allocations(), 1);
+        dp.install_allocation(&e.tuple(), &[e.relay()]).unwrap();
+        assert_eq!(
+            dp.allocation_entry(e.client, e.listener).unwrap(),
+            Some(vec![e.relay])
+        );
+        assert_eq!(dp.installed_permissions(), 1);
+    });
+}
+
+/// The CHANNEL_STATS map of the program attached to `iface` in `ns`, opened by its id: the
+/// tests count into it as the program counts indications.
+fn channel_stats_of(
+    ns: &Netns,
+    iface: &str,
+) -> aya::maps::PerCpuArray<aya::maps::MapData, relay_common::ChannelStats> {
+    let shown = output("ip", &["-n", &ns.name, "-d", "link", "show", "dev", iface]);
+    let id: u32 = shown
+        .split("prog/xdp id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no XDP program id in {shown}"));
+    let program = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .unwrap();
+    for map_id in program.map_ids().unwrap().unwrap() {
+        let map = aya::maps::MapData::from_id(map_id).unwrap();
+        if map.info().unwrap().name_as_str() == Some("CHANNEL_STATS") {
+            return aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(map)).unwrap();
+        }
+    }
+    panic!("program {id} has no CHANNEL_STATS");
+}
+
+/// Adds to a counter slot as the program does: client to peer on the first CPU, peer to
+/// client on the last.
+fn count(
+    stats: &mut aya::maps::PerCpuArray<aya::maps::MapData, relay_common::ChannelStats>,
+    slot: u32,
+    client_to_peer_bytes: u64,
+    peer_to_client_bytes: u64,
+) {
+    let mut values: Vec<_> = stats.get(&slot, 0).unwrap().iter().copied().collect();
+    if client_to_peer_bytes > 0 {
+        values[0].client_to_peer_packets += 1;
+        values[0].client_to_peer_bytes += client_to_peer_bytes;
+    }
+    let last = values.len() - 1;
+    if peer_to_client_bytes > 0 {
+        values[last].peer_to_client_packets += 1;
+        values[last].peer_to_client_bytes += peer_to_client_bytes;
+    }
+    stats
+        .set(slot, aya::maps::PerCpuValues::try_from(values).unwrap(), 0)
+        .unwrap();
+}
+
+#[test]
+fn permission_counters_are_taken_as_traffic_and_start_from_zero() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
+        let mut stats = channel_stats_of(&ns, "xc0");
+        let all = channels();
+        let (c, d) = (all[0], all[1]);
+        let (peer, other_peer) = (c.peer.ip(), "198.51.100.21".parse().unwrap());
+        dp.install_permission(&c.tuple(), &c.relay(), peer).unwrap();
+        dp.install_permission(&c.tuple(), &c.relay(), other_peer)
+            .unwrap();
+        dp.install_permission(&d.tuple(), &d.relay(), d.peer.ip())
+            .unwrap();
+        c.bind(&dp);
+        let slot = |p| permission_entry(&dp, &c, p).unwrap().slot;
+
+        // Send indications (client to peer) and Data indications (peer to client), both
+        // directions, every CPU; the channel's own traffic is reported apart.
+        count(&mut stats, slot(peer), 100, 50);
+        count(&mut stats, slot(other_peer), 0, 7);
+        let channel_slot = dp.peer_entry(c.relay, c.peer).unwrap().unwrap().slot;
+        count(&mut stats, channel_slot, 3, 0);
+        assert_eq!(dp.take_traffic(|_| false).unwrap(), [], "not the caller's");
+        let mut taken = dp.take_traffic(|t| *t == c.tuple()).unwrap();
+        taken.sort_by_key(|t| (t.channel, t.bytes));
+        let permission = |bytes| ChannelTraffic {
+            tuple: c.tuple(),
+            channel: ChannelTraffic::PERMISSION,
+            bytes,
+        };
+        assert_eq!(
+            taken,
+            [
+                permission(7),
+                permission(150),
+                ChannelTraffic {
+                    tuple: c.tuple(),
+                    channel: c.channel,
+                    bytes: 3
+                }
+            ]
+        );
+        assert!(taken[0].is_permission() && !taken[2].is_permission());
+        assert_eq!(dp.take_traffic(|_| true).unwrap(), [], "nothing new");
+        count(&mut stats, slot(peer), 10, 0);
+        assert_eq!(dp.take_traffic(|_| true).unwrap(), [permission(10)]);
+        let counters = dp.counters().unwrap();
+        let mine = counters
+            .permissions
+            .iter()
+            .find(|p| p.binding.peer == peer && p.binding.client == c.client)
+            .unwrap();
+        assert_eq!(
+            (mine.client_to_peer, mine.peer_to_client),
+            (
+                Traffic {
+                    packets: 2,
+                    bytes: 110
+                },
+                Traffic {
+                    packets: 1,
+                    bytes: 50
+                }
+            )
+        );
+        assert_eq!(counters.permissions.len(), 3);
+
+        // Removed and installed again (the slot reused): from zero.
+        let old = slot(peer);
+        dp.remove_permission(&c.tuple(), &c.relay(), peer).unwrap();
+        assert_eq!(dp.take_traffic(|_| true).unwrap(), []);
+        dp.install_permission(&c.tuple(), &c.relay(), peer).unwrap();
+        assert_eq!(slot(peer), old, "the freed slot is reused");
+        assert_eq!(dp.take_traffic(|_| true).unwrap(), []);
+        count(&mut stats, slot(peer), 1, 1);
+        assert_eq!(dp.take_traffic(|_| true).unwrap(), [permission(2)]);
     });
 }

@@ -4,7 +4,7 @@
 //! (root):
 //!
 //!  1. `bench_ns_per_packet` of relay/tests/xdp_testrun.rs: it reuses that file's network
-//!     namespace (veths, neighbours, forwarding), loads the program through `relay::dataplane`,
+//!     namespace (veths, neighbours), loads the program through `relay::dataplane`,
 //!     binds a channel per family pair, and prints the kernel-measured time per run for
 //!     client -> peer and peer -> client, next to packets the program passes up.
 //!

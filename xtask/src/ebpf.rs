@@ -28,11 +28,19 @@ pub struct Args {
     pub debug: bool,
 }
 
-/// Builds relay-ebpf and returns the path of the BPF object.
+/// Installs what the build needs (idempotently: [`install_toolchain`]), builds relay-ebpf and
+/// returns the path of the BPF object.
 pub fn run(args: &Args) -> Result<PathBuf> {
+    install_toolchain()?;
+    build(args)
+}
+
+/// Builds relay-ebpf with what is installed and returns the path of the BPF object.
+pub fn build(args: &Args) -> Result<PathBuf> {
     if find_on_path("bpf-linker").is_none() {
         bail!(
-            "bpf-linker is not on PATH; install it with `{BPF_LINKER_INSTALL}` and run this again"
+            "bpf-linker is not on PATH after installing it; install it with \
+             `{BPF_LINKER_INSTALL}` (and put cargo's bin directory on PATH) and run this again"
         );
     }
     let dir = repo_root().join("relay-ebpf");

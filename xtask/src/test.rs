@@ -13,7 +13,9 @@ use crate::{NIGHTLY, crdgen, ebpf, envtest, repo_root};
 /// turnadmin / turnserver (interop), iproute2 and ethtool for network namespaces and NIC set-up.
 /// stun-client: Debian's RFC 3489 `stun` client (classic STUN interop); openssl: `s_client` for
 /// the TLS tests; python3-pip: to install the Python packages below;
-/// bpftool: the XDP end-to-end tests read the relay's maps from outside its process.
+/// bpftool: the XDP end-to-end tests read the relay's maps from outside its process;
+/// chromium, firefox-esr and nftables: relay/tests/browser_e2e.rs calls from one real browser to
+/// another through the relay, each behind an nftables NAT router.
 const APT_PACKAGES: &[&str] = &[
     "coturn",
     "iproute2",
@@ -22,7 +24,13 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     "python3-pip",
     "bpftool",
+    "chromium",
+    "firefox-esr",
+    "nftables",
 ];
+
+/// The browser tests' driver (puppeteer-core), installed from its lockfile with `npm ci`.
+const BROWSER_DRIVER_DIR: &str = "relay/tests/browser";
 
 /// Python packages the tests use, as (what pip installs, what Python imports): aioice's STUN
 /// codec drives STUN over TCP; helm-python-sdk bundles Helm's Go library (`libhelm_c`, with
@@ -66,6 +74,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     } else {
         named("apt packages", || apt_packages(APT_PACKAGES))?;
         named("python packages", pip_packages)?;
+        named("browser test driver (npm ci)", || {
+            browser_driver(&root.join(BROWSER_DRIVER_DIR))
+        })?;
         named("stable toolchain components", || stable_components(&root))?;
         named("eBPF toolchain", ebpf::install_toolchain)?;
         if args.no_fuzz {
@@ -113,7 +124,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     // Before clippy and the tests: the relay embeds the program (relay/build.rs), and the
     // BPF_PROG_TEST_RUN tests fail without it.
     named("build the XDP program (cargo xtask build-ebpf)", || {
-        ebpf::run(&ebpf::Args::default()).map(drop)
+        ebpf::build(&ebpf::Args::default()).map(drop)
     })?;
     named("cargo fmt", || {
         cargo(&root).args(["fmt", "--all", "--check"]).run()
@@ -296,6 +307,62 @@ fn pip_packages() -> Result<()> {
     Ok(())
 }
 
+/// Installs the browser tests' Node packages with `npm ci`, unless every package the lockfile
+/// names is installed at its locked version already; Debian's nodejs and npm first if there is
+/// no npm. puppeteer-core downloads no browser: the tests drive Debian's.
+fn browser_driver(dir: &Path) -> Result<()> {
+    let has_npm = Cmd::new("npm")
+        .arg("--version")
+        .probe()
+        .is_some_and(|o| o.status.success());
+    if !has_npm {
+        apt_packages(&["nodejs", "npm"])?;
+    }
+    match npm_packages_missing(dir)? {
+        None => {
+            println!(
+                "    {}: installed as locked",
+                dir.join("node_modules").display()
+            );
+            Ok(())
+        }
+        Some(missing) => {
+            println!("    {missing}: missing or not at its locked version");
+            Cmd::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .env("PUPPETEER_SKIP_DOWNLOAD", "1")
+                .current_dir(dir)
+                .run()
+        }
+    }
+}
+
+/// The first package of `dir`'s package-lock.json that node_modules does not hold at its locked
+/// version (optional ones, which npm may skip on this platform, aside); None if there is none.
+fn npm_packages_missing(dir: &Path) -> Result<Option<String>> {
+    let lock_path = dir.join("package-lock.json");
+    let text = fs::read_to_string(&lock_path)
+        .with_context(|| format!("reading {}", lock_path.display()))?;
+    let lock: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", lock_path.display()))?;
+    let packages = lock["packages"]
+        .as_object()
+        .ok_or_else(|| anyhow!("{} has no \"packages\"", lock_path.display()))?;
+    for (path, entry) in packages {
+        if path.is_empty() || entry["optional"].as_bool() == Some(true) {
+            continue;
+        }
+        let installed = fs::read_to_string(dir.join(path).join("package.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|p| p["version"].as_str().map(str::to_owned));
+        if installed.as_deref() != entry["version"].as_str() {
+            return Ok(Some(path.clone()));
+        }
+    }
+    Ok(None)
+}
+
 /// The pinned stable toolchain and its components, as rust-toolchain.toml names them.
 fn stable_components(root: &Path) -> Result<()> {
     let path = root.join("rust-toolchain.toml");
@@ -371,4 +438,65 @@ fn cargo_fuzz(root: &Path) -> Result<()> {
     cargo(root)
         .args(["install", "cargo-fuzz", "--locked"])
         .run()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A package directory with a lockfile of three packages (one optional) and `installed`
+    /// (path, version) in node_modules.
+    fn fixture(name: &str, installed: &[(&str, &str)]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-npm-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let lock = serde_json::json!({
+            "lockfileVersion": 3,
+            "packages": {
+                "": {"name": "fixture"},
+                "node_modules/a": {"version": "1.0.0"},
+                "node_modules/a/node_modules/b": {"version": "2.0.0"},
+                "node_modules/c": {"version": "3.0.0", "optional": true},
+            }
+        });
+        fs::write(dir.join("package-lock.json"), lock.to_string()).unwrap();
+        for (path, version) in installed {
+            let pkg = dir.join(path);
+            fs::create_dir_all(&pkg).unwrap();
+            let manifest = serde_json::json!({"version": version});
+            fs::write(pkg.join("package.json"), manifest.to_string()).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn npm_ci_only_when_a_locked_package_is_missing_or_another_version() {
+        let all = [
+            ("node_modules/a", "1.0.0"),
+            ("node_modules/a/node_modules/b", "2.0.0"),
+        ];
+        let dir = fixture("all", &all);
+        assert_eq!(
+            npm_packages_missing(&dir).unwrap(),
+            None,
+            "optional c aside"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+
+        let dir = fixture("nested", &all[..1]);
+        assert_eq!(
+            npm_packages_missing(&dir).unwrap().as_deref(),
+            Some("node_modules/a/node_modules/b")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+
+        let dir = fixture(
+            "version",
+            &[all[0], ("node_modules/a/node_modules/b", "2.0.1")],
+        );
+        assert!(npm_packages_missing(&dir).unwrap().is_some());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -2,22 +2,55 @@
 //! writer of its maps (ARCHITECTURE.md, "Kernel/user").
 //!
 //! ```text
-//! Event::ChannelBound   ─► Dataplane::bind_channel   ─► CLIENT_TO_PEER + PEER_TO_CLIENT
-//! Event::ChannelUnbound ─► Dataplane::unbind_channel ─► both entries removed (totals keep them)
+//! Event::ChannelBound   ─► Dataplane::bind_channel   ─► NEXT_HOPS of client and peer (new
+//!                                                    ones resolved), then CLIENT_TO_PEER +
+//!                                                    PEER_TO_CLIENT
+//! Event::ChannelUnbound ─► Dataplane::unbind_channel ─► both entries removed (totals keep
+//!                                                    them), then next hops no channel uses
+//! Event::Permission-    ─► Dataplane::install_permission ─► NEXT_HOPS of client and peer,
+//!   Installed                                        then PEER_TO_CLIENT (peer port 0,
+//!                                                    channel 0) with a counter slot
+//! Event::Permission-    ─► Dataplane::remove_permission ─► that entry, then its next hops
+//!   Removed
+//! Event::Allocation-    ─► Dataplane::install_allocation ─► ALLOCATIONS: client 5-tuple ->
+//!   Installed / Removed    / remove_allocation             relayed addresses (or removed)
+//! own thread, 1/s, and  ─► refresh_next_hops         ─► NEXT_HOPS follows the kernel's
+//! on route/link/neighbour                               route, link and neighbour tables
+//! announcements
 //! metrics export        ─► Dataplane::totals         ─► per-CPU counters, summed (per channel:
 //!                                                    Dataplane::counters)
-//! each worker, 1/s      ─► Dataplane::take_traffic   ─► per-channel bytes since the last read,
-//!                                                    charged to the allocations' bandwidth
-//!                                                    budgets (over it: channels unbound until
+//! each worker, 1/s      ─► Dataplane::take_traffic   ─► per-channel and per-permission bytes
+//!                                                    since the last read, charged to the
+//!                                                    allocations' bandwidth budgets (over it:
+//!                                                    the allocation leaves the kernel until
 //!                                                    the budget recovers; see proto)
 //! drop(Dataplane)       ─► the XDP links are detached: nothing forwards behind the relay
 //! ```
 //!
 //! A `Dataplane` is `Send + Sync`; its methods take `&self` and serialise map writes behind one
-//! lock, so workers can share it in an `Arc`. Only UDP channels are offloaded; anything the
-//! program does not forward (STUN, unknown channels, fragments, a route that needs a neighbour
-//! resolved, ...) reaches the relay's sockets unchanged and is served in userspace, so a
+//! lock, so workers can share it in an `Arc`. Only UDP channels, permissions and allocations
+//! are offloaded; anything the
+//! program does not forward (STUN, unknown channels, fragments, a destination whose next hop is
+//! not known yet, ...) reaches the relay's sockets unchanged and is served in userspace, so a
 //! channel whose [`Dataplane::bind_channel`] failed still works, just slower.
+//!
+//! Sizes: `max_channels` channels and as many permissions at most (PEER_TO_CLIENT and
+//! CHANNEL_STATS hold twice `max_channels` entries: a channel and a permission each take one
+//! entry there and one counter slot, from one pool), `max_channels` allocations (ALLOCATIONS),
+//! and two next hops per channel or permission (NEXT_HOPS). A permission's entry has port 0,
+//! a channel's the peer's port, so both live side by side for one peer.
+//!
+//! Next hops: the program sends a rewritten packet where `NEXT_HOPS` says its destination's
+//! next hop is (interface, MTU, MACs). The dataplane resolves each address a bound channel
+//! sends to as the kernel routes the relay's own output to it ([`nexthop`]: route, interface,
+//! neighbour) and keeps the entries current from a thread of its own: those a route, link or
+//! neighbour change concerns as soon as the kernel announces it, and every destination again
+//! once a second (resolving costs about 5 µs a destination: beyond some 10,000 of them, less
+//! often, within 1/20 of a core, while announcements arrive). Stale neighbour entries, which
+//! the program's packets never confirm, are marked used so that the kernel confirms them as it
+//! does for its own sends. A destination without a usable route or a known neighbour MAC has
+//! no entry, and its packets go up to the relay's sockets (`pass_no_next_hop`), whose sends
+//! make the kernel resolve the neighbour; the entry follows.
 //!
 //! The program is compiled into the relay when `cargo xtask build-ebpf` ran before the relay
 //! was built (relay/build.rs); without it, and on other systems than Linux, [`Dataplane::load`]
@@ -28,25 +61,28 @@
 //! behind either. (aya falls back to a netlink attach on older kernels; there only `Drop`
 //! detaches.)
 //!
-//! Requirements on the host, besides root (or CAP_BPF + CAP_NET_ADMIN): forwarding enabled on
-//! the attached interfaces (`net.ipv4.conf.<if>.forwarding=1`, and `net.ipv6.conf.<if>.forwarding=1`
-//! for IPv6), because `bpf_fib_lookup`, which finds the next hop and its MAC, refuses to route
-//! otherwise — every packet then goes up as `pass_fib_fwd_disabled`; see
-//! [`Attachment::ipv4_forwarding`].
+//! Requirements on the host: root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), nothing else. In particular
+//! forwarding need not be enabled on the attached interfaces: the next hops come from
+//! userspace's route lookups for the relay's own output, not from `bpf_fib_lookup` (which
+//! refuses to route without forwarding), and what the program sends is what the relay's
+//! sockets would have sent.
 
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+pub mod nexthop;
 #[cfg(not(target_os = "linux"))]
 mod stub;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
 pub use linux::Dataplane;
 pub use relay_common::Action;
+use relay_common::NextHopValue;
 #[cfg(not(target_os = "linux"))]
 pub use stub::Dataplane;
 
@@ -110,8 +146,10 @@ pub struct XdpConfig {
     pub interfaces: Vec<String>,
     /// How to attach.
     pub mode: XdpMode,
-    /// Size of the channel maps: at most this many channels are offloaded at once; binding one
-    /// more fails with [`DataplaneError::Full`] and the channel stays in userspace.
+    /// Size of the maps: at most this many channels are offloaded at once, and as many
+    /// permissions and allocations; binding one more channel fails with
+    /// [`DataplaneError::Full`] (one more permission or allocation with
+    /// [`DataplaneError::MapFull`]) and it stays in userspace.
     pub max_channels: u32,
     /// The relay's UDP listening addresses (an unspecified address stands for all of its
     /// family). Only used to count what is not forwarded under the right action (`pass_stun`
@@ -139,11 +177,97 @@ pub struct Attachment {
     pub ifindex: u32,
     /// The mode it got ([`XdpMode::Native`] or [`XdpMode::Skb`], never `Auto`).
     pub mode: XdpMode,
-    /// `net.ipv4.conf.<if>.forwarding`: without it IPv4 packets are not forwarded by the program
-    /// (`pass_fib_fwd_disabled`). `None` if it could not be read.
-    pub ipv4_forwarding: Option<bool>,
-    /// `net.ipv6.conf.<if>.forwarding`, likewise for IPv6.
-    pub ipv6_forwarding: Option<bool>,
+    /// Why that mode.
+    pub why: ModeChoice,
+}
+
+/// Why an interface got its XDP mode: said at start-up and in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeChoice {
+    /// `--xdp-mode native` or `skb` asked for it.
+    Configured,
+    /// `auto` on a virtual interface (veth, bridge, ...): generic mode, because native
+    /// XDP_TX and redirects there drop frames unless the other end runs XDP too, and because
+    /// generic mode keeps the packets' checksum offload state.
+    VirtualInterface,
+    /// `auto` on a device whose driver runs XDP natively.
+    DriverSupportsNative,
+    /// `auto` on a device whose driver refused native XDP: generic mode.
+    DriverLacksNative,
+}
+
+impl ModeChoice {
+    /// A bounded label value for the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeChoice::Configured => "configured",
+            ModeChoice::VirtualInterface => "virtual_interface",
+            ModeChoice::DriverSupportsNative => "driver_supports_native",
+            ModeChoice::DriverLacksNative => "driver_lacks_native",
+        }
+    }
+
+    /// What to tell the operator reading the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ModeChoice::Configured => "as configured (--xdp-mode)",
+            ModeChoice::VirtualInterface => {
+                "auto: a virtual interface (veth, bridge, ...) gets skb mode: native XDP_TX and \
+                 redirects there drop frames unless the other end runs XDP too, and skb mode \
+                 keeps the packets' checksum offload state"
+            }
+            ModeChoice::DriverSupportsNative => "auto: the driver runs XDP natively",
+            ModeChoice::DriverLacksNative => "auto: the driver refused native XDP; skb mode",
+        }
+    }
+}
+
+/// How packets to one destination leave: what the program writes into their Ethernet header
+/// and where it sends them (a `NEXT_HOPS` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NextHop {
+    /// The egress interface's index.
+    pub ifindex: u32,
+    /// The largest IP packet that leaves: the route's MTU if it has one, else the interface's.
+    pub mtu: u32,
+    /// The egress interface's MAC (the Ethernet source).
+    pub smac: [u8; 6],
+    /// The next hop's MAC (the Ethernet destination): the gateway's, or the destination's own
+    /// on a connected network.
+    pub dmac: [u8; 6],
+}
+
+impl NextHop {
+    /// The `NEXT_HOPS` value.
+    pub fn value(&self) -> NextHopValue {
+        NextHopValue {
+            ifindex: self.ifindex,
+            mtu: self.mtu,
+            smac: self.smac,
+            dmac: self.dmac,
+        }
+    }
+
+    /// From a `NEXT_HOPS` value.
+    pub fn from_value(v: &NextHopValue) -> NextHop {
+        NextHop {
+            ifindex: v.ifindex,
+            mtu: v.mtu,
+            smac: v.smac,
+            dmac: v.dmac,
+        }
+    }
+}
+
+/// What [`Dataplane::refresh_next_hops`] changed in `NEXT_HOPS`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NextHopChanges {
+    /// Entries of destinations that resolve now and did not.
+    pub added: usize,
+    /// Entries whose next hop changed (interface, MTU or a MAC).
+    pub updated: usize,
+    /// Entries of destinations that no longer resolve (or that no channel sends to).
+    pub removed: usize,
 }
 
 /// Why the dataplane could not do something. Nothing here is fatal to the relay: it serves the
@@ -192,6 +316,10 @@ pub enum DataplaneError {
     /// The maps are full: the channel is relayed in userspace.
     #[error("the XDP channel maps are full ({max_channels} channels)")]
     Full { max_channels: u32 },
+    /// The maps hold as many permissions or allocations as they can (`what`): its Send and
+    /// Data indications are relayed in userspace.
+    #[error("the XDP maps hold {max} {what}s already")]
+    MapFull { what: &'static str, max: u32 },
     /// The peer of this channel is already bound, on the same relayed address, to another
     /// channel (TURN does not allow it; the maps could not hold both).
     #[error("peer {peer} is already bound to another channel on relayed address {relay}")]
@@ -206,6 +334,9 @@ pub enum DataplaneError {
     /// A BPF_PROG_TEST_RUN failed.
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Asking the kernel for routes, interfaces or neighbours failed.
+    #[error("resolving next hops over netlink: {0}")]
+    NextHop(#[source] std::io::Error),
 }
 
 impl DataplaneError {
@@ -219,10 +350,11 @@ impl DataplaneError {
             DataplaneError::Attach { .. } => "attach",
             DataplaneError::Transport(_) => "transport",
             DataplaneError::Address { .. } => "address",
-            DataplaneError::Full { .. } => "full",
+            DataplaneError::Full { .. } | DataplaneError::MapFull { .. } => "full",
             DataplaneError::Conflict { .. } => "conflict",
             DataplaneError::Map { .. } => "map",
             DataplaneError::TestRun(_) => "test_run",
+            DataplaneError::NextHop(_) => "next_hop",
         }
     }
 }
@@ -274,6 +406,105 @@ impl ChannelBinding {
     }
 }
 
+/// One permission, as the maps hold it: datagrams from any port of `peer` to `relay` (the
+/// relayed address the socket is bound to, of the peer's family) go to `client` from `listener`
+/// as Data indications, and the client's Send indications to `peer` leave from `relay`.
+/// IPv4-mapped IPv6 addresses are taken as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PermissionBinding {
+    pub client: SocketAddr,
+    pub listener: SocketAddr,
+    pub relay: SocketAddr,
+    pub peer: IpAddr,
+}
+
+impl PermissionBinding {
+    /// The binding of a permission from what `Event::PermissionInstalled` /
+    /// `PermissionRemoved` carry. Fails for permissions the kernel cannot serve: not UDP, an
+    /// unspecified address, or a relayed address of another family than the peer's.
+    pub fn new(tuple: &FiveTuple, relay: &Relay, peer: IpAddr) -> Result<Self, DataplaneError> {
+        let (client, listener) = udp_tuple(tuple)?;
+        let relay = canonical(relay.addr);
+        let peer = peer.to_canonical();
+        unspecified("relayed address", relay)?;
+        unspecified("peer address", SocketAddr::new(peer, 0))?;
+        if relay.is_ipv4() != peer.is_ipv4() {
+            return Err(DataplaneError::Address {
+                what: "relayed address of another family than the peer's",
+                addr: relay,
+            });
+        }
+        Ok(PermissionBinding {
+            client,
+            listener,
+            relay,
+            peer,
+        })
+    }
+}
+
+/// One allocation, as ALLOCATIONS holds it: Send indications from `client` to `listener` leave
+/// from the relayed address of the peer's family among `relays`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AllocationBinding {
+    pub client: SocketAddr,
+    pub listener: SocketAddr,
+    /// The bound relayed addresses, at most one per family.
+    pub relays: Vec<SocketAddr>,
+}
+
+impl AllocationBinding {
+    /// The binding of an allocation from what `Event::AllocationInstalled` carries. Fails for
+    /// allocations the kernel cannot serve: not UDP (RFC 6062 TCP allocations never are), or
+    /// an unspecified address.
+    pub fn new(tuple: &FiveTuple, relays: &[Relay]) -> Result<Self, DataplaneError> {
+        let (client, listener) = udp_tuple(tuple)?;
+        let relays: Vec<SocketAddr> = relays.iter().map(|r| canonical(r.addr)).collect();
+        for r in &relays {
+            unspecified("relayed address", *r)?;
+        }
+        Ok(AllocationBinding {
+            client,
+            listener,
+            relays,
+        })
+    }
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// The client and listener of a 5-tuple the kernel can match: UDP, specified addresses.
+fn udp_tuple(tuple: &FiveTuple) -> Result<(SocketAddr, SocketAddr), DataplaneError> {
+    if tuple.transport != Transport::Udp {
+        return Err(DataplaneError::Transport(tuple.transport));
+    }
+    let (client, listener) = (canonical(tuple.client), canonical(tuple.server));
+    unspecified("listener address", listener)?;
+    unspecified("client address", client)?;
+    Ok((client, listener))
+}
+
+fn unspecified(what: &'static str, addr: SocketAddr) -> Result<(), DataplaneError> {
+    if addr.ip().is_unspecified() {
+        return Err(DataplaneError::Address { what, addr });
+    }
+    Ok(())
+}
+
+/// A PEER_TO_CLIENT entry, as read from the map ([`Dataplane::peer_entry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// Where the peer's datagrams go, and from which listening address.
+    pub client: SocketAddr,
+    pub listener: SocketAddr,
+    /// The channel, or 0 for a permission (Data indications).
+    pub channel: u16,
+    /// The counter slot in CHANNEL_STATS.
+    pub slot: u32,
+}
+
 /// Packets and bytes (application data, as the userspace datapath counts them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -299,15 +530,37 @@ pub struct ChannelCounters {
     pub peer_to_client: Traffic,
 }
 
-/// What the kernel forwarded on one channel since the last [`Dataplane::take_traffic`]: to be
-/// charged to its allocation's bandwidth budget (`proto::Server::charge_offloaded`).
+/// One installed permission's traffic through the program (Send indications client to peer,
+/// Data indications peer to client), since it was installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PermissionCounters {
+    pub binding: PermissionBinding,
+    pub client_to_peer: Traffic,
+    pub peer_to_client: Traffic,
+}
+
+/// What the kernel forwarded on one channel, or under one permission (as Send and Data
+/// indications), since the last [`Dataplane::take_traffic`]: to be charged to its allocation's
+/// bandwidth budget (`proto::Server::charge_offloaded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelTraffic {
     /// The allocation's 5-tuple.
     pub tuple: FiveTuple,
+    /// The channel, or [`ChannelTraffic::PERMISSION`] for a permission's indications.
     pub channel: u16,
     /// Application bytes, both directions.
     pub bytes: u64,
+}
+
+impl ChannelTraffic {
+    /// The `channel` of a permission's traffic (no channel number is 0; the maps use it the
+    /// same way).
+    pub const PERMISSION: u16 = relay_common::maps::NO_CHANNEL;
+
+    /// Whether this is a permission's traffic (Send and Data indications).
+    pub fn is_permission(&self) -> bool {
+        self.channel == Self::PERMISSION
+    }
 }
 
 /// Packets per [`Action`], summed over CPUs.
@@ -344,6 +597,45 @@ pub struct Totals {
     pub client_to_peer: Traffic,
     pub peer_to_client: Traffic,
     pub actions: ActionCounts,
+    /// The same traffic by kind of message (each counted once per direction it stands for).
+    pub kinds: [KindTraffic; MessageKind::ALL.len()],
+}
+
+/// What the program forwards, by kind: the label of `xdpturn_xdp_forwarded_packets_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// ChannelData, both ways.
+    Channel,
+    /// Send indications (client to peer) and Data indications (peer to client).
+    Indication,
+    /// From a client straight to another client of this relay: counted both ways, as the two
+    /// passes of userspace it replaces.
+    SameRelay,
+}
+
+impl MessageKind {
+    /// Every kind, in the order of [`Totals::kinds`].
+    pub const ALL: [MessageKind; 3] = [
+        MessageKind::Channel,
+        MessageKind::Indication,
+        MessageKind::SameRelay,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Channel => "channel",
+            MessageKind::Indication => "indication",
+            MessageKind::SameRelay => "same_relay",
+        }
+    }
+}
+
+/// One kind's traffic through the program, each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindTraffic {
+    pub client_to_peer: Traffic,
+    pub peer_to_client: Traffic,
 }
 
 /// [`Totals`] and every bound channel's traffic: [`Dataplane::counters`].
@@ -354,6 +646,8 @@ pub struct Counters {
     pub actions: ActionCounts,
     /// The channels bound now.
     pub channels: Vec<ChannelCounters>,
+    /// The permissions installed now.
+    pub permissions: Vec<PermissionCounters>,
 }
 
 /// What one BPF_PROG_TEST_RUN returned.
@@ -382,8 +676,10 @@ pub struct ProgramStats {
 }
 
 impl Dataplane {
-    /// Applies a channel event (the others are ignored): `ChannelBound` binds, `ChannelUnbound`
-    /// unbinds. This is the one place the event loop needs to call.
+    /// Applies a channel, permission or allocation event (the others are ignored):
+    /// `ChannelBound` binds, `ChannelUnbound` unbinds, `PermissionInstalled` and
+    /// `AllocationInstalled` install, `PermissionRemoved` and `AllocationRemoved` remove. This
+    /// is the one place the event loop needs to call.
     pub fn apply(&self, event: &Event) -> Result<(), DataplaneError> {
         match event {
             Event::ChannelBound {
@@ -399,7 +695,62 @@ impl Dataplane {
                 relay,
                 peer,
             } => self.unbind_channel(tuple, *channel, relay, *peer),
+            Event::PermissionInstalled {
+                tuple, relay, peer, ..
+            } => self.install_permission(tuple, relay, *peer),
+            Event::PermissionRemoved { tuple, relay, peer } => {
+                self.remove_permission(tuple, relay, *peer)
+            }
+            Event::AllocationInstalled { tuple, relays } => self.install_allocation(tuple, relays),
+            Event::AllocationRemoved { tuple } => self.remove_allocation(tuple),
             _ => Ok(()),
+        }
+    }
+
+    /// Offloads a permission's Send and Data indications (`Event::PermissionInstalled`; a
+    /// refresh of one already there changes nothing). On error the maps are as before and
+    /// the indications are relayed in userspace.
+    pub fn install_permission(
+        &self,
+        tuple: &FiveTuple,
+        relay: &Relay,
+        peer: IpAddr,
+    ) -> Result<(), DataplaneError> {
+        self.permit(PermissionBinding::new(tuple, relay, peer)?, *tuple)
+    }
+
+    /// Removes a permission (`Event::PermissionRemoved`); its counts are kept in the totals.
+    /// One that was not offloaded is not an error.
+    pub fn remove_permission(
+        &self,
+        tuple: &FiveTuple,
+        relay: &Relay,
+        peer: IpAddr,
+    ) -> Result<(), DataplaneError> {
+        match PermissionBinding::new(tuple, relay, peer) {
+            Ok(binding) => self.revoke(&binding),
+            Err(DataplaneError::Transport(_) | DataplaneError::Address { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Offloads an allocation's Send indications (`Event::AllocationInstalled`; a refresh
+    /// changes nothing). On error the maps are as before.
+    pub fn install_allocation(
+        &self,
+        tuple: &FiveTuple,
+        relays: &[Relay],
+    ) -> Result<(), DataplaneError> {
+        self.offload(AllocationBinding::new(tuple, relays)?)
+    }
+
+    /// Removes an allocation (`Event::AllocationRemoved`). One that was not offloaded is not
+    /// an error.
+    pub fn remove_allocation(&self, tuple: &FiveTuple) -> Result<(), DataplaneError> {
+        match AllocationBinding::new(tuple, &[]) {
+            Ok(binding) => self.unload(&binding),
+            Err(DataplaneError::Transport(_) | DataplaneError::Address { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -498,6 +849,62 @@ mod tests {
         tuple.server = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 3478);
         let err = ChannelBinding::new(&tuple, 0x4000, &r, peer).unwrap_err();
         assert_eq!(err.metric_label(), "address");
+    }
+
+    #[test]
+    fn permissions_take_the_bound_address_and_refuse_what_the_kernel_cannot_match() {
+        let mapped = IpAddr::V6(Ipv4Addr::new(198, 51, 100, 7).to_ipv6_mapped());
+        let mut tuple = FiveTuple {
+            transport: Transport::Udp,
+            client: SocketAddr::new(mapped, 40_000),
+            server: "192.0.2.1:3478".parse().unwrap(),
+        };
+        let v4 = relay("192.0.2.1:50000".parse().unwrap());
+        let peer_mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 9).to_ipv6_mapped());
+        let p = PermissionBinding::new(&tuple, &v4, peer_mapped).unwrap();
+        assert_eq!(p.client, "198.51.100.7:40000".parse().unwrap());
+        assert_eq!(p.relay, v4.addr);
+        assert_eq!(p.peer, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)));
+        let v6_peer: IpAddr = "2001:db8::2".parse().unwrap();
+        let err = PermissionBinding::new(&tuple, &v4, v6_peer).unwrap_err();
+        assert_eq!(err.metric_label(), "address");
+        let err = PermissionBinding::new(&tuple, &v4, Ipv4Addr::UNSPECIFIED.into()).unwrap_err();
+        assert_eq!(err.metric_label(), "address");
+
+        let v6 = relay("[2001:db8::1]:50001".parse().unwrap());
+        let a = AllocationBinding::new(&tuple, &[v4, v6]).unwrap();
+        assert_eq!(a.relays, [v4.addr, v6.addr]);
+        let unspecified = relay("0.0.0.0:50000".parse().unwrap());
+        let err = AllocationBinding::new(&tuple, &[unspecified]).unwrap_err();
+        assert_eq!(err.metric_label(), "address");
+
+        tuple.transport = Transport::Tls;
+        let err = PermissionBinding::new(&tuple, &v4, peer_mapped).unwrap_err();
+        assert_eq!(err.metric_label(), "transport");
+        let err = AllocationBinding::new(&tuple, &[v4]).unwrap_err();
+        assert_eq!(err.metric_label(), "transport");
+    }
+
+    #[test]
+    fn permission_traffic_is_told_from_channel_traffic() {
+        let tuple = FiveTuple {
+            transport: Transport::Udp,
+            client: "198.51.100.7:40000".parse().unwrap(),
+            server: "192.0.2.1:3478".parse().unwrap(),
+        };
+        let t = |channel| ChannelTraffic {
+            tuple,
+            channel,
+            bytes: 1,
+        };
+        assert!(t(ChannelTraffic::PERMISSION).is_permission());
+        assert!(!t(0x4000).is_permission());
+        let err = DataplaneError::MapFull {
+            what: "permission",
+            max: 3,
+        };
+        assert_eq!(err.metric_label(), "full");
+        assert_eq!(err.to_string(), "the XDP maps hold 3 permissions already");
     }
 
     #[test]

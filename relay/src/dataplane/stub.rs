@@ -1,8 +1,11 @@
 //! The dataplane where XDP does not exist: the same API, and `load` says why there is none.
 
+use std::net::{IpAddr, SocketAddr};
+
 use super::{
-    Attachment, ChannelBinding, ChannelTraffic, Counters, DataplaneError, ProgramStats, TestRun,
-    Totals, XdpConfig,
+    AllocationBinding, Attachment, ChannelBinding, ChannelTraffic, Counters, DataplaneError,
+    NextHop, NextHopChanges, PeerEntry, PermissionBinding, ProgramStats, TestRun, Totals,
+    XdpConfig,
 };
 use crate::proto::FiveTuple;
 
@@ -26,6 +29,16 @@ impl Dataplane {
         &[]
     }
 
+    /// Frames the attached interfaces dropped: nothing is attached.
+    pub fn interface_drops(&self) -> Vec<Option<u64>> {
+        Vec::new()
+    }
+
+    /// Takes the program off an interface: nothing is attached.
+    pub fn detach(&self, _index: usize) -> Result<bool, DataplaneError> {
+        Ok(false)
+    }
+
     /// The most channels the maps hold.
     pub fn max_channels(&self) -> u32 {
         0
@@ -34,6 +47,34 @@ impl Dataplane {
     /// How many channels are offloaded now.
     pub fn bound_channels(&self) -> usize {
         0
+    }
+
+    /// How many permissions are offloaded now.
+    pub fn installed_permissions(&self) -> usize {
+        0
+    }
+
+    /// How many allocations are offloaded now.
+    pub fn installed_allocations(&self) -> usize {
+        0
+    }
+
+    /// What PEER_TO_CLIENT holds for `peer` on `relay` (nothing, ever).
+    pub fn peer_entry(
+        &self,
+        _relay: SocketAddr,
+        _peer: SocketAddr,
+    ) -> Result<Option<PeerEntry>, DataplaneError> {
+        Ok(None)
+    }
+
+    /// What ALLOCATIONS holds for a client (nothing, ever).
+    pub fn allocation_entry(
+        &self,
+        _client: SocketAddr,
+        _listener: SocketAddr,
+    ) -> Result<Option<Vec<SocketAddr>>, DataplaneError> {
+        Ok(None)
     }
 
     /// What the kernel says about the loaded program.
@@ -53,6 +94,26 @@ impl Dataplane {
         Ok(())
     }
 
+    pub(super) fn permit(
+        &self,
+        _binding: PermissionBinding,
+        _tuple: FiveTuple,
+    ) -> Result<(), DataplaneError> {
+        Err(DataplaneError::Unsupported(WHY))
+    }
+
+    pub(super) fn revoke(&self, _binding: &PermissionBinding) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
+    pub(super) fn offload(&self, _binding: AllocationBinding) -> Result<(), DataplaneError> {
+        Err(DataplaneError::Unsupported(WHY))
+    }
+
+    pub(super) fn unload(&self, _binding: &AllocationBinding) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
     /// Reads the totals.
     pub fn totals(&self) -> Result<Totals, DataplaneError> {
         Err(DataplaneError::Unsupported(WHY))
@@ -63,12 +124,22 @@ impl Dataplane {
         Err(DataplaneError::Unsupported(WHY))
     }
 
-    /// What the kernel forwarded per channel since the last call (nothing, ever).
+    /// What the kernel forwarded per channel and permission since the last call (nothing, ever).
     pub fn take_traffic(
         &self,
         _owned: impl FnMut(&FiveTuple) -> bool,
     ) -> Result<Vec<ChannelTraffic>, DataplaneError> {
         Ok(Vec::new())
+    }
+
+    /// Resolves the next hops again (there are none).
+    pub fn refresh_next_hops(&self) -> Result<NextHopChanges, DataplaneError> {
+        Ok(NextHopChanges::default())
+    }
+
+    /// What the next-hop map holds for `dst` (nothing, ever).
+    pub fn next_hop(&self, _dst: IpAddr) -> Result<Option<NextHop>, DataplaneError> {
+        Ok(None)
     }
 
     /// Runs the program on a frame with BPF_PROG_TEST_RUN.

@@ -143,9 +143,22 @@ impl Allocation {
 
     /// The relay of the peer's family, if the allocation has one.
     pub fn relay_for(&self, peer: SocketAddr) -> Option<&Relay> {
+        self.relay_for_ip(peer.ip())
+    }
+
+    /// The relay of the family of peer IP `ip` (where its permission is), if there is one.
+    pub fn relay_for_ip(&self, ip: IpAddr) -> Option<&Relay> {
         self.relays
             .iter()
-            .find(|r| r.addr.is_ipv4() == peer.is_ipv4())
+            .find(|r| r.addr.is_ipv4() == ip.is_ipv4())
+    }
+
+    /// Every permitted peer IP, expired or not (until [`Allocation::expire`] removes it), in
+    /// order.
+    pub fn permitted(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.permissions.keys().copied().collect();
+        v.sort_unstable();
+        v
     }
 
     pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
@@ -187,6 +200,21 @@ impl Allocation {
         v
     }
 
+    /// The permissions the kernel may use: live, and the allocation not throttled; in order.
+    pub fn offloadable_permissions(&self, now: Instant) -> Vec<IpAddr> {
+        if self.throttled {
+            return Vec::new();
+        }
+        let mut v: Vec<IpAddr> = self
+            .permissions
+            .iter()
+            .filter(|&(_, &expires)| expires > now)
+            .map(|(&ip, _)| ip)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Takes from the bandwidth budget, if there is one.
     pub fn within_bandwidth(&mut self, bytes: usize, now: Instant) -> bool {
         self.bandwidth.as_mut().is_none_or(|b| b.take(bytes, now))
@@ -212,11 +240,25 @@ impl Allocation {
         self.responses.push((tid, now, response.to_vec()));
     }
 
-    /// Removes expired permissions and channels; returns (permissions, channels) removed and
-    /// the channels, for whoever mirrors them.
-    pub fn expire(&mut self, now: Instant, unbound: &mut Vec<(u16, SocketAddr)>) -> (usize, usize) {
+    /// Removes expired permissions and channels; returns (permissions, channels) removed, and
+    /// the channels (`unbound`) and permissions (`revoked`, in order), for whoever mirrors
+    /// them.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        unbound: &mut Vec<(u16, SocketAddr)>,
+        revoked: &mut Vec<IpAddr>,
+    ) -> (usize, usize) {
         let permissions = self.permissions.len();
-        self.permissions.retain(|_, &mut expires| expires > now);
+        self.permissions.retain(|&ip, &mut expires| {
+            if expires > now {
+                true
+            } else {
+                revoked.push(ip);
+                false
+            }
+        });
+        revoked.sort_unstable();
         let permissions = permissions - self.permissions.len();
         let channels = self.channels.len();
         self.channels.retain(|&number, c| {

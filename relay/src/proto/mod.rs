@@ -248,6 +248,36 @@ pub enum Event {
         relay: Relay,
         peer: SocketAddr,
     },
+    /// A permission (RFC 8656 §9: a peer IP, any port) was installed or refreshed until
+    /// `expires` (CreatePermission, ChannelBind), or may be used by a kernel fast path again
+    /// (its allocation is within its bandwidth cap again): what a kernel fast path mirrors to
+    /// relay Send and Data indications. `relay` is the allocation's relayed address of the
+    /// peer's family. Repeats for a permission already there are refreshes.
+    PermissionInstalled {
+        tuple: FiveTuple,
+        relay: Relay,
+        peer: IpAddr,
+        expires: Instant,
+    },
+    /// A permission ended (expiry, allocation deletion), or must not be used by a kernel fast
+    /// path for now (its allocation is over its bandwidth cap). Repeats are harmless.
+    PermissionRemoved {
+        tuple: FiveTuple,
+        relay: Relay,
+        peer: IpAddr,
+    },
+    /// An allocation was created, or may be used by a kernel fast path again (it is within its
+    /// bandwidth cap again): its relayed addresses (one, or two for a dual allocation), from
+    /// which a kernel fast path sends the client's Send indications. (An RFC 6062 TCP
+    /// allocation's 5-tuple is never UDP.) Repeats are refreshes.
+    AllocationInstalled {
+        tuple: FiveTuple,
+        relays: Vec<Relay>,
+    },
+    /// An allocation ended, or must not be used by a kernel fast path for now (it is over its
+    /// bandwidth cap). Follows the removal of its channels and permissions. Repeats are
+    /// harmless.
+    AllocationRemoved { tuple: FiveTuple },
 }
 
 /// How a relay socket should be bound.
@@ -1160,6 +1190,10 @@ impl Server {
         for r in &allocation.relays {
             self.by_relay.insert(r.handle, tuple);
         }
+        self.events.push_back(Event::AllocationInstalled {
+            tuple,
+            relays: allocation.relays.clone(),
+        });
         self.allocations.insert(tuple, allocation);
         self.metrics.allocations.inc();
         to_client(action)
@@ -1173,12 +1207,17 @@ impl Server {
         if a.tcp {
             self.close_tcp_connections_of(tuple);
         }
+        // Out of the kernel first, then the sockets: a released port may be bound again at
+        // once, by another allocation that the kernel must not confuse with this one.
+        let channels: Vec<_> = a.channels.iter().map(|(&n, c)| (n, c.peer)).collect();
+        channel_events(&mut self.events, tuple, &a, &channels, false);
+        permission_events(&mut self.events, tuple, &a, &a.permitted(), false);
+        self.events
+            .push_back(Event::AllocationRemoved { tuple: *tuple });
         for r in &a.relays {
             self.by_relay.remove(&r.handle);
             self.events.push_back(Event::ReleaseRelay(r.handle));
         }
-        let channels: Vec<_> = a.channels.iter().map(|(&n, c)| (n, c.peer)).collect();
-        channel_events(&mut self.events, tuple, &a, &channels, false);
         self.metrics.allocations.dec();
         self.metrics.permissions.sub(a.permissions.len() as i64);
         self.metrics.channels.sub(a.channels.len() as i64);
@@ -1356,6 +1395,14 @@ impl Server {
                 a.permissions.insert(peer.ip(), expires);
             }
             a.cache_response(ctx.header.tid, &out[..len], now);
+            // A throttled allocation's permissions return to the kernel when its budget
+            // recovers.
+            if !a.throttled {
+                let mut ips: Vec<IpAddr> = peers.iter().map(|p| p.ip()).collect();
+                ips.sort();
+                ips.dedup();
+                permission_events(&mut self.events, &tuple, a, &ips, true);
+            }
             // Channels whose permission had expired go back to the kernel (a refresh of the
             // others changes nothing there).
             let channels: Vec<_> = a
@@ -1441,8 +1488,10 @@ impl Server {
         a.channel_by_peer.insert(peer, channel);
         a.permissions.insert(peer.ip(), now + lifetimes.permission);
         a.cache_response(ctx.header.tid, &out[..len], now);
-        // A throttled allocation's channels return to the kernel when its budget recovers.
+        // A throttled allocation's permissions and channels return to the kernel when its
+        // budget recovers.
         if !a.throttled {
+            permission_events(&mut self.events, &tuple, a, &[peer.ip()], true);
             channel_events(&mut self.events, &tuple, a, &[(channel, peer)], true);
         }
         if new_permission {
@@ -1616,6 +1665,7 @@ impl Server {
             self.delete_allocation(&tuple);
         }
         let mut unbound = Vec::new();
+        let mut revoked = Vec::new();
         for (tuple, a) in &mut self.allocations {
             // The kernel does not check permissions: a live channel whose permission expires
             // leaves it (a CreatePermission or ChannelBind brings it back).
@@ -1632,22 +1682,32 @@ impl Server {
                     .collect();
                 channel_events(&mut self.events, tuple, a, &unpermitted, false);
             }
-            // Back under the bandwidth cap: the channels return to the kernel.
+            // Back under the bandwidth cap: the allocation, its permissions and its channels
+            // return to the kernel.
             if a.throttled && a.bandwidth.as_mut().is_none_or(|b| b.recovered(now)) {
                 a.throttled = false;
+                self.events.push_back(Event::AllocationInstalled {
+                    tuple: *tuple,
+                    relays: a.relays.clone(),
+                });
+                let permissions = a.offloadable_permissions(now);
+                permission_events(&mut self.events, tuple, a, &permissions, true);
                 let channels = a.offloadable(now);
                 channel_events(&mut self.events, tuple, a, &channels, true);
                 tracing::debug!(
                     client = %tuple.client,
+                    permissions = permissions.len(),
                     channels = channels.len(),
-                    "back within the bandwidth cap: channels return to the XDP fast path"
+                    "back within the bandwidth cap: the allocation returns to the XDP fast path"
                 );
             }
             unbound.clear();
-            let (permissions, channels) = a.expire(now, &mut unbound);
+            revoked.clear();
+            let (permissions, channels) = a.expire(now, &mut unbound, &mut revoked);
             self.metrics.permissions.sub(permissions as i64);
             self.metrics.channels.sub(channels as i64);
             channel_events(&mut self.events, tuple, a, &unbound, false);
+            permission_events(&mut self.events, tuple, a, &revoked, false);
         }
         for addr in self.ledger.expire_reservations(now) {
             self.events.push_back(Event::ReleaseReserved(addr));
@@ -1659,10 +1719,12 @@ impl Server {
         self.expire_tcp_connections(now);
     }
 
-    /// Charges traffic the kernel forwarded on this allocation's channels (both directions,
-    /// application bytes) to its bandwidth budget, as userspace charges what it relays. Over
-    /// the cap, its channels leave the kernel (`ChannelUnbound`; counted as
-    /// `xdpturn_xdp_fallbacks_total{reason="bandwidth"}`), so its traffic is relayed in
+    /// Charges traffic the kernel forwarded for this allocation (on its channels, and as Send
+    /// and Data indications under its permissions; both directions, application bytes) to its
+    /// bandwidth budget, as userspace charges what it relays. Over the cap, the allocation
+    /// leaves the kernel entirely: its channels (`ChannelUnbound`; counted as
+    /// `xdpturn_xdp_fallbacks_total{reason="bandwidth"}`), its permissions
+    /// (`PermissionRemoved`) and itself (`AllocationRemoved`), so its traffic is relayed in
     /// userspace, where the cap is enforced and the excess dropped and counted; [`Server::tick`]
     /// brings them back once the budget has recovered. An allocation without a cap, or gone,
     /// is not affected. (Data does not refresh allocations or permissions in TURN, so there is
@@ -1681,6 +1743,9 @@ impl Server {
         let channels = a.offloadable(now);
         a.throttled = true;
         let n = channel_events(&mut self.events, tuple, a, &channels, false);
+        permission_events(&mut self.events, tuple, a, &a.permitted(), false);
+        self.events
+            .push_back(Event::AllocationRemoved { tuple: *tuple });
         self.metrics
             .xdp_fallbacks
             .with_label_values(&["bandwidth"])
@@ -1749,6 +1814,37 @@ fn channel_events(
         n += 1;
     }
     n
+}
+
+/// Tells the kernel fast path that the permissions of allocation `a` for `peers` are to be
+/// used there (`installed`, with their expiry; a no-op for one already there) or not any more;
+/// each is on the relayed address of its peer's family.
+fn permission_events(
+    events: &mut VecDeque<Event>,
+    tuple: &FiveTuple,
+    a: &Allocation,
+    peers: &[IpAddr],
+    installed: bool,
+) {
+    for &peer in peers {
+        let Some(&relay) = a.relay_for_ip(peer) else {
+            continue;
+        };
+        events.push_back(if installed {
+            Event::PermissionInstalled {
+                tuple: *tuple,
+                relay,
+                peer,
+                expires: a.permissions.get(&peer).copied().unwrap_or(a.expires),
+            }
+        } else {
+            Event::PermissionRemoved {
+                tuple: *tuple,
+                relay,
+                peer,
+            }
+        });
+    }
 }
 
 /// A time after every reservation's expiry.

@@ -683,10 +683,14 @@ fn channels_bind_relay_refresh_conflict_and_expire() {
     assert!(
         matches!(
             ev.as_slice(),
-            [Event::ChannelBound {
-                channel: 0x7FFE,
-                ..
-            }]
+            [
+                Event::AllocationInstalled { .. },
+                Event::PermissionInstalled { .. },
+                Event::ChannelBound {
+                    channel: 0x7FFE,
+                    ..
+                }
+            ]
         ),
         "{ev:?}"
     );
@@ -851,7 +855,10 @@ fn refresh_deletes_with_lifetime_zero_and_retransmission_is_answered() {
     assert_eq!(server.allocation_count(), 0);
     assert_eq!(
         events(&mut server),
-        vec![Event::ReleaseRelay(RelayHandle(9))]
+        vec![
+            Event::AllocationRemoved { tuple: c.tuple() },
+            Event::ReleaseRelay(RelayHandle(9))
+        ]
     );
     assert_eq!(server.ledger.total(), 0);
     assert!(metrics.render().contains("xdpturn_allocations 0"));
@@ -893,7 +900,10 @@ fn allocations_expire_and_release_their_sockets() {
     assert_eq!(server.allocation_count(), 0);
     assert_eq!(
         events(&mut server),
-        vec![Event::ReleaseRelay(RelayHandle(5))]
+        vec![
+            Event::AllocationRemoved { tuple: c.tuple() },
+            Event::ReleaseRelay(RelayHandle(5))
+        ]
     );
     let (action, _, _) = from_peer(
         &mut server,
@@ -1402,10 +1412,14 @@ fn draining_refuses_new_allocations_only() {
     assert_eq!(code(&r), Some(508));
     let r = response(c.request(&mut server, Method::REFRESH, now, &|_| {}));
     assert_eq!(code(&r), None, "existing allocations are served");
+    let _ = events(&mut server);
     server.shutdown();
     assert_eq!(
         events(&mut server),
-        vec![Event::ReleaseRelay(RelayHandle(1))]
+        vec![
+            Event::AllocationRemoved { tuple: c.tuple() },
+            Event::ReleaseRelay(RelayHandle(1))
+        ]
     );
     assert_eq!(server.ledger.total(), 0);
 }
@@ -1594,4 +1608,326 @@ fn tcp_allocations_connect_connection_bind_and_peer_attempts() {
         "{ev:?}"
     );
     assert_eq!(server.allocation_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a kernel fast path mirrors for Send and Data indications: permissions and allocations.
+
+/// The fast-path events (allocations, permissions, channels) in order, as short strings, each
+/// checked to be `tuple`'s: `+alloc <relayed>,...`, `-alloc`, `+perm <peer> on <relayed>
+/// <seconds after t0>s`, `-perm <peer> on <relayed>`, `+chan <n>`, `-chan <n>`.
+fn kernel_events(server: &mut Server, tuple: FiveTuple, t0: Instant) -> Vec<String> {
+    kernel_view(events(server), tuple, t0)
+}
+
+/// [`kernel_events`] of events already taken.
+fn kernel_view(events: Vec<Event>, tuple: FiveTuple, t0: Instant) -> Vec<String> {
+    let mut seen = Vec::new();
+    for e in events {
+        let (t, text) = match e {
+            Event::AllocationInstalled { tuple, relays } => {
+                let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
+                (tuple, format!("+alloc {}", addrs.join(",")))
+            }
+            Event::AllocationRemoved { tuple } => (tuple, "-alloc".to_owned()),
+            Event::PermissionInstalled {
+                tuple,
+                relay,
+                peer,
+                expires,
+            } => (
+                tuple,
+                format!(
+                    "+perm {peer} on {} {}s",
+                    relay.addr,
+                    expires.saturating_duration_since(t0).as_secs()
+                ),
+            ),
+            Event::PermissionRemoved { tuple, relay, peer } => {
+                (tuple, format!("-perm {peer} on {}", relay.addr))
+            }
+            Event::ChannelBound { tuple, channel, .. } => (tuple, format!("+chan {channel:#x}")),
+            Event::ChannelUnbound { tuple, channel, .. } => (tuple, format!("-chan {channel:#x}")),
+            _ => continue,
+        };
+        assert_eq!(t, tuple, "{text}");
+        seen.push(text);
+    }
+    seen
+}
+
+fn create_permission(server: &mut Server, c: &mut Client, now: Instant, peers: &[&'static str]) {
+    let r = response(c.request(server, Method::CREATE_PERMISSION, now, &|e| {
+        for p in peers {
+            e.add(&peer_attr(p)).expect("peer");
+        }
+    }));
+    assert_eq!(code(&r), None);
+}
+
+#[test]
+fn allocations_are_mirrored_from_creation_to_deletion() {
+    let (mut server, _, now) = server_with(config());
+    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
+    allocate(&mut server, &mut c, now, 4, 50002);
+    let ev = events(&mut server);
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [Event::AllocationInstalled { tuple, relays }]
+                if *tuple == c.tuple()
+                    && relays.len() == 1
+                    && relays[0].handle == RelayHandle(4)
+                    && relays[0].addr == relay_addr(50002)
+        ),
+        "{ev:?}"
+    );
+    bind_channel(&mut server, &mut c, now);
+    create_permission(&mut server, &mut c, now, &["198.51.100.30:1"]);
+    let _ = events(&mut server);
+    // A Refresh changes nothing in the kernel.
+    let r = response(c.request(&mut server, Method::REFRESH, now, &|_| {}));
+    assert_eq!(code(&r), None);
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        [] as [String; 0]
+    );
+    // Deleted: channels, permissions, the allocation, and only then its socket.
+    let r = response(c.request(&mut server, Method::REFRESH, now, &|e| {
+        e.add(&Lifetime(0)).expect("lt")
+    }));
+    assert_eq!(code(&r), None);
+    let ev = events(&mut server);
+    assert_eq!(ev.last(), Some(&Event::ReleaseRelay(RelayHandle(4))));
+    assert_eq!(
+        kernel_view(ev, c.tuple(), now),
+        [
+            "-chan 0x4000",
+            "-perm 198.51.100.20 on 192.0.2.10:50002",
+            "-perm 198.51.100.30 on 192.0.2.10:50002",
+            "-alloc"
+        ]
+    );
+}
+
+#[test]
+fn permissions_are_mirrored_from_create_permission_and_channel_bind() {
+    let (mut server, _, now) = server_with(config());
+    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
+    allocate(&mut server, &mut c, now, 4, 50002);
+    let _ = events(&mut server);
+    // One per peer IP, whatever the ports.
+    create_permission(
+        &mut server,
+        &mut c,
+        now,
+        &["198.51.100.31:1", "198.51.100.30:1", "198.51.100.30:2"],
+    );
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        [
+            "+perm 198.51.100.30 on 192.0.2.10:50002 300s",
+            "+perm 198.51.100.31 on 192.0.2.10:50002 300s"
+        ]
+    );
+    // A refresh says so, with the new expiry.
+    create_permission(
+        &mut server,
+        &mut c,
+        now + Duration::from_secs(100),
+        &["198.51.100.30:3"],
+    );
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        ["+perm 198.51.100.30 on 192.0.2.10:50002 400s"]
+    );
+    // A ChannelBind installs (or refreshes) its peer's permission, before the channel.
+    bind_channel(&mut server, &mut c, now);
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        [
+            "+perm 198.51.100.20 on 192.0.2.10:50002 300s",
+            "+chan 0x4000"
+        ]
+    );
+    bind_channel(&mut server, &mut c, now + Duration::from_secs(10));
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        [
+            "+perm 198.51.100.20 on 192.0.2.10:50002 310s",
+            "+chan 0x4000"
+        ]
+    );
+    // A refused request installs nothing.
+    let r = response(
+        c.request(&mut server, Method::CREATE_PERMISSION, now, &|e| {
+            e.add(&peer_attr("[2001:db8::1]:1")).expect("p")
+        }),
+    );
+    assert_eq!(code(&r), Some(443));
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        [] as [String; 0]
+    );
+}
+
+#[test]
+fn expired_permissions_leave_the_kernel() {
+    let (mut server, _, now) = server_with(config());
+    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
+    allocate(&mut server, &mut c, now, 4, 50002);
+    create_permission(&mut server, &mut c, now, &["198.51.100.30:1"]);
+    let t1 = now + Duration::from_secs(100);
+    // The channel's permission expires 100 s after the other one.
+    bind_channel(&mut server, &mut c, t1);
+    let _ = events(&mut server);
+    server.tick(now + Duration::from_secs(299));
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        [] as [String; 0]
+    );
+    server.tick(now + Duration::from_secs(300));
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        ["-perm 198.51.100.30 on 192.0.2.10:50002"]
+    );
+    // The channel (alive for 600 s) leaves the kernel with its permission.
+    server.tick(t1 + Duration::from_secs(300));
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        ["-chan 0x4000", "-perm 198.51.100.20 on 192.0.2.10:50002"]
+    );
+    server.tick(t1 + Duration::from_secs(301));
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        [] as [String; 0]
+    );
+    // An allocation that expires takes what is left with it.
+    create_permission(
+        &mut server,
+        &mut c,
+        t1 + Duration::from_secs(400),
+        &["198.51.100.31:1"],
+    );
+    let _ = events(&mut server);
+    server.tick(now + Duration::from_secs(600));
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        [
+            "-chan 0x4000",
+            "-perm 198.51.100.31 on 192.0.2.10:50002",
+            "-alloc"
+        ]
+    );
+}
+
+#[test]
+fn a_dual_allocations_permissions_are_on_the_relayed_address_of_the_peers_family() {
+    let mut cfg = config();
+    cfg.relay_ips = vec![
+        "192.0.2.10".parse().expect("ip"),
+        "2001:db8::10".parse().expect("ip"),
+    ];
+    let (mut server, _, now) = server_with(cfg);
+    let mut c = Client::new("203.0.113.5:40000", "alice", "wonderland");
+    let got = c.request(&mut server, Method::ALLOCATE, now, &|e| {
+        e.add(&RequestedTransport::UDP).expect("rt");
+        e.add(&AdditionalAddressFamily(AddressFamily::IPV6))
+            .expect("aaf");
+    });
+    let Got::Pending(p) = got else {
+        panic!("{got:?}")
+    };
+    let mut out = [0u8; MAX_REPLY_LEN];
+    let bound = BindResult {
+        primary: Ok((RelayHandle(1), relay_addr(50000))),
+        additional: Some(Ok((
+            RelayHandle(2),
+            "[2001:db8::10]:50001".parse().expect("a"),
+        ))),
+        reserved: None,
+    };
+    let _ = server.complete_allocate(*p, bound, now, &mut out);
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        ["+alloc 192.0.2.10:50000,[2001:db8::10]:50001"]
+    );
+    create_permission(
+        &mut server,
+        &mut c,
+        now,
+        &["[2001:db8:1::1]:1", "198.51.100.30:1"],
+    );
+    assert_eq!(
+        kernel_events(&mut server, c.tuple(), now),
+        [
+            "+perm 198.51.100.30 on 192.0.2.10:50000 300s",
+            "+perm 2001:db8:1::1 on [2001:db8::10]:50001 300s"
+        ]
+    );
+}
+
+#[test]
+fn over_the_bandwidth_cap_the_whole_allocation_leaves_the_kernel_and_comes_back() {
+    let mut cfg = config();
+    cfg.quotas.max_bps = 8_000; // 1000 bytes a second
+    let (mut server, metrics, now) = server_with(cfg);
+    let mut c = client_with_channel(&mut server, now);
+    create_permission(&mut server, &mut c, now, &["198.51.100.30:1"]);
+    let tuple = c.tuple();
+    let _ = events(&mut server);
+
+    // Over the cap with what the kernel relayed as indications: channels, permissions and the
+    // allocation leave.
+    server.charge_offloaded(&tuple, 1200, now);
+    assert_eq!(
+        kernel_events(&mut server, tuple, now),
+        [
+            "-chan 0x4000",
+            "-perm 198.51.100.20 on 192.0.2.10:50002",
+            "-perm 198.51.100.30 on 192.0.2.10:50002",
+            "-alloc"
+        ]
+    );
+    assert!(
+        metrics
+            .render()
+            .contains(r#"xdpturn_xdp_fallbacks_total{reason="bandwidth"} 1"#)
+    );
+    // Permissions created or refreshed meanwhile stay out of the kernel, and so does the
+    // channel's.
+    let t1 = now + Duration::from_millis(500);
+    create_permission(&mut server, &mut c, t1, &["198.51.100.31:1"]);
+    bind_channel(&mut server, &mut c, t1);
+    server.charge_offloaded(&tuple, 10, t1);
+    server.tick(t1);
+    assert_eq!(kernel_events(&mut server, tuple, now), [] as [String; 0]);
+    // Recovered: all of it is back, the allocation first.
+    let t2 = now + Duration::from_millis(1500);
+    server.tick(t2);
+    assert_eq!(
+        kernel_events(&mut server, tuple, now),
+        [
+            "+alloc 192.0.2.10:50002",
+            "+perm 198.51.100.20 on 192.0.2.10:50002 300s",
+            "+perm 198.51.100.30 on 192.0.2.10:50002 300s",
+            "+perm 198.51.100.31 on 192.0.2.10:50002 300s",
+            "+chan 0x4000"
+        ]
+    );
+    // What expired while out of the kernel does not come back (198.51.100.30's permission,
+    // not refreshed at t1).
+    server.charge_offloaded(&tuple, 2000, t2);
+    let _ = events(&mut server);
+    server.tick(now + Duration::from_secs(300));
+    assert_eq!(
+        kernel_events(&mut server, tuple, now),
+        [
+            "+alloc 192.0.2.10:50002",
+            "+perm 198.51.100.20 on 192.0.2.10:50002 300s",
+            "+perm 198.51.100.31 on 192.0.2.10:50002 300s",
+            "+chan 0x4000",
+            "-perm 198.51.100.30 on 192.0.2.10:50002"
+        ]
+    );
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod browser;
 pub mod launch;
 pub mod process;
 pub mod turn;

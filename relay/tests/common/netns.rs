@@ -12,6 +12,14 @@ use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A MAC address as `ip` writes it (`02:00:00:00:01:00`).
+pub fn mac_str(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Runs `program args`, panicking with its stderr if it fails.
 pub fn must(program: &str, args: &[&str]) {
     let out = Command::new(program)
