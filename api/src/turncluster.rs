@@ -103,11 +103,13 @@ pub struct TurnClusterSpec {
     #[schemars(transform = no_default)]
     pub quotas: Quotas,
 
-    /// The XDP fast path: ChannelData forwarded in the kernel. Needs `placement.mode:
-    /// DaemonSet` (host networking), Linux 5.8 or later, and gives the relay the NET_ADMIN and
-    /// BPF capabilities, as root (seccomp unconfined: older runtimes' default profiles refuse
-    /// bpf() without CAP_SYS_ADMIN). The relay attaches at start, so changing these settings
-    /// replaces the relays; where the program cannot load, they serve everything in userspace.
+    /// The XDP fast path: ChannelData, Send and Data indications and same-relay calls
+    /// forwarded in the kernel. Needs `placement.mode: DaemonSet` (host networking), Linux 5.8
+    /// or later, and gives the relay the NET_ADMIN, BPF and PERFMON capabilities, as root
+    /// (seccomp unconfined: older runtimes' default profiles refuse bpf() without
+    /// CAP_SYS_ADMIN). The relay attaches at start, so changing these settings replaces the
+    /// relays; where the program cannot load, they serve everything in userspace and the
+    /// status says so (Degraded, reason XdpUnavailable).
     #[serde(default, skip_serializing_if = "is_default")]
     #[schemars(transform = no_default)]
     pub xdp: Xdp,

@@ -63,6 +63,18 @@ pub const CONFIG_HASH_ANNOTATION: &str = "xdpturn.io/config-sha256";
 pub const XDP_ANNOTATION: &str = "xdpturn.io/xdp";
 /// The user and group relays run as when they need no capability.
 pub const RELAY_UID: i64 = 65532;
+/// The capabilities a relay needs to load and attach the XDP fast path, and no more (each one
+/// found necessary on Linux 6.18 by relay/tests/xdp_caps.rs, which runs the relay with exactly
+/// the pod's privileges and with each one left out):
+/// - `BPF`: create the program's maps and load it (`bpf()` without CAP_SYS_ADMIN);
+/// - `NET_ADMIN`: load a networking program type, create the device map it redirects through
+///   (DEVMAP_HASH), attach it to the interfaces;
+/// - `PERFMON`: without it the verifier applies its Spectre v1 hardening, which refuses
+///   arithmetic between packet pointers and variable offsets ("pointer arithmetic with it
+///   prohibited for !root"); parsing variable-length headers (IPv4 options, the ChannelData
+///   length) needs it. With BPF it would also let the relay load tracing programs: still far
+///   less than CAP_SYS_ADMIN, which is the alternative.
+pub const XDP_CAPABILITIES: [&str; 3] = ["NET_ADMIN", "BPF", "PERFMON"];
 /// Seconds the kubelet allows beyond preStop and drain before it kills a relay.
 pub const GRACE_MARGIN_SECONDS: i64 = 15;
 /// The relay container's name.
@@ -552,10 +564,9 @@ fn pod_template(tc: &TurnCluster, names: &Names, default_image: &str) -> PodTemp
         .map(api::Listener::port)
         .chain([spec.metrics.port])
         .any(|p| p < 1024);
-    let mut add = Vec::new();
+    let mut add: Vec<String> = Vec::new();
     if xdp {
-        // Load and attach the XDP program, create and write its maps.
-        add.extend(["NET_ADMIN".to_owned(), "BPF".to_owned()]);
+        add.extend(XDP_CAPABILITIES.iter().map(|c| (*c).to_owned()));
     }
     if low_port {
         add.push("NET_BIND_SERVICE".to_owned());

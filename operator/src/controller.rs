@@ -1,4 +1,6 @@
-//! The reconcile loop: decode → validate → build → apply → status, for each TurnCluster.
+//! The reconcile loop: decode → validate → build → apply → status, for each TurnCluster
+//! (with `spec.xdp.enabled`, the status also says which relays run without the fast path, from
+//! what they answer on `/readyz`: [`crate::relays`]).
 //!
 //! TurnClusters are watched as untyped objects and decoded in the reconcile, so one that does
 //! not decode is reported in its status (InvalidSpec, with the field) instead of breaking the
@@ -21,9 +23,9 @@ use api::{TurnCluster, TurnClusterStatus};
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Service, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -40,6 +42,7 @@ use crate::cluster::{ClusterFacts, NodeInfo};
 use crate::endpoints;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::relays::{self, Report};
 use crate::status::{self, Observed, Rollout, Trouble};
 use crate::validate;
 
@@ -524,11 +527,17 @@ async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action, Err
     )
     .await?;
 
+    let relays = if tc.spec.xdp.enabled {
+        fast_paths(ctx, &namespace, &name).await
+    } else {
+        Vec::new()
+    };
     let observed = Observed {
         generation,
         rollout,
         discovery,
         troubles,
+        relays,
     };
     let next = status::compute(&tc.spec, &observed, previous, &now());
     write_status(ctx, &namespace, &name, previous, &next).await?;
@@ -541,6 +550,35 @@ async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action, Err
     } else {
         REFUSED_REQUEUE
     }))
+}
+
+/// What the TurnCluster's ready relays say about their fast path (their `/readyz`). Relays that
+/// cannot be listed or asked are left out, with a warning: the status then says nothing about
+/// them rather than something wrong.
+async fn fast_paths(ctx: &Context, namespace: &str, name: &str) -> Vec<Report> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = build::selector_labels(name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list.items,
+        Err(err) => {
+            warn!(tc = %name, ns = %namespace, %err, "cannot list the relay pods to ask whether their XDP fast path is attached");
+            return Vec::new();
+        }
+    };
+    let reports = relays::ask(relays::targets(&list)).await;
+    let silent: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.fast_path.is_none())
+        .map(|r| r.pod.as_str())
+        .collect();
+    if !silent.is_empty() {
+        warn!(tc = %name, ns = %namespace, pods = ?silent, "relays did not answer {} on their metrics port (a NetworkPolicy?): whether their XDP fast path is attached is unknown", relays::READYZ);
+    }
+    reports
 }
 
 /// Deletes the workload of the other placement mode, left from before a mode change.

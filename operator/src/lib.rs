@@ -11,7 +11,8 @@
 //! ```
 //!
 //! [`validate`], [`build`], [`endpoints`], [`cluster`] and [`status`] are pure: no client, tested
-//! from YAML fixtures. [`apply`] and [`controller`] talk to the API server; [`leader`] elects one
+//! from YAML fixtures. [`apply`] and [`controller`] talk to the API server, [`relays`] to the
+//! relays' `/readyz` (their fast path, for TurnClusters that ask for it); [`leader`] elects one
 //! active replica with a Lease; [`metrics`] and [`http`] make the operator observable.
 
 pub mod apply;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod quantity;
+pub mod relays;
 pub mod status;
 pub mod validate;
 

@@ -7,7 +7,14 @@ use api::{Condition, ConditionStatus, TurnClusterSpec, TurnClusterStatus, condit
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 
 use crate::endpoints::{Discovery, ice_servers};
+use crate::relays::{FastPath, Report};
 use crate::validate::{Problem, summary};
+
+/// Degraded reason: `spec.xdp.enabled`, but relays say the fast path is not attached (they
+/// relay everything in userspace). Read from each ready relay's `/readyz` ([`crate::relays`]).
+pub const XDP_UNAVAILABLE: &str = "XdpUnavailable";
+/// Relays named in the XdpUnavailable message; more are counted.
+const NAMED_RELAYS: usize = 5;
 
 /// A workload's rollout state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,6 +77,40 @@ pub struct Observed {
     pub discovery: Discovery,
     /// Problems met while applying.
     pub troubles: Vec<Trouble>,
+    /// What the ready relays said about their fast path (asked only with `spec.xdp.enabled`).
+    pub relays: Vec<Report>,
+}
+
+/// The XdpUnavailable message, when XDP is asked for and a relay that answered runs without
+/// it: how many, which (pod, node, the relay's reason), where to look.
+fn fast_path_unavailable(spec: &TurnClusterSpec, relays: &[Report]) -> Option<String> {
+    if !spec.xdp.enabled {
+        return None;
+    }
+    let answered = relays.iter().filter(|r| r.fast_path.is_some()).count();
+    let down: Vec<String> = relays
+        .iter()
+        .filter_map(|r| match &r.fast_path {
+            Some(FastPath::Unavailable(reason)) => Some(match &r.node {
+                Some(node) => format!("{} on {node} ({reason})", r.pod),
+                None => format!("{} ({reason})", r.pod),
+            }),
+            _ => None,
+        })
+        .collect();
+    if down.is_empty() {
+        return None;
+    }
+    let mut named = down[..down.len().min(NAMED_RELAYS)].join(", ");
+    if down.len() > NAMED_RELAYS {
+        named.push_str(&format!(" and {} more", down.len() - NAMED_RELAYS));
+    }
+    Some(format!(
+        "spec.xdp.enabled, but the XDP fast path is unavailable on {} of {answered} relays, \
+         which relay everything in userspace: {named}; each relay's log says why (\"XDP fast \
+         path unavailable\")",
+        down.len()
+    ))
 }
 
 /// The status of a valid TurnCluster.
@@ -103,6 +144,8 @@ pub fn compute(
             m.reason,
             m.message.clone(),
         )
+    } else if let Some(message) = fast_path_unavailable(spec, &observed.relays) {
+        cond(c::DEGRADED, ConditionStatus::True, XDP_UNAVAILABLE, message)
     } else {
         cond(
             c::DEGRADED,
@@ -320,6 +363,7 @@ mod tests {
                 missing: None,
             },
             troubles: vec![],
+            relays: vec![],
         }
     }
 
@@ -501,5 +545,96 @@ mod tests {
         let back = transitions(Some(&s), &before);
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].reason, "Ready");
+    }
+
+    fn report(pod: &str, fast_path: Option<FastPath>) -> Report {
+        Report {
+            pod: pod.into(),
+            node: Some(format!("node-{pod}")),
+            fast_path,
+        }
+    }
+
+    #[test]
+    fn xdp_asked_for_but_unavailable_degrades_with_an_event() {
+        let mut xdp = spec();
+        xdp.xdp.enabled = true;
+        xdp.xdp.interfaces = vec!["eth0".into()];
+        let mut o = observed(3, 3, &["a"]);
+        o.relays = vec![
+            report("r-1", Some(FastPath::Attached)),
+            report("r-2", Some(FastPath::Unavailable("load".into()))),
+            report("r-3", None),
+        ];
+        let s = compute(&xdp, &o, None, "T1");
+        let d = s.condition("Degraded").unwrap();
+        assert_eq!(
+            (d.status, d.reason.as_str()),
+            (ConditionStatus::True, "XdpUnavailable")
+        );
+        assert_eq!(
+            d.message,
+            "spec.xdp.enabled, but the XDP fast path is unavailable on 1 of 2 relays, which relay \
+             everything in userspace: r-2 on node-r-2 (load); each relay's log says why (\"XDP \
+             fast path unavailable\")"
+        );
+        // The relays serve, in userspace: still Ready.
+        assert_eq!(
+            status_of(&s, "Ready"),
+            (ConditionStatus::True, "RelaysReady".into())
+        );
+        let t = transitions(None, &s);
+        assert!(
+            t.iter()
+                .any(|t| t.warning && t.reason == "XdpUnavailable" && t.note == d.message),
+            "{t:?}"
+        );
+        assert!(
+            transitions(Some(&s), &compute(&xdp, &o, Some(&s), "T2")).is_empty(),
+            "no event twice"
+        );
+
+        // Fixed (every relay attached): AsExpected again.
+        o.relays[1].fast_path = Some(FastPath::Attached);
+        let fixed = compute(&xdp, &o, Some(&s), "T3");
+        assert_eq!(
+            status_of(&fixed, "Degraded"),
+            (ConditionStatus::False, "AsExpected".into())
+        );
+        // Without spec.xdp.enabled, what relays say is not a problem.
+        o.relays[1].fast_path = Some(FastPath::Unavailable("load".into()));
+        assert_eq!(
+            status_of(&compute(&spec(), &o, None, "T1"), "Degraded").0,
+            ConditionStatus::False
+        );
+        // A problem a user must fix first wins; the fast path comes after it.
+        o.troubles = vec![Trouble {
+            reason: c::REJECTED,
+            message: "no".into(),
+        }];
+        assert_eq!(
+            status_of(&compute(&xdp, &o, None, "T1"), "Degraded").1,
+            "Rejected"
+        );
+    }
+
+    #[test]
+    fn many_unavailable_relays_are_counted_not_all_named() {
+        let mut xdp = spec();
+        xdp.xdp.enabled = true;
+        let mut o = observed(8, 8, &["a"]);
+        o.relays = (1..=8)
+            .map(|i| {
+                report(
+                    &format!("r-{i}"),
+                    Some(FastPath::Unavailable("attach".into())),
+                )
+            })
+            .collect();
+        let s = compute(&xdp, &o, None, "T1");
+        let m = &s.condition("Degraded").unwrap().message;
+        assert!(m.contains("unavailable on 8 of 8 relays"), "{m}");
+        assert!(m.contains("r-5 on node-r-5 (attach) and 3 more;"), "{m}");
+        assert!(!m.contains("r-6"), "{m}");
     }
 }

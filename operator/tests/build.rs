@@ -469,12 +469,32 @@ fn xdp_gets_exactly_its_capabilities() {
         caps(&o),
         (
             vec!["ALL".to_owned()],
-            vec!["NET_ADMIN".to_owned(), "BPF".to_owned()]
+            vec![
+                "NET_ADMIN".to_owned(),
+                "BPF".to_owned(),
+                "PERFMON".to_owned()
+            ]
         )
     );
     let sc = container(&o).security_context.clone().unwrap();
     assert_eq!((sc.run_as_non_root, sc.run_as_user), (Some(false), Some(0)));
     assert_eq!(sc.privileged, Some(false));
+    // relay/tests/xdp_caps.rs runs the relay with exactly this: keep them one.
+    let golden = fixture_path("daemonset-xdp.security.json");
+    let rendered = serde_json::json!({
+        "pod": pod(&o).security_context,
+        "container": sc,
+    });
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&golden).unwrap()).unwrap();
+    assert_eq!(
+        rendered,
+        expected,
+        "the XDP relay's security context changed: update {} (relay/tests/xdp_caps.rs runs the \
+         relay with it) to\n{}",
+        golden.display(),
+        serde_json::to_string_pretty(&rendered).unwrap()
+    );
     assert_eq!(pod(&o).host_network, Some(true));
     assert_eq!(
         pod(&o)

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use kube::runtime::reflector;
 use operator::controller::{self, Context, Settings};
 use operator::metrics::Metrics;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const TC_PATH: &str = "/apis/xdpturn.io/v1alpha1/namespaces/media/turnclusters/minimal";
 
@@ -28,6 +30,7 @@ const TC_PATH: &str = "/apis/xdpturn.io/v1alpha1/namespaces/media/turnclusters/m
 struct Seen {
     method: Method,
     path: String,
+    query: String,
 }
 
 /// An API server that keeps objects by path: GET answers from the store (404 if absent),
@@ -38,6 +41,8 @@ struct Fake {
     objects: Arc<Mutex<BTreeMap<String, Value>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     version: Arc<Mutex<u64>>,
+    /// The events created (POST bodies).
+    events: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Fake {
@@ -67,6 +72,7 @@ impl Fake {
         self.seen.lock().unwrap().push(Seen {
             method: method.clone(),
             path: path.clone(),
+            query: query.clone(),
         });
         let json = |status: StatusCode, v: &Value| {
             Response::builder()
@@ -116,6 +122,9 @@ impl Fake {
             }
             Method::POST => {
                 let v: Value = serde_json::from_slice(&body).unwrap();
+                if path.contains("/events") {
+                    self.events.lock().unwrap().push(v.clone());
+                }
                 json(StatusCode::CREATED, &v)
             }
             Method::DELETE => match self.objects.lock().unwrap().remove(&path) {
@@ -434,5 +443,133 @@ async fn an_object_owned_by_something_else_is_left_alone() {
         degraded.message.contains("ConfigMap minimal-relay"),
         "{}",
         degraded.message
+    );
+}
+
+/// A relay's `/readyz` stand-in on loopback, answering every request with `body` (settable);
+/// stopped when dropped.
+struct Readyz {
+    addr: SocketAddr,
+    body: Arc<Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Readyz {
+    async fn start(body: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = Arc::new(Mutex::new(body.to_owned()));
+        let answer = body.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut request = [0u8; 1024];
+                let _ = conn.read(&mut request).await;
+                let body = answer.lock().unwrap().clone();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+            }
+        });
+        Self { addr, body, task }
+    }
+
+    fn set(&self, body: &str) {
+        *self.body.lock().unwrap() = body.to_owned();
+    }
+}
+
+impl Drop for Readyz {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const PODS_PATH: &str = "/api/v1/namespaces/media/pods";
+
+/// The relay pods as the API server lists them: one ready relay whose metrics port is `addr`'s.
+fn relay_pods(addr: SocketAddr) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
+        "items": [{
+            "metadata": {"name": "minimal-relay-x7k2p", "namespace": "media",
+                "labels": {"app.kubernetes.io/name": "xdpturn-relay",
+                    "app.kubernetes.io/instance": "minimal"}},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "relay",
+                "ports": [{"name": "metrics", "containerPort": addr.port()}]}]},
+            "status": {"phase": "Running", "podIP": addr.ip().to_string(),
+                "conditions": [{"type": "Ready", "status": "True"}]}}]})
+}
+
+#[tokio::test]
+async fn a_relay_without_the_fast_path_asked_for_degrades_with_an_event() {
+    let relay = Readyz::start("ready\ndatapath: userspace (xdp unavailable: load)\n").await;
+    let mut spec = minimal();
+    spec["xdp"] = json!({"enabled": true, "interfaces": ["eth0"]});
+    let w = World::new(spec);
+    w.fake.put(PODS_PATH, relay_pods(relay.addr));
+    w.reconcile().await;
+    let seen = w.fake.take_seen();
+    let listed: Vec<&Seen> = seen.iter().filter(|s| s.path == PODS_PATH).collect();
+    assert_eq!(listed.len(), 1, "{seen:?}");
+    assert_eq!(listed[0].method, Method::GET);
+    assert!(
+        listed[0].query.contains(
+            "labelSelector=app.kubernetes.io%2Finstance%3Dminimal%2Capp.kubernetes.io%2Fname%3Dxdpturn-relay"
+        ),
+        "only this TurnCluster's relays: {}",
+        listed[0].query
+    );
+    let degraded = w.status().condition("Degraded").cloned().unwrap();
+    assert_eq!(
+        (degraded.status, degraded.reason.as_str()),
+        (api::ConditionStatus::True, "XdpUnavailable")
+    );
+    assert!(
+        degraded
+            .message
+            .contains("unavailable on 1 of 1 relays, which relay everything in userspace: minimal-relay-x7k2p on node-1 (load)"),
+        "{}",
+        degraded.message
+    );
+    let warnings: Vec<Value> = w
+        .fake
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "Warning")
+        .cloned()
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0]["reason"], "XdpUnavailable");
+    assert_eq!(warnings[0]["note"], degraded.message.as_str());
+
+    // Asked again, the relay says the same: no write, no event.
+    w.reconcile().await;
+    assert_eq!(writes(&w.fake.take_seen()), Vec::<String>::new());
+
+    // The relay restarted with the fast path: Degraded is over.
+    relay.set("ready\ndatapath: xdp\n");
+    w.reconcile().await;
+    assert_eq!(
+        writes(&w.fake.take_seen()),
+        [format!("PATCH {TC_PATH}/status")]
+    );
+    let degraded = w.status().condition("Degraded").cloned().unwrap();
+    assert_eq!(degraded.reason, "AsExpected");
+}
+
+#[tokio::test]
+async fn without_xdp_relays_are_not_asked() {
+    let relay = Readyz::start("ready\ndatapath: userspace (xdp unavailable: load)\n").await;
+    let w = World::new(minimal());
+    w.fake.put(PODS_PATH, relay_pods(relay.addr));
+    w.reconcile().await;
+    let seen = w.fake.take_seen();
+    assert!(!seen.iter().any(|s| s.path == PODS_PATH), "{seen:?}");
+    assert_eq!(
+        w.status().condition("Degraded").unwrap().reason,
+        "AsExpected"
     );
 }

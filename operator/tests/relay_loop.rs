@@ -11,9 +11,15 @@
 //! the test checks that the relay serves it: the realm in its 401, REST credentials signed with
 //! the Secret's shared secret, credentials from its API with the Secret's token.
 //!
+//! And the way back: with `spec.xdp.enabled`, a relay run from the rendered pod that cannot load
+//! the fast path says so on its `/readyz`, and the operator, bound to exactly the chart's RBAC,
+//! reads it and says so in the TurnCluster's status (Degraded, reason XdpUnavailable) and in a
+//! Warning event.
+//!
 //! Needs XDPTURN_ENVTEST_BIN (`cargo xtask envtest`), coturn's tools on PATH, and the relay
 //! binary next to this test's (`cargo test --workspace`, as `cargo xtask test` runs it, builds
-//! it; alone, `cargo build -p relay` first, or name it in XDPTURN_RELAY_BIN).
+//! it; alone, `cargo build -p relay` first, or name it in XDPTURN_RELAY_BIN). Clusters are
+//! heavy: the tests here take turns.
 
 #![allow(clippy::unwrap_used)]
 
@@ -34,14 +40,15 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use api::{RelayConfig, TurnCluster};
-use envtest::{Operator, Options, TestCluster, eventually, runtime};
+use api::{ConditionStatus, RelayConfig, TurnCluster};
+use envtest::{Operator, Options, TestCluster, eventually, operator_client, runtime};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use launch::{launch, metric_value};
 use process::Guard;
 use uclient::{Stats, echo_peer, uclient};
@@ -202,7 +209,13 @@ struct Relay {
 
 impl Relay {
     fn start(args: &[String]) -> Relay {
-        let mut cmd = Command::new(relay_bin());
+        Self::start_with(&relay_bin(), args)
+    }
+
+    /// Runs `program args`: the relay itself, or a program that execs it (its PID stays the
+    /// relay's).
+    fn start_with(program: &Path, args: &[String]) -> Relay {
+        let mut cmd = Command::new(program);
         // The container's environment has none of the relay's variables: neither may this.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("XDPTURN_") {
@@ -309,8 +322,17 @@ fn secret_value(secret: &Secret, key: &str) -> String {
     String::from_utf8(data[key].0.clone()).unwrap()
 }
 
+/// One cluster at a time: each is an etcd and a kube-apiserver.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn the_rendered_config_runs_a_relay_that_allocates() {
+    let _serial = serial();
     runtime().block_on(rendered_config_runs_a_relay());
 }
 
@@ -520,5 +542,214 @@ async fn rendered_config_runs_a_relay() {
         "relay-loop: done {:.2}s after apply",
         applied.elapsed().as_secs_f64()
     );
+    drop(relay);
+}
+
+/// This process's user id (from /proc/self/status).
+fn uid() -> Option<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_relay_without_the_fast_path_makes_the_turncluster_say_so() {
+    let _serial = serial();
+    runtime().block_on(relay_without_the_fast_path());
+}
+
+async fn relay_without_the_fast_path() {
+    const POD: &str = "turn-relay-x7k2p";
+    const NODE: &str = "node-1";
+    let cluster = TestCluster::start_with(Options {
+        controller_manager: false,
+    })
+    .await;
+    let admin = cluster.client();
+    cluster.install_crd();
+    cluster.create_namespace(NS).await;
+    // Exactly the chart's RBAC: listing the relay pods is part of it.
+    let operator = Operator::start(operator_client(&cluster).await, "relay-loop-xdp");
+
+    cluster.kubectl_ok(&["apply", "-n", NS, "-f", "examples/turncluster.yaml"]);
+    let tcs: Api<TurnCluster> = Api::namespaced(admin.clone(), NS);
+    let xdp = serde_json::json!({"spec": {"xdp": {"enabled": true, "interfaces": ["eth0"]}}});
+    tcs.patch("turn", &PatchParams::default(), &Patch::Merge(&xdp))
+        .await
+        .unwrap();
+    let dss: Api<DaemonSet> = Api::namespaced(admin.clone(), NS);
+    let ds = eventually(
+        "the XDP relay DaemonSet",
+        Duration::from_secs(30),
+        || async {
+            dss.get_opt("turn-relay").await.ok().flatten().filter(|ds| {
+                let template = ds.spec.as_ref().map(|s| &s.template.metadata);
+                template
+                    .and_then(|m| m.as_ref()?.annotations.as_ref())
+                    .is_some_and(|a| a.contains_key(operator::build::XDP_ANNOTATION))
+            })
+        },
+    )
+    .await;
+
+    // The kubelet's part: the pod's volumes and its relay. What differs from the pod, besides
+    // adapt_for_the_test_machine: the relay runs as the pod's non-root user with no capability
+    // at all (so that it cannot attach anything to this machine's interfaces): the fast path
+    // cannot load, as in a pod without the capabilities it needs.
+    let root = Root::new();
+    let template = ds.spec.unwrap().template;
+    let pod = template.spec.clone().unwrap();
+    mount_volumes(&admin, &pod, &root).await;
+    let args: Vec<String> = pod.containers[0].args.clone().unwrap_or_default();
+    let config_arg = args
+        .iter()
+        .position(|a| a == "--config")
+        .map(|i| PathBuf::from(&args[i + 1]))
+        .expect("--config FILE in the container's args");
+    let config_file = root.host(&config_arg);
+    let rendered: RelayConfig =
+        toml::from_str(&std::fs::read_to_string(&config_file).unwrap()).unwrap();
+    assert_eq!(rendered.xdp_interfaces, ["eth0"]);
+    let adapted = adapt_for_the_test_machine(&rendered, &root);
+    std::fs::write(&config_file, toml::to_string(&adapted).unwrap()).unwrap();
+    let (mut program, mut relay_args) = (relay_bin(), Vec::new());
+    if uid() == Some(0) {
+        program = PathBuf::from("setpriv");
+        relay_args.extend(
+            [
+                "--reuid=65532",
+                "--regid=65532",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--ambient-caps=-all",
+                "--bounding-set=-all",
+                "--no-new-privs",
+            ]
+            .map(String::from),
+        );
+        relay_args.push(relay_bin().to_string_lossy().into_owned());
+    }
+    relay_args.extend(args.iter().map(|a| {
+        if a.starts_with('/') {
+            root.host(Path::new(a)).to_string_lossy().into_owned()
+        } else {
+            a.clone()
+        }
+    }));
+    let relay = Relay::start_with(&program, &relay_args);
+    let (status, readyz) = http_get(relay.metrics, "/readyz", None);
+    assert_eq!(status, 200, "{readyz}");
+    let reason = readyz
+        .split_once("xdp unavailable: ")
+        .and_then(|(_, r)| r.split(')').next())
+        .unwrap_or_else(|| {
+            panic!(
+                "the relay says its fast path is down: {readyz:?}\n{}",
+                relay.log()
+            )
+        })
+        .to_owned();
+    assert!(
+        relay.log().contains("XDP fast path unavailable"),
+        "{}",
+        relay.log()
+    );
+
+    // The pod as the API server would hold it once the kubelet runs it: the template's, on a
+    // node, running and ready, its IP this machine's loopback and its metrics port the relay's.
+    let mut spec = pod.clone();
+    spec.node_name = Some(NODE.into());
+    let host_network = spec.host_network == Some(true);
+    for port in spec.containers[0].ports.iter_mut().flatten() {
+        if port.name.as_deref() == Some("metrics") {
+            port.container_port = i32::from(relay.metrics.port());
+            // On the node's network the two are one.
+            if host_network || port.host_port.is_some() {
+                port.host_port = Some(port.container_port);
+            }
+        }
+    }
+    let mut meta = template.metadata.clone().unwrap_or_default();
+    meta.name = Some(POD.into());
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
+    pods.create(
+        &PostParams::default(),
+        &Pod {
+            metadata: meta,
+            spec: Some(spec),
+            status: None,
+        },
+    )
+    .await
+    .unwrap();
+    let running = serde_json::json!({"status": {"phase": "Running", "podIP": "127.0.0.1",
+        "podIPs": [{"ip": "127.0.0.1"}],
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status(POD, &PatchParams::default(), &Patch::Merge(&running))
+        .await
+        .unwrap();
+    // And the DaemonSet's status, as its controller would write it: this wakes the operator.
+    let ds = dss.get("turn-relay").await.unwrap();
+    let ready = serde_json::json!({"status": {
+        "currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0,
+        "numberReady": 1, "numberAvailable": 1, "updatedNumberScheduled": 1,
+        "observedGeneration": ds.metadata.generation}});
+    dss.patch_status("turn-relay", &PatchParams::default(), &Patch::Merge(&ready))
+        .await
+        .unwrap();
+
+    let degraded = eventually(
+        "Degraded XdpUnavailable",
+        Duration::from_secs(60),
+        || async {
+            let tc = tcs.get("turn").await.ok()?;
+            let d = tc.status?.condition("Degraded")?.clone();
+            (d.reason == "XdpUnavailable").then_some(d)
+        },
+    )
+    .await;
+    assert_eq!(degraded.status, ConditionStatus::True);
+    assert!(
+        degraded
+            .message
+            .contains(&format!("unavailable on 1 of 1 relays, which relay everything in userspace: {POD} on {NODE} ({reason})")),
+        "{}",
+        degraded.message
+    );
+    let tc = tcs.get("turn").await.unwrap();
+    let ready = tc.status.unwrap().condition("Ready").cloned().unwrap();
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::True, "RelaysReady"),
+        "the relay serves, in userspace"
+    );
+    let events: Api<Event> = Api::namespaced(admin.clone(), NS);
+    let warning = eventually(
+        "the XdpUnavailable event",
+        Duration::from_secs(30),
+        || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("XdpUnavailable"))
+        },
+    )
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        warning.regarding.and_then(|r| r.name).as_deref(),
+        Some("turn")
+    );
+    assert_eq!(warning.note.as_deref(), Some(degraded.message.as_str()));
+    println!("relay-loop: {}", degraded.message);
+    operator.stop().await;
     drop(relay);
 }
