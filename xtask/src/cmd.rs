@@ -103,6 +103,16 @@ impl Cmd {
     }
 }
 
+/// A `std::process::Command` as a shell line, quoted as `Cmd` shows its commands.
+pub fn shown(cmd: &Command) -> String {
+    let mut s = quote(cmd.get_program());
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&quote(a));
+    }
+    s
+}
+
 fn quote(arg: &OsStr) -> String {
     let s = arg.to_string_lossy();
     if !s.is_empty()
