@@ -83,8 +83,8 @@ fn run(packet: &[u8]) -> (Option<Vec<u8>>, Arc<Metrics>) {
     let (mut server, metrics, now) = server_with(config());
     let mut out = [0u8; MAX_REPLY_LEN];
     let reply = match server.handle_client(&inbound(packet), now, &mut out) {
-        Action::Reply { len } => Some(out[..len].to_vec()),
-        Action::None => None,
+        Command::Reply { len } => Some(out[..len].to_vec()),
+        Command::None => None,
         other => panic!("unexpected {other:?}"),
     };
     (reply, metrics)
@@ -128,7 +128,7 @@ fn ipv4_mapped_source_is_reported_as_ipv4() {
     let mut out = [0u8; MAX_REPLY_LEN];
     let mut inb = inbound(&req);
     inb.remote = "[::ffff:198.51.100.7]:4000".parse().expect("addr");
-    let Action::Reply { len } = server.handle_client(&inb, now, &mut out) else {
+    let Command::Reply { len } = server.handle_client(&inb, now, &mut out) else {
         panic!("no reply")
     };
     let msg = Message::decode(&out[..len]).expect("decodes");
@@ -156,7 +156,7 @@ fn classic_rfc3489_request_gets_mapped_address_only_padded() {
     cfg.software = "xdpturn 0.1.0".into(); // 13 bytes: RFC 3489 needs it padded to 16
     let (mut server, _, now) = server_with(cfg);
     let mut out = [0u8; MAX_REPLY_LEN];
-    let Action::Reply { len } = server.handle_client(&inbound(&req), now, &mut out) else {
+    let Command::Reply { len } = server.handle_client(&inbound(&req), now, &mut out) else {
         panic!("no reply")
     };
     let reply = &out[..len];

@@ -110,9 +110,9 @@ impl Client {
         };
         let mut out = [0u8; MAX_REPLY_LEN];
         match server.handle_client(&inbound, now, &mut out) {
-            Action::Reply { len } => Got::Response(out[..len].to_vec()),
-            Action::BindRelays(p) => Got::Pending(p),
-            Action::None => Got::Nothing,
+            Command::Reply { len } => Got::Response(out[..len].to_vec()),
+            Command::BindRelays(p) => Got::Pending(p),
+            Command::None => Got::Nothing,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -215,7 +215,7 @@ fn complete(
         now,
         &mut out,
     ) {
-        Action::ToClient {
+        Command::ToClient {
             tuple: t,
             data: Buf::Output(len),
         } => {
@@ -230,18 +230,18 @@ fn events(server: &mut Server) -> Vec<Event> {
     std::iter::from_fn(|| server.poll_event()).collect()
 }
 
-/// A datagram from `peer` to relay `handle`: the action and the input buffer.
+/// A datagram from `peer` to relay `handle`: the command and the input buffer.
 fn from_peer(
     server: &mut Server,
     handle: u32,
     peer: &str,
     data: &[u8],
     now: Instant,
-) -> (Action, Vec<u8>, Vec<u8>) {
+) -> (Command, Vec<u8>, Vec<u8>) {
     let mut buf = vec![0u8; PEER_HEADROOM + data.len() + PEER_TAILROOM];
     buf[PEER_HEADROOM..PEER_HEADROOM + data.len()].copy_from_slice(data);
     let mut out = vec![0u8; MAX_REPLY_LEN];
-    let action = server.handle_peer(
+    let command = server.handle_peer(
         RelayHandle(handle),
         peer.parse().expect("addr"),
         &mut buf,
@@ -249,7 +249,7 @@ fn from_peer(
         now,
         &mut out,
     );
-    (action, buf, out)
+    (command, buf, out)
 }
 
 fn peer_attr(peer: &str) -> XorPeerAddress {
@@ -590,13 +590,13 @@ fn permissions_data_indications_and_policy() {
     assert_eq!(code(&r), None, "two peers at once");
 
     // A permitted peer's datagram becomes a Data indication; another peer's is dropped.
-    let (action, _, out) = from_peer(&mut server, 3, "198.51.100.20:7777", b"hello", now);
-    let Action::ToClient {
+    let (command, _, out) = from_peer(&mut server, 3, "198.51.100.20:7777", b"hello", now);
+    let Command::ToClient {
         tuple,
         data: Buf::Output(len),
-    } = action
+    } = command
     else {
-        panic!("{action:?}")
+        panic!("{command:?}")
     };
     assert_eq!(tuple, c.tuple());
     let msg = Message::decode(&out[..len]).expect("decodes");
@@ -606,8 +606,8 @@ fn permissions_data_indications_and_policy() {
         Some(Ok(peer_attr("198.51.100.20:7777")))
     );
     assert_eq!(msg.get::<Data>(), Some(Ok(Data(b"hello"))));
-    let (action, _, _) = from_peer(&mut server, 3, "198.51.100.99:7777", b"hello", now);
-    assert_eq!(action, Action::None);
+    let (command, _, _) = from_peer(&mut server, 3, "198.51.100.99:7777", b"hello", now);
+    assert_eq!(command, Command::None);
     assert_eq!(
         metrics.dropped_count(Transport::Udp, DropReason::NoPermission),
         1
@@ -628,7 +628,7 @@ fn permissions_data_indications_and_policy() {
         packet: &packet,
     };
     let mut out = [0u8; MAX_REPLY_LEN];
-    let Action::ToPeer { relay, peer, range } = server.handle_client(&inbound, now, &mut out)
+    let Command::ToPeer { relay, peer, range } = server.handle_client(&inbound, now, &mut out)
     else {
         panic!()
     };
@@ -642,13 +642,13 @@ fn permissions_data_indications_and_policy() {
         packet: &packet,
         ..inbound
     };
-    assert_eq!(server.handle_client(&inbound, now, &mut out), Action::None);
+    assert_eq!(server.handle_client(&inbound, now, &mut out), Command::None);
 
     // Permissions expire after 300 s.
     let later = now + Duration::from_secs(301);
     server.tick(later);
-    let (action, _, _) = from_peer(&mut server, 3, "198.51.100.20:7777", b"hello", later);
-    assert_eq!(action, Action::None);
+    let (command, _, _) = from_peer(&mut server, 3, "198.51.100.20:7777", b"hello", later);
+    assert_eq!(command, Command::None);
     assert!(metrics.render().contains("xdpturn_permissions 0"));
 }
 
@@ -704,20 +704,20 @@ fn channels_bind_relay_refresh_conflict_and_expire() {
         packet: &cd,
     };
     let mut out = [0u8; MAX_REPLY_LEN];
-    let action = server.handle_client(&inbound, now, &mut out);
+    let command = server.handle_client(&inbound, now, &mut out);
     assert_eq!(
-        action,
-        Action::ToPeer {
+        command,
+        Command::ToPeer {
             relay: RelayHandle(4),
             peer: "198.51.100.20:6000".parse().expect("a"),
             range: 4..7
         }
     );
     // The peer's answer comes back as ChannelData, framed in place.
-    let (action, buf, _) = from_peer(&mut server, 4, "198.51.100.20:6000", b"xyz", now);
+    let (command, buf, _) = from_peer(&mut server, 4, "198.51.100.20:6000", b"xyz", now);
     assert_eq!(
-        action,
-        Action::ToClient {
+        command,
+        Command::ToClient {
             tuple: c.tuple(),
             data: Buf::Input(0..7)
         }
@@ -734,7 +734,7 @@ fn channels_bind_relay_refresh_conflict_and_expire() {
             now,
             &mut out
         ),
-        Action::None
+        Command::None
     );
     assert_eq!(
         metrics.dropped_count(Transport::Udp, DropReason::UnknownChannel),
@@ -789,7 +789,7 @@ fn channels_bind_relay_refresh_conflict_and_expire() {
         )),
         "{ev:?}"
     );
-    assert_eq!(server.handle_client(&inbound, t2, &mut out), Action::None);
+    assert_eq!(server.handle_client(&inbound, t2, &mut out), Command::None);
     assert!(metrics.render().contains("xdpturn_channels 0"));
 }
 
@@ -905,14 +905,14 @@ fn allocations_expire_and_release_their_sockets() {
             Event::ReleaseRelay(RelayHandle(5))
         ]
     );
-    let (action, _, _) = from_peer(
+    let (command, _, _) = from_peer(
         &mut server,
         5,
         "198.51.100.1:1",
         b"late",
         now + Duration::from_secs(601),
     );
-    assert_eq!(action, Action::None);
+    assert_eq!(command, Command::None);
 }
 
 #[test]
@@ -984,9 +984,9 @@ fn quotas_per_user_total_permissions_ports_and_bandwidth() {
 
     // 8000 bit/s is 1000 bytes a second.
     let (a, _, _) = from_peer(&mut server, 1, "198.51.100.1:1", &[0; 900], now);
-    assert!(matches!(a, Action::ToClient { .. }));
+    assert!(matches!(a, Command::ToClient { .. }));
     let (a, _, _) = from_peer(&mut server, 1, "198.51.100.1:1", &[0; 200], now);
-    assert_eq!(a, Action::None);
+    assert_eq!(a, Command::None);
     assert_eq!(
         metrics.dropped_count(Transport::Udp, DropReason::BandwidthExceeded),
         1
@@ -1057,7 +1057,7 @@ fn kernel_traffic_counts_toward_the_bandwidth_cap() {
     );
     // Userspace now enforces the cap: the debt (200 bytes) drops what comes.
     let (a, _, _) = from_peer(&mut server, 4, "198.51.100.20:6000", &[0; 10], now);
-    assert_eq!(a, Action::None);
+    assert_eq!(a, Command::None);
     assert_eq!(
         metrics.dropped_count(Transport::Udp, DropReason::BandwidthExceeded),
         1
@@ -1073,7 +1073,7 @@ fn kernel_traffic_counts_toward_the_bandwidth_cap() {
     server.tick(t1);
     assert_eq!(channel_events(&mut server), (vec![], vec![]));
     let (a, _, _) = from_peer(&mut server, 4, "198.51.100.20:6000", &[0; 150], t1);
-    assert!(matches!(a, Action::ToClient { .. }), "{a:?}");
+    assert!(matches!(a, Command::ToClient { .. }), "{a:?}");
     // Recovered: back to the kernel.
     let t2 = now + Duration::from_millis(1100);
     server.tick(t2);
@@ -1099,7 +1099,7 @@ fn a_channel_leaves_the_kernel_with_its_permission() {
     server.tick(t1);
     assert_eq!(channel_events(&mut server), (vec![], vec![0x4000]));
     let (a, _, _) = from_peer(&mut server, 4, "198.51.100.20:6000", b"late", t1);
-    assert_eq!(a, Action::None);
+    assert_eq!(a, Command::None);
     server.tick(t1 + Duration::from_secs(1));
     assert_eq!(channel_events(&mut server), (vec![], vec![]), "once");
     // A new permission brings it back.
@@ -1109,7 +1109,7 @@ fn a_channel_leaves_the_kernel_with_its_permission() {
     assert_eq!(code(&r), None);
     assert_eq!(channel_events(&mut server), (vec![0x4000], vec![]));
     let (a, _, _) = from_peer(&mut server, 4, "198.51.100.20:6000", b"again", t1);
-    assert!(matches!(a, Action::ToClient { .. }), "{a:?}");
+    assert!(matches!(a, Command::ToClient { .. }), "{a:?}");
 }
 
 #[test]
@@ -1254,7 +1254,7 @@ fn dual_stack_allocations_and_address_error_code() {
         additional: Some(Ok((RelayHandle(2), v6))),
         reserved: None,
     };
-    let Action::ToClient {
+    let Command::ToClient {
         data: Buf::Output(len),
         ..
     } = server.complete_allocate(*p, bound, now, &mut out)
@@ -1276,7 +1276,7 @@ fn dual_stack_allocations_and_address_error_code() {
     );
     assert_eq!(code(&r), None);
     let (a, _, _) = from_peer(&mut server, 2, "[2001:db8:1::1]:1", b"v6", now);
-    assert!(matches!(a, Action::ToClient { .. }));
+    assert!(matches!(a, Command::ToClient { .. }));
 
     // Without an IPv6 address the allocation is IPv4 only, with ADDRESS-ERROR-CODE 440.
     let (mut server, _, now) = server_with(config());
@@ -1435,10 +1435,10 @@ fn stream_clients_get_padded_channel_data() {
         e.add(&peer_attr("198.51.100.20:6000")).expect("p");
     }));
     assert_eq!(code(&r), None);
-    let (action, buf, _) = from_peer(&mut server, 1, "198.51.100.20:6000", b"12345", now);
+    let (command, buf, _) = from_peer(&mut server, 1, "198.51.100.20:6000", b"12345", now);
     assert_eq!(
-        action,
-        Action::ToClient {
+        command,
+        Command::ToClient {
             tuple: c.tuple(),
             data: Buf::Input(0..12)
         }
@@ -1490,7 +1490,7 @@ fn tcp_allocations_connect_connection_bind_and_peer_attempts() {
         packet: &packet,
     };
     let mut out = [0u8; MAX_REPLY_LEN];
-    let Action::Connect(pending) = server.handle_client(&inbound, now, &mut out) else {
+    let Command::Connect(pending) = server.handle_client(&inbound, now, &mut out) else {
         panic!("expected Connect")
     };
     assert_eq!((pending.relay, pending.peer), (RelayHandle(1), peer.0));
@@ -1499,12 +1499,12 @@ fn tcp_allocations_connect_connection_bind_and_peer_attempts() {
         e.add(&peer).expect("peer")
     }));
     assert_eq!(code(&r), Some(446));
-    let (action, id) = server.complete_connect(*pending, true, now, &mut out);
+    let (command, id) = server.complete_connect(*pending, true, now, &mut out);
     let id = id.expect("connection id");
-    let Action::ToClient {
+    let Command::ToClient {
         data: Buf::Output(len),
         ..
-    } = action
+    } = command
     else {
         panic!()
     };
@@ -1544,7 +1544,7 @@ fn tcp_allocations_connect_connection_bind_and_peer_attempts() {
         packet: &packet,
     };
     assert!(
-        matches!(server.handle_client(&inbound, now, &mut out), Action::BindData { connection_id, .. } if connection_id == id)
+        matches!(server.handle_client(&inbound, now, &mut out), Command::BindData { connection_id, .. } if connection_id == id)
     );
     // Bound once only.
     assert_eq!(
@@ -1574,7 +1574,7 @@ fn tcp_allocations_connect_connection_bind_and_peer_attempts() {
         }),
     );
     assert_eq!(code(&r), None);
-    let (attempt, action) = server
+    let (attempt, command) = server
         .peer_connected(
             RelayHandle(1),
             "198.51.100.30:9000".parse().expect("a"),
@@ -1582,10 +1582,10 @@ fn tcp_allocations_connect_connection_bind_and_peer_attempts() {
             &mut out,
         )
         .expect("announced");
-    let Action::ToClient {
+    let Command::ToClient {
         tuple,
         data: Buf::Output(len),
-    } = action
+    } = command
     else {
         panic!()
     };
