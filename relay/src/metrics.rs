@@ -529,3 +529,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proto_tests;

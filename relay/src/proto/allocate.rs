@@ -9,16 +9,13 @@ use super::allocation::{Allocation, Bandwidth, Relay, channel_events, permission
 use super::auth::Authenticated;
 use super::{
     BindFailure, BindResult, Buf, Command, Ctx, Event, FiveTuple, Inbound, PendingAllocation,
-    QuotaKind, RelayRequest, Server, Transport, canonical,
+    QuotaKind, Refusal, RelayRequest, Server, Transport, canonical,
 };
 use crate::stun::{
     AdditionalAddressFamily, AddressErrorCode, AddressFamily, AttrType, EvenPort, Lifetime,
     Message, RequestedAddressFamily, RequestedTransport, ReservationToken, XorMappedAddress,
     XorRelayedAddress,
 };
-
-/// An error answer: its ERROR-CODE and reason.
-type Refusal = (u16, &'static str);
 
 /// What an Allocate's attributes ask for, checked against each other.
 #[derive(Debug)]

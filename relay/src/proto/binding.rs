@@ -2,9 +2,12 @@
 //! form for classic clients.
 
 use super::{Command, Ctx, Inbound, Server, canonical};
-use crate::stun::{AttrType, ChangeRequest, MappedAddress, Message, UnknownAttributes, XorMappedAddress};
+use crate::stun::{
+    AttrType, ChangeRequest, MappedAddress, Message, UnknownAttributes, XorMappedAddress,
+};
 
 impl Server {
+    /// Binding (RFC 8489): the reflexive address, or 420 for CHANGE-REQUEST.
     pub(super) fn binding(
         &self,
         inbound: &Inbound<'_>,

@@ -47,7 +47,8 @@ impl Server {
             return self.drop(transport, DropReason::BandwidthExceeded);
         }
         let start = data.offset + crate::stun::ATTR_HEADER_LEN;
-        self.counters.relayed(transport, Direction::ClientToPeer, data.value.len());
+        self.counters
+            .relayed(transport, Direction::ClientToPeer, data.value.len());
         Command::ToPeer {
             relay,
             peer,
@@ -73,7 +74,8 @@ impl Server {
             self.counters.quota_rejected(QuotaKind::Bandwidth);
             return self.drop(transport, DropReason::BandwidthExceeded);
         }
-        self.counters.relayed(transport, Direction::ClientToPeer, cd.data.len());
+        self.counters
+            .relayed(transport, Direction::ClientToPeer, cd.data.len());
         let start = ChannelData::HEADER_LEN;
         Command::ToPeer {
             relay,
@@ -121,7 +123,8 @@ impl Server {
             frame[..4].copy_from_slice(&header);
             let total = ChannelData::encoded_len(len, transport.is_stream());
             frame[PEER_HEADROOM + len..total].fill(0);
-            self.counters.relayed(transport, Direction::PeerToClient, len);
+            self.counters
+                .relayed(transport, Direction::PeerToClient, len);
             return Command::ToClient {
                 tuple,
                 data: Buf::Input(0..total),
@@ -139,7 +142,8 @@ impl Server {
         })();
         match written {
             Ok(n) => {
-                self.counters.relayed(transport, Direction::PeerToClient, len);
+                self.counters
+                    .relayed(transport, Direction::PeerToClient, len);
                 Command::ToClient {
                     tuple,
                     data: Buf::Output(n),

@@ -66,7 +66,12 @@ enum TurnRequest {
 impl Server {
     /// Handles one packet from a client (a datagram, or one frame of a stream), writing any
     /// reply into `out` (at least [`MAX_REPLY_LEN`] bytes).
-    pub fn handle_client(&mut self, inbound: &Inbound<'_>, now: Instant, out: &mut [u8]) -> Command {
+    pub fn handle_client(
+        &mut self,
+        inbound: &Inbound<'_>,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Command {
         let Some(&first) = inbound.packet.first() else {
             return self.drop(inbound.transport, DropReason::NotStun);
         };

@@ -39,17 +39,20 @@ use auth::{FailureLimiter, Key};
 pub use counters::{Counters, Direction};
 pub use ledger::Ledger;
 pub use tcp::PendingConnect;
+use types::canonical;
 pub use types::{
     BindFailure, BindResult, Buf, Command, Config, DropReason, Event, FiveTuple, Inbound,
     Lifetimes, MAX_REPLY_LEN, PEER_HEADROOM, PEER_TAILROOM, PendingAllocation, QuotaKind, Quotas,
     RelayHandle, RelayRequest, Transport,
 };
-use types::canonical;
 
 use crate::stun::{Header, TransactionId};
 
 // kept until the event loop's move lands
 pub use Command as Action;
+
+/// An error answer: its ERROR-CODE and reason, as `Server::reject` sends it.
+type Refusal = (u16, &'static str);
 
 /// Per-request context for responses.
 struct Ctx {
@@ -132,6 +135,12 @@ impl Server {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The ledger this shard shares, for tests outside the core.
+    #[cfg(test)]
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     fn unix(&self, now: Instant) -> u64 {

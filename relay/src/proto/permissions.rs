@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::allocation::{self, channel_events, permission_events};
 use super::auth::Authenticated;
-use super::{Command, Ctx, FiveTuple, Inbound, QuotaKind, Server};
+use super::{Command, Ctx, FiveTuple, Inbound, QuotaKind, Refusal, Server};
 use crate::stun::{
     AddressFamily, ChannelData, ChannelNumber, Lifetime, Message, RequestedAddressFamily,
     XorPeerAddress,
@@ -19,7 +19,7 @@ impl Server {
         &self,
         tuple: &FiveTuple,
         auth: &Authenticated,
-    ) -> Result<(), (u16, &'static str)> {
+    ) -> Result<(), Refusal> {
         match self.allocations.get(tuple) {
             None => Err((437, "Allocation Mismatch")),
             Some(a) if a.username != auth.username => Err((441, "Wrong Credentials")),
@@ -27,6 +27,7 @@ impl Server {
         }
     }
 
+    /// Refresh (RFC 8656 §7.3): a new lifetime, or with lifetime 0 the allocation's end.
     pub(super) fn refresh(
         &mut self,
         inbound: &Inbound<'_>,
@@ -76,7 +77,7 @@ impl Server {
         tuple: &FiveTuple,
         peer: SocketAddr,
         with_port: bool,
-    ) -> Result<(), (u16, &'static str)> {
+    ) -> Result<(), Refusal> {
         let a = &self.allocations[tuple];
         if a.relay_for(peer).is_none() {
             return Err((443, "Peer Address Family Mismatch"));
@@ -98,7 +99,7 @@ impl Server {
         &self,
         msg: &Message<'_>,
         tuple: &FiveTuple,
-    ) -> Result<SocketAddr, (u16, &'static str)> {
+    ) -> Result<SocketAddr, Refusal> {
         let peer = match msg.get::<XorPeerAddress>() {
             Some(Ok(XorPeerAddress(p))) => p,
             _ => return Err((400, "Bad Request: XOR-PEER-ADDRESS is required")),
@@ -113,6 +114,7 @@ impl Server {
         cap == 0 || self.allocations[tuple].permissions.len() + new <= cap as usize
     }
 
+    /// CreatePermission (RFC 8656 §9): permissions for one or more peer IPs.
     pub(super) fn create_permission(
         &mut self,
         inbound: &Inbound<'_>,
@@ -186,6 +188,7 @@ impl Server {
         command
     }
 
+    /// ChannelBind (RFC 8656 §11): a channel number bound to a peer, with its permission.
     pub(super) fn channel_bind(
         &mut self,
         inbound: &Inbound<'_>,
@@ -202,7 +205,12 @@ impl Server {
         let channel = match msg.get::<ChannelNumber>() {
             Some(Ok(ChannelNumber(n))) if ChannelData::CHANNELS.contains(&n) => n,
             _ => {
-                return self.reject(ctx, out, 400, "Bad Request: CHANNEL-NUMBER must be 0x4000-0x7FFF");
+                return self.reject(
+                    ctx,
+                    out,
+                    400,
+                    "Bad Request: CHANNEL-NUMBER must be 0x4000-0x7FFF",
+                );
             }
         };
         let peer = match self.checked_peer(msg, &tuple) {
@@ -218,7 +226,12 @@ impl Server {
         if a.channels.get(&channel).is_some_and(|c| c.peer != peer)
             || a.channel_by_peer.get(&peer).is_some_and(|&n| n != channel)
         {
-            return self.reject(ctx, out, 400, "Bad Request: channel or peer already bound otherwise");
+            return self.reject(
+                ctx,
+                out,
+                400,
+                "Bad Request: channel or peer already bound otherwise",
+            );
         }
         let new_permission = !a.permissions.contains_key(&peer.ip());
         if new_permission && !self.permission_room(&tuple, 1) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::auth::{Authenticated, Key};
 use super::{
-    Command, Buf, Ctx, DropReason, Event, FiveTuple, Inbound, RelayHandle, Server, Transport,
+    Buf, Command, Ctx, DropReason, Event, FiveTuple, Inbound, RelayHandle, Server, Transport,
 };
 use crate::stun::{
     Class, ConnectionId, EncodeError, Encoder, Message, MessageType, Method, TransactionId,
@@ -230,11 +230,21 @@ impl Server {
         out: &mut [u8],
     ) -> Command {
         if inbound.transport == Transport::Udp {
-            return self.reject(ctx, out, 400, "Bad Request: ConnectionBind needs a TCP or TLS connection");
+            return self.reject(
+                ctx,
+                out,
+                400,
+                "Bad Request: ConnectionBind needs a TCP or TLS connection",
+            );
         }
         let data = inbound.tuple();
         if self.allocations.contains_key(&data) {
-            return self.reject(ctx, out, 400, "Bad Request: this connection holds an allocation");
+            return self.reject(
+                ctx,
+                out,
+                400,
+                "Bad Request: this connection holds an allocation",
+            );
         }
         let Some(Ok(ConnectionId(id))) = msg.get::<ConnectionId>() else {
             return self.reject(ctx, out, 400, "Bad Request: CONNECTION-ID is required");
@@ -248,7 +258,12 @@ impl Server {
                 return self.reject(ctx, out, 400, "Bad Request: unknown CONNECTION-ID");
             }
             Some((pending, _)) if pending.is_none_or(|until| until <= now) => {
-                return self.reject(ctx, out, 400, "Bad Request: connection already bound or expired");
+                return self.reject(
+                    ctx,
+                    out,
+                    400,
+                    "Bad Request: connection already bound or expired",
+                );
             }
             Some((_, false)) => return self.reject(ctx, out, 441, "Wrong Credentials"),
             Some((_, true)) => {}
