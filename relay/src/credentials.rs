@@ -2,10 +2,7 @@
 //! REST credentials from a shared secret (coturn's `use-auth-secret`; the "TURN REST API" draft,
 //! draft-uberti-behave-turn-rest).
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha1::Sha1;
 
 use crate::stun::long_term_key_md5;
 
@@ -31,13 +28,9 @@ pub struct RestCredential {
     pub expires: u64,
 }
 
-/// The password a relay sharing `secret` expects for `username`.
-pub fn rest_password(secret: &[u8], username: &str) -> String {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    mac.update(username.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
+/// The password a relay sharing `secret` expects for `username`; the relay checks it in
+/// [`crate::proto::auth`], where it is defined.
+pub use crate::proto::auth::rest_password;
 
 /// A credential valid until `expires` (Unix seconds), for `user` if given.
 pub fn rest_credential(secret: &[u8], user: Option<&str>, expires: u64) -> RestCredential {

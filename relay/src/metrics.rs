@@ -7,28 +7,14 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Direction of relayed traffic (defined by the protocol core, which counts it).
+pub use crate::proto::Direction;
 use crate::proto::auth::Rejection;
 use crate::proto::policy::Denial;
-use crate::proto::{DropReason, QuotaKind, Transport};
+use crate::proto::{Counters, DropReason, QuotaKind, Transport};
 use crate::stun::Method;
 
 const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
-
-/// Direction of relayed traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    ClientToPeer,
-    PeerToClient,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::ClientToPeer => "client_to_peer",
-            Direction::PeerToClient => "peer_to_client",
-        }
-    }
-}
 
 /// Which path forwarded relayed traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,6 +396,69 @@ impl Metrics {
     }
 }
 
+/// The protocol core's counts, as the series above: the core reports, the registry exports.
+impl Counters for Metrics {
+    fn request(&self, transport: Transport, method: Method, code: Option<u16>) {
+        Metrics::request(self, transport, method, code);
+    }
+
+    fn dropped(&self, transport: Transport, reason: DropReason) {
+        Metrics::dropped(self, transport, reason);
+    }
+
+    fn keepalive(&self, transport: Transport) {
+        Metrics::keepalive(self, transport);
+    }
+
+    fn auth_failure(&self, reason: Rejection) {
+        Metrics::auth_failure(self, reason);
+    }
+
+    fn peer_denied(&self, reason: Denial) {
+        Metrics::peer_denied(self, reason);
+    }
+
+    fn quota_rejected(&self, quota: QuotaKind) {
+        Metrics::quota_rejected(self, quota);
+    }
+
+    fn relayed(&self, transport: Transport, direction: Direction, bytes: usize) {
+        let r = Metrics::relayed(self, Datapath::Userspace, transport, direction);
+        r.packets.inc();
+        r.bytes.inc_by(bytes as u64);
+    }
+
+    fn allocation_opened(&self) {
+        self.allocations.inc();
+    }
+
+    fn allocation_closed(&self) {
+        self.allocations.dec();
+    }
+
+    fn permissions_added(&self, n: usize) {
+        self.permissions.add(n as i64);
+    }
+
+    fn permissions_removed(&self, n: usize) {
+        self.permissions.sub(n as i64);
+    }
+
+    fn channels_added(&self, n: usize) {
+        self.channels.add(n as i64);
+    }
+
+    fn channels_removed(&self, n: usize) {
+        self.channels.sub(n as i64);
+    }
+
+    fn bandwidth_fallbacks(&self, n: usize) {
+        self.xdp_fallbacks
+            .with_label_values(&["bandwidth"])
+            .inc_by(n as u64);
+    }
+}
+
 fn denial_label(d: Denial) -> &'static str {
     match d {
         Denial::OwnEndpoint => "own_endpoint",
@@ -480,3 +529,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proto_tests;

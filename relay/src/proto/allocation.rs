@@ -1,11 +1,12 @@
 //! One allocation's state: its relayed addresses, permissions, channels, bandwidth budget and
-//! the responses it may have to repeat.
+//! the responses it may have to repeat; and the events that mirror its channels and permissions
+//! to a kernel fast path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::{FiveTuple, RelayHandle};
+use super::{Event, FiveTuple, RelayHandle};
 use crate::stun::TransactionId;
 
 /// How long a response is kept for retransmissions of its request: a client's last
@@ -273,6 +274,73 @@ impl Allocation {
             self.channel_by_peer.remove(peer);
         }
         (permissions, channels - self.channels.len())
+    }
+}
+
+/// Tells the kernel fast path that `channels` of allocation `a` are to be forwarded there
+/// (`bound`, a no-op for one already there) or not any more; returns how many events.
+pub(super) fn channel_events(
+    events: &mut VecDeque<Event>,
+    tuple: &FiveTuple,
+    a: &Allocation,
+    channels: &[(u16, SocketAddr)],
+    bound: bool,
+) -> usize {
+    let mut n = 0;
+    for &(channel, peer) in channels {
+        let Some(&relay) = a.relay_for(peer) else {
+            continue;
+        };
+        events.push_back(if bound {
+            let expires = a.channels.get(&channel).map_or(a.expires, |c| c.expires);
+            Event::ChannelBound {
+                tuple: *tuple,
+                channel,
+                relay,
+                peer,
+                expires,
+            }
+        } else {
+            Event::ChannelUnbound {
+                tuple: *tuple,
+                channel,
+                relay,
+                peer,
+            }
+        });
+        n += 1;
+    }
+    n
+}
+
+/// Tells the kernel fast path that the permissions of allocation `a` for `peers` are to be
+/// used there (`installed`, with their expiry; a no-op for one already there) or not any more;
+/// each is on the relayed address of its peer's family.
+pub(super) fn permission_events(
+    events: &mut VecDeque<Event>,
+    tuple: &FiveTuple,
+    a: &Allocation,
+    peers: &[IpAddr],
+    installed: bool,
+) {
+    for &peer in peers {
+        let Some(&relay) = a.relay_for_ip(peer) else {
+            continue;
+        };
+        events.push_back(if installed {
+            Event::PermissionInstalled {
+                tuple: *tuple,
+                relay,
+                peer,
+                expires: a.permissions.get(&peer).copied().unwrap_or(a.expires),
+            }
+        } else {
+            Event::PermissionRemoved {
+                tuple: *tuple,
+                relay,
+                peer,
+            }
+        });
     }
 }
 

@@ -8,13 +8,23 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use sha1::Sha1;
 use sha2::Sha256;
 
-use crate::credentials::rest_password;
 use crate::stun::{
     Message, Nonce, PasswordAlgorithm, PasswordAlgorithms, Realm, Username, long_term_key_md5,
     long_term_key_sha256,
 };
+
+/// The password of a REST credential (the "TURN REST API" draft, draft-uberti-behave-turn-rest,
+/// coturn's `use-auth-secret`): base64(HMAC-SHA1(secret, username)), what a relay sharing
+/// `secret` expects for `username`.
+pub fn rest_password(secret: &[u8], username: &str) -> String {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
 
 /// RFC 8489 §9.2.1: a nonce starting with this cookie announces the security features in the
 /// next four characters; "gAAA" is base64 of 0x800000, bit 0 set: password algorithms.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::auth::{Authenticated, Key};
 use super::{
-    Action, Buf, Ctx, DropReason, Event, FiveTuple, Inbound, RelayHandle, Server, Transport,
+    Buf, Command, Ctx, DropReason, Event, FiveTuple, Inbound, RelayHandle, Server, Transport,
 };
 use crate::stun::{
     Class, ConnectionId, EncodeError, Encoder, Message, MessageType, Method, TransactionId,
@@ -84,23 +84,17 @@ impl Server {
         ctx: &Ctx,
         auth: &Authenticated,
         out: &mut [u8],
-    ) -> Action {
+    ) -> Command {
         let tuple = inbound.tuple();
         if let Err((code, reason)) = self.owned_allocation(&tuple, auth) {
-            return self.error(ctx, out, code, reason, |_| Ok(()));
+            return self.reject(ctx, out, code, reason);
         }
         if !self.allocations[&tuple].tcp {
-            return self.error(
-                ctx,
-                out,
-                400,
-                "Bad Request: Connect needs a TCP allocation",
-                |_| Ok(()),
-            );
+            return self.reject(ctx, out, 400, "Bad Request: Connect needs a TCP allocation");
         }
         let peer = match self.checked_peer(msg, &tuple) {
             Ok(peer) => peer,
-            Err((code, reason)) => return self.error(ctx, out, code, reason, |_| Ok(())),
+            Err((code, reason)) => return self.reject(ctx, out, code, reason),
         };
         let exists = self.connecting.contains(&(tuple, peer))
             || self
@@ -108,13 +102,13 @@ impl Server {
                 .values()
                 .any(|c| c.control == tuple && c.peer == peer);
         if exists {
-            return self.error(ctx, out, 446, "Connection Already Exists", |_| Ok(()));
+            return self.reject(ctx, out, 446, "Connection Already Exists");
         }
         let Some(&relay) = self.allocations[&tuple].relay_for(peer) else {
-            return self.error(ctx, out, 443, "Peer Address Family Mismatch", |_| Ok(()));
+            return self.reject(ctx, out, 443, "Peer Address Family Mismatch");
         };
         self.connecting.insert((tuple, peer));
-        Action::Connect(Box::new(PendingConnect {
+        Command::Connect(Box::new(PendingConnect {
             tuple,
             relay: relay.handle,
             relay_addr: relay.addr,
@@ -134,7 +128,7 @@ impl Server {
         connected: bool,
         now: Instant,
         out: &mut [u8],
-    ) -> (Action, Option<u32>) {
+    ) -> (Command, Option<u32>) {
         let tuple = pending.tuple;
         self.connecting.remove(&(tuple, pending.peer));
         let ctx = Ctx {
@@ -143,8 +137,8 @@ impl Server {
             key: Some(pending.key),
             fingerprint: pending.fingerprint,
         };
-        let to_client = |action: Action| match action {
-            Action::Reply { len } => Action::ToClient {
+        let to_client = |command: Command| match command {
+            Command::Reply { len } => Command::ToClient {
                 tuple,
                 data: Buf::Output(len),
             },
@@ -152,11 +146,11 @@ impl Server {
         };
         let Some(username) = self.allocations.get(&tuple).map(|a| a.username.clone()) else {
             // The allocation went away while connecting.
-            return (Action::None, None);
+            return (Command::None, None);
         };
         if !connected {
             return (
-                to_client(self.error(&ctx, out, 447, "Connection Timeout or Failure", |_| Ok(()))),
+                to_client(self.reject(&ctx, out, 447, "Connection Timeout or Failure")),
                 None,
             );
         }
@@ -182,7 +176,7 @@ impl Server {
         peer: SocketAddr,
         now: Instant,
         out: &mut [u8],
-    ) -> Option<(u32, Action)> {
+    ) -> Option<(u32, Command)> {
         let tuple = *self.by_relay.get(&relay)?;
         let a = self.allocations.get(&tuple)?;
         if !a.tcp {
@@ -190,7 +184,7 @@ impl Server {
         }
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         if !a.has_permission(peer.ip(), now) {
-            self.metrics
+            self.counters
                 .dropped(tuple.transport, DropReason::NoPermission);
             return None;
         }
@@ -218,7 +212,7 @@ impl Server {
         };
         Some((
             id,
-            Action::ToClient {
+            Command::ToClient {
                 tuple,
                 data: Buf::Output(len),
             },
@@ -234,34 +228,26 @@ impl Server {
         auth: &Authenticated,
         now: Instant,
         out: &mut [u8],
-    ) -> Action {
+    ) -> Command {
         if inbound.transport == Transport::Udp {
-            return self.error(
+            return self.reject(
                 ctx,
                 out,
                 400,
                 "Bad Request: ConnectionBind needs a TCP or TLS connection",
-                |_| Ok(()),
             );
         }
         let data = inbound.tuple();
         if self.allocations.contains_key(&data) {
-            return self.error(
+            return self.reject(
                 ctx,
                 out,
                 400,
                 "Bad Request: this connection holds an allocation",
-                |_| Ok(()),
             );
         }
         let Some(Ok(ConnectionId(id))) = msg.get::<ConnectionId>() else {
-            return self.error(
-                ctx,
-                out,
-                400,
-                "Bad Request: CONNECTION-ID is required",
-                |_| Ok(()),
-            );
+            return self.reject(ctx, out, 400, "Bad Request: CONNECTION-ID is required");
         };
         let state = self
             .tcp_registry()
@@ -269,30 +255,27 @@ impl Server {
             .map(|c| (c.pending_until, c.username == auth.username));
         match state {
             None => {
-                return self.error(ctx, out, 400, "Bad Request: unknown CONNECTION-ID", |_| {
-                    Ok(())
-                });
+                return self.reject(ctx, out, 400, "Bad Request: unknown CONNECTION-ID");
             }
             Some((pending, _)) if pending.is_none_or(|until| until <= now) => {
-                return self.error(
+                return self.reject(
                     ctx,
                     out,
                     400,
                     "Bad Request: connection already bound or expired",
-                    |_| Ok(()),
                 );
             }
-            Some((_, false)) => return self.error(ctx, out, 441, "Wrong Credentials", |_| Ok(())),
+            Some((_, false)) => return self.reject(ctx, out, 441, "Wrong Credentials"),
             Some((_, true)) => {}
         }
         match self.success(ctx, out, |_| Ok(())) {
-            Action::Reply { len } => {
+            Command::Reply { len } => {
                 if let Some(conn) = self.tcp_registry().get_mut(&id) {
                     conn.pending_until = None;
                     conn.data = Some(data);
                 }
                 self.data_connections.insert(data, id);
-                Action::BindData {
+                Command::BindData {
                     len,
                     connection_id: id,
                 }

@@ -1,0 +1,94 @@
+//! What every shard shares (one [`Ledger`] for all of them): the quota counts of allocations,
+//! in total and per user, EVEN-PORT reservations, and RFC 6062 peer data connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use super::{QuotaKind, Quotas, tcp};
+
+/// What every shard shares: total allocations, allocations per user, and reservations (an
+/// Allocate with a RESERVATION-TOKEN may land on another shard than the one that made it).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    total: AtomicU32,
+    per_user: Mutex<HashMap<String, u32>>,
+    reservations: Mutex<HashMap<[u8; 8], (SocketAddr, Instant)>>,
+    /// RFC 6062 peer data connections by connection id.
+    pub(super) tcp_connections: Mutex<HashMap<u32, tcp::TcpConnection>>,
+    pub(super) next_connection_id: AtomicU32,
+}
+
+impl Ledger {
+    pub fn reserve(&self, token: [u8; 8], addr: SocketAddr, expires: Instant) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, (addr, expires));
+    }
+
+    /// The reserved address for `token`, once, if it has not expired.
+    pub fn take_reservation(&self, token: &[u8; 8], now: Instant) -> Option<SocketAddr> {
+        let mut r = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        match r.remove(token) {
+            Some((addr, expires)) if expires > now => Some(addr),
+            Some((addr, expires)) => {
+                // Expired but not yet swept: put it back for the sweep to release.
+                r.insert(*token, (addr, expires));
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Removes the reservations expired at `now`, returning their addresses.
+    pub fn expire_reservations(&self, now: Instant) -> Vec<SocketAddr> {
+        let mut expired = Vec::new();
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (addr, expires)| {
+                let keep = *expires > now;
+                if !keep {
+                    expired.push(*addr);
+                }
+                keep
+            });
+        expired
+    }
+
+    /// Takes one allocation for `user` within the quotas.
+    pub fn acquire(&self, user: &str, quotas: &Quotas) -> Result<(), QuotaKind> {
+        let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
+        if quotas.total != 0 && total > quotas.total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(QuotaKind::Total);
+        }
+        let mut users = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let count = users.entry(user.to_owned()).or_insert(0);
+        if quotas.per_user != 0 && *count >= quotas.per_user {
+            drop(users);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(QuotaKind::User);
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    pub fn release(&self, user: &str) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        let mut users = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = users.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                users.remove(user);
+            }
+        }
+    }
+
+    pub fn total(&self) -> u32 {
+        self.total.load(Ordering::Acquire)
+    }
+}
