@@ -18,7 +18,7 @@
 //!
 //! [`LISTENERS`] holds the TURN listening addresses (an unspecified address stands for every
 //! address of its family), only so that what is *not* forwarded is counted under the right
-//! [`Action`](crate::Action); [`ACTION_STATS`] counts every packet under the action taken, per CPU.
+//! [`Verdict`](crate::Verdict); [`ACTION_STATS`] counts every packet under its verdict, per CPU.
 //! [`EGRESS`] is the device map of the interfaces the program is attached to, the only ones it
 //! redirects to.
 //!
@@ -67,7 +67,7 @@ pub const TOTAL_INDICATION: u32 = 2;
 pub const TOTAL_SAME_RELAY: u32 = 3;
 /// The slots of [`TOTAL_STATS`].
 pub const TOTAL_SLOTS: u32 = 4;
-/// Name of the per-CPU array of packet counts (`u64`), indexed by [`Action`](crate::Action).
+/// Name of the per-CPU array of packet counts (`u64`), indexed by [`Verdict`](crate::Verdict).
 pub const ACTION_STATS: &str = "ACTION_STATS";
 /// Name of the device map (`DEVMAP_HASH`, ifindex -> ifindex) of the interfaces redirected to.
 pub const EGRESS: &str = "EGRESS";

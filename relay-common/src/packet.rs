@@ -12,7 +12,7 @@
 //! (dropping ChannelData padding and Ethernet padding); then an Ethernet header with the MACs
 //! the FIB lookup gave, followed by [`Rewrite::headers`].
 
-use crate::action::Action;
+use crate::verdict::Verdict;
 use crate::csum::Sum;
 use crate::indication::DataHeader;
 use crate::maps::{ChannelValue, FAMILY_IPV4, FAMILY_IPV6, PeerKey, PeerValue};
@@ -27,7 +27,7 @@ pub const IPV6_HLEN: usize = 40;
 pub const UDP_HLEN: usize = 8;
 /// ChannelData header length (channel number, length).
 pub const CHANNEL_HLEN: usize = 4;
-/// The longest frame the program handles; longer ones are passed ([`Action::PassTooBig`]).
+/// The longest frame the program handles; longer ones are passed ([`Verdict::PassTooBig`]).
 /// Bounding offsets is what lets the verifier accept reads at a variable offset.
 pub const MAX_FRAME: usize = 0x3FFF;
 /// The most headers a rewrite writes after the Ethernet header: IPv6 + UDP + ChannelData.
@@ -50,22 +50,22 @@ const IPV4_MF_OFFSET: u16 = 0x3FFF;
 
 /// The family of the IP packet in an Ethernet frame, from its EtherType.
 #[inline(always)]
-pub const fn l3_family(eth: &[u8; ETH_HLEN]) -> Result<u8, Action> {
+pub const fn l3_family(eth: &[u8; ETH_HLEN]) -> Result<u8, Verdict> {
     match u16::from_be_bytes([eth[12], eth[13]]) {
         ETH_P_IP => Ok(FAMILY_IPV4),
         ETH_P_IPV6 => Ok(FAMILY_IPV6),
         // Tagged frames: a NIC usually strips the tag before XDP sees the frame; when it does
         // not, the kernel's VLAN device handles it.
-        ETH_P_8021Q | ETH_P_8021AD => Err(Action::PassVlan),
-        _ => Err(Action::PassNotIp),
+        ETH_P_8021Q | ETH_P_8021AD => Err(Verdict::PassVlan),
+        _ => Err(Verdict::PassNotIp),
     }
 }
 
 /// Frames longer than [`MAX_FRAME`] are not the program's (see there).
 #[inline(always)]
-pub const fn check_frame_len(frame_len: usize) -> Result<(), Action> {
+pub const fn check_frame_len(frame_len: usize) -> Result<(), Verdict> {
     if frame_len > MAX_FRAME {
-        Err(Action::PassTooBig)
+        Err(Verdict::PassTooBig)
     } else {
         Ok(())
     }
@@ -140,21 +140,21 @@ impl Ip {
 
 /// Parses an IPv4 header; `l3_len` is the frame length after the Ethernet header.
 #[inline(always)]
-pub const fn parse_ipv4(h: &[u8; IPV4_HLEN], l3_len: usize) -> Result<Ip, Action> {
+pub const fn parse_ipv4(h: &[u8; IPV4_HLEN], l3_len: usize) -> Result<Ip, Verdict> {
     let mut ip = Ip::EMPTY;
     match parse_ipv4_into(h, l3_len, &mut ip) {
         Ok(()) => Ok(ip),
-        Err(action) => Err(action),
+        Err(verdict) => Err(verdict),
     }
 }
 
 /// Parses an IPv6 header; `l3_len` is the frame length after the Ethernet header.
 #[inline(always)]
-pub const fn parse_ipv6(h: &[u8; IPV6_HLEN], l3_len: usize) -> Result<Ip, Action> {
+pub const fn parse_ipv6(h: &[u8; IPV6_HLEN], l3_len: usize) -> Result<Ip, Verdict> {
     let mut ip = Ip::EMPTY;
     match parse_ipv6_into(h, l3_len, &mut ip) {
         Ok(()) => Ok(ip),
-        Err(action) => Err(action),
+        Err(verdict) => Err(verdict),
     }
 }
 
@@ -166,22 +166,22 @@ pub const fn parse_ipv4_into(
     h: &[u8; IPV4_HLEN],
     l3_len: usize,
     ip: &mut Ip,
-) -> Result<(), Action> {
+) -> Result<(), Verdict> {
     let ihl = (h[0] & 0x0F) as usize * 4;
     let total_len = u16::from_be_bytes([h[2], h[3]]) as usize;
     // The kernel drops these too (ip_rcv_core); they cannot be anyone's.
     if h[0] >> 4 != 4 || ihl < IPV4_HLEN || total_len < ihl || total_len > l3_len {
-        return Err(Action::DropMalformed);
+        return Err(Verdict::DropMalformed);
     }
     if h[9] != IPPROTO_UDP {
-        return Err(Action::PassNotUdp);
+        return Err(Verdict::PassNotUdp);
     }
     let frag = u16::from_be_bytes([h[6], h[7]]);
     if frag & IPV4_MF_OFFSET != 0 {
-        return Err(Action::PassFragment);
+        return Err(Verdict::PassFragment);
     }
     if ihl != IPV4_HLEN {
-        return Err(Action::PassIpOptions);
+        return Err(Verdict::PassIpOptions);
     }
     ip.family = FAMILY_IPV4;
     // Written as one 128-bit number each: zero bytes written as such become a memset call in
@@ -204,10 +204,10 @@ pub const fn parse_ipv6_into(
     h: &[u8; IPV6_HLEN],
     l3_len: usize,
     ip: &mut Ip,
-) -> Result<(), Action> {
+) -> Result<(), Verdict> {
     let fixed = [h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]];
-    if let Err(action) = parse_ipv6_fixed_into(&fixed, l3_len, ip) {
-        return Err(action);
+    if let Err(verdict) = parse_ipv6_fixed_into(&fixed, l3_len, ip) {
+        return Err(verdict);
     }
     ip.src = addr16(h, 8);
     ip.dst = addr16(h, 24);
@@ -220,19 +220,19 @@ pub const fn parse_ipv6_into(
 /// through a 40-byte array, LLVM reassembles them into 64-bit words in more registers than
 /// BPF has.
 #[inline(always)]
-pub const fn parse_ipv6_fixed_into(h: &[u8; 8], l3_len: usize, ip: &mut Ip) -> Result<(), Action> {
+pub const fn parse_ipv6_fixed_into(h: &[u8; 8], l3_len: usize, ip: &mut Ip) -> Result<(), Verdict> {
     let payload_len = u16::from_be_bytes([h[4], h[5]]);
     if h[0] >> 4 != 6 || IPV6_HLEN + payload_len as usize > l3_len {
-        return Err(Action::DropMalformed);
+        return Err(Verdict::DropMalformed);
     }
     match h[6] {
         IPPROTO_UDP => {}
         // Fragment header.
-        44 => return Err(Action::PassFragment),
+        44 => return Err(Verdict::PassFragment),
         // Hop-by-hop, routing, destination options, AH, mobility, HIP, shim6: extension
         // headers the program does not walk.
-        0 | 43 | 60 | 51 | 135 | 139 | 140 => return Err(Action::PassIpOptions),
-        _ => return Err(Action::PassNotUdp),
+        0 | 43 | 60 | 51 | 135 | 139 | 140 => return Err(Verdict::PassIpOptions),
+        _ => return Err(Verdict::PassNotUdp),
     }
     let first = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     ip.family = FAMILY_IPV6;
@@ -305,10 +305,10 @@ impl Udp {
 /// Parses a UDP header. A length shorter than the IP payload is allowed (the rest is ignored,
 /// as the kernel does); a longer one, or one shorter than the header, is malformed.
 #[inline(always)]
-pub const fn parse_udp(h: &[u8; UDP_HLEN], ip: &Ip) -> Result<Udp, Action> {
+pub const fn parse_udp(h: &[u8; UDP_HLEN], ip: &Ip) -> Result<Udp, Verdict> {
     let len = u16::from_be_bytes([h[4], h[5]]);
     if (len as usize) < UDP_HLEN || len > ip.payload_len {
-        return Err(Action::DropMalformed);
+        return Err(Verdict::DropMalformed);
     }
     Ok(Udp {
         src_port: u16::from_be_bytes([h[0], h[1]]),
@@ -345,15 +345,15 @@ pub const fn channel_header(payload: &[u8; CHANNEL_HLEN]) -> Option<ChannelHeade
 /// Checks a ChannelData message on a bound channel against its UDP payload length and returns
 /// how many bytes follow the data (padding, 0-3).
 #[inline(always)]
-pub const fn channel_data_fits(cd: ChannelHeader, payload_len: u16) -> Result<u16, Action> {
+pub const fn channel_data_fits(cd: ChannelHeader, payload_len: u16) -> Result<u16, Verdict> {
     let end = CHANNEL_HLEN as u32 + cd.len as u32;
     if end > payload_len as u32 {
         // The relay drops it as malformed too (ChannelDataError::Truncated).
-        return Err(Action::DropLength);
+        return Err(Verdict::DropLength);
     }
     let trailing = payload_len - end as u16;
     if trailing > 3 {
-        return Err(Action::PassTrailingBytes);
+        return Err(Verdict::PassTrailingBytes);
     }
     Ok(trailing)
 }
@@ -361,19 +361,19 @@ pub const fn channel_data_fits(cd: ChannelHeader, payload_len: u16) -> Result<u1
 /// Why a UDP datagram that matched no channel is not forwarded. `first` is its first payload
 /// byte (ignored when `payload_len` is 0).
 #[inline(always)]
-pub const fn unmatched(to_listener: bool, first: u8, payload_len: u16) -> Action {
+pub const fn unmatched(to_listener: bool, first: u8, payload_len: u16) -> Verdict {
     if !to_listener {
-        return Action::PassNotForUs;
+        return Verdict::PassNotForUs;
     }
     if payload_len == 0 {
-        return Action::PassNotChannelData;
+        return Verdict::PassNotChannelData;
     }
     match first {
-        0x00..=0x3F => Action::PassStun,
+        0x00..=0x3F => Verdict::PassStun,
         // A channel byte but no room for the 4-byte header: the relay drops it as malformed.
-        0x40..=0x7F if (payload_len as usize) < CHANNEL_HLEN => Action::DropLength,
-        0x40..=0x7F => Action::PassUnknownChannel,
-        _ => Action::PassNotChannelData,
+        0x40..=0x7F if (payload_len as usize) < CHANNEL_HLEN => Verdict::DropLength,
+        0x40..=0x7F => Verdict::PassUnknownChannel,
+        _ => Verdict::PassNotChannelData,
     }
 }
 
@@ -457,7 +457,7 @@ pub const fn classify_checksum(
     udp: &Udp,
     payload: Sum,
     generic: bool,
-) -> Result<Checksum, Action> {
+) -> Result<Checksum, Verdict> {
     if udp.check == 0 {
         return Ok(Checksum::None);
     }
@@ -473,7 +473,7 @@ pub const fn classify_checksum(
     if !crate::csum::verifies(whole) {
         Ok(Checksum::Partial)
     } else if generic {
-        Err(Action::PassChecksumUnknown)
+        Err(Verdict::PassChecksumUnknown)
     } else {
         Ok(Checksum::Full)
     }
@@ -901,36 +901,36 @@ pub const fn client_to_peer(
     cd: ChannelHeader,
     trailing: Sum,
     value: &ChannelValue,
-) -> Result<Rewrite, Action> {
+) -> Result<Rewrite, Verdict> {
     rewrite(ip, udp, &route_to_peer(cd, trailing, value))
 }
 
 /// [`rewrite`] along [`route_to_client`].
 #[inline(always)]
-pub const fn peer_to_client(ip: &Ip, udp: &Udp, value: &PeerValue) -> Result<Rewrite, Action> {
+pub const fn peer_to_client(ip: &Ip, udp: &Udp, value: &PeerValue) -> Result<Rewrite, Verdict> {
     rewrite(ip, udp, &route_to_client(udp, value))
 }
 
 /// Plans a forwarded packet: new IP and UDP headers (and ChannelData header towards a client),
 /// the UDP checksum updated for every word that changed.
 #[inline(always)]
-pub const fn rewrite(ip: &Ip, udp: &Udp, route: &Route) -> Result<Rewrite, Action> {
+pub const fn rewrite(ip: &Ip, udp: &Udp, route: &Route) -> Result<Rewrite, Verdict> {
     let mut rw = Rewrite::EMPTY;
     match rewrite_into(ip, udp, route, &mut rw) {
         Ok(()) => Ok(rw),
-        Err(action) => Err(action),
+        Err(verdict) => Err(verdict),
     }
 }
 
 /// [`rewrite`] into a `Rewrite` the caller owns (the program keeps it in a per-CPU scratch map,
 /// off its 512-byte stack). On error `rw` is left partly written.
 #[inline(always)]
-pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> Result<(), Action> {
+pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> Result<(), Verdict> {
     let removed = out.removed;
     let added = out.added;
     let data_len = out.data_len;
     if ip.ttl <= 1 {
-        return Err(Action::PassTtl);
+        return Err(Verdict::PassTtl);
     }
     let in6 = ip.family == FAMILY_IPV6;
     let out6 = out.family == FAMILY_IPV6;
@@ -944,7 +944,7 @@ pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> 
     // Only reachable past MAX_FRAME, which the program refuses first; kept so the function is
     // total.
     if l3_len > 0xFFFF {
-        return Err(Action::PassTooBig);
+        return Err(Verdict::PassTooBig);
     }
 
     // The UDP checksum: RFC 1624 over the pseudo-header, the UDP header and the payload words
@@ -954,7 +954,7 @@ pub const fn rewrite_into(ip: &Ip, udp: &Udp, out: &Route, rw: &mut Rewrite) -> 
         if in6 || out6 {
             // IPv6 requires a checksum and this one cannot be updated from nothing; a zero one
             // on IPv6 is invalid to begin with.
-            return Err(Action::PassNoChecksum);
+            return Err(Verdict::PassNoChecksum);
         }
         // IPv4 to IPv4 without a checksum: stays without one (RFC 768).
         0
@@ -1193,9 +1193,9 @@ mod tests {
         for (t, r) in [
             (ETH_P_IP, Ok(FAMILY_IPV4)),
             (ETH_P_IPV6, Ok(FAMILY_IPV6)),
-            (ETH_P_8021Q, Err(Action::PassVlan)),
-            (ETH_P_8021AD, Err(Action::PassVlan)),
-            (0x0806, Err(Action::PassNotIp)),
+            (ETH_P_8021Q, Err(Verdict::PassVlan)),
+            (ETH_P_8021AD, Err(Verdict::PassVlan)),
+            (0x0806, Err(Verdict::PassNotIp)),
         ] {
             eth[12..].copy_from_slice(&t.to_be_bytes());
             assert_eq!(l3_family(&eth), r, "{t:#06x}");
@@ -1210,19 +1210,19 @@ mod tests {
         assert_eq!(ok.src[..4], [192, 0, 2, 1]);
         assert_eq!(ok.dst[4..], [0; 12]);
         for (h, l3_len, want) in [
-            (ipv4(6, 5, 0, 40), 40, Action::PassNotUdp),
-            (ipv4(17, 5, 0x2000, 40), 40, Action::PassFragment),
-            (ipv4(17, 5, 0x0001, 40), 40, Action::PassFragment),
-            (ipv4(17, 6, 0, 40), 40, Action::PassIpOptions),
-            (ipv4(17, 4, 0, 40), 40, Action::DropMalformed),
-            (ipv4(17, 5, 0, 41), 40, Action::DropMalformed),
-            (ipv4(17, 6, 0, 20), 40, Action::DropMalformed),
+            (ipv4(6, 5, 0, 40), 40, Verdict::PassNotUdp),
+            (ipv4(17, 5, 0x2000, 40), 40, Verdict::PassFragment),
+            (ipv4(17, 5, 0x0001, 40), 40, Verdict::PassFragment),
+            (ipv4(17, 6, 0, 40), 40, Verdict::PassIpOptions),
+            (ipv4(17, 4, 0, 40), 40, Verdict::DropMalformed),
+            (ipv4(17, 5, 0, 41), 40, Verdict::DropMalformed),
+            (ipv4(17, 6, 0, 20), 40, Verdict::DropMalformed),
         ] {
             assert_eq!(parse_ipv4(&h, l3_len), Err(want), "{h:?}");
         }
         let mut v6 = ipv4(17, 5, 0, 40);
         v6[0] = 0x65;
-        assert_eq!(parse_ipv4(&v6, 40), Err(Action::DropMalformed));
+        assert_eq!(parse_ipv4(&v6, 40), Err(Verdict::DropMalformed));
     }
 
     #[test]
@@ -1232,15 +1232,15 @@ mod tests {
         assert_eq!((ok.tos, ok.flow_label), (0xAB, 0x1_2345));
         assert_eq!((ok.src[0], ok.dst[15]), (0x20, 9));
         for (next, want) in [
-            (44, Action::PassFragment),
-            (0, Action::PassIpOptions),
-            (60, Action::PassIpOptions),
-            (6, Action::PassNotUdp),
-            (58, Action::PassNotUdp),
+            (44, Verdict::PassFragment),
+            (0, Verdict::PassIpOptions),
+            (60, Verdict::PassIpOptions),
+            (6, Verdict::PassNotUdp),
+            (58, Verdict::PassNotUdp),
         ] {
             assert_eq!(parse_ipv6(&ipv6(next, 8), 48), Err(want));
         }
-        assert_eq!(parse_ipv6(&ipv6(17, 9), 48), Err(Action::DropMalformed));
+        assert_eq!(parse_ipv6(&ipv6(17, 9), 48), Err(Verdict::DropMalformed));
     }
 
     #[test]
@@ -1254,8 +1254,8 @@ mod tests {
         assert_eq!(parse_udp(&udp(20), &ip).unwrap().payload_len(), 12);
         // Shorter than the IP payload: allowed, the rest is not part of the datagram.
         assert_eq!(parse_udp(&udp(8), &ip).unwrap().payload_len(), 0);
-        assert_eq!(parse_udp(&udp(21), &ip), Err(Action::DropMalformed));
-        assert_eq!(parse_udp(&udp(7), &ip), Err(Action::DropMalformed));
+        assert_eq!(parse_udp(&udp(21), &ip), Err(Verdict::DropMalformed));
+        assert_eq!(parse_udp(&udp(7), &ip), Err(Verdict::DropMalformed));
     }
 
     #[test]
@@ -1275,21 +1275,21 @@ mod tests {
         };
         assert_eq!(channel_data_fits(cd, 9), Ok(0));
         assert_eq!(channel_data_fits(cd, 12), Ok(3));
-        assert_eq!(channel_data_fits(cd, 13), Err(Action::PassTrailingBytes));
-        assert_eq!(channel_data_fits(cd, 8), Err(Action::DropLength));
+        assert_eq!(channel_data_fits(cd, 13), Err(Verdict::PassTrailingBytes));
+        assert_eq!(channel_data_fits(cd, 8), Err(Verdict::DropLength));
         let max = ChannelHeader {
             channel: 0x4000,
             len: 0xFFFF,
         };
-        assert_eq!(channel_data_fits(max, 0xFFFF), Err(Action::DropLength));
+        assert_eq!(channel_data_fits(max, 0xFFFF), Err(Verdict::DropLength));
 
-        assert_eq!(unmatched(false, 0x00, 20), Action::PassNotForUs);
-        assert_eq!(unmatched(true, 0x00, 20), Action::PassStun);
-        assert_eq!(unmatched(true, 0x3F, 1), Action::PassStun);
-        assert_eq!(unmatched(true, 0x40, 20), Action::PassUnknownChannel);
-        assert_eq!(unmatched(true, 0x7F, 3), Action::DropLength);
-        assert_eq!(unmatched(true, 0x80, 20), Action::PassNotChannelData);
-        assert_eq!(unmatched(true, 0x00, 0), Action::PassNotChannelData);
+        assert_eq!(unmatched(false, 0x00, 20), Verdict::PassNotForUs);
+        assert_eq!(unmatched(true, 0x00, 20), Verdict::PassStun);
+        assert_eq!(unmatched(true, 0x3F, 1), Verdict::PassStun);
+        assert_eq!(unmatched(true, 0x40, 20), Verdict::PassUnknownChannel);
+        assert_eq!(unmatched(true, 0x7F, 3), Verdict::DropLength);
+        assert_eq!(unmatched(true, 0x80, 20), Verdict::PassNotChannelData);
+        assert_eq!(unmatched(true, 0x00, 0), Verdict::PassNotChannelData);
     }
 
     #[test]
@@ -1327,7 +1327,7 @@ mod tests {
         };
         assert_eq!(
             client_to_peer(&ip, &udp, cd, Sum::new(), &value),
-            Err(Action::PassTtl)
+            Err(Verdict::PassTtl)
         );
     }
 }

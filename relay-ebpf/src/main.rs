@@ -11,9 +11,9 @@
 //! ([`relay_common::packet`]) -> the next hop of the new destination (`NEXT_HOPS`) -> adjust head and
 //! tail, write the headers -> `XDP_TX` when the route leaves by the ingress interface,
 //! `XDP_REDIRECT` through the `EGRESS` device map when it leaves by another attached one. Every
-//! other outcome is an [`Action`] with a deliberate verdict (mostly `XDP_PASS` to the kernel
+//! other outcome is a [`Verdict`] with a deliberate XDP action (mostly `XDP_PASS` to the kernel
 //! stack and the relay's sockets, which do the same job in userspace), and every packet is
-//! counted under its action, per CPU. Nothing is changed before the last check that can pass a
+//! counted under its verdict, per CPU. Nothing is changed before the last check that can pass a
 //! packet up has been made.
 //!
 //! Userspace is the only writer of the maps; the program only reads them and counts.
@@ -29,7 +29,7 @@ use aya_ebpf::helpers::generated::{
 use aya_ebpf::macros::{map, xdp};
 use aya_ebpf::maps::{DevMapHash, HashMap, PerCpuArray};
 use aya_ebpf::programs::XdpContext;
-use relay_common::action::XDP_PASS;
+use relay_common::verdict::XDP_PASS;
 use relay_common::csum::Sum;
 use relay_common::indication::{self, DataHeader, Words};
 use relay_common::maps::{
@@ -41,7 +41,7 @@ use relay_common::packet::{
     Rewrite, Route, UDP_HLEN, Udp,
 };
 use relay_common::{
-    Action, AllocationValue, ChannelKey, ChannelStats, ChannelValue, ClientKey, FAMILY_IPV4,
+    Verdict, AllocationValue, ChannelKey, ChannelStats, ChannelValue, ClientKey, FAMILY_IPV4,
     FAMILY_IPV6, ListenerKey, NextHopKey, NextHopValue, PeerKey, PeerValue,
 };
 
@@ -89,9 +89,9 @@ static CHANNEL_STATS: PerCpuArray<ChannelStats> = PerCpuArray::with_max_entries(
 #[map]
 static TOTAL_STATS: PerCpuArray<ChannelStats> = PerCpuArray::with_max_entries(TOTAL_SLOTS, 0);
 
-/// Per-CPU packets per action, indexed by `Action::index`.
+/// Per-CPU packets per verdict, indexed by `Verdict::index`.
 #[map]
-static ACTION_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Action::COUNT as u32, 0);
+static ACTION_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Verdict::COUNT as u32, 0);
 
 /// The interfaces the program is attached to, the only ones it redirects to.
 #[map]
@@ -124,10 +124,10 @@ const MOVE_MAX: usize = 4 * BOUNCE;
 /// Entry point attached to the NIC.
 #[xdp]
 pub fn xdpturn(ctx: XdpContext) -> u32 {
-    let action = match try_xdpturn(&ctx) {
-        Ok(action) | Err(action) => action,
+    let verdict = match try_xdpturn(&ctx) {
+        Ok(verdict) | Err(verdict) => verdict,
     };
-    if let Some(count) = ACTION_STATS.get_ptr_mut(action.index()) {
+    if let Some(count) = ACTION_STATS.get_ptr_mut(verdict.index()) {
         // SAFETY: the pointer is this CPU's slot of a per-CPU array, valid for the program's
         // run and written by no one else meanwhile.
         #[allow(unsafe_code)]
@@ -135,21 +135,21 @@ pub fn xdpturn(ctx: XdpContext) -> u32 {
             *count += 1
         };
     }
-    action.xdp_action()
+    verdict.xdp_action()
 }
 
 /// The whole decision. `Ok` is a forwarded packet; `Err` says why a packet was not forwarded
-/// (its verdict is `Action::xdp_action`).
+/// (its XDP action is `Verdict::xdp_action`).
 #[inline(always)]
-fn try_xdpturn(ctx: &XdpContext) -> Result<Action, Action> {
+fn try_xdpturn(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     // Shorter than an Ethernet header: nothing IP about it.
-    let eth = load::<{ ETH_HLEN / 2 }, ETH_HLEN>(ctx, 0).ok_or(Action::PassNotIp)?;
+    let eth = load::<{ ETH_HLEN / 2 }, ETH_HLEN>(ctx, 0).ok_or(Verdict::PassNotIp)?;
     let family = packet::l3_family(&eth)?;
     let frame_len = buff_len(ctx);
     packet::check_frame_len(frame_len)?;
     let l3_len = frame_len - ETH_HLEN;
 
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Action::PassAdjustFailed)?;
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Verdict::PassAdjustFailed)?;
     // SAFETY: this CPU's only slot of a per-CPU array: nothing else uses it during this run.
     #[allow(unsafe_code)]
     let scratch = unsafe { &mut *scratch };
@@ -157,21 +157,21 @@ fn try_xdpturn(ctx: &XdpContext) -> Result<Action, Action> {
 
     let payload_at = if family == FAMILY_IPV4 {
         // Too short for an IP header: malformed (the kernel drops it too).
-        let h = load::<{ IPV4_HLEN / 2 }, IPV4_HLEN>(ctx, ETH_HLEN).ok_or(Action::DropMalformed)?;
+        let h = load::<{ IPV4_HLEN / 2 }, IPV4_HLEN>(ctx, ETH_HLEN).ok_or(Verdict::DropMalformed)?;
         packet::parse_ipv4_into(&h, l3_len, ip)?;
         ETH_HLEN + IPV4_HLEN
     } else {
         if ctx.data() + ETH_HLEN + IPV6_HLEN > ctx.data_end() {
-            return Err(Action::DropMalformed);
+            return Err(Verdict::DropMalformed);
         }
-        let h = load::<4, 8>(ctx, ETH_HLEN).ok_or(Action::DropMalformed)?;
+        let h = load::<4, 8>(ctx, ETH_HLEN).ok_or(Verdict::DropMalformed)?;
         packet::parse_ipv6_fixed_into(&h, l3_len, ip)?;
-        copy_addr(ctx, ETH_HLEN + 8, &mut ip.src).ok_or(Action::DropMalformed)?;
-        copy_addr(ctx, ETH_HLEN + 24, &mut ip.dst).ok_or(Action::DropMalformed)?;
+        copy_addr(ctx, ETH_HLEN + 8, &mut ip.src).ok_or(Verdict::DropMalformed)?;
+        copy_addr(ctx, ETH_HLEN + 24, &mut ip.dst).ok_or(Verdict::DropMalformed)?;
         ETH_HLEN + IPV6_HLEN
     };
     let udp = packet::parse_udp(
-        &load::<{ UDP_HLEN / 2 }, UDP_HLEN>(ctx, payload_at).ok_or(Action::DropMalformed)?,
+        &load::<{ UDP_HLEN / 2 }, UDP_HLEN>(ctx, payload_at).ok_or(Verdict::DropMalformed)?,
         ip,
     )?;
     let payload_at = payload_at + UDP_HLEN;
@@ -215,7 +215,7 @@ fn route(
     udp: &Udp,
     payload_at: usize,
     scratch: &mut Scratch,
-) -> Result<bool, Action> {
+) -> Result<bool, Verdict> {
     let ip = &scratch.ip;
     let payload_len = udp.payload_len();
     if payload_len as usize >= CHANNEL_HLEN
@@ -270,7 +270,7 @@ fn route(
             udp.payload_len(),
             &mut scratch.data_header,
         )
-        .map_err(|_| Action::PassTooBig)?;
+        .map_err(|_| Verdict::PassTooBig)?;
         packet::route_to_client_indication_into(
             udp,
             value,
@@ -308,13 +308,13 @@ fn route_send(
     udp: &Udp,
     payload_at: usize,
     scratch: &mut Scratch,
-) -> Result<bool, Action> {
-    let head = load::<2, 4>(ctx, payload_at).ok_or(Action::PassStun)?;
+) -> Result<bool, Verdict> {
+    let head = load::<2, 4>(ctx, payload_at).ok_or(Verdict::PassStun)?;
     if u16::from_be_bytes([head[0], head[1]]) != indication::SEND_INDICATION {
         return Ok(false);
     }
     let ip = &scratch.ip;
-    let refused = Action::PassSendIndication;
+    let refused = Verdict::PassSendIndication;
     let alloc = ALLOCATIONS
         .get_ptr(&ClientKey::from_packet(
             ip.family,
@@ -390,8 +390,8 @@ fn check_fingerprint(
     payload_at: usize,
     len: usize,
     value: u32,
-) -> Result<(), Action> {
-    let refused = Action::PassSendIndication;
+) -> Result<(), Verdict> {
+    let refused = Verdict::PassSendIndication;
     let blocks = len / 8;
     if blocks > CRC_BLOCKS || payload_at > MAX_FRAME {
         return Err(refused);
@@ -444,12 +444,12 @@ fn trailing_sum(
     payload_len: u16,
     data_len: u16,
     trailing: u16,
-) -> Result<Sum, Action> {
+) -> Result<Sum, Verdict> {
     if trailing == 0 {
         return Ok(Sum::new());
     }
     let w =
-        load_at::<4>(ctx, payload_at + payload_len as usize - 4).ok_or(Action::DropMalformed)?;
+        load_at::<4>(ctx, payload_at + payload_len as usize - 4).ok_or(Verdict::DropMalformed)?;
     let bytes = match trailing {
         1 => [w[3], 0, 0],
         2 => [w[2], w[3], 0],
@@ -466,7 +466,7 @@ fn forward(
     udp: &Udp,
     payload_at: usize,
     scratch: &mut Scratch,
-) -> Result<Action, Action> {
+) -> Result<Verdict, Verdict> {
     let Scratch {
         ip,
         route,
@@ -506,7 +506,7 @@ fn forward(
         packet::keep_partial(ip, route, rw);
     }
     if u32::from(rw.l3_len) > hop.mtu {
-        return Err(Action::PassMtu);
+        return Err(Verdict::PassMtu);
     }
     let ingress = ctx.ingress_ifindex() as u32;
     let egress = hop.ifindex;
@@ -517,38 +517,38 @@ fn forward(
     // low bits) when the interface is not in EGRESS: one device map lookup, where checking
     // here and redirecting at the end took two.
     if !tx && EGRESS.redirect(egress, u64::from(XDP_PASS)).is_err() {
-        return Err(Action::PassEgressNotAttached);
+        return Err(Verdict::PassEgressNotAttached);
     }
 
     if rw.data_shift == 0 {
         // From here on the packet changes. adjust_head fails only without headroom, and then
         // it has changed nothing: the packet can still go up.
         if adjust_head(ctx, rw.head_delta) != 0 {
-            return Err(Action::PassAdjustFailed);
+            return Err(Verdict::PassAdjustFailed);
         }
         // Drops ChannelData padding and Ethernet padding, or makes room for a Data
         // indication's padding.
         let len = buff_len(ctx);
         if len != rw.frame_len && adjust_tail(ctx, rw.frame_len as i32 - len as i32) != 0 {
-            return Err(Action::DropRewriteFailed);
+            return Err(Verdict::DropRewriteFailed);
         }
     } else {
         move_keeping_udp(ctx, rw, payload_at, bounce)?;
     }
     let eth = packet::ethernet_header(&hop.dmac, &hop.smac, rw.ethertype());
-    store::<{ ETH_HLEN / 2 }>(ctx, 0, words(&eth)).ok_or(Action::DropRewriteFailed)?;
+    store::<{ ETH_HLEN / 2 }>(ctx, 0, words(&eth)).ok_or(Verdict::DropRewriteFailed)?;
     let written = match (rw.family == FAMILY_IPV6, rw.channel_header) {
         (false, false) => store_headers::<{ (IPV4_HLEN + UDP_HLEN) / 2 }>(ctx, rw),
         (false, true) => store_headers::<{ (IPV4_HLEN + UDP_HLEN + CHANNEL_HLEN) / 2 }>(ctx, rw),
         (true, false) => store_headers::<{ (IPV6_HLEN + UDP_HLEN) / 2 }>(ctx, rw),
         (true, true) => store_headers::<{ MAX_HEADERS / 2 }>(ctx, rw),
     };
-    written.ok_or(Action::DropRewriteFailed)?;
+    written.ok_or(Verdict::DropRewriteFailed)?;
     if rw.added_len > 0 && !rw.channel_header {
-        store_data_header(ctx, rw, data_header).ok_or(Action::DropRewriteFailed)?;
+        store_data_header(ctx, rw, data_header).ok_or(Verdict::DropRewriteFailed)?;
     }
     if rw.padding > 0 {
-        store_padding(ctx, rw, bounce).ok_or(Action::DropRewriteFailed)?;
+        store_padding(ctx, rw, bounce).ok_or(Verdict::DropRewriteFailed)?;
     }
 
     let data = u64::from(rw.data_len);
@@ -575,9 +575,9 @@ fn forward(
     }
 
     if tx {
-        Ok(Action::ForwardedTx)
+        Ok(Verdict::ForwardedTx)
     } else {
-        Ok(Action::ForwardedRedirect)
+        Ok(Verdict::ForwardedRedirect)
     }
 }
 
@@ -664,7 +664,7 @@ fn count(stats: Option<*mut ChannelStats>, to_peer: bool, data: u64) {
 /// with a permission but no channel, as a Data indication
 /// (`packet::same_relay_indication_into`).
 #[inline(always)]
-fn next_hop(route: &mut Route, data_header: &mut DataHeader) -> Result<NextHopValue, Action> {
+fn next_hop(route: &mut Route, data_header: &mut DataHeader) -> Result<NextHopValue, Verdict> {
     let mut hop = NEXT_HOPS.get_ptr(&NextHopKey::from_packet(route.family, route.dst));
     if hop.is_none() && route.added_len == 0 {
         if let Some(other) = PEER_TO_CLIENT.get_ptr(&packet::same_relay_key(route)) {
@@ -679,7 +679,7 @@ fn next_hop(route: &mut Route, data_header: &mut DataHeader) -> Result<NextHopVa
             #[allow(unsafe_code)]
             let other = unsafe { &*other };
             if other.channel != NO_CHANNEL {
-                return Err(Action::PassNoNextHop);
+                return Err(Verdict::PassNoNextHop);
             }
             indication::data_indication_into(
                 &random_txid(),
@@ -689,12 +689,12 @@ fn next_hop(route: &mut Route, data_header: &mut DataHeader) -> Result<NextHopVa
                 route.data_len,
                 data_header,
             )
-            .map_err(|_| Action::PassTooBig)?;
+            .map_err(|_| Verdict::PassTooBig)?;
             packet::same_relay_indication_into(route, other, data_header);
         }
         hop = NEXT_HOPS.get_ptr(&NextHopKey::from_packet(route.family, route.dst));
     }
-    let hop = hop.ok_or(Action::PassNoNextHop)?;
+    let hop = hop.ok_or(Verdict::PassNoNextHop)?;
     // SAFETY: a map value pointer from a successful lookup; the map is not preallocated, so a
     // value userspace replaces meanwhile is freed only after this run (RCU). Copied out at once.
     #[allow(unsafe_code)]
@@ -741,25 +741,25 @@ fn move_keeping_udp(
     rw: &Rewrite,
     payload_at: usize,
     bounce: &mut [u8; BOUNCE],
-) -> Result<(), Action> {
+) -> Result<(), Verdict> {
     let len = buff_len(ctx) as i32;
     let data_at = payload_at as i32 + rw.removed_len as i32;
     let data_len = rw.data_len as usize;
     if data_len > MOVE_MAX {
-        return Err(Action::PassTooBig);
+        return Err(Verdict::PassTooBig);
     }
     // The new end, in the arriving frame's offsets (the front has not moved yet).
     let tail_delta = data_at + rw.data_shift + rw.data_len as i32 + rw.padding as i32 - len;
     if tail_delta > 0 && adjust_tail(ctx, tail_delta) != 0 {
-        return Err(Action::PassAdjustFailed);
+        return Err(Verdict::PassAdjustFailed);
     }
     move_data(ctx, data_at as usize, data_len, rw.data_shift, bounce)
-        .ok_or(Action::DropRewriteFailed)?;
+        .ok_or(Verdict::DropRewriteFailed)?;
     if tail_delta < 0 && adjust_tail(ctx, tail_delta) != 0 {
-        return Err(Action::DropRewriteFailed);
+        return Err(Verdict::DropRewriteFailed);
     }
     if rw.head_delta != 0 && adjust_head(ctx, rw.head_delta) != 0 {
-        return Err(Action::DropRewriteFailed);
+        return Err(Verdict::DropRewriteFailed);
     }
     Ok(())
 }
@@ -842,10 +842,10 @@ fn copy_chunk(
 /// memory; the sum of byte-swapped words is the byte-swapped sum (RFC 1071 §2(B)), so the
 /// folded result is swapped back to network order.
 #[inline(never)]
-fn payload_sum(ctx: &XdpContext, at: usize, len: usize) -> Result<Sum, Action> {
+fn payload_sum(ctx: &XdpContext, at: usize, len: usize) -> Result<Sum, Verdict> {
     // Longer payloads are rare (jumbo frames) and go up: see `MOVE_MAX`.
     if at > MAX_FRAME || len > MOVE_MAX + 511 {
-        return Err(Action::PassTooBig);
+        return Err(Verdict::PassTooBig);
     }
     let mut wide: u64 = 0;
     let mut off = at;
@@ -900,7 +900,7 @@ fn payload_sum(ctx: &XdpContext, at: usize, len: usize) -> Result<Sum, Action> {
     // The last 0-3 bytes, at even, odd, even offsets (`off` - `at` is a multiple of 4).
     let rest = end - off;
     if rest > 0 {
-        let w = load_at::<4>(ctx, end - 4).ok_or(Action::DropMalformed)?;
+        let w = load_at::<4>(ctx, end - 4).ok_or(Verdict::DropMalformed)?;
         sum = match rest {
             1 => sum.add_byte(w[3], true),
             2 => sum.add(u16::from_be_bytes([w[2], w[3]])),
@@ -915,21 +915,21 @@ fn payload_sum(ctx: &XdpContext, at: usize, len: usize) -> Result<Sum, Action> {
 /// `bpf_csum_diff` of the `N` bytes at `offset` (a multiple of 4 bytes, at most 512): their
 /// 32-bit one's-complement sum in memory order.
 #[inline(always)]
-fn chunk_sum<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<u64, Action> {
+fn chunk_sum<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<u64, Verdict> {
     let offset = core::hint::black_box(offset);
     if offset > MAX_FRAME {
-        return Err(Action::PassTooBig);
+        return Err(Verdict::PassTooBig);
     }
     let start = ctx.data() + offset;
     if start + N > ctx.data_end() {
-        return Err(Action::DropMalformed);
+        return Err(Verdict::DropMalformed);
     }
     // SAFETY: [start, start + N) was just checked to be inside the packet; the helper only
     // reads it.
     #[allow(unsafe_code)]
     let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, start as *mut u32, N as u32, 0) };
     if r < 0 {
-        return Err(Action::PassChecksumUnknown);
+        return Err(Verdict::PassChecksumUnknown);
     }
     Ok(r as u64 & 0xFFFF_FFFF)
 }
