@@ -21,11 +21,11 @@ pub mod maps;
 pub mod packet;
 pub mod verdict;
 
-pub use verdict::Verdict;
-/// The former name of [`Verdict`], kept until the relay's uses are renamed.
-pub use verdict::Verdict as Action;
 pub use maps::{
     AllocationValue, ChannelEntries, ChannelKey, ChannelStats, ChannelValue, ClientKey,
     FAMILY_IPV4, FAMILY_IPV6, ListenerKey, MixedFamilies, NextHopKey, NextHopValue, PeerKey,
     PeerValue,
 };
+pub use verdict::Verdict;
+/// The former name of [`Verdict`], kept until the relay's uses are renamed.
+pub use verdict::Verdict as Action;

@@ -4,7 +4,9 @@
 //! directions, for both families and across families.
 //!
 //! `run` below drives the `relay_common::packet` functions the way relay-ebpf's program does,
-//! with hash maps for the BPF maps and a fixed FIB answer; the BPF_PROG_TEST_RUN tests in
+//! with hash maps for the BPF maps and a fixed FIB answer; the decision steps that need no
+//! packet memory (`relay_common::packet`'s `decide` room: padding bytes, checksum state, Send
+//! indication sums, same-relay calls) are the program's own code. The BPF_PROG_TEST_RUN tests in
 //! relay/tests/xdp_testrun.rs run the real program.
 
 #![allow(clippy::unwrap_used)]
@@ -21,12 +23,10 @@ use frames::{
 use proptest::prelude::*;
 use relay_common::csum::Sum;
 use relay_common::indication::{self, DataHeader};
-use relay_common::packet::{
-    self, CHANNEL_HLEN, Checksum, ETH_HLEN, Ip, Rewrite, Route, UDP_HLEN, Udp,
-};
+use relay_common::packet::{self, CHANNEL_HLEN, ETH_HLEN, Ip, Rewrite, Route, UDP_HLEN, Udp};
 use relay_common::{
-    Verdict, AllocationValue, ChannelEntries, ChannelKey, ChannelValue, ClientKey, PeerKey,
-    PeerValue,
+    AllocationValue, ChannelEntries, ChannelKey, ChannelValue, ClientKey, PeerKey, PeerValue,
+    Verdict,
 };
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -149,7 +149,7 @@ fn route_of(
     let payload = l4 + UDP_HLEN;
     let payload_len = udp.payload_len();
     if let Some(mut route) = route_send(frame, maps, &ip, &udp, payload)? {
-        let header = same_relay(&mut route, maps);
+        let header = same_relay(&mut route, maps)?;
         return Ok((ip, udp, route, payload, header));
     }
     if let Some(first) = array::<CHANNEL_HLEN>(frame, payload).filter(|_| payload_len >= 4)
@@ -165,13 +165,17 @@ fn route_of(
         );
         if let Some(value) = maps.client_to_peer.get(&key) {
             let trailing = packet::channel_data_fits(cd, payload_len)?;
-            let mut bytes = [0u8; 3];
-            for (i, b) in bytes.iter_mut().enumerate().take(usize::from(trailing)) {
-                *b = frame[payload + CHANNEL_HLEN + usize::from(cd.len) + i];
-            }
+            // The program reads the 4 bytes that end the datagram.
+            let bytes = if trailing == 0 {
+                [0; 3]
+            } else {
+                let end = payload + usize::from(payload_len);
+                let window = array::<4>(frame, end - 4).ok_or(Verdict::DropMalformed)?;
+                packet::trailing_bytes(window, trailing)
+            };
             let sum = packet::trailing_sum(bytes, trailing, cd.len);
             let mut route = packet::route_to_peer(cd, sum, value);
-            let header = same_relay(&mut route, maps);
+            let header = same_relay(&mut route, maps)?;
             return Ok((ip, udp, route, payload, header));
         }
     }
@@ -198,31 +202,14 @@ fn route_of(
     Err(packet::unmatched(to_listener, first, payload_len))
 }
 
-/// The program's `next_hop` for a client's route to its peer: a peer that is another relayed
-/// address of this relay (it has no next hop: it is local) whose client has a channel to this
-/// one's relayed address, or only a permission for it (a Data indication then, with
-/// [`TXID`]).
-fn same_relay(route: &mut Route, maps: &Maps) -> Option<DataHeader> {
-    if let Some(other) = maps.peer_to_client.get(&packet::same_relay_key(route)) {
-        packet::same_relay_into(route, other);
-    } else if let Some(other) = maps
-        .peer_to_client
-        .get(&packet::same_relay_permission_key(route))
-    {
-        let mut h = DataHeader::EMPTY;
-        indication::data_indication_into(
-            &TXID,
-            route.family,
-            &route.src,
-            route.src_port,
-            route.data_len,
-            &mut h,
-        )
-        .unwrap();
-        packet::same_relay_indication_into(route, other, &h);
-        return Some(h);
-    }
-    None
+/// The program's `next_hop` for a client's route to its peer (`packet::same_relay`, the
+/// program's own step): a peer that is another relayed address of this relay (it has no next
+/// hop: it is local) whose client has a channel to this one's relayed address, or only a
+/// permission for it (a Data indication then, with [`TXID`], whose header this returns).
+fn same_relay(route: &mut Route, maps: &Maps) -> Result<Option<DataHeader>, Verdict> {
+    let mut h = DataHeader::EMPTY;
+    packet::same_relay(route, &mut h, || TXID, |key| maps.peer_to_client.get(key))?;
+    Ok((h.len > 0).then_some(h))
 }
 
 /// The program's `route_send`: a Send indication to a listener, from a client with an
@@ -260,7 +247,7 @@ fn route_send(
         } else {
             packet::payload_sum_from_checksum(ip, udp)
         };
-        total.sub(data.fold()).fold()
+        packet::removed_sum(total, data)
     };
     let mut route = Route::EMPTY;
     packet::route_to_peer_send_into(
@@ -275,7 +262,7 @@ fn route_send(
 }
 
 /// What the program does with a frame, the checksum field read for what it is
-/// (`packet::classify_checksum`), in native (`generic` false) or generic mode. In generic
+/// (`packet::settle_checksum`), in native (`generic` false) or generic mode. In generic
 /// mode a partial checksum stays partial: the second value is then where the UDP header is in
 /// the output frame, which must be where it was in the buffer (the skb's `csum_start`).
 fn run_mode(frame: &[u8], maps: &Maps, generic: bool) -> (Verdict, Vec<u8>, Option<usize>) {
@@ -287,11 +274,9 @@ fn run_mode(frame: &[u8], maps: &Maps, generic: bool) -> (Verdict, Vec<u8>, Opti
     if packet::maybe_partial(&ip, &udp) {
         let end = payload_at + usize::from(udp.payload_len());
         let payload = Sum::new().add_bytes(&frame[payload_at..end]);
-        match packet::classify_checksum(&ip, &udp, payload, generic) {
+        match packet::settle_checksum(&ip, &mut udp, payload, generic) {
             Err(action) => return (action, frame.to_vec(), None),
-            Ok(Checksum::Partial) if generic => keep = true,
-            Ok(Checksum::Partial) => udp.check = packet::completed_checksum(&ip, &udp, payload),
-            Ok(_) => {}
+            Ok(kept) => keep = kept,
         }
     }
     let mut rw = Rewrite::EMPTY;
