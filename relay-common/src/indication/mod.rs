@@ -15,8 +15,8 @@
 //! 16-bit word parity when the program moves it to offset 0 (towards a peer) or puts a header
 //! of 36 or 48 bytes in front of it (towards a client): its one's-complement sum does not change.
 //!
-//! The rooms: [`send`] (the Send indication walk), [`crc32`] (CRC-32 and the FINGERPRINT
-//! check), [`data`] (the Data indication header).
+//! The rooms: `send` (the Send indication walk), `crc32` (CRC-32 and the FINGERPRINT
+//! check), `data` (the Data indication header).
 
 use crate::packet::MAX_FRAME;
 

@@ -38,9 +38,9 @@
 //! address without an entry goes up to userspace, whose socket send makes the kernel resolve
 //! the neighbour.
 //!
-//! One room per map's key and value: [`channel`] (`CLIENT_TO_PEER`, and a channel's four
-//! entries), [`peer`] (`PEER_TO_CLIENT`), [`allocation`] (`ALLOCATIONS`), [`next_hop`]
-//! (`NEXT_HOPS`), [`listener`] (`LISTENERS`), [`stats`] (the counters), and [`addr`] (the
+//! One room per map's key and value: `channel` (`CLIENT_TO_PEER`, and a channel's four
+//! entries), `peer` (`PEER_TO_CLIENT`), `allocation` (`ALLOCATIONS`), `next_hop`
+//! (`NEXT_HOPS`), `listener` (`LISTENERS`), `stats` (the counters), and `addr` (the
 //! 16-byte address layout).
 
 mod addr;

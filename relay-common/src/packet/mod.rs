@@ -12,10 +12,10 @@
 //! (dropping ChannelData padding and Ethernet padding); then an Ethernet header with the MACs
 //! the FIB lookup gave, followed by [`Rewrite::headers`].
 //!
-//! The rooms: [`parse`] (Ethernet, IP and UDP headers in), [`channel`] (ChannelData told from
-//! STUN, and what goes up unmatched), [`checksum`] (how the arriving UDP checksum is read),
-//! [`route`] (where a forwarded packet goes, from the map values), [`rewrite`] (the headers that
-//! leave), and [`decide`] (the program's decision steps that need no packet memory).
+//! The rooms: `parse` (Ethernet, IP and UDP headers in), `channel` (ChannelData told from
+//! STUN, and what goes up unmatched), `checksum` (how the arriving UDP checksum is read),
+//! `route` (where a forwarded packet goes, from the map values), `rewrite` (the headers that
+//! leave), and `decide` (the program's decision steps that need no packet memory).
 
 #[cfg(doc)]
 use crate::verdict::Verdict;
