@@ -6,7 +6,7 @@
 //!   the first 4 bytes with the rest zero (`family` says which). Build values with the
 //!   constructors, which take host-order numbers and `core::net` addresses, and read them back
 //!   with the accessors; the raw fields are public for the kernel side.
-//! - [`Action`]: what the program did with a packet and why, the index of its counters.
+//! - [`Verdict`]: what the program did with a packet and why, the index of its counters.
 //! - [`csum`] and [`packet`]: the program's parsing, rewriting and checksum arithmetic as plain
 //!   functions on fixed-size arrays, so `cargo test -p relay-common` tests them on real packets.
 //! - [`indication`]: TURN Send indications parsed, their FINGERPRINT's CRC-32, Data indications.
@@ -15,15 +15,17 @@
 
 #![no_std]
 
-pub mod action;
 pub mod csum;
 pub mod indication;
 pub mod maps;
 pub mod packet;
+pub mod verdict;
 
-pub use action::Action;
 pub use maps::{
     AllocationValue, ChannelEntries, ChannelKey, ChannelStats, ChannelValue, ClientKey,
     FAMILY_IPV4, FAMILY_IPV6, ListenerKey, MixedFamilies, NextHopKey, NextHopValue, PeerKey,
     PeerValue,
 };
+pub use verdict::Verdict;
+/// The former name of [`Verdict`], kept until the relay's uses are renamed.
+pub use verdict::Verdict as Action;

@@ -4,7 +4,9 @@
 //! directions, for both families and across families.
 //!
 //! `run` below drives the `relay_common::packet` functions the way relay-ebpf's program does,
-//! with hash maps for the BPF maps and a fixed FIB answer; the BPF_PROG_TEST_RUN tests in
+//! with hash maps for the BPF maps and a fixed FIB answer; the decision steps that need no
+//! packet memory (`relay_common::packet`'s `decide` room: padding bytes, checksum state, Send
+//! indication sums, same-relay calls) are the program's own code. The BPF_PROG_TEST_RUN tests in
 //! relay/tests/xdp_testrun.rs run the real program.
 
 #![allow(clippy::unwrap_used)]
@@ -21,12 +23,10 @@ use frames::{
 use proptest::prelude::*;
 use relay_common::csum::Sum;
 use relay_common::indication::{self, DataHeader};
-use relay_common::packet::{
-    self, CHANNEL_HLEN, Checksum, ETH_HLEN, Ip, Rewrite, Route, UDP_HLEN, Udp,
-};
+use relay_common::packet::{self, CHANNEL_HLEN, ETH_HLEN, Ip, Rewrite, Route, UDP_HLEN, Udp};
 use relay_common::{
-    Action, AllocationValue, ChannelEntries, ChannelKey, ChannelValue, ClientKey, PeerKey,
-    PeerValue,
+    AllocationValue, ChannelEntries, ChannelKey, ChannelValue, ClientKey, PeerKey, PeerValue,
+    Verdict,
 };
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -106,19 +106,19 @@ fn array<const N: usize>(frame: &[u8], at: usize) -> Option<[u8; N]> {
 }
 
 /// What relay-ebpf does, minus the FIB (which answers with `fib_macs`) and the counters.
-fn run(frame: &[u8], maps: &Maps) -> (Action, Vec<u8>) {
+fn run(frame: &[u8], maps: &Maps) -> (Verdict, Vec<u8>) {
     match plan(frame, maps) {
         Ok(rw) => {
             let mut out = apply(frame, &rw);
             let header = route_of(frame, maps).ok().and_then(|r| r.4);
             finish_indication(&mut out, &rw, header.as_ref());
-            (Action::ForwardedTx, out)
+            (Verdict::ForwardedTx, out)
         }
         Err(action) => (action, frame.to_vec()),
     }
 }
 
-fn plan(frame: &[u8], maps: &Maps) -> Result<Rewrite, Action> {
+fn plan(frame: &[u8], maps: &Maps) -> Result<Rewrite, Verdict> {
     let (ip, udp, route, _, _) = route_of(frame, maps)?;
     packet::rewrite(&ip, &udp, &route)
 }
@@ -128,28 +128,28 @@ fn plan(frame: &[u8], maps: &Maps) -> Result<Rewrite, Action> {
 fn route_of(
     frame: &[u8],
     maps: &Maps,
-) -> Result<(Ip, Udp, Route, usize, Option<DataHeader>), Action> {
-    let eth = array::<ETH_HLEN>(frame, 0).ok_or(Action::PassNotIp)?;
+) -> Result<(Ip, Udp, Route, usize, Option<DataHeader>), Verdict> {
+    let eth = array::<ETH_HLEN>(frame, 0).ok_or(Verdict::PassNotIp)?;
     let family = packet::l3_family(&eth)?;
     packet::check_frame_len(frame.len())?;
     let l3_len = frame.len() - ETH_HLEN;
     let ip = if family == relay_common::FAMILY_IPV4 {
         packet::parse_ipv4(
-            &array(frame, ETH_HLEN).ok_or(Action::DropMalformed)?,
+            &array(frame, ETH_HLEN).ok_or(Verdict::DropMalformed)?,
             l3_len,
         )?
     } else {
         packet::parse_ipv6(
-            &array(frame, ETH_HLEN).ok_or(Action::DropMalformed)?,
+            &array(frame, ETH_HLEN).ok_or(Verdict::DropMalformed)?,
             l3_len,
         )?
     };
     let l4 = ETH_HLEN + ip.header_len();
-    let udp = packet::parse_udp(&array(frame, l4).ok_or(Action::DropMalformed)?, &ip)?;
+    let udp = packet::parse_udp(&array(frame, l4).ok_or(Verdict::DropMalformed)?, &ip)?;
     let payload = l4 + UDP_HLEN;
     let payload_len = udp.payload_len();
     if let Some(mut route) = route_send(frame, maps, &ip, &udp, payload)? {
-        let header = same_relay(&mut route, maps);
+        let header = same_relay(&mut route, maps)?;
         return Ok((ip, udp, route, payload, header));
     }
     if let Some(first) = array::<CHANNEL_HLEN>(frame, payload).filter(|_| payload_len >= 4)
@@ -165,13 +165,17 @@ fn route_of(
         );
         if let Some(value) = maps.client_to_peer.get(&key) {
             let trailing = packet::channel_data_fits(cd, payload_len)?;
-            let mut bytes = [0u8; 3];
-            for (i, b) in bytes.iter_mut().enumerate().take(usize::from(trailing)) {
-                *b = frame[payload + CHANNEL_HLEN + usize::from(cd.len) + i];
-            }
+            // The program reads the 4 bytes that end the datagram.
+            let bytes = if trailing == 0 {
+                [0; 3]
+            } else {
+                let end = payload + usize::from(payload_len);
+                let window = array::<4>(frame, end - 4).ok_or(Verdict::DropMalformed)?;
+                packet::trailing_bytes(window, trailing)
+            };
             let sum = packet::trailing_sum(bytes, trailing, cd.len);
             let mut route = packet::route_to_peer(cd, sum, value);
-            let header = same_relay(&mut route, maps);
+            let header = same_relay(&mut route, maps)?;
             return Ok((ip, udp, route, payload, header));
         }
     }
@@ -198,31 +202,14 @@ fn route_of(
     Err(packet::unmatched(to_listener, first, payload_len))
 }
 
-/// The program's `next_hop` for a client's route to its peer: a peer that is another relayed
-/// address of this relay (it has no next hop: it is local) whose client has a channel to this
-/// one's relayed address, or only a permission for it (a Data indication then, with
-/// [`TXID`]).
-fn same_relay(route: &mut Route, maps: &Maps) -> Option<DataHeader> {
-    if let Some(other) = maps.peer_to_client.get(&packet::same_relay_key(route)) {
-        packet::same_relay_into(route, other);
-    } else if let Some(other) = maps
-        .peer_to_client
-        .get(&packet::same_relay_permission_key(route))
-    {
-        let mut h = DataHeader::EMPTY;
-        indication::data_indication_into(
-            &TXID,
-            route.family,
-            &route.src,
-            route.src_port,
-            route.data_len,
-            &mut h,
-        )
-        .unwrap();
-        packet::same_relay_indication_into(route, other, &h);
-        return Some(h);
-    }
-    None
+/// The program's `next_hop` for a client's route to its peer (`packet::same_relay`, the
+/// program's own step): a peer that is another relayed address of this relay (it has no next
+/// hop: it is local) whose client has a channel to this one's relayed address, or only a
+/// permission for it (a Data indication then, with [`TXID`], whose header this returns).
+fn same_relay(route: &mut Route, maps: &Maps) -> Result<Option<DataHeader>, Verdict> {
+    let mut h = DataHeader::EMPTY;
+    packet::same_relay(route, &mut h, || TXID, |key| maps.peer_to_client.get(key))?;
+    Ok((h.len > 0).then_some(h))
 }
 
 /// The program's `route_send`: a Send indication to a listener, from a client with an
@@ -233,12 +220,12 @@ fn route_send(
     ip: &Ip,
     udp: &Udp,
     payload: usize,
-) -> Result<Option<Route>, Action> {
+) -> Result<Option<Route>, Verdict> {
     let bytes = &frame[payload..payload + usize::from(udp.payload_len())];
     if bytes.len() < 4 || bytes[..2] != [0x00, 0x16] {
         return Ok(None);
     }
-    let refused = Action::PassSendIndication;
+    let refused = Verdict::PassSendIndication;
     let key = ClientKey::from_packet(ip.family, ip.src, udp.src_port, ip.dst, udp.dst_port);
     let alloc = maps.allocations.get(&key).ok_or(refused)?;
     let txid: [u8; 12] = bytes.get(8..20).ok_or(refused)?.try_into().unwrap();
@@ -260,7 +247,7 @@ fn route_send(
         } else {
             packet::payload_sum_from_checksum(ip, udp)
         };
-        total.sub(data.fold()).fold()
+        packet::removed_sum(total, data)
     };
     let mut route = Route::EMPTY;
     packet::route_to_peer_send_into(
@@ -275,10 +262,10 @@ fn route_send(
 }
 
 /// What the program does with a frame, the checksum field read for what it is
-/// (`packet::classify_checksum`), in native (`generic` false) or generic mode. In generic
+/// (`packet::settle_checksum`), in native (`generic` false) or generic mode. In generic
 /// mode a partial checksum stays partial: the second value is then where the UDP header is in
 /// the output frame, which must be where it was in the buffer (the skb's `csum_start`).
-fn run_mode(frame: &[u8], maps: &Maps, generic: bool) -> (Action, Vec<u8>, Option<usize>) {
+fn run_mode(frame: &[u8], maps: &Maps, generic: bool) -> (Verdict, Vec<u8>, Option<usize>) {
     let (ip, mut udp, route, payload_at, header) = match route_of(frame, maps) {
         Ok(r) => r,
         Err(action) => return (action, frame.to_vec(), None),
@@ -287,11 +274,9 @@ fn run_mode(frame: &[u8], maps: &Maps, generic: bool) -> (Action, Vec<u8>, Optio
     if packet::maybe_partial(&ip, &udp) {
         let end = payload_at + usize::from(udp.payload_len());
         let payload = Sum::new().add_bytes(&frame[payload_at..end]);
-        match packet::classify_checksum(&ip, &udp, payload, generic) {
+        match packet::settle_checksum(&ip, &mut udp, payload, generic) {
             Err(action) => return (action, frame.to_vec(), None),
-            Ok(Checksum::Partial) if generic => keep = true,
-            Ok(Checksum::Partial) => udp.check = packet::completed_checksum(&ip, &udp, payload),
-            Ok(_) => {}
+            Ok(kept) => keep = kept,
         }
     }
     let mut rw = Rewrite::EMPTY;
@@ -301,12 +286,12 @@ fn run_mode(frame: &[u8], maps: &Maps, generic: bool) -> (Action, Vec<u8>, Optio
     if !keep {
         let mut out = apply(frame, &rw);
         finish_indication(&mut out, &rw, header.as_ref());
-        return (Action::ForwardedTx, out, None);
+        return (Verdict::ForwardedTx, out, None);
     }
     packet::keep_partial(&ip, &route, &mut rw);
     let (mut out, csum_start) = apply_keeping_udp(frame, &rw, payload_at);
     finish_indication(&mut out, &rw, header.as_ref());
-    (Action::ForwardedTx, out, Some(csum_start))
+    (Verdict::ForwardedTx, out, Some(csum_start))
 }
 
 /// `input` sent with a partial checksum, in native and in generic mode: forwarded, and (once
@@ -316,7 +301,7 @@ fn assert_partial_forwarded(input: &[u8], maps: &Maps, expected: &[u8], case: &s
         let (action, output, kept) = run_mode(&partial(input), maps, generic);
         assert_eq!(
             action,
-            Action::ForwardedTx,
+            Verdict::ForwardedTx,
             "{case}, partial, generic {generic}"
         );
         let output = match kept {
@@ -509,7 +494,7 @@ fn client_to_peer_every_family_pair_padding_and_data_length() {
                     },
                 );
                 let (action, output) = run(&input, &maps);
-                assert_eq!(action, Action::ForwardedTx, "{name} len {data_len}");
+                assert_eq!(action, Verdict::ForwardedTx, "{name} len {data_len}");
                 let expected = udp_frame(
                     PEER_MAC,
                     RELAY_MAC,
@@ -552,7 +537,7 @@ fn peer_to_client_every_family_pair_and_data_length() {
                 },
             );
             let (action, output) = run(&input, &maps);
-            assert_eq!(action, Action::ForwardedTx, "{name}");
+            assert_eq!(action, Verdict::ForwardedTx, "{name}");
             let expected = udp_frame(
                 CLIENT_MAC,
                 RELAY_MAC,
@@ -613,10 +598,10 @@ fn ipv4_without_checksum_stays_without_and_cannot_become_ipv6() {
             let in_v6 = u16::from_be_bytes([input[12], input[13]]) == packet::ETH_P_IPV6;
             let (action, output) = run(input, &maps);
             if in_v6 || out_v6 {
-                assert_eq!(action, Action::PassNoChecksum, "{name}");
+                assert_eq!(action, Verdict::PassNoChecksum, "{name}");
                 assert_eq!(&output, input);
             } else {
-                assert_eq!(action, Action::ForwardedTx, "{name}");
+                assert_eq!(action, Verdict::ForwardedTx, "{name}");
                 assert_eq!(output, expected, "{name}");
             }
         }
@@ -632,7 +617,7 @@ fn what_is_not_forwarded_is_left_alone() {
     let stun = [
         0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
     ];
-    let cases: Vec<(&str, Vec<u8>, Action)> = vec![
+    let cases: Vec<(&str, Vec<u8>, Verdict)> = vec![
         (
             "STUN to the listener",
             udp_frame(
@@ -643,7 +628,7 @@ fn what_is_not_forwarded_is_left_alone() {
                 &stun,
                 Opts::default(),
             ),
-            Action::PassStun,
+            Verdict::PassStun,
         ),
         (
             "STUN to a wildcard listener",
@@ -655,7 +640,7 @@ fn what_is_not_forwarded_is_left_alone() {
                 &stun,
                 Opts::default(),
             ),
-            Action::PassStun,
+            Verdict::PassStun,
         ),
         (
             "unknown channel",
@@ -667,7 +652,7 @@ fn what_is_not_forwarded_is_left_alone() {
                 &channel_data(0x4002, b"x", &[]),
                 Opts::default(),
             ),
-            Action::PassUnknownChannel,
+            Verdict::PassUnknownChannel,
         ),
         (
             "bound channel from another client",
@@ -679,7 +664,7 @@ fn what_is_not_forwarded_is_left_alone() {
                 &channel_data(s.channel, b"x", &[]),
                 Opts::default(),
             ),
-            Action::PassUnknownChannel,
+            Verdict::PassUnknownChannel,
         ),
         (
             "to another port",
@@ -691,7 +676,7 @@ fn what_is_not_forwarded_is_left_alone() {
                 &channel_data(s.channel, b"x", &[]),
                 Opts::default(),
             ),
-            Action::PassNotForUs,
+            Verdict::PassNotForUs,
         ),
         (
             "from another peer",
@@ -703,7 +688,7 @@ fn what_is_not_forwarded_is_left_alone() {
                 b"x",
                 Opts::default(),
             ),
-            Action::PassNotForUs,
+            Verdict::PassNotForUs,
         ),
         (
             "truncated ChannelData",
@@ -715,7 +700,7 @@ fn what_is_not_forwarded_is_left_alone() {
                 &[0x40, 0x00, 0x00, 0x09, 1, 2],
                 Opts::default(),
             ),
-            Action::DropLength,
+            Verdict::DropLength,
         ),
         (
             "3-byte ChannelData",
@@ -727,7 +712,7 @@ fn what_is_not_forwarded_is_left_alone() {
                 &[0x40, 0x00, 0x00],
                 Opts::default(),
             ),
-            Action::DropLength,
+            Verdict::DropLength,
         ),
         (
             "more than padding",
@@ -739,7 +724,7 @@ fn what_is_not_forwarded_is_left_alone() {
                 &channel_data(s.channel, b"x", &[0; 4]),
                 Opts::default(),
             ),
-            Action::PassTrailingBytes,
+            Verdict::PassTrailingBytes,
         ),
         (
             "DTLS to the listener",
@@ -755,7 +740,7 @@ fn what_is_not_forwarded_is_left_alone() {
             .enumerate()
             .map(|(i, b)| if i == 42 { 0x96 } else { b })
             .collect(),
-            Action::PassNotChannelData,
+            Verdict::PassNotChannelData,
         ),
         (
             "TTL 1",
@@ -770,7 +755,7 @@ fn what_is_not_forwarded_is_left_alone() {
                     ..Opts::default()
                 },
             ),
-            Action::PassTtl,
+            Verdict::PassTtl,
         ),
     ];
     for (name, input, want) in cases {
@@ -821,7 +806,7 @@ proptest! {
             )
         };
         let (action, mut output) = run(&input, &maps);
-        prop_assert_eq!(action, Action::ForwardedTx);
+        prop_assert_eq!(action, Verdict::ForwardedTx);
         assert_checksums(&output);
         let mut expected = expected;
         if u16::from_be_bytes([output[12], output[13]]) == packet::ETH_P_IP {
@@ -950,7 +935,7 @@ fn complete_checksums_take_the_same_path_in_both_modes() {
     for (name, maps, input, expected) in both_directions() {
         for generic in [false, true] {
             let (action, output, kept) = run_mode(&input, &maps, generic);
-            assert_eq!(action, Action::ForwardedTx, "{name}");
+            assert_eq!(action, Verdict::ForwardedTx, "{name}");
             assert_eq!(kept, None, "{name}");
             assert_eq!(output, expected, "{name}, generic {generic}");
         }
@@ -961,7 +946,7 @@ fn complete_checksums_take_the_same_path_in_both_modes() {
 fn partial_checksums_leave_complete_from_native_mode() {
     for (name, maps, input, expected) in both_directions() {
         let (action, output, kept) = run_mode(&partial(&input), &maps, false);
-        assert_eq!((action, kept), (Action::ForwardedTx, None), "{name}");
+        assert_eq!((action, kept), (Verdict::ForwardedTx, None), "{name}");
         assert_eq!(output, expected, "{name}");
         assert_checksums(&output);
     }
@@ -971,7 +956,7 @@ fn partial_checksums_leave_complete_from_native_mode() {
 fn partial_checksums_stay_partial_in_generic_mode_with_the_udp_header_in_place() {
     for (name, maps, input, expected) in both_directions() {
         let (action, output, kept) = run_mode(&partial(&input), &maps, true);
-        assert_eq!(action, Action::ForwardedTx, "{name}");
+        assert_eq!(action, Verdict::ForwardedTx, "{name}");
         let csum_start = kept.unwrap_or_else(|| panic!("{name}: the partial checksum was kept"));
         // Still partial: the new pseudo-header's sum in the field...
         let (udp_at, seed) = pseudo_header_sum(&output);
@@ -1009,10 +994,10 @@ fn a_complete_checksum_equal_to_the_seed_goes_up_only_in_generic_mode() {
     let (data, input) = found.expect("some payload makes the checksum equal the seed");
     assert_checksums(&input);
     let (action, output, _) = run_mode(&input, &maps, true);
-    assert_eq!(action, Action::PassChecksumUnknown, "{name}");
+    assert_eq!(action, Verdict::PassChecksumUnknown, "{name}");
     assert_eq!(output, input, "{name}: left alone");
     let (action, output, kept) = run_mode(&input, &maps, false);
-    assert_eq!((action, kept), (Action::ForwardedTx, None), "{name}");
+    assert_eq!((action, kept), (Verdict::ForwardedTx, None), "{name}");
     let expected = udp_frame(
         CLIENT_MAC,
         RELAY_MAC,
@@ -1037,7 +1022,7 @@ fn a_corrupted_datagram_does_not_leave_with_a_valid_checksum() {
         corrupted[first_data] ^= 0x01;
         for generic in [false, true] {
             let (action, output, kept) = run_mode(&corrupted, &maps, generic);
-            assert_eq!(action, Action::ForwardedTx, "{name}");
+            assert_eq!(action, Verdict::ForwardedTx, "{name}");
             let finished = match kept {
                 Some(at) => finish_partial(&output, at),
                 None => output,
@@ -1124,7 +1109,7 @@ fn same_relay_channel_data_goes_straight_to_the_other_client() {
                 forwarded(o, ac.is_ipv6(), bc.is_ipv6()),
             );
             let (action, output) = run(&input, &maps);
-            assert_eq!(action, Action::ForwardedTx, "{name}, {data_len} bytes");
+            assert_eq!(action, Verdict::ForwardedTx, "{name}, {data_len} bytes");
             assert_eq!(output, expected, "{name}, {data_len} bytes");
             assert_checksums(&output);
             // From a container: partial checksums, both modes.
@@ -1135,7 +1120,7 @@ fn same_relay_channel_data_goes_straight_to_the_other_client() {
                 "{name}"
             );
             let (action, output, kept) = run_mode(&partial(&input), &maps, true);
-            assert_eq!(action, Action::ForwardedTx, "{name}");
+            assert_eq!(action, Verdict::ForwardedTx, "{name}");
             let finished = match kept {
                 Some(at) => finish_partial(&output, at),
                 None => panic!("{name}: a partial checksum stays partial in generic mode"),
@@ -1162,7 +1147,7 @@ fn same_relay_without_the_other_channel_is_an_ordinary_peer() {
         Opts::default(),
     );
     let (action, output) = run(&input, &maps);
-    assert_eq!(action, Action::ForwardedTx);
+    assert_eq!(action, Verdict::ForwardedTx);
     let expected = udp_frame(
         PEER_MAC,
         RELAY_MAC,
@@ -1210,7 +1195,7 @@ fn a_permitted_peer_without_a_channel_reaches_the_client_as_a_data_indication() 
                 forwarded(o, s.peer.is_ipv6(), s.client.is_ipv6()),
             );
             let (action, output) = run(&input, &maps);
-            assert_eq!(action, Action::ForwardedTx, "{name}, {data_len} bytes");
+            assert_eq!(action, Verdict::ForwardedTx, "{name}, {data_len} bytes");
             assert_eq!(output, expected, "{name}, {data_len} bytes");
             assert_checksums(&output);
             assert_partial_forwarded(
@@ -1225,7 +1210,7 @@ fn a_permitted_peer_without_a_channel_reaches_the_client_as_a_data_indication() 
         let frame = udp_frame(RELAY_MAC, PEER_MAC, other, s.relay, b"x", Opts::default());
         assert_ne!(
             run(&frame, &maps).0,
-            Action::ForwardedTx,
+            Verdict::ForwardedTx,
             "{name}: not permitted"
         );
     }
@@ -1299,7 +1284,7 @@ fn a_send_indication_to_a_permitted_peer_leaves_as_its_data() {
                 );
                 let (action, output) = run(&input, &maps);
                 let case = format!("{name}, {what}, {data_len} bytes");
-                assert_eq!(action, Action::ForwardedTx, "{case}");
+                assert_eq!(action, Verdict::ForwardedTx, "{case}");
                 assert_eq!(output, expected, "{case}");
                 assert_checksums(&output);
                 assert_partial_forwarded(&input, &maps, &expected, &case);
@@ -1358,7 +1343,7 @@ fn send_indications_the_program_cannot_prove_go_up() {
         );
         assert_eq!(
             run(&input, &maps),
-            (Action::PassSendIndication, input.clone()),
+            (Verdict::PassSendIndication, input.clone()),
             "{name}: {what}"
         );
     }
@@ -1373,7 +1358,7 @@ fn send_indications_the_program_cannot_prove_go_up() {
     );
     let mut no_alloc = Maps::default();
     no_alloc.permit(s.client, s.listener, s.relay, s.peer.ip());
-    assert_eq!(run(&input, &no_alloc).0, Action::PassSendIndication);
+    assert_eq!(run(&input, &no_alloc).0, Verdict::PassSendIndication);
 }
 
 #[test]
@@ -1411,7 +1396,7 @@ fn same_relay_without_channels_goes_as_a_data_indication() {
         forwarded(o, false, true),
     );
     let (action, output) = run(&input, &maps);
-    assert_eq!(action, Action::ForwardedTx);
+    assert_eq!(action, Verdict::ForwardedTx);
     assert_eq!(output, expected);
     assert_checksums(&output);
     let (_, output, kept) = run_mode(&partial(&input), &maps, true);
@@ -1427,5 +1412,5 @@ fn same_relay_without_channels_goes_as_a_data_indication() {
         &channel_data(0x4000, &data, &[]),
         o,
     );
-    assert_eq!(run(&input, &maps), (Action::ForwardedTx, expected));
+    assert_eq!(run(&input, &maps), (Verdict::ForwardedTx, expected));
 }

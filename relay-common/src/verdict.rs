@@ -1,5 +1,6 @@
 //! What the program did with a packet, and why: every packet is counted under exactly one
-//! [`Action`] in the per-CPU `ACTION_STATS` array.
+//! [`Verdict`] in the per-CPU `ACTION_STATS` array, and returns the XDP action that goes with
+//! it (`XDP_PASS`, `XDP_DROP`, `XDP_TX`, `XDP_REDIRECT`).
 
 /// `XDP_DROP`.
 pub const XDP_DROP: u32 = 1;
@@ -11,7 +12,7 @@ pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
 /// What the program did with a packet and why. The discriminant is the index in
-/// `ACTION_STATS`; [`Action::as_str`] is the metric label.
+/// `ACTION_STATS`; [`Verdict::as_str`] is the metric label.
 ///
 /// `Pass*` hands the packet, unchanged, to the kernel stack and so to the relay's sockets: it is
 /// not ours, or it is ours but the userspace datapath handles it (it does the same thing, only
@@ -19,7 +20,7 @@ pub const XDP_REDIRECT: u32 = 4;
 /// would accept anyway.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Action {
+pub enum Verdict {
     /// Forwarded out of the interface it came in on (`XDP_TX`).
     ForwardedTx = 0,
     /// Forwarded to another attached interface (`XDP_REDIRECT`).
@@ -81,36 +82,36 @@ pub enum Action {
     DropRewriteFailed,
 }
 
-impl Action {
-    /// How many actions there are (the size of `ACTION_STATS`).
+impl Verdict {
+    /// How many verdicts there are (the size of `ACTION_STATS`).
     pub const COUNT: usize = 24;
 
-    /// Every action, in index order.
-    pub const ALL: [Action; Self::COUNT] = [
-        Action::ForwardedTx,
-        Action::ForwardedRedirect,
-        Action::PassNotIp,
-        Action::PassVlan,
-        Action::PassNotUdp,
-        Action::PassFragment,
-        Action::PassIpOptions,
-        Action::PassNotForUs,
-        Action::PassStun,
-        Action::PassSendIndication,
-        Action::PassNotChannelData,
-        Action::PassUnknownChannel,
-        Action::PassTrailingBytes,
-        Action::PassTooBig,
-        Action::PassTtl,
-        Action::PassNoChecksum,
-        Action::PassNoNextHop,
-        Action::PassMtu,
-        Action::PassChecksumUnknown,
-        Action::PassEgressNotAttached,
-        Action::PassAdjustFailed,
-        Action::DropMalformed,
-        Action::DropLength,
-        Action::DropRewriteFailed,
+    /// Every verdict, in index order.
+    pub const ALL: [Verdict; Self::COUNT] = [
+        Verdict::ForwardedTx,
+        Verdict::ForwardedRedirect,
+        Verdict::PassNotIp,
+        Verdict::PassVlan,
+        Verdict::PassNotUdp,
+        Verdict::PassFragment,
+        Verdict::PassIpOptions,
+        Verdict::PassNotForUs,
+        Verdict::PassStun,
+        Verdict::PassSendIndication,
+        Verdict::PassNotChannelData,
+        Verdict::PassUnknownChannel,
+        Verdict::PassTrailingBytes,
+        Verdict::PassTooBig,
+        Verdict::PassTtl,
+        Verdict::PassNoChecksum,
+        Verdict::PassNoNextHop,
+        Verdict::PassMtu,
+        Verdict::PassChecksumUnknown,
+        Verdict::PassEgressNotAttached,
+        Verdict::PassAdjustFailed,
+        Verdict::DropMalformed,
+        Verdict::DropLength,
+        Verdict::DropRewriteFailed,
     ];
 
     /// The index in `ACTION_STATS`.
@@ -119,7 +120,7 @@ impl Action {
         self as u32
     }
 
-    /// The action at `index`, if there is one.
+    /// The verdict at `index`, if there is one.
     pub const fn from_index(index: u32) -> Option<Self> {
         if (index as usize) < Self::COUNT {
             Some(Self::ALL[index as usize])
@@ -128,13 +129,13 @@ impl Action {
         }
     }
 
-    /// The XDP verdict that goes with the action.
+    /// The XDP action (the program's return value) that goes with the verdict.
     #[inline(always)]
     pub const fn xdp_action(self) -> u32 {
         match self {
-            Action::ForwardedTx => XDP_TX,
-            Action::ForwardedRedirect => XDP_REDIRECT,
-            Action::DropMalformed | Action::DropLength | Action::DropRewriteFailed => XDP_DROP,
+            Verdict::ForwardedTx => XDP_TX,
+            Verdict::ForwardedRedirect => XDP_REDIRECT,
+            Verdict::DropMalformed | Verdict::DropLength | Verdict::DropRewriteFailed => XDP_DROP,
             _ => XDP_PASS,
         }
     }
@@ -142,36 +143,36 @@ impl Action {
     /// A bounded, stable name for metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {
-            Action::ForwardedTx => "forwarded_tx",
-            Action::ForwardedRedirect => "forwarded_redirect",
-            Action::PassNotIp => "pass_not_ip",
-            Action::PassVlan => "pass_vlan",
-            Action::PassNotUdp => "pass_not_udp",
-            Action::PassFragment => "pass_fragment",
-            Action::PassIpOptions => "pass_ip_options",
-            Action::PassNotForUs => "pass_not_for_us",
-            Action::PassStun => "pass_stun",
-            Action::PassSendIndication => "pass_send_indication",
-            Action::PassNotChannelData => "pass_not_channel_data",
-            Action::PassUnknownChannel => "pass_unknown_channel",
-            Action::PassTrailingBytes => "pass_trailing_bytes",
-            Action::PassTooBig => "pass_too_big",
-            Action::PassTtl => "pass_ttl",
-            Action::PassNoChecksum => "pass_no_checksum",
-            Action::PassNoNextHop => "pass_no_next_hop",
-            Action::PassMtu => "pass_mtu",
-            Action::PassChecksumUnknown => "pass_checksum_unknown",
-            Action::PassEgressNotAttached => "pass_egress_not_attached",
-            Action::PassAdjustFailed => "pass_adjust_failed",
-            Action::DropMalformed => "drop_malformed",
-            Action::DropLength => "drop_length",
-            Action::DropRewriteFailed => "drop_rewrite_failed",
+            Verdict::ForwardedTx => "forwarded_tx",
+            Verdict::ForwardedRedirect => "forwarded_redirect",
+            Verdict::PassNotIp => "pass_not_ip",
+            Verdict::PassVlan => "pass_vlan",
+            Verdict::PassNotUdp => "pass_not_udp",
+            Verdict::PassFragment => "pass_fragment",
+            Verdict::PassIpOptions => "pass_ip_options",
+            Verdict::PassNotForUs => "pass_not_for_us",
+            Verdict::PassStun => "pass_stun",
+            Verdict::PassSendIndication => "pass_send_indication",
+            Verdict::PassNotChannelData => "pass_not_channel_data",
+            Verdict::PassUnknownChannel => "pass_unknown_channel",
+            Verdict::PassTrailingBytes => "pass_trailing_bytes",
+            Verdict::PassTooBig => "pass_too_big",
+            Verdict::PassTtl => "pass_ttl",
+            Verdict::PassNoChecksum => "pass_no_checksum",
+            Verdict::PassNoNextHop => "pass_no_next_hop",
+            Verdict::PassMtu => "pass_mtu",
+            Verdict::PassChecksumUnknown => "pass_checksum_unknown",
+            Verdict::PassEgressNotAttached => "pass_egress_not_attached",
+            Verdict::PassAdjustFailed => "pass_adjust_failed",
+            Verdict::DropMalformed => "drop_malformed",
+            Verdict::DropLength => "drop_length",
+            Verdict::DropRewriteFailed => "drop_rewrite_failed",
         }
     }
 
     /// Whether the packet was forwarded by the program.
     pub const fn is_forwarded(self) -> bool {
-        matches!(self, Action::ForwardedTx | Action::ForwardedRedirect)
+        matches!(self, Verdict::ForwardedTx | Verdict::ForwardedRedirect)
     }
 }
 
@@ -181,33 +182,33 @@ mod tests {
 
     #[test]
     fn indexes_are_dense_and_names_unique() {
-        for (i, a) in Action::ALL.iter().enumerate() {
+        for (i, a) in Verdict::ALL.iter().enumerate() {
             assert_eq!(a.index() as usize, i);
-            assert_eq!(Action::from_index(i as u32), Some(*a));
-            for b in &Action::ALL[i + 1..] {
+            assert_eq!(Verdict::from_index(i as u32), Some(*a));
+            for b in &Verdict::ALL[i + 1..] {
                 assert_ne!(a.as_str(), b.as_str());
             }
         }
-        assert_eq!(Action::from_index(Action::COUNT as u32), None);
+        assert_eq!(Verdict::from_index(Verdict::COUNT as u32), None);
         assert_eq!(
-            Action::DropRewriteFailed.index() as usize,
-            Action::COUNT - 1
+            Verdict::DropRewriteFailed.index() as usize,
+            Verdict::COUNT - 1
         );
     }
 
     #[test]
     fn verdicts() {
-        assert_eq!(Action::ForwardedTx.xdp_action(), XDP_TX);
-        assert_eq!(Action::ForwardedRedirect.xdp_action(), XDP_REDIRECT);
-        assert_eq!(Action::PassStun.xdp_action(), XDP_PASS);
-        assert_eq!(Action::DropLength.xdp_action(), XDP_DROP);
-        let forwarded = Action::ALL.iter().filter(|a| a.is_forwarded()).count();
-        let dropped = Action::ALL
+        assert_eq!(Verdict::ForwardedTx.xdp_action(), XDP_TX);
+        assert_eq!(Verdict::ForwardedRedirect.xdp_action(), XDP_REDIRECT);
+        assert_eq!(Verdict::PassStun.xdp_action(), XDP_PASS);
+        assert_eq!(Verdict::DropLength.xdp_action(), XDP_DROP);
+        let forwarded = Verdict::ALL.iter().filter(|a| a.is_forwarded()).count();
+        let dropped = Verdict::ALL
             .iter()
             .filter(|a| a.xdp_action() == XDP_DROP)
             .count();
         assert_eq!((forwarded, dropped), (2, 3));
-        for a in Action::ALL {
+        for a in Verdict::ALL {
             assert_eq!(a.as_str().starts_with("pass_"), a.xdp_action() == XDP_PASS);
             assert_eq!(a.as_str().starts_with("drop_"), a.xdp_action() == XDP_DROP);
         }
