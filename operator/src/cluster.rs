@@ -5,10 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use api::{PlacementMode, Toleration, TurnClusterSpec};
+use api::{PlacementMode, Toleration, TurnClusterSpec, parse_cidr};
 use k8s_openapi::api::core::v1::Node;
-
-use crate::validate::parse_cidr;
 
 /// One node, as far as relays are concerned.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -193,10 +191,10 @@ pub fn cluster_networks(spec: &TurnClusterSpec, facts: &ClusterFacts) -> Vec<Str
     let mut nets = BTreeSet::new();
     if peers.pod_cidrs.is_empty() {
         for node in &facts.nodes {
-            nets.extend(node.pod_cidrs.iter().filter_map(|c| parse_cidr(c)));
+            nets.extend(node.pod_cidrs.iter().filter_map(|c| parse_cidr(c).ok()));
         }
     } else {
-        nets.extend(peers.pod_cidrs.iter().filter_map(|c| parse_cidr(c)));
+        nets.extend(peers.pod_cidrs.iter().filter_map(|c| parse_cidr(c).ok()));
     }
     if peers.service_cidrs.is_empty() {
         nets.extend(
@@ -206,7 +204,7 @@ pub fn cluster_networks(spec: &TurnClusterSpec, facts: &ClusterFacts) -> Vec<Str
                 .map(|ip| ipnet::IpNet::from(*ip)),
         );
     } else {
-        nets.extend(peers.service_cidrs.iter().filter_map(|c| parse_cidr(c)));
+        nets.extend(peers.service_cidrs.iter().filter_map(|c| parse_cidr(c).ok()));
     }
     nets.into_iter().map(|n| n.to_string()).collect()
 }

@@ -9,9 +9,8 @@ use std::net::IpAddr;
 
 use api::{
     ListenerProtocol, PlacementMode, PublicAddressPolicy, SecretKeyRef, TurnCluster,
-    TurnClusterSpec,
+    TurnClusterSpec, parse_cidr,
 };
-use ipnet::IpNet;
 use kube::api::DynamicObject;
 
 use crate::quantity;
@@ -398,11 +397,8 @@ fn peers(s: &TurnClusterSpec, p: &mut Vec<Problem>) {
         ("serviceCIDRs", &pp.service_cidrs),
     ] {
         for (i, c) in list.iter().enumerate() {
-            if parse_cidr(c).is_none() {
-                p.push(Problem::new(
-                    format!("spec.peers.{field}[{i}]"),
-                    format!("{c:?} is not an IP network like 203.0.113.0/24 or 2001:db8::/32"),
-                ));
+            if let Err(message) = parse_cidr(c) {
+                p.push(Problem::new(format!("spec.peers.{field}[{i}]"), message));
             }
         }
     }
@@ -413,14 +409,6 @@ fn peers(s: &TurnClusterSpec, p: &mut Vec<Problem>) {
             "podCIDRs and serviceCIDRs are only used with denyClusterNetworks true",
         ));
     }
-}
-
-/// Parses a CIDR, or a bare address as a single-address network, as the relay does.
-pub fn parse_cidr(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-        .map(|n| n.trunc())
 }
 
 fn xdp(s: &TurnClusterSpec, p: &mut Vec<Problem>) {
