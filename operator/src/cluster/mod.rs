@@ -1,12 +1,17 @@
 //! What the operator knows about the cluster, reduced to what build and status need: the nodes
 //! relays may run on (their addresses, pod networks, readiness) and the `kubernetes` Service's
-//! cluster IPs. Pure functions over plain data, filled from a Node reflector.
+//! cluster IPs. Pure functions over plain data, filled from a Node reflector; [`watch`] holds
+//! the I/O that fills them (the node watch, the `kubernetes` Service).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use api::{PlacementMode, Toleration, TurnClusterSpec, parse_cidr};
 use k8s_openapi::api::core::v1::Node;
+
+pub mod watch;
+
+pub use watch::{Gatherer, node_changes};
 
 /// One node, as far as relays are concerned.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
