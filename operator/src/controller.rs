@@ -167,8 +167,15 @@ async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action, Err
             ctx.metrics.invalid.inc();
             info!(tc = %name, ns = %namespace, problems = %validate::summary(&problems), "invalid spec");
             let next = status::invalid(&problems, generation, previous, &now());
-            apply::write_status(&ctx.client, &ctx.metrics, &namespace, &name, previous, &next)
-                .await?;
+            apply::write_status(
+                &ctx.client,
+                &ctx.metrics,
+                &namespace,
+                &name,
+                previous,
+                &next,
+            )
+            .await?;
             ctx.events.announce(&reference, previous, &next).await;
             // Nothing will change until the user edits the object: no requeue.
             return Ok(Action::await_change());
@@ -213,7 +220,15 @@ async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action, Err
         relays,
     };
     let next = status::compute(&tc.spec, &observed, previous, &now());
-    apply::write_status(&ctx.client, &ctx.metrics, &namespace, &name, previous, &next).await?;
+    apply::write_status(
+        &ctx.client,
+        &ctx.metrics,
+        &namespace,
+        &name,
+        previous,
+        &next,
+    )
+    .await?;
     if let Some(note) = note {
         ctx.events.publish(&reference, false, "Applied", note).await;
     }

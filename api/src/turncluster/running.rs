@@ -7,9 +7,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    DEFAULT_DRAIN_TIMEOUT_SECONDS, DEFAULT_PRESTOP_DELAY_SECONDS, INTERFACE,
-};
+use super::{DEFAULT_DRAIN_TIMEOUT_SECONDS, DEFAULT_PRESTOP_DELAY_SECONDS, INTERFACE};
 
 /// The XDP fast path.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -223,10 +223,21 @@ impl<'a> Target<'a> {
             }
             return Ok(());
         };
-        let result = ssa::apply_dyn(&api, &mut desired, live.as_ref(), self.uid, "ServiceMonitor")
-            .await
-            .map(|(outcome, _)| outcome);
-        record.applied("ServiceMonitor", &names.relay, result, service_monitor_refusal)?;
+        let result = ssa::apply_dyn(
+            &api,
+            &mut desired,
+            live.as_ref(),
+            self.uid,
+            "ServiceMonitor",
+        )
+        .await
+        .map(|(outcome, _)| outcome);
+        record.applied(
+            "ServiceMonitor",
+            &names.relay,
+            result,
+            service_monitor_refusal,
+        )?;
         Ok(())
     }
 }

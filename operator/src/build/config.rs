@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use api::{ListenerProtocol, PlacementMode, PublicAddressPolicy, RelayConfig, SecretKeyRef, TurnClusterSpec};
+use api::{
+    ListenerProtocol, PlacementMode, PublicAddressPolicy, RelayConfig, SecretKeyRef,
+    TurnClusterSpec,
+};
 
 use super::{SECRETS_DIR, TLS_DIR};
 use crate::cluster::{ClusterFacts, cluster_networks, external_ip_mappings};

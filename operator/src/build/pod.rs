@@ -27,7 +27,11 @@ pub(super) fn secret_volume(secret: &str) -> String {
     format!("secret-{}", &hex(&Sha256::digest(secret.as_bytes()))[..12])
 }
 
-pub(super) fn pod_template(tc: &TurnCluster, names: &Names, default_image: &str) -> PodTemplateSpec {
+pub(super) fn pod_template(
+    tc: &TurnCluster,
+    names: &Names,
+    default_image: &str,
+) -> PodTemplateSpec {
     let spec = &tc.spec;
     let name = tc.name_any();
     let daemonset = spec.placement.mode == PlacementMode::DaemonSet;

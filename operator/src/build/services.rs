@@ -112,4 +112,3 @@ pub(super) fn port_name(p: ListenerProtocol, port: i32) -> String {
     };
     format!("{prefix}-{port}")
 }
-

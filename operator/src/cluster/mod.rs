@@ -209,7 +209,12 @@ pub fn cluster_networks(spec: &TurnClusterSpec, facts: &ClusterFacts) -> Vec<Str
                 .map(|ip| ipnet::IpNet::from(*ip)),
         );
     } else {
-        nets.extend(peers.service_cidrs.iter().filter_map(|c| parse_cidr(c).ok()));
+        nets.extend(
+            peers
+                .service_cidrs
+                .iter()
+                .filter_map(|c| parse_cidr(c).ok()),
+        );
     }
     nets.into_iter().map(|n| n.to_string()).collect()
 }

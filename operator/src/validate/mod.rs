@@ -17,8 +17,8 @@ use crate::quantity;
 
 mod names;
 
-pub use names::{is_dns1035_label, is_dns1123_subdomain};
 use names::{is_dns_name, is_label_value};
+pub use names::{is_dns1035_label, is_dns1123_subdomain};
 
 /// The longest TurnCluster name: the owned objects append at most `-metrics` (8 characters) and
 /// Service names are DNS-1035 labels of at most 63.
