@@ -1,5 +1,5 @@
 //! Apply: the third step. Writes one TurnCluster's built objects in one pass, each with
-//! server-side apply and only when it changed ([`ssa`]): ServiceAccount, ConfigMap, the TURN
+//! server-side apply and only when it changed (`ssa`): ServiceAccount, ConfigMap, the TURN
 //! Service, the metrics Service, the workload (deleting the one of the other placement mode), the
 //! ServiceMonitor; then the status. Each object's outcome goes to one [`Record`].
 //!
