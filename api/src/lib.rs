@@ -9,3 +9,6 @@ pub use relay_config::{DEFAULT_LISTEN_PORT, DEFAULT_METRICS_PORT, DEFAULT_TLS_PO
 
 mod turncluster;
 pub use turncluster::*;
+
+mod cidr;
+pub use cidr::parse_cidr;

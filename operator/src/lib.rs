@@ -10,10 +10,11 @@
 //!                problem     Services, SA
 //! ```
 //!
-//! [`validate`], [`build`], [`endpoints`], [`cluster`] and [`status`] are pure: no client, tested
-//! from YAML fixtures. [`apply`] and [`controller`] talk to the API server, [`relays`] to the
-//! relays' `/readyz` (their fast path, for TurnClusters that ask for it); [`leader`] elects one
-//! active replica with a Lease; [`metrics`] and [`http`] make the operator observable.
+//! [`validate`], [`build`], [`endpoints`], [`cluster`] (but for its `watch`) and [`status`] are
+//! pure: no client, tested from YAML fixtures. [`apply`] and [`controller`] talk to the API
+//! server, [`relays`] to the relays' `/readyz` (their fast path, for TurnClusters that ask for
+//! it); [`leader`] elects one active replica with a Lease; [`metrics`] and [`http`] make the
+//! operator observable.
 
 pub mod apply;
 pub mod build;

@@ -8,18 +8,20 @@
 //!
 //! [`targets`] and [`parse_readyz`] are pure; [`ask`] does the HTTP, each request bounded by
 //! [`TIMEOUT`], a few at a time. A relay that does not answer is left out: unknown, not
-//! unavailable.
+//! unavailable. [`fast_paths`] lists a TurnCluster's relay pods and asks them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt as _;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tracing::warn;
 
-use crate::build::CONTAINER;
+use crate::build::{self, CONTAINER};
 
 /// The path asked, on the relay container's `metrics` port.
 pub const READYZ: &str = "/readyz";
@@ -153,6 +155,35 @@ pub async fn ask(targets: Vec<Target>) -> Vec<Report> {
 
 /// A plain HTTP/1.1 GET; the body of a 200 or 503 answer (a draining relay still says its
 /// datapath).
+/// What the TurnCluster's ready relays say about their fast path (their `/readyz`). Relays that
+/// cannot be listed or asked are left out, with a warning: the status then says nothing about
+/// them rather than something wrong.
+pub async fn fast_paths(client: &Client, namespace: &str, name: &str) -> Vec<Report> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = build::selector_labels(name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list.items,
+        Err(err) => {
+            warn!(tc = %name, ns = %namespace, %err, "cannot list the relay pods to ask whether their XDP fast path is attached");
+            return Vec::new();
+        }
+    };
+    let reports = ask(targets(&list)).await;
+    let silent: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.fast_path.is_none())
+        .map(|r| r.pod.as_str())
+        .collect();
+    if !silent.is_empty() {
+        warn!(tc = %name, ns = %namespace, pods = ?silent, "relays did not answer {} on their metrics port (a NetworkPolicy?): whether their XDP fast path is attached is unknown", READYZ);
+    }
+    reports
+}
+
 async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(addr).await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");

@@ -4,7 +4,7 @@
 //!
 //! The operator does not look for the CRD at start-up: every reconcile of a TurnCluster that
 //! asks for a ServiceMonitor applies it, and a 404 from the ServiceMonitor API means "not
-//! installed" (src/controller.rs, `service_monitor`). That reconcile still applies everything
+//! installed" (src/apply/mod.rs, `service_monitor`). That reconcile still applies everything
 //! else and writes the status, Degraded=True with reason Rejected and a message naming the
 //! CRD, with a Warning event; it requeues after `REFUSED_REQUEUE`. The operator watches neither
 //! ServiceMonitors nor CRDs, so installing the CRD later takes effect at that requeue or at

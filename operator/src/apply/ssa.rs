@@ -1,4 +1,4 @@
-//! Apply: server-side apply of the built objects, with field manager `xdpturn-operator`, and no
+//! Server-side apply of one built object, with field manager `xdpturn-operator`, and no
 //! request at all when nothing changed.
 //!
 //! Before patching, the desired object is compared with the live one. It is applied when:

@@ -1,14 +1,17 @@
 //! What the operator knows about the cluster, reduced to what build and status need: the nodes
 //! relays may run on (their addresses, pod networks, readiness) and the `kubernetes` Service's
-//! cluster IPs. Pure functions over plain data, filled from a Node reflector.
+//! cluster IPs. Pure functions over plain data, filled from a Node reflector; [`watch`] holds
+//! the I/O that fills them (the node watch, the `kubernetes` Service).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use api::{PlacementMode, Toleration, TurnClusterSpec};
+use api::{PlacementMode, Toleration, TurnClusterSpec, parse_cidr};
 use k8s_openapi::api::core::v1::Node;
 
-use crate::validate::parse_cidr;
+pub mod watch;
+
+pub use watch::{Gatherer, node_changes};
 
 /// One node, as far as relays are concerned.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -193,10 +196,10 @@ pub fn cluster_networks(spec: &TurnClusterSpec, facts: &ClusterFacts) -> Vec<Str
     let mut nets = BTreeSet::new();
     if peers.pod_cidrs.is_empty() {
         for node in &facts.nodes {
-            nets.extend(node.pod_cidrs.iter().filter_map(|c| parse_cidr(c)));
+            nets.extend(node.pod_cidrs.iter().filter_map(|c| parse_cidr(c).ok()));
         }
     } else {
-        nets.extend(peers.pod_cidrs.iter().filter_map(|c| parse_cidr(c)));
+        nets.extend(peers.pod_cidrs.iter().filter_map(|c| parse_cidr(c).ok()));
     }
     if peers.service_cidrs.is_empty() {
         nets.extend(
@@ -206,7 +209,12 @@ pub fn cluster_networks(spec: &TurnClusterSpec, facts: &ClusterFacts) -> Vec<Str
                 .map(|ip| ipnet::IpNet::from(*ip)),
         );
     } else {
-        nets.extend(peers.service_cidrs.iter().filter_map(|c| parse_cidr(c)));
+        nets.extend(
+            peers
+                .service_cidrs
+                .iter()
+                .filter_map(|c| parse_cidr(c).ok()),
+        );
     }
     nets.into_iter().map(|n| n.to_string()).collect()
 }
