@@ -1,6 +1,6 @@
-//! The relay port range (RFC 8656 §7.2 relayed transport addresses), shared by all workers:
-//! which ports this process holds, and binding UDP relay sockets (an even port, and the next
-//! one reserved, when asked) and RFC 6062 TCP relay listeners in it.
+//! The relay port range, shared by all workers: which ports this process holds, and binding
+//! UDP relay sockets (an even port, and the port after it reserved, when asked) and RFC 6062
+//! TCP relay listeners in it.
 
 use std::collections::HashSet;
 use std::io;
