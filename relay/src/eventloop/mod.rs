@@ -1,0 +1,277 @@
+//! The event loop: the only owner of sockets, timers and threads.
+//!
+//! One worker thread per core, each with a single-threaded runtime and its own protocol shard
+//! ([`proto::Server`]). Every listening address is bound once per worker with SO_REUSEPORT, so
+//! the kernel spreads clients over workers and keeps each client 5-tuple on one of them; the
+//! relay sockets of an allocation live in the worker that owns it, so a packet is handled from
+//! receive to send on one thread with no lock. Client-facing UDP is read in batches
+//! (recvmmsg, GRO) with the destination address of each datagram (IP_PKTINFO), which is both
+//! the 5-tuple's server address and the source address of the answer.
+//!
+//! The parts: this module starts and steers the workers ([`Control`], [`Shared`], [`start`]);
+//! `ports` holds the relay port range, `listeners` binds the listening addresses, `worker` is a
+//! worker's state and applies what the protocol core decides, `udp` reads client and relay
+//! sockets, `streams` serves TCP and TLS clients, `tcp_relay` the RFC 6062 peer connections,
+//! `same_relay` hands data between two relayed addresses of this relay, and `sendbatch` sends
+//! datagrams to clients in batches.
+
+mod listeners;
+mod ports;
+mod same_relay;
+mod sendbatch;
+mod streams;
+mod tcp_relay;
+mod udp;
+mod worker;
+
+pub use listeners::{ListenerSet, TlsListenerSet, bind, bind_tls};
+pub use ports::RelayPorts;
+pub use same_relay::LocalRelays;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quinn_udp::UdpSocketState;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::metrics::Metrics;
+use crate::proto::{self, Ledger};
+use crate::tls;
+
+use streams::{serve_tcp, serve_tls};
+use udp::{UdpListener, serve_udp};
+use worker::Worker;
+
+/// Shared state the main thread uses to steer the workers.
+#[derive(Debug)]
+pub struct Control {
+    config: Mutex<Arc<proto::Config>>,
+    generation: AtomicU64,
+    draining: AtomicBool,
+    stop: AtomicBool,
+    /// The TLS certificate, when there are TLS listeners; reloaded in place.
+    tls: Option<Arc<tls::Certificates>>,
+}
+
+impl Control {
+    pub fn new(config: Arc<proto::Config>) -> Self {
+        Self {
+            config: Mutex::new(config),
+            generation: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            tls: None,
+        }
+    }
+
+    /// Serves TLS listeners with `certs`.
+    pub fn with_tls(mut self, certs: Arc<tls::Certificates>) -> Self {
+        self.tls = Some(certs);
+        self
+    }
+
+    /// The TLS certificate holder (None without TLS listeners): reload it to swap certificates.
+    pub fn tls(&self) -> Option<&tls::Certificates> {
+        self.tls.as_deref()
+    }
+
+    /// Installs a new configuration; every worker picks it up within a second.
+    pub fn set_config(&self, config: Arc<proto::Config>) {
+        *lock(&self.config) = config;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn config(&self) -> Arc<proto::Config> {
+        lock(&self.config).clone()
+    }
+
+    /// Stop accepting new allocations.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// End every allocation and stop the workers.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// What the workers share.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub control: Arc<Control>,
+    pub ledger: Arc<Ledger>,
+    pub metrics: Arc<Metrics>,
+    pub ports: Arc<RelayPorts>,
+    /// Sockets held for reservations (EVEN-PORT's R bit), by address: owned by no worker
+    /// until an Allocate with the token adopts one.
+    pub held: Arc<Mutex<HashMap<SocketAddr, std::net::UdpSocket>>>,
+    /// RFC 6062 peer data connections waiting for their ConnectionBind, by connection id: the
+    /// client's data connection may be accepted by another worker, which takes the stream.
+    pub tcp_pending: Arc<Mutex<HashMap<u32, std::net::TcpStream>>>,
+    /// Spliced data connections, woken (from any worker) to close them.
+    pub tcp_spliced: Arc<Mutex<HashMap<u32, Arc<tokio::sync::Notify>>>>,
+    /// The XDP fast path, when attached: every channel bind and unbind goes through it (the
+    /// only writer of its maps).
+    pub dataplane: Option<Arc<crate::dataplane::Dataplane>>,
+    /// Wall clock at `clock.0`.
+    pub clock: (Instant, u64),
+    /// Every worker's UDP relayed addresses, and a way to hand a datagram to each worker: for
+    /// data from one allocation to another relayed address of this relay on another worker.
+    pub local_relays: Arc<LocalRelays>,
+}
+
+/// Starts one worker thread per element of each listener set; returns their handles.
+pub fn start(
+    listeners: Vec<ListenerSet>,
+    tls_listeners: Vec<TlsListenerSet>,
+    workers: usize,
+    shared: Shared,
+) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut per_worker: Vec<Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for set in listeners {
+        for (i, (udp, tcp)) in set.udp.into_iter().zip(set.tcp).enumerate() {
+            per_worker[i].push((set.addr, udp, tcp));
+        }
+    }
+    let mut tls_per_worker: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for set in tls_listeners {
+        for (i, tcp) in set.tcp.into_iter().enumerate() {
+            tls_per_worker[i].push((set.addr, tcp));
+        }
+    }
+    let mut handles = Vec::new();
+    for (i, (sockets, tls_sockets)) in per_worker.into_iter().zip(tls_per_worker).enumerate() {
+        let shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("xdpturn-worker-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(err) => {
+                        tracing::error!(%err, worker = i, "cannot start a worker runtime");
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                if let Err(err) =
+                    local.block_on(&runtime, run_worker(i, sockets, tls_sockets, shared))
+                {
+                    tracing::error!(%err, worker = i, "worker stopped");
+                }
+            })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+async fn run_worker(
+    index: usize,
+    sockets: Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>,
+    tls_sockets: Vec<(SocketAddr, std::net::TcpListener)>,
+    shared: Shared,
+) -> io::Result<()> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for (addr, u, t) in sockets {
+        let state = UdpSocketState::new((&u).into())?;
+        udp.push(Rc::new(UdpListener {
+            socket: UdpSocket::from_std(u)?,
+            state,
+            addr,
+        }));
+        tcp.push((addr, TcpListener::from_std(t)?));
+    }
+    let mut tls_tcp = Vec::new();
+    for (addr, t) in tls_sockets {
+        tls_tcp.push((addr, TcpListener::from_std(t)?));
+    }
+    let worker = Rc::new(Worker::new(index, shared, udp)?);
+    let mut tasks = Vec::new();
+    let inbox = worker.shared.local_relays.open_inbox(index);
+    tasks.push(tokio::task::spawn_local(same_relay::serve_inbox(
+        worker.clone(),
+        inbox,
+    )));
+    for i in 0..worker.udp.len() {
+        tasks.push(tokio::task::spawn_local(serve_udp(worker.clone(), i)));
+    }
+    for (addr, listener) in tcp {
+        tasks.push(tokio::task::spawn_local(serve_tcp(
+            worker.clone(),
+            addr,
+            listener,
+        )));
+    }
+    if let Some(certs) = worker.shared.control.tls.clone() {
+        for (addr, listener) in tls_tcp {
+            tasks.push(tokio::task::spawn_local(serve_tls(
+                worker.clone(),
+                addr,
+                listener,
+                certs.clone(),
+            )));
+        }
+    }
+    timers(&worker).await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// The once-a-second housekeeping; returns when the relay stops.
+async fn timers(worker: &Rc<Worker>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let control = &worker.shared.control;
+        let generation = control.generation.load(Ordering::Acquire);
+        if generation != worker.generation.get() {
+            worker.generation.set(generation);
+            worker.server.borrow_mut().set_config(control.config());
+        }
+        let draining = control.draining.load(Ordering::Acquire);
+        worker.server.borrow_mut().set_draining(draining);
+        if control.stop.load(Ordering::Acquire) {
+            worker.server.borrow_mut().shutdown();
+            worker.apply_events();
+            return;
+        }
+        let now = Instant::now();
+        // What the kernel forwarded on this worker's channels and permissions counts toward
+        // their allocations' bandwidth caps (read only when a cap is configured): over it, the
+        // core takes the allocation out of the kernel until the budget recovers.
+        if let Some(dp) = &worker.shared.dataplane
+            && worker.server.borrow().config().quotas.max_bps != 0
+        {
+            let mut server = worker.server.borrow_mut();
+            match dp.take_traffic(|tuple| server.allocation(tuple).is_some()) {
+                Ok(taken) => {
+                    for t in taken {
+                        server.charge_offloaded(&t.tuple, t.bytes, now);
+                    }
+                }
+                Err(err) => tracing::debug!(%err, "reading the XDP channel counters"),
+            }
+        }
+        worker.server.borrow_mut().tick(now);
+        worker.apply_events();
+    }
+}
+
+/// Locks `m`; a mutex poisoned by a thread that panicked while holding it is used as it is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
