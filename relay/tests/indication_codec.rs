@@ -16,7 +16,7 @@ use relay::metrics::Metrics;
 use relay::proto::auth::{AuthConfig, StaticUser};
 use relay::proto::policy::PeerPolicy;
 use relay::proto::{
-    Action, BindResult, Buf, Config, Inbound, Ledger, Lifetimes, MAX_REPLY_LEN, PEER_HEADROOM,
+    Command, BindResult, Buf, Config, Inbound, Ledger, Lifetimes, MAX_REPLY_LEN, PEER_HEADROOM,
     PEER_TAILROOM, Quotas, RelayHandle, Server, Transport,
 };
 use relay::stun::{
@@ -413,7 +413,7 @@ impl Core {
             e.add(&AdditionalAddressFamily(AddressFamily::IPV6))
                 .expect("family");
         });
-        let Action::BindRelays(pending) = core.handle_client(&allocate) else {
+        let Command::BindRelays(pending) = core.handle_client(&allocate) else {
             panic!("no allocation")
         };
         let bound = BindResult {
@@ -425,14 +425,14 @@ impl Core {
         let done = core
             .server
             .complete_allocate(*pending, bound, core.now, &mut out);
-        assert!(matches!(done, Action::ToClient { .. }), "{done:?}");
+        assert!(matches!(done, Command::ToClient { .. }), "{done:?}");
         let permit = core.request(Method::CREATE_PERMISSION, 3, Some(&nonce), &|e| {
             for ip in PEERS {
                 let peer = SocketAddr::new(ip.parse().expect("ip"), 1);
                 e.add(&XorPeerAddress(peer)).expect("peer");
             }
         });
-        let Action::Reply { len } =
+        let Command::Reply { len } =
             core.server
                 .handle_client(&inbound(&permit), core.now, &mut [0u8; MAX_REPLY_LEN])
         else {
@@ -473,7 +473,7 @@ impl Core {
             e.add(&RequestedTransport::UDP).expect("transport");
         });
         let mut out = [0u8; MAX_REPLY_LEN];
-        let Action::Reply { len } = self
+        let Command::Reply { len } = self
             .server
             .handle_client(&inbound(&first), self.now, &mut out)
         else {
@@ -490,7 +490,7 @@ impl Core {
         nonce.to_owned()
     }
 
-    fn handle_client(&mut self, packet: &[u8]) -> Action {
+    fn handle_client(&mut self, packet: &[u8]) -> Command {
         let mut out = [0u8; MAX_REPLY_LEN];
         self.server
             .handle_client(&inbound(packet), self.now, &mut out)
@@ -500,12 +500,12 @@ impl Core {
     /// does.
     fn relays(&mut self, packet: &[u8]) -> Option<(SocketAddr, Range<usize>)> {
         match self.handle_client(packet) {
-            Action::ToPeer { relay, peer, range } => {
+            Command::ToPeer { relay, peer, range } => {
                 let want = if peer.is_ipv4() { 1 } else { 2 };
                 assert_eq!(relay, RelayHandle(want));
                 Some((peer, range))
             }
-            Action::None => None,
+            Command::None => None,
             other => panic!("{other:?}"),
         }
     }
@@ -519,7 +519,7 @@ impl Core {
         let action =
             self.server
                 .handle_peer(handle, peer, &mut buf, data.len(), self.now, &mut out);
-        let Action::ToClient {
+        let Command::ToClient {
             data: Buf::Output(n),
             ..
         } = action

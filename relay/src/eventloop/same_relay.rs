@@ -104,11 +104,11 @@ impl Worker {
             return;
         };
         frame.copy_from_slice(data);
-        let action =
+        let command =
             self.server
                 .borrow_mut()
                 .handle_peer(to, from, peer, data.len(), Instant::now(), out);
-        self.apply(action, peer, out, None);
+        self.apply(command, peer, out, None);
     }
 }
 

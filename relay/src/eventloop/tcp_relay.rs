@@ -35,12 +35,12 @@ pub(super) async fn serve_tcp_relay(
                 .borrow_mut()
                 .peer_connected(handle, peer, Instant::now(), &mut out);
         match decided {
-            Some((id, action)) => {
+            Some((id, command)) => {
                 let _ = stream.set_nodelay(true);
                 if let Ok(stream) = stream.into_std() {
                     lock(&worker.shared.tcp_pending).insert(id, stream);
                 }
-                worker.apply(action, &[], &mut out, None);
+                worker.apply(command, &[], &mut out, None);
             }
             None => drop(stream),
         }
@@ -71,7 +71,7 @@ pub(super) async fn tcp_connect(worker: Rc<Worker>, pending: proto::PendingConne
     };
     let tuple = pending.tuple;
     let mut out = vec![0u8; MAX_REPLY_LEN];
-    let (action, id) = worker.server.borrow_mut().complete_connect(
+    let (command, id) = worker.server.borrow_mut().complete_connect(
         pending,
         stream.is_some(),
         Instant::now(),
@@ -83,7 +83,7 @@ pub(super) async fn tcp_connect(worker: Rc<Worker>, pending: proto::PendingConne
             lock(&worker.shared.tcp_pending).insert(id, stream);
         }
     }
-    worker.apply(action, &[], &mut out, Some(&tuple));
+    worker.apply(command, &[], &mut out, Some(&tuple));
     worker.apply_events();
 }
 

@@ -225,11 +225,11 @@ fn relay_batch(
     let now = Instant::now();
     worker.begin_batch(n);
     for (m, frame) in meta.iter().take(n).zip(peer.chunks_exact_mut(PEER_FRAME)) {
-        let action = worker
+        let command = worker
             .server
             .borrow_mut()
             .handle_peer(handle, m.addr, frame, m.len, now, out);
-        worker.apply(action, frame, out, None);
+        worker.apply(command, frame, out, None);
         worker.apply_events();
     }
     worker.end_batch();

@@ -1,4 +1,4 @@
-//! One worker's state, and applying what its protocol shard decides: the [`Action`] for a
+//! One worker's state, and applying what its protocol shard decides: the [`Command`] for a
 //! packet (answers, relayed data, relay sockets to bind, connections to make) and the events it
 //! queues (relay sockets and reservations released, channels, permissions and allocations
 //! mirrored into the XDP maps, RFC 6062 connections closed).
@@ -22,7 +22,7 @@ use super::tcp_relay::{serve_tcp_relay, tcp_connect};
 use super::udp::{PEER_BATCH, PEER_FRAME, UdpListener, serve_relay};
 use super::{Shared, lock, sendbatch};
 use crate::proto::{
-    self, Action, BindFailure, BindResult, Buf, Event, FiveTuple, Inbound, PendingAllocation,
+    self, Command, BindFailure, BindResult, Buf, Event, FiveTuple, Inbound, PendingAllocation,
     RelayHandle, RelayRequest, Transport,
 };
 use crate::stun::{Class, Header, MAX_MESSAGE_LEN};
@@ -181,15 +181,15 @@ impl Worker {
     /// (a Reply to no client would be counted as a send error).
     pub(super) fn apply(
         self: &Rc<Self>,
-        action: Action,
+        command: Command,
         input: &[u8],
         out: &mut [u8],
         reply_to: Option<&FiveTuple>,
     ) {
-        match action {
-            Action::None => {}
-            Action::Reply { len } => self.reply(reply_to, &out[..len]),
-            Action::ToPeer { relay, peer, range } => {
+        match command {
+            Command::None => {}
+            Command::Reply { len } => self.reply(reply_to, &out[..len]),
+            Command::ToPeer { relay, peer, range } => {
                 let relays = self.relays.borrow();
                 let Some(from) = relays.get(&relay) else {
                     self.send_failed("relay");
@@ -226,22 +226,22 @@ impl Worker {
                     self.send_failed("relay");
                 }
             }
-            Action::ToClient { tuple, data } => {
+            Command::ToClient { tuple, data } => {
                 let bytes = match data {
                     Buf::Input(range) => &input[range],
                     Buf::Output(len) => &out[..len],
                 };
                 self.to_client(&tuple, bytes);
             }
-            Action::BindRelays(pending) => {
-                let action = self.bind_relays(*pending, out);
+            Command::BindRelays(pending) => {
+                let command = self.bind_relays(*pending, out);
                 // The completion only ever sends to the client (from `out`).
-                self.apply(action, &[], out, reply_to);
+                self.apply(command, &[], out, reply_to);
             }
-            Action::Connect(pending) => {
+            Command::Connect(pending) => {
                 tokio::task::spawn_local(tcp_connect(self.clone(), *pending));
             }
-            Action::BindData { len, connection_id } => {
+            Command::BindData { len, connection_id } => {
                 self.reply(reply_to, &out[..len]);
                 if let Some(tuple) = reply_to {
                     self.splice_requests
@@ -283,7 +283,7 @@ impl Worker {
         }
     }
 
-    fn bind_relays(self: &Rc<Self>, pending: PendingAllocation, out: &mut [u8]) -> Action {
+    fn bind_relays(self: &Rc<Self>, pending: PendingAllocation, out: &mut [u8]) -> Command {
         let ports = &self.shared.ports;
         let mut reserved = None;
         if pending.tcp {
@@ -298,12 +298,12 @@ impl Worker {
                 additional: None,
                 reserved: None,
             };
-            let action =
+            let command =
                 self.server
                     .borrow_mut()
                     .complete_allocate(pending, result, Instant::now(), out);
             self.apply_events();
-            return action;
+            return command;
         }
         let primary = match pending.primary {
             RelayRequest::Reserved(addr) => {
@@ -338,12 +338,12 @@ impl Worker {
             additional,
             reserved,
         };
-        let action =
+        let command =
             self.server
                 .borrow_mut()
                 .complete_allocate(pending, result, Instant::now(), out);
         self.apply_events();
-        action
+        command
     }
 
     /// Takes ownership of a bound relayed address: a handle, and a task serving it (reading a
@@ -413,9 +413,9 @@ pub(super) fn handle_client(
         .filter(|h| h.typ.class == Class::Request)
         .map(|h| h.typ.method);
     let started = request.map(|_| Instant::now());
-    let action = worker.server.borrow_mut().handle_client(inbound, now, out);
-    trace_action(inbound, &action, out);
-    worker.apply(action, inbound.packet, out, Some(&inbound.tuple()));
+    let command = worker.server.borrow_mut().handle_client(inbound, now, out);
+    trace_command(inbound, &command, out);
+    worker.apply(command, inbound.packet, out, Some(&inbound.tuple()));
     if let (Some(method), Some(started)) = (request, started) {
         worker
             .shared
@@ -427,13 +427,13 @@ pub(super) fn handle_client(
 }
 
 /// One debug line per answered request: filtered out (and nearly free) at the default level.
-fn trace_action(inbound: &Inbound<'_>, action: &Action, out: &[u8]) {
+fn trace_command(inbound: &Inbound<'_>, command: &Command, out: &[u8]) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
     let transport = inbound.transport.as_str();
     let remote = inbound.remote;
-    if let Action::Reply { len } = action
+    if let Command::Reply { len } = command
         && let Ok(msg) = crate::stun::Message::decode(&out[..*len])
     {
         let code = msg

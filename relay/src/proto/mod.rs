@@ -48,8 +48,6 @@ pub use types::{
 
 use crate::stun::{Header, TransactionId};
 
-// kept until the event loop's move lands
-pub use Command as Action;
 
 /// An error answer: its ERROR-CODE and reason, as `Server::reject` sends it.
 type Refusal = (u16, &'static str);
