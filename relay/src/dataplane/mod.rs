@@ -71,7 +71,8 @@
 //! values; `events` applies proto's events, `bindings` turns them into what the maps hold,
 //! `counts` and `program` are what the dataplane reports, `error` why it could not do
 //! something. `linux` is the dataplane itself (loader and map sync), `nexthop` its route and
-//! neighbour resolver; `stub` stands in where there is no XDP.
+//! neighbour resolver; `stub` stands in where there is no XDP. `object` says where the
+//! program's object is built and found (relay/build.rs and xtask).
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -84,6 +85,7 @@ mod bindings;
 mod counts;
 mod error;
 mod events;
+pub mod object;
 mod program;
 
 use std::fmt;
