@@ -2,17 +2,18 @@
 //!
 //! The object lands in relay-ebpf/target/bpfel-unknown-none/release/xdpturn (the target
 //! directory is given explicitly, so a CARGO_TARGET_DIR in the environment does not move it);
-//! relay/build.rs embeds it from there when the relay is built next.
+//! relay/build.rs embeds it from there when the relay is built next. Both take the path from
+//! `relay::dataplane::object`.
 
 use std::env;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use relay::dataplane::object::{self, TARGET};
 
 use crate::cmd::Cmd;
 use crate::{NIGHTLY, repo_root};
 
-const TARGET: &str = "bpfel-unknown-none";
 const BPF_LINKER_VERSION: &str = "0.10.4";
 const BPF_LINKER_INSTALL: &str = "cargo install bpf-linker@0.10.4 --locked";
 
@@ -43,12 +44,13 @@ pub fn build(args: &Args) -> Result<PathBuf> {
              `{BPF_LINKER_INSTALL}` (and put cargo's bin directory on PATH) and run this again"
         );
     }
-    let dir = repo_root().join("relay-ebpf");
+    let root = repo_root();
+    let dir = object::crate_dir(&root);
     let mut cmd = Cmd::new("cargo")
         .arg(format!("+{NIGHTLY}"))
         .args(["build", "-Z", "build-std=core", "--target", TARGET])
         .arg("--target-dir")
-        .arg(dir.join("target"))
+        .arg(object::target_dir(&root))
         .arg("--message-format=json-render-diagnostics")
         .current_dir(&dir);
     if !args.debug {

@@ -16,10 +16,11 @@
 //! a usable state: REACHABLE, STALE, DELAY, PROBE or PERMANENT). The relay's own send then makes
 //! the kernel resolve the neighbour, and the next refresh finds it.
 
+mod events;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -36,6 +37,7 @@ use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_ROUTE};
 use rustix::io::Errno;
 
 pub use super::NextHop;
+pub use events::{Changes, Events};
 
 /// Where a unicast route leads, before the neighbour is asked: the egress interface and the
 /// address whose MAC packets are sent to (the gateway, or the destination itself on a connected
@@ -347,126 +349,6 @@ impl Resolver {
                         }
                     }
                     _ => {}
-                }
-            }
-        }
-    }
-}
-
-/// The netlink groups [`Events`] listens to (`RTNLGRP_*` of linux/rtnetlink.h).
-const RTNLGRP_LINK: u32 = 1;
-const RTNLGRP_NEIGH: u32 = 3;
-const RTNLGRP_IPV4_ROUTE: u32 = 7;
-const RTNLGRP_IPV6_ROUTE: u32 = 11;
-
-/// The kernel's announcements of route, link and neighbour changes, so that next hops are
-/// resolved again as soon as they may have changed.
-#[derive(Debug)]
-pub struct Events {
-    socket: Socket,
-    buf: Vec<u8>,
-    timeout: Option<Duration>,
-}
-
-/// What announcements said changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Changes {
-    /// A route or an interface changed, or announcements were lost: every destination is to
-    /// be resolved again.
-    pub all: bool,
-    /// Neighbour entries that changed (interface, address).
-    pub neighbours: Vec<Via>,
-}
-
-impl Changes {
-    /// Whether anything changed.
-    pub fn any(&self) -> bool {
-        self.all || !self.neighbours.is_empty()
-    }
-}
-
-impl Events {
-    /// Subscribes to route, link and neighbour changes in the calling thread's network
-    /// namespace.
-    pub fn subscribe() -> io::Result<Events> {
-        let socket = route_socket()?;
-        for group in [
-            RTNLGRP_LINK,
-            RTNLGRP_NEIGH,
-            RTNLGRP_IPV4_ROUTE,
-            RTNLGRP_IPV6_ROUTE,
-        ] {
-            socket.add_membership(group)?;
-        }
-        // Room for a burst (an interface going down announces each of its routes and
-        // neighbours); an overflow is noticed (ENOBUFS) and means "everything".
-        let _ = socket.set_rx_buf_sz(1 << 20);
-        Ok(Events {
-            socket,
-            buf: Vec::with_capacity(BUF_LEN),
-            timeout: None,
-        })
-    }
-
-    /// Waits up to `timeout` for announcements, then reads every one that is there, adding
-    /// what they say to `changes`. Returns whether anything was read.
-    pub fn wait(&mut self, timeout: Duration, changes: &mut Changes) -> io::Result<bool> {
-        // SO_RCVTIMEO of zero would wait for ever.
-        let timeout = timeout.max(Duration::from_millis(1));
-        if self.timeout != Some(timeout) {
-            rustix::net::sockopt::set_socket_timeout(
-                &self.socket,
-                rustix::net::sockopt::Timeout::Recv,
-                Some(timeout),
-            )?;
-            self.timeout = Some(timeout);
-        }
-        let mut flags = 0;
-        let mut read = false;
-        loop {
-            match receive(&self.socket, &mut self.buf, flags) {
-                Ok(()) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(read);
-                }
-                Err(e) if e.raw_os_error() == Some(Errno::NOBUFS.raw_os_error()) => {
-                    // The socket overflowed: some announcements are lost.
-                    changes.all = true;
-                    read = true;
-                    flags = MSG_DONTWAIT;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-            read = true;
-            flags = MSG_DONTWAIT;
-            for raw in messages(&self.buf) {
-                match NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw.bytes) {
-                    Ok(m) => match m.payload {
-                        NetlinkPayload::InnerMessage(
-                            RouteNetlinkMessage::NewNeighbour(n)
-                            | RouteNetlinkMessage::DelNeighbour(n),
-                        ) => {
-                            // Bridge forwarding entries share the group.
-                            if let Some(via) = neighbour_of(&n) {
-                                changes.neighbours.push(via);
-                            }
-                        }
-                        NetlinkPayload::InnerMessage(
-                            RouteNetlinkMessage::NewRoute(_)
-                            | RouteNetlinkMessage::DelRoute(_)
-                            | RouteNetlinkMessage::NewLink(_)
-                            | RouteNetlinkMessage::DelLink(_),
-                        ) => changes.all = true,
-                        _ => {}
-                    },
-                    // Something changed that cannot be told: everything may have.
-                    Err(_) => changes.all = true,
                 }
             }
         }

@@ -1,0 +1,163 @@
+//! Reading what the program counted: the per-CPU totals and action counts, each channel's
+//! and permission's traffic (and what of it is new, for the bandwidth budgets), and the
+//! kernel's own statistics of the program.
+
+use aya::maps::{MapData, PerCpuArray};
+use relay_common::ChannelStats;
+use relay_common::maps::{
+    ACTION_STATS, CHANNEL_STATS, TOTAL_ALL, TOTAL_CHANNEL, TOTAL_INDICATION, TOTAL_SAME_RELAY,
+    TOTAL_STATS,
+};
+
+use super::errors::{load_error, map_error};
+use super::{Dataplane, Inner, xdp_program};
+use crate::dataplane::{
+    Action, ActionCounts, ChannelCounters, ChannelTraffic, Counters, DataplaneError, KindTraffic,
+    PermissionCounters, ProgramStats, Totals, Traffic,
+};
+use crate::proto::FiveTuple;
+
+impl Dataplane {
+    /// Reads the totals: traffic forwarded in each direction and packets per action, since the
+    /// program was loaded. A fixed handful of syscalls, whatever the number of channels: the
+    /// one to poll for metrics.
+    pub fn totals(&self) -> Result<Totals, DataplaneError> {
+        self.lock().totals()
+    }
+
+    /// Reads the totals and every bound channel's and installed permission's traffic (one more
+    /// syscall per channel and per permission).
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        let inner = self.lock();
+        let totals = inner.totals()?;
+        let mut channels = Vec::with_capacity(inner.bound.len());
+        for (binding, bound) in &inner.bound {
+            let t = traffic(read_slot(&inner.channel_stats, CHANNEL_STATS, bound.slot)?);
+            channels.push(ChannelCounters {
+                binding: *binding,
+                client_to_peer: t.client_to_peer,
+                peer_to_client: t.peer_to_client,
+            });
+        }
+        let mut permissions = Vec::with_capacity(inner.permitted.len());
+        for (binding, bound) in &inner.permitted {
+            let t = traffic(read_slot(&inner.channel_stats, CHANNEL_STATS, bound.slot)?);
+            permissions.push(PermissionCounters {
+                binding: *binding,
+                client_to_peer: t.client_to_peer,
+                peer_to_client: t.peer_to_client,
+            });
+        }
+        Ok(Counters {
+            client_to_peer: totals.client_to_peer,
+            peer_to_client: totals.peer_to_client,
+            actions: totals.actions,
+            channels,
+            permissions,
+        })
+    }
+
+    /// What the kernel forwarded on each bound channel and under each installed permission
+    /// (Send and Data indications; `channel` [`ChannelTraffic::PERMISSION`]) since the
+    /// previous call (bytes of application data, both directions), for those whose allocation
+    /// `owned` accepts (each worker of the relay takes its own allocations'; the others are
+    /// left for their owner). Only those with new traffic are listed. One syscall per channel
+    /// or permission taken.
+    pub fn take_traffic(
+        &self,
+        mut owned: impl FnMut(&FiveTuple) -> bool,
+    ) -> Result<Vec<ChannelTraffic>, DataplaneError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut taken = Vec::new();
+        let channels = inner.bound.iter_mut().map(|(b, bound)| (b.channel, bound));
+        let permissions = inner
+            .permitted
+            .values_mut()
+            .map(|bound| (ChannelTraffic::PERMISSION, bound));
+        for (channel, bound) in channels.chain(permissions) {
+            if !owned(&bound.tuple) {
+                continue;
+            }
+            let stats = read_slot(&inner.channel_stats, CHANNEL_STATS, bound.slot)?;
+            let total = stats
+                .client_to_peer_bytes
+                .saturating_add(stats.peer_to_client_bytes);
+            let bytes = total.saturating_sub(bound.reported);
+            bound.reported = total;
+            if bytes > 0 {
+                taken.push(ChannelTraffic {
+                    tuple: bound.tuple,
+                    channel,
+                    bytes,
+                });
+            }
+        }
+        Ok(taken)
+    }
+
+    /// What the kernel says about the loaded program (verified instructions, size).
+    pub fn program_stats(&self) -> Result<ProgramStats, DataplaneError> {
+        let mut inner = self.lock();
+        let info = xdp_program(&mut inner.ebpf)?
+            .info()
+            .map_err(|e| load_error("reading the program info", e))?;
+        Ok(ProgramStats {
+            verified_instructions: info.verified_instruction_count(),
+            translated_bytes: info.size_translated(),
+            run_time: info.run_time(),
+            run_count: info.run_count(),
+        })
+    }
+}
+
+impl Inner {
+    fn totals(&self) -> Result<Totals, DataplaneError> {
+        let mut actions = ActionCounts::default();
+        for action in Action::ALL {
+            let values = self
+                .action_stats
+                .get(&action.index(), 0)
+                .map_err(|e| map_error(ACTION_STATS, e))?;
+            actions.set(action, values.iter().sum());
+        }
+        let both = |slot| read_slot(&self.total_stats, TOTAL_STATS, slot).map(traffic);
+        let total = both(TOTAL_ALL)?;
+        Ok(Totals {
+            client_to_peer: total.client_to_peer,
+            peer_to_client: total.peer_to_client,
+            actions,
+            kinds: [
+                both(TOTAL_CHANNEL)?,
+                both(TOTAL_INDICATION)?,
+                both(TOTAL_SAME_RELAY)?,
+            ],
+        })
+    }
+}
+
+/// A stats slot's traffic, each way.
+fn traffic(stats: ChannelStats) -> KindTraffic {
+    KindTraffic {
+        client_to_peer: Traffic {
+            packets: stats.client_to_peer_packets,
+            bytes: stats.client_to_peer_bytes,
+        },
+        peer_to_client: Traffic {
+            packets: stats.peer_to_client_packets,
+            bytes: stats.peer_to_client_bytes,
+        },
+    }
+}
+
+/// A slot of a per-CPU stats array, summed over CPUs.
+fn read_slot(
+    map: &PerCpuArray<MapData, ChannelStats>,
+    name: &'static str,
+    slot: u32,
+) -> Result<ChannelStats, DataplaneError> {
+    let values = map.get(&slot, 0).map_err(|e| map_error(name, e))?;
+    Ok(values
+        .iter()
+        .fold(ChannelStats::default(), |sum, cpu| sum.plus(*cpu)))
+}

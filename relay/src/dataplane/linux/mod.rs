@@ -1,0 +1,366 @@
+//! The dataplane on Linux, with aya: the [`Dataplane`] type, what it keeps beside the kernel
+//! maps, and loading the program and its maps.
+//!
+//! The rest, one job a room: `attach` (interfaces, the XDP mode each gets, detaching, their
+//! drop counters), `entries` (the channel, permission and allocation entries of the maps),
+//! `next_hops` (NEXT_HOPS kept in line with the kernel's routes and neighbours), `counters`
+//! (reading the per-CPU counters), `test_run` (BPF_PROG_TEST_RUN) and `errors` (aya's and the
+//! kernel's errors as [`DataplaneError`]s, with hints).
+
+mod attach;
+mod counters;
+mod entries;
+mod errors;
+mod next_hops;
+mod test_run;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, xdp::DevMapHash};
+use aya::programs::xdp::XdpLinkId;
+use aya::programs::{ProgramError, Xdp};
+use aya::{Ebpf, EbpfLoader};
+use relay_common::maps::{
+    ACTION_STATS, ALLOCATIONS, CHANNEL_STATS, CLIENT_TO_PEER, EGRESS, IF_GENERIC, INTERFACES,
+    LISTENERS, NEXT_HOPS, PEER_TO_CLIENT, PROGRAM, TOTAL_STATS,
+};
+use relay_common::{
+    AllocationValue, ChannelKey, ChannelStats, ChannelValue, ClientKey, ListenerKey, NextHopKey,
+    NextHopValue, PeerKey, PeerValue,
+};
+
+use self::attach::{attach, ifindex, interface_drops};
+use self::errors::{load_error, map_error, netlink};
+use self::next_hops::{Destination, keep_next_hops};
+use super::nexthop::{Events, Resolver};
+use super::{Attachment, ChannelBinding, DataplaneError, PermissionBinding, XdpConfig, XdpMode};
+use crate::proto::FiveTuple;
+
+/// The program, when relay/build.rs found it.
+#[cfg(xdpturn_ebpf)]
+const OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(env!("XDPTURN_EBPF_OBJECT")));
+#[cfg(not(xdpturn_ebpf))]
+const OBJECT: Option<&[u8]> = None;
+
+/// Room in NEXT_HOPS besides two destinations per channel or permission.
+const NEXT_HOPS_MARGIN: u32 = 64;
+/// Entries of PEER_TO_CLIENT and slots of CHANNEL_STATS per channel the maps hold: one for
+/// a channel, one for a permission (at most as many permissions as channels).
+const PEER_ENTRIES_PER_CHANNEL: u32 = 2;
+
+/// The XDP program, attached, and the only writer of its maps. Dropping it detaches the
+/// program from every interface.
+#[derive(Debug)]
+pub struct Dataplane {
+    shared: Arc<Shared>,
+    attachments: Vec<Attachment>,
+    max_channels: u32,
+}
+
+/// What the dataplane and its next-hop thread share. The thread holds it only while it
+/// refreshes, and stops when the dataplane has been dropped.
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Resolves for refreshes, outside the `inner` lock, one refresh at a time (binds resolve
+    /// their new destinations with `Inner::resolver`).
+    refresher: Mutex<Resolver>,
+}
+
+struct Inner {
+    // Declared first so it is dropped first: the links go before the maps (field order).
+    ebpf: Ebpf,
+    /// The XDP links, one per attachment (in `Dataplane::attachments` order); `None` once
+    /// detached because its sends failed.
+    links: Vec<Option<XdpLinkId>>,
+    /// The device map of the interfaces the program redirects to.
+    egress: DevMapHash<MapData>,
+    /// Each attached interface's drop counters when the program was attached to it.
+    drops_at_attach: Vec<Option<u64>>,
+    client_to_peer: BpfHashMap<MapData, ChannelKey, ChannelValue>,
+    peer_to_client: BpfHashMap<MapData, PeerKey, PeerValue>,
+    channel_stats: PerCpuArray<MapData, ChannelStats>,
+    total_stats: PerCpuArray<MapData, ChannelStats>,
+    action_stats: PerCpuArray<MapData, u64>,
+    /// The channels in the maps, with their counter slots.
+    bound: HashMap<ChannelBinding, Bound>,
+    /// Which channel holds each peer key (two channels cannot share one).
+    peers: HashMap<PeerKey, ChannelBinding>,
+    /// The permissions in PEER_TO_CLIENT, with their counter slots.
+    permitted: HashMap<PermissionBinding, Bound>,
+    /// Which permission holds each (port 0) peer key.
+    permission_keys: HashMap<PeerKey, PermissionBinding>,
+    allocations: BpfHashMap<MapData, ClientKey, AllocationValue>,
+    /// The allocations in ALLOCATIONS.
+    offloaded: HashMap<ClientKey, AllocationValue>,
+    /// Counter slots of unbound channels and removed permissions, to reuse.
+    free_slots: Vec<u32>,
+    /// The next never-used counter slot.
+    next_slot: u32,
+    cpus: usize,
+    next_hops: BpfHashMap<MapData, NextHopKey, NextHopValue>,
+    /// Resolves the next hops of the destinations a bind adds.
+    resolver: Resolver,
+    /// Every address a bound channel sends to (its client's and its peer's), with what
+    /// NEXT_HOPS holds for it.
+    destinations: HashMap<IpAddr, Destination>,
+    /// The stamp of the next destination added.
+    next_stamp: u64,
+    /// Resolving failed during a bind, and that was logged (once, until it works again).
+    resolve_failing: bool,
+}
+
+/// A channel or a permission in the maps.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    /// Its counter slot in CHANNEL_STATS.
+    slot: u32,
+    /// The 5-tuple of its allocation, as the relay's core knows it.
+    tuple: FiveTuple,
+    /// The bytes (both directions) [`Dataplane::take_traffic`] has reported so far.
+    reported: u64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("links", &self.links.len())
+            .field("bound", &self.bound.len())
+            .field("permitted", &self.permitted.len())
+            .field("offloaded", &self.offloaded.len())
+            .field("next_slot", &self.next_slot)
+            .field("destinations", &self.destinations.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dataplane {
+    /// Loads the program with maps sized for `config.max_channels` channels, as many
+    /// permissions and as many allocations, and attaches it to every
+    /// interface in `config.interfaces` (none: loaded but not attached, which
+    /// [`Dataplane::test_run`] can still run). Fails, saying why, without root (CAP_BPF,
+    /// CAP_NET_ADMIN and CAP_PERFMON), when the kernel refuses the program, or when an interface cannot take
+    /// it; nothing stays attached then.
+    pub fn load(config: &XdpConfig) -> Result<Dataplane, DataplaneError> {
+        let object = OBJECT.ok_or(DataplaneError::NotBuilt)?;
+        let max_channels = config.max_channels.max(1);
+        raise_memlock_limit();
+        let interfaces = u32::try_from(config.interfaces.len().max(1)).unwrap_or(u32::MAX);
+        let listeners = u32::try_from(config.listeners.len().max(1)).unwrap_or(u32::MAX);
+        let peer_entries = max_channels.saturating_mul(PEER_ENTRIES_PER_CHANNEL);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(CLIENT_TO_PEER, max_channels)
+            .map_max_entries(PEER_TO_CLIENT, peer_entries)
+            .map_max_entries(CHANNEL_STATS, peer_entries)
+            .map_max_entries(ALLOCATIONS, max_channels)
+            .map_max_entries(EGRESS, interfaces)
+            .map_max_entries(LISTENERS, listeners)
+            .map_max_entries(
+                NEXT_HOPS,
+                peer_entries
+                    .saturating_mul(2)
+                    .saturating_add(NEXT_HOPS_MARGIN),
+            )
+            .load(object)
+            .map_err(|e| load_error("creating the maps", e))?;
+        xdp_program(&mut ebpf)?
+            .load()
+            .map_err(|e| load_error("loading the program", e))?;
+
+        let mut listener_map: BpfHashMap<MapData, ListenerKey, u32> = take(&mut ebpf, LISTENERS)?;
+        for addr in &config.listeners {
+            listener_map
+                .insert(ListenerKey::new(*addr), 1, 0)
+                .map_err(|e| map_error(LISTENERS, e))?;
+        }
+        let egress: DevMapHash<MapData> = take(&mut ebpf, EGRESS)?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Load {
+            reason: format!("counting the CPUs ({what})"),
+            source: Some(Box::new(e)),
+        })?;
+        let mut inner = Inner {
+            client_to_peer: take(&mut ebpf, CLIENT_TO_PEER)?,
+            peer_to_client: take(&mut ebpf, PEER_TO_CLIENT)?,
+            allocations: take(&mut ebpf, ALLOCATIONS)?,
+            channel_stats: take(&mut ebpf, CHANNEL_STATS)?,
+            total_stats: take(&mut ebpf, TOTAL_STATS)?,
+            action_stats: take(&mut ebpf, ACTION_STATS)?,
+            next_hops: take(&mut ebpf, NEXT_HOPS)?,
+            ebpf,
+            links: Vec::new(),
+            egress,
+            drops_at_attach: Vec::new(),
+            bound: HashMap::new(),
+            peers: HashMap::new(),
+            permitted: HashMap::new(),
+            permission_keys: HashMap::new(),
+            offloaded: HashMap::new(),
+            free_slots: Vec::new(),
+            next_slot: 0,
+            cpus,
+            resolver: netlink(
+                Resolver::new(),
+                "opening a netlink socket to resolve next hops",
+            )?,
+            destinations: HashMap::new(),
+            next_stamp: 0,
+            resolve_failing: false,
+        };
+        let refresher = netlink(
+            Resolver::new(),
+            "opening a netlink socket to resolve next hops",
+        )?;
+        // Without announcements, changes are picked up by the periodic refresh only.
+        let events = Events::subscribe()
+            .inspect_err(|e| {
+                tracing::warn!(
+                    err = %e,
+                    "cannot subscribe to route and neighbour changes: the XDP next hops follow \
+                     them within a second instead of at once"
+                );
+            })
+            .ok();
+
+        // On error `inner` is dropped, which detaches what was attached so far.
+        let mut modes: BpfHashMap<MapData, u32, u32> = take(&mut inner.ebpf, INTERFACES)?;
+        let mut attachments = Vec::new();
+        for interface in &config.interfaces {
+            let ifindex = ifindex(interface)?;
+            let program = xdp_program(&mut inner.ebpf)?;
+            let (link, mode, why) = attach(program, interface, ifindex, config.mode)?;
+            inner.links.push(Some(link));
+            inner
+                .egress
+                .insert(ifindex, ifindex, None, 0)
+                .map_err(|e| map_error(EGRESS, e))?;
+            let flags = if mode == XdpMode::Skb { IF_GENERIC } else { 0 };
+            inner.drops_at_attach.push(interface_drops(interface));
+            modes
+                .insert(ifindex, flags, 0)
+                .map_err(|e| map_error(INTERFACES, e))?;
+            tracing::info!(
+                interface,
+                ifindex,
+                %mode,
+                why = why.describe(),
+                "XDP program attached"
+            );
+            attachments.push(Attachment {
+                interface: interface.clone(),
+                ifindex,
+                mode,
+                why,
+            });
+        }
+        drop(modes);
+        drop(listener_map);
+
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            refresher: Mutex::new(refresher),
+        });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("xdpturn-nexthop".to_owned())
+            .spawn(move || keep_next_hops(weak, events))
+            .map_err(|e| DataplaneError::Load {
+                reason: "starting the next-hop thread".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
+        Ok(Dataplane {
+            shared,
+            attachments,
+            max_channels,
+        })
+    }
+
+    /// Where the program is attached.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// The most channels the maps hold.
+    pub fn max_channels(&self) -> u32 {
+        self.max_channels
+    }
+
+    /// How many channels are offloaded now.
+    pub fn bound_channels(&self) -> usize {
+        self.lock().bound.len()
+    }
+
+    /// How many permissions are offloaded now.
+    pub fn installed_permissions(&self) -> usize {
+        self.lock().permitted.len()
+    }
+
+    /// How many allocations are offloaded now.
+    pub fn installed_allocations(&self) -> usize {
+        self.lock().offloaded.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared.lock()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the bookkeeping as consistent as the maps.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(PROGRAM)
+        .ok_or_else(|| DataplaneError::Load {
+            reason: format!("the object has no program `{PROGRAM}`"),
+            source: None,
+        })?
+        .try_into()
+        .map_err(|e: ProgramError| load_error("the program is not an XDP program", e))
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| DataplaneError::Load {
+        reason: format!("the object has no map `{name}`"),
+        source: None,
+    })?;
+    T::try_from(map).map_err(|e| map_error(name, e))
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, which is small by default; raise
+/// it as far as allowed. Later kernels account BPF memory to the cgroup and ignore it.
+fn raise_memlock_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let current = getrlimit(Resource::Memlock);
+    let wanted = Rlimit {
+        current: current.maximum,
+        maximum: current.maximum,
+    };
+    if wanted != current
+        && let Err(e) = setrlimit(Resource::Memlock, wanted)
+    {
+        tracing::debug!(err = %e, "raising RLIMIT_MEMLOCK");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn without_the_object_load_says_how_to_build_it() {
+        if OBJECT.is_none() {
+            let err = Dataplane::load(&XdpConfig::default()).unwrap_err();
+            assert!(err.to_string().contains("cargo xtask build-ebpf"));
+        }
+    }
+}
