@@ -27,5 +27,3 @@ pub use maps::{
     PeerValue,
 };
 pub use verdict::Verdict;
-/// The former name of [`Verdict`], kept until the relay's uses are renamed.
-pub use verdict::Verdict as Action;

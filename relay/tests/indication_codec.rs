@@ -16,7 +16,7 @@ use relay::metrics::Metrics;
 use relay::proto::auth::{AuthConfig, StaticUser};
 use relay::proto::policy::PeerPolicy;
 use relay::proto::{
-    Command, BindResult, Buf, Config, Inbound, Ledger, Lifetimes, MAX_REPLY_LEN, PEER_HEADROOM,
+    BindResult, Buf, Command, Config, Inbound, Ledger, Lifetimes, MAX_REPLY_LEN, PEER_HEADROOM,
     PEER_TAILROOM, Quotas, RelayHandle, Server, Transport,
 };
 use relay::stun::{
@@ -473,9 +473,9 @@ impl Core {
             e.add(&RequestedTransport::UDP).expect("transport");
         });
         let mut out = [0u8; MAX_REPLY_LEN];
-        let Command::Reply { len } = self
-            .server
-            .handle_client(&inbound(&first), self.now, &mut out)
+        let Command::Reply { len } =
+            self.server
+                .handle_client(&inbound(&first), self.now, &mut out)
         else {
             panic!("no challenge")
         };

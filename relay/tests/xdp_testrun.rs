@@ -32,8 +32,8 @@ use frames::{
 };
 use netns::{Netns, mac_str};
 use relay::dataplane::{
-    Action, ChannelBinding, ChannelTraffic, Dataplane, DataplaneError, ModeChoice, PROGRAM_BUILT,
-    Traffic, XdpConfig, XdpMode,
+    ChannelBinding, ChannelTraffic, Dataplane, DataplaneError, ModeChoice, PROGRAM_BUILT, Traffic,
+    Verdict, XdpConfig, XdpMode,
 };
 use relay::proto::allocation::Relay;
 use relay::proto::{FiveTuple, RelayHandle, Transport};
@@ -377,12 +377,12 @@ fn forwards_both_directions_every_family_pair_tx_and_redirect() {
 
         // Counted: per action, and per channel in both directions.
         let counters = dp.counters().unwrap();
-        assert_eq!(counters.actions.get(Action::ForwardedTx), expected_tx);
+        assert_eq!(counters.verdicts.get(Verdict::ForwardedTx), expected_tx);
         assert_eq!(
-            counters.actions.get(Action::ForwardedRedirect),
+            counters.verdicts.get(Verdict::ForwardedRedirect),
             expected_redirect
         );
-        assert_eq!(counters.actions.total(), expected_tx + expected_redirect);
+        assert_eq!(counters.verdicts.total(), expected_tx + expected_redirect);
         let data_bytes: u64 = 1 + 5 + 100 + 1201;
         for c in &all {
             let counted = counters
@@ -427,11 +427,15 @@ fn forwards_both_directions_every_family_pair_tx_and_redirect() {
         assert_eq!(counters.peer_to_client, sum(|c| c.peer_to_client));
         let totals = dp.totals().unwrap();
         assert_eq!(
-            (totals.client_to_peer, totals.peer_to_client, totals.actions),
+            (
+                totals.client_to_peer,
+                totals.peer_to_client,
+                totals.verdicts
+            ),
             (
                 counters.client_to_peer,
                 counters.peer_to_client,
-                counters.actions
+                counters.verdicts
             )
         );
     });
@@ -514,11 +518,11 @@ fn a_complete_checksum_equal_to_the_seed_goes_up_in_generic_mode() {
             (frame[udp_at + 6..udp_at + 8] == seed.to_be_bytes()).then_some((data, frame))
         });
         let (data, frame) = found.expect("a payload whose checksum equals the seed");
-        let before = dp.counters().unwrap().actions;
+        let before = dp.counters().unwrap().verdicts;
         assert_eq!(run(&dp, "xp0", &frame), (XDP_PASS, frame.clone()));
-        let after = dp.counters().unwrap().actions;
+        let after = dp.counters().unwrap().verdicts;
         assert_eq!(
-            after.get(Action::PassChecksumUnknown) - before.get(Action::PassChecksumUnknown),
+            after.get(Verdict::PassChecksumUnknown) - before.get(Verdict::PassChecksumUnknown),
             1
         );
         let (v, out) = run(&dp, "xn0", &frame);
@@ -706,11 +710,11 @@ fn indications_go_through_the_real_program() {
                 &send_indication(&txid, &attrs, fingerprint),
                 Opts::default(),
             );
-            let before = dp.counters().unwrap().actions;
+            let before = dp.counters().unwrap().verdicts;
             assert_eq!(run(&dp, "xc0", &frame), (XDP_PASS, frame.clone()), "{what}");
-            let after = dp.counters().unwrap().actions;
+            let after = dp.counters().unwrap().verdicts;
             assert_eq!(
-                after.get(Action::PassSendIndication) - before.get(Action::PassSendIndication),
+                after.get(Verdict::PassSendIndication) - before.get(Verdict::PassSendIndication),
                 1,
                 "{what}"
             );
@@ -829,7 +833,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
         let stun = [
             0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
         ];
-        let mut cases: Vec<(&str, &str, Vec<u8>, u32, Action)> = Vec::new();
+        let mut cases: Vec<(&str, &str, Vec<u8>, u32, Verdict)> = Vec::new();
         let mut case =
             |name, iface, frame, verdict, action| cases.push((name, iface, frame, verdict, action));
 
@@ -838,17 +842,17 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
         arp.extend_from_slice(&CLIENT_MAC);
         arp.extend_from_slice(&[0x08, 0x06]);
         arp.extend_from_slice(&[0u8; 28]);
-        case("ARP", "xc0", arp, XDP_PASS, Action::PassNotIp);
+        case("ARP", "xc0", arp, XDP_PASS, Verdict::PassNotIp);
         let plain = c.sent_by_client(&channel_data(c.channel, b"hello", &[]), o);
         let mut vlan = plain[..12].to_vec();
         vlan.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
         vlan.extend_from_slice(&plain[12..]);
-        case("802.1Q tag", "xc0", vlan, XDP_PASS, Action::PassVlan);
+        case("802.1Q tag", "xc0", vlan, XDP_PASS, Verdict::PassVlan);
 
         // Not UDP.
         let mut tcp = ip_frame(MAC_C, CLIENT_MAC, c.client.ip(), c.listener.ip(), 6, 20, o);
         tcp.extend_from_slice(&[0u8; 20]);
-        case("TCP", "xc0", tcp, XDP_PASS, Action::PassNotUdp);
+        case("TCP", "xc0", tcp, XDP_PASS, Verdict::PassNotUdp);
         let mut icmp6 = ip_frame(
             MAC_C,
             CLIENT_MAC,
@@ -859,7 +863,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             o,
         );
         icmp6.extend_from_slice(&[128, 0, 0, 0, 0, 0, 0, 0]);
-        case("ICMPv6", "xc0", icmp6, XDP_PASS, Action::PassNotUdp);
+        case("ICMPv6", "xc0", icmp6, XDP_PASS, Verdict::PassNotUdp);
 
         // Fragments and options.
         let mut frag = plain.clone();
@@ -869,7 +873,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             frag,
             XDP_PASS,
-            Action::PassFragment,
+            Verdict::PassFragment,
         );
         let mut frag = plain.clone();
         frag[14 + 6..14 + 8].copy_from_slice(&[0x00, 0x10]); // offset 128
@@ -878,14 +882,20 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             frag,
             XDP_PASS,
-            Action::PassFragment,
+            Verdict::PassFragment,
         );
         let mut opts = plain.clone();
         opts[14] = 0x46;
         opts.splice(34..34, [1, 1, 1, 0]);
         let total = u16::from_be_bytes([opts[16], opts[17]]) + 4;
         opts[16..18].copy_from_slice(&total.to_be_bytes());
-        case("IPv4 options", "xc0", opts, XDP_PASS, Action::PassIpOptions);
+        case(
+            "IPv4 options",
+            "xc0",
+            opts,
+            XDP_PASS,
+            Verdict::PassIpOptions,
+        );
         let v6_plain = v6.sent_by_client(&channel_data(v6.channel, b"hello", &[]), o);
         let mut v6frag = v6_plain.clone();
         v6frag[14 + 6] = 44;
@@ -894,7 +904,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             v6frag,
             XDP_PASS,
-            Action::PassFragment,
+            Verdict::PassFragment,
         );
         let mut hbh = v6_plain.clone();
         hbh[14 + 6] = 0;
@@ -903,7 +913,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             hbh,
             XDP_PASS,
-            Action::PassIpOptions,
+            Verdict::PassIpOptions,
         );
 
         // UDP that is not a bound channel.
@@ -919,28 +929,28 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
                 o,
             ),
             XDP_PASS,
-            Action::PassNotForUs,
+            Verdict::PassNotForUs,
         );
         case(
             "UDP to a relayed address from another peer",
             "xp0",
             udp_frame(MAC_P, PEER_MAC, sa("198.51.100.20:7777"), c.relay, b"hi", o),
             XDP_PASS,
-            Action::PassNotForUs,
+            Verdict::PassNotForUs,
         );
         case(
             "STUN to the listener",
             "xc0",
             c.sent_by_client(&stun, o),
             XDP_PASS,
-            Action::PassStun,
+            Verdict::PassStun,
         );
         case(
             "STUN to the IPv6 listener",
             "xc0",
             v6.sent_by_client(&stun, o),
             XDP_PASS,
-            Action::PassStun,
+            Verdict::PassStun,
         );
         // A Send indication (type 0x0016) from a client with no allocation in the maps.
         let mut send = vec![0x00, 0x16, 0, 0, 0x21, 0x12, 0xA4, 0x42];
@@ -950,14 +960,14 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             c.sent_by_client(&send, o),
             XDP_PASS,
-            Action::PassSendIndication,
+            Verdict::PassSendIndication,
         );
         case(
             "unknown channel",
             "xc0",
             c.sent_by_client(&channel_data(0x4ABC, b"hello", &[]), o),
             XDP_PASS,
-            Action::PassUnknownChannel,
+            Verdict::PassUnknownChannel,
         );
         case(
             "bound channel, other client port",
@@ -971,28 +981,28 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
                 o,
             ),
             XDP_PASS,
-            Action::PassUnknownChannel,
+            Verdict::PassUnknownChannel,
         );
         case(
             "neither STUN nor ChannelData",
             "xc0",
             c.sent_by_client(&[0x80, 1, 2, 3, 4], o),
             XDP_PASS,
-            Action::PassNotChannelData,
+            Verdict::PassNotChannelData,
         );
         case(
             "empty datagram to the listener",
             "xc0",
             c.sent_by_client(&[], o),
             XDP_PASS,
-            Action::PassNotChannelData,
+            Verdict::PassNotChannelData,
         );
         case(
             "more than padding",
             "xc0",
             c.sent_by_client(&channel_data(c.channel, b"x", &[0; 4]), o),
             XDP_PASS,
-            Action::PassTrailingBytes,
+            Verdict::PassTrailingBytes,
         );
 
         // Bound, but userspace does it.
@@ -1001,14 +1011,14 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             c.sent_by_client(&channel_data(c.channel, b"x", &[]), Opts { ttl: 1, ..o }),
             XDP_PASS,
-            Action::PassTtl,
+            Verdict::PassTtl,
         );
         case(
             "hop limit 1",
             "xp0",
             v6.sent_by_peer(b"x", Opts { ttl: 1, ..o }),
             XDP_PASS,
-            Action::PassTtl,
+            Verdict::PassTtl,
         );
         case(
             "IPv4 without checksum to an IPv6 peer",
@@ -1021,7 +1031,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
                 },
             ),
             XDP_PASS,
-            Action::PassNoChecksum,
+            Verdict::PassNoChecksum,
         );
         case(
             "IPv6 with checksum 0",
@@ -1034,35 +1044,35 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
                 },
             ),
             XDP_PASS,
-            Action::PassNoChecksum,
+            Verdict::PassNoChecksum,
         );
         case(
             "no neighbour entry",
             "xc0",
             no_neigh.sent_by_client(&channel_data(no_neigh.channel, b"x", &[]), o),
             XDP_PASS,
-            Action::PassNoNextHop,
+            Verdict::PassNoNextHop,
         );
         case(
             "beyond the egress MTU (1400)",
             "xc0",
             c.sent_by_client(&channel_data(c.channel, &[7u8; 1400], &[]), o),
             XDP_PASS,
-            Action::PassMtu,
+            Verdict::PassMtu,
         );
         case(
             "unreachable route",
             "xc0",
             unreachable.sent_by_client(&channel_data(unreachable.channel, b"x", &[]), o),
             XDP_PASS,
-            Action::PassNoNextHop,
+            Verdict::PassNoNextHop,
         );
         case(
             "egress through an interface not attached",
             "xc0",
             not_attached.sent_by_client(&channel_data(not_attached.channel, b"x", &[]), o),
             XDP_PASS,
-            Action::PassEgressNotAttached,
+            Verdict::PassEgressNotAttached,
         );
 
         // Malformed.
@@ -1073,7 +1083,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             long,
             XDP_DROP,
-            Action::DropMalformed,
+            Verdict::DropMalformed,
         );
         let mut ihl = plain.clone();
         ihl[14] = 0x44;
@@ -1082,7 +1092,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             ihl,
             XDP_DROP,
-            Action::DropMalformed,
+            Verdict::DropMalformed,
         );
         let mut udp_long = plain.clone();
         udp_long[38..40].copy_from_slice(&200u16.to_be_bytes());
@@ -1091,7 +1101,7 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             udp_long,
             XDP_DROP,
-            Action::DropMalformed,
+            Verdict::DropMalformed,
         );
         let mut v6_long = v6_plain.clone();
         v6_long[18..20].copy_from_slice(&3000u16.to_be_bytes());
@@ -1100,26 +1110,26 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             "xc0",
             v6_long,
             XDP_DROP,
-            Action::DropMalformed,
+            Verdict::DropMalformed,
         );
         case(
             "ChannelData longer than the datagram",
             "xc0",
             c.sent_by_client(&[0x40, 0x00, 0x00, 0x20, 1, 2, 3], o),
             XDP_DROP,
-            Action::DropLength,
+            Verdict::DropLength,
         );
         case(
             "ChannelData shorter than its header",
             "xc0",
             c.sent_by_client(&[0x40, 0x00, 0x00], o),
             XDP_DROP,
-            Action::DropLength,
+            Verdict::DropLength,
         );
 
         let before = dp.counters().unwrap();
-        assert_eq!(before.actions.total(), 0);
-        let mut expected = [0u64; Action::COUNT];
+        assert_eq!(before.verdicts.total(), 0);
+        let mut expected = [0u64; Verdict::COUNT];
         for (name, iface, frame, verdict, action) in &cases {
             let (v, out) = run(&dp, iface, frame);
             assert_eq!(v, *verdict, "{name}: verdict");
@@ -1129,16 +1139,16 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
             expected[action.index() as usize] += 1;
             let now = dp.counters().unwrap();
             assert_eq!(
-                now.actions.get(*action),
+                now.verdicts.get(*action),
                 expected[action.index() as usize],
                 "{name}: counted as {}",
                 action.as_str()
             );
         }
         let after = dp.counters().unwrap();
-        for action in Action::ALL {
+        for action in Verdict::ALL {
             assert_eq!(
-                after.actions.get(action),
+                after.verdicts.get(action),
                 expected[action.index() as usize],
                 "{}",
                 action.as_str()
@@ -1149,12 +1159,12 @@ fn what_is_not_forwarded_goes_up_unchanged_or_is_dropped() {
         assert_eq!(after.peer_to_client, Traffic::default());
         // Every reason the brief lists has a case here (but the checksum the program cannot
         // prove, whose cases come with the checks that give it).
-        for action in Action::ALL {
+        for action in Verdict::ALL {
             if !action.is_forwarded()
-                && action != Action::PassTooBig
-                && action != Action::PassAdjustFailed
-                && action != Action::DropRewriteFailed
-                && action != Action::PassChecksumUnknown
+                && action != Verdict::PassTooBig
+                && action != Verdict::PassAdjustFailed
+                && action != Verdict::DropRewriteFailed
+                && action != Verdict::PassChecksumUnknown
             {
                 assert!(
                     expected[action.index() as usize] > 0,
@@ -1238,8 +1248,8 @@ fn the_maps_follow_bind_refresh_unbind_and_fill_up() {
                 bytes: 4
             }
         );
-        assert_eq!(counters.actions.get(Action::PassUnknownChannel), 2);
-        assert_eq!(counters.actions.get(Action::PassNotForUs), 1);
+        assert_eq!(counters.verdicts.get(Verdict::PassUnknownChannel), 2);
+        assert_eq!(counters.verdicts.get(Verdict::PassNotForUs), 1);
 
         // Full: the fourth channel stays in userspace, and the maps are as before.
         for ch in &all[..3] {
@@ -1391,11 +1401,11 @@ fn next_hops_follow_the_kernel_tables() {
         ns.ip("route del 100.70.0.0/24");
         dp.refresh_next_hops().unwrap();
         assert_eq!(run(&dp, "xd0", &to_peer), (XDP_PASS, to_peer.clone()));
-        let actions = dp.counters().unwrap().actions;
+        let actions = dp.counters().unwrap().verdicts;
         assert_eq!(
             (
-                actions.get(Action::ForwardedRedirect),
-                actions.get(Action::PassNoNextHop)
+                actions.get(Verdict::ForwardedRedirect),
+                actions.get(Verdict::PassNoNextHop)
             ),
             (3, 2)
         );

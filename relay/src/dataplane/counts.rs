@@ -1,8 +1,8 @@
 //! What the program counted, as the dataplane reports it: traffic each way, packets per
-//! [`Action`], by kind of message, per channel and permission, and the bytes to charge to
+//! [`Verdict`], by kind of message, per channel and permission, and the bytes to charge to
 //! the allocations' bandwidth budgets.
 
-use super::{Action, ChannelBinding, PermissionBinding};
+use super::{ChannelBinding, PermissionBinding, Verdict};
 use crate::proto::FiveTuple;
 
 /// Packets and bytes (application data, as the userspace datapath counts them).
@@ -63,19 +63,19 @@ impl ChannelTraffic {
     }
 }
 
-/// Packets per [`Action`], summed over CPUs.
+/// Packets per [`Verdict`], summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ActionCounts([u64; Action::COUNT]);
+pub struct VerdictCounts([u64; Verdict::COUNT]);
 
-impl ActionCounts {
-    /// Packets counted under `action`.
-    pub fn get(&self, action: Action) -> u64 {
-        self.0[action.index() as usize]
+impl VerdictCounts {
+    /// Packets counted under `verdict`.
+    pub fn get(&self, verdict: Verdict) -> u64 {
+        self.0[verdict.index() as usize]
     }
 
-    /// Every action with its count, in index order.
-    pub fn iter(&self) -> impl Iterator<Item = (Action, u64)> + '_ {
-        Action::ALL.iter().map(|&a| (a, self.get(a)))
+    /// Every verdict with its count, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (Verdict, u64)> + '_ {
+        Verdict::ALL.iter().map(|&a| (a, self.get(a)))
     }
 
     /// Every packet the program saw.
@@ -84,8 +84,8 @@ impl ActionCounts {
     }
 
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn set(&mut self, action: Action, count: u64) {
-        self.0[action.index() as usize] = count;
+    pub(crate) fn set(&mut self, verdict: Verdict, count: u64) {
+        self.0[verdict.index() as usize] = count;
     }
 }
 
@@ -96,7 +96,7 @@ impl ActionCounts {
 pub struct Totals {
     pub client_to_peer: Traffic,
     pub peer_to_client: Traffic,
-    pub actions: ActionCounts,
+    pub verdicts: VerdictCounts,
     /// The same traffic by kind of message (each counted once per direction it stands for).
     pub kinds: [KindTraffic; MessageKind::ALL.len()],
 }
@@ -143,7 +143,7 @@ pub struct KindTraffic {
 pub struct Counters {
     pub client_to_peer: Traffic,
     pub peer_to_client: Traffic,
-    pub actions: ActionCounts,
+    pub verdicts: VerdictCounts,
     /// The channels bound now.
     pub channels: Vec<ChannelCounters>,
     /// The permissions installed now.
@@ -201,12 +201,12 @@ mod tests {
     }
 
     #[test]
-    fn action_counts_by_action() {
-        let mut c = ActionCounts::default();
-        c.set(Action::PassStun, 3);
-        c.set(Action::ForwardedTx, 4);
-        assert_eq!(c.get(Action::PassStun), 3);
+    fn verdict_counts_by_verdict() {
+        let mut c = VerdictCounts::default();
+        c.set(Verdict::PassStun, 3);
+        c.set(Verdict::ForwardedTx, 4);
+        assert_eq!(c.get(Verdict::PassStun), 3);
         assert_eq!(c.total(), 7);
-        assert_eq!(c.iter().count(), Action::COUNT);
+        assert_eq!(c.iter().count(), Verdict::COUNT);
     }
 }

@@ -94,15 +94,15 @@ use std::str::FromStr;
 
 pub use bindings::{AllocationBinding, ChannelBinding, PeerEntry, PermissionBinding};
 pub use counts::{
-    ActionCounts, ChannelCounters, ChannelTraffic, Counters, KindTraffic, MessageKind,
-    PermissionCounters, Totals, Traffic,
+    ChannelCounters, ChannelTraffic, Counters, KindTraffic, MessageKind, PermissionCounters,
+    Totals, Traffic, VerdictCounts,
 };
 pub use error::DataplaneError;
 #[cfg(target_os = "linux")]
 pub use linux::Dataplane;
 pub use program::{ProgramStats, TestRun};
-pub use relay_common::Action;
 use relay_common::NextHopValue;
+pub use relay_common::Verdict;
 #[cfg(not(target_os = "linux"))]
 pub use stub::Dataplane;
 

@@ -22,7 +22,7 @@ use super::tcp_relay::{serve_tcp_relay, tcp_connect};
 use super::udp::{PEER_BATCH, PEER_FRAME, UdpListener, serve_relay};
 use super::{Shared, lock, sendbatch};
 use crate::proto::{
-    self, Command, BindFailure, BindResult, Buf, Event, FiveTuple, Inbound, PendingAllocation,
+    self, BindFailure, BindResult, Buf, Command, Event, FiveTuple, Inbound, PendingAllocation,
     RelayHandle, RelayRequest, Transport,
 };
 use crate::stun::{Class, Header, MAX_MESSAGE_LEN};

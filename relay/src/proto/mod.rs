@@ -48,7 +48,6 @@ pub use types::{
 
 use crate::stun::{Header, TransactionId};
 
-
 /// An error answer: its ERROR-CODE and reason, as `Server::reject` sends it.
 type Refusal = (u16, &'static str);
 

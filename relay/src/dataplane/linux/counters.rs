@@ -1,4 +1,4 @@
-//! Reading what the program counted: the per-CPU totals and action counts, each channel's
+//! Reading what the program counted: the per-CPU totals and verdict counts, each channel's
 //! and permission's traffic (and what of it is new, for the bandwidth budgets), and the
 //! kernel's own statistics of the program.
 
@@ -12,13 +12,13 @@ use relay_common::maps::{
 use super::errors::{load_error, map_error};
 use super::{Dataplane, Inner, xdp_program};
 use crate::dataplane::{
-    Action, ActionCounts, ChannelCounters, ChannelTraffic, Counters, DataplaneError, KindTraffic,
-    PermissionCounters, ProgramStats, Totals, Traffic,
+    ChannelCounters, ChannelTraffic, Counters, DataplaneError, KindTraffic, PermissionCounters,
+    ProgramStats, Totals, Traffic, Verdict, VerdictCounts,
 };
 use crate::proto::FiveTuple;
 
 impl Dataplane {
-    /// Reads the totals: traffic forwarded in each direction and packets per action, since the
+    /// Reads the totals: traffic forwarded in each direction and packets per verdict, since the
     /// program was loaded. A fixed handful of syscalls, whatever the number of channels: the
     /// one to poll for metrics.
     pub fn totals(&self) -> Result<Totals, DataplaneError> {
@@ -51,7 +51,7 @@ impl Dataplane {
         Ok(Counters {
             client_to_peer: totals.client_to_peer,
             peer_to_client: totals.peer_to_client,
-            actions: totals.actions,
+            verdicts: totals.verdicts,
             channels,
             permissions,
         })
@@ -113,20 +113,20 @@ impl Dataplane {
 
 impl Inner {
     fn totals(&self) -> Result<Totals, DataplaneError> {
-        let mut actions = ActionCounts::default();
-        for action in Action::ALL {
+        let mut verdicts = VerdictCounts::default();
+        for verdict in Verdict::ALL {
             let values = self
                 .action_stats
-                .get(&action.index(), 0)
+                .get(&verdict.index(), 0)
                 .map_err(|e| map_error(ACTION_STATS, e))?;
-            actions.set(action, values.iter().sum());
+            verdicts.set(verdict, values.iter().sum());
         }
         let both = |slot| read_slot(&self.total_stats, TOTAL_STATS, slot).map(traffic);
         let total = both(TOTAL_ALL)?;
         Ok(Totals {
             client_to_peer: total.client_to_peer,
             peer_to_client: total.peer_to_client,
-            actions,
+            verdicts,
             kinds: [
                 both(TOTAL_CHANNEL)?,
                 both(TOTAL_INDICATION)?,
