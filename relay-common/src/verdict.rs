@@ -1,6 +1,8 @@
 //! What the program did with a packet, and why: every packet is counted under exactly one
 //! [`Verdict`] in the per-CPU `ACTION_STATS` array, and returns the XDP action that goes with
 //! it (`XDP_PASS`, `XDP_DROP`, `XDP_TX`, `XDP_REDIRECT`).
+// Which way a packet goes is decided by matching on enums here: every variant is named.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 /// `XDP_DROP`.
 pub const XDP_DROP: u32 = 1;
@@ -136,7 +138,25 @@ impl Verdict {
             Verdict::ForwardedTx => XDP_TX,
             Verdict::ForwardedRedirect => XDP_REDIRECT,
             Verdict::DropMalformed | Verdict::DropLength | Verdict::DropRewriteFailed => XDP_DROP,
-            _ => XDP_PASS,
+            Verdict::PassNotIp
+            | Verdict::PassVlan
+            | Verdict::PassNotUdp
+            | Verdict::PassFragment
+            | Verdict::PassIpOptions
+            | Verdict::PassNotForUs
+            | Verdict::PassStun
+            | Verdict::PassSendIndication
+            | Verdict::PassNotChannelData
+            | Verdict::PassUnknownChannel
+            | Verdict::PassTrailingBytes
+            | Verdict::PassTooBig
+            | Verdict::PassTtl
+            | Verdict::PassNoChecksum
+            | Verdict::PassNoNextHop
+            | Verdict::PassMtu
+            | Verdict::PassChecksumUnknown
+            | Verdict::PassEgressNotAttached
+            | Verdict::PassAdjustFailed => XDP_PASS,
         }
     }
 

@@ -17,6 +17,8 @@
 //!
 //! The rooms: `send` (the Send indication walk), `crc32` (CRC-32 and the FINGERPRINT
 //! check), `data` (the Data indication header).
+// Which way a packet goes is decided by matching on enums here: every variant is named.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 use crate::packet::MAX_FRAME;
 
@@ -123,4 +125,5 @@ pub enum Refusal {
 }
 
 #[cfg(test)]
+#[allow(clippy::wildcard_enum_match_arm)] // tests may lump the cases they do not check
 mod tests;

@@ -16,6 +16,8 @@
 //! STUN, and what goes up unmatched), `checksum` (how the arriving UDP checksum is read),
 //! `route` (where a forwarded packet goes, from the map values), `rewrite` (the headers that
 //! leave), and `decide` (the program's decision steps that need no packet memory).
+// Which way a packet goes is decided by matching on enums here: every variant is named.
+#![deny(clippy::wildcard_enum_match_arm)]
 
 #[cfg(doc)]
 use crate::verdict::Verdict;
