@@ -1,4 +1,5 @@
-//! The config file schema: defaults, TOML round trips, key spelling; the flags' merge.
+//! The config file schema: defaults, TOML round trips, key spelling, the `xdp-mode` names (the
+//! flags' merge over it is tested with the relay's flags, in relay/src/serve/load/tests.rs).
 
 use super::*;
 
