@@ -12,5 +12,6 @@ pub mod eventloop;
 pub mod http;
 pub mod metrics;
 pub mod proto;
+pub mod serve;
 pub mod stun;
 pub mod tls;

@@ -94,7 +94,7 @@ fn xdp_config(spec: &TurnClusterSpec) -> RelayConfig {
     }
     RelayConfig {
         xdp_interfaces: spec.xdp.interfaces.clone(),
-        xdp_mode: spec.xdp.mode.as_str().to_owned(),
+        xdp_mode: spec.xdp.mode,
         xdp_max_channels: spec
             .xdp
             .max_channels

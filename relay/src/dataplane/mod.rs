@@ -88,9 +88,7 @@ mod events;
 pub mod object;
 mod program;
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 pub use bindings::{AllocationBinding, ChannelBinding, PeerEntry, PermissionBinding};
 pub use counts::{
@@ -110,50 +108,16 @@ pub use stub::Dataplane;
 /// `cargo xtask build-ebpf`, on Linux).
 pub const PROGRAM_BUILT: bool = cfg!(all(target_os = "linux", xdpturn_ebpf));
 
-/// How to attach the program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum XdpMode {
-    /// In the driver (`XDP_FLAGS_DRV_MODE`): the fast one; the NIC driver must support XDP.
-    Native,
-    /// Generic XDP in the kernel stack (`XDP_FLAGS_SKB_MODE`): works on every interface, but
-    /// after the kernel has built a socket buffer, so most of the gain is gone.
-    Skb,
-    /// Native, and generic where native attach fails; logs which one each interface got.
-    #[default]
-    Auto,
-}
-
-impl XdpMode {
-    /// The name used in flags, config files and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XdpMode::Native => "native",
-            XdpMode::Skb => "skb",
-            XdpMode::Auto => "auto",
-        }
-    }
-}
-
-impl fmt::Display for XdpMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for XdpMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "native" | "driver" | "drv" => Ok(XdpMode::Native),
-            "skb" | "generic" => Ok(XdpMode::Skb),
-            "auto" => Ok(XdpMode::Auto),
-            _ => Err(format!(
-                "unknown XDP mode `{s}` (expected native, skb or auto)"
-            )),
-        }
-    }
-}
+/// How to attach the program: one enum with the TurnCluster spec's `xdp.mode` and the config
+/// file's `xdp-mode` (names and aliases in `api`).
+///
+/// - `Native`: in the driver (`XDP_FLAGS_DRV_MODE`): the fast one; the NIC driver must support
+///   XDP.
+/// - `Skb`: generic XDP in the kernel stack (`XDP_FLAGS_SKB_MODE`): works on every interface,
+///   but after the kernel has built a socket buffer, so most of the gain is gone.
+/// - `Auto` (the default): native, and generic where native attach fails; logs which one each
+///   interface got.
+pub use api::XdpMode;
 
 /// What [`Dataplane::load`] loads and where it attaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
