@@ -12,8 +12,9 @@ use api::RelayConfig;
 use crate::credentials;
 use crate::http::ApiConfig;
 use crate::proto::auth::{AuthConfig, StaticUser};
-use crate::proto::policy::{PeerPolicy, parse_cidr};
+use crate::proto::policy::PeerPolicy;
 use crate::proto::{self, Lifetimes, Quotas};
+use api::parse_cidr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -418,7 +418,7 @@ fn channels_bind_relay_refresh_conflict_and_expire() {
 fn channel_bind_to_own_endpoint_is_forbidden() {
     let mut cfg = config();
     cfg.policy = policy::PeerPolicy::new(
-        vec![policy::parse_cidr("0.0.0.0/0").expect("cidr")],
+        vec![api::parse_cidr("0.0.0.0/0").expect("cidr")],
         Vec::new(),
     )
     .with_own_endpoints([
