@@ -15,7 +15,7 @@ use relay::eventloop::{self, Control, RelayPorts, Shared};
 use relay::metrics::Metrics;
 use relay::proto::Ledger;
 use relay::serve::{
-    Live, ServeArgs, export_xdp_counters, load_config, load_dataplane, parse_uri,
+    Live, ServeArgs, Watch, export_xdp_counters, load_config, load_dataplane, parse_uri,
     set_test_lifetimes, supervise,
 };
 use relay::{credentials, http, tls};
@@ -296,6 +296,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .map_or(0, |d| d.as_secs()),
         ),
     };
+    // What the reload watches is read before the first client is served.
+    let watch = Watch::new(&args, &cfg);
     let threads =
         eventloop::start(listeners, tls_listeners, workers, shared).context("starting workers")?;
     metrics.ready.set(1);
@@ -309,7 +311,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             control: &control,
             api: &api,
         };
-        supervise(&args, cfg, &bound, nonce_key, &live, &ledger, &metrics).await;
+        supervise(
+            &args, cfg, watch, &bound, nonce_key, &live, &ledger, &metrics,
+        )
+        .await;
         http_task.abort();
         if let Some(t) = xdp_task {
             t.abort();

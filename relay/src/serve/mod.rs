@@ -15,7 +15,7 @@ mod supervise;
 mod xdp;
 
 pub use load::{LoadError, load_config};
-pub use supervise::{Live, set_test_lifetimes, supervise};
+pub use supervise::{Live, Watch, set_test_lifetimes, supervise};
 pub use xdp::{export_xdp_counters, load_dataplane};
 
 /// The flags of the relay itself: the config file, every setting of [`api::RelayConfig`] (as

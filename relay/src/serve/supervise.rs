@@ -44,10 +44,30 @@ pub struct Live<'a> {
     pub api: &'a http::Api,
 }
 
-/// Reloads on SIGHUP and file changes; on SIGTERM/SIGINT drains and returns.
+/// The files a reload depends on and what they looked like when last read. Taken before the
+/// relay serves anyone, so that a change made as soon as clients are answered is seen.
+#[derive(Debug)]
+pub struct Watch {
+    files: Vec<PathBuf>,
+    seen: Vec<Option<(SystemTime, u64)>>,
+}
+
+impl Watch {
+    /// The files `cfg` (loaded from `args`) depends on, as they are now.
+    pub fn new(args: &ServeArgs, cfg: &RelayConfig) -> Self {
+        let files = watched_files(args, cfg);
+        let seen = fingerprint(&files);
+        Self { files, seen }
+    }
+}
+
+/// Reloads on SIGHUP and file changes (against `watch`, taken before serving); on
+/// SIGTERM/SIGINT drains and returns.
+#[allow(clippy::too_many_arguments)] // the serve loop's parts, each borrowed for its lifetime
 pub async fn supervise(
     args: &ServeArgs,
     mut cfg: RelayConfig,
+    watch: Watch,
     bound: &Bound,
     nonce_key: [u8; 32],
     live: &Live<'_>,
@@ -69,8 +89,10 @@ pub async fn supervise(
         .filter(|u| u.starts_with("xdpturn:") && !args.settings.users.contains(u))
         .cloned()
         .collect();
-    let mut files = watched_files(args, &cfg);
-    let mut seen = fingerprint(&files);
+    let Watch {
+        mut files,
+        mut seen,
+    } = watch;
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     let signal_name = loop {
         tokio::select! {
