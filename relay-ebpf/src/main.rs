@@ -1,10 +1,14 @@
-//! xdpturn's XDP program: TURN ChannelData relayed in the kernel.
+//! xdpturn's XDP program: TURN ChannelData, Send and Data indications, and calls between two
+//! clients of this relay, relayed in the kernel.
 //!
 //! Client to peer: a UDP packet to a listener whose payload is ChannelData (first byte
 //! 0x40-0x7F) on a channel in `CLIENT_TO_PEER` loses its 4-byte header (and padding) and leaves
-//! from the relayed address to the peer. Peer to client: a datagram from a peer to a relayed
-//! address in `PEER_TO_CLIENT` gains a ChannelData header and leaves from the listener to the
-//! client. Either may change family (IPv4 client, IPv6 peer and the other way round).
+//! from the relayed address to the peer; a Send indication with a permission loses its STUN
+//! header and attributes the same way. Peer to client: a datagram from a peer to a relayed
+//! address in `PEER_TO_CLIENT` gains a ChannelData header (or a Data indication's, where the
+//! client has a permission and no channel) and leaves from the listener to the client. Either
+//! may change family (IPv4 client, IPv6 peer and the other way round). When the peer is another
+//! relayed address of this relay, the packet goes straight to that allocation's client.
 //!
 //! The steps, in [`try_xdpturn`]: parse (Ethernet, IPv4 without options or IPv6 without
 //! extension headers, UDP) -> look the channel up -> plan the new headers and checksums
