@@ -59,7 +59,11 @@ fn the_rule_finds_what_it_looks_for() {
 fn proto_depends_on_proto_and_stun_only() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/proto");
     let files = sources(&dir);
-    assert!(files.len() > 5, "found only {files:?} under {}", dir.display());
+    assert!(
+        files.len() > 5,
+        "found only {files:?} under {}",
+        dir.display()
+    );
     let mut offences = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("reading a proto source");
