@@ -536,6 +536,21 @@ spec:
             )
             .await
             .unwrap();
+            let tc = eventually(
+                "the status of the change",
+                Duration::from_secs(30),
+                || async {
+                    let tc = tcs.get("drain").await.ok()?;
+                    (tc_status(&tc).observed_generation == tc.metadata.generation).then_some(tc)
+                },
+            )
+            .await;
+            assert_eq!(
+                condition(&tc, "Degraded"),
+                Some((ConditionStatus::False, "AsExpected".into())),
+                "the update is accepted: {:?}",
+                tc_status(&tc)
+            );
             let ds = eventually(
                 &format!("the DaemonSet with a preStop delay of {delay}"),
                 Duration::from_secs(30),
@@ -563,21 +578,6 @@ spec:
                         + operator::build::GRACE_MARGIN_SECONDS
                 ),
                 "the grace period follows the delay"
-            );
-            let tc = eventually(
-                "the status of the change",
-                Duration::from_secs(30),
-                || async {
-                    let tc = tcs.get("drain").await.ok()?;
-                    (tc_status(&tc).observed_generation == tc.metadata.generation).then_some(tc)
-                },
-            )
-            .await;
-            assert_eq!(
-                condition(&tc, "Degraded"),
-                Some((ConditionStatus::False, "AsExpected".into())),
-                "the update is accepted: {:?}",
-                tc_status(&tc)
             );
         }
         let replaced = events(&admin, DEMO, "drain").await;
