@@ -1,6 +1,7 @@
 //! The one recorder of what a reconcile's writes did: each object's outcome is counted in the
-//! write metrics, noted for the `Applied` event, or, when Kubernetes refused it for a reason the
-//! user must fix, kept as a trouble for the status conditions. [`Events`] publishes the events.
+//! write metrics, noted for the event saying what was written (its reason one of [`reasons`]),
+//! or, when Kubernetes refused it for a reason the user must fix, kept as a trouble for the
+//! status conditions. [`Events`] publishes the events.
 
 use api::TurnClusterStatus;
 use k8s_openapi::api::core::v1::ObjectReference;
