@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Service, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -81,7 +81,7 @@ impl Context {
         settings: Settings,
     ) -> Self {
         Self {
-            events: Events::new(Recorder::new(client.clone(), reporter)),
+            events: Events::new(client.clone(), reporter),
             cluster: Gatherer::new(client.clone(), nodes),
             client,
             metrics,
@@ -229,8 +229,14 @@ async fn reconcile_one(obj: &DynamicObject, ctx: &Context) -> Result<Action, Err
         &next,
     )
     .await?;
-    if let Some(note) = note {
-        ctx.events.publish(&reference, false, "Applied", note).await;
+    if let Some((reason, note)) = note {
+        // The generation tells one change from the next (and an identical note is counted as
+        // a repeat of the last event, e.g. drift repaired again).
+        let note = match generation {
+            Some(g) => format!("generation {g}: {note}"),
+            None => note,
+        };
+        ctx.events.publish(&reference, false, reason, note).await;
     }
     ctx.events.announce(&reference, previous, &next).await;
     Ok(Action::requeue(if observed.troubles.is_empty() {

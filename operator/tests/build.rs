@@ -230,7 +230,29 @@ fn minimal_renders_a_hardened_daemonset() {
     let pre_stop = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
     assert_eq!(
         pre_stop.exec.as_ref().unwrap().command.as_deref().unwrap(),
-        ["sleep", "5"]
+        ["/proc/1/exe", "pre-stop", "--delay", "5"],
+        "the relay binary itself (the container's first process), not a shell or `sleep`"
+    );
+    // With no delay the hook is still there, and returns at once: an apply that stopped sending
+    // it would leave `preStop: {}` behind on Kubernetes 1.20, which the API server refuses.
+    let mut no_delay = tc.clone();
+    no_delay.spec.drain.pre_stop_delay_seconds = 0;
+    let o0 = render(&no_delay, &facts(), None);
+    let c0 = container(&o0);
+    assert_eq!(
+        c0.lifecycle
+            .as_ref()
+            .unwrap()
+            .pre_stop
+            .as_ref()
+            .unwrap()
+            .exec
+            .as_ref()
+            .unwrap()
+            .command
+            .as_deref()
+            .unwrap(),
+        ["/proc/1/exe", "pre-stop", "--delay", "0"]
     );
 
     // The checksum is on the workload and the ConfigMap, never on the pod template: the relay

@@ -573,3 +573,84 @@ async fn without_xdp_relays_are_not_asked() {
         "AsExpected"
     );
 }
+
+/// The events saying what a reconcile wrote: a reason for each kind of change, a note naming
+/// the objects and what happens to the relays, and a new event for each new change (kube's
+/// recorder alone would count a second change as the first one again).
+#[tokio::test]
+async fn each_change_has_its_own_event_saying_what_happens_to_the_relays() {
+    let w = World::new(minimal());
+    let events = |w: &World| -> Vec<(String, String)> {
+        w.fake
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "Normal")
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap().to_owned(),
+                    e["note"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    w.reconcile().await;
+    let created = events(&w);
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].0, "Created");
+    assert!(
+        created[0].1.starts_with(
+            "generation 1: created ServiceAccount minimal-relay, ConfigMap minimal-relay"
+        ) && created[0].1.contains("DaemonSet minimal-relay")
+            && created[0].1.ends_with(": relays start"),
+        "{created:?}"
+    );
+
+    // A config-only change: the ConfigMap and the DaemonSet's checksum annotation; no relay
+    // is replaced, they reload in place.
+    w.edit_spec(|s| s["quotas"] = json!({"userQuota": 20}));
+    w.fake.take_seen();
+    w.reconcile().await;
+    let seen = w.fake.take_seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == Method::POST && s.path.contains("/events")),
+        "a new event, not a count on the first: {seen:?}"
+    );
+    let e = events(&w);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(
+        e[1],
+        (
+            "ReloadingConfig".to_owned(),
+            "generation 2: updated ConfigMap minimal-relay, DaemonSet minimal-relay: relays \
+             reload relay.toml in place, without restarting or dropping allocations"
+                .to_owned()
+        )
+    );
+
+    // Another config change is another event, not the first one counted again.
+    w.edit_spec(|s| s["quotas"] = json!({"userQuota": 30}));
+    w.reconcile().await;
+    let e = events(&w);
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert_eq!(e[2].0, "ReloadingConfig");
+    assert!(e[2].1.starts_with("generation 3: "), "{e:?}");
+
+    // A change that needs new pods: the image.
+    w.edit_spec(|s| s["image"] = "xdpturn/xdpturn-relay:next".into());
+    w.reconcile().await;
+    let e = events(&w);
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert_eq!(e[3].0, "ReplacingRelays");
+    assert!(
+        e[3].1
+            .starts_with("generation 4: updated DaemonSet minimal-relay: the pod template changed")
+            && e[3].1.contains("replaced gradually"),
+        "{e:?}"
+    );
+    // Nothing new: no event.
+    w.reconcile().await;
+    assert_eq!(events(&w).len(), 4);
+}

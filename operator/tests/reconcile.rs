@@ -243,7 +243,7 @@ async fn example_end_to_end() {
     assert!(
         applied_events
             .iter()
-            .any(|(t, r, n)| t == "Normal" && r == "Applied" && n.contains("DaemonSet turn-relay")),
+            .any(|(t, r, n)| t == "Normal" && r == "Created" && n.contains("DaemonSet turn-relay")),
         "{applied_events:?}"
     );
 
@@ -484,6 +484,119 @@ async fn example_end_to_end() {
         0
     );
     operator.stop().await;
+}
+
+/// The relay pod's preStop hook across a change of `spec.drain.preStopDelaySeconds` from 5 to 0
+/// and back: a server-side apply that stopped sending `lifecycle.preStop` would leave
+/// `preStop: {}` behind on 1.20, which the API server refuses ("must specify a handler type").
+/// Each update is accepted, the hook is the relay binary's own `pre-stop`, and the events say
+/// the relays are replaced.
+#[test]
+fn the_pre_stop_delay_goes_to_zero_and_back() {
+    let _turn = serial();
+    runtime().block_on(async {
+        let cluster = TestCluster::start().await;
+        let admin = cluster.client();
+        cluster.install_crd();
+        let op_client = operator_client(&cluster).await;
+        let operator = Operator::start(op_client, "envtest");
+        cluster.create_namespace(DEMO).await;
+        let tcs: Api<TurnCluster> = Api::namespaced(admin.clone(), DEMO);
+        let dss: Api<DaemonSet> = Api::namespaced(admin.clone(), DEMO);
+        let tc: TurnCluster = serde_yaml::from_str(
+            "apiVersion: xdpturn.io/v1alpha1
+kind: TurnCluster
+metadata: {name: drain}
+spec:
+  realm: example.org
+  auth: {sharedSecrets: [{name: turn-auth, key: secret}]}
+  publicAddress: {policy: Explicit, addresses: [203.0.113.10]}
+  drain: {preStopDelaySeconds: 5}
+",
+        )
+        .unwrap();
+        tcs.create(&PostParams::default(), &tc).await.unwrap();
+        let hook = |ds: &DaemonSet| -> Option<Vec<String>> {
+            let pod = ds.spec.as_ref()?.template.spec.as_ref()?;
+            pod.containers[0]
+                .lifecycle
+                .as_ref()?
+                .pre_stop
+                .as_ref()?
+                .exec
+                .as_ref()?
+                .command
+                .clone()
+        };
+        for delay in [5, 0, 5, 0] {
+            tcs.patch(
+                "drain",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"drain": {"preStopDelaySeconds": delay}}})),
+            )
+            .await
+            .unwrap();
+            let tc = eventually(
+                "the status of the change",
+                Duration::from_secs(30),
+                || async {
+                    let tc = tcs.get("drain").await.ok()?;
+                    (tc_status(&tc).observed_generation == tc.metadata.generation).then_some(tc)
+                },
+            )
+            .await;
+            assert_eq!(
+                condition(&tc, "Degraded"),
+                Some((ConditionStatus::False, "AsExpected".into())),
+                "the update is accepted: {:?}",
+                tc_status(&tc)
+            );
+            let ds = eventually(
+                &format!("the DaemonSet with a preStop delay of {delay}"),
+                Duration::from_secs(30),
+                || async {
+                    let ds = dss.get_opt("drain-relay").await.ok()??;
+                    (hook(&ds)?.last()? == &delay.to_string()).then_some(ds)
+                },
+            )
+            .await;
+            assert_eq!(
+                hook(&ds).unwrap(),
+                [
+                    operator::build::PRE_STOP_EXE,
+                    "pre-stop",
+                    "--delay",
+                    &delay.to_string()
+                ]
+            );
+            let pod = ds.spec.unwrap().template.spec.unwrap();
+            assert_eq!(
+                pod.termination_grace_period_seconds,
+                Some(
+                    delay
+                        + api::DEFAULT_DRAIN_TIMEOUT_SECONDS
+                        + operator::build::GRACE_MARGIN_SECONDS
+                ),
+                "the grace period follows the delay"
+            );
+        }
+        let replaced = events(&admin, DEMO, "drain").await;
+        assert!(
+            replaced.iter().any(|(t, r, n)| t == "Normal"
+                && r == "ReplacingRelays"
+                && n.contains("DaemonSet drain-relay")),
+            "{replaced:?}"
+        );
+        assert_eq!(
+            operator
+                .metrics
+                .failures
+                .with_label_values(&["apply"])
+                .get(),
+            0
+        );
+        operator.stop().await;
+    });
 }
 
 /// NodeExternalIP endpoints follow the nodes; a LoadBalancer with UDP and TCP is refused by a

@@ -60,6 +60,17 @@ enum Command {
     ///
     /// username = <unix-expiry>[:<user>], password = base64(HMAC-SHA1(secret, username)).
     Credentials(CredentialsArgs),
+    /// Wait --delay seconds, then exit: the relay pod's preStop hook (a minimal image has no
+    /// shell and no `sleep`), run while kube-proxy and load balancers stop sending new clients.
+    #[command(hide = true)]
+    PreStop(PreStopArgs),
+}
+
+#[derive(Debug, Args)]
+struct PreStopArgs {
+    /// Seconds to wait; 0 returns at once.
+    #[arg(long, default_value_t = 0)]
+    delay: u64,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +125,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Credentials(args)) => print_credentials(&args),
+        Some(Command::PreStop(args)) => {
+            std::thread::sleep(Duration::from_secs(args.delay));
+            Ok(())
+        }
         None => {
             init_logging();
             serve(cli.serve)
@@ -374,4 +389,27 @@ fn is_unspecified_v6(addr: SocketAddr) -> bool {
 fn is_no_ipv6(err: &std::io::Error) -> bool {
     // EAFNOSUPPORT (97) when the kernel has no IPv6; EADDRNOTAVAIL when it is disabled.
     err.kind() == std::io::ErrorKind::AddrNotAvailable || err.raw_os_error() == Some(97)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command};
+
+    /// The command line the operator gives the relay pod's preStop hook parses.
+    #[test]
+    fn pre_stop_parses() {
+        let cli = Cli::try_parse_from(["xdpturn-relay", "pre-stop", "--delay", "5"]);
+        assert!(
+            matches!(cli, Ok(Cli { command: Some(Command::PreStop(ref a)), .. }) if a.delay == 5),
+            "{cli:?}"
+        );
+        let cli = Cli::try_parse_from(["xdpturn-relay", "pre-stop", "--delay", "0"]);
+        assert!(
+            matches!(cli, Ok(Cli { command: Some(Command::PreStop(ref a)), .. }) if a.delay == 0),
+            "{cli:?}"
+        );
+        assert!(Cli::try_parse_from(["xdpturn-relay", "pre-stop", "--delay", "-1"]).is_err());
+    }
 }

@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cmd::Cmd;
+use crate::test::apt_packages;
 use crate::{ebpf, repo_root};
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +122,16 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
+    // What the tests run besides the relay: `ip` for the namespaces and veth pairs, `sysctl`
+    // (procps) in them, and for the end-to-end figures ethtool and coturn's turnserver (taskset
+    // is in util-linux, always there). Installed as `cargo xtask test` installs them; the toolchain by `build-ebpf`'s
+    // own step.
+    println!("==> tools");
+    if args.testrun_only {
+        apt_packages(&["iproute2", "procps"])?;
+    } else {
+        apt_packages(&["iproute2", "procps", "ethtool", "coturn"])?;
+    }
     ebpf::run(&ebpf::Args::default())?;
     let root = repo_root();
     if !args.end_to_end_only {

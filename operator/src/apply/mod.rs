@@ -10,7 +10,7 @@
 mod record;
 mod ssa;
 
-pub use record::{Events, Record};
+pub use record::{Events, Record, reasons};
 pub use ssa::{
     ApplyError, DESIRED_HASH_ANNOTATION, Outcome, annotate, apply, apply_dyn, classify, contains,
     delete_owned, get, up_to_date,
@@ -18,7 +18,7 @@ pub use ssa::{
 
 use api::{TurnCluster, TurnClusterStatus};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service, ServiceAccount};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -120,22 +120,38 @@ impl<'a> Target<'a> {
         let deployments: Api<Deployment> = self.api();
         let live_ds = read(&daemonsets, &names.relay, "DaemonSet").await?;
         let live_deploy = read(&deployments, &names.relay, "Deployment").await?;
-        let updated_before = record.writes.updated.len();
+        // The relays are replaced only when the pod template changes (not for the config
+        // checksum on the workload's metadata): compared as the API server returned it.
         let rollout = match workload {
             Workload::DaemonSet(ds) => {
+                let before = live_ds
+                    .as_ref()
+                    .and_then(|l| l.spec.clone())
+                    .map(|s| s.template);
                 let current = self.step(&daemonsets, ds, live_ds, record).await?;
+                let after = current
+                    .as_ref()
+                    .and_then(|c| c.spec.as_ref())
+                    .map(|s| &s.template);
+                record.writes.template_changed |= changed(before.as_ref(), after);
                 self.replace_old(&deployments, live_deploy, record).await?;
                 current.as_ref().map(Rollout::of_daemonset)
             }
             Workload::Deployment(d) => {
+                let before = live_deploy
+                    .as_ref()
+                    .and_then(|l| l.spec.clone())
+                    .map(|s| s.template);
                 let current = self.step(&deployments, d, live_deploy, record).await?;
+                let after = current
+                    .as_ref()
+                    .and_then(|c| c.spec.as_ref())
+                    .map(|s| &s.template);
+                record.writes.template_changed |= changed(before.as_ref(), after);
                 self.replace_old(&daemonsets, live_ds, record).await?;
                 current.as_ref().map(Rollout::of_deployment)
             }
         };
-        record.writes.workload_updated = record.writes.updated[updated_before..]
-            .iter()
-            .any(|w| w.starts_with("DaemonSet") || w.starts_with("Deployment"));
         Ok(rollout)
     }
 
@@ -261,6 +277,11 @@ fn service_monitor_refusal(err: ApplyError) -> Result<Trouble, ApplyError> {
         }),
         err => Err(err),
     }
+}
+
+/// Whether an existing pod template was changed (a new workload is no change).
+fn changed(before: Option<&PodTemplateSpec>, after: Option<&PodTemplateSpec>) -> bool {
+    matches!((before, after), (Some(b), Some(a)) if a != b)
 }
 
 async fn read<K>(api: &Api<K>, name: &str, kind: &str) -> Result<Option<K>, Error>

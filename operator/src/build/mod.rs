@@ -25,6 +25,7 @@ mod services;
 mod workload;
 
 pub use config::{relay_config, secret_path};
+pub use pod::PRE_STOP_EXE;
 pub use services::service_monitor_resource;
 pub use workload::Workload;
 

@@ -236,19 +236,36 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// What the relay's preStop hook runs: the relay binary itself, as the container's first process
+/// (the image's entrypoint, which the pod gives only arguments) — wherever the image keeps it, and
+/// with no shell or `sleep` needed in the image.
+pub const PRE_STOP_EXE: &str = "/proc/1/exe";
+
+/// The preStop hook: delays SIGTERM by `delay` seconds so that kube-proxy and load balancers
+/// stop sending new clients first; the relay then drains on SIGTERM (readyz 503, no new
+/// allocations, existing ones served until they end or drain.timeoutSeconds).
+///
+/// Always present, also with a delay of 0 (the hook returns at once): a server-side apply that
+/// stops sending `lifecycle.preStop` leaves an empty `preStop: {}` behind on Kubernetes 1.20,
+/// which the API server then refuses ("must specify a handler type").
+fn pre_stop(delay: i64) -> LifecycleHandler {
+    LifecycleHandler {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                PRE_STOP_EXE.into(),
+                "pre-stop".into(),
+                "--delay".into(),
+                delay.to_string(),
+            ]),
+        }),
+        ..LifecycleHandler::default()
+    }
+}
+
 /// The relay container, without its volume mounts.
 fn container(spec: &TurnClusterSpec, default_image: &str) -> Container {
-    let delay = spec.drain.pre_stop_delay_seconds;
-    let lifecycle = (delay > 0).then(|| Lifecycle {
-        // Delays SIGTERM so that kube-proxy and load balancers stop sending new clients first;
-        // the relay then drains on SIGTERM (readyz 503, no new allocations, existing ones
-        // served until they end or drain.timeoutSeconds).
-        pre_stop: Some(LifecycleHandler {
-            exec: Some(ExecAction {
-                command: Some(vec!["sleep".into(), delay.to_string()]),
-            }),
-            ..LifecycleHandler::default()
-        }),
+    let lifecycle = Some(Lifecycle {
+        pre_stop: Some(pre_stop(spec.drain.pre_stop_delay_seconds)),
         ..Lifecycle::default()
     });
     let resources = spec.resources.as_ref().map(|r| ResourceRequirements {

@@ -39,6 +39,7 @@ use self::setup::{
     raise_nofile, relay_port_range, rerun_optimized,
 };
 use crate::cmd::Cmd;
+use crate::test::apt_packages;
 
 /// The same long-term credentials on both servers.
 const REALM: &str = "bench.xdpturn.example";
@@ -200,6 +201,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         return rerun_optimized();
     }
     let coturn = s.servers.contains(&Server::Coturn);
+    if coturn || s.parts.contains(&Part::Relay) {
+        // turnserver, turnutils_uclient and turnutils_peer, as `cargo xtask test` installs them.
+        println!("==> tools (Debian's coturn)");
+        apt_packages(&["coturn"])?;
+    }
     let turnserver = find_tool("turnserver", coturn)?;
     let uclient = find_tool("turnutils_uclient", s.parts.contains(&Part::Relay))?;
     let peer = find_tool("turnutils_peer", s.parts.contains(&Part::Relay))?;
