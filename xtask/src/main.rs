@@ -74,8 +74,8 @@ enum Command {
 
     /// Build the XDP program in relay-ebpf/ (nightly, -Z build-std=core, bpfel-unknown-none).
     ///
-    /// Needs bpf-linker on PATH (`cargo install bpf-linker@0.10.4 --locked`). Prints the path of
-    /// the built BPF object.
+    /// Installs what it needs first, idempotently (the pinned nightly with rust-src, bpf-linker
+    /// 0.10.4). Prints the path of the built BPF object.
     BuildEbpf(ebpf::Args),
 
     /// Provide a real kube-apiserver, kube-controller-manager, kubectl and etcd for the

@@ -10,7 +10,8 @@ use crate::cmd::Cmd;
 use crate::{NIGHTLY, crdgen, ebpf, envtest, repo_root};
 
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
-/// turnadmin / turnserver (interop), iproute2 and ethtool for network namespaces and NIC set-up.
+/// turnadmin / turnserver (interop), iproute2, ethtool and procps (sysctl) for network
+/// namespaces and NIC set-up.
 /// stun-client: Debian's RFC 3489 `stun` client (classic STUN interop); openssl: `s_client` for
 /// the TLS tests; python3-pip: to install the Python packages below;
 /// bpftool: the XDP end-to-end tests read the relay's maps from outside its process;
@@ -20,6 +21,7 @@ const APT_PACKAGES: &[&str] = &[
     "coturn",
     "iproute2",
     "ethtool",
+    "procps",
     "stun-client",
     "openssl",
     "python3-pip",

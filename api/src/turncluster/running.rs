@@ -203,9 +203,9 @@ pub struct Drain {
     pub timeout_seconds: i64,
 
     /// How long the preStop hook waits before the relay gets SIGTERM, so that load balancers
-    /// and kube-proxy stop sending it new clients first; 0 for no hook. The hook runs `sleep`
-    /// in the relay container; an image without it makes the kubelet report
-    /// FailedPreStopHook and send SIGTERM at once, which still drains.
+    /// and kube-proxy stop sending it new clients first; 0 for none. The hook runs the relay
+    /// binary itself (`pre-stop --delay N`: no shell or coreutils needed in the image), and is
+    /// sent with a delay of 0 too, where it returns at once.
     #[serde(default = "default_prestop_delay")]
     #[schemars(range(min = 0, max = 300))]
     pub pre_stop_delay_seconds: i64,
