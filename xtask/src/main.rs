@@ -8,6 +8,7 @@ mod cmd;
 mod crdgen;
 mod ebpf;
 mod envtest;
+mod images;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -160,6 +161,24 @@ enum Command {
     /// figures are printed, not asserted (each path must deliver, the XDP path in the kernel).
     #[command(verbatim_doc_comment)]
     BenchXdp(bench_xdp::Args),
+
+    /// Write OCI image archives of the relay (with the XDP program embedded) and the operator
+    /// for linux/amd64 and linux/arm64, without a container daemon.
+    ///
+    /// Installs what is missing (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, skopeo from
+    /// Debian; the rustup targets; the eBPF toolchain), builds the XDP program, then per
+    /// platform one static release build of both binaries (`+crt-static`) into
+    /// <target>/<triple>/release, and writes into <target>/images/:
+    ///
+    ///   xdpturn-relay-amd64.tar     xdpturn-operator-amd64.tar     one platform each
+    ///   xdpturn-relay-arm64.tar     xdpturn-operator-arm64.tar
+    ///   xdpturn-relay.tar           xdpturn-operator.tar           both, under an image index
+    ///
+    /// named docker.io/xdpturn/xdpturn-{relay,operator}:<crate version> (the chart's and the
+    /// operator's defaults). The same binaries and commit give the same digests. --check then
+    /// repacks and compares, and reads and copies every archive with skopeo.
+    #[command(verbatim_doc_comment)]
+    Images(images::Args),
 }
 
 fn main() -> ExitCode {
@@ -171,6 +190,7 @@ fn main() -> ExitCode {
         Command::Envtest(args) => envtest::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::BenchXdp(args) => bench_xdp::run(&args),
+        Command::Images(args) => images::run(&args),
     };
     match result {
         Ok(code) => code,
