@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask --help` for the list. The alias lives in `.cargo/config.toml`.
 
+mod arm64;
 mod bench;
 mod bench_xdp;
 mod cmd;
@@ -179,6 +180,16 @@ enum Command {
     /// repacks and compares, and reads and copies every archive with skopeo.
     #[command(verbatim_doc_comment)]
     Images(images::Args),
+
+    /// Prove the relay on linux/arm64 under qemu-aarch64-static (Debian's qemu-user-static).
+    ///
+    /// Installs what is missing (as `images` does, plus qemu-user-static and coturn), builds
+    /// the XDP program and the arm64 release binaries as `images` does, runs the relay's unit
+    /// tests cross-built for aarch64 under qemu (cargo's runner), then starts the arm64 relay
+    /// under qemu on ephemeral loopback ports and sends turnutils_uclient's channel traffic
+    /// through it to turnutils_peer: every message must come back.
+    #[command(verbatim_doc_comment)]
+    TestArm64(arm64::Args),
 }
 
 fn main() -> ExitCode {
@@ -191,6 +202,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::BenchXdp(args) => bench_xdp::run(&args),
         Command::Images(args) => images::run(&args),
+        Command::TestArm64(args) => arm64::run(&args),
     };
     match result {
         Ok(code) => code,
