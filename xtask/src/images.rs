@@ -177,6 +177,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| target_dir(&root).join("images"));
     let written = write_all(&root, &out)?;
+    copy_binaries(&root, &out)?;
     for (path, digest) in &written {
         let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         println!("    {} ({size} bytes) {digest}", path.display());
@@ -269,6 +270,20 @@ fn write_all(root: &Path, out: &Path) -> Result<Vec<(PathBuf, String)>> {
         written.push((file, index.digest().to_string()));
     }
     Ok(written)
+}
+
+/// Copies each binary to `<out>/bin/<amd64|arm64>/`, where the Containerfile takes them from.
+fn copy_binaries(root: &Path, out: &Path) -> Result<()> {
+    for platform in Platform::ALL {
+        let dir = out.join("bin").join(platform.name());
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for image in IMAGES {
+            let from = binary(root, platform, &image);
+            fs::copy(&from, dir.join(image.binary))
+                .with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// What goes into every image besides the binary: the time and the source revision.
@@ -768,6 +783,44 @@ mod tests {
         assert!(entries.iter().all(|e| e.2 == 0 && e.3 == 42));
         assert_eq!(entries[3].1, 0o1777);
         assert_eq!(entries[7].1, 0o755);
+    }
+
+    /// The Containerfile builds what `layer_tar` and `pack` write: the same passwd and group
+    /// lines, user, binary paths, entrypoints and labels.
+    #[test]
+    fn containerfile_matches_the_images() {
+        let file = fs::read_to_string(repo_root().join("Containerfile")).unwrap();
+        let tar = layer_tar(&IMAGES[0], b"", 0).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            if path.starts_with("etc/") && !path.ends_with('/') {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+                for line in text.lines() {
+                    assert!(file.contains(&format!("'{line}'")), "{path}: {line}");
+                }
+            }
+        }
+        assert!(file.contains("chmod 1777 /rootfs/tmp"));
+        assert!(file.contains(&format!("USER {NONROOT}:{NONROOT}")));
+        assert!(file.contains(&format!("ARG VERSION={VERSION}")));
+        let meta = Meta {
+            epoch: 0,
+            revision: String::new(),
+        };
+        for image in IMAGES {
+            assert!(file.contains(&format!("FROM base AS {}", image.binary)));
+            assert!(file.contains(&format!("ENTRYPOINT [\"/{BIN_DIR}/{}\"]", image.binary)));
+            for (key, value) in labels(&image, &meta) {
+                let value = value.replace(VERSION, "${VERSION}");
+                assert!(
+                    file.contains(&format!("{key}=\"{value}\"")),
+                    "{key}={value}"
+                );
+            }
+        }
     }
 
     #[test]
