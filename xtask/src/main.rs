@@ -64,6 +64,8 @@ enum Command {
     ///
     ///  6. a short, time-bounded run of every cargo-fuzz target in fuzz/fuzz_targets/.
     ///
+    ///  7. with --images only: `cargo xtask images --check` and `cargo xtask test-arm64`.
+    ///
     /// Stops at the first failing step, names it, and exits non-zero.
     #[command(verbatim_doc_comment)]
     Test(test::Args),
