@@ -2,10 +2,10 @@
 //! container daemon, for linux/amd64 and linux/arm64, byte for byte the same from the same
 //! inputs (OCI image-spec v1.1: image layout, manifest, index, config).
 //!
-//! Each image is one gzip layer: a static binary in /usr/local/bin, /etc/passwd and /etc/group
-//! naming the non-root user 65532 `nonroot`, and a world-writable /tmp. Entries are sorted and
-//! carry fixed owners, modes and mtimes; `created` and the mtimes are SOURCE_DATE_EPOCH, else
-//! the commit time of HEAD. The Containerfile at the repository root builds the same image
+//! Each image is one gzip layer: a static binary (debug information stripped) in
+//! /usr/local/bin, /etc/passwd and /etc/group naming the non-root user 65532 `nonroot`, and a
+//! world-writable /tmp. Entries are sorted and carry fixed owners, modes and mtimes; `created`
+//! and the mtimes are SOURCE_DATE_EPOCH, else the commit time of HEAD. The Containerfile at the repository root builds the same image
 //! with a daemon.
 
 use std::collections::{BTreeMap, HashMap};
@@ -176,6 +176,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| target_dir(&root).join("images"));
+    strip_binaries(&root)?;
     let written = write_all(&root, &out)?;
     copy_binaries(&root, &out)?;
     for (path, digest) in &written {
@@ -232,12 +233,46 @@ pub fn build(root: &Path, platform: Platform, extra: &[&str]) -> Result<()> {
     cmd.run()
 }
 
-/// The path of `image`'s binary for `platform`.
+/// The path of `image`'s binary for `platform`, as cargo built it.
 pub fn binary(root: &Path, platform: Platform, image: &Image) -> PathBuf {
     target_dir(root)
         .join(platform.triple())
         .join("release")
         .join(image.binary)
+}
+
+/// The path of the copy that goes into the image: without debug information (the release
+/// profile keeps line tables, `debug = 1`, for profiling), symbols kept for backtraces.
+fn image_binary(root: &Path, platform: Platform, image: &Image) -> PathBuf {
+    target_dir(root)
+        .join(platform.triple())
+        .join("release")
+        .join("image")
+        .join(image.binary)
+}
+
+/// Writes every [`image_binary`] with binutils' `strip --strip-debug` for its platform.
+fn strip_binaries(root: &Path) -> Result<()> {
+    for platform in Platform::ALL {
+        let strip = match platform {
+            Platform::Amd64 if cfg!(target_arch = "x86_64") => "strip",
+            Platform::Amd64 => "x86_64-linux-gnu-strip",
+            Platform::Arm64 if cfg!(target_arch = "aarch64") => "strip",
+            Platform::Arm64 => "aarch64-linux-gnu-strip",
+        };
+        for image in IMAGES {
+            let to = image_binary(root, platform, &image);
+            if let Some(dir) = to.parent() {
+                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            Cmd::new(strip)
+                .args(["--strip-debug", "-o"])
+                .arg(&to)
+                .arg(binary(root, platform, &image))
+                .run()?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes every archive into `out`; returns each path with its index.json manifest digest.
@@ -249,7 +284,7 @@ fn write_all(root: &Path, out: &Path) -> Result<Vec<(PathBuf, String)>> {
         let mut all = Layout::default();
         let mut manifests = Vec::new();
         for platform in Platform::ALL {
-            let path = binary(root, platform, &image);
+            let path = image_binary(root, platform, &image);
             let bin = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             let mut one = Layout::default();
             let manifest = pack(&mut one, &image, platform, &bin, &meta)?;
@@ -278,7 +313,7 @@ fn copy_binaries(root: &Path, out: &Path) -> Result<()> {
         let dir = out.join("bin").join(platform.name());
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for image in IMAGES {
-            let from = binary(root, platform, &image);
+            let from = image_binary(root, platform, &image);
             fs::copy(&from, dir.join(image.binary))
                 .with_context(|| format!("copying {}", from.display()))?;
         }
