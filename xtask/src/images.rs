@@ -289,7 +289,8 @@ fn write_all(root: &Path, out: &Path) -> Result<Vec<(PathBuf, String)>> {
             let mut one = Layout::default();
             let manifest = pack(&mut one, &image, platform, &bin, &meta)?;
             let file = out.join(format!("{}-{}.tar", image.stem(), platform.name()));
-            write_archive(&one, &image, manifest.clone(), &meta, &file)?;
+            let docker = docker_manifest(&one, &image, &manifest)?;
+            write_archive(&one, &image, manifest.clone(), Some(docker), &meta, &file)?;
             written.push((file, manifest.digest().to_string()));
             all.blobs.extend(one.blobs);
             manifests.push(manifest);
@@ -301,7 +302,7 @@ fn write_all(root: &Path, out: &Path) -> Result<Vec<(PathBuf, String)>> {
             .build()?;
         let index = all.add(MediaType::ImageIndex, canonical_json(&index)?)?;
         let file = out.join(format!("{}.tar", image.stem()));
-        write_archive(&all, &image, index.clone(), &meta, &file)?;
+        write_archive(&all, &image, index.clone(), None, &meta, &file)?;
         written.push((file, index.digest().to_string()));
     }
     Ok(written)
@@ -521,12 +522,36 @@ fn canonical_json(value: &impl serde::Serialize) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&sort(serde_json::to_value(value)?))?)
 }
 
+/// The manifest.json of `docker save` for the single-platform archive whose manifest is
+/// `manifest`: docker load before version 25 reads only that, later ones and the rest read
+/// index.json.
+fn docker_manifest(
+    layout: &Layout,
+    image: &Image,
+    manifest: &Descriptor,
+) -> Result<serde_json::Value> {
+    let blob = |d: &oci_spec::image::Digest| format!("blobs/sha256/{}", d.digest());
+    let data = layout
+        .blobs
+        .get(manifest.digest().digest())
+        .ok_or_else(|| anyhow!("manifest blob missing"))?;
+    let parsed = oci_spec::image::ImageManifest::from_reader(data.as_slice())?;
+    let layers: Vec<String> = parsed.layers().iter().map(|l| blob(l.digest())).collect();
+    Ok(serde_json::json!([{
+        "Config": blob(parsed.config().digest()),
+        "RepoTags": [format!("{}:{VERSION}", image.name)],
+        "Layers": layers,
+    }]))
+}
+
 /// Writes `layout` with an index.json naming `top` (a manifest or an image index) as `image`
-/// at the crate version, as an OCI archive (a tar of the layout) at `file`.
+/// at the crate version, as an OCI archive (a tar of the layout, with `docker`'s manifest.json
+/// when given) at `file`.
 fn write_archive(
     layout: &Layout,
     image: &Image,
     mut top: Descriptor,
+    docker: Option<serde_json::Value>,
     meta: &Meta,
     file: &Path,
 ) -> Result<()> {
@@ -552,6 +577,9 @@ fn write_archive(
         ("index.json".into(), canonical_json(&index)?),
         ("oci-layout".into(), canonical_json(&oci_layout)?),
     ];
+    if let Some(docker) = docker {
+        files.push(("manifest.json".into(), canonical_json(&docker)?));
+    }
     for (hex, data) in &layout.blobs {
         files.push((format!("blobs/sha256/{hex}"), data.clone()));
     }
