@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::cmd::Cmd;
 use crate::images::{self, IMAGES, Platform};
 use crate::{ebpf, repo_root, test};
 
@@ -71,16 +70,19 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 /// dependencies are reused) and run by cargo through qemu.
 fn unit_tests(root: &std::path::Path, platform: Platform) -> Result<()> {
     let upper = platform.triple().to_uppercase().replace('-', "_");
-    let mut cmd = Cmd::new("cargo")
-        .current_dir(root)
-        .args(["test", "--release", "--locked", "--target"])
-        .arg(platform.triple())
-        .args(["-p", "relay", "--lib"])
-        .env(&format!("CARGO_TARGET_{upper}_RUNNER"), QEMU);
-    for (key, value) in platform.build_env() {
-        cmd = cmd.env(&key, &value);
-    }
-    cmd.run()
+    let args = [
+        "test",
+        "--release",
+        "--locked",
+        "--target",
+        platform.triple(),
+    ];
+    images::cargo_for(
+        root,
+        platform,
+        &[&args[..], &["-p", "relay", "--lib"]].concat(),
+        &[(format!("CARGO_TARGET_{upper}_RUNNER"), QEMU.to_owned())],
+    )
 }
 
 /// Starts the arm64 relay under qemu on ephemeral loopback ports and runs uclient (channels,

@@ -211,18 +211,63 @@ pub fn target_dir(root: &Path) -> PathBuf {
 /// Builds both binaries for `platform` in one release build (shared dependencies), statically
 /// linked, into `<target>/<triple>/release`; `extra` goes on the cargo command line.
 pub fn build(root: &Path, platform: Platform, extra: &[&str]) -> Result<()> {
-    let mut cmd = Cmd::new("cargo")
-        .current_dir(root)
-        .args(["build", "--release", "--locked", "--target"])
-        .arg(platform.triple());
+    let mut args = vec![
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        platform.triple(),
+    ];
     for image in IMAGES {
-        cmd = cmd.args(["-p", image.package]);
+        args.extend(["-p", image.package]);
     }
-    cmd = cmd.arg("--bins").args(extra);
-    for (key, value) in platform.build_env() {
-        cmd = cmd.env(&key, &value);
+    args.push("--bins");
+    args.extend(extra);
+    cargo_for(root, platform, &args, &[])
+}
+
+/// Runs cargo with `args` and `env` for `platform`'s static build, printed first. The
+/// variables `cargo run` gave this process (CARGO_PKG_*, CARGO_MANIFEST_*, ...) are removed:
+/// ring's build script re-runs when they change, which would rebuild everything above it
+/// between a `cargo xtask` run and a plain `cargo build` with the same flags.
+pub fn cargo_for(
+    root: &Path,
+    platform: Platform,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Result<()> {
+    let mut cmd = std::process::Command::new("cargo");
+    cmd.current_dir(root).args(args);
+    for (key, _) in std::env::vars_os() {
+        if let Some(key) = key.to_str()
+            && (key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                ]
+                .contains(&key))
+        {
+            cmd.env_remove(key);
+        }
     }
-    cmd.run()
+    let mut shown = Vec::new();
+    for (key, value) in platform.build_env().iter().chain(env) {
+        cmd.env(key, value);
+        shown.push(format!("{key}='{value}'"));
+    }
+    println!(
+        "$ (cd {}) {} {}",
+        root.display(),
+        shown.join(" "),
+        crate::cmd::shown(&cmd)
+    );
+    let status = cmd.status().context("could not start cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
 }
 
 /// The path of `image`'s binary for `platform`, as cargo built it.
