@@ -2,12 +2,14 @@
 //!
 //! Run `cargo xtask --help` for the list. The alias lives in `.cargo/config.toml`.
 
+mod arm64;
 mod bench;
 mod bench_xdp;
 mod cmd;
 mod crdgen;
 mod ebpf;
 mod envtest;
+mod images;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +63,8 @@ enum Command {
     ///  5. `cargo xtask crdgen --check`: the checked-in CRD YAML matches the api types.
     ///
     ///  6. a short, time-bounded run of every cargo-fuzz target in fuzz/fuzz_targets/.
+    ///
+    ///  7. with --images only: `cargo xtask images --check` and `cargo xtask test-arm64`.
     ///
     /// Stops at the first failing step, names it, and exits non-zero.
     #[command(verbatim_doc_comment)]
@@ -160,6 +164,34 @@ enum Command {
     /// figures are printed, not asserted (each path must deliver, the XDP path in the kernel).
     #[command(verbatim_doc_comment)]
     BenchXdp(bench_xdp::Args),
+
+    /// Write OCI image archives of the relay (with the XDP program embedded) and the operator
+    /// for linux/amd64 and linux/arm64, without a container daemon.
+    ///
+    /// Installs what is missing (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, skopeo from
+    /// Debian; the rustup targets; the eBPF toolchain), builds the XDP program, then per
+    /// platform one static release build of both binaries (`+crt-static`) into
+    /// <target>/<triple>/release, and writes into <target>/images/:
+    ///
+    ///   xdpturn-relay-amd64.tar     xdpturn-operator-amd64.tar     one platform each
+    ///   xdpturn-relay-arm64.tar     xdpturn-operator-arm64.tar
+    ///   xdpturn-relay.tar           xdpturn-operator.tar           both, under an image index
+    ///
+    /// named docker.io/xdpturn/xdpturn-{relay,operator}:<crate version> (the chart's and the
+    /// operator's defaults). The same binaries and commit give the same digests. --check then
+    /// repacks and compares, and reads and copies every archive with skopeo.
+    #[command(verbatim_doc_comment)]
+    Images(images::Args),
+
+    /// Prove the relay on linux/arm64 under qemu-aarch64-static (Debian's qemu-user-static).
+    ///
+    /// Installs what is missing (as `images` does, plus qemu-user-static and coturn), builds
+    /// the XDP program and the arm64 release binaries as `images` does, runs the relay's unit
+    /// tests cross-built for aarch64 under qemu (cargo's runner), then starts the arm64 relay
+    /// under qemu on ephemeral loopback ports and sends turnutils_uclient's channel traffic
+    /// through it to turnutils_peer: every message must come back.
+    #[command(verbatim_doc_comment)]
+    TestArm64(arm64::Args),
 }
 
 fn main() -> ExitCode {
@@ -171,6 +203,8 @@ fn main() -> ExitCode {
         Command::Envtest(args) => envtest::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::BenchXdp(args) => bench_xdp::run(&args),
+        Command::Images(args) => images::run(&args),
+        Command::TestArm64(args) => arm64::run(&args),
     };
     match result {
         Ok(code) => code,

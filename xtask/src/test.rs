@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cmd::Cmd;
-use crate::{NIGHTLY, crdgen, ebpf, envtest, repo_root};
+use crate::{NIGHTLY, arm64, crdgen, ebpf, envtest, images, repo_root};
 
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
 /// turnadmin / turnserver (interop), iproute2, ethtool and procps (sysctl) for network
@@ -61,6 +61,12 @@ pub struct Args {
         value_name = "SECONDS"
     )]
     pub fuzz_seconds: u32,
+
+    /// Also build and check the container images (`cargo xtask images --check`) and prove the
+    /// relay on arm64 under qemu (`cargo xtask test-arm64`). Off by default: with two static
+    /// release builds (amd64 and arm64) they take well over ten minutes on a 2-core machine.
+    #[arg(long, env = "XTASK_IMAGES")]
+    pub images: bool,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -175,6 +181,31 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     .run()
             })?;
         }
+    }
+
+    if args.images {
+        named("container images (cargo xtask images --check)", || {
+            images::run(&images::Args {
+                out: None,
+                skip_install: args.skip_install,
+                no_build: false,
+                check: true,
+            })
+            .map(drop)
+        })?;
+        named("arm64 under qemu (cargo xtask test-arm64)", || {
+            // `images` built the arm64 binaries just now.
+            arm64::run(&arm64::Args {
+                skip_install: args.skip_install,
+                no_build: true,
+            })
+            .map(drop)
+        })?;
+    } else {
+        step(
+            "container images and arm64",
+            "skipped (run with --images, or cargo xtask images --check and test-arm64)",
+        );
     }
 
     println!("\n==> all checks passed");
