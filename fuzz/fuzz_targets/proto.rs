@@ -14,7 +14,7 @@ use relay::metrics::Metrics;
 use relay::proto::auth::{AuthConfig, StaticUser};
 use relay::proto::policy::PeerPolicy;
 use relay::proto::{
-    Action, BindFailure, BindResult, Config, Inbound, Ledger, Lifetimes, MAX_REPLY_LEN,
+    BindFailure, BindResult, Command, Config, Inbound, Ledger, Lifetimes, MAX_REPLY_LEN,
     PEER_HEADROOM, PEER_TAILROOM, Quotas, RelayHandle, Server, Transport,
 };
 use relay::stun::{
@@ -128,8 +128,8 @@ fuzz_target!(|data: &[u8]| {
                     remote: client,
                     packet: payload,
                 };
-                let action = server.handle_client(&inbound, now, &mut out);
-                handle(&mut server, action, now, &mut out, &mut next_handle);
+                let command = server.handle_client(&inbound, now, &mut out);
+                handle(&mut server, command, now, &mut out, &mut next_handle);
             }
             // An authenticated request with arbitrary extras.
             2 | 3 => {
@@ -148,8 +148,8 @@ fuzz_target!(|data: &[u8]| {
                     remote: client,
                     packet: &packet,
                 };
-                let action = server.handle_client(&inbound, now, &mut out);
-                handle(&mut server, action, now, &mut out, &mut next_handle);
+                let command = server.handle_client(&inbound, now, &mut out);
+                handle(&mut server, command, now, &mut out, &mut next_handle);
             }
             // A datagram from a peer to some relay socket.
             4 | 5 => {
@@ -180,13 +180,13 @@ fuzz_target!(|data: &[u8]| {
 /// Completes what the core asked of the event loop, alternating success and failure.
 fn handle(
     server: &mut Server,
-    action: Action,
+    command: Command,
     now: Instant,
     out: &mut [u8],
     next_handle: &mut u32,
 ) {
-    match action {
-        Action::BindRelays(pending) => {
+    match command {
+        Command::BindRelays(pending) => {
             let h = *next_handle;
             *next_handle += 3;
             let addr =
@@ -218,7 +218,7 @@ fn handle(
                 out,
             );
         }
-        Action::Connect(pending) => {
+        Command::Connect(pending) => {
             let ok = next_handle.is_multiple_of(2);
             let _ = server.complete_connect(*pending, ok, now, out);
         }
