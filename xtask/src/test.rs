@@ -77,6 +77,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         fuzz_targets(&root)?
     };
 
+    // A full run writes several gigabytes (target/, fuzz/target/, the Kubernetes builds): say
+    // what there is, so a full disk is seen here rather than as a compiler's I/O error later.
+    named("free disk space", || {
+        Cmd::new("df").args(["-P", "-h"]).arg(&root).run()
+    })?;
+
     if args.skip_install {
         step("install", "skipped (--skip-install)");
     } else {
@@ -239,8 +245,12 @@ fn utf8(path: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("path is not UTF-8: {}", path.display()))
 }
 
+/// Cargo for one step. Incremental compilation is off: a test run builds each crate once, and
+/// its caches (gigabytes for this workspace) would only fill the disk.
 fn cargo(root: &Path) -> Cmd {
-    Cmd::new("cargo").current_dir(root)
+    Cmd::new("cargo")
+        .current_dir(root)
+        .env("CARGO_INCREMENTAL", "0")
 }
 
 /// The cargo-fuzz targets: the `.rs` files in fuzz/fuzz_targets/, sorted.
