@@ -67,15 +67,25 @@ const VENDOR_REPLACEMENTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// What `make` builds; each lands in the cache's bin/ under its base name.
+/// What `make` builds; each lands in the cache's bin/ under its base name. The API server,
+/// controller manager and kubectl serve the operator's envtest tests; the kubelet, scheduler and
+/// kube-proxy complete the single-node cluster of `cargo xtask cluster`. One `make` builds them
+/// all, so the packages they share compile once.
 const TARGETS: &[&str] = &[
     "cmd/kube-apiserver",
     "cmd/kube-controller-manager",
     "cmd/kubectl",
+    "cmd/kubelet",
+    "cmd/kube-scheduler",
+    "cmd/kube-proxy",
 ];
 
+/// The pod sandbox's process, built from the same tree (`build/pause/linux/pause.c`) with a
+/// static libc: the cluster has no registry to pull a pause image from.
+const PAUSE: &str = "pause";
+
 /// Bump when the recipe changes in a way that needs a rebuild.
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -147,13 +157,16 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 
 /// Installs what is missing and builds unless the cache is current; returns the bin directory.
 pub fn ensure(args: &Args) -> Result<PathBuf> {
-    // make and rsync (the build copies binaries with it), dpkg-dev for `apt-get source`,
+    // make and rsync (the build copies binaries with it), gcc and libc6-dev (static libc) for
+    // the pause binary, dpkg-dev for `apt-get source`,
     // openssl for the test harness's certificates.
     let mut packages = vec![
         GO_PACKAGE,
         ETCD_PACKAGE,
         "make",
         "rsync",
+        "gcc",
+        "libc6-dev",
         "dpkg-dev",
         "openssl",
     ];
@@ -227,6 +240,7 @@ fn binaries() -> Vec<&'static str> {
         .iter()
         .map(|t| t.rsplit('/').next().unwrap_or(t))
         .collect();
+    names.push(PAUSE);
     names.push("etcd");
     names
 }
@@ -341,7 +355,18 @@ fn build(root: &Path, entry: &Path, keep: bool) -> Result<()> {
     let install_bin = install.join("bin");
     fs::create_dir_all(&install_bin)
         .with_context(|| format!("creating {}", install_bin.display()))?;
-    for name in binaries().into_iter().filter(|n| *n != "etcd") {
+    Cmd::new("gcc")
+        .current_dir(&tree)
+        .args(["-Os", "-Wall", "-static", "-o"])
+        .arg(install_bin.join(PAUSE))
+        .arg(format!("-DVERSION={KUBERNETES_VERSION}-xdpturn"))
+        .arg("build/pause/linux/pause.c")
+        .run()
+        .context("building the pause binary")?;
+    for name in binaries()
+        .into_iter()
+        .filter(|n| *n != "etcd" && *n != PAUSE)
+    {
         let from = tree.join("_output/bin").join(name);
         fs::copy(&from, install_bin.join(name))
             .with_context(|| format!("copying {}", from.display()))?;
@@ -561,13 +586,17 @@ mod tests {
     }
 
     #[test]
-    fn binaries_are_the_targets_and_etcd() {
+    fn binaries_are_the_targets_pause_and_etcd() {
         assert_eq!(
             binaries(),
             [
                 "kube-apiserver",
                 "kube-controller-manager",
                 "kubectl",
+                "kubelet",
+                "kube-scheduler",
+                "kube-proxy",
+                "pause",
                 "etcd"
             ]
         );
