@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 pub struct Cmd {
     inner: Command,
     shown: String,
+    quiet: bool,
 }
 
 impl Cmd {
@@ -19,6 +20,7 @@ impl Cmd {
         Self {
             inner: Command::new(program),
             shown: program.to_owned(),
+            quiet: false,
         }
     }
 
@@ -51,7 +53,16 @@ impl Cmd {
         self
     }
 
+    /// Does not print the command: for probes repeated while waiting.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
+    }
+
     fn announce(&self) {
+        if self.quiet {
+            return;
+        }
         match self.inner.get_current_dir() {
             Some(dir) => println!("$ (cd {}) {}", dir.display(), self.shown),
             None => println!("$ {}", self.shown),

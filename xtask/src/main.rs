@@ -5,6 +5,7 @@
 mod arm64;
 mod bench;
 mod bench_xdp;
+mod cluster;
 mod cmd;
 mod crdgen;
 mod ebpf;
@@ -109,6 +110,19 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Envtest(envtest::Args),
 
+    /// A real single-node Kubernetes (v1.20) on this machine: `up` and `down` (root).
+    ///
+    /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the kubelet and kube-proxy
+    /// (built by `cargo xtask envtest`), with Debian's containerd, runc and CNI plugins, all in a
+    /// network namespace of their own joined to the host by a veth pair (the node is 10.250.N.2,
+    /// the host's end 10.250.N.1) and a private mount namespace for the host paths they
+    /// hard-code. No registry: the pause image is packed from the Kubernetes source, images are
+    /// imported with `ctr -n k8s.io images import`. `up` is idempotent and prints the
+    /// kubeconfig; `down` stops every process the cluster started and removes the namespaces,
+    /// veth, cgroups, mount points and the cluster's directory (target/cluster/<name>).
+    #[command(verbatim_doc_comment)]
+    Cluster(cluster::Args),
+
     /// Benchmark our relay against coturn's turnserver, one after the other, on loopback.
     ///
     /// Builds the relay (`cargo build --release -p relay`), then for each part starts a fresh
@@ -201,6 +215,7 @@ fn main() -> ExitCode {
         Command::Crdgen(args) => crdgen::run(&args),
         Command::BuildEbpf(args) => ebpf::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Envtest(args) => envtest::run(&args),
+        Command::Cluster(args) => cluster::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::BenchXdp(args) => bench_xdp::run(&args),
         Command::Images(args) => images::run(&args),

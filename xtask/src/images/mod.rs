@@ -55,6 +55,15 @@ pub const IMAGES: [Image; 2] = [
     },
 ];
 
+/// The test cluster's pod sandbox image (`cargo xtask cluster`): Kubernetes' own pause binary,
+/// built by `cargo xtask envtest` from the same source tree, since the cluster has no registry.
+pub const PAUSE: Image = Image {
+    name: "xdpturn/pause",
+    binary: "pause",
+    package: "",
+    description: "the pod sandbox process of xdpturn's test cluster (Kubernetes' build/pause)",
+};
+
 impl Image {
     /// The archive's file stem: the name's last part.
     pub fn stem(&self) -> &'static str {
@@ -324,6 +333,19 @@ fn copy_binaries(root: &Path, out: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes a single-platform archive of `image` (one that is not among [`IMAGES`], such as
+/// [`PAUSE`]) holding the binary at `bin`, loadable by `ctr images import`; returns its
+/// manifest digest.
+pub fn write_single(
+    root: &Path,
+    image: &Image,
+    platform: Platform,
+    bin: &Path,
+    file: &Path,
+) -> Result<String> {
+    oci::write_single(root, image, platform, bin, file)
 }
 
 mod check;

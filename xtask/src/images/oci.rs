@@ -53,6 +53,26 @@ pub(super) fn write_all(root: &Path, out: &Path) -> Result<Vec<(PathBuf, String)
     Ok(written)
 }
 
+/// [`super::write_single`]: one image, one platform, one archive.
+pub(super) fn write_single(
+    root: &Path,
+    image: &Image,
+    platform: Platform,
+    bin: &Path,
+    file: &Path,
+) -> Result<String> {
+    let meta = Meta::from_repo(root)?;
+    let data = fs::read(bin).with_context(|| format!("reading {}", bin.display()))?;
+    let mut layout = Layout::default();
+    let manifest = pack(&mut layout, image, platform, &data, &meta)?;
+    let docker = docker_manifest(&layout, image, &manifest)?;
+    if let Some(dir) = file.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_archive(&layout, image, manifest.clone(), Some(docker), &meta, file)?;
+    Ok(manifest.digest().to_string())
+}
+
 /// What goes into every image besides the binary: the time and the source revision.
 #[derive(Debug, Clone)]
 pub(super) struct Meta {
