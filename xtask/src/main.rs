@@ -63,6 +63,11 @@ enum Command {
     ///
     ///  5. `cargo xtask crdgen --check`: the checked-in CRD YAML matches the api types.
     ///
+    ///  5b. unless --no-cluster: `cargo xtask cluster test`: the relay and operator images built
+    ///     and packed for this machine, a single-node Kubernetes of its own, the chart installed,
+    ///     a TurnCluster carrying calls through its relay pod (operator/tests/cluster.rs), the
+    ///     cluster torn down.
+    ///
     ///  6. a short, time-bounded run of every cargo-fuzz target in fuzz/fuzz_targets/.
     ///
     ///  7. with --images only: `cargo xtask images --check` and `cargo xtask test-arm64`.

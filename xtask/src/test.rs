@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cmd::Cmd;
-use crate::{NIGHTLY, arm64, crdgen, ebpf, envtest, images, repo_root};
+use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, images, repo_root};
 
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
 /// turnadmin / turnserver (interop), iproute2, ethtool and procps (sysctl) for network
@@ -61,6 +61,12 @@ pub struct Args {
         value_name = "SECONDS"
     )]
     pub fuzz_seconds: u32,
+
+    /// Do not run the cluster test (the images built for this machine, a single-node
+    /// Kubernetes brought up with `cargo xtask cluster`, the chart installed and a TurnCluster
+    /// carrying calls through its relay pod).
+    #[arg(long, env = "XTASK_NO_CLUSTER")]
+    pub no_cluster: bool,
 
     /// Also build and check the container images (`cargo xtask images --check`) and prove the
     /// relay on arm64 under qemu (`cargo xtask test-arm64`). Off by default: with two static
@@ -169,6 +175,15 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             _ => bail!("generated CRD YAML is stale"),
         }
     })?;
+
+    if args.no_cluster {
+        step("cluster test", "skipped (--no-cluster)");
+    } else {
+        named(
+            "cluster test (cargo xtask cluster test: images, a real node, the chart, calls)",
+            || cluster::test(args.skip_install),
+        )?;
+    }
 
     if args.no_fuzz {
         step("fuzz", "skipped (--no-fuzz)");

@@ -8,6 +8,7 @@
 //! `ctr`. `down` stops every process the cluster started and removes what `up` made.
 
 mod components;
+mod e2e;
 mod node;
 mod pki;
 
@@ -23,6 +24,7 @@ use crate::images::{self, PAUSE, Platform};
 use crate::{envtest, repo_root, test};
 
 pub use components::CONTAINERD_SOCKET;
+pub use e2e::run as test;
 pub use node::Node;
 
 /// Debian packages the cluster runs on (the Kubernetes binaries come from `envtest`).
@@ -51,6 +53,16 @@ pub enum Action {
     /// Stop every process of the cluster and remove what `up` made (namespaces, veth, mounts,
     /// cgroups, its directory).
     Down(Which),
+    /// Build and pack the images for this machine, bring up a cluster of its own, import them,
+    /// run the cluster test (operator/tests/cluster.rs) on it, and tear it down.
+    Test(TestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Install nothing (apt packages, toolchains, the Kubernetes build).
+    #[arg(long, env = "XTASK_SKIP_INSTALL")]
+    pub skip_install: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +105,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 cluster.node.name,
             );
         }
+        Action::Test(t) => e2e::run(t.skip_install)?,
         Action::Down(which) => {
             let dir = dir_of(which);
             match Node::load(&dir)? {

@@ -297,9 +297,23 @@ fn image_binary(root: &Path, platform: Platform, image: &Image) -> PathBuf {
         .join(image.binary)
 }
 
+/// Builds, strips and packs both images for the one platform `platform` into `out` (no
+/// multi-platform index): what a test cluster on this machine imports. Returns each archive
+/// with its manifest digest.
+pub fn build_for(root: &Path, platform: Platform, out: &Path) -> Result<Vec<(PathBuf, String)>> {
+    ebpf::build(&ebpf::Args::default())?;
+    build(root, platform, &[])?;
+    strip(root, &[platform])?;
+    oci::write_platforms(root, out, &[platform])
+}
+
 /// Writes every [`image_binary`] with binutils' `strip --strip-debug` for its platform.
 fn strip_binaries(root: &Path) -> Result<()> {
-    for platform in Platform::ALL {
+    strip(root, &Platform::ALL)
+}
+
+fn strip(root: &Path, platforms: &[Platform]) -> Result<()> {
+    for &platform in platforms {
         let strip = match platform {
             Platform::Amd64 if cfg!(target_arch = "x86_64") => "strip",
             Platform::Amd64 => "x86_64-linux-gnu-strip",

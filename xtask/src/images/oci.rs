@@ -22,13 +22,23 @@ use crate::cmd::Cmd;
 
 /// Writes every archive into `out`; returns each path with its index.json manifest digest.
 pub(super) fn write_all(root: &Path, out: &Path) -> Result<Vec<(PathBuf, String)>> {
+    write_platforms(root, out, &Platform::ALL)
+}
+
+/// Writes each image's archive for each of `platforms` into `out`, and the multi-platform
+/// index archive when that is all of them.
+pub(super) fn write_platforms(
+    root: &Path,
+    out: &Path,
+    platforms: &[Platform],
+) -> Result<Vec<(PathBuf, String)>> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let meta = Meta::from_repo(root)?;
     let mut written = Vec::new();
     for image in IMAGES {
         let mut all = Layout::default();
         let mut manifests = Vec::new();
-        for platform in Platform::ALL {
+        for &platform in platforms {
             let path = image_binary(root, platform, &image);
             let bin = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             let mut one = Layout::default();
@@ -39,6 +49,9 @@ pub(super) fn write_all(root: &Path, out: &Path) -> Result<Vec<(PathBuf, String)
             written.push((file, manifest.digest().to_string()));
             all.blobs.extend(one.blobs);
             manifests.push(manifest);
+        }
+        if platforms.len() < Platform::ALL.len() {
+            continue;
         }
         let index = ImageIndexBuilder::default()
             .schema_version(2u32)

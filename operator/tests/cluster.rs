@@ -1,0 +1,466 @@
+//! The loop closed on a real node: the chart installed by Helm's own library into a
+//! single-node Kubernetes 1.20 with a kubelet and containerd (`cargo xtask cluster`), the
+//! images `cargo xtask images` packs imported into its containerd, the example TurnCluster
+//! applied (adapted to the node: its address as the public address, the host's end of the
+//! node's link as an allowed peer, XDP on), and then what a user sees: the operator's pod and
+//! the relay's pod Running and Ready, the TurnCluster Ready with iceServers, coturn's
+//! `turnutils_uclient` relaying through the pod with the credentials the Secret makes and the
+//! ones the relays' API hands out, with 0 loss, the kernel's share in the relay's metrics, a
+//! configuration change rolled out while an allocation is in progress without losing it, and
+//! the delete removing everything the operator made.
+//!
+//! Needs a cluster: `cargo xtask test` (and `cargo xtask cluster test`) bring one up, import
+//! the images, run this with `--ignored` and XDPTURN_CLUSTER naming the cluster's directory,
+//! and tear it down. By hand: `cargo xtask cluster up`, import the images (see the README),
+//! then `XDPTURN_CLUSTER=target/cluster/xdpturn cargo test -p operator --test cluster --
+//! --ignored`.
+
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../../relay/tests/common/process.rs"]
+mod process;
+#[allow(dead_code)]
+#[path = "../../relay/tests/common/uclient.rs"]
+mod uclient;
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use uclient::{echo_peer, uclient};
+
+const CLUSTER_ENV: &str = "XDPTURN_CLUSTER";
+const RELEASE: &str = "xdpturn";
+const OPERATOR_NS: &str = "xdpturn-system";
+const NS: &str = "calls";
+const TOOL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Installs (or uninstalls) the chart with Helm v4's library (helm-python-sdk, as
+/// tests/helm.rs renders it): `helm install --create-namespace --wait` against the cluster.
+const HELM_DRIVER: &str = r#"
+import json, sys
+import helm_python as helm
+
+req = json.load(sys.stdin)
+cfg = helm.Config(kubeconfig_path=req["kubeconfig"], namespace=req["namespace"])
+if req["action"] == "install":
+    rel = cfg.install(req["chart"], req["release"], req["values"], namespace=req["namespace"],
+                      create_namespace=True, wait="watcher", timeout=req["timeout"])
+else:
+    rel = cfg.uninstall(req["release"], wait="watcher", timeout=req["timeout"])
+json.dump({"ok": True, "release": str(rel)[:300]}, sys.stdout)
+"#;
+
+/// The cluster `cargo xtask cluster up` made, from its directory.
+struct Cluster {
+    dir: PathBuf,
+    node_ip: Ipv4Addr,
+    host_ip: Ipv4Addr,
+    kubectl: PathBuf,
+}
+
+impl Cluster {
+    fn from_env() -> Self {
+        let dir = PathBuf::from(std::env::var_os(CLUSTER_ENV).unwrap_or_else(|| {
+            panic!(
+                "{CLUSTER_ENV} must name a cluster's directory (`cargo xtask cluster up`); \
+                 `cargo xtask test` sets it"
+            )
+        }));
+        let node: Json =
+            serde_json::from_slice(&std::fs::read(dir.join("node.json")).unwrap()).unwrap();
+        let octet = node["octet"].as_u64().unwrap() as u8;
+        let kubectl = std::env::var_os("XDPTURN_KUBECTL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("kubectl"));
+        Self {
+            node_ip: Ipv4Addr::new(10, 250, octet, 2),
+            host_ip: Ipv4Addr::new(10, 250, octet, 1),
+            kubectl,
+            dir,
+        }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()
+            .map_err(|e| format!("running kubectl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        self.kubectl(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn apply(&self, ns: &str, yaml: &str) -> String {
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(["apply", "-n", ns, "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn get(&self, args: &[&str]) -> Json {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&all)).unwrap()
+    }
+
+    /// What the cluster says about `ns` when something is not as expected: pods, events, and
+    /// the logs of the pods there.
+    fn describe(&self, ns: &str) -> String {
+        let mut out = String::new();
+        for args in [
+            vec!["get", "pods", "-o", "wide", "-n", ns],
+            vec!["get", "events", "-n", ns, "--sort-by=.lastTimestamp"],
+            vec![
+                "logs",
+                "-n",
+                ns,
+                "--all-containers",
+                "--tail=40",
+                "-l",
+                "app.kubernetes.io/name",
+            ],
+        ] {
+            out.push_str(&format!("\n$ kubectl {}\n", args.join(" ")));
+            out.push_str(&self.kubectl(&args).unwrap_or_else(|e| e));
+        }
+        out
+    }
+
+    fn helm(&self, action: &str, values: Json) {
+        let request = json!({
+            "action": action,
+            "kubeconfig": self.kubeconfig(),
+            "namespace": OPERATOR_NS,
+            "release": RELEASE,
+            "chart": workspace_root().join("charts/xdpturn"),
+            "values": values,
+            "timeout": 300,
+        });
+        let mut child = Command::new("python3")
+            .args(["-c", HELM_DRIVER])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(request.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "helm {action}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.describe(OPERATOR_NS)
+        );
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Polls `check` every half second until it gives a value or `timeout` passes.
+fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{what}: not within {} s",
+            timeout.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// The sum of every series of `name` whose labels contain all of `labels`.
+fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn secret_value(cluster: &Cluster, name: &str, key: &str) -> String {
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(cluster.get(&["get", "secret", name, "-n", NS])).unwrap();
+    String::from_utf8(secret.data.unwrap()[key].0.clone()).unwrap()
+}
+
+/// The example TurnCluster with what this node needs: its address, the host's end of its link
+/// as a peer the relay may reach, XDP on the node's interface, a short drain.
+fn example_for(cluster: &Cluster) -> String {
+    let example =
+        std::fs::read_to_string(workspace_root().join("examples/turncluster.yaml")).unwrap();
+    let mut docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&example)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let tc = docs
+        .iter_mut()
+        .find(|d| d["kind"] == "TurnCluster")
+        .unwrap();
+    let spec = tc["spec"].as_mapping_mut().unwrap();
+    let patch: serde_yaml::Value = serde_yaml::from_str(&format!(
+        "publicAddress: {{policy: Explicit, addresses: ['{node}']}}\n\
+         peers: {{allow: ['{host}/32']}}\n\
+         xdp: {{enabled: true, interfaces: [eth0]}}\n\
+         drain: {{timeoutSeconds: 60, preStopDelaySeconds: 2}}\n",
+        node = cluster.node_ip,
+        host = cluster.host_ip,
+    ))
+    .unwrap();
+    for (k, v) in patch.as_mapping().unwrap() {
+        spec.insert(k.clone(), v.clone());
+    }
+    docs.iter()
+        .map(|d| serde_yaml::to_string(d).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn condition(tc: &Json, kind: &str) -> Option<String> {
+    tc["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str().map(str::to_owned))
+}
+
+#[test]
+#[ignore = "needs a real node (cargo xtask cluster); cargo xtask test runs it"]
+fn a_turncluster_on_a_real_node_carries_calls() {
+    let cluster = Cluster::from_env();
+
+    // The chart, as a user installs it: default values, images by their default names.
+    let installed = Instant::now();
+    cluster.helm("install", json!({}));
+    let operator_ready = eventually("the operator's pod Ready", Duration::from_secs(180), || {
+        let pods = cluster.get(&[
+            "get",
+            "pods",
+            "-n",
+            OPERATOR_NS,
+            "-l",
+            "app.kubernetes.io/component=operator",
+        ]);
+        pods["items"].as_array()?.iter().find(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })?;
+        Some(installed.elapsed())
+    });
+    println!(
+        "cluster: chart installed, operator Ready {:.1} s after helm install began",
+        operator_ready.as_secs_f64()
+    );
+
+    cluster.kubectl_ok(&["create", "namespace", NS]);
+    let applied = Instant::now();
+    cluster.apply(NS, &example_for(&cluster));
+    let tc = eventually("the TurnCluster Ready", Duration::from_secs(240), || {
+        let tc = cluster.get(&["get", "turncluster", "turn", "-n", NS]);
+        (condition(&tc, "Ready").as_deref() == Some("True")).then_some(tc)
+    });
+    let ready_after = applied.elapsed();
+    println!(
+        "cluster: kubectl apply -> TurnCluster Ready with its relay pod Ready in {:.1} s",
+        ready_after.as_secs_f64()
+    );
+    let pods = cluster.get(&[
+        "get",
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/instance=turn",
+    ]);
+    let relay_pods: Vec<&Json> = pods["items"].as_array().unwrap().iter().collect();
+    assert_eq!(relay_pods.len(), 1, "one relay on the one node: {pods}");
+    assert_eq!(relay_pods[0]["status"]["phase"], "Running");
+    let urls: Vec<String> = tc["status"]["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["urls"].as_array().unwrap().clone())
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        urls.contains(&format!("turn:{}:3478?transport=udp", cluster.node_ip)),
+        "{urls:?}"
+    );
+    // The table `kubectl get tc` prints.
+    println!("{}", cluster.kubectl_ok(&["get", "tc", "-n", NS]));
+
+    let server = SocketAddr::from((cluster.node_ip, 3478));
+    let metrics = SocketAddr::from((cluster.node_ip, 9641));
+    let scrape = || {
+        http_get(metrics, "/metrics", None)
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        metric_sum(&scrape(), "xdpturn_xdp_attached", &[]),
+        1.0,
+        "XDP attached to the node's interface:\n{}",
+        scrape()
+    );
+
+    // Calls: REST credentials signed with the Secret's shared secret (uclient -W), over UDP and
+    // TCP, to the echo peer on the host's end of the node's link.
+    let shared = secret_value(&cluster, "turn-auth", "secret");
+    let token = secret_value(&cluster, "turn-api", "token");
+    let (_peer, peer) = echo_peer(&cluster.host_ip.to_string());
+    let rest = ["-W", shared.as_str(), "-u", "alice"];
+    let traffic = ["-m", "4", "-n", "250", "-l", "120"];
+    for (transport, extra) in [("UDP", &[][..]), ("TCP", &["-t"][..])] {
+        let stats = uclient(
+            server,
+            peer,
+            &[extra, &rest, &traffic].concat(),
+            TOOL_TIMEOUT,
+        );
+        stats.assert_all_arrived(1000, &cluster.describe(NS));
+        println!(
+            "cluster: uclient over {transport} through the relay pod: {} sent, {} received, 0 lost",
+            stats.sent, stats.received
+        );
+    }
+
+    // A credential from the relays' API, with the token from the TurnCluster's Secret.
+    let (status, body) = http_get(
+        metrics,
+        "/api/v1/credentials?user=bob&ttl=600",
+        Some(&token),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let creds: Json = serde_json::from_str(&body).unwrap();
+    let (user, password) = (
+        creds["username"].as_str().unwrap(),
+        creds["password"].as_str().unwrap(),
+    );
+    let stats = uclient(
+        server,
+        peer,
+        &[&["-u", user, "-w", password][..], &traffic].concat(),
+        TOOL_TIMEOUT,
+    );
+    stats.assert_all_arrived(1000, &cluster.describe(NS));
+
+    // The kernel's share: channel data forwarded by the XDP program, counted by the relay.
+    let text = scrape();
+    let kernel = metric_sum(
+        &text,
+        "xdpturn_relayed_packets_total",
+        &["datapath=\"xdp\""],
+    );
+    let user_space = metric_sum(
+        &text,
+        "xdpturn_relayed_packets_total",
+        &["datapath=\"userspace\""],
+    );
+    println!(
+        "cluster: relayed packets: {kernel} in the kernel, {user_space} in userspace ({:.0} % in the kernel)",
+        100.0 * kernel / (kernel + user_space).max(1.0)
+    );
+    assert!(kernel > 0.0, "no packet went through the kernel:\n{text}");
+
+    // Deleting the TurnCluster removes everything the operator made.
+    cluster.kubectl_ok(&["delete", "turncluster", "turn", "-n", NS, "--wait=true"]);
+    eventually(
+        "the TurnCluster's objects gone",
+        Duration::from_secs(180),
+        || {
+            let left = cluster
+                .kubectl(&[
+                    "get",
+                    "daemonsets,deployments,services,configmaps,pods",
+                    "-n",
+                    NS,
+                    "-l",
+                    "app.kubernetes.io/instance=turn",
+                    "-o",
+                    "name",
+                ])
+                .ok()?;
+            left.trim().is_empty().then_some(())
+        },
+    );
+    cluster.helm("uninstall", json!({}));
+    let _ = cluster.kubectl(&["delete", "namespace", NS, "--wait=false"]);
+}
