@@ -1,7 +1,9 @@
 //! The Helm chart, checked without Helm: the RBAC rule files are valid rules and grant no
 //! Secret access, every `.Values.*` a template reads is in values.yaml, every file a template
-//! includes exists, and every environment variable the operator Deployment sets is one the
-//! binary reads. (The rules being enough is proven by tests/reconcile.rs, which runs the
+//! includes exists, every environment variable the operator Deployment sets is one the
+//! binary reads, and the Grafana dashboard asks only for metrics the relay and the operator
+//! export, through variables it defines. (relay/tests/dashboard.rs evaluates its queries
+//! against a real Prometheus.) (The rules being enough is proven by tests/reconcile.rs, which runs the
 //! operator bound to them against a real API server.)
 
 #![allow(clippy::unwrap_used)]
@@ -107,4 +109,80 @@ fn the_deployment_sets_only_variables_the_operator_reads() {
             "the chart sets {var}, which xdpturn-operator does not read"
         );
     }
+}
+
+/// The `xdpturn_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("xdpturn_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(&tail[..end]);
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_queries_exported_metrics_through_its_variables() {
+    let text = fs::read_to_string(chart().join("files/dashboards/xdpturn.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sources = [
+        fs::read_to_string(root.join("relay/src/metrics.rs")).unwrap(),
+        fs::read_to_string(root.join("operator/src/metrics.rs")).unwrap(),
+    ];
+    let exported = |name: &str| sources.iter().any(|s| s.contains(&format!("\"{name}\"")));
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(variables.contains(&"datasource"), "{variables:?}");
+
+    let mut panels = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        if p["type"] == "row" {
+            panels.extend(p["panels"].as_array().into_iter().flatten());
+        } else {
+            panels.push(p);
+        }
+    }
+    let mut names = 0;
+    for p in panels {
+        let title = p["title"].as_str().unwrap();
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                // A histogram's series are its name and a suffix.
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|b| exported(b)))
+                    .unwrap_or(name);
+                assert!(
+                    exported(base),
+                    "panel {title:?} queries {name}, which neither the relay nor the operator \
+                     exports: {expr}"
+                );
+                names += 1;
+            }
+            for var in expr.split('$').skip(1) {
+                let var: String = var
+                    .trim_start_matches('{')
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    var.starts_with("__") || variables.contains(&var.as_str()),
+                    "panel {title:?} uses ${var}, which the dashboard does not define"
+                );
+            }
+        }
+    }
+    assert!(names >= 30, "{names} metric references");
 }

@@ -16,6 +16,9 @@
 //! The chart's CRD, installed for real, then accepts the example TurnCluster and its XDP and
 //! Deployment variants.
 //!
+//! The Grafana dashboard ConfigMap is rendered only when asked for, with the label Grafana's
+//! sidecar looks for, and holds the chart's dashboard with a query in every panel.
+//!
 //! Needs XDPTURN_ENVTEST_BIN (`cargo xtask envtest`) and `helm-python-sdk` for `python3`.
 
 #![allow(clippy::unwrap_used)]
@@ -275,6 +278,8 @@ fn everything_on() -> Json {
         "serviceAccount": {"create": true, "name": "turn-operator",
                            "annotations": {"example.org/owner": "turn"}},
         "rbac": {"create": true},
+        "grafana": {"dashboard": {"enabled": true, "labels": {"team": "turn"},
+                                  "annotations": {"grafana_folder": "TURN"}}},
     })
 }
 
@@ -479,4 +484,89 @@ fn helm_renders_what_kubernetes_1_20_accepts() {
         .unwrap_or_else(|e| panic!("the chart's CRD refused a TurnCluster:\n{e}"));
     assert_accepted("the example and its variants", &out, &variants);
     println!("helm: done in {:.2}s", started.elapsed().as_secs_f64());
+}
+
+/// The panels of a Grafana dashboard, those inside rows included (a collapsed row holds its
+/// panels), without the rows themselves.
+fn dashboard_panels(dashboard: &Json) -> Vec<&Json> {
+    let mut out = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        if p["type"] == "row" {
+            out.extend(p["panels"].as_array().into_iter().flatten());
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn grafana_dashboard_is_off_by_default_and_labelled_when_on() {
+    let (_, _, rendered) = helm(&[
+        json!({}),
+        json!({"grafana": {"dashboard": {"enabled": true}}}),
+        json!({"grafana": {"dashboard": {"enabled": true, "label": "example.org/dashboard",
+                                         "labelValue": "xdpturn", "namespace": "monitoring",
+                                         "labels": {"team": "turn"},
+                                         "annotations": {"grafana_folder": "TURN"}}}}),
+    ]);
+    let [defaults, on, custom] = &rendered[..] else {
+        panic!("{rendered:?}")
+    };
+    assert!(
+        !objects(defaults).iter().any(|o| o["kind"] == "ConfigMap"),
+        "a ConfigMap rendered by default: {:?}",
+        kinds_and_names(objects(defaults))
+    );
+    assert_lint_clean("dashboard on", on);
+    assert_lint_clean("dashboard on, custom label", custom);
+
+    let file = std::fs::read_to_string(chart().join("files/dashboards/xdpturn.json")).unwrap();
+    let file: Json = serde_json::from_str(&file).unwrap();
+    for (what, r, label, value, namespace) in [
+        ("on", on, "grafana_dashboard", "1", NAMESPACE),
+        (
+            "custom",
+            custom,
+            "example.org/dashboard",
+            "xdpturn",
+            "monitoring",
+        ),
+    ] {
+        let maps: Vec<&Value> = objects(r)
+            .iter()
+            .filter(|o| o["kind"] == "ConfigMap")
+            .collect();
+        let [cm] = &maps[..] else {
+            panic!("{what}: expected one ConfigMap, got {maps:?}")
+        };
+        let meta = &cm["metadata"];
+        assert_eq!(meta["name"], "xdpturn-grafana-dashboard", "{what}");
+        assert_eq!(meta["namespace"], namespace, "{what}");
+        assert_eq!(meta["labels"][label], value, "{what}: {meta:?}");
+        assert_eq!(meta["labels"]["app.kubernetes.io/instance"], RELEASE);
+        let data = cm["data"].as_mapping().unwrap();
+        assert_eq!(data.len(), 1, "{what}: one dashboard");
+        let text = cm["data"]["xdpturn.json"].as_str().unwrap();
+        let dashboard: Json = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("{what}: the dashboard is not JSON: {e}"));
+        assert_eq!(
+            dashboard, file,
+            "{what}: the ConfigMap holds the chart's file"
+        );
+        let panels = dashboard_panels(&dashboard);
+        assert!(panels.len() >= 20, "{what}: {} panels", panels.len());
+        for p in panels {
+            let title = p["title"].as_str().unwrap();
+            let targets = p["targets"].as_array().unwrap_or_else(|| panic!("{title}"));
+            assert!(!targets.is_empty(), "{what}: {title} has no query");
+            for t in targets {
+                let expr = t["expr"].as_str().unwrap_or_default();
+                assert!(!expr.trim().is_empty(), "{what}: {title}: empty expr");
+            }
+        }
+    }
+    let meta = &find(objects(custom), "ConfigMap")["metadata"];
+    assert_eq!(meta["labels"]["team"], "turn");
+    assert_eq!(meta["annotations"]["grafana_folder"], "TURN");
 }

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     tls_handshake_failures: IntCounterVec,
     pub allocations: IntGauge,
+    /// Allocations that ended, however (expired, deleted, closed with their connection): with
+    /// the successful Allocate requests, the turnover behind the `allocations` gauge.
+    pub allocations_ended: IntCounter,
     pub permissions: IntGauge,
     pub channels: IntGauge,
     /// Time to handle a request, by method.
@@ -173,6 +176,12 @@ impl Metrics {
             tls_handshake_failures.with_label_values(&[reason]);
         }
         let allocations = gauge(&r, "xdpturn_allocations", "Allocations")?;
+        let allocations_ended = IntCounter::new(
+            "xdpturn_allocations_ended_total",
+            "Allocations that ended: expired, deleted by a Refresh with lifetime 0, or closed \
+             with their TCP connection",
+        )?;
+        r.register(Box::new(allocations_ended.clone()))?;
         let permissions = gauge(&r, "xdpturn_permissions", "Permissions installed")?;
         let channels = gauge(&r, "xdpturn_channels", "Channels bound")?;
         let request_seconds = HistogramVec::new(
@@ -285,6 +294,7 @@ impl Metrics {
             connections,
             tls_handshake_failures,
             allocations,
+            allocations_ended,
             permissions,
             channels,
             request_seconds,
@@ -434,6 +444,7 @@ impl Counters for Metrics {
 
     fn allocation_closed(&self) {
         self.allocations.dec();
+        self.allocations_ended.inc();
     }
 
     fn permissions_added(&self, n: usize) {
@@ -503,6 +514,7 @@ mod tests {
             r#"xdpturn_auth_failures_total{reason="wrong_password"} 0"#,
             r#"xdpturn_peer_denied_total{reason="builtin"} 0"#,
             r#"xdpturn_allocations 0"#,
+            r#"xdpturn_allocations_ended_total 0"#,
             r#"xdpturn_tls_handshake_failures_total{reason="timeout"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");

@@ -16,7 +16,9 @@ use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, images, repo_root};
 /// the TLS tests; python3-pip: to install the Python packages below;
 /// bpftool: the XDP end-to-end tests read the relay's maps from outside its process;
 /// chromium, firefox-esr and nftables: relay/tests/browser_e2e.rs calls from one real browser to
-/// another through the relay, each behind an nftables NAT router.
+/// another through the relay, each behind an nftables NAT router;
+/// prometheus: relay/tests/dashboard.rs evaluates every query of the chart's Grafana dashboard
+/// against it, scraping a real relay and operator.
 const APT_PACKAGES: &[&str] = &[
     "coturn",
     "iproute2",
@@ -29,6 +31,7 @@ const APT_PACKAGES: &[&str] = &[
     "chromium",
     "firefox-esr",
     "nftables",
+    "prometheus",
 ];
 
 /// The browser tests' driver (puppeteer-core), installed from its lockfile with `npm ci`.

@@ -483,6 +483,11 @@ fn refresh_deletes_with_lifetime_zero_and_retransmission_is_answered() {
     );
     assert_eq!(server.ledger().total(), 0);
     assert!(metrics.render().contains("xdpturn_allocations 0"));
+    assert!(
+        metrics
+            .render()
+            .contains("xdpturn_allocations_ended_total 1")
+    );
     // The retransmitted delete gets the same success, not 437.
     assert_eq!(
         response(c.send_raw(&mut server, &delete, now + Duration::from_secs(2))),
