@@ -21,6 +21,9 @@
 #[path = "../../relay/tests/common/process.rs"]
 mod process;
 #[allow(dead_code)]
+#[path = "../../relay/tests/common/prometheus.rs"]
+mod prometheus;
+#[allow(dead_code)]
 #[path = "../../relay/tests/common/uclient.rs"]
 mod uclient;
 
@@ -30,14 +33,35 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use prometheus::{Prometheus, dashboard, queries, substitute};
 use serde_json::{Value as Json, json};
-use uclient::{echo_peer, uclient};
+use uclient::{echo_peer, uclient, uclient_with};
 
 const CLUSTER_ENV: &str = "XDPTURN_CLUSTER";
 const RELEASE: &str = "xdpturn";
 const OPERATOR_NS: &str = "xdpturn-system";
 const NS: &str = "calls";
 const TOOL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Dashboard panels that show only incidents this test does not cause, so their queries must
+/// be valid but may return nothing: each with what it would take.
+const QUIET_PANELS: [&str; 7] = [
+    // A relay that is not ready: a draining one leaves its Service's endpoints, and this
+    // Prometheus scrapes through the Service (Kubernetes service discovery would see it).
+    "Relays not ready",
+    // A TLS listener and a failed handshake: the example listens on UDP and TCP only.
+    "TLS handshake failures/s",
+    // A send the kernel refuses.
+    "Send errors/s by transport",
+    // A forwarded packet the interface drops.
+    "XDP send failures/s by interface",
+    // Two allocations of this relay talking to each other, relayed in userspace.
+    "Same-relay handovers/s (userspace)",
+    // A reconcile that fails (an API server that refuses a write).
+    "Reconciles and failures /s",
+    // A TurnCluster spec the operator finds invalid.
+    "Invalid TurnCluster specs/s",
+];
 
 /// Installs (or uninstalls) the chart with Helm v4's library (helm-python-sdk, as
 /// tests/helm.rs renders it): `helm install --create-namespace --wait` against the cluster.
@@ -58,6 +82,7 @@ json.dump({"ok": True, "release": str(rel)[:300]}, sys.stdout)
 /// The cluster `cargo xtask cluster up` made, from its directory.
 struct Cluster {
     dir: PathBuf,
+    netns: String,
     node_ip: Ipv4Addr,
     host_ip: Ipv4Addr,
     kubectl: PathBuf,
@@ -78,6 +103,7 @@ impl Cluster {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("kubectl"));
         Self {
+            netns: node["netns"].as_str().unwrap().to_owned(),
             node_ip: Ipv4Addr::new(10, 250, octet, 2),
             host_ip: Ipv4Addr::new(10, 250, octet, 1),
             kubectl,
@@ -260,9 +286,9 @@ fn secret_value(cluster: &Cluster, name: &str, key: &str) -> String {
     String::from_utf8(secret.data.unwrap()[key].0.clone()).unwrap()
 }
 
-/// The example TurnCluster with what this node needs: its address, the host's end of its link
-/// as a peer the relay may reach, XDP on the node's interface, a short drain.
-fn example_for(cluster: &Cluster) -> String {
+/// The example TurnCluster named `name` with what this node needs: its address, the host's end
+/// of its link as a peer the relay may reach, a short drain; and `extra` (YAML spec fields).
+fn example_for(cluster: &Cluster, name: &str, extra: &str) -> String {
     let example =
         std::fs::read_to_string(workspace_root().join("examples/turncluster.yaml")).unwrap();
     let mut docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&example)
@@ -272,12 +298,13 @@ fn example_for(cluster: &Cluster) -> String {
         .iter_mut()
         .find(|d| d["kind"] == "TurnCluster")
         .unwrap();
+    tc["metadata"]["name"] = name.into();
     let spec = tc["spec"].as_mapping_mut().unwrap();
     let patch: serde_yaml::Value = serde_yaml::from_str(&format!(
         "publicAddress: {{policy: Explicit, addresses: ['{node}']}}\n\
          peers: {{allow: ['{host}/32']}}\n\
-         xdp: {{enabled: true, interfaces: [eth0]}}\n\
-         drain: {{timeoutSeconds: 60, preStopDelaySeconds: 2}}\n",
+         drain: {{timeoutSeconds: 30, preStopDelaySeconds: 2}}\n\
+         {extra}",
         node = cluster.node_ip,
         host = cluster.host_ip,
     ))
@@ -331,7 +358,15 @@ fn a_turncluster_on_a_real_node_carries_calls() {
 
     cluster.kubectl_ok(&["create", "namespace", NS]);
     let applied = Instant::now();
-    cluster.apply(NS, &example_for(&cluster));
+    // XDP on the node's interface (the veth the test made for the node).
+    cluster.apply(
+        NS,
+        &example_for(
+            &cluster,
+            "turn",
+            "xdp: {enabled: true, interfaces: [eth0]}\n",
+        ),
+    );
     let tc = eventually("the TurnCluster Ready", Duration::from_secs(240), || {
         let tc = cluster.get(&["get", "turncluster", "turn", "-n", NS]);
         (condition(&tc, "Ready").as_deref() == Some("True")).then_some(tc)
@@ -365,6 +400,46 @@ fn a_turncluster_on_a_real_node_carries_calls() {
     );
     // The table `kubectl get tc` prints.
     println!("{}", cluster.kubectl_ok(&["get", "tc", "-n", NS]));
+
+    // Prometheus from Debian, inside the node (where Service addresses route), scraping the
+    // chart's operator metrics Service and the TurnCluster's relay metrics Service.
+    let cluster_ip = |ns: &str, name: &str| -> Ipv4Addr {
+        cluster
+            .kubectl_ok(&[
+                "get",
+                "service",
+                name,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ])
+            .parse()
+            .unwrap()
+    };
+    let prom_dir = cluster.dir.join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let prom_netns = format!("--net=/run/netns/{}", cluster.netns);
+    let prom = Prometheus::start_with(
+        &prom_dir,
+        &[
+            (
+                "operator",
+                SocketAddr::from((cluster_ip(OPERATOR_NS, "xdpturn-operator-metrics"), 8080)),
+            ),
+            (
+                "relay",
+                SocketAddr::from((cluster_ip(NS, "turn-metrics"), 9641)),
+            ),
+        ],
+        &["nsenter", &prom_netns],
+        cluster.node_ip.into(),
+    );
+    prom.wait_for("xdpturn_ready", "the relay scraped through its Service");
+    prom.wait_for(
+        "xdpturn_operator_leader",
+        "the operator scraped through its Service",
+    );
 
     let server = SocketAddr::from((cluster.node_ip, 3478));
     let metrics = SocketAddr::from((cluster.node_ip, 9641));
@@ -440,6 +515,146 @@ fn a_turncluster_on_a_real_node_carries_calls() {
     );
     assert!(kernel > 0.0, "no packet went through the kernel:\n{text}");
 
+    // What users get wrong shows up too: a credential signed with another secret (401 and an
+    // authentication failure), a peer the policy denies (403), more allocations than the
+    // user's quota, a datagram that is no STUN (dropped and counted).
+    let stats = uclient(
+        server,
+        peer,
+        &[
+            "-W",
+            "not-the-secret",
+            "-u",
+            "mallory",
+            "-m",
+            "1",
+            "-n",
+            "5",
+        ],
+        TOOL_TIMEOUT,
+    );
+    assert_eq!(stats.received, 0, "{stats:?}");
+    let denied = SocketAddr::from(([127, 0, 0, 1], peer.port()));
+    let stats = uclient(
+        server,
+        denied,
+        &[&rest[..], &["-m", "1", "-n", "5"]].concat(),
+        TOOL_TIMEOUT,
+    );
+    assert_eq!(stats.received, 0, "a loopback peer is denied: {stats:?}");
+    let stats = uclient(
+        server,
+        peer,
+        &["-W", shared.as_str(), "-u", "quota", "-m", "12", "-n", "5"],
+        TOOL_TIMEOUT,
+    );
+    assert!(
+        stats.text.contains("error 486"),
+        "12 allocations of one user exceed userQuota 10: {stats:?}"
+    );
+    let junk = std::net::UdpSocket::bind((cluster.host_ip, 0)).unwrap();
+    junk.send_to(b"this is not STUN, nor ChannelData", server)
+        .unwrap();
+
+    // A change that replaces the relay pod (its resources), made while a call is relayed: the
+    // old relay drains, the call loses nothing, and a new relay takes over.
+    let call = {
+        // A user of its own: the user quota (10) is spent by the runs above.
+        let rest: Vec<String> = ["-W", shared.as_str(), "-u", "carol"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        std::thread::spawn(move || {
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            uclient(
+                server,
+                peer,
+                &[&rest[..], &["-m", "1", "-n", "1500", "-l", "120"]].concat(),
+                TOOL_TIMEOUT,
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    let old_pod = relay_pods[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let updated = Instant::now();
+    cluster.kubectl_ok(&[
+        "patch",
+        "turncluster",
+        "turn",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"cpu":"20m","memory":"32Mi"}}}}"#,
+    ]);
+    eventually(
+        "the old relay pod draining",
+        Duration::from_secs(60),
+        || {
+            let pod = cluster.get(&["get", "pod", &old_pod, "-n", NS]);
+            pod["metadata"]["deletionTimestamp"]
+                .is_string()
+                .then_some(())
+        },
+    );
+    let stats = call.join().unwrap();
+    stats.assert_all_arrived(1500, &cluster.describe(NS));
+    println!(
+        "cluster: a call in progress during the relay's replacement: {} sent, {} received, 0 lost",
+        stats.sent, stats.received
+    );
+    let new_pod = eventually("a new relay pod Ready", Duration::from_secs(240), || {
+        let pods = cluster.get(&[
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            "app.kubernetes.io/instance=turn",
+        ]);
+        pods["items"].as_array()?.iter().find_map(|p| {
+            let name = p["metadata"]["name"].as_str()?;
+            let ready = p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (name != old_pod && ready).then(|| name.to_owned())
+        })
+    });
+    println!(
+        "cluster: relay replaced ({old_pod} -> {new_pod}) {:.1} s after the change",
+        updated.elapsed().as_secs_f64()
+    );
+    let stats = uclient(server, peer, &[&rest[..], &traffic].concat(), TOOL_TIMEOUT);
+    stats.assert_all_arrived(1000, &cluster.describe(NS));
+
+    // Prometheus, scraping through the chart's and the TurnCluster's metrics Services from
+    // inside the node, has every series the dashboard shows (over the test's time, as the
+    // dashboard's graphs show them).
+    std::thread::sleep(Duration::from_secs(3));
+    let panels = queries(&dashboard(&workspace_root()));
+    let mut quiet = Vec::new();
+    for (title, expr) in &panels {
+        let query = format!("max_over_time(({})[30m:1s])", substitute(expr));
+        let series = prom.series(&query);
+        if series.is_empty() {
+            quiet.push(title.clone());
+            assert!(
+                QUIET_PANELS.contains(&title.as_str()),
+                "panel {title:?} has no data: {query}"
+            );
+        }
+    }
+    println!(
+        "cluster: {} dashboard queries evaluated, {} with data; quiet as expected: {quiet:?}",
+        panels.len(),
+        panels.len() - quiet.len()
+    );
+    drop(prom);
+
     // Deleting the TurnCluster removes everything the operator made.
     cluster.kubectl_ok(&["delete", "turncluster", "turn", "-n", NS, "--wait=true"]);
     eventually(
@@ -461,6 +676,44 @@ fn a_turncluster_on_a_real_node_carries_calls() {
             left.trim().is_empty().then_some(())
         },
     );
+
+    // A Deployment behind its Service: the relay on the pod network, reached at the Service's
+    // address through kube-proxy by a client inside the node (where Service addresses route).
+    let deployment = example_for(
+        &cluster,
+        "turn-d",
+        "placement: {mode: Deployment, replicas: 1}\n",
+    );
+    let applied = Instant::now();
+    cluster.apply(NS, &deployment);
+    eventually(
+        "the Deployment-mode TurnCluster Ready",
+        Duration::from_secs(240),
+        || {
+            let tc = cluster.get(&["get", "turncluster", "turn-d", "-n", NS]);
+            (condition(&tc, "Ready").as_deref() == Some("True")).then_some(())
+        },
+    );
+    println!(
+        "cluster: Deployment-mode TurnCluster Ready {:.1} s after apply",
+        applied.elapsed().as_secs_f64()
+    );
+    let service = SocketAddr::from((cluster_ip(NS, "turn-d"), 3478));
+    let netns = format!("--net=/run/netns/{}", cluster.netns);
+    let stats = uclient_with(
+        &["nsenter", &netns],
+        service,
+        peer,
+        &[&rest[..], &traffic].concat(),
+        TOOL_TIMEOUT,
+    );
+    stats.assert_all_arrived(1000, &cluster.describe(NS));
+    println!(
+        "cluster: uclient through the Deployment's Service {service}: {} sent, {} received, 0 lost",
+        stats.sent, stats.received
+    );
+    cluster.kubectl_ok(&["delete", "turncluster", "turn-d", "-n", NS, "--wait=true"]);
+
     cluster.helm("uninstall", json!({}));
     let _ = cluster.kubectl(&["delete", "namespace", NS, "--wait=false"]);
 }

@@ -22,15 +22,15 @@
 mod common;
 
 use std::fs::File;
-use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::prometheus::{Prometheus, dashboard, queries, substitute, value_where};
 use common::turn::TurnClient;
 use common::uclient::{echo_peer, uclient};
-use common::{Guard, Relay, TempDir, free_port, http_get, relay_bin, require};
+use common::{Guard, Relay, TempDir, free_port, http_get, relay_bin};
 use serde_json::Value;
 
 const REALM: &str = "example.org";
@@ -46,63 +46,6 @@ const XDP_ATTACHED_ONLY: [&str; 3] = [
     // xdpturn_xdp_send_failures_total: per attached interface, while the program forwards.
     "XDP send failures/s by interface",
 ];
-
-/// What Grafana puts in for its variables: `$__rate_interval` as a window long enough to hold
-/// the traffic of this test (a minute), the namespace and pod variables as "All" does
-/// (`allValue: .*`, which also matches series without those labels, as here, outside
-/// Kubernetes).
-const SUBSTITUTIONS: [(&str, &str); 6] = [
-    ("$__rate_interval", "1m"),
-    ("$__interval", "15s"),
-    ("${namespace}", ".*"),
-    ("$namespace", ".*"),
-    ("${pod}", ".*"),
-    ("$pod", ".*"),
-];
-
-fn dashboard() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../charts/xdpturn/files/dashboards/xdpturn.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// (panel title, query) for every query of every panel, those inside rows included.
-fn queries(dashboard: &Value) -> Vec<(String, String)> {
-    let mut panels = Vec::new();
-    for p in dashboard["panels"].as_array().expect("panels") {
-        if p["type"] == "row" {
-            panels.extend(p["panels"].as_array().into_iter().flatten());
-        } else {
-            panels.push(p);
-        }
-    }
-    let mut out = Vec::new();
-    for p in panels {
-        let title = p["title"].as_str().expect("a title").to_owned();
-        let targets = p["targets"].as_array().expect("targets");
-        assert!(!targets.is_empty(), "panel {title:?} has no query");
-        for t in targets {
-            let expr = t["expr"].as_str().expect("an expr");
-            out.push((title.clone(), expr.to_owned()));
-        }
-    }
-    out
-}
-
-/// The query as Grafana sends it, its variables replaced.
-fn substitute(expr: &str) -> String {
-    let mut q = expr.to_owned();
-    for (var, value) in SUBSTITUTIONS {
-        q = q.replace(var, value);
-    }
-    assert!(
-        !q.contains('$'),
-        "a variable this test does not know in {expr}"
-    );
-    q
-}
 
 /// A relay port range of its own per run, as the other TURN tests choose theirs.
 fn port_range() -> (String, String) {
@@ -180,144 +123,9 @@ fn wait_http(process: &mut Guard, addr: SocketAddr, path: &str, log: &Path) {
     }
 }
 
-/// A Prometheus server of its own, in `dir`, scraping `targets` (job name, address) every
-/// second.
-struct Prometheus {
-    /// Killed by PID when dropped.
-    _process: Guard,
-    addr: SocketAddr,
-}
-
-impl Prometheus {
-    fn start(dir: &Path, targets: &[(&str, SocketAddr)]) -> Prometheus {
-        let tool = require("prometheus", "prometheus");
-        let mut config = String::from(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n",
-        );
-        for (job, addr) in targets {
-            config.push_str(&format!(
-                "  - job_name: {job}\n    static_configs:\n      - targets: ['{addr}']\n"
-            ));
-        }
-        let config_file = dir.join("prometheus.yml");
-        std::fs::write(&config_file, config).expect("write prometheus.yml");
-        // A port chosen free may be taken before Prometheus binds it: then it exits, and we
-        // try another.
-        for attempt in 1..=5 {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let log_path = dir.join(format!("prometheus-{attempt}.log"));
-            let log = File::create(&log_path).expect("prometheus log");
-            let child = Command::new(&tool)
-                .arg(format!("--config.file={}", config_file.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.join(format!("data-{attempt}")).display()
-                ))
-                .arg(format!("--web.listen-address={addr}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn prometheus");
-            let mut process = Guard(child);
-            let deadline = Instant::now() + TIMEOUT;
-            loop {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                    && get(addr, "/-/ready").0 == 200
-                {
-                    return Prometheus {
-                        _process: process,
-                        addr,
-                    };
-                }
-                if let Ok(Some(status)) = process.0.try_wait() {
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    assert!(
-                        log.contains("address already in use") && attempt < 5,
-                        "prometheus exited with {status}:\n{log}"
-                    );
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "prometheus did not become ready:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        unreachable!("every attempt returned or panicked")
-    }
-
-    /// An instant query through the HTTP API: its answer, status and all.
-    fn query(&self, query: &str) -> Value {
-        let encoded: String = form_urlencoded::byte_serialize(query.as_bytes()).collect();
-        let (status, body) = get(self.addr, &format!("/api/v1/query?query={encoded}"));
-        serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("HTTP {status} for {query}: {e}: {body}"))
-    }
-
-    /// The series an instant query returns (panics unless Prometheus answers `success`).
-    fn series(&self, query: &str) -> Vec<Value> {
-        let answer = self.query(query);
-        assert_eq!(answer["status"], "success", "{query}: {answer}");
-        answer["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Waits until `query` returns a series.
-    fn wait_for(&self, query: &str, what: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        while self.series(query).is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "not within {TIMEOUT:?}: {what} ({query})"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-/// GET over HTTP/1.0, so that the answer comes whole, without chunked encoding.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    if s.read_to_string(&mut response).is_err() {
-        return (0, String::new());
-    }
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the series of `series` whose label `label` is `value`, if any.
-fn value_where(series: &[Value], label: &str, value: &str) -> Option<f64> {
-    series
-        .iter()
-        .find(|s| s["metric"][label] == value)
-        .and_then(|s| s["value"][1].as_str()?.parse().ok())
-}
-
 #[test]
 fn every_panel_returns_data_from_a_real_prometheus() {
-    let dashboard = dashboard();
+    let dashboard = dashboard(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
     let queries = queries(&dashboard);
     for title in XDP_ATTACHED_ONLY {
         assert!(

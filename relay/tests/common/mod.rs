@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod launch;
 pub mod process;
+pub mod prometheus;
 pub mod turn;
 pub mod uclient;
 

@@ -77,10 +77,29 @@ fn last_number(text: &str, key: &str) -> u64 {
 /// Runs `turnutils_uclient` with `args` against `server`, through the echo peer at `peer`,
 /// for at most `timeout`.
 pub fn uclient(server: SocketAddr, peer: SocketAddr, args: &[&str], timeout: Duration) -> Stats {
+    uclient_with(&[], server, peer, args, timeout)
+}
+
+/// [`uclient`] run through `wrapper` (e.g. `nsenter --net=...`, to be a client inside a
+/// network namespace).
+pub fn uclient_with(
+    wrapper: &[&str],
+    server: SocketAddr,
+    peer: SocketAddr,
+    args: &[&str],
+    timeout: Duration,
+) -> Stats {
     let tool = require("turnutils_uclient", "coturn");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(&tool);
+            c
+        }
+        None => Command::new(&tool),
+    };
     let out = run(
-        Command::new(tool)
-            .args(args)
+        cmd.args(args)
             .args(["-p", &server.port().to_string()])
             .args(["-e", &peer.ip().to_string(), "-r", &peer.port().to_string()])
             .arg(server.ip().to_string()),
