@@ -89,10 +89,11 @@ enum Command {
     BuildEbpf(ebpf::Args),
 
     /// Provide a real kube-apiserver, kube-controller-manager, kubectl and etcd for the
-    /// operator's integration tests (operator/tests/envtest), as controller-runtime's envtest does.
+    /// operator's integration tests (operator/tests/envtest), as controller-runtime's envtest does,
+    /// and the kubelet, kube-scheduler, kube-proxy and pause binaries `cargo xtask cluster` runs.
     ///
     /// Idempotent. Installs what is missing from Debian (golang-1.19-go, etcd-server, make,
-    /// rsync, dpkg-dev, openssl, golang-github-modern-go-reflect2-dev,
+    /// rsync, gcc, libc6-dev, dpkg-dev, openssl, golang-github-modern-go-reflect2-dev,
     /// golang-github-json-iterator-go-dev, and kubernetes-client when no kubectl is on PATH),
     /// then, unless the cache is current:
     ///
@@ -104,7 +105,8 @@ enum Command {
     ///     custom-resource write) and json-iterator/go with Debian's packaged 1.0.2 and 1.1.12;
     ///
     ///  3. builds offline: `GOFLAGS=-mod=vendor GOPROXY=off CGO_ENABLED=0 make WHAT='cmd/...'`
-    ///     with Go 1.19 (several minutes, about 2.5 GB in a build directory removed afterwards);
+    ///     with Go 1.19 (about 12 minutes for the six, about 2.5 GB in a build directory removed
+    ///     afterwards), and the pause binary with `gcc -static`;
     ///
     ///  4. installs the binaries, a link to Debian's etcd and a stamp naming the recipe into
     ///     <cache>/kubernetes-v1.20.2/, where <cache> is --cache-dir or XDPTURN_ENVTEST_CACHE,

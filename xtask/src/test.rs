@@ -113,7 +113,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
 
     // kube-apiserver, kube-controller-manager, kubectl and etcd for the operator's integration
-    // tests, handed to `cargo test` in XDPTURN_ENVTEST_BIN.
+    // tests, handed to `cargo test` in XDPTURN_ENVTEST_BIN; the kubelet, scheduler, kube-proxy and
+    // pause for the cluster test.
     let envtest_bin = if args.skip_install {
         let bin = envtest_bin_without_install()?;
         step(
@@ -130,7 +131,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         bin
     } else {
         let mut bin = None;
-        named("envtest binaries (kube-apiserver, etcd)", || {
+        named("Kubernetes binaries (cargo xtask envtest)", || {
             let dir = envtest::ensure(&envtest::Args {
                 print_env: false,
                 force: false,
