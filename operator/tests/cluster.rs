@@ -138,22 +138,11 @@ impl Cluster {
     }
 
     fn apply(&self, ns: &str, yaml: &str) -> String {
-        let mut child = Command::new(&self.kubectl)
-            .arg("--kubeconfig")
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.arg("--kubeconfig")
             .arg(self.kubeconfig())
-            .args(["apply", "-n", ns, "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+            .args(["apply", "-n", ns, "-f", "-"]);
+        let out = fed(&mut cmd, yaml.as_bytes());
         assert!(
             out.status.success(),
             "kubectl apply: {}",
@@ -201,20 +190,10 @@ impl Cluster {
             "values": values,
             "timeout": 300,
         });
-        let mut child = Command::new("python3")
-            .args(["-c", HELM_DRIVER])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(request.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = fed(
+            Command::new("python3").args(["-c", HELM_DRIVER]),
+            request.to_string().as_bytes(),
+        );
         assert!(
             out.status.success(),
             "helm {action}: {}{}",
@@ -222,6 +201,18 @@ impl Cluster {
             self.describe(OPERATOR_NS)
         );
     }
+}
+
+/// Runs `cmd` with `input` on its stdin; its output.
+fn fed(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 fn workspace_root() -> PathBuf {

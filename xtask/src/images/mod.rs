@@ -349,23 +349,11 @@ fn copy_binaries(root: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes a single-platform archive of `image` (one that is not among [`IMAGES`], such as
-/// [`PAUSE`]) holding the binary at `bin`, loadable by `ctr images import`; returns its
-/// manifest digest.
-pub fn write_single(
-    root: &Path,
-    image: &Image,
-    platform: Platform,
-    bin: &Path,
-    file: &Path,
-) -> Result<String> {
-    oci::write_single(root, image, platform, bin, file)
-}
-
 mod check;
 mod oci;
 
 use check::check;
 use oci::write_all;
+pub use oci::write_single;
 #[cfg(test)]
 mod tests;

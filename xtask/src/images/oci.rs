@@ -66,8 +66,10 @@ pub(super) fn write_platforms(
     Ok(written)
 }
 
-/// [`super::write_single`]: one image, one platform, one archive.
-pub(super) fn write_single(
+/// Writes a single-platform archive of `image` (one that is not among [`super::IMAGES`], such
+/// as [`super::PAUSE`]) holding the binary at `bin`, loadable by `ctr images import`; returns
+/// its manifest digest.
+pub fn write_single(
     root: &Path,
     image: &Image,
     platform: Platform,
