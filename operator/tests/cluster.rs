@@ -42,6 +42,8 @@ const RELEASE: &str = "xdpturn";
 const OPERATOR_NS: &str = "xdpturn-system";
 const NS: &str = "calls";
 const TOOL_TIMEOUT: Duration = Duration::from_secs(180);
+/// The label selector of the example TurnCluster's relay pods.
+const RELAY_PODS: &str = "app.kubernetes.io/instance=turn";
 
 /// Dashboard panels that show only incidents this test does not cause, so their queries must
 /// be valid but may return nothing: each with what it would take.
@@ -151,6 +153,14 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The pods in `ns` that `selector` selects.
+    fn pods(&self, ns: &str, selector: &str) -> Vec<Json> {
+        self.get(&["get", "pods", "-n", ns, "-l", selector])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn get(&self, args: &[&str]) -> Json {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
@@ -201,6 +211,14 @@ impl Cluster {
             self.describe(OPERATOR_NS)
         );
     }
+}
+
+/// Whether the pod's Ready condition is True.
+fn pod_ready(pod: &Json) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 /// Runs `cmd` with `input` on its stdin; its output.
@@ -326,21 +344,11 @@ fn a_turncluster_on_a_real_node_carries_calls() {
     let installed = Instant::now();
     cluster.helm("install", json!({}));
     let operator_ready = eventually("the operator's pod Ready", Duration::from_secs(180), || {
-        let pods = cluster.get(&[
-            "get",
-            "pods",
-            "-n",
-            OPERATOR_NS,
-            "-l",
-            "app.kubernetes.io/component=operator",
-        ]);
-        pods["items"].as_array()?.iter().find(|p| {
-            p["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        })?;
-        Some(installed.elapsed())
+        cluster
+            .pods(OPERATOR_NS, "app.kubernetes.io/component=operator")
+            .iter()
+            .any(pod_ready)
+            .then(|| installed.elapsed())
     });
     println!(
         "cluster: chart installed, operator Ready {:.1} s after helm install began",
@@ -367,16 +375,12 @@ fn a_turncluster_on_a_real_node_carries_calls() {
         "cluster: kubectl apply -> TurnCluster Ready with its relay pod Ready in {:.1} s",
         ready_after.as_secs_f64()
     );
-    let pods = cluster.get(&[
-        "get",
-        "pods",
-        "-n",
-        NS,
-        "-l",
-        "app.kubernetes.io/instance=turn",
-    ]);
-    let relay_pods: Vec<&Json> = pods["items"].as_array().unwrap().iter().collect();
-    assert_eq!(relay_pods.len(), 1, "one relay on the one node: {pods}");
+    let relay_pods = cluster.pods(NS, RELAY_PODS);
+    assert_eq!(
+        relay_pods.len(),
+        1,
+        "one relay on the one node: {relay_pods:?}"
+    );
     assert_eq!(relay_pods[0]["status"]["phase"], "Running");
     let urls: Vec<String> = tc["status"]["iceServers"]
         .as_array()
@@ -598,21 +602,9 @@ fn a_turncluster_on_a_real_node_carries_calls() {
         stats.sent, stats.received
     );
     let new_pod = eventually("a new relay pod Ready", Duration::from_secs(240), || {
-        let pods = cluster.get(&[
-            "get",
-            "pods",
-            "-n",
-            NS,
-            "-l",
-            "app.kubernetes.io/instance=turn",
-        ]);
-        pods["items"].as_array()?.iter().find_map(|p| {
+        cluster.pods(NS, RELAY_PODS).iter().find_map(|p| {
             let name = p["metadata"]["name"].as_str()?;
-            let ready = p["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            (name != old_pod && ready).then(|| name.to_owned())
+            (name != old_pod && pod_ready(p)).then(|| name.to_owned())
         })
     });
     println!(
@@ -659,7 +651,7 @@ fn a_turncluster_on_a_real_node_carries_calls() {
                     "-n",
                     NS,
                     "-l",
-                    "app.kubernetes.io/instance=turn",
+                    RELAY_PODS,
                     "-o",
                     "name",
                 ])
