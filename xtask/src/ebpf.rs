@@ -120,8 +120,7 @@ fn artifact(stdout: &[u8]) -> Option<PathBuf> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|msg| msg["reason"] == "compiler-artifact")
         .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .filter(|path| path.file_name().is_some_and(|n| n == object::PROGRAM))
-        .next_back()
+        .rfind(|path| path.file_name().is_some_and(|n| n == object::PROGRAM))
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
