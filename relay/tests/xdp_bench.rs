@@ -495,8 +495,9 @@ fn log_tail(dir: &TempDir, path: Path) -> String {
 }
 
 /// Allocates and binds the channel from the client namespace, retrying with a fresh socket
-/// (coturn ignores a 5-tuple whose first datagram came while it was starting) until `deadline`.
-fn allocate(topo: &Topology, deadline: Instant) -> (TurnClient, SocketAddr) {
+/// (coturn ignores a 5-tuple whose first datagram came while it was starting) until `deadline`;
+/// `None` after that.
+fn allocate(topo: &Topology, deadline: Instant) -> Option<(TurnClient, SocketAddr)> {
     let server: SocketAddr = LISTEN.parse().expect("addr");
     let peer: SocketAddr = PEER.parse().expect("addr");
     loop {
@@ -510,13 +511,9 @@ fn allocate(topo: &Topology, deadline: Instant) -> (TurnClient, SocketAddr) {
             let relayed = client.allocate().ok()?;
             (client.channel_bind(CHANNEL, peer).is_none()).then_some((client, relayed))
         });
-        if let Some(done) = attempt {
-            return done;
+        if attempt.is_some() || Instant::now() >= deadline {
+            return attempt;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no allocation and channel through the relay"
-        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -630,7 +627,13 @@ fn start_server(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let (client, relayed) = allocate(topo, deadline);
+    let (client, relayed) = allocate(topo, deadline).unwrap_or_else(|| {
+        panic!(
+            "{}: no allocation and channel through the relay:\n{}",
+            path.name(),
+            log_tail(dir, path)
+        )
+    });
     client.socket.connect(client.server).expect("connect");
 
     // A few packets, checked at the peer: the first ones also resolve the neighbours (the XDP
