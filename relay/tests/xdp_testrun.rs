@@ -1508,6 +1508,78 @@ fn dropping_the_dataplane_detaches_the_program() {
     });
 }
 
+/// The benchmarks' floor (relay-ebpf/src/floor.rs) passes the verifier and does what it is
+/// measured doing: a UDP datagram of either family, whatever its destination, leaves rewritten
+/// as configured with checksums that verify (an IPv4 one without a checksum stays without);
+/// it redirects, or sends back out with an ifindex of 0; anything else goes up unchanged.
+#[test]
+fn the_floor_forwards_udp_and_passes_the_rest() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        let o = Opts {
+            tos: 0xB8,
+            flow_label: 0xBEEF5,
+            ..Opts::default()
+        };
+        let payload: Vec<u8> = (0..101).map(|i| (i * 13 + 5) as u8).collect();
+        for (from, to, src, dst) in [
+            (
+                "192.0.2.10:40000",
+                "192.0.2.1:3478",
+                "198.51.100.1:50000",
+                "198.51.100.20:6000",
+            ),
+            (
+                "[2001:db8:c::10]:40001",
+                "[2001:db8:c::1]:3478",
+                "[2001:db8:e::1]:50001",
+                "[2001:db8:e::20]:6001",
+            ),
+        ] {
+            let (src, dst) = (sa(src), sa(dst));
+            for (egress, verdict) in [(ifindex("xp0"), XDP_REDIRECT), (0, XDP_TX)] {
+                let mut fl = floor::Floor::load(&floor::Rewrite {
+                    dst_mac: PEER_MAC,
+                    src_mac: MAC_P,
+                    src,
+                    dst,
+                    ifindex: egress,
+                });
+                for o in [
+                    o,
+                    Opts {
+                        no_checksum: true,
+                        ..o
+                    },
+                ] {
+                    if o.no_checksum && src.is_ipv6() {
+                        continue;
+                    }
+                    let frame = udp_frame(MAC_C, CLIENT_MAC, sa(from), sa(to), &payload, o);
+                    let r = fl.test_run("floor", &frame, ifindex("xc0"), 1);
+                    assert_eq!(r.verdict, verdict, "{from} -> {dst}");
+                    assert_eq!(
+                        r.output,
+                        udp_frame(PEER_MAC, MAC_P, src, dst, &payload, o),
+                        "{from} -> {dst}, no checksum: {}",
+                        o.no_checksum
+                    );
+                    assert_checksums(&r.output);
+                }
+                // Not UDP, and not IP: up, unchanged.
+                let mut tcp = ip_frame(MAC_C, CLIENT_MAC, sa(from).ip(), sa(to).ip(), 6, 20, o);
+                tcp.extend_from_slice(&[0u8; 20]);
+                let arp = [&MAC_C[..], &CLIENT_MAC, &[0x08, 0x06], &[0; 28]].concat();
+                for frame in [tcp, arp] {
+                    let r = fl.test_run("floor", &frame, ifindex("xc0"), 1);
+                    assert_eq!((r.verdict, r.output), (XDP_PASS, frame));
+                }
+            }
+        }
+    });
+}
+
 /// One forwarded path of `bench_ns_per_packet`: a packet the relay's program forwards, and the
 /// floor's rewrite of the same packet out of the same interface.
 struct BenchPath {
