@@ -1,6 +1,10 @@
 //! `cargo xtask bench-xdp` runs this after the BPF_PROG_TEST_RUN figures (root, release build):
-//! relayed packets per CPU-second, end to end, for our relay with XDP (native), our relay in
-//! userspace only, and coturn's turnserver, one after the other on the same topology.
+//! relayed packets per CPU-second, end to end, for the floor (relay-ebpf/src/floor.rs, a minimal
+//! XDP forwarder attached in native mode where the relay's program would be, with no server
+//! behind it), our relay with XDP (native), our relay in userspace only, and coturn's
+//! turnserver, one after the other on the same topology; ours beside the floor and beside
+//! coturn. Each rate ends with a line `BENCH-XDP-E2E {json}` of its figures, which the xtask
+//! puts into its RESULT line.
 //!
 //! client ns ⇄ relay ns ⇄ peer ns over two veth pairs, every veth end with NAPI (GRO on) in
 //! threaded mode, so that receive work runs in kernel threads that can be pinned: the relay's two
@@ -31,6 +35,8 @@
 #![cfg(target_os = "linux")]
 
 mod common;
+#[path = "common/floor.rs"]
+mod floor;
 #[path = "common/netns.rs"]
 mod netns;
 
@@ -42,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use common::turn::TurnClient;
 use common::{Guard, TempDir, http_get, metric_value, relay_bin, require};
-use netns::{Netns, must, short_id};
+use netns::{Netns, mac_str, must, short_id};
 use quinn_udp::{Transmit, UdpSocketState};
 use relay::dataplane::PROGRAM_BUILT;
 use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
@@ -63,6 +69,10 @@ const BATCH: usize = 64;
 /// The relay's and every NAPI thread's nice value, the same for every path: other work on a
 /// shared machine delays the relaying less, and the peer's receive goes before the sender.
 const NICE: i32 = -10;
+/// The MAC address the relay's namespace gives the peer while measuring (see `measure`).
+const SINK_DROP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+/// Where the floor's datagrams leave from: the relay's address, a port of its range.
+const FLOOR_SOURCE: &str = "10.78.2.2:40000";
 
 /// From the environment, as `cargo xtask bench-xdp` passes them.
 struct Settings {
@@ -71,7 +81,7 @@ struct Settings {
     rates: Vec<u64>,
     relay_cpu: usize,
     sender_cpu: usize,
-    /// Which of xdp, userspace, coturn to run (XDPTURN_BENCH_PATHS, comma-separated).
+    /// Which of floor, xdp, userspace, coturn to run (XDPTURN_BENCH_PATHS, comma-separated).
     paths: Vec<String>,
     /// How the sender sends: `gso` (UDP_SEGMENT) or `sendmmsg` (XDPTURN_BENCH_SENDER).
     sender: String,
@@ -103,7 +113,7 @@ impl Settings {
             sender: var("XDPTURN_BENCH_SENDER", "gso".to_owned()),
             repeat: var("XDPTURN_BENCH_REPEAT", 1_usize).max(1),
             paths: std::env::var("XDPTURN_BENCH_PATHS")
-                .unwrap_or_else(|_| "xdp,userspace,coturn".into())
+                .unwrap_or_else(|_| "floor,xdp,userspace,coturn".into())
                 .split(',')
                 .map(|p| p.trim().to_lowercase())
                 .collect(),
@@ -412,6 +422,7 @@ fn pin_current_thread(cpu: usize) {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path {
+    Floor,
     Xdp,
     Userspace,
     Coturn,
@@ -420,6 +431,7 @@ enum Path {
 impl Path {
     fn name(self) -> &'static str {
         match self {
+            Path::Floor => "floor XDP (native)",
             Path::Xdp => "xdpturn XDP (native)",
             Path::Userspace => "xdpturn userspace",
             Path::Coturn => "coturn",
@@ -435,6 +447,7 @@ fn start(path: Path, topo: &Topology, s: &Settings, dir: &TempDir) -> Guard {
         .args(["nice", "-n", &NICE.to_string()])
         .args(["taskset", "-c", &s.relay_cpu.to_string()]);
     match path {
+        Path::Floor => unreachable!("the floor is a program, not a server"),
         Path::Xdp | Path::Userspace => {
             cmd.arg(relay_bin())
                 .args(["--listen", LISTEN, "--metrics-listen", METRICS])
@@ -482,8 +495,9 @@ fn log_tail(dir: &TempDir, path: Path) -> String {
 }
 
 /// Allocates and binds the channel from the client namespace, retrying with a fresh socket
-/// (coturn ignores a 5-tuple whose first datagram came while it was starting) until `deadline`.
-fn allocate(topo: &Topology, deadline: Instant) -> (TurnClient, SocketAddr) {
+/// (coturn ignores a 5-tuple whose first datagram came while it was starting) until `deadline`;
+/// `None` after that.
+fn allocate(topo: &Topology, deadline: Instant) -> Option<(TurnClient, SocketAddr)> {
     let server: SocketAddr = LISTEN.parse().expect("addr");
     let peer: SocketAddr = PEER.parse().expect("addr");
     loop {
@@ -497,13 +511,9 @@ fn allocate(topo: &Topology, deadline: Instant) -> (TurnClient, SocketAddr) {
             let relayed = client.allocate().ok()?;
             (client.channel_bind(CHANNEL, peer).is_none()).then_some((client, relayed))
         });
-        if let Some(done) = attempt {
-            return done;
+        if attempt.is_some() || Instant::now() >= deadline {
+            return attempt;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no allocation and channel through the relay"
-        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -595,34 +605,40 @@ struct Figures {
     sender_cpu_s: f64,
 }
 
-/// One path: start its server, allocate, check a few packets, measure, stop it.
-fn measure(
+/// Starts the server for `path`, allocates and binds the channel, and checks that a few
+/// packets reach the peer from the relayed address, intact. Returns the server and the client's
+/// socket, connected to the server.
+fn start_server(
     path: Path,
     topo: &Topology,
     sink: &UdpSocket,
     s: &Settings,
-    pps: u64,
-    hz: f64,
-) -> Figures {
-    let dir = TempDir::new("xdp-bench");
-    let server = start(path, topo, s, &dir);
+    dir: &TempDir,
+) -> (Guard, UdpSocket) {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let server = start(path, topo, s, dir);
     if path == Path::Xdp {
         while topo.metric("xdpturn_xdp_attached") != 1.0 {
             assert!(
                 Instant::now() < deadline,
                 "the relay did not attach XDP in native mode:\n{}",
-                log_tail(&dir, path)
+                log_tail(dir, path)
             );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let (client, relayed) = allocate(topo, deadline);
+    let (client, relayed) = allocate(topo, deadline).unwrap_or_else(|| {
+        panic!(
+            "{}: no allocation and channel through the relay:\n{}",
+            path.name(),
+            log_tail(dir, path)
+        )
+    });
     client.socket.connect(client.server).expect("connect");
 
     // A few packets, checked at the peer: the first ones also resolve the neighbours (the XDP
     // program passes a packet up while its next hop is unknown).
-    let data: Vec<u8> = (0..DATA_LEN).map(|i| i as u8).collect();
+    let data = bench_data();
     let packet = channel_data(&data);
     sink.set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
@@ -633,23 +649,114 @@ fn measure(
             panic!(
                 "{}: packet {i} did not reach the peer: {e}\n{}",
                 path.name(),
-                log_tail(&dir, path)
+                log_tail(dir, path)
             )
         });
         assert_eq!(&buf[..n], &data[..], "{}: payload", path.name());
         assert_eq!(from, relayed, "{}: source address", path.name());
         std::thread::sleep(Duration::from_millis(10));
     }
+    (server, client.socket)
+}
+
+/// The application data of every packet sent.
+fn bench_data() -> Vec<u8> {
+    (0..DATA_LEN).map(|i| i as u8).collect()
+}
+
+/// Attaches the floor (relay-ebpf/src/floor.rs) in native mode to the relay's client-side
+/// veth, in the relay's place: every UDP datagram arriving there leaves by the peer-side veth
+/// from the relay's address to the peer, addressed to the MAC address the relay's namespace
+/// gives the peer while measuring (so the peer's IP layer drops the frames, as it does the
+/// other paths'). Sends a few packets and checks that as many frames reach the peer's veth.
+/// (Not at the peer's socket: the client's datagrams arrive with partial checksums, which the
+/// floor updates as if they were complete, and the peer would drop them for that; the relay's
+/// program tells the two apart.) Returns the floor, attached while it lives, and a client
+/// socket connected to the listener's address.
+fn start_floor(topo: &Topology) -> (floor::Floor, UdpSocket) {
+    let ifindex = topo.relay.enter(|| {
+        let socket = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            None,
+        )
+        .expect("socket");
+        rustix::net::netdevice::name_to_index(&socket, &topo.rb).expect("ifindex")
+    });
+    let src_mac = mac_of(&topo.relay, &topo.rb);
+    let mut fl = floor::Floor::load(&floor::Rewrite {
+        dst_mac: SINK_DROP_MAC,
+        src_mac,
+        src: FLOOR_SOURCE.parse().expect("addr"),
+        dst: PEER.parse().expect("addr"),
+        ifindex,
+    });
+    topo.relay.enter(|| fl.attach_native(&topo.ra));
+    let socket = topo.client.enter(|| {
+        let socket = UdpSocket::bind(format!("{CLIENT_IP}:0")).expect("bind the client");
+        socket.connect(LISTEN).expect("connect");
+        socket
+    });
+    let packet = channel_data(&bench_data());
+    let before = topo.dev_stats()[3][1];
+    for _ in 0..20 {
+        socket.send(&packet).expect("send");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let arrived = topo.dev_stats()[3][1] - before;
+    assert!(
+        arrived >= 20,
+        "the floor: {arrived} of 20 frames reached the peer's veth"
+    );
+    (fl, socket)
+}
+
+/// `dev`'s MAC address in `ns`, from `ip -br link`.
+fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-br", "link", "show", "dev", dev])
+        .output()
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mac = text.split_whitespace().nth(2).expect("a MAC address");
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+        .collect();
+    bytes.try_into().expect("6 bytes")
+}
+
+/// One path: start its server (or attach the floor), check a few packets, measure, stop it.
+fn measure(
+    path: Path,
+    topo: &Topology,
+    sink: &UdpSocket,
+    s: &Settings,
+    pps: u64,
+    hz: f64,
+) -> Figures {
+    let dir = TempDir::new("xdp-bench");
+    let (server, floor, socket) = if path == Path::Floor {
+        let (fl, socket) = start_floor(topo);
+        (None, Some(fl), socket)
+    } else {
+        let (server, socket) = start_server(path, topo, sink, s, &dir);
+        (Some(server), None, socket)
+    };
+    let packet = channel_data(&bench_data());
+    let mut buf = [0u8; 2048];
+    let server_pid = server.as_ref().map_or(0, |g| g.0.id());
     let (napi, pinned) = topo.pin_napi(s);
     let relay_tasks = || -> u64 {
-        task_runtime(server.0.id()) + napi.iter().map(|&t| task_runtime(t)).sum::<u64>()
+        server.as_ref().map_or(0, |g| task_runtime(g.0.id()))
+            + napi.iter().map(|&t| task_runtime(t)).sum::<u64>()
     };
     let napi_runtime = || -> u64 { napi.iter().map(|&t| task_runtime(t)).sum::<u64>() };
     let xdp_series = r#"xdpturn_relayed_packets_total{datapath="xdp",direction="client_to_peer",transport="udp"}"#;
-    let xdp_before = if path == Path::Coturn {
-        0.0
-    } else {
+    let xdp_before = if path == Path::Xdp || path == Path::Userspace {
         topo.metric(xdp_series)
+    } else {
+        0.0
     };
 
     // While measuring, the relay addresses the peer by a MAC address that is not the peer's:
@@ -659,7 +766,8 @@ fn measure(
     let sink_drop = |on: bool| {
         if on {
             topo.relay.ip(&format!(
-                "neigh replace 10.78.2.1 lladdr 02:00:00:00:00:99 dev {} nud permanent",
+                "neigh replace 10.78.2.1 lladdr {} dev {} nud permanent",
+                mac_str(&SINK_DROP_MAC),
                 topo.rb
             ));
         } else {
@@ -679,7 +787,7 @@ fn measure(
         cpu_ticks(s.sender_cpu),
         Instant::now(),
     );
-    let (sent, took) = blast(&client.socket, &packet, s, pps);
+    let (sent, took) = blast(&socket, &packet, s, pps);
     // What is still queued drains within the window.
     std::thread::sleep(Duration::from_millis(300));
     let (r1, s1, t1) = (
@@ -688,7 +796,7 @@ fn measure(
         Instant::now(),
     );
     let (k1, n1) = (relay_tasks(), napi_runtime());
-    let others = others_runtime(&others0, &all_tasks(), server.0.id(), &pinned);
+    let others = others_runtime(&others0, &all_tasks(), server_pid, &pinned);
     let forks = forks() - forks0;
     let pinned = pinned.len();
     let dev1 = topo.dev_stats();
@@ -709,7 +817,7 @@ fn measure(
     let napi_cpu_s = (n1 - n0) as f64 / 1e9;
     let delivered = delta(3, 1);
 
-    let xdp = if path == Path::Coturn {
+    let xdp = if path != Path::Xdp && path != Path::Userspace {
         0.0
     } else {
         // The kernel counters are exported once a second.
@@ -717,6 +825,7 @@ fn measure(
         topo.metric(xdp_series) - xdp_before
     };
     drop(server);
+    drop(floor);
     let figures = Figures {
         path,
         offered_pps: sent as f64 / took.as_secs_f64(),
@@ -754,7 +863,7 @@ fn measure(
             xdp == 0.0,
             "userspace path: the kernel counted {xdp} packets"
         ),
-        Path::Coturn => {}
+        Path::Coturn | Path::Floor => {}
     }
     // Empty the sink for the next path.
     sink.set_read_timeout(Some(Duration::from_millis(1)))
@@ -796,7 +905,7 @@ fn bench_packets_per_cpu_second() {
             format!("{pps} pps")
         };
         println!("\n--> offered: {offered}");
-        let all: Vec<Figures> = [Path::Xdp, Path::Userspace, Path::Coturn]
+        let all: Vec<Figures> = [Path::Floor, Path::Xdp, Path::Userspace, Path::Coturn]
             .into_iter()
             .filter(|p| s.paths.contains(&format!("{p:?}").to_lowercase()))
             .map(|p| {
@@ -809,10 +918,40 @@ fn bench_packets_per_cpu_second() {
             })
             .collect();
         print_table(&all);
+        print_part(pps, &all);
     }
 }
 
-/// `a / b` as "12.3x", or "-" without coturn's figure.
+/// The line `cargo xtask bench-xdp` puts into its RESULT line for this rate: packets per
+/// CPU-second of the relay core per path (null for a path not run), and the loss of ours and
+/// coturn's.
+fn print_part(pps: u64, all: &[Figures]) {
+    let find = |p: Path| all.iter().find(|f| f.path == p);
+    let per = |p: Path| {
+        find(p).map_or("null".to_owned(), |f| {
+            format!("{:.0}", f.delivered_pps * f.took / f.relay_cpu_s.max(1e-3))
+        })
+    };
+    let loss = |p: Path| find(p).map_or("null".to_owned(), |f| format!("{:.2}", f.loss));
+    let rate = if pps == 0 {
+        "max".to_owned()
+    } else {
+        pps.to_string()
+    };
+    println!(
+        "BENCH-XDP-E2E {{\"path\": \"channel_c2p_v4\", \"rate\": \"{rate}\", \"figures\": \
+         {{\"floor\": {}, \"ours\": {}, \"userspace\": {}, \"coturn\": {}, \
+         \"ours_loss_pct\": {}, \"coturn_loss_pct\": {}}}}}",
+        per(Path::Floor),
+        per(Path::Xdp),
+        per(Path::Userspace),
+        per(Path::Coturn),
+        loss(Path::Xdp),
+        loss(Path::Coturn),
+    );
+}
+
+/// `a / b` as "12.3x", or "-" without b's figure.
 fn ratio(a: f64, b: f64) -> String {
     if b.is_nan() {
         "-".into()
@@ -827,14 +966,18 @@ fn print_table(all: &[Figures]) {
     let (c_core, c_tasks) = coturn.map_or((f64::NAN, f64::NAN), |c| {
         (per(c, c.relay_cpu_s), per(c, c.tasks_cpu_s))
     });
+    let f_core = all
+        .iter()
+        .find(|f| f.path == Path::Floor)
+        .map_or(f64::NAN, |f| per(f, f.relay_cpu_s));
     println!(
         "\nrelay core: its elapsed minus idle and steal time, everything on it (bg: its busy \
          share just before, the relay idle: others' work on a shared machine); relay tasks: \
          scheduler runtime of the server's threads and its veths' NAPI threads"
     );
-    let row = |cells: [&str; 12]| {
+    let row = |cells: [&str; 13]| {
         println!(
-            "{:<21} {:>8} {:>9} {:>5} {:>7} {:>4} {:>7} {:>7} {:>10} {:>6} {:>10} {:>6}",
+            "{:<21} {:>8} {:>9} {:>5} {:>7} {:>4} {:>7} {:>7} {:>10} {:>6} {:>6} {:>10} {:>6}",
             cells[0],
             cells[1],
             cells[2],
@@ -846,7 +989,8 @@ fn print_table(all: &[Figures]) {
             cells[8],
             cells[9],
             cells[10],
-            cells[11]
+            cells[11],
+            cells[12]
         );
     };
     row([
@@ -860,12 +1004,13 @@ fn print_table(all: &[Figures]) {
         "sender",
         "pkts/CPU-s",
         "vs",
+        "vs",
         "pkts/CPU-s",
         "vs",
     ]);
     row([
-        "", "pps", "pps", "%", "core s", "%", "tasks s", "core s", "core", "coturn", "tasks",
-        "coturn",
+        "", "pps", "pps", "%", "core s", "%", "tasks s", "core s", "core", "floor", "coturn",
+        "tasks", "coturn",
     ]);
     for f in all {
         let (core, tasks) = (per(f, f.relay_cpu_s), per(f, f.tasks_cpu_s));
@@ -879,6 +1024,7 @@ fn print_table(all: &[Figures]) {
             &format!("{:.2}", f.tasks_cpu_s),
             &format!("{:.2}", f.sender_cpu_s),
             &format!("{core:.0}"),
+            &ratio(core, f_core),
             &ratio(core, c_core),
             &format!("{tasks:.0}"),
             &ratio(tasks, c_tasks),

@@ -4,22 +4,35 @@
 //! (root):
 //!
 //!  1. `bench_ns_per_packet` of relay/tests/xdp_testrun.rs: it reuses that file's network
-//!     namespace (veths, neighbours), loads the program through `relay::dataplane`,
-//!     binds a channel per family pair, and prints the kernel-measured time per run for
-//!     client -> peer and peer -> client, next to packets the program passes up.
+//!     namespace (veths, neighbours), loads the program through `relay::dataplane`, binds
+//!     channels, an allocation with a permission and a same-relay pair, and prints, for every
+//!     forwarded path, the kernel-measured time of the program per packet under
+//!     BPF_PROG_TEST_RUN (no run-time statistics) beside the floor's (relay-ebpf/src/floor.rs,
+//!     a minimal forwarder) on the same packet, with `repeat` = 1,000,000 where it works (see
+//!     the test for why it does not for the relay's program).
 //!
 //!  2. `bench_packets_per_cpu_second` of relay/tests/xdp_bench.rs: client ns -> relay ns -> peer
 //!     ns over veth, a UDP_SEGMENT (or sendmmsg) sender on one core, the server under test and
-//!     its veths' NAPI threads on the other; our relay with XDP (native), our relay in
-//!     userspace, coturn's turnserver, one after the other; relayed packets per CPU-second of
-//!     the relay core (elapsed minus idle and steal, /proc/stat) and of the relay's own tasks
-//!     (scheduler runtime), with the ratio to coturn.
+//!     its veths' NAPI threads on the other; the floor attached in the relay's place, our relay
+//!     with XDP (native), our relay in userspace, coturn's turnserver, one after the other;
+//!     relayed packets per CPU-second of the relay core (elapsed minus idle and steal,
+//!     /proc/stat) and of the relay's own tasks (scheduler runtime), with the ratios to the
+//!     floor and to coturn. ChannelData from the client to the peer, IPv4: the one path it
+//!     drives.
+//!
+//! The two print their figures also as lines `BENCH-XDP-TESTRUN {json}` and `BENCH-XDP-E2E
+//! {json}`, from which this command ends with one line, `RESULT bench-xdp {json}`:
+//! `{"paths": {"<path>": {"prog_ns", "floor_prog_ns", "rates": {"<offered pps, or max>":
+//! {"floor", "ours", "userspace", "coturn" (packets per relay-core CPU-second), "ours_loss_pct",
+//! "coturn_loss_pct"}}}}}`, with null for every figure not measured (a path the end-to-end
+//! benchmark does not drive, a part left out with `--testrun-only` or `--end-to-end-only`).
 //!
 //! The machine may be shared and noisy: the figures are figures, not assertions.
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use serde_json::{Map, Value, json};
 
 use crate::cmd::Cmd;
 use crate::test::apt_packages;
@@ -73,10 +86,10 @@ pub struct Args {
     )]
     pub sender_cpu: u32,
 
-    /// End to end: which paths, comma-separated, of xdp, userspace, coturn.
+    /// End to end: which paths, comma-separated, of floor, xdp, userspace, coturn.
     #[arg(
         long,
-        default_value = "xdp,userspace,coturn",
+        default_value = "floor,xdp,userspace,coturn",
         env = "XDPTURN_BENCH_PATHS",
         value_name = "PATH,..."
     )]
@@ -134,8 +147,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     ebpf::run(&ebpf::Args::default())?;
     let root = repo_root();
+    let mut output = String::new();
     if !args.end_to_end_only {
-        Cmd::new("cargo")
+        output += &Cmd::new("cargo")
             .current_dir(&root)
             .env("XDPTURN_BENCH_RUNS", &args.runs.to_string())
             .args(["test", "--release", "-p", "relay", "--test", "xdp_testrun"])
@@ -146,10 +160,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 "bench_ns_per_packet",
                 "--nocapture",
             ])
-            .run()?;
+            .tee()?;
     }
     if !args.testrun_only {
-        Cmd::new("cargo")
+        output += &Cmd::new("cargo")
             .current_dir(&root)
             .env("XDPTURN_BENCH_SECS", &args.secs.to_string())
             .env("XDPTURN_BENCH_PPS", &args.pps)
@@ -167,7 +181,124 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 "bench_packets_per_cpu_second",
                 "--nocapture",
             ])
-            .run()?;
+            .tee()?;
     }
+    let rates: Vec<String> = if args.testrun_only {
+        Vec::new()
+    } else {
+        args.pps
+            .split(',')
+            .map(|r| match r.trim() {
+                "0" => "max".to_owned(),
+                r => r.to_owned(),
+            })
+            .collect()
+    };
+    let result = assemble(&output, &rates)?;
+    println!("\nRESULT bench-xdp {result}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The paths the RESULT line always has (more when the tests measure more).
+const PATHS: [&str; 8] = [
+    "channel_c2p_v4",
+    "channel_p2c_v4",
+    "channel_c2p_v6",
+    "channel_p2c_v6",
+    "send_v4",
+    "data_v4",
+    "same_relay_v4",
+    "cross_v4_v6",
+];
+
+/// The RESULT line's JSON from the tests' `BENCH-XDP-TESTRUN` and `BENCH-XDP-E2E` lines in
+/// `output`: every path of [`PATHS`] and of the lines, each with every rate of `rates` (the
+/// offered rates, `max` for flat out) and of the lines; null where nothing was measured.
+fn assemble(output: &str, rates: &[String]) -> Result<Value> {
+    let nulls = || {
+        json!({"floor": null, "ours": null, "userspace": null, "coturn": null,
+               "ours_loss_pct": null, "coturn_loss_pct": null})
+    };
+    let mut paths = Map::new();
+    let entry = |paths: &mut Map<String, Value>, key: &str| {
+        paths
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                let rates: Map<String, Value> =
+                    rates.iter().map(|r| (r.clone(), nulls())).collect();
+                json!({"prog_ns": null, "floor_prog_ns": null, "rates": rates})
+            })
+            .clone()
+    };
+    for key in PATHS {
+        entry(&mut paths, key);
+    }
+    for line in output.lines() {
+        if let Some(part) = line.strip_prefix("BENCH-XDP-TESTRUN ") {
+            let part: Map<String, Value> = serde_json::from_str(part)
+                .with_context(|| format!("the TestRun figures: {part}"))?;
+            for (key, figures) in part {
+                let mut path = entry(&mut paths, &key);
+                path["prog_ns"] = figures["prog_ns"].clone();
+                path["floor_prog_ns"] = figures["floor_prog_ns"].clone();
+                paths.insert(key, path);
+            }
+        } else if let Some(part) = line.strip_prefix("BENCH-XDP-E2E ") {
+            let part: Value = serde_json::from_str(part)
+                .with_context(|| format!("the end-to-end figures: {part}"))?;
+            let (Some(key), Some(rate)) = (part["path"].as_str(), part["rate"].as_str()) else {
+                anyhow::bail!("an end-to-end line without its path or rate: {part}");
+            };
+            let mut path = entry(&mut paths, key);
+            path["rates"][rate] = part["figures"].clone();
+            paths.insert(key.to_owned(), path);
+        }
+    }
+    // Rates measured for one path are rates of every path (null where not measured there).
+    let all_rates: Vec<String> = paths
+        .values()
+        .filter_map(|p| p["rates"].as_object())
+        .flat_map(|r| r.keys().cloned())
+        .collect();
+    for path in paths.values_mut() {
+        if let Some(r) = path["rates"].as_object_mut() {
+            for rate in &all_rates {
+                r.entry(rate.clone()).or_insert_with(nulls);
+            }
+        }
+    }
+    Ok(json!({ "paths": paths }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembles_the_result_line() {
+        let output = "noise\n\
+            BENCH-XDP-TESTRUN {\"channel_c2p_v4\": {\"prog_ns\": 250.5, \"floor_prog_ns\": 10.0, \
+            \"prog_single_ns\": 340.0}, \"cross_v6_v4\": {\"prog_ns\": 280.0, \"floor_prog_ns\": 20.0}}\n\
+            BENCH-XDP-E2E {\"path\": \"channel_c2p_v4\", \"rate\": \"max\", \"figures\": \
+            {\"floor\": 523212, \"ours\": 428627, \"userspace\": null, \"coturn\": 50000, \
+            \"ours_loss_pct\": 15.19, \"coturn_loss_pct\": 60.0}}\n";
+        let rates = ["50000".to_owned(), "max".to_owned()];
+        let result = assemble(output, &rates).expect("assembles");
+        let paths = result["paths"].as_object().expect("an object");
+        assert_eq!(paths.len(), PATHS.len() + 1, "the eight, and cross_v6_v4");
+        let c2p = &paths["channel_c2p_v4"];
+        assert_eq!(c2p["prog_ns"], json!(250.5));
+        assert_eq!(c2p["floor_prog_ns"], json!(10.0));
+        assert!(c2p.get("prog_single_ns").is_none());
+        assert_eq!(c2p["rates"]["max"]["ours"], json!(428627));
+        assert_eq!(c2p["rates"]["max"]["coturn_loss_pct"], json!(60.0));
+        assert_eq!(c2p["rates"]["50000"]["ours"], Value::Null);
+        let send = &paths["send_v4"];
+        assert_eq!(send["prog_ns"], Value::Null);
+        assert_eq!(send["rates"]["max"]["floor"], Value::Null);
+        assert_eq!(
+            paths["cross_v6_v4"]["rates"]["50000"]["coturn"],
+            Value::Null
+        );
+    }
 }

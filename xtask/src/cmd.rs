@@ -98,6 +98,36 @@ impl Cmd {
             .ok()
     }
 
+    /// Runs with stdout shown line by line as it comes and also captured (stderr inherited);
+    /// fails unless it exits successfully. For long runs whose output is also read.
+    pub fn tee(mut self) -> Result<String> {
+        use std::io::{BufRead as _, BufReader};
+        self.announce();
+        let mut child = self
+            .inner
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("could not start `{}`", self.shown))?;
+        let mut captured = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.with_context(|| format!("reading `{}`", self.shown))?;
+                println!("{line}");
+                captured.push_str(&line);
+                captured.push('\n');
+            }
+        }
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for `{}`", self.shown))?;
+        if !status.success() {
+            bail!("`{}` failed ({status})", self.shown);
+        }
+        Ok(captured)
+    }
+
     /// Runs with stdout captured (stderr inherited); fails unless it exits successfully.
     pub fn stdout(mut self) -> Result<Vec<u8>> {
         self.announce();

@@ -112,14 +112,15 @@ pub fn install_toolchain() -> Result<()> {
     }
 }
 
-/// The executable cargo reported in its JSON messages (the last one, if several).
+/// The relay's program among the executables cargo reported in its JSON messages (the last
+/// one, if several): relay-ebpf also builds the benchmark's floor (`object::FLOOR`).
 fn artifact(stdout: &[u8]) -> Option<PathBuf> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|msg| msg["reason"] == "compiler-artifact")
         .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .next_back()
+        .rfind(|path| path.file_name().is_some_and(|n| n == object::PROGRAM))
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -144,6 +145,7 @@ mod tests {
         let out = br#"{"reason":"compiler-artifact","executable":null}
 not json
 {"reason":"compiler-artifact","executable":"/x/bpfel-unknown-none/release/xdpturn"}
+{"reason":"compiler-artifact","executable":"/x/bpfel-unknown-none/release/floor"}
 {"reason":"build-finished","success":true}
 "#;
         assert_eq!(

@@ -24,11 +24,24 @@ pub fn target_dir(repo_root: &Path) -> PathBuf {
     crate_dir(repo_root).join("target")
 }
 
-/// The object a release build leaves (the program's binary, `xdpturn`): what relay/build.rs
+/// The relay's program: the name of its binary in relay-ebpf, and so of its object.
+pub const PROGRAM: &str = "xdpturn";
+
+/// The benchmark's floor (relay-ebpf/src/floor.rs): built beside the relay's program, never
+/// embedded; `cargo xtask bench-xdp` loads it from the file.
+pub const FLOOR: &str = "floor";
+
+/// The object a release build leaves (the program's binary, [`PROGRAM`]): what relay/build.rs
 /// embeds unless [`OBJECT_VAR`] names another.
 pub fn release_object(repo_root: &Path) -> PathBuf {
-    target_dir(repo_root)
-        .join(TARGET)
-        .join("release")
-        .join("xdpturn")
+    release_dir(repo_root).join(PROGRAM)
+}
+
+/// The floor's object from a release build.
+pub fn floor_object(repo_root: &Path) -> PathBuf {
+    release_dir(repo_root).join(FLOOR)
+}
+
+fn release_dir(repo_root: &Path) -> PathBuf {
+    target_dir(repo_root).join(TARGET).join("release")
 }
