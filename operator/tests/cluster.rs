@@ -683,6 +683,26 @@ fn a_turncluster_on_a_real_node_carries_calls() {
     );
     let service = SocketAddr::from((cluster_ip(NS, "turn-d"), 3478));
     let netns = format!("--net=/run/netns/{}", cluster.netns);
+    // Ready says the relay is; kube-proxy programs the Service's endpoint a moment later (until
+    // then it rejects, and uclient's send fails with EPERM). Short calls, a user each (the
+    // quota), until one goes through.
+    let mut attempt = 0;
+    eventually(
+        "kube-proxy serving the Deployment's Service",
+        Duration::from_secs(60),
+        || {
+            attempt += 1;
+            let user = format!("probe{attempt}");
+            let probe = uclient_with(
+                &["nsenter", &netns],
+                service,
+                peer,
+                &["-W", shared.as_str(), "-u", &user, "-m", "1", "-n", "5"],
+                TOOL_TIMEOUT,
+            );
+            (probe.received > 0).then_some(())
+        },
+    );
     let stats = uclient_with(
         &["nsenter", &netns],
         service,
