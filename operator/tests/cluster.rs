@@ -27,13 +27,13 @@ mod prometheus;
 #[path = "../../relay/tests/common/uclient.rs"]
 mod uclient;
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use prometheus::{Prometheus, dashboard, queries, substitute};
+use prometheus::{Prometheus, dashboard, get, get_with, queries, substitute};
 use serde_json::{Value as Json, json};
 use uclient::{echo_peer, uclient, uclient_with};
 
@@ -256,26 +256,6 @@ fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Optio
     }
 }
 
-fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
-}
-
 /// The sum of every series of `name` whose labels contain all of `labels`.
 fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
@@ -438,11 +418,7 @@ fn a_turncluster_on_a_real_node_carries_calls() {
 
     let server = SocketAddr::from((cluster.node_ip, 3478));
     let metrics = SocketAddr::from((cluster.node_ip, 9641));
-    let scrape = || {
-        http_get(metrics, "/metrics", None)
-            .map(|(_, body)| body)
-            .unwrap_or_default()
-    };
+    let scrape = || get(metrics, "/metrics").1;
     assert_eq!(
         metric_sum(&scrape(), "xdpturn_xdp_attached", &[]),
         1.0,
@@ -472,12 +448,11 @@ fn a_turncluster_on_a_real_node_carries_calls() {
     }
 
     // A credential from the relays' API, with the token from the TurnCluster's Secret.
-    let (status, body) = http_get(
+    let (status, body) = get_with(
         metrics,
         "/api/v1/credentials?user=bob&ttl=600",
         Some(&token),
-    )
-    .unwrap();
+    );
     assert_eq!(status, 200, "{body}");
     let creds: Json = serde_json::from_str(&body).unwrap();
     let (user, password) = (

@@ -266,7 +266,7 @@ fn utf8(path: &Path) -> Result<String> {
 
 /// Cargo for one step. Incremental compilation is off: a test run builds each crate once, and
 /// its caches (gigabytes for this workspace) would only fill the disk.
-fn cargo(root: &Path) -> Cmd {
+pub(crate) fn cargo(root: &Path) -> Cmd {
     Cmd::new("cargo")
         .current_dir(root)
         .env("CARGO_INCREMENTAL", "0")

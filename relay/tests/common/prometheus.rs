@@ -226,12 +226,20 @@ fn free_port() -> u16 {
 
 /// GET over HTTP/1.0, so that the answer comes whole, without chunked encoding.
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_with(addr, path, None)
+}
+
+/// [`get`] with `Authorization: Bearer <token>` when given. Status 0 when no answer came.
+pub fn get_with(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
         return (0, String::new());
     };
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").is_err() {
         return (0, String::new());
     }
     let mut response = String::new();

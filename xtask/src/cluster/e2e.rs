@@ -9,9 +9,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::{Cluster, down};
-use crate::cmd::Cmd;
 use crate::images::{self, Platform};
-use crate::{envtest, repo_root};
+use crate::{envtest, repo_root, test};
 
 /// The cluster's components, whose logs are shown when the test fails.
 const COMPONENTS: &[&str] = &[
@@ -25,11 +24,7 @@ const COMPONENTS: &[&str] = &[
 
 pub fn run(skip_install: bool) -> Result<()> {
     let root = repo_root();
-    let platform = if cfg!(target_arch = "aarch64") {
-        Platform::Arm64
-    } else {
-        Platform::Amd64
-    };
+    let platform = Platform::host();
     if !skip_install {
         images::install(&[platform])?;
     }
@@ -69,9 +64,7 @@ fn test(root: &Path, cluster: &Cluster, archives: &[(std::path::PathBuf, String)
         .to_str()
         .context("the cluster's directory is not UTF-8")?;
     let kubectl = cluster.bin.join("kubectl");
-    Cmd::new("cargo")
-        .current_dir(root)
-        .env("CARGO_INCREMENTAL", "0")
+    test::cargo(root)
         .env("XDPTURN_CLUSTER", dir)
         .env(
             "XDPTURN_KUBECTL",

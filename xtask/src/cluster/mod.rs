@@ -190,11 +190,7 @@ impl Cluster {
             .with_context(|| format!("writing {}", self.kubeconfig.display()))?;
         components::control_plane(node, &self.bin, &pki, &self.kubeconfig)?;
         components::containerd(node)?;
-        let platform = if cfg!(target_arch = "aarch64") {
-            Platform::Arm64
-        } else {
-            Platform::Amd64
-        };
+        let platform = Platform::host();
         let pause = node.dir.join("pause.tar");
         images::write_single(
             &repo_root(),

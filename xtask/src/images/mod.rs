@@ -86,6 +86,15 @@ pub enum Platform {
 impl Platform {
     pub const ALL: [Platform; 2] = [Platform::Amd64, Platform::Arm64];
 
+    /// The platform of this machine (what a cluster on it runs).
+    pub fn host() -> Self {
+        if cfg!(target_arch = "aarch64") {
+            Platform::Arm64
+        } else {
+            Platform::Amd64
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Platform::Amd64 => "amd64",
