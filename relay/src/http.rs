@@ -20,18 +20,35 @@ use tokio::net::TcpListener;
 use crate::credentials;
 use crate::metrics::Metrics;
 
-/// Binds the HTTP listener; errors here stop start-up with a clear message.
+/// Binds the HTTP listener; errors here stop start-up with a clear message. With
+/// SO_REUSEPORT, as the STUN/TURN listeners: a relay that takes over a host's ports from
+/// another (serve/handover.rs) binds it beside the old one's, which closes its own then.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
-/// Serves the endpoints until the process ends.
+/// Serves the endpoints until the process ends, or until `stop` is notified: then the
+/// listener closes (requests in progress are answered), so that the kubelet's probes and the
+/// scrapes reach the relay that took the port over.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     api: Arc<Api>,
+    stop: Arc<tokio::sync::Notify>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, api)).await
+    axum::serve(listener, router(metrics, api))
+        .with_graceful_shutdown(async move { stop.notified().await })
+        .await
 }
 
 /// Every endpoint, with its state.

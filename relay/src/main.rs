@@ -15,7 +15,7 @@ use relay::eventloop::{self, Control, RelayPorts, Shared};
 use relay::metrics::Metrics;
 use relay::proto::Ledger;
 use relay::serve::{
-    Live, ServeArgs, Watch, export_xdp_counters, load_config, load_dataplane, parse_uri,
+    Live, ServeArgs, Watch, export_xdp_counters, handover, load_config, load_dataplane, parse_uri,
     set_test_lifetimes, supervise,
 };
 use relay::{credentials, http, tls};
@@ -215,6 +215,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    // Another relay on these ports of this host (the one this one replaces) first gives its
+    // clients sockets of their own, so that binding beside it moves none of them
+    // (serve/handover.rs); it closes its listeners once this one has bound.
+    let predecessor = cfg
+        .listen
+        .first()
+        .and_then(|addr| handover::ask(addr.port()));
     // Bind everything first: a port in use is a start-up error, not a surprise later.
     let mut listeners = Vec::new();
     for &addr in &cfg.listen {
@@ -260,6 +267,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     let http_addr = http.local_addr()?;
+    if let Some(predecessor) = predecessor {
+        predecessor.listeners_bound();
+    }
+    let handover_port = listeners[0].addr.port();
+    let handover_socket = handover::claim(handover_port)
+        .inspect_err(|err| {
+            tracing::warn!(%err, "cannot take the hand-over socket; a relay replacing this one will move its clients")
+        })
+        .ok();
     tracing::info!(metrics = %http_addr, "serving /metrics /healthz /readyz");
 
     let generated = if cfg.has_credentials() {
@@ -318,7 +334,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     metrics.ready.set(1);
 
     let result = runtime.block_on(async {
-        let http_task = tokio::spawn(http::serve(http, metrics.clone(), api.clone()));
+        let http_stop = Arc::new(tokio::sync::Notify::new());
+        let http_task = tokio::spawn(http::serve(
+            http,
+            metrics.clone(),
+            api.clone(),
+            http_stop.clone(),
+        ));
+        let handover_task = handover_socket.map(|socket| {
+            tokio::spawn(handover::serve(
+                socket,
+                handover_port,
+                handover::Handing {
+                    control: control.clone(),
+                    metrics: metrics.clone(),
+                    listeners: bound.listeners.clone(),
+                    http_stop,
+                },
+            ))
+        });
         let xdp_task = dataplane
             .clone()
             .map(|dp| tokio::spawn(export_xdp_counters(dp, metrics.clone())));
@@ -331,6 +365,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await;
         http_task.abort();
+        if let Some(t) = handover_task {
+            t.abort();
+        }
         if let Some(t) = xdp_task {
             t.abort();
         }

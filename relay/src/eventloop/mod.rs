@@ -15,6 +15,7 @@
 //! `same_relay` hands data between two relayed addresses of this relay, and `sendbatch` sends
 //! datagrams to clients in batches.
 
+mod handover;
 mod listeners;
 mod ports;
 mod same_relay;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use quinn_udp::UdpSocketState;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::proto::{self, Ledger};
@@ -53,9 +55,16 @@ pub struct Control {
     config: Mutex<Arc<proto::Config>>,
     generation: AtomicU64,
     draining: AtomicBool,
+    /// Drained by SIGTERM (not only by a hand-over, which can be undone).
+    terminating: AtomicBool,
     stop: AtomicBool,
     /// The TLS certificate, when there are TLS listeners; reloaded in place.
     tls: Option<Arc<tls::Certificates>>,
+    /// Each worker's queue of hand-over steps (eventloop/handover.rs).
+    handover: Mutex<Vec<mpsc::UnboundedSender<handover::Step>>>,
+    /// Sockets that keep the listeners' SO_REUSEPORT groups choosing by score while the
+    /// listeners are handed over (eventloop/handover.rs).
+    markers: Mutex<Vec<std::net::UdpSocket>>,
 }
 
 impl Control {
@@ -64,8 +73,11 @@ impl Control {
             config: Mutex::new(config),
             generation: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            terminating: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             tls: None,
+            handover: Mutex::new(Vec::new()),
+            markers: Mutex::new(Vec::new()),
         }
     }
 
@@ -92,7 +104,78 @@ impl Control {
 
     /// Stop accepting new allocations.
     pub fn drain(&self) {
+        self.terminating.store(true, Ordering::Release);
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether new allocations are refused (drain or hand-over).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Undoes [`Control::pin_clients`] when the other process went away before binding: new
+    /// allocations are taken again (within a second) unless [`Control::drain`] was called.
+    /// The clients' own sockets stay until their allocations end; they are harmless.
+    pub fn resume(&self) {
+        lock(&self.markers).clear();
+        if !self.terminating.load(Ordering::Acquire) {
+            self.draining.store(false, Ordering::Release);
+        }
+    }
+
+    /// The first half of handing the listeners over to another relay process on the same
+    /// ports (see eventloop/handover.rs): drains (no new allocations), gives every UDP client
+    /// with an allocation a socket of its own, connected to it, in the worker that owns the
+    /// allocation, then marks the SO_REUSEPORT group of each of `listeners` (the UDP listening
+    /// addresses) so that the kernel chooses by score from then on. Returns how many clients
+    /// got a socket. The other process may bind the ports once this has returned.
+    pub async fn pin_clients(&self, listeners: &[SocketAddr]) -> usize {
+        self.draining.store(true, Ordering::Release);
+        let pinned = self
+            .each_worker(handover::Step::Pin)
+            .await
+            .into_iter()
+            .sum();
+        let mut markers = lock(&self.markers);
+        for &addr in listeners {
+            match handover::marker(addr) {
+                Ok(socket) => markers.push(socket),
+                Err(err) => tracing::warn!(%addr, %err, "cannot mark the listener's group"),
+            }
+        }
+        pinned
+    }
+
+    /// The second half of a hand-over: every worker takes its UDP listeners out of the
+    /// kernel's choice, handles what was queued on them and closes them, accepts what is
+    /// queued on its TCP and TLS listeners and closes them. Returns the datagrams handled.
+    pub async fn close_listeners(&self) -> usize {
+        let drained = self
+            .each_worker(handover::Step::Close)
+            .await
+            .into_iter()
+            .sum();
+        lock(&self.markers).clear();
+        drained
+    }
+
+    /// Sends a step to every worker and waits for each to have taken it.
+    async fn each_worker(
+        &self,
+        step: impl Fn(oneshot::Sender<usize>) -> handover::Step,
+    ) -> Vec<usize> {
+        let mut waiting = Vec::new();
+        for worker in lock(&self.handover).iter() {
+            let (tx, rx) = oneshot::channel();
+            if worker.send(step(tx)).is_ok() {
+                waiting.push(rx);
+            }
+        }
+        let mut done = Vec::new();
+        for rx in waiting {
+            done.push(rx.await.unwrap_or(0));
+        }
+        done
     }
 
     /// End every allocation and stop the workers.
@@ -189,12 +272,13 @@ async fn run_worker(
             socket: UdpSocket::from_std(u)?,
             state,
             addr,
+            client: None,
         }));
-        tcp.push((addr, TcpListener::from_std(t)?));
+        tcp.push((addr, Rc::new(TcpListener::from_std(t)?)));
     }
     let mut tls_tcp = Vec::new();
     for (addr, t) in tls_sockets {
-        tls_tcp.push((addr, TcpListener::from_std(t)?));
+        tls_tcp.push((addr, Rc::new(TcpListener::from_std(t)?)));
     }
     let worker = Rc::new(Worker::new(index, shared, udp)?);
     let mut tasks = Vec::new();
@@ -203,11 +287,27 @@ async fn run_worker(
         worker.clone(),
         inbox,
     )));
-    for i in 0..worker.udp.len() {
-        tasks.push(tokio::task::spawn_local(serve_udp(worker.clone(), i)));
+    let (steps_tx, steps) = mpsc::unbounded_channel();
+    lock(&worker.shared.control.handover).push(steps_tx);
+    tasks.push(tokio::task::spawn_local(handover::serve_steps(
+        worker.clone(),
+        steps,
+    )));
+    let mut listener_tasks = Vec::new();
+    let listeners: Vec<_> = worker.udp.borrow().clone();
+    for listener in listeners {
+        listener_tasks.push(tokio::task::spawn_local(serve_udp(
+            worker.clone(),
+            listener,
+        )));
     }
+    let mut stream_listeners = Vec::new();
     for (addr, listener) in tcp {
-        tasks.push(tokio::task::spawn_local(serve_tcp(
+        stream_listeners.push(handover::StreamListener {
+            listener: listener.clone(),
+            tls: None,
+        });
+        listener_tasks.push(tokio::task::spawn_local(serve_tcp(
             worker.clone(),
             addr,
             listener,
@@ -215,7 +315,11 @@ async fn run_worker(
     }
     if let Some(certs) = worker.shared.control.tls.clone() {
         for (addr, listener) in tls_tcp {
-            tasks.push(tokio::task::spawn_local(serve_tls(
+            stream_listeners.push(handover::StreamListener {
+                listener: listener.clone(),
+                tls: Some(certs.clone()),
+            });
+            listener_tasks.push(tokio::task::spawn_local(serve_tls(
                 worker.clone(),
                 addr,
                 listener,
@@ -223,8 +327,14 @@ async fn run_worker(
             )));
         }
     }
+    *worker.listener_tasks.borrow_mut() = listener_tasks;
+    *worker.stream_listeners.borrow_mut() = stream_listeners;
     timers(&worker).await;
-    for t in tasks {
+    for t in tasks
+        .into_iter()
+        .chain(worker.listener_tasks.take())
+        .chain(worker.pinned_tasks.take().into_values())
+    {
         t.abort();
     }
     Ok(())
@@ -268,6 +378,7 @@ async fn timers(worker: &Rc<Worker>) {
         }
         worker.server.borrow_mut().tick(now);
         worker.apply_events();
+        handover::close_ended(worker);
     }
 }
 

@@ -69,6 +69,15 @@ impl RelayPorts {
     /// peers can be made from the same address.
     pub fn bind_tcp(&self, ip: IpAddr) -> Result<std::net::TcpListener, BindFailure> {
         self.bind_in_range(ip, false, 1, |addr| {
+            // Another relay process of this user (one this relay took the host's ports over
+            // from, serve/handover.rs) may hold the port with SO_REUSEPORT, which would let
+            // this bind succeed and share its peers' connections: a plain bind tells first.
+            let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            if addr.is_ipv6() {
+                probe.set_only_v6(true)?;
+            }
+            probe.bind(&addr.into())?;
+            drop(probe);
             let socket = reuseport_socket(addr, Type::STREAM, Protocol::TCP)?;
             socket.listen(128)?;
             Ok(socket.into())

@@ -48,23 +48,33 @@ async fn accept_client(
     }
 }
 
-pub(super) async fn serve_tcp(worker: Rc<Worker>, addr: SocketAddr, listener: TcpListener) {
+pub(super) async fn serve_tcp(worker: Rc<Worker>, addr: SocketAddr, listener: Rc<TcpListener>) {
     loop {
         let (stream, remote, local) = accept_client(&listener, addr, "TCP").await;
-        let worker = worker.clone();
-        tokio::task::spawn_local(async move {
-            serve_stream(
-                worker,
-                stream,
-                FiveTuple {
-                    transport: Transport::Tcp,
-                    client: remote,
-                    server: local,
-                },
-            )
-            .await;
-        });
+        spawn_tcp(&worker, stream, remote, local);
     }
+}
+
+/// Serves one accepted TCP client connection in a task of its own.
+pub(super) fn spawn_tcp(
+    worker: &Rc<Worker>,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+) {
+    let worker = worker.clone();
+    tokio::task::spawn_local(async move {
+        serve_stream(
+            worker,
+            stream,
+            FiveTuple {
+                transport: Transport::Tcp,
+                client: remote,
+                server: local,
+            },
+        )
+        .await;
+    });
 }
 
 /// Accepts TLS connections: each handshake runs in its own task, bounded in time, and a
@@ -73,33 +83,43 @@ pub(super) async fn serve_tcp(worker: Rc<Worker>, addr: SocketAddr, listener: Tc
 pub(super) async fn serve_tls(
     worker: Rc<Worker>,
     addr: SocketAddr,
-    listener: TcpListener,
+    listener: Rc<TcpListener>,
     certs: Arc<tls::Certificates>,
 ) {
     loop {
         let (stream, remote, local) = accept_client(&listener, addr, "TLS").await;
-        let worker = worker.clone();
-        let certs = certs.clone();
-        tokio::task::spawn_local(async move {
-            match tls::accept(&certs, stream, TLS_HANDSHAKE_TIMEOUT).await {
-                Ok(stream) => {
-                    let tuple = FiveTuple {
-                        transport: Transport::Tls,
-                        client: remote,
-                        server: local,
-                    };
-                    serve_stream(worker, stream, tuple).await;
-                }
-                Err(err) => {
-                    worker
-                        .shared
-                        .metrics
-                        .tls_handshake_failed(err.metric_label());
-                    tracing::debug!(%remote, %local, %err, "TLS handshake failed");
-                }
-            }
-        });
+        spawn_tls(&worker, stream, remote, local, certs.clone());
     }
+}
+
+/// Shakes hands with one accepted TLS client and serves it, in a task of its own.
+pub(super) fn spawn_tls(
+    worker: &Rc<Worker>,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    certs: Arc<tls::Certificates>,
+) {
+    let worker = worker.clone();
+    tokio::task::spawn_local(async move {
+        match tls::accept(&certs, stream, TLS_HANDSHAKE_TIMEOUT).await {
+            Ok(stream) => {
+                let tuple = FiveTuple {
+                    transport: Transport::Tls,
+                    client: remote,
+                    server: local,
+                };
+                serve_stream(worker, stream, tuple).await;
+            }
+            Err(err) => {
+                worker
+                    .shared
+                    .metrics
+                    .tls_handshake_failed(err.metric_label());
+                tracing::debug!(%remote, %local, %err, "TLS handshake failed");
+            }
+        }
+    });
 }
 
 /// Serves one stream connection (TCP or TLS): frames STUN and ChannelData (RFC 8656 §12.5),

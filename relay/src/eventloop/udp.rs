@@ -30,11 +30,14 @@ const PEER_BUDGET: usize = 16;
 /// framed in place) and for stream padding behind.
 pub(super) const PEER_FRAME: usize = PEER_HEADROOM + MAX_MESSAGE_LEN + PEER_TAILROOM;
 
-/// A client-facing UDP socket of this worker.
+/// A client-facing UDP socket of this worker: a listener, or a socket of one client made when
+/// the listeners are handed over to another relay process (eventloop/handover.rs).
 pub(super) struct UdpListener {
     pub(super) socket: UdpSocket,
     pub(super) state: UdpSocketState,
     pub(super) addr: SocketAddr,
+    /// The client the socket is connected to; None for a listener.
+    pub(super) client: Option<SocketAddr>,
 }
 
 impl Worker {
@@ -42,14 +45,17 @@ impl Worker {
     /// is handled); false if there is no such listener or the kernel refused it.
     pub(super) fn udp_send(&self, tuple: &FiveTuple, bytes: &[u8]) -> bool {
         let server = tuple.server;
-        let Some(index) = self.udp.iter().position(|l| {
+        let udp = self.udp.borrow();
+        // A socket connected to one client sends to any other client just as well (same
+        // source address and port): after a hand-over they are all that is left.
+        let Some(index) = udp.iter().position(|l| {
             l.addr.port() == server.port()
                 && l.addr.is_ipv4() == server.is_ipv4()
                 && (l.addr.ip().is_unspecified() || l.addr.ip() == server.ip())
         }) else {
             return false;
         };
-        let l = &self.udp[index];
+        let l = &udp[index];
         let src_ip = l.addr.ip().is_unspecified().then_some(server.ip());
         if self.batching.get() {
             let full = {
@@ -86,10 +92,11 @@ impl Worker {
 
     /// Sends the queued datagrams; those the kernel refused count as UDP send errors.
     fn flush_outbox(&self) {
+        let udp = self.udp.borrow();
         let failed = self
             .outbox
             .borrow_mut()
-            .flush(|i| self.udp.get(i).map(|l| &l.socket));
+            .flush(|i| udp.get(i).map(|l| &l.socket));
         for _ in 0..failed {
             self.send_failed(Transport::Udp.as_str());
         }
@@ -97,8 +104,7 @@ impl Worker {
 }
 
 /// Reads one client-facing UDP socket in batches.
-pub(super) async fn serve_udp(worker: Rc<Worker>, index: usize) {
-    let listener = worker.udp[index].clone();
+pub(super) async fn serve_udp(worker: Rc<Worker>, listener: Rc<UdpListener>) {
     let mut storage = vec![0u8; RECV_BATCH * RECV_BUF];
     let mut meta = [RecvMeta::default(); RECV_BATCH];
     let mut out = vec![0u8; MAX_REPLY_LEN];
@@ -132,33 +138,72 @@ pub(super) async fn serve_udp(worker: Rc<Worker>, index: usize) {
                 continue;
             }
         };
-        let now = Instant::now();
-        // More than one datagram (several entries, or one GRO train): answers go out together.
-        worker.begin_batch(
-            meta.iter()
-                .take(n)
-                .map(|m| m.len.div_ceil(m.stride.max(1)))
-                .sum(),
-        );
-        for (m, buf) in meta.iter().take(n).zip(storage.chunks_mut(RECV_BUF)) {
-            let local = SocketAddr::new(
-                m.dst_ip.map_or(listener.addr.ip(), |ip| ip.to_canonical()),
-                listener.addr.port(),
-            );
-            let stride = m.stride.max(1);
-            // A GRO train carries several datagrams of `stride` bytes (the last may be shorter).
-            for datagram in buf[..m.len].chunks_mut(stride) {
-                let inbound = Inbound {
-                    transport: Transport::Udp,
-                    local,
-                    remote: m.addr,
-                    packet: datagram,
-                };
-                handle_client(&worker, &inbound, now, &mut out);
+        handle_received(&worker, &listener, &meta[..n], &mut storage, &mut out);
+    }
+}
+
+/// Reads what is queued on a client-facing UDP socket, to the end, and handles it as
+/// [`serve_udp`] does (bypassing the runtime's readiness: the socket is about to be closed and
+/// its serving task is gone). Returns how many datagrams (or GRO trains) it read.
+pub(super) fn drain_udp(worker: &Rc<Worker>, listener: &UdpListener) -> usize {
+    let mut storage = vec![0u8; RECV_BATCH * RECV_BUF];
+    let mut meta = [RecvMeta::default(); RECV_BATCH];
+    let mut out = vec![0u8; MAX_REPLY_LEN];
+    let mut total = 0;
+    loop {
+        let received = {
+            let mut chunks = storage.chunks_exact_mut(RECV_BUF);
+            let mut slices: [IoSliceMut<'_>; RECV_BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            listener
+                .state
+                .recv((&listener.socket).into(), &mut slices, &mut meta)
+        };
+        match received {
+            Ok(0) => return total,
+            Ok(n) => {
+                total += n;
+                handle_received(worker, listener, &meta[..n], &mut storage, &mut out);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // An ICMP error queued on the socket, say: what follows is still there.
+                tracing::debug!(err = %e, "UDP receive while handing over");
             }
         }
-        worker.end_batch();
     }
+}
+
+/// Hands the datagrams of one receive (`meta`, in `storage`) to the core.
+fn handle_received(
+    worker: &Rc<Worker>,
+    listener: &UdpListener,
+    meta: &[RecvMeta],
+    storage: &mut [u8],
+    out: &mut [u8],
+) {
+    let now = Instant::now();
+    // More than one datagram (several entries, or one GRO train): answers go out together.
+    worker.begin_batch(meta.iter().map(|m| m.len.div_ceil(m.stride.max(1))).sum());
+    for (m, buf) in meta.iter().zip(storage.chunks_mut(RECV_BUF)) {
+        let local = SocketAddr::new(
+            m.dst_ip.map_or(listener.addr.ip(), |ip| ip.to_canonical()),
+            listener.addr.port(),
+        );
+        let stride = m.stride.max(1);
+        // A GRO train carries several datagrams of `stride` bytes (the last may be shorter).
+        for datagram in buf[..m.len].chunks_mut(stride) {
+            let inbound = Inbound {
+                transport: Transport::Udp,
+                local,
+                remote: m.addr,
+                packet: datagram,
+            };
+            handle_client(worker, &inbound, now, out);
+        }
+    }
+    worker.end_batch();
 }
 
 /// Reads one relay socket: datagrams from peers, [`PEER_BATCH`] per `recvmmsg`.

@@ -45,7 +45,15 @@ pub(super) struct Buffers {
 pub(super) struct Worker {
     pub(super) server: RefCell<proto::Server>,
     pub(super) shared: Shared,
-    pub(super) udp: Vec<Rc<UdpListener>>,
+    /// The client-facing UDP sockets: the listeners, and after a hand-over the sockets of
+    /// single clients (eventloop/handover.rs). Changed only between batches.
+    pub(super) udp: RefCell<Vec<Rc<UdpListener>>>,
+    /// The tasks serving the listeners (UDP, TCP, TLS), stopped at a hand-over.
+    pub(super) listener_tasks: RefCell<Vec<JoinHandle<()>>>,
+    /// The TCP and TLS listeners, for the connections queued on them at a hand-over.
+    pub(super) stream_listeners: RefCell<Vec<super::handover::StreamListener>>,
+    /// The tasks serving sockets of single clients, by (server, client) address.
+    pub(super) pinned_tasks: RefCell<HashMap<(SocketAddr, SocketAddr), JoinHandle<()>>>,
     relays: RefCell<HashMap<RelayHandle, RelaySocket>>,
     /// This worker's UDP relayed addresses, for data from one of its allocations to another
     /// (both parties of a call on this relay): handed over in the process, not sent through
@@ -94,7 +102,10 @@ impl Worker {
             batching: Cell::new(false),
             generation: Cell::new(shared.control.generation.load(Ordering::Acquire)),
             shared,
-            udp,
+            udp: RefCell::new(udp),
+            listener_tasks: RefCell::new(Vec::new()),
+            stream_listeners: RefCell::new(Vec::new()),
+            pinned_tasks: RefCell::new(HashMap::new()),
             relays: RefCell::new(HashMap::new()),
             relay_addrs: RefCell::new(HashMap::new()),
             index,

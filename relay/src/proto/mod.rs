@@ -130,6 +130,14 @@ impl Server {
         self.allocations.get(tuple)
     }
 
+    /// The 5-tuples of this shard's allocations made over UDP (what a relay handing its
+    /// listeners over to another process must keep receiving).
+    pub fn udp_tuples(&self) -> impl Iterator<Item = &FiveTuple> {
+        self.allocations
+            .keys()
+            .filter(|t| t.transport == Transport::Udp)
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

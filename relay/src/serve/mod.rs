@@ -10,6 +10,7 @@ use api::flags::parse_duration;
 
 use crate::credentials;
 
+pub mod handover;
 mod load;
 mod supervise;
 mod xdp;

@@ -105,7 +105,8 @@ pub async fn supervise(
             _ = poll.tick() => {
                 // Not ready at capacity: a load balancer should send new clients elsewhere.
                 let full = cfg.total_quota != 0 && ledger.total() >= cfg.total_quota;
-                metrics.ready.set(i64::from(!full));
+                // A relay that handed its ports over (serve/handover.rs) drains.
+                metrics.ready.set(i64::from(!full && !control.is_draining()));
                 let now = fingerprint(&files);
                 if now != seen {
                     reload(args, &mut cfg, &generated, bound, nonce_key, live, "file change");
