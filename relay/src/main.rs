@@ -34,6 +34,11 @@ use tracing_subscriber::EnvFilter;
 /// configuration stays. SIGTERM drains: no new allocations, existing ones served until they end
 /// or --drain-timeout; a second SIGTERM exits at once.
 ///
+/// A relay started on the ports another relay of the same user holds on this host (a pod
+/// replacing another with hostNetwork) takes them over without moving a client: the old relay
+/// keeps serving its allocations, drains, and leaves new clients and the metrics port to the
+/// new one; it exits on SIGTERM once its allocations have ended.
+///
 /// Logs go to standard error; XDPTURN_LOG (or RUST_LOG) filters them, e.g. XDPTURN_LOG=debug.
 #[derive(Debug, Parser)]
 #[command(

@@ -23,7 +23,7 @@ const LONG: &str = "1000";
 /// A relay port range of its own for each test (`test` = 0, 1, 2), not met by parallel tests;
 /// the two relays of a test share theirs, as two pods of one TurnCluster do.
 fn port_range(test: u16) -> (String, String) {
-    let base = 30_000 + (std::process::id() % 100) as u16 * 120 + test * 40;
+    let base = 30_000 + (std::process::id() % 100) as u16 * 160 + test * 40;
     (base.to_string(), (base + 39).to_string())
 }
 
@@ -128,21 +128,33 @@ fn assert_long_calls(calls: Vec<(&'static str, JoinHandle<Stats>)>, old: &Relay,
 /// drain and after the old relay exits, are served by the new relay.
 #[test]
 fn a_new_relay_takes_the_ports_over_during_calls() {
-    let range = port_range(0);
+    takes_over("127.0.0.1:0", 0);
+}
+
+/// The same on the wildcard address (the relay's default, 0.0.0.0:3478): the clients' own
+/// sockets are bound to the address each client reached.
+#[test]
+fn a_new_relay_takes_the_wildcard_ports_over_during_calls() {
+    takes_over("0.0.0.0:0", 3);
+}
+
+fn takes_over(listen: &str, test: u16) {
+    let range = port_range(test);
     let old = relay(
-        "127.0.0.1:0".parse().expect("addr"),
+        listen.parse().expect("addr"),
         "127.0.0.1:0".parse().expect("addr"),
         &range,
     );
-    let server = old.v4();
+    let port = old.v4().port();
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
     let (_peer, peer) = echo_peer("127.0.0.1");
     let calls = long_calls(server, peer);
     wait_allocations(&old, 8.0);
     std::thread::sleep(Duration::from_secs(2));
 
     // Binds the same UDP, TCP and HTTP ports; returns once the old relay closed its listeners.
-    let new = relay(server, old.metrics, &range);
-    assert_eq!(new.v4(), server);
+    let new = relay(old.v4(), old.metrics, &range);
+    assert_eq!(new.v4(), old.v4());
     assert_pinned(&new);
     old.wait_for_log(&["listeners closed"], TIMEOUT);
     // The probes reach the new relay only (the old one drains, and would answer 503).

@@ -12,8 +12,9 @@
 //! `ports` holds the relay port range, `listeners` binds the listening addresses, `worker` is a
 //! worker's state and applies what the protocol core decides, `udp` reads client and relay
 //! sockets, `streams` serves TCP and TLS clients, `tcp_relay` the RFC 6062 peer connections,
-//! `same_relay` hands data between two relayed addresses of this relay, and `sendbatch` sends
-//! datagrams to clients in batches.
+//! `same_relay` hands data between two relayed addresses of this relay, `sendbatch` sends
+//! datagrams to clients in batches, and `handover` gives each UDP client a socket of its own and
+//! closes the listeners when another relay process takes the host ports over.
 
 mod handover;
 mod listeners;

@@ -29,6 +29,11 @@
 //! in place, and its restart would take the ports back). So whoever replaces a relay starts the
 //! new one, waits for it to be ready, then stops the old one; SIGTERM then drains as before.
 //!
+//! The socket is named by the first listening port only: relays that share ports on a host
+//! share their first one (the pods of one TurnCluster have one configuration). The XDP fast
+//! path is not handed over: the new relay cannot attach while the old one's program is on the
+//! interface, says so, and relays in userspace (serve/xdp.rs).
+//!
 //! A relay that is draining after SIGTERM with no successor keeps its listeners, its HTTP
 //! listener included (the kubelet's liveness probe must keep reaching it): exactly what a
 //! single relay did before. Only processes of the same user may ask for a hand-over (as only
