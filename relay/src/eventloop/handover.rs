@@ -37,6 +37,13 @@
 //!   microseconds between the last accept and the close is reset unless the host enables
 //!   `net.ipv4.tcp_migrate_req`).
 //!
+//! - **Datagrams passed on**: a socket is bound before it is connected, and a thread can be
+//!   preempted between the two calls; meanwhile the kernel may give the new socket (or a
+//!   marker, or another worker's listener) datagrams of other clients. So before any socket is
+//!   made, each worker says which UDP allocations it owns ([`Step::List`]), and from then on a
+//!   datagram that reaches a worker for another worker's allocation is passed to that worker
+//!   ([`Step::Datagram`]) and handled there as if it had arrived on its own socket.
+//!
 //! While the hand-over runs, the process drains: a client that starts an allocation on it is
 //! refused (508), as on SIGTERM. The sockets of single clients are closed by the worker's
 //! housekeeping once their allocation has ended ([`close_ended`]).
@@ -49,6 +56,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use quinn_udp::UdpSocketState;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -58,16 +66,24 @@ use tokio::sync::{mpsc, oneshot};
 use super::listeners::reuseport_socket;
 use super::streams::{spawn_tcp, spawn_tls};
 use super::udp::{UdpListener, drain_udp, serve_udp};
-use super::worker::Worker;
-use crate::proto::{FiveTuple, Transport};
+use super::worker::{Worker, handle_client};
+use crate::proto::{FiveTuple, Inbound, MAX_REPLY_LEN, Transport};
 use crate::tls;
 
-/// One step of a hand-over, sent to every worker; each answers with a count when done.
+/// One step of a hand-over, sent to every worker; each answers when done.
 #[derive(Debug)]
 pub(super) enum Step {
-    /// Drain, and give every UDP client with an allocation a socket of its own (answer: how
-    /// many got one).
+    /// Drain, and say which UDP allocations are this worker's (answer: their 5-tuples).
+    List(oneshot::Sender<Vec<FiveTuple>>),
+    /// Give every UDP client with an allocation a socket of its own (answer: how many got
+    /// one).
     Pin(oneshot::Sender<usize>),
+    /// A client datagram of one of this worker's allocations that reached another socket.
+    Datagram {
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: Vec<u8>,
+    },
     /// Close the listeners, handling what is queued on them (answer: datagrams handled).
     Close(oneshot::Sender<usize>),
 }
@@ -80,8 +96,27 @@ pub(super) struct StreamListener {
 
 /// Takes the steps of hand-overs for one worker, in order.
 pub(super) async fn serve_steps(worker: Rc<Worker>, mut steps: mpsc::UnboundedReceiver<Step>) {
+    let mut out = vec![0u8; MAX_REPLY_LEN];
     while let Some(step) = steps.recv().await {
         match step {
+            Step::List(done) => {
+                worker.server.borrow_mut().set_draining(true);
+                worker.handing_over.set(true);
+                let _ = done.send(worker.server.borrow().udp_tuples().copied().collect());
+            }
+            Step::Datagram {
+                local,
+                remote,
+                mut data,
+            } => {
+                let inbound = Inbound {
+                    transport: Transport::Udp,
+                    local,
+                    remote,
+                    packet: &mut data,
+                };
+                handle_client(&worker, &inbound, Instant::now(), &mut out);
+            }
             Step::Pin(done) => {
                 let _ = done.send(pin_clients(&worker));
             }
@@ -122,18 +157,46 @@ fn own_address(addr: SocketAddr) -> SocketAddr {
 }
 
 /// A member of the reuseport group of the UDP listener `addr`, connected to its own address:
-/// the group then chooses by score (see the module's doc).
-pub(super) fn marker(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let socket = reuseport_socket(addr, Type::DGRAM, Protocol::UDP)?;
-    socket.connect(&own_address(addr).into())?;
-    Ok(socket.into())
+/// the group then chooses by score (see the module's doc). Also returns the datagrams the
+/// kernel gave it before it was connected, to be passed on (client and bytes).
+pub(super) fn marker(addr: SocketAddr) -> io::Result<(std::net::UdpSocket, Vec<Caught>)> {
+    let socket: std::net::UdpSocket = reuseport_socket(addr, Type::DGRAM, Protocol::UDP)?.into();
+    socket.connect(own_address(addr))?;
+    let mut caught = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => caught.push((from, buf[..n].to_vec())),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // WouldBlock: all read. Others (ICMP errors): nothing more to read.
+            Err(_) => break,
+        }
+    }
+    Ok((socket, caught))
+}
+
+/// A datagram a marker caught: the client's address and the bytes.
+pub(super) type Caught = (SocketAddr, Vec<u8>);
+
+impl Worker {
+    /// During a hand-over: passes a client datagram on to the worker that owns its
+    /// allocation, if that is another one (true then).
+    pub(super) fn pass_on(&self, local: SocketAddr, remote: SocketAddr, data: &[u8]) -> bool {
+        let control = &self.shared.control;
+        match control.owner(local, remote) {
+            Some(owner) if owner != self.index => {
+                control.pass_on(local, remote, data.to_vec());
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// [`Step::Pin`] on one worker: refuses new allocations from now on (the worker sees the
 /// control's drain within a second; this makes it immediate), then gives each UDP client with
 /// an allocation of this worker a socket of its own, served like a listener.
 fn pin_clients(worker: &Rc<Worker>) -> usize {
-    worker.server.borrow_mut().set_draining(true);
     let tuples: Vec<FiveTuple> = worker.server.borrow().udp_tuples().copied().collect();
     let mut pinned = 0;
     for tuple in tuples {

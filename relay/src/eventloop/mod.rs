@@ -61,8 +61,11 @@ pub struct Control {
     stop: AtomicBool,
     /// The TLS certificate, when there are TLS listeners; reloaded in place.
     tls: Option<Arc<tls::Certificates>>,
-    /// Each worker's queue of hand-over steps (eventloop/handover.rs).
-    handover: Mutex<Vec<mpsc::UnboundedSender<handover::Step>>>,
+    /// Each worker's queue of hand-over steps, by worker index (eventloop/handover.rs).
+    handover: Mutex<Vec<(usize, mpsc::UnboundedSender<handover::Step>)>>,
+    /// During a hand-over, the worker that owns each UDP allocation, by (server, client)
+    /// address: a datagram of one that reaches another worker is passed on to it.
+    owners: Mutex<HashMap<(SocketAddr, SocketAddr), usize>>,
     /// Sockets that keep the listeners' SO_REUSEPORT groups choosing by score while the
     /// listeners are handed over (eventloop/handover.rs).
     markers: Mutex<Vec<std::net::UdpSocket>>,
@@ -78,6 +81,7 @@ impl Control {
             stop: AtomicBool::new(false),
             tls: None,
             handover: Mutex::new(Vec::new()),
+            owners: Mutex::new(HashMap::new()),
             markers: Mutex::new(Vec::new()),
         }
     }
@@ -132,19 +136,62 @@ impl Control {
     /// got a socket. The other process may bind the ports once this has returned.
     pub async fn pin_clients(&self, listeners: &[SocketAddr]) -> usize {
         self.draining.store(true, Ordering::Release);
+        // First who owns what (each worker drains as it answers), so that a datagram that
+        // reaches the wrong worker while the sockets are made is passed on.
+        let owned = self.each_worker(handover::Step::List).await;
+        {
+            let mut owners = lock(&self.owners);
+            for (index, tuples) in owned {
+                for t in tuples {
+                    owners.insert((t.server, t.client), index);
+                }
+            }
+        }
         let pinned = self
             .each_worker(handover::Step::Pin)
             .await
             .into_iter()
+            .map(|(_, n)| n)
             .sum();
-        let mut markers = lock(&self.markers);
         for &addr in listeners {
             match handover::marker(addr) {
-                Ok(socket) => markers.push(socket),
+                Ok((socket, caught)) => {
+                    lock(&self.markers).push(socket);
+                    // (A wildcard marker leaves the group as it connects, and catches no
+                    // client of an allocation: those have sockets on their own address.)
+                    for (remote, data) in caught {
+                        if !addr.ip().is_unspecified() {
+                            self.pass_on(addr, remote, data);
+                        }
+                    }
+                }
                 Err(err) => tracing::warn!(%addr, %err, "cannot mark the listener's group"),
             }
         }
         pinned
+    }
+
+    /// The worker that owns the UDP allocation of (`local`, `remote`), during a hand-over.
+    fn owner(&self, local: SocketAddr, remote: SocketAddr) -> Option<usize> {
+        lock(&self.owners).get(&(local, remote)).copied()
+    }
+
+    /// Hands a client datagram to the worker that owns its allocation (any worker if none
+    /// does: a request without state).
+    fn pass_on(&self, local: SocketAddr, remote: SocketAddr, data: Vec<u8>) {
+        let owner = self.owner(local, remote);
+        let workers = lock(&self.handover);
+        let to = workers
+            .iter()
+            .find(|(i, _)| owner.is_none_or(|o| o == *i))
+            .map(|(_, tx)| tx);
+        if let Some(tx) = to {
+            let _ = tx.send(handover::Step::Datagram {
+                local,
+                remote,
+                data,
+            });
+        }
     }
 
     /// The second half of a hand-over: every worker takes its UDP listeners out of the
@@ -155,26 +202,29 @@ impl Control {
             .each_worker(handover::Step::Close)
             .await
             .into_iter()
+            .map(|(_, n)| n)
             .sum();
         lock(&self.markers).clear();
         drained
     }
 
-    /// Sends a step to every worker and waits for each to have taken it.
-    async fn each_worker(
+    /// Sends a step to every worker and waits for each to have taken it: (worker, answer).
+    async fn each_worker<T>(
         &self,
-        step: impl Fn(oneshot::Sender<usize>) -> handover::Step,
-    ) -> Vec<usize> {
+        step: impl Fn(oneshot::Sender<T>) -> handover::Step,
+    ) -> Vec<(usize, T)> {
         let mut waiting = Vec::new();
-        for worker in lock(&self.handover).iter() {
+        for (index, worker) in lock(&self.handover).iter() {
             let (tx, rx) = oneshot::channel();
             if worker.send(step(tx)).is_ok() {
-                waiting.push(rx);
+                waiting.push((*index, rx));
             }
         }
         let mut done = Vec::new();
-        for rx in waiting {
-            done.push(rx.await.unwrap_or(0));
+        for (index, rx) in waiting {
+            if let Ok(answer) = rx.await {
+                done.push((index, answer));
+            }
         }
         done
     }
@@ -289,7 +339,7 @@ async fn run_worker(
         inbox,
     )));
     let (steps_tx, steps) = mpsc::unbounded_channel();
-    lock(&worker.shared.control.handover).push(steps_tx);
+    lock(&worker.shared.control.handover).push((index, steps_tx));
     tasks.push(tokio::task::spawn_local(handover::serve_steps(
         worker.clone(),
         steps,

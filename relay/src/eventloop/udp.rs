@@ -194,6 +194,9 @@ fn handle_received(
         let stride = m.stride.max(1);
         // A GRO train carries several datagrams of `stride` bytes (the last may be shorter).
         for datagram in buf[..m.len].chunks_mut(stride) {
+            if worker.handing_over.get() && worker.pass_on(local, m.addr, datagram) {
+                continue;
+            }
             let inbound = Inbound {
                 transport: Transport::Udp,
                 local,

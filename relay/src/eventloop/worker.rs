@@ -60,7 +60,10 @@ pub(super) struct Worker {
     /// the loopback to a socket of our own ([`Worker::relay_locally`]).
     relay_addrs: RefCell<HashMap<SocketAddr, RelayHandle>>,
     /// This worker's index among the workers (its inbox in `Shared::local_relays`).
-    index: usize,
+    pub(super) index: usize,
+    /// A hand-over is under way: client datagrams of another worker's allocations that reach
+    /// this one are passed on (eventloop/handover.rs).
+    pub(super) handing_over: Cell<bool>,
     /// The frame and output buffers of that hand-over: it runs while `bufs` is lent out.
     pub(super) local_bufs: RefCell<Buffers>,
     pub(super) streams: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
@@ -109,6 +112,7 @@ impl Worker {
             relays: RefCell::new(HashMap::new()),
             relay_addrs: RefCell::new(HashMap::new()),
             index,
+            handing_over: Cell::new(false),
             local_bufs: RefCell::new(Buffers {
                 peer: vec![0u8; PEER_FRAME],
                 out: vec![0u8; MAX_MESSAGE_LEN + 64],
