@@ -46,13 +46,22 @@ impl Worker {
     pub(super) fn udp_send(&self, tuple: &FiveTuple, bytes: &[u8]) -> bool {
         let server = tuple.server;
         let udp = self.udp.borrow();
-        // A socket connected to one client sends to any other client just as well (same
-        // source address and port): after a hand-over they are all that is left.
-        let Some(index) = udp.iter().position(|l| {
+        let serves = |l: &UdpListener| {
             l.addr.port() == server.port()
                 && l.addr.is_ipv4() == server.is_ipv4()
                 && (l.addr.ip().is_unspecified() || l.addr.ip() == server.ip())
-        }) else {
+        };
+        // The client's own socket after a hand-over, else the listener. Only then a socket
+        // connected to another client (it sends to any address just as well, with the same
+        // source): not first, because a connected UDP socket takes the ICMP errors of its
+        // peer, and once that client has gone, the next send through its socket fails with
+        // ECONNREFUSED, whoever it is for (measured: one message lost in a call).
+        let index = udp
+            .iter()
+            .position(|l| l.client == Some(tuple.client) && serves(l))
+            .or_else(|| udp.iter().position(|l| l.client.is_none() && serves(l)))
+            .or_else(|| udp.iter().position(|l| serves(l)));
+        let Some(index) = index else {
             return false;
         };
         let l = &udp[index];
