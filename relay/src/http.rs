@@ -44,15 +44,16 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     api: Arc<Api>,
+    revision: Option<Arc<str>>,
     stop: Arc<tokio::sync::Notify>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, api))
+    axum::serve(listener, router(metrics, api, revision))
         .with_graceful_shutdown(async move { stop.notified().await })
         .await
 }
 
-/// Every endpoint, with its state.
-pub fn router(metrics: Arc<Metrics>, api: Arc<Api>) -> Router {
+/// Every endpoint, with its state. `revision`: this relay's (`--revision`), for `/readyz`.
+pub fn router(metrics: Arc<Metrics>, api: Arc<Api>, revision: Option<Arc<str>>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -61,13 +62,28 @@ pub fn router(metrics: Arc<Metrics>, api: Arc<Api>) -> Router {
             CREDENTIALS_PATH,
             get(credentials_handler).post(credentials_handler),
         )
-        .with_state(AppState { metrics, api })
+        .with_state(AppState {
+            metrics,
+            api,
+            revision: Revision(revision),
+        })
 }
 
 #[derive(Debug, Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     api: Arc<Api>,
+    revision: Revision,
+}
+
+/// This relay's pod template revision, if it was given one.
+#[derive(Debug, Clone)]
+struct Revision(Option<Arc<str>>);
+
+impl FromRef<AppState> for Revision {
+    fn from_ref(state: &AppState) -> Self {
+        state.revision.clone()
+    }
 }
 
 impl FromRef<AppState> for Arc<Metrics> {
@@ -92,7 +108,24 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoRespon
     )
 }
 
-async fn ready_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn ready_handler(
+    State(metrics): State<Arc<Metrics>>,
+    State(Revision(revision)): State<Revision>,
+    RawQuery(query): RawQuery,
+) -> impl IntoResponse {
+    // A probe for another revision: the relay of a new pod that has not taken the host port
+    // over yet (serve/handover.rs), or of an old one that has handed it over. Either way not
+    // this relay's to answer for.
+    if let (Some(mine), Some(asked)) = (
+        revision.as_deref(),
+        query_value(query.as_deref(), "revision"),
+    ) && asked != mine
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: this relay is revision {mine}, not {asked}\n"),
+        );
+    }
     let (status, state) = if metrics.ready.get() == 1 {
         (StatusCode::OK, "ready")
     } else {
@@ -102,6 +135,14 @@ async fn ready_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse
         Some(datapath) => (status, format!("{state}\ndatapath: {datapath}\n")),
         None => (status, format!("{state}\n")),
     }
+}
+
+/// The value of `key` in a URL query (`a=1&key=v`), undecoded.
+fn query_value<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find_map(|(k, v)| (k == key).then_some(v))
 }
 
 /// `xdpturn_xdp_fallbacks_total` reasons that mean the whole fast path did not come up (the

@@ -210,7 +210,7 @@ fn request(method: &str, uri: &str, token: Option<&str>) -> Request<Body> {
 async fn routed_get_and_post_follow_reloads() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let api = Arc::new(Api::new(config()));
-    let app = router(metrics, api.clone());
+    let app = router(metrics, api.clone(), None);
     let uri = "/api/v1/credentials?user=alice&ttl=60";
 
     for method in ["GET", "POST"] {
@@ -267,7 +267,7 @@ async fn routed_get_and_post_follow_reloads() {
 #[tokio::test]
 async fn readyz_says_the_datapath_once_xdp_is_configured() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let app = router(metrics.clone(), Arc::new(Api::default()));
+    let app = router(metrics.clone(), Arc::new(Api::default()), None);
     let readyz = || async {
         let r = app
             .clone()
@@ -299,7 +299,7 @@ async fn readyz_says_the_datapath_once_xdp_is_configured() {
     );
     // Attached (channel fallbacks, e.g. full maps, do not change the datapath).
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let app = router(metrics.clone(), Arc::new(Api::default()));
+    let app = router(metrics.clone(), Arc::new(Api::default()), None);
     metrics.ready.set(1);
     metrics.xdp_attached.set(1);
     metrics.xdp_fallbacks.with_label_values(&["full"]).inc();
@@ -312,6 +312,41 @@ async fn readyz_says_the_datapath_once_xdp_is_configured() {
         (status, text.as_str()),
         (StatusCode::OK, "ready\ndatapath: xdp\n")
     );
+}
+
+#[tokio::test]
+async fn readyz_answers_only_for_its_own_revision() {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    metrics.ready.set(1);
+    let get = |app: Router, uri: &'static str| async move {
+        let r = app
+            .oneshot(request("GET", uri, None))
+            .await
+            .expect("infallible");
+        let (status, _, text) = body(r).await;
+        (status, text)
+    };
+    let app = router(
+        metrics.clone(),
+        Arc::new(Api::default()),
+        Some("abc".into()),
+    );
+    assert_eq!(
+        get(app.clone(), "/readyz?revision=abc").await,
+        (StatusCode::OK, "ready\n".to_owned())
+    );
+    assert_eq!(
+        get(app.clone(), "/readyz?x=1&revision=new").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: this relay is revision abc, not new\n".to_owned()
+        )
+    );
+    // No revision asked: as before.
+    assert_eq!(get(app, "/readyz").await.0, StatusCode::OK);
+    // A relay run without --revision answers any.
+    let app = router(metrics, Arc::new(Api::default()), None);
+    assert_eq!(get(app, "/readyz?revision=new").await.0, StatusCode::OK);
 }
 
 #[test]

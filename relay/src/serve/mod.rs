@@ -31,6 +31,13 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub settings: api::RelayFlags,
 
+    /// The relay pod's template revision (the operator sets it). With it, `/readyz?revision=R`
+    /// is ready only if R is this revision: during an update two relay pods share a node's
+    /// host ports, and the kubelet's probe of the new pod must not be answered by the old
+    /// relay while it still holds the port.
+    #[arg(long, env = "XDPTURN_REVISION", value_name = "REV")]
+    pub revision: Option<String>,
+
     /// Channel lifetime (RFC 8656 fixes it at 10 minutes): for tests, which need channels to
     /// expire (and leave the XDP maps) within seconds. Not in the config file; hidden.
     #[arg(long, env = "XDPTURN_CHANNEL_LIFETIME", value_parser = parse_duration, hide = true)]

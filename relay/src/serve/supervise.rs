@@ -264,6 +264,7 @@ mod tests {
         let args = ServeArgs {
             config: Some("relay.toml".into()),
             settings: api::RelayFlags::default(),
+            revision: None,
             channel_lifetime: None,
         };
         let cfg = RelayConfig {
