@@ -344,6 +344,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             http,
             metrics.clone(),
             api.clone(),
+            args.revision.as_deref().map(Arc::from),
             http_stop.clone(),
         ));
         let handover_task = handover_socket.map(|socket| {
@@ -355,6 +356,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     metrics: metrics.clone(),
                     listeners: bound.listeners.clone(),
                     http_stop,
+                    dataplane: dataplane.clone(),
                 },
             ))
         });

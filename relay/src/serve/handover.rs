@@ -31,8 +31,10 @@
 //!
 //! The socket is named by the first listening port only: relays that share ports on a host
 //! share their first one (the pods of one TurnCluster have one configuration). The XDP fast
-//! path is not handed over: the new relay cannot attach while the old one's program is on the
-//! interface, says so, and relays in userspace (serve/xdp.rs).
+//! path is not handed over as such: the old relay takes its program off the interfaces once its
+//! listeners are closed (its remaining allocations are relayed in userspace from then on), and
+//! the new relay, which could not attach while that program was there, attaches its own as
+//! soon as the interface is free (serve/xdp.rs).
 //!
 //! A relay that is draining after SIGTERM with no successor keeps its listeners, its HTTP
 //! listener included (the kubelet's liveness probe must keep reaching it): exactly what a
@@ -51,6 +53,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Notify;
 
+use crate::dataplane::Dataplane;
 use crate::eventloop::Control;
 use crate::metrics::Metrics;
 
@@ -168,6 +171,8 @@ pub struct Handing {
     pub listeners: Vec<SocketAddr>,
     /// Notified to close the HTTP listener.
     pub http_stop: Arc<Notify>,
+    /// The XDP fast path, taken off its interfaces once the ports are handed over.
+    pub dataplane: Option<Arc<Dataplane>>,
 }
 
 /// Steps 2 and 4, on the old relay: waits for a relay of the same user to ask, then hands
@@ -271,9 +276,41 @@ async fn hand_over(mut stream: tokio::io::BufReader<tokio::net::UnixStream>, h: 
         drained,
         "listeners closed; new clients reach the new relay, existing ones are served here"
     );
+    // Before saying so: the new relay loads its fast path right after, and finds the
+    // interfaces free.
+    detach_fast_path(h);
     let _ = stream
         .get_mut()
         .write_all(format!("closed {drained}\n").as_bytes())
         .await;
     true
+}
+
+/// After a hand-over: takes this relay's XDP program off its interfaces, so that the new
+/// relay's can go on (an interface holds one program; the new relay attaches as soon as it is
+/// free). This relay's remaining allocations are then relayed in userspace, where everything
+/// the program does is done too: their packets pass the new relay's program (it knows nothing
+/// of them) up to this relay's sockets. Waiting instead for this relay to exit would leave the
+/// node's new calls without the fast path for the whole drain.
+fn detach_fast_path(h: &Handing) {
+    let Some(dp) = &h.dataplane else {
+        return;
+    };
+    for (index, attachment) in dp.attachments().iter().enumerate() {
+        match dp.detach(index) {
+            Ok(true) => tracing::info!(
+                interface = %attachment.interface,
+                "XDP program taken off the interface for the new relay; this relay's remaining \
+                 allocations are relayed in userspace"
+            ),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(
+                interface = %attachment.interface,
+                %err,
+                "cannot take the XDP program off the interface; the new relay relays in \
+                 userspace until this relay exits"
+            ),
+        }
+    }
+    h.metrics.xdp_attached.set(0);
 }
