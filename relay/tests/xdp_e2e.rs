@@ -23,8 +23,9 @@
 //!   and the same uclient traffic is relayed in userspace without loss.
 //! - Two relays on one host (a hand-over of its ports): the second one's interfaces have the
 //!   first one's program; it says it waits, relays in userspace, and attaches once the first
-//!   has exited, after which a call made before then goes through the kernel. Of two
-//!   interfaces, only the busy one waits.
+//!   has exited, after which a call made before then goes through the kernel: beside it on
+//!   other ports, and through the hand-over itself (the old relay's call goes on meanwhile).
+//!   Of two interfaces, only the busy one waits.
 //!
 //! Needs root (CI is root), the relay built after `cargo xtask build-ebpf`, coturn's tools,
 //! curl and bpftool (`cargo xtask test` installs them).
@@ -706,11 +707,11 @@ struct Session {
 
 impl Session {
     fn new(topo: &Topology) -> Session {
-        Session::through(topo, &FIRST)
+        Session::through(topo, &FIRST, 6000)
     }
 
-    /// A session through the relay on `ports`.
-    fn through(topo: &Topology, ports: &RelayPorts) -> Session {
+    /// A session through the relay on `ports`, to a peer on `peer_port`.
+    fn through(topo: &Topology, ports: &RelayPorts, peer_port: u16) -> Session {
         let server: SocketAddr = format!("{LISTEN_V4}:{}", ports.listen)
             .parse()
             .expect("addr");
@@ -725,7 +726,7 @@ impl Session {
         });
         let peer = topo
             .peer_ns
-            .enter(|| UdpSocket::bind(format!("{PEER_V4}:6000")).expect("bind peer"));
+            .enter(|| UdpSocket::bind(format!("{PEER_V4}:{peer_port}")).expect("bind peer"));
         peer.set_read_timeout(Some(Duration::from_secs(1)))
             .expect("timeout");
         let relayed = client
@@ -1180,7 +1181,7 @@ fn a_second_relay_attaches_once_the_first_one_exits() {
 
     // A call through the second relay before the first exits: relayed in userspace, its
     // channel in the second relay's maps all the same.
-    let session = Session::through(&topo, &SECOND);
+    let session = Session::through(&topo, &SECOND, 6000);
     assert_eq!(session.round_trips(20), 20, "zero loss in userspace");
     assert!(
         eventually(Duration::from_secs(3), || {
@@ -1294,5 +1295,89 @@ fn only_the_busy_interface_waits() {
         eventually(Duration::from_secs(10), || mode(&rb) == 1.0),
         "{rb} was not attached after the first relay exited: {}",
         log.text()
+    );
+}
+
+/// The hand-over itself: the new relay takes the ports over (same listening, relayed and
+/// metrics ports) while a call runs through the old one, whose program keeps forwarding it;
+/// a call to the new relay is relayed in userspace until the old relay exits, then by the
+/// kernel.
+#[test]
+fn after_a_hand_over_the_new_relay_attaches_once_the_old_one_exits() {
+    let topo = Topology::new("h");
+    let r = topo.relay();
+    let (ra, rb) = topo.relay_interfaces();
+    let mut old = topo.start_relay("skb", &[]);
+    let old_call = Session::through(&topo, &FIRST, 6000);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            old_call.round_trips(5);
+            xdp_relayed(r).0 > 0.0
+        }),
+        "the old relay's call does not go through the kernel"
+    );
+    let log = Log::new("xdp-handover");
+    let _new = topo.spawn_relay_on(
+        &FIRST,
+        &[
+            "--xdp-interface",
+            &ra,
+            "--xdp-interface",
+            &rb,
+            "--xdp-mode",
+            "skb",
+        ],
+        log.stderr(),
+    );
+    // The metrics port is the new relay's once it has taken the ports over.
+    assert!(
+        eventually(Duration::from_secs(20), || metric(
+            r,
+            "xdpturn_xdp_waiting_interfaces"
+        ) == 2.0),
+        "the new relay did not take over, or does not wait: {}",
+        log.text()
+    );
+    assert_eq!(metric(r, "xdpturn_xdp_attached"), 0.0);
+    assert!(log.says(
+        &format!("another XDP program is attached to {ra};"),
+        Duration::from_secs(2)
+    ));
+    assert_eq!(old_call.round_trips(20), 20, "the old relay's call goes on");
+
+    let new_call = Session::through(&topo, &FIRST, 6001);
+    assert_eq!(new_call.round_trips(20), 20, "zero loss in userspace");
+    assert!(
+        eventually(Duration::from_secs(3), || relayed(
+            r,
+            "userspace",
+            "client_to_peer"
+        ) >= 20.0),
+        "the new relay did not relay the call in userspace"
+    );
+    assert_eq!(
+        xdp_relayed(r),
+        (0.0, 0.0),
+        "nothing in the new relay's kernel"
+    );
+
+    let exited = stop(&mut old);
+    assert!(
+        eventually(Duration::from_secs(10), || metric(
+            r,
+            "xdpturn_xdp_attached"
+        ) == 1.0),
+        "the new relay did not attach after the old one exited: {}",
+        log.text()
+    );
+    eprintln!("attached {:?} after the old relay exited", exited.elapsed());
+    assert_eq!(new_call.round_trips(100), 100, "zero loss");
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let (up, down) = xdp_relayed(r);
+            up >= 90.0 && down >= 90.0
+        }),
+        "the new relay's call was not forwarded by XDP: {:?}",
+        xdp_relayed(r)
     );
 }
