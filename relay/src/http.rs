@@ -159,11 +159,16 @@ const FAST_PATH_DOWN: [&str; 5] = [
 /// The datapath line of `/readyz`, for whoever manages the relay (the operator reads it to say
 /// in a TurnCluster's status that a relay asked for the fast path runs without it): `xdp` while
 /// the program is attached, `userspace (xdp unavailable: <reason>)` when XDP interfaces were
-/// configured but the program did not load or attach (the log says why, once), and no line when
-/// no XDP interface is configured. A contract: documented in README.md (/readyz).
+/// configured but the program did not load or attach (the log says why, once), `userspace (xdp
+/// unavailable: busy)` while another XDP program holds every configured interface (the relay
+/// handing the ports over, until it exits), and no line when no XDP interface is configured. A
+/// contract: documented in README.md (/readyz).
 fn datapath(metrics: &Metrics) -> Option<String> {
     if metrics.xdp_attached.get() == 1 {
         return Some("xdp".to_owned());
+    }
+    if metrics.xdp_waiting.get() > 0 {
+        return Some("userspace (xdp unavailable: busy)".to_owned());
     }
     FAST_PATH_DOWN
         .iter()

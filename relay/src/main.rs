@@ -15,8 +15,8 @@ use relay::eventloop::{self, Control, RelayPorts, Shared};
 use relay::metrics::Metrics;
 use relay::proto::Ledger;
 use relay::serve::{
-    Live, ServeArgs, Watch, export_xdp_counters, handover, load_config, load_dataplane, parse_uri,
-    set_test_lifetimes, supervise,
+    Live, ServeArgs, Watch, attach_when_free, export_xdp_counters, handover, load_config,
+    load_dataplane, parse_uri, set_test_lifetimes, supervise,
 };
 use relay::{credentials, http, tls};
 use tracing_subscriber::EnvFilter;
@@ -363,6 +363,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let xdp_task = dataplane
             .clone()
             .map(|dp| tokio::spawn(export_xdp_counters(dp, metrics.clone())));
+        let attach_task = dataplane
+            .clone()
+            .map(|dp| tokio::spawn(attach_when_free(dp, metrics.clone())));
         let live = Live {
             control: &control,
             api: &api,
@@ -376,6 +379,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             t.abort();
         }
         if let Some(t) = xdp_task {
+            t.abort();
+        }
+        if let Some(t) = attach_task {
             t.abort();
         }
         Ok::<_, anyhow::Error>(())

@@ -70,6 +70,9 @@ pub struct Metrics {
     pub same_relay_local: IntCounter,
     /// 1 while the XDP fast path is attached, 0 when everything is relayed in userspace.
     pub xdp_attached: IntGauge,
+    /// Configured XDP interfaces another XDP program holds (the relay this one takes the ports
+    /// over from, until it exits): attached as soon as they are free.
+    pub xdp_waiting: IntGauge,
     /// Channels the fast path could not take (relayed in userspace instead), by reason.
     pub xdp_fallbacks: IntCounterVec,
     /// Frames an attached interface failed to send after the program handed them to it, per
@@ -208,6 +211,12 @@ impl Metrics {
             "xdpturn_xdp_attached",
             "1 while the XDP fast path is attached; 0: all traffic in userspace",
         )?;
+        let xdp_waiting = gauge(
+            &r,
+            "xdpturn_xdp_waiting_interfaces",
+            "Configured XDP interfaces another XDP program holds (a relay handing the ports \
+             over, until it exits), their traffic relayed in userspace until they are free",
+        )?;
         let xdp_fallbacks = counter_vec(
             &r,
             "xdpturn_xdp_fallbacks_total",
@@ -301,6 +310,7 @@ impl Metrics {
             ready,
             same_relay_local,
             xdp_attached,
+            xdp_waiting,
             xdp_fallbacks,
             xdp_interface_mode,
             xdp_forwarded,

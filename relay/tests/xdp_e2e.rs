@@ -21,6 +21,11 @@
 //!   the cap, and the channel returns once the budget has recovered.
 //! - Without the program (an interface that does not exist), the relay says so in its metrics
 //!   and the same uclient traffic is relayed in userspace without loss.
+//! - Two relays on one host (a hand-over of its ports): the second one's interfaces have the
+//!   first one's program; it says it waits, relays in userspace, and attaches once the first
+//!   has exited, after which a call made before then goes through the kernel: beside it on
+//!   other ports, and through the hand-over itself (the old relay's call goes on meanwhile).
+//!   Of two interfaces, only the busy one waits.
 //!
 //! Needs root (CI is root), the relay built after `cargo xtask build-ebpf`, coturn's tools,
 //! curl and bpftool (`cargo xtask test` installs them).
@@ -35,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use common::browser::udp_in_csum_errors;
 use common::turn::TurnClient;
-use common::{Guard, metric_value, relay_bin, require, run};
+use common::{Guard, TempDir, metric_value, relay_bin, require, run};
 use netns::{Netns, must, short_id};
 use relay::stun::AddressFamily;
 
@@ -149,13 +154,18 @@ impl Topology {
     /// Starts the relay in its namespace, listening on both families, relaying from both, with
     /// `extra` flags.
     fn spawn_relay(&self, extra: &[&str]) -> Guard {
+        self.spawn_relay_on(&FIRST, extra, Stdio::null())
+    }
+
+    /// [`Topology::spawn_relay`] on `ports`, its log to `stderr`.
+    fn spawn_relay_on(&self, ports: &RelayPorts, extra: &[&str], stderr: Stdio) -> Guard {
         let relay = Command::new("ip")
             .args(["netns", "exec", self.relay(), relay_bin()])
-            .args(["--listen", &format!("{LISTEN_V4}:3478")])
-            .args(["--listen", &format!("[{LISTEN_V6}]:3478")])
+            .args(["--listen", &format!("{LISTEN_V4}:{}", ports.listen)])
+            .args(["--listen", &format!("[{LISTEN_V6}]:{}", ports.listen)])
             .args([
                 "--metrics-listen",
-                "127.0.0.1:9641",
+                &format!("127.0.0.1:{}", ports.metrics),
                 "--realm",
                 "example.org",
             ])
@@ -167,12 +177,13 @@ impl Topology {
                 "--allow-peer",
                 "fd77:2::/64",
             ])
-            .args(["--min-port", "40000", "--max-port", "40999"])
+            .args(["--min-port", &ports.relayed.0.to_string()])
+            .args(["--max-port", &ports.relayed.1.to_string()])
             .args(["--drain-timeout", "0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn relay");
         Guard(relay)
@@ -204,6 +215,27 @@ impl Topology {
     }
 }
 
+/// Where a relay in the relay namespace listens (both families), serves its metrics
+/// (127.0.0.1) and relays (a port range): [`FIRST`] for the relay of a test, [`SECOND`] for
+/// one beside it.
+struct RelayPorts {
+    listen: u16,
+    metrics: u16,
+    relayed: (u16, u16),
+}
+
+const FIRST: RelayPorts = RelayPorts {
+    listen: 3478,
+    metrics: 9641,
+    relayed: (40000, 40999),
+};
+
+const SECOND: RelayPorts = RelayPorts {
+    listen: 3479,
+    metrics: 9642,
+    relayed: (41000, 41999),
+};
+
 /// Waits up to 20 s for the relay in `ns` to report its program attached; panics with `what`
 /// otherwise.
 fn wait_attached(ns: &str, what: &str) {
@@ -216,9 +248,14 @@ fn wait_attached(ns: &str, what: &str) {
 
 /// One series from the metrics of the relay in `ns` (0 if absent).
 fn metric(ns: &str, series: &str) -> f64 {
+    metric_on(ns, &FIRST, series)
+}
+
+/// [`metric`] of the relay on `ports`.
+fn metric_on(ns: &str, ports: &RelayPorts, series: &str) -> f64 {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "curl", "-s"])
-        .arg("http://127.0.0.1:9641/metrics")
+        .arg(format!("http://127.0.0.1:{}/metrics", ports.metrics))
         .output()
         .expect("curl");
     metric_value(&String::from_utf8_lossy(&out.stdout), series)
@@ -236,8 +273,14 @@ fn relayed_both_ways(ns: &str) -> (f64, f64, f64, f64) {
 }
 
 fn relayed(ns: &str, datapath: &str, direction: &str) -> f64 {
-    metric(
+    relayed_on(ns, &FIRST, datapath, direction)
+}
+
+/// [`relayed`] by the relay on `ports`.
+fn relayed_on(ns: &str, ports: &RelayPorts, datapath: &str, direction: &str) -> f64 {
+    metric_on(
         ns,
+        ports,
         &format!(
             r#"xdpturn_relayed_packets_total{{datapath="{datapath}",direction="{direction}",transport="udp"}}"#
         ),
@@ -664,7 +707,14 @@ struct Session {
 
 impl Session {
     fn new(topo: &Topology) -> Session {
-        let server: SocketAddr = format!("{LISTEN_V4}:3478").parse().expect("addr");
+        Session::through(topo, &FIRST, 6000)
+    }
+
+    /// A session through the relay on `ports`, to a peer on `peer_port`.
+    fn through(topo: &Topology, ports: &RelayPorts, peer_port: u16) -> Session {
+        let server: SocketAddr = format!("{LISTEN_V4}:{}", ports.listen)
+            .parse()
+            .expect("addr");
         let mut client = topo.client_ns.enter(|| {
             TurnClient::new(
                 server,
@@ -676,7 +726,7 @@ impl Session {
         });
         let peer = topo
             .peer_ns
-            .enter(|| UdpSocket::bind(format!("{PEER_V4}:6000")).expect("bind peer"));
+            .enter(|| UdpSocket::bind(format!("{PEER_V4}:{peer_port}")).expect("bind peer"));
         peer.set_read_timeout(Some(Duration::from_secs(1)))
             .expect("timeout");
         let relayed = client
@@ -1028,5 +1078,306 @@ fn over_the_bandwidth_cap_a_channel_leaves_the_kernel_until_the_budget_recovers(
             >= 18.0),
         "forwarded by XDP again: {xdp_after} → {}",
         xdp_relayed(r).0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two relays on one host: the second waits for the first one's program to go.
+
+/// The log of a relay, written to a file of a scratch directory.
+struct Log {
+    dir: TempDir,
+}
+
+impl Log {
+    fn new(tag: &str) -> Log {
+        Log {
+            dir: TempDir::new(tag),
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("relay.log")
+    }
+
+    fn stderr(&self) -> Stdio {
+        Stdio::from(std::fs::File::create(self.path()).expect("create the log"))
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(self.path()).unwrap_or_default()
+    }
+
+    /// Whether a line of the log contains `what`, within `timeout`.
+    fn says(&self, what: &str, timeout: Duration) -> bool {
+        eventually(timeout, || self.text().contains(what))
+    }
+}
+
+/// Stops `relay` with SIGTERM and waits for it to exit; returns when it did.
+fn stop(relay: &mut Guard) -> Instant {
+    must("kill", &["-s", "TERM", &relay.0.id().to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while relay.0.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the relay did not exit on TERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Instant::now()
+}
+
+/// The hand-over of a host's ports, as far as XDP goes: the new relay starts while the old
+/// one's program is attached to the interfaces (it drains for minutes), relays in userspace
+/// meanwhile, keeps its maps, and attaches once the old one has exited; the channel bound
+/// before then is forwarded by the kernel from that moment.
+#[test]
+fn a_second_relay_attaches_once_the_first_one_exits() {
+    let topo = Topology::new("w");
+    let r = topo.relay();
+    let (ra, rb) = topo.relay_interfaces();
+    let mut first = topo.start_relay("skb", &[]);
+    let log = Log::new("xdp-wait");
+    let _second = topo.spawn_relay_on(
+        &SECOND,
+        &[
+            "--xdp-interface",
+            &ra,
+            "--xdp-interface",
+            &rb,
+            "--xdp-mode",
+            "skb",
+        ],
+        log.stderr(),
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || metric_on(
+            r,
+            &SECOND,
+            "xdpturn_ready"
+        ) == 1.0),
+        "the second relay did not start: {}",
+        log.text()
+    );
+    assert_eq!(metric_on(r, &SECOND, "xdpturn_xdp_attached"), 0.0);
+    for dev in [&ra, &rb] {
+        let waits = format!(
+            "another XDP program is attached to {dev}; relaying in userspace until it is detached"
+        );
+        assert!(
+            log.says(&waits, Duration::from_secs(5)),
+            "no `{waits}` in the log: {}",
+            log.text()
+        );
+    }
+    assert_eq!(
+        metric_on(
+            r,
+            &SECOND,
+            r#"xdpturn_xdp_fallbacks_total{reason="attach"}"#
+        ),
+        0.0,
+        "waiting is no fallback"
+    );
+    assert_eq!(metric_on(r, &SECOND, "xdpturn_xdp_waiting_interfaces"), 2.0);
+
+    // A call through the second relay before the first exits: relayed in userspace, its
+    // channel in the second relay's maps all the same.
+    let session = Session::through(&topo, &SECOND, 6000);
+    assert_eq!(session.round_trips(20), 20, "zero loss in userspace");
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            relayed_on(r, &SECOND, "userspace", "client_to_peer") >= 20.0
+                && relayed_on(r, &SECOND, "userspace", "peer_to_client") >= 20.0
+        }),
+        "not relayed in userspace"
+    );
+    assert_eq!(relayed_on(r, &SECOND, "xdp", "client_to_peer"), 0.0);
+    assert_eq!(metric_on(r, &SECOND, "xdpturn_xdp_attached"), 0.0);
+
+    let exited = stop(&mut first);
+    assert!(
+        eventually(Duration::from_secs(10), || metric_on(
+            r,
+            &SECOND,
+            "xdpturn_xdp_attached"
+        ) == 1.0),
+        "the second relay did not attach after the first one exited: {}",
+        log.text()
+    );
+    let waited = exited.elapsed();
+    eprintln!("attached {waited:?} after the first relay exited");
+    assert_eq!(metric_on(r, &SECOND, "xdpturn_xdp_waiting_interfaces"), 0.0);
+    assert!(
+        log.says("XDP fast path attached", Duration::from_secs(2)),
+        "{}",
+        log.text()
+    );
+    for dev in [&ra, &rb] {
+        assert_eq!(
+            metric_on(
+                r,
+                &SECOND,
+                &format!(
+                    r#"xdpturn_xdp_interface_mode{{interface="{dev}",mode="skb",why="configured"}}"#
+                )
+            ),
+            1.0,
+            "{dev}"
+        );
+    }
+
+    // The channel bound before the attach now goes through the kernel.
+    let before = (
+        relayed_on(r, &SECOND, "xdp", "client_to_peer"),
+        relayed_on(r, &SECOND, "xdp", "peer_to_client"),
+    );
+    assert_eq!(session.round_trips(100), 100, "zero loss");
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            relayed_on(r, &SECOND, "xdp", "client_to_peer") - before.0 >= 90.0
+                && relayed_on(r, &SECOND, "xdp", "peer_to_client") - before.1 >= 90.0
+        }),
+        "the call was not forwarded by XDP after the attach: {before:?} → {:?}",
+        (
+            relayed_on(r, &SECOND, "xdp", "client_to_peer"),
+            relayed_on(r, &SECOND, "xdp", "peer_to_client"),
+        )
+    );
+}
+
+/// Of two interfaces, the one another program holds waits and the other attaches at once.
+#[test]
+fn only_the_busy_interface_waits() {
+    let topo = Topology::new("o");
+    let r = topo.relay();
+    let (ra, rb) = topo.relay_interfaces();
+    // The first relay on the peer side only.
+    let mut first = topo.spawn_relay(&["--xdp-interface", &rb, "--xdp-mode", "skb"]);
+    wait_attached(r, "the first relay did not attach");
+    let log = Log::new("xdp-one-waits");
+    let _second = topo.spawn_relay_on(
+        &SECOND,
+        &[
+            "--xdp-interface",
+            &ra,
+            "--xdp-interface",
+            &rb,
+            "--xdp-mode",
+            "skb",
+        ],
+        log.stderr(),
+    );
+    let mode = |dev: &str| {
+        metric_on(
+            r,
+            &SECOND,
+            &format!(
+                r#"xdpturn_xdp_interface_mode{{interface="{dev}",mode="skb",why="configured"}}"#
+            ),
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || metric_on(
+            r,
+            &SECOND,
+            "xdpturn_xdp_attached"
+        ) == 1.0),
+        "the free interface was not attached at once: {}",
+        log.text()
+    );
+    assert_eq!(mode(&ra), 1.0, "{ra} is free");
+    assert_eq!(mode(&rb), 0.0, "{rb} is the first relay's");
+    let waits = format!("another XDP program is attached to {rb};");
+    assert!(log.says(&waits, Duration::from_secs(5)), "{}", log.text());
+    assert!(!log.text().contains(&format!("attached to {ra};")));
+
+    stop(&mut first);
+    assert!(
+        eventually(Duration::from_secs(10), || mode(&rb) == 1.0),
+        "{rb} was not attached after the first relay exited: {}",
+        log.text()
+    );
+}
+
+/// The hand-over itself: the new relay takes the ports over (same listening, relayed and
+/// metrics ports) while a call runs through the old one, whose program keeps forwarding it;
+/// a call to the new relay is relayed in userspace until the old relay exits, then by the
+/// kernel.
+#[test]
+fn after_a_hand_over_the_new_relay_attaches_once_the_old_one_exits() {
+    let topo = Topology::new("h");
+    let r = topo.relay();
+    let (ra, rb) = topo.relay_interfaces();
+    let mut old = topo.start_relay("skb", &[]);
+    let old_call = Session::through(&topo, &FIRST, 6000);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            old_call.round_trips(5);
+            xdp_relayed(r).0 > 0.0
+        }),
+        "the old relay's call does not go through the kernel"
+    );
+    let log = Log::new("xdp-handover");
+    let _new = topo.spawn_relay_on(
+        &FIRST,
+        &[
+            "--xdp-interface",
+            &ra,
+            "--xdp-interface",
+            &rb,
+            "--xdp-mode",
+            "skb",
+        ],
+        log.stderr(),
+    );
+    // The metrics port is the new relay's once it has taken the ports over.
+    assert!(
+        eventually(Duration::from_secs(20), || metric(
+            r,
+            "xdpturn_xdp_waiting_interfaces"
+        ) == 2.0),
+        "the new relay did not take over, or does not wait: {}",
+        log.text()
+    );
+    assert_eq!(metric(r, "xdpturn_xdp_attached"), 0.0);
+    assert!(log.says(
+        &format!("another XDP program is attached to {ra};"),
+        Duration::from_secs(2)
+    ));
+    assert_eq!(old_call.round_trips(20), 20, "the old relay's call goes on");
+
+    let new_call = Session::through(&topo, &FIRST, 6001);
+    assert_eq!(new_call.round_trips(20), 20, "zero loss in userspace");
+    assert!(
+        eventually(Duration::from_secs(3), || relayed(
+            r,
+            "userspace",
+            "client_to_peer"
+        ) >= 20.0),
+        "the new relay did not relay the call in userspace"
+    );
+    assert_eq!(
+        xdp_relayed(r),
+        (0.0, 0.0),
+        "nothing in the new relay's kernel"
+    );
+
+    let exited = stop(&mut old);
+    assert!(
+        eventually(Duration::from_secs(10), || metric(
+            r,
+            "xdpturn_xdp_attached"
+        ) == 1.0),
+        "the new relay did not attach after the old one exited: {}",
+        log.text()
+    );
+    eprintln!("attached {:?} after the old relay exited", exited.elapsed());
+    assert_eq!(new_call.round_trips(100), 100, "zero loss");
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let (up, down) = xdp_relayed(r);
+            up >= 90.0 && down >= 90.0
+        }),
+        "the new relay's call was not forwarded by XDP: {:?}",
+        xdp_relayed(r)
     );
 }

@@ -1438,8 +1438,8 @@ fn dropping_the_dataplane_detaches_the_program() {
     };
     ns.enter(|| {
         let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
-        let modes: Vec<_> = dp
-            .attachments()
+        let attachments = dp.attachments();
+        let modes: Vec<_> = attachments
             .iter()
             .map(|a| (a.interface.as_str(), a.mode, a.why))
             .collect();
@@ -1484,7 +1484,8 @@ fn dropping_the_dataplane_detaches_the_program() {
             ..config(XdpMode::Native)
         })
         .unwrap();
-        let a = &dp.attachments()[0];
+        let attachments = dp.attachments();
+        let a = &attachments[0];
         assert_eq!((a.mode, a.why), (XdpMode::Native, ModeChoice::Configured));
         let shown = output("ip", &["-n", &ns.name, "-d", "link", "show", "dev", "xn0"]);
         assert!(
@@ -1505,6 +1506,53 @@ fn dropping_the_dataplane_detaches_the_program() {
             "{err}"
         );
         assert!(detached(&ns, "xc0"));
+
+        // An interface another program holds (another relay's, while it hands the ports over
+        // to this one) waits, whatever the modes (EBUSY in the same mode, EEXIST in the other);
+        // the others attach at once, and the busy one once it is free.
+        let first = Dataplane::load(&XdpConfig {
+            interfaces: vec!["xn0".into()],
+            ..config(XdpMode::Skb)
+        })
+        .unwrap();
+        let names = |dp: &Dataplane| -> Vec<String> {
+            dp.attachments().into_iter().map(|a| a.interface).collect()
+        };
+        for mode in [XdpMode::Native, XdpMode::Skb, XdpMode::Auto] {
+            let second = Dataplane::load(&XdpConfig {
+                interfaces: vec!["xc0".into(), "xn0".into()],
+                ..config(mode)
+            })
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+            assert_eq!(second.waiting(), ["xn0"], "{mode}");
+            assert_eq!(names(&second), ["xc0"], "{mode}");
+            assert!(second.attach_waiting().is_empty(), "{mode}: still busy");
+            assert_eq!(second.waiting(), ["xn0"], "{mode}");
+            if mode != XdpMode::Auto {
+                drop(second);
+                assert!(detached(&ns, "xc0"));
+                continue;
+            }
+            drop(first);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let done = loop {
+                let done = second.attach_waiting();
+                if !done.is_empty() || Instant::now() > deadline {
+                    break done;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert_eq!(done.len(), 1, "xn0 was not attached once free");
+            let (interface, result) = &done[0];
+            let attachment = result.as_ref().unwrap();
+            assert_eq!((interface.as_str(), attachment.mode), ("xn0", XdpMode::Skb));
+            assert!(second.waiting().is_empty());
+            assert_eq!(names(&second), ["xc0", "xn0"]);
+            assert!(attached(&ns, "xn0"));
+            drop(second);
+            assert!(detached(&ns, "xn0"));
+            break;
+        }
     });
 }
 

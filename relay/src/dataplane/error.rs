@@ -40,6 +40,18 @@ pub enum DataplaneError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The interface has an XDP program already (EBUSY, or EEXIST when it runs in the other
+    /// mode): typically the one of the relay process this one takes the ports over from,
+    /// attached until that process exits. The dataplane waits for it
+    /// ([`Dataplane::attach_waiting`](super::Dataplane::attach_waiting)).
+    #[error("another XDP program is attached to {interface}: {reason}")]
+    Busy {
+        interface: String,
+        /// The kernel's error (which call, which errno).
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// Channels on this transport stay in userspace (only UDP ChannelData is offloaded).
     #[error("channels over {} are relayed in userspace", .0.as_str())]
     Transport(Transport),
@@ -84,6 +96,7 @@ impl DataplaneError {
             DataplaneError::Load { .. } => "load",
             DataplaneError::UnknownInterface(_) => "unknown_interface",
             DataplaneError::Attach { .. } => "attach",
+            DataplaneError::Busy { .. } => "busy",
             DataplaneError::Transport(_) => "transport",
             DataplaneError::Address { .. } => "address",
             DataplaneError::Full { .. } | DataplaneError::MapFull { .. } => "full",

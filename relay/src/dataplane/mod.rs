@@ -59,7 +59,16 @@
 //! Detaching: the program is attached with BPF links (kernel 5.9+), which the kernel removes
 //! when the process exits however it exits, so a relay that is killed leaves no forwarding
 //! behind either. (aya falls back to a netlink attach on older kernels; there only `Drop`
-//! detaches.)
+//! detaches, and the program of a relay that was killed stays attached, so that a relay
+//! started after it waits for the interface until someone detaches it (`ip link set dev IF
+//! xdpgeneric off`, or `xdpdrv off` in native mode).)
+//!
+//! Waiting: an interface that has an XDP program already (EBUSY, or EEXIST in the other
+//! mode) is no load failure. During a hand-over of the host ports (serve::handover) the old
+//! relay's program stays attached until its process exits, minutes later; the new relay's
+//! dataplane loads, leaves that interface [waiting](Dataplane::waiting), keeps its maps as if
+//! attached, and [`Dataplane::attach_waiting`] (called periodically by serve::xdp) attaches it
+//! once the interface is free.
 //!
 //! Requirements on the host: root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), nothing else. In particular
 //! forwarding need not be enabled on the attached interfaces: the next hops come from

@@ -25,8 +25,18 @@ impl Dataplane {
     }
 
     /// Where the program is attached (never anywhere).
-    pub fn attachments(&self) -> &[Attachment] {
-        &[]
+    pub fn attachments(&self) -> Vec<Attachment> {
+        Vec::new()
+    }
+
+    /// The interfaces waiting for another XDP program to go: none.
+    pub fn waiting(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Attaches to the waiting interfaces: there are none.
+    pub fn attach_waiting(&self) -> Vec<(String, Result<Attachment, DataplaneError>)> {
+        Vec::new()
     }
 
     /// Frames the attached interfaces dropped: nothing is attached.

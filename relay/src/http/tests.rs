@@ -349,6 +349,31 @@ async fn readyz_answers_only_for_its_own_revision() {
     assert_eq!(get(app, "/readyz?revision=new").await.0, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn readyz_says_busy_while_another_program_holds_the_interfaces() {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let app = router(metrics.clone(), Arc::new(Api::default()), None);
+    let readyz = || async {
+        let r = app
+            .clone()
+            .oneshot(request("GET", "/readyz", None))
+            .await
+            .expect("infallible");
+        let (_, _, text) = body(r).await;
+        text
+    };
+    metrics.ready.set(1);
+    metrics.xdp_waiting.set(2);
+    assert_eq!(
+        readyz().await,
+        "ready\ndatapath: userspace (xdp unavailable: busy)\n"
+    );
+    // One of them attached: the fast path runs.
+    metrics.xdp_waiting.set(1);
+    metrics.xdp_attached.set(1);
+    assert_eq!(readyz().await, "ready\ndatapath: xdp\n");
+}
+
 #[test]
 fn fast_path_down_reasons_are_the_load_errors() {
     use crate::dataplane::{DataplaneError, XdpMode};

@@ -17,7 +17,7 @@ mod xdp;
 
 pub use load::{LoadError, load_config};
 pub use supervise::{Live, Watch, set_test_lifetimes, supervise};
-pub use xdp::{export_xdp_counters, load_dataplane};
+pub use xdp::{attach_when_free, export_xdp_counters, load_dataplane};
 
 /// The flags of the relay itself: the config file, every setting of [`api::RelayConfig`] (as
 /// [`api::RelayFlags`] declares them, with their `XDPTURN_*` variables) and the test knobs.

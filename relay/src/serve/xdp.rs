@@ -1,6 +1,7 @@
 //! The XDP fast path at start-up and while it runs: attaching it where configured (or saying
-//! once why it cannot be, and serving in userspace), and feeding what the kernel relayed into
-//! the same metrics as userspace, taking it off an interface whose sends fail.
+//! once why it cannot be, and serving in userspace), attaching it late where another relay
+//! process's program held the interface, and feeding what the kernel relayed into the same
+//! metrics as userspace, taking it off an interface whose sends fail.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,10 @@ use crate::metrics::{Datapath, Direction, Metrics};
 use crate::proto::Transport;
 
 /// Attaches the XDP fast path when interfaces are configured. On failure the relay says why
-/// once, exports it (`xdpturn_xdp_attached 0`) and serves everything in userspace.
+/// once, exports it (`xdpturn_xdp_attached 0`) and serves everything in userspace. An
+/// interface that has another XDP program (the relay this one takes the ports over from,
+/// until it exits) waits, said once: the program stays loaded and its maps current, and
+/// [`attach_when_free`] attaches it later.
 pub fn load_dataplane(
     cfg: &RelayConfig,
     bound: &Bound,
@@ -32,30 +36,96 @@ pub fn load_dataplane(
     match Dataplane::load(&config) {
         Ok(dp) => {
             for a in dp.attachments() {
-                tracing::info!(
-                    interface = %a.interface,
-                    mode = a.mode.as_str(),
-                    why = a.why.describe(),
-                    max_channels = config.max_channels,
-                    "XDP fast path attached"
-                );
-                metrics
-                    .xdp_interface_mode
-                    .with_label_values(&[a.interface.as_str(), a.mode.as_str(), a.why.as_str()])
-                    .set(1);
+                attached(&a, dp.max_channels(), metrics);
             }
-            metrics.xdp_attached.set(1);
+            let waiting = dp.waiting();
+            metrics
+                .xdp_waiting
+                .set(waiting.len().try_into().unwrap_or(i64::MAX));
+            for interface in waiting {
+                tracing::warn!(
+                    interface,
+                    "another XDP program is attached to {interface}; relaying in userspace \
+                     until it is detached"
+                );
+            }
             Some(Arc::new(dp))
         }
         Err(err) => {
-            metrics
-                .xdp_fallbacks
-                .with_label_values(&[err.metric_label()])
-                .inc();
+            fallback(&err, metrics);
             tracing::warn!(error = %err, "XDP fast path unavailable; relaying everything in userspace");
             None
         }
     }
+}
+
+/// How often [`attach_when_free`] tries an interface another XDP program holds: the fast path
+/// returns within this long of the other relay's exit, at the cost of one failing syscall per
+/// waiting interface each time.
+pub const ATTACH_RETRY: Duration = Duration::from_secs(2);
+
+/// Attaches the program to the interfaces that had another XDP program at start-up, each as
+/// soon as it is free ([`ATTACH_RETRY`]); returns when none waits any more.
+///
+/// Why: during a hand-over of the host ports (serve::handover) the relay that hands them over
+/// drains its allocations for minutes, and its program stays attached to the interfaces until
+/// its process exits (the kernel then detaches its BPF links, however it exits). Without this,
+/// the new relay would relay everything in userspace until it is restarted. Meanwhile the
+/// program is loaded and the workers keep its maps as if it were attached, so from the attach
+/// on the kernel forwards every allocation already there.
+///
+/// An interface that fails otherwise (gone, or refusing the mode) stops waiting: said once,
+/// counted in `xdpturn_xdp_fallbacks_total`, and relayed in userspace.
+pub async fn attach_when_free(dp: Arc<Dataplane>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(ATTACH_RETRY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !dp.waiting().is_empty() {
+        tick.tick().await;
+        let done = dp.attach_waiting();
+        if done.is_empty() {
+            continue;
+        }
+        metrics
+            .xdp_waiting
+            .set(dp.waiting().len().try_into().unwrap_or(i64::MAX));
+        for (interface, result) in done {
+            match result {
+                Ok(a) => attached(&a, dp.max_channels(), &metrics),
+                Err(err) => {
+                    fallback(&err, &metrics);
+                    tracing::warn!(
+                        interface,
+                        error = %err,
+                        "XDP fast path unavailable on this interface; relaying its traffic in \
+                         userspace"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Says that the program is attached to `a` and exports it.
+fn attached(a: &dataplane::Attachment, max_channels: u32, metrics: &Metrics) {
+    tracing::info!(
+        interface = %a.interface,
+        mode = a.mode.as_str(),
+        why = a.why.describe(),
+        max_channels,
+        "XDP fast path attached"
+    );
+    metrics
+        .xdp_interface_mode
+        .with_label_values(&[a.interface.as_str(), a.mode.as_str(), a.why.as_str()])
+        .set(1);
+    metrics.xdp_attached.set(1);
+}
+
+fn fallback(err: &dataplane::DataplaneError, metrics: &Metrics) {
+    metrics
+        .xdp_fallbacks
+        .with_label_values(&[err.metric_label()])
+        .inc();
 }
 
 /// Feeds what the kernel relayed into the same counters as userspace, labelled
@@ -79,12 +149,13 @@ pub async fn export_xdp_counters(dp: Arc<dataplane::Dataplane>, metrics: Arc<Met
             + now.peer_to_client.since(last.peer_to_client).packets;
         let mut failed_now = 0u64;
         let drops = dp.interface_drops();
+        let attachments = dp.attachments();
         for (index, (count, before)) in drops.iter().zip(&drops_before).enumerate() {
             let (Some(count), Some(before)) = (count, before) else {
                 continue;
             };
             let new = count.saturating_sub(*before);
-            let Some(a) = dp.attachments().get(index) else {
+            let Some(a) = attachments.get(index) else {
                 continue;
             };
             // Drops while the program forwards nothing are not its.

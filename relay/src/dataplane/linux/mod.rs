@@ -23,15 +23,14 @@ use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use relay_common::maps::{
-    ACTION_STATS, ALLOCATIONS, CHANNEL_STATS, CLIENT_TO_PEER, EGRESS, IF_GENERIC, INTERFACES,
-    LISTENERS, NEXT_HOPS, PEER_TO_CLIENT, PROGRAM, TOTAL_STATS,
+    ACTION_STATS, ALLOCATIONS, CHANNEL_STATS, CLIENT_TO_PEER, EGRESS, INTERFACES, LISTENERS,
+    NEXT_HOPS, PEER_TO_CLIENT, PROGRAM, TOTAL_STATS,
 };
 use relay_common::{
     AllocationValue, ChannelKey, ChannelStats, ChannelValue, ClientKey, ListenerKey, NextHopKey,
     NextHopValue, PeerKey, PeerValue,
 };
 
-use self::attach::{attach, ifindex, interface_drops};
 use self::errors::{load_error, map_error, netlink};
 use self::next_hops::{Destination, keep_next_hops};
 use super::nexthop::{Events, Resolver};
@@ -55,7 +54,6 @@ const PEER_ENTRIES_PER_CHANNEL: u32 = 2;
 #[derive(Debug)]
 pub struct Dataplane {
     shared: Arc<Shared>,
-    attachments: Vec<Attachment>,
     max_channels: u32,
 }
 
@@ -72,9 +70,18 @@ struct Shared {
 struct Inner {
     // Declared first so it is dropped first: the links go before the maps (field order).
     ebpf: Ebpf,
-    /// The XDP links, one per attachment (in `Dataplane::attachments` order); `None` once
+    /// Where the program is attached, in the order it was.
+    attachments: Vec<Attachment>,
+    /// The XDP links, one per attachment (in `attachments` order); `None` once
     /// detached because its sends failed.
     links: Vec<Option<XdpLinkId>>,
+    /// The configured interfaces that had another XDP program when the dataplane was loaded,
+    /// not attached yet ([`Dataplane::attach_waiting`]).
+    waiting: Vec<String>,
+    /// The configured mode, for the interfaces attached late.
+    mode: XdpMode,
+    /// The attach mode of each attached interface (IF_GENERIC or 0), by ifindex.
+    modes: BpfHashMap<MapData, u32, u32>,
     /// The device map of the interfaces the program redirects to.
     egress: DevMapHash<MapData>,
     /// Each attached interface's drop counters when the program was attached to it.
@@ -142,7 +149,8 @@ impl Dataplane {
     /// interface in `config.interfaces` (none: loaded but not attached, which
     /// [`Dataplane::test_run`] can still run). Fails, saying why, without root (CAP_BPF,
     /// CAP_NET_ADMIN and CAP_PERFMON), when the kernel refuses the program, or when an interface cannot take
-    /// it; nothing stays attached then.
+    /// it; nothing stays attached then. An interface that has another XDP program already is
+    /// no failure: it waits ([`Dataplane::waiting`], [`Dataplane::attach_waiting`]).
     pub fn load(config: &XdpConfig) -> Result<Dataplane, DataplaneError> {
         let object = OBJECT.ok_or(DataplaneError::NotBuilt)?;
         let max_channels = config.max_channels.max(1);
@@ -188,8 +196,12 @@ impl Dataplane {
             total_stats: take(&mut ebpf, TOTAL_STATS)?,
             action_stats: take(&mut ebpf, ACTION_STATS)?,
             next_hops: take(&mut ebpf, NEXT_HOPS)?,
+            modes: take(&mut ebpf, INTERFACES)?,
             ebpf,
+            attachments: Vec::new(),
             links: Vec::new(),
+            waiting: Vec::new(),
+            mode: config.mode,
             egress,
             drops_at_attach: Vec::new(),
             bound: HashMap::new(),
@@ -223,38 +235,18 @@ impl Dataplane {
             })
             .ok();
 
-        // On error `inner` is dropped, which detaches what was attached so far.
-        let mut modes: BpfHashMap<MapData, u32, u32> = take(&mut inner.ebpf, INTERFACES)?;
-        let mut attachments = Vec::new();
+        // On error `inner` is dropped, which detaches what was attached so far. An interface
+        // with another program waits for it to go (see `Dataplane::attach_waiting`).
         for interface in &config.interfaces {
-            let ifindex = ifindex(interface)?;
-            let program = xdp_program(&mut inner.ebpf)?;
-            let (link, mode, why) = attach(program, interface, ifindex, config.mode)?;
-            inner.links.push(Some(link));
-            inner
-                .egress
-                .insert(ifindex, ifindex, None, 0)
-                .map_err(|e| map_error(EGRESS, e))?;
-            let flags = if mode == XdpMode::Skb { IF_GENERIC } else { 0 };
-            inner.drops_at_attach.push(interface_drops(interface));
-            modes
-                .insert(ifindex, flags, 0)
-                .map_err(|e| map_error(INTERFACES, e))?;
-            tracing::info!(
-                interface,
-                ifindex,
-                %mode,
-                why = why.describe(),
-                "XDP program attached"
-            );
-            attachments.push(Attachment {
-                interface: interface.clone(),
-                ifindex,
-                mode,
-                why,
-            });
+            match inner.attach(interface) {
+                Ok(_) => {}
+                Err(e @ DataplaneError::Busy { .. }) => {
+                    tracing::debug!(err = %e, "waiting for the interface");
+                    inner.waiting.push(interface.clone());
+                }
+                Err(e) => return Err(e),
+            }
         }
-        drop(modes);
         drop(listener_map);
 
         let shared = Arc::new(Shared {
@@ -271,14 +263,14 @@ impl Dataplane {
             })?;
         Ok(Dataplane {
             shared,
-            attachments,
             max_channels,
         })
     }
 
-    /// Where the program is attached.
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
+    /// Where the program is attached, in the order it was (the interfaces attached at load in
+    /// the configured order, then those [`Dataplane::attach_waiting`] attached).
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.lock().attachments.clone()
     }
 
     /// The most channels the maps hold.
