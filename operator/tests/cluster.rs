@@ -526,8 +526,10 @@ fn a_turncluster_on_a_real_node_carries_calls() {
     junk.send_to(b"this is not STUN, nor ChannelData", server)
         .unwrap();
 
-    // A change that replaces the relay pod (its resources), made while a call is relayed: the
-    // old relay drains, the call loses nothing, and a new relay takes over.
+    // A change that replaces the relay pod (its resources), made while a call is relayed: a new
+    // revision's relay starts next to the old one on the node and takes its ports over; once
+    // it is ready the operator deletes the old revision, whose relay drains; the call loses
+    // nothing.
     let call = {
         // A user of its own: the user quota (10) is spent by the runs above.
         let rest: Vec<String> = ["-W", shared.as_str(), "-u", "carol"]
@@ -560,6 +562,13 @@ fn a_turncluster_on_a_real_node_carries_calls() {
         "-p",
         r#"{"spec":{"resources":{"requests":{"cpu":"20m","memory":"32Mi"}}}}"#,
     ]);
+    let new_pod = eventually("a new relay pod Ready", Duration::from_secs(240), || {
+        cluster.pods(NS, RELAY_PODS).iter().find_map(|p| {
+            let name = p["metadata"]["name"].as_str()?;
+            (name != old_pod && pod_ready(p)).then(|| name.to_owned())
+        })
+    });
+    let new_ready = updated.elapsed();
     eventually(
         "the old relay pod draining",
         Duration::from_secs(60),
@@ -570,21 +579,17 @@ fn a_turncluster_on_a_real_node_carries_calls() {
                 .then_some(())
         },
     );
+    println!(
+        "cluster: relay replaced ({old_pod} -> {new_pod}): the new one Ready {:.1} s and the \
+         old one draining {:.1} s after the change",
+        new_ready.as_secs_f64(),
+        updated.elapsed().as_secs_f64()
+    );
     let stats = call.join().unwrap();
     stats.assert_all_arrived(1500, &cluster.describe(NS));
     println!(
         "cluster: a call in progress during the relay's replacement: {} sent, {} received, 0 lost",
         stats.sent, stats.received
-    );
-    let new_pod = eventually("a new relay pod Ready", Duration::from_secs(240), || {
-        cluster.pods(NS, RELAY_PODS).iter().find_map(|p| {
-            let name = p["metadata"]["name"].as_str()?;
-            (name != old_pod && pod_ready(p)).then(|| name.to_owned())
-        })
-    });
-    println!(
-        "cluster: relay replaced ({old_pod} -> {new_pod}) {:.1} s after the change",
-        updated.elapsed().as_secs_f64()
     );
     let stats = uclient(server, peer, &[&rest[..], &traffic].concat(), TOOL_TIMEOUT);
     stats.assert_all_arrived(1000, &cluster.describe(NS));
