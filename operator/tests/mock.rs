@@ -866,7 +866,7 @@ async fn a_new_revision_surges_and_the_old_one_goes_only_once_it_is_ready() {
         "{}",
         deletes[0].body
     );
-    assert_eq!(w.daemonsets(), [new.clone()]);
+    assert_eq!(w.daemonsets(), std::slice::from_ref(&new));
     assert_eq!(
         w.ctx
             .metrics()

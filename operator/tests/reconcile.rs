@@ -487,7 +487,7 @@ async fn example_end_to_end() {
             .iter()
             .map(ResourceExt::name_any)
             .collect::<Vec<_>>(),
-        [new_name.clone()]
+        [new_name]
     );
 
     // An invalid spec (the schema can not say "Explicit needs an address"): Degraded with the
