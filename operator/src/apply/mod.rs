@@ -149,7 +149,9 @@ impl<'a> Target<'a> {
                 for ds in retire {
                     self.delete(&daemonsets, ds, record).await?;
                 }
-                if let (false, Some(c)) = (retire.is_empty(), current.as_ref()) {
+                if !retire.is_empty()
+                    && let Some(c) = current.as_ref()
+                {
                     record.writes.retired_for = Some(c.name_any());
                     info!(current = %c.name_any(), "the relays of the current revision are ready everywhere: deleted the older revisions");
                 }
