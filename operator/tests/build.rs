@@ -178,6 +178,23 @@ fn minimal_renders_a_hardened_daemonset() {
     let mut template = o.workload.template().clone();
     let pod_labels = template.metadata.as_mut().unwrap().labels.as_mut().unwrap();
     assert_eq!(pod_labels.remove(build::REVISION_LABEL), Some(rev.clone()));
+    // ... and what tells the relay its revision: its variable and its readiness probe's query.
+    let c = &mut template.spec.as_mut().unwrap().containers[0];
+    c.env
+        .as_mut()
+        .unwrap()
+        .retain(|e| e.name != "XDPTURN_REVISION");
+    if c.env.as_ref().is_some_and(Vec::is_empty) {
+        c.env = None;
+    }
+    let get = c
+        .readiness_probe
+        .as_mut()
+        .unwrap()
+        .http_get
+        .as_mut()
+        .unwrap();
+    get.path = Some("/readyz".into());
     assert_eq!(
         build::revision(&template).unwrap(),
         rev,
@@ -255,7 +272,23 @@ fn minimal_renders_a_hardened_daemonset() {
         .as_ref()
         .unwrap();
     assert_eq!(live.path.as_deref(), Some("/healthz"));
-    assert_eq!(ready.path.as_deref(), Some("/readyz"));
+    // The readiness of this revision's relay (the old relay of a surge shares the probe port),
+    // and the relay told its revision.
+    let rev = o.relay_revision.clone().unwrap();
+    assert_eq!(
+        ready.path.as_deref(),
+        Some(format!("/readyz?revision={rev}").as_str())
+    );
+    let env: Vec<(&str, Option<&str>)> = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
+    assert!(
+        env.contains(&("XDPTURN_REVISION", Some(rev.as_str()))),
+        "{env:?}"
+    );
     // Host networking: no container ports (they would be host ports, and the scheduler would
     // keep a new revision's relay off a node whose old relay holds them), so probes by number.
     assert_eq!(serde_json::to_value(&live.port).unwrap(), 9641);
@@ -642,6 +675,8 @@ fn deployment_is_userspace_behind_a_load_balancer() {
         .as_ref()
         .unwrap();
     assert_eq!(serde_json::to_value(&probe.port).unwrap(), "metrics");
+    // Replicas do not share ports: no revision in their probe.
+    assert_eq!(probe.path.as_deref(), Some("/readyz"));
     assert!(p.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
     let sc = container(&o).security_context.clone().unwrap();
     assert_eq!(

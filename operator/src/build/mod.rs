@@ -290,6 +290,7 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Owned, BuildError> {
         if let Some(meta) = template.metadata.as_mut() {
             meta.labels.get_or_insert_default().extend([label.clone()]);
         }
+        pod::tell_revision(&mut template, &rev);
         selector_match.extend([label.clone()]);
         workload_meta.name = Some(names.daemonset(&rev));
         workload_meta.labels.get_or_insert_default().extend([label]);

@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use api::{PlacementMode, TurnCluster, TurnClusterSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount, WeightedPodAffinityTerm,
+    EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -249,6 +250,35 @@ fn probe(spec: &TurnClusterSpec, daemonset: bool, path: &str, period: i32, failu
         timeout_seconds: Some(2),
         failure_threshold: Some(failures),
         ..Probe::default()
+    }
+}
+
+/// Tells the relay of a DaemonSet-mode pod its template revision (`XDPTURN_REVISION`) and
+/// probes its readiness for that revision (`/readyz?revision=<rev>`). During a surge two relay
+/// pods of a node share its host ports, the probe port among them: until the new relay has
+/// taken the ports over, the kubelet's probe of the new pod reaches the old relay, which must
+/// not answer it as ready (the operator would then retire the old relays before the new ones
+/// serve); once it has, the old pod's probe reaches the new relay, which says it is not that
+/// pod. Added after the revision is computed, as the revision label is.
+pub fn tell_revision(template: &mut PodTemplateSpec, rev: &str) {
+    let Some(container) = template
+        .spec
+        .as_mut()
+        .and_then(|pod| pod.containers.first_mut())
+    else {
+        return;
+    };
+    container.env.get_or_insert_default().push(EnvVar {
+        name: "XDPTURN_REVISION".into(),
+        value: Some(rev.into()),
+        ..EnvVar::default()
+    });
+    if let Some(get) = container
+        .readiness_probe
+        .as_mut()
+        .and_then(|p| p.http_get.as_mut())
+    {
+        get.path = Some(format!("/readyz?revision={rev}"));
     }
 }
 
