@@ -154,12 +154,15 @@ mod tests {
             "xdpturn_operator_reconciles_total 0",
             "xdpturn_operator_reconcile_failures_total{reason=\"apply\"} 0",
             "xdpturn_operator_writes_total{kind=\"DaemonSet\",operation=\"create\"} 0",
+            // Older relay revisions' DaemonSets are deleted once the current one is ready.
+            "xdpturn_operator_writes_total{kind=\"DaemonSet\",operation=\"delete\"} 0",
             "xdpturn_operator_reconcile_duration_seconds_count 0",
             "xdpturn_operator_leader 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
         m.wrote("Service", "update");
-        assert_eq!(m.total_writes(), 1);
+        m.wrote("DaemonSet", "delete");
+        assert_eq!(m.total_writes(), 2);
     }
 }

@@ -14,7 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -78,7 +79,7 @@ pub struct Target {
 
 /// The relays worth asking among `pods`: running, ready (the readiness probe is this same
 /// endpoint, and a relay decides its datapath before it turns ready), not being deleted, with
-/// an IP and a relay container with a `metrics` port. Sorted by pod name.
+/// an IP and a relay container with a metrics port ([`metrics_port`]). Sorted by pod name.
 pub fn targets(pods: &[Pod]) -> Vec<Target> {
     let mut out: Vec<Target> = pods
         .iter()
@@ -95,15 +96,7 @@ pub fn targets(pods: &[Pod]) -> Vec<Target> {
             }
             let ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
             let spec = p.spec.as_ref()?;
-            let port = spec
-                .containers
-                .iter()
-                .find(|c| c.name == CONTAINER)?
-                .ports
-                .iter()
-                .flatten()
-                .find(|port| port.name.as_deref() == Some("metrics"))?
-                .container_port;
+            let port = metrics_port(spec.containers.iter().find(|c| c.name == CONTAINER)?)?;
             Some(Target {
                 pod: p.name_any(),
                 node: spec.node_name.clone(),
@@ -113,6 +106,23 @@ pub fn targets(pods: &[Pod]) -> Vec<Target> {
         .collect();
     out.sort_by(|a, b| a.pod.cmp(&b.pod));
     out
+}
+
+/// The relay container's metrics port: its port named `metrics`, or, where it declares no ports
+/// (DaemonSet mode, host networking), the port its readiness probe asks by number.
+fn metrics_port(container: &Container) -> Option<i32> {
+    let named = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|port| port.name.as_deref() == Some("metrics"))
+        .map(|port| port.container_port);
+    named.or_else(
+        || match &container.readiness_probe.as_ref()?.http_get.as_ref()?.port {
+            IntOrString::Int(port) => Some(*port),
+            IntOrString::String(_) => None,
+        },
+    )
 }
 
 /// What one relay said; `fast_path` is `None` when it did not answer (in time, or with 200 or
@@ -262,6 +272,30 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_daemonset_relay_without_ports_is_asked_on_its_probe_port() {
+        let mut p = pod("ds", Some("10.0.0.9"), true, None);
+        let container = &mut p.spec.as_mut().unwrap().containers[0];
+        container.readiness_probe = Some(
+            serde_json::from_value(
+                serde_json::json!({"httpGet": {"path": "/readyz", "port": 9650}}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            targets(&[p.clone()])[0].addr,
+            "10.0.0.9:9650".parse().unwrap()
+        );
+        let container = &mut p.spec.as_mut().unwrap().containers[0];
+        container.readiness_probe = Some(
+            serde_json::from_value(
+                serde_json::json!({"httpGet": {"path": "/readyz", "port": "metrics"}}),
+            )
+            .unwrap(),
+        );
+        assert!(targets(&[p]).is_empty(), "a name with no port of that name");
     }
 
     #[tokio::test]

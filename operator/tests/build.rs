@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use api::{RelayConfig, TurnCluster};
 use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::DynamicObject;
 use operator::build::{self, CONFIG_HASH_ANNOTATION, CONFIG_KEY, Inputs, MANAGER, Owned, Workload};
 use operator::cluster::{ClusterFacts, NodeInfo};
@@ -165,7 +166,61 @@ fn minimal_renders_a_hardened_daemonset() {
     let Workload::DaemonSet(ds) = &o.workload else {
         panic!("a DaemonSet by default")
     };
-    assert_eq!(ds.metadata.name.as_deref(), Some("minimal-relay"));
+    // Named after its pod template's revision, which its pods and its selector carry too; the
+    // Services select every revision's pods.
+    let rev = o.relay_revision.clone().unwrap();
+    assert_eq!(rev.len(), 10);
+    assert!(rev.chars().all(|c| c.is_ascii_hexdigit()), "{rev}");
+    assert_eq!(
+        ds.metadata.name.as_deref(),
+        Some(format!("minimal-relay-{rev}").as_str())
+    );
+    let mut template = o.workload.template().clone();
+    let pod_labels = template.metadata.as_mut().unwrap().labels.as_mut().unwrap();
+    assert_eq!(pod_labels.remove(build::REVISION_LABEL), Some(rev.clone()));
+    // ... and what tells the relay its revision: its variable and its readiness probe's query.
+    let c = &mut template.spec.as_mut().unwrap().containers[0];
+    c.env
+        .as_mut()
+        .unwrap()
+        .retain(|e| e.name != "XDPTURN_REVISION");
+    if c.env.as_ref().is_some_and(Vec::is_empty) {
+        c.env = None;
+    }
+    let get = c
+        .readiness_probe
+        .as_mut()
+        .unwrap()
+        .http_get
+        .as_mut()
+        .unwrap();
+    get.path = Some("/readyz".into());
+    assert_eq!(
+        build::revision(&template).unwrap(),
+        rev,
+        "the hash of the rest"
+    );
+    let selector = ds
+        .spec
+        .as_ref()
+        .unwrap()
+        .selector
+        .match_labels
+        .clone()
+        .unwrap();
+    assert_eq!(selector.get(build::REVISION_LABEL), Some(&rev));
+    assert_eq!(
+        ds.metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get(build::REVISION_LABEL),
+        Some(&rev)
+    );
+    for svc in [&o.service, &o.metrics_service] {
+        let svc_selector = svc.spec.as_ref().unwrap().selector.clone().unwrap();
+        assert_eq!(svc_selector, build::selector_labels("minimal"));
+    }
     let strategy = ds.spec.as_ref().unwrap().update_strategy.clone().unwrap();
     assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
     assert_eq!(
@@ -217,16 +272,28 @@ fn minimal_renders_a_hardened_daemonset() {
         .as_ref()
         .unwrap();
     assert_eq!(live.path.as_deref(), Some("/healthz"));
-    assert_eq!(ready.path.as_deref(), Some("/readyz"));
-    assert_eq!(serde_json::to_value(&live.port).unwrap(), "metrics");
-    let metrics_port = c
-        .ports
-        .as_ref()
-        .unwrap()
+    // The readiness of this revision's relay (the old relay of a surge shares the probe port),
+    // and the relay told its revision.
+    let rev = o.relay_revision.clone().unwrap();
+    assert_eq!(
+        ready.path.as_deref(),
+        Some(format!("/readyz?revision={rev}").as_str())
+    );
+    let env: Vec<(&str, Option<&str>)> = c
+        .env
         .iter()
-        .find(|p| p.name.as_deref() == Some("metrics"))
-        .unwrap();
-    assert_eq!(metrics_port.container_port, 9641);
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
+    assert!(
+        env.contains(&("XDPTURN_REVISION", Some(rev.as_str()))),
+        "{env:?}"
+    );
+    // Host networking: no container ports (they would be host ports, and the scheduler would
+    // keep a new revision's relay off a node whose old relay holds them), so probes by number.
+    assert_eq!(serde_json::to_value(&live.port).unwrap(), 9641);
+    assert_eq!(serde_json::to_value(&ready.port).unwrap(), 9641);
+    assert_eq!(c.ports, None);
     let pre_stop = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
     assert_eq!(
         pre_stop.exec.as_ref().unwrap().command.as_deref().unwrap(),
@@ -263,14 +330,14 @@ fn minimal_renders_a_hardened_daemonset() {
         &o.config_map.metadata.annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION],
         hash
     );
-    assert!(
-        o.workload
-            .template()
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .is_none()
+    // The template's one annotation here: the listeners, which the relay binds at start only
+    // (the container declares no ports in DaemonSet mode).
+    assert_eq!(
+        o.workload.template().metadata.as_ref().unwrap().annotations,
+        Some(BTreeMap::from([(
+            build::LISTENERS_ANNOTATION.to_owned(),
+            "udp-3478,tcp-3478".to_owned()
+        )]))
     );
 
     // TURN Service: UDP and TCP on one address, no health or metrics port.
@@ -582,9 +649,34 @@ fn deployment_is_userspace_behind_a_load_balancer() {
     let ru = spec.strategy.clone().unwrap().rolling_update.unwrap();
     assert_eq!(serde_json::to_value(ru.max_surge).unwrap(), 1);
     assert_eq!(serde_json::to_value(ru.max_unavailable).unwrap(), 0);
+    assert_eq!(d.metadata.name.as_deref(), Some("sfu-turn-relay"));
+    assert_eq!(o.relay_revision, None);
+    assert_eq!(
+        spec.selector.match_labels,
+        Some(build::selector_labels("sfu-turn"))
+    );
     let p = pod(&o);
     assert_eq!(p.host_network, None);
     assert_eq!(p.dns_policy.as_deref(), Some("ClusterFirst"));
+    // Without host networking the ports stay, and the probes name theirs.
+    let c = container(&o);
+    let named: Vec<(Option<String>, i32)> = c
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.container_port))
+        .collect();
+    assert!(named.contains(&(Some("metrics".into()), 9641)), "{named:?}");
+    let probe = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(serde_json::to_value(&probe.port).unwrap(), "metrics");
+    // Replicas do not share ports: no revision in their probe.
+    assert_eq!(probe.path.as_deref(), Some("/readyz"));
     assert!(p.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
     let sc = container(&o).security_context.clone().unwrap();
     assert_eq!(
@@ -665,6 +757,11 @@ fn pods_roll_only_for_changes_that_need_new_pods() {
     assert_ne!(after.config_hash, before.config_hash);
     assert_ne!(after.config_map, before.config_map);
     assert_eq!(template(&after), template(&before), "no restart for config");
+    assert_eq!(
+        (&after.relay_revision, after.workload.meta().name.as_ref()),
+        (&before.relay_revision, before.workload.meta().name.as_ref()),
+        "the same revision, the same DaemonSet"
+    );
 
     // A node joining changes the NAT mappings and pod networks: config only, too.
     let mut more = facts();
@@ -703,13 +800,30 @@ fn pods_roll_only_for_changes_that_need_new_pods() {
             "drain",
             Box::new(|tc: &mut TurnCluster| tc.spec.drain.timeout_seconds = 600),
         ),
+        (
+            "resources",
+            Box::new(|tc: &mut TurnCluster| {
+                let r = tc.spec.resources.as_mut().unwrap();
+                r.limits.insert("memory".into(), Quantity("2Gi".into()));
+            }),
+        ),
     ] {
         let mut tc = base.clone();
         change(&mut tc);
+        let changed = render(&tc, &facts(), None);
         assert_ne!(
-            template(&render(&tc, &facts(), None)),
+            template(&changed),
             template(&before),
             "{what} needs new pods"
+        );
+        assert_ne!(
+            changed.relay_revision, before.relay_revision,
+            "{what}: a new revision"
+        );
+        assert_ne!(
+            changed.workload.meta().name,
+            before.workload.meta().name,
+            "{what}: a new DaemonSet"
         );
     }
 }

@@ -82,6 +82,7 @@ json.dump({"ok": True, "release": str(rel)[:300]}, sys.stdout)
 "#;
 
 /// The cluster `cargo xtask cluster up` made, from its directory.
+#[derive(Clone)]
 struct Cluster {
     dir: PathBuf,
     netns: String,
@@ -211,6 +212,105 @@ impl Cluster {
             self.describe(OPERATOR_NS)
         );
     }
+}
+
+/// Watches, in a thread of its own, that the node always has a relay for new clients while a
+/// relay is replaced: every 300 ms a STUN Binding request to the relay's port must be answered
+/// (three tries, 0.5 s apart) and at least one relay pod must be Ready and not being deleted.
+struct AlwaysServed {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Samples>,
+}
+
+/// What [`AlwaysServed`] saw: samples taken, and those without an answer or a ready relay
+/// (seconds since the watch began, what was missing).
+#[derive(Debug, Default)]
+struct Samples {
+    taken: usize,
+    unserved: Vec<(f64, &'static str)>,
+}
+
+impl AlwaysServed {
+    fn start(cluster: &Cluster, server: SocketAddr) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cluster = cluster.clone();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let began = Instant::now();
+            let mut samples = Samples::default();
+            let mut id = 0u32;
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                samples.taken += 1;
+                let at = began.elapsed().as_secs_f64();
+                let answered = (0..3).any(|_| {
+                    id += 1;
+                    binding(&socket, server, id)
+                });
+                if !answered {
+                    samples
+                        .unserved
+                        .push((at, "no answer to a STUN Binding request"));
+                }
+                let ready =
+                    cluster.kubectl(&["get", "pods", "-n", NS, "-l", RELAY_PODS, "-o", "json"]);
+                let ready = ready
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<Json>(&text).ok())
+                    .map(|pods| {
+                        pods["items"]
+                            .as_array()
+                            .map(|items| {
+                                items
+                                    .iter()
+                                    .filter(|p| {
+                                        pod_ready(p) && p["metadata"]["deletionTimestamp"].is_null()
+                                    })
+                                    .count()
+                            })
+                            .unwrap_or(0)
+                    });
+                match ready {
+                    Some(0) => samples.unserved.push((at, "no relay pod Ready")),
+                    Some(_) => {}
+                    // The API server did not answer: not the relays' doing; the next sample
+                    // looks again.
+                    None => {}
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> Samples {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Sends a STUN Binding request (RFC 8489, transaction `id`) to `server`: whether a success
+/// response to it came back within the socket's read timeout.
+fn binding(socket: &std::net::UdpSocket, server: SocketAddr, id: u32) -> bool {
+    let mut request = [0u8; 20];
+    request[..2].copy_from_slice(&0x0001u16.to_be_bytes());
+    request[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+    request[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    request[16..20].copy_from_slice(&id.to_be_bytes());
+    if socket.send_to(&request, server).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 1500];
+    while let Ok((n, from)) = socket.recv_from(&mut buf) {
+        if from == server && n >= 20 && buf[..2] == [0x01, 0x01] && buf[8..20] == request[8..20] {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether the pod's Ready condition is True.
@@ -526,8 +626,10 @@ fn a_turncluster_on_a_real_node_carries_calls() {
     junk.send_to(b"this is not STUN, nor ChannelData", server)
         .unwrap();
 
-    // A change that replaces the relay pod (its resources), made while a call is relayed: the
-    // old relay drains, the call loses nothing, and a new relay takes over.
+    // A change that replaces the relay pod (its resources), made while a call is relayed: a new
+    // revision's relay starts next to the old one on the node and takes its ports over; once
+    // it is ready the operator deletes the old revision, whose relay drains; the call loses
+    // nothing.
     let call = {
         // A user of its own: the user quota (10) is spent by the runs above.
         let rest: Vec<String> = ["-W", shared.as_str(), "-u", "carol"]
@@ -549,6 +651,7 @@ fn a_turncluster_on_a_real_node_carries_calls() {
         .as_str()
         .unwrap()
         .to_owned();
+    let watch = AlwaysServed::start(&cluster, server);
     let updated = Instant::now();
     cluster.kubectl_ok(&[
         "patch",
@@ -560,6 +663,13 @@ fn a_turncluster_on_a_real_node_carries_calls() {
         "-p",
         r#"{"spec":{"resources":{"requests":{"cpu":"20m","memory":"32Mi"}}}}"#,
     ]);
+    let new_pod = eventually("a new relay pod Ready", Duration::from_secs(240), || {
+        cluster.pods(NS, RELAY_PODS).iter().find_map(|p| {
+            let name = p["metadata"]["name"].as_str()?;
+            (name != old_pod && pod_ready(p)).then(|| name.to_owned())
+        })
+    });
+    let new_ready = updated.elapsed();
     eventually(
         "the old relay pod draining",
         Duration::from_secs(60),
@@ -570,24 +680,67 @@ fn a_turncluster_on_a_real_node_carries_calls() {
                 .then_some(())
         },
     );
+    println!(
+        "cluster: relay replaced ({old_pod} -> {new_pod}): the new one Ready {:.1} s and the \
+         old one draining {:.1} s after the change",
+        new_ready.as_secs_f64(),
+        updated.elapsed().as_secs_f64()
+    );
     let stats = call.join().unwrap();
     stats.assert_all_arrived(1500, &cluster.describe(NS));
     println!(
         "cluster: a call in progress during the relay's replacement: {} sent, {} received, 0 lost",
         stats.sent, stats.received
     );
-    let new_pod = eventually("a new relay pod Ready", Duration::from_secs(240), || {
-        cluster.pods(NS, RELAY_PODS).iter().find_map(|p| {
-            let name = p["metadata"]["name"].as_str()?;
-            (name != old_pod && pod_ready(p)).then(|| name.to_owned())
-        })
+    // The old relay drains (30 s at most) and its pod goes; all that time, and before, the node
+    // had a relay serving new clients.
+    eventually("the old relay pod gone", Duration::from_secs(120), || {
+        cluster
+            .kubectl(&["get", "pod", &old_pod, "-n", NS])
+            .is_err()
+            .then_some(())
     });
+    let samples = watch.finish();
+    assert!(
+        samples.unserved.is_empty(),
+        "moments without a relay for new clients during the update ({} of {} samples): {:?}{}",
+        samples.unserved.len(),
+        samples.taken,
+        samples.unserved,
+        cluster.describe(NS)
+    );
     println!(
-        "cluster: relay replaced ({old_pod} -> {new_pod}) {:.1} s after the change",
+        "cluster: a relay served new clients at every one of {} samples (every ~0.3 s) from the \
+         change until the old relay was gone {:.1} s after it",
+        samples.taken,
         updated.elapsed().as_secs_f64()
+    );
+    // The new relay has the fast path once the old one's program has left the interface.
+    eventually(
+        "XDP attached by the new relay",
+        Duration::from_secs(30),
+        || (metric_sum(&scrape(), "xdpturn_xdp_attached", &[]) == 1.0).then_some(()),
+    );
+    let kernel_before = metric_sum(
+        &scrape(),
+        "xdpturn_relayed_packets_total",
+        &["datapath=\"xdp\""],
     );
     let stats = uclient(server, peer, &[&rest[..], &traffic].concat(), TOOL_TIMEOUT);
     stats.assert_all_arrived(1000, &cluster.describe(NS));
+    let kernel_after = metric_sum(
+        &scrape(),
+        "xdpturn_relayed_packets_total",
+        &["datapath=\"xdp\""],
+    );
+    println!(
+        "cluster: a call through the new relay: {} of its packets in the kernel",
+        kernel_after - kernel_before
+    );
+    assert!(
+        kernel_after > kernel_before,
+        "the new relay relays in the kernel once it has the interface"
+    );
 
     // Prometheus, scraping through the chart's and the TurnCluster's metrics Services from
     // inside the node, has every series the dashboard shows (over the test's time, as the

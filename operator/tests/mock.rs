@@ -31,11 +31,12 @@ struct Seen {
     method: Method,
     path: String,
     query: String,
+    body: String,
 }
 
-/// An API server that keeps objects by path: GET answers from the store (404 if absent),
-/// server-side apply PATCH stores the body, a status PATCH merges into the owner, POST
-/// (events) is recorded, DELETE removes.
+/// An API server that keeps objects by path: GET answers from the store (404 if absent; a
+/// namespace's collection is listed, by label selector), server-side apply PATCH stores the
+/// body, a status PATCH merges into the owner, POST (events) is recorded, DELETE removes.
 #[derive(Clone, Default)]
 struct Fake {
     objects: Arc<Mutex<BTreeMap<String, Value>>>,
@@ -52,6 +53,38 @@ impl Fake {
 
     fn get(&self, path: &str) -> Option<Value> {
         self.objects.lock().unwrap().get(path).cloned()
+    }
+
+    /// The objects directly under the collection `path` whose labels match the query's
+    /// `labelSelector` (`k=v,...`), as a list.
+    fn list(&self, path: &str, query: &str) -> Value {
+        let selector: Vec<(String, String)> = query
+            .split('&')
+            .filter_map(|p| p.strip_prefix("labelSelector="))
+            .flat_map(|s| {
+                percent_decode(s)
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let prefix = format!("{path}/");
+        let items: Vec<Value> = self
+            .objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.strip_prefix(&prefix).is_some_and(|n| !n.contains('/')))
+            .map(|(_, v)| v.clone())
+            .filter(|v| {
+                selector
+                    .iter()
+                    .all(|(k, want)| v["metadata"]["labels"][k].as_str() == Some(want.as_str()))
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"},
+            "items": items})
     }
 
     fn take_seen(&self) -> Vec<Seen> {
@@ -73,6 +106,7 @@ impl Fake {
             method: method.clone(),
             path: path.clone(),
             query: query.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
         });
         let json = |status: StatusCode, v: &Value| {
             Response::builder()
@@ -92,6 +126,7 @@ impl Fake {
         match method {
             Method::GET => match self.get(&path) {
                 Some(v) => json(StatusCode::OK, &v),
+                None if is_collection(&path) => json(StatusCode::OK, &self.list(&path, &query)),
                 None => not_found(),
             },
             Method::PATCH if path.contains("/events/") => {
@@ -134,6 +169,32 @@ impl Fake {
             other => panic!("unexpected {other} {path}"),
         }
     }
+}
+
+/// Whether `path` is a namespaced collection (`.../namespaces/<ns>/<resource>`).
+fn is_collection(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.len() >= 2 && parts[parts.len() - 3] == "namespaces"
+}
+
+/// `%XX` escapes decoded (a query's label selector).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => {
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap());
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 struct World {
@@ -198,6 +259,37 @@ impl World {
         serde_json::from_value(self.fake.get(TC_PATH).unwrap()["status"].clone()).unwrap()
     }
 
+    /// The paths of the relay DaemonSets, sorted.
+    fn daemonsets(&self) -> Vec<String> {
+        self.fake
+            .objects
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with(DS_PATH))
+            .cloned()
+            .collect()
+    }
+
+    /// The path of the one relay DaemonSet there is.
+    fn daemonset(&self) -> String {
+        let all = self.daemonsets();
+        assert_eq!(all.len(), 1, "{all:?}");
+        all[0].clone()
+    }
+
+    /// Writes a DaemonSet's status as its controller would: `(desired, ready)` relays, all up to
+    /// date, for its current generation.
+    fn mark(&self, path: &str, desired: i32, ready: i32) {
+        let mut ds = self.fake.get(path).unwrap();
+        let generation = ds["metadata"]["generation"].as_i64().unwrap_or(1);
+        ds["metadata"]["generation"] = generation.into();
+        ds["status"] = json!({"desiredNumberScheduled": desired, "numberReady": ready,
+            "updatedNumberScheduled": desired, "currentNumberScheduled": desired,
+            "numberMisscheduled": 0, "observedGeneration": generation});
+        self.fake.put(path, ds);
+    }
+
     fn edit_spec(&self, f: impl FnOnce(&mut Value)) {
         let mut tc = self.fake.get(TC_PATH).unwrap();
         f(&mut tc["spec"]);
@@ -229,13 +321,15 @@ fn minimal() -> Value {
         "publicAddress": {"policy": "Explicit", "addresses": ["203.0.113.10"]}})
 }
 
-const OBJECT_WRITES: [&str; 5] = [
+const OBJECT_WRITES: [&str; 4] = [
     "PATCH /api/v1/namespaces/media/serviceaccounts/minimal-relay",
     "PATCH /api/v1/namespaces/media/configmaps/minimal-relay",
     "PATCH /api/v1/namespaces/media/services/minimal",
     "PATCH /api/v1/namespaces/media/services/minimal-metrics",
-    "PATCH /apis/apps/v1/namespaces/media/daemonsets/minimal-relay",
 ];
+
+/// Where the relay DaemonSets are (each `minimal-relay-<revision>`).
+const DS_PATH: &str = "/apis/apps/v1/namespaces/media/daemonsets/minimal-relay";
 
 #[tokio::test]
 async fn a_new_turncluster_gets_its_objects_and_a_status() {
@@ -243,7 +337,11 @@ async fn a_new_turncluster_gets_its_objects_and_a_status() {
     let action = w.reconcile().await;
     assert_eq!(action, Action::requeue(Duration::from_secs(600)));
     let seen = w.fake.take_seen();
+    let ds_path = w.daemonset();
+    let rev = ds_path.strip_prefix(&format!("{DS_PATH}-")).unwrap();
+    assert_eq!(rev.len(), 10, "{ds_path}");
     let mut expected: Vec<String> = OBJECT_WRITES.iter().map(|s| (*s).to_owned()).collect();
+    expected.push(format!("PATCH {ds_path}"));
     expected.push(format!("PATCH {TC_PATH}/status"));
     expected.push(EVENT.into());
     assert_eq!(writes(&seen), expected);
@@ -260,11 +358,25 @@ async fn a_new_turncluster_gets_its_objects_and_a_status() {
     let ready = st.condition("Ready").unwrap();
     assert_eq!(ready.reason, "NoRelaysReady");
     // The DaemonSet as applied carries the config checksum and the owner.
-    let ds = w
-        .fake
-        .get("/apis/apps/v1/namespaces/media/daemonsets/minimal-relay")
-        .unwrap();
+    let ds = w.fake.get(&ds_path).unwrap();
     assert_eq!(ds["metadata"]["ownerReferences"][0]["uid"], "tc-uid-1");
+    assert_eq!(
+        ds["spec"]["selector"]["matchLabels"]["xdpturn.io/relay-revision"],
+        rev
+    );
+    // Its relays are listed with every revision's, by the common labels.
+    let listed: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path == "/apis/apps/v1/namespaces/media/daemonsets")
+        .collect();
+    assert_eq!(listed.len(), 1, "{seen:?}");
+    assert!(
+        listed[0]
+            .query
+            .contains("app.kubernetes.io%2Finstance%3Dminimal"),
+        "{}",
+        listed[0].query
+    );
     assert!(ds["metadata"]["annotations"]["xdpturn.io/config-sha256"].is_string());
     assert_eq!(w.ctx.metrics().total_writes(), 6);
 }
@@ -289,13 +401,7 @@ async fn nothing_changed_sends_no_write() {
 async fn the_relays_getting_ready_is_a_status_write_and_an_event() {
     let w = World::new(minimal());
     w.reconcile().await;
-    let path = "/apis/apps/v1/namespaces/media/daemonsets/minimal-relay";
-    let mut ds = w.fake.get(path).unwrap();
-    ds["metadata"]["generation"] = 1.into();
-    ds["status"] = json!({"desiredNumberScheduled": 2, "numberReady": 2,
-        "updatedNumberScheduled": 2, "currentNumberScheduled": 2, "numberMisscheduled": 0,
-        "observedGeneration": 1});
-    w.fake.put(path, ds);
+    w.mark(&w.daemonset(), 2, 2);
     w.fake.take_seen();
     w.reconcile().await;
     assert_eq!(
@@ -405,6 +511,7 @@ async fn a_malformed_turncluster_is_reported_not_fatal() {
 async fn switching_placement_replaces_the_workload() {
     let w = World::new(minimal());
     w.reconcile().await;
+    let ds = w.daemonset();
     w.edit_spec(|s| s["placement"] = json!({"mode": "Deployment", "replicas": 2}));
     w.fake.take_seen();
     w.reconcile().await;
@@ -414,11 +521,8 @@ async fn switching_placement_replaces_the_workload() {
             .contains(&"PATCH /apis/apps/v1/namespaces/media/deployments/minimal-relay".to_owned()),
         "{writes:?}"
     );
-    assert!(
-        writes
-            .contains(&"DELETE /apis/apps/v1/namespaces/media/daemonsets/minimal-relay".to_owned()),
-        "{writes:?}"
-    );
+    assert!(writes.contains(&format!("DELETE {ds}")), "{writes:?}");
+    assert!(w.daemonsets().is_empty());
     assert!(
         !writes.iter().any(|w| w.contains("configmaps")),
         "the config does not depend on the placement here: {writes:?}"
@@ -620,13 +724,16 @@ async fn each_change_has_its_own_event_saying_what_happens_to_the_relays() {
     );
     let e = events(&w);
     assert_eq!(e.len(), 2, "{e:?}");
+    let ds = w.daemonset();
+    let ds_name = ds.rsplit('/').next().unwrap();
     assert_eq!(
         e[1],
         (
             "ReloadingConfig".to_owned(),
-            "generation 2: updated ConfigMap minimal-relay, DaemonSet minimal-relay: relays \
-             reload relay.toml in place, without restarting or dropping allocations"
-                .to_owned()
+            format!(
+                "generation 2: updated ConfigMap minimal-relay, DaemonSet {ds_name}: relays \
+                 reload relay.toml in place, without restarting or dropping allocations"
+            )
         )
     );
 
@@ -644,13 +751,199 @@ async fn each_change_has_its_own_event_saying_what_happens_to_the_relays() {
     let e = events(&w);
     assert_eq!(e.len(), 4, "{e:?}");
     assert_eq!(e[3].0, "ReplacingRelays");
+    let new = w.daemonsets().into_iter().find(|d| *d != ds).unwrap();
+    let new_name = new.rsplit('/').next().unwrap();
     assert!(
-        e[3].1
-            .starts_with("generation 4: updated DaemonSet minimal-relay: the pod template changed")
-            && e[3].1.contains("replaced gradually"),
+        e[3].1.starts_with(&format!(
+            "generation 4: created DaemonSet {new_name}: the pod template changed, a new relay \
+             starts next to the old one on each node"
+        )),
         "{e:?}"
     );
     // Nothing new: no event.
     w.reconcile().await;
     assert_eq!(events(&w).len(), 4);
+}
+
+/// The labels and owner of a relay DaemonSet of TurnCluster `minimal` owned by `uid`.
+fn relay_daemonset(name: &str, uid: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": "media", "generation": 1,
+            "labels": {"app.kubernetes.io/name": "xdpturn-relay",
+                "app.kubernetes.io/instance": "minimal", "app.kubernetes.io/component": "relay",
+                "app.kubernetes.io/part-of": "xdpturn",
+                "app.kubernetes.io/managed-by": "xdpturn-operator"},
+            "ownerReferences": [{"apiVersion": "xdpturn.io/v1alpha1", "kind": "TurnCluster",
+                "name": "minimal", "uid": uid, "controller": true}]},
+        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "xdpturn-relay",
+            "app.kubernetes.io/instance": "minimal"}}}})
+}
+
+/// A change that needs new pods in DaemonSet mode: a new revision's DaemonSet next to the old
+/// one, which keeps serving while the new relays are not all ready (a bad image never gets
+/// there), and goes once they are: a background delete, counted, with an event.
+#[tokio::test]
+async fn a_new_revision_surges_and_the_old_one_goes_only_once_it_is_ready() {
+    let w = World::new(minimal());
+    w.reconcile().await;
+    let old = w.daemonset();
+    w.mark(&old, 2, 2);
+    w.reconcile().await;
+    w.edit_spec(|s| s["image"] = "xdpturn/xdpturn-relay:broken".into());
+    w.fake.take_seen();
+    w.reconcile().await;
+    let all = w.daemonsets();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let new = all.iter().find(|d| **d != old).unwrap().clone();
+    let (old_name, new_name) = (
+        old.rsplit('/').next().unwrap().to_owned(),
+        new.rsplit('/').next().unwrap().to_owned(),
+    );
+    assert_eq!(
+        writes(&w.fake.take_seen()),
+        [
+            format!("PATCH {new}"),
+            format!("PATCH {TC_PATH}/status"),
+            EVENT.to_owned()
+        ]
+    );
+    let st = w.status();
+    assert_eq!(st.condition("Ready").unwrap().reason, "RelaysReady");
+    let progressing = st.condition("Progressing").unwrap();
+    assert_eq!(progressing.reason, "WaitingForNewRelays");
+    assert!(
+        progressing
+            .message
+            .contains(&format!("DaemonSet {new_name}"))
+            && progressing
+                .message
+                .contains(&format!("(DaemonSet {old_name}) keep serving")),
+        "{}",
+        progressing.message
+    );
+
+    // The new relays never get ready: the old ones stay, whatever happens.
+    w.mark(&new, 2, 0);
+    for _ in 0..3 {
+        w.reconcile().await;
+    }
+    assert_eq!(w.daemonsets().len(), 2);
+    let st = w.status();
+    assert_eq!(st.ready_relays, Some(2));
+    assert_eq!(
+        st.condition("Ready").unwrap().status,
+        api::ConditionStatus::True
+    );
+    assert!(
+        st.condition("Progressing")
+            .unwrap()
+            .message
+            .contains(": 0/2 ready, 2/2 updated"),
+        "{:?}",
+        st.condition("Progressing")
+    );
+    assert_eq!(
+        w.ctx
+            .metrics()
+            .writes
+            .with_label_values(&["DaemonSet", "delete"])
+            .get(),
+        0
+    );
+
+    // Every new relay ready: the old revision goes, in the background (its pods drain).
+    w.mark(&new, 2, 2);
+    w.fake.take_seen();
+    w.reconcile().await;
+    let seen = w.fake.take_seen();
+    let deletes: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::DELETE).collect();
+    assert_eq!(deletes.len(), 1, "{seen:?}");
+    assert_eq!(deletes[0].path, old);
+    assert!(
+        deletes[0]
+            .body
+            .contains("\"propagationPolicy\":\"Background\""),
+        "{}",
+        deletes[0].body
+    );
+    assert_eq!(w.daemonsets(), std::slice::from_ref(&new));
+    assert_eq!(
+        w.ctx
+            .metrics()
+            .writes
+            .with_label_values(&["DaemonSet", "delete"])
+            .get(),
+        1
+    );
+    let st = w.status();
+    assert_eq!(
+        (
+            st.condition("Progressing").unwrap().reason.as_str(),
+            st.condition("Ready").unwrap().reason.as_str()
+        ),
+        ("Stable", "RelaysReady")
+    );
+    let retired: Vec<String> = w
+        .fake
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "RetiringOldRelays")
+        .map(|e| e["note"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        retired,
+        [format!(
+            "generation 2: deleted DaemonSet {old_name}: the relays of {new_name} are ready on \
+             every node; the older revisions' relays drain their allocations and stop"
+        )]
+    );
+    // Nothing left to do.
+    w.reconcile().await;
+    assert_eq!(writes(&w.fake.take_seen()), Vec::<String>::new());
+}
+
+/// An operator from before revisions left `minimal-relay`: it is an old revision like any other,
+/// serving until the first revision's relays are ready. A DaemonSet with the same labels that
+/// another owner holds is never touched.
+#[tokio::test]
+async fn the_daemonset_from_before_revisions_serves_until_the_new_one_is_ready() {
+    let w = World::new(minimal());
+    w.fake
+        .put(DS_PATH, relay_daemonset("minimal-relay", "tc-uid-1"));
+    w.mark(DS_PATH, 3, 3);
+    let foreign = format!("{DS_PATH}-theirs");
+    w.fake.put(
+        &foreign,
+        relay_daemonset("minimal-relay-theirs", "someone-else"),
+    );
+    w.reconcile().await;
+    let all = w.daemonsets();
+    assert_eq!(all.len(), 3, "{all:?}");
+    let new = all
+        .iter()
+        .find(|d| **d != DS_PATH && **d != foreign)
+        .unwrap()
+        .clone();
+    let st = w.status();
+    assert_eq!(
+        (st.ready_relays, st.desired_relays),
+        (Some(3), Some(3)),
+        "the old relays count while the new DaemonSet's controller has not"
+    );
+    assert_eq!(st.condition("Ready").unwrap().reason, "RelaysReady");
+    let progressing = st.condition("Progressing").unwrap();
+    assert_eq!(progressing.reason, "WaitingForNewRelays");
+    assert!(
+        progressing
+            .message
+            .contains("(DaemonSet minimal-relay) keep serving"),
+        "{}",
+        progressing.message
+    );
+
+    w.mark(&new, 3, 3);
+    w.reconcile().await;
+    assert_eq!(w.daemonsets(), [new, foreign]);
 }

@@ -69,6 +69,27 @@ async fn mark_ready(client: &Client, ns: &str, name: &str, desired: i32, ready: 
         .unwrap();
 }
 
+/// The relay DaemonSets of TurnCluster `tc`, every revision, sorted by name.
+async fn relay_daemonsets(client: &Client, ns: &str, tc: &str) -> Vec<DaemonSet> {
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let mut all = api
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={tc}")))
+        .await
+        .unwrap()
+        .items;
+    all.sort_by_key(ResourceExt::name_any);
+    all
+}
+
+/// The one relay DaemonSet of TurnCluster `tc` (`<tc>-relay-<revision>`), once it exists.
+async fn the_relay_daemonset(client: &Client, ns: &str, tc: &str) -> DaemonSet {
+    eventually("the relay DaemonSet", Duration::from_secs(120), || async {
+        let mut all = relay_daemonsets(client, ns, tc).await;
+        (all.len() == 1).then(|| all.remove(0))
+    })
+    .await
+}
+
 fn relay_config(cm: &ConfigMap) -> RelayConfig {
     toml::from_str(&cm.data.as_ref().unwrap()["relay.toml"]).unwrap()
 }
@@ -98,7 +119,6 @@ async fn versions(client: &Client, ns: &str, tc: &str) -> BTreeMap<String, Strin
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
     let relay = format!("{tc}-relay");
     let metrics = format!("{tc}-metrics");
     for (k, v) in [
@@ -116,11 +136,14 @@ async fn versions(client: &Client, ns: &str, tc: &str) -> BTreeMap<String, Strin
             "ServiceAccount",
             sas.get(&relay).await.unwrap().resource_version(),
         ),
-        rv(
-            "DaemonSet",
-            dss.get(&relay).await.unwrap().resource_version(),
-        ),
     ] {
+        out.insert(k, v);
+    }
+    for ds in relay_daemonsets(client, ns, tc).await {
+        let (k, v) = rv(
+            &format!("DaemonSet/{}", ds.name_any()),
+            ds.resource_version(),
+        );
         out.insert(k, v);
     }
     out
@@ -204,9 +227,15 @@ async fn example_end_to_end() {
     assert_eq!(cfg.user_quota, 10);
     // The API server's Service IP is denied (no nodes here, so no pod CIDRs).
     assert_eq!(cfg.deny_peers, ["10.0.0.1/32"]);
-    let ds = dss.get("turn-relay").await.unwrap();
+    let ds = the_relay_daemonset(&admin, DEMO, "turn").await;
+    let ds_name = ds.name_any();
+    assert!(ds_name.starts_with("turn-relay-"), "{ds_name}");
     let pod = ds.spec.as_ref().unwrap().template.spec.clone().unwrap();
     assert_eq!(pod.host_network, Some(true));
+    assert_eq!(
+        pod.containers[0].ports, None,
+        "host networking: no host ports"
+    );
     let sc = pod.containers[0].security_context.clone().unwrap();
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.capabilities.unwrap().add, None);
@@ -248,7 +277,7 @@ async fn example_end_to_end() {
     );
 
     // The kubelets report two relays ready: Ready, with endpoints and iceServers.
-    mark_ready(&admin, DEMO, "turn-relay", 2, 2).await;
+    mark_ready(&admin, DEMO, &ds_name, 2, 2).await;
     let tc = eventually("Ready", Duration::from_secs(30), || async {
         let tc = tcs.get("turn").await.ok()?;
         (condition(&tc, "Ready")?.0 == ConditionStatus::True).then_some(tc)
@@ -275,7 +304,7 @@ async fn example_end_to_end() {
 
     // A config-only change: the ConfigMap follows, the DaemonSet's pod template does not (no
     // generation bump, no pods replaced); the relays reload relay.toml.
-    let ds_generation = dss.get("turn-relay").await.unwrap().metadata.generation;
+    let ds_generation = dss.get(&ds_name).await.unwrap().metadata.generation;
     tcs.patch(
         "turn",
         &PatchParams::default(),
@@ -299,9 +328,14 @@ async fn example_end_to_end() {
     .await;
     assert_eq!(condition(&tc, "Ready").unwrap().0, ConditionStatus::True);
     assert_eq!(
-        dss.get("turn-relay").await.unwrap().metadata.generation,
+        dss.get(&ds_name).await.unwrap().metadata.generation,
         ds_generation,
         "a config change does not restart relays"
+    );
+    assert_eq!(
+        relay_daemonsets(&admin, DEMO, "turn").await.len(),
+        1,
+        "nor makes a new revision"
     );
 
     // Secret rotation: the new secret goes into the same Secret under another key, and first
@@ -338,13 +372,14 @@ async fn example_end_to_end() {
     )
     .await;
     assert_eq!(
-        dss.get("turn-relay").await.unwrap().metadata.generation,
+        dss.get(&ds_name).await.unwrap().metadata.generation,
         ds_generation,
         "a rotation inside a mounted Secret does not restart relays"
     );
+    assert_eq!(relay_daemonsets(&admin, DEMO, "turn").await.len(), 1);
 
-    // A change that needs new pods: the image. The DaemonSet's template changes, and until the
-    // (simulated) rollout reports back, the TurnCluster is Progressing.
+    // A change that needs new pods: the image. A new revision's DaemonSet starts next to the
+    // old one (a surge on every node), which keeps serving until every new relay is ready.
     tcs.patch(
         "turn",
         &PatchParams::default(),
@@ -352,27 +387,108 @@ async fn example_end_to_end() {
     )
     .await
     .unwrap();
-    eventually("the DaemonSet rolls", Duration::from_secs(30), || async {
-        let ds = dss.get("turn-relay").await.ok()?;
-        (ds.metadata.generation > ds_generation).then_some(())
-    })
-    .await;
-    eventually(
-        "Progressing while it rolls",
+    let new = eventually(
+        "a new revision's DaemonSet",
         Duration::from_secs(30),
         || async {
-            let tc = tcs.get("turn").await.ok()?;
-            (condition(&tc, "Progressing")? == (ConditionStatus::True, "RollingOut".into()))
-                .then_some(())
+            let all = relay_daemonsets(&admin, DEMO, "turn").await;
+            (all.len() == 2)
+                .then(|| all.into_iter().find(|d| d.name_any() != ds_name))
+                .flatten()
         },
     )
     .await;
-    mark_ready(&admin, DEMO, "turn-relay", 2, 2).await;
-    eventually("Stable again", Duration::from_secs(30), || async {
-        let tc = tcs.get("turn").await.ok()?;
-        (condition(&tc, "Progressing")?.0 == ConditionStatus::False).then_some(())
+    let new_name = new.name_any();
+    assert_eq!(
+        new.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .as_deref(),
+        Some("xdpturn/xdpturn-relay:next")
+    );
+    let waiting = |tc: &TurnCluster| {
+        condition(tc, "Progressing") == Some((ConditionStatus::True, "WaitingForNewRelays".into()))
+    };
+    let tc = eventually(
+        "Progressing while the new relays start",
+        Duration::from_secs(30),
+        || async {
+            let tc = tcs.get("turn").await.ok()?;
+            waiting(&tc).then_some(tc)
+        },
+    )
+    .await;
+    assert_eq!(
+        condition(&tc, "Ready"),
+        Some((ConditionStatus::True, "RelaysReady".into())),
+        "the old relays serve"
+    );
+    // The new relays never get ready (a bad image, say): the old ones stay.
+    mark_ready(&admin, DEMO, &new_name, 2, 0).await;
+    eventually(
+        "the status of 0/2 new relays",
+        Duration::from_secs(30),
+        || async {
+            let tc = tcs.get("turn").await.ok()?;
+            let message = tc_status(&tc).condition("Progressing")?.message.clone();
+            message.contains(": 0/2 ready, 2/2 updated").then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(dss.get_opt(&ds_name).await.unwrap().is_some());
+    let tc = tcs.get("turn").await.unwrap();
+    assert!(waiting(&tc));
+    assert_eq!(condition(&tc, "Ready").unwrap().0, ConditionStatus::True);
+    // They get ready: the old revision goes (its pods would drain), and the rollout is done.
+    mark_ready(&admin, DEMO, &new_name, 2, 2).await;
+    eventually("the old revision goes", Duration::from_secs(30), || async {
+        dss.get_opt(&ds_name).await.ok()?.is_none().then_some(())
     })
     .await;
+    eventually("Stable again", Duration::from_secs(30), || async {
+        let tc = tcs.get("turn").await.ok()?;
+        (condition(&tc, "Progressing")? == (ConditionStatus::False, "Stable".into())).then_some(())
+    })
+    .await;
+    let retired = eventually(
+        "the RetiringOldRelays event",
+        Duration::from_secs(30),
+        || async {
+            let e = events(&admin, DEMO, "turn").await;
+            e.into_iter()
+                .find(|(_, r, _)| r == "RetiringOldRelays")
+                .map(|(_, _, n)| n)
+        },
+    )
+    .await;
+    assert!(
+        retired.contains(&format!("deleted DaemonSet {ds_name}"))
+            && retired.contains(&format!("the relays of {new_name} are ready")),
+        "{retired}"
+    );
+    assert_eq!(
+        operator
+            .metrics
+            .writes
+            .with_label_values(&["DaemonSet", "delete"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        relay_daemonsets(&admin, DEMO, "turn")
+            .await
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect::<Vec<_>>(),
+        [new_name]
+    );
 
     // An invalid spec (the schema can not say "Explicit needs an address"): Degraded with the
     // field's path, a Warning event, and nothing else touched.
@@ -467,7 +583,7 @@ async fn example_end_to_end() {
         Duration::from_secs(90),
         || async {
             let gone = cms.get_opt("turn-relay").await.ok()?.is_none()
-                && dss.get_opt("turn-relay").await.ok()?.is_none()
+                && relay_daemonsets(&admin, DEMO, "turn").await.is_empty()
                 && svcs.get_opt("turn").await.ok()?.is_none()
                 && svcs.get_opt("turn-metrics").await.ok()?.is_none()
                 && sas.get_opt("turn-relay").await.ok()?.is_none();
@@ -502,7 +618,6 @@ fn the_pre_stop_delay_goes_to_zero_and_back() {
         let operator = Operator::start(op_client, "envtest");
         cluster.create_namespace(DEMO).await;
         let tcs: Api<TurnCluster> = Api::namespaced(admin.clone(), DEMO);
-        let dss: Api<DaemonSet> = Api::namespaced(admin.clone(), DEMO);
         let tc: TurnCluster = serde_yaml::from_str(
             "apiVersion: xdpturn.io/v1alpha1
 kind: TurnCluster
@@ -555,8 +670,14 @@ spec:
                 &format!("the DaemonSet with a preStop delay of {delay}"),
                 Duration::from_secs(30),
                 || async {
-                    let ds = dss.get_opt("drain-relay").await.ok()??;
-                    (hook(&ds)?.last()? == &delay.to_string()).then_some(ds)
+                    // Each delay is its own revision (going back to one reuses its DaemonSet,
+                    // if still there): the relays' DaemonSet of this delay.
+                    relay_daemonsets(&admin, DEMO, "drain")
+                        .await
+                        .into_iter()
+                        .find(|ds| {
+                            hook(ds).and_then(|h| h.last().cloned()) == Some(delay.to_string())
+                        })
                 },
             )
             .await;
@@ -818,12 +939,7 @@ async fn apply_and_wait(admin: &Client, tcs: &Api<TurnCluster>, names: &[String]
     }))
     .await;
     join_all(names.iter().map(|name| async move {
-        let dss: Api<DaemonSet> = Api::namespaced(admin.clone(), DEMO);
-        let relay = format!("{name}-relay");
-        eventually("the DaemonSet", Duration::from_secs(120), || async {
-            dss.get_opt(&relay).await.ok()?.map(|_| ())
-        })
-        .await;
+        let relay = the_relay_daemonset(admin, DEMO, name).await.name_any();
         mark_ready(admin, DEMO, &relay, 1, 1).await;
         eventually("Ready", Duration::from_secs(120), || async {
             let tc = tcs.get(name).await.ok()?;

@@ -48,6 +48,8 @@ use envtest::{Operator, Options, TestCluster, eventually, operator_client, runti
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use launch::{launch, metric_value};
 use process::Guard;
@@ -353,7 +355,7 @@ async fn rendered_config_runs_a_relay() {
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), NS);
     let tc = tcs.get("turn").await.unwrap();
     let ds = eventually("the relay DaemonSet", Duration::from_secs(30), || async {
-        dss.get_opt("turn-relay").await.ok().flatten()
+        relay_daemonsets(&dss).await.into_iter().next()
     })
     .await;
     let cm = cms.get("turn-relay").await.unwrap();
@@ -557,6 +559,14 @@ fn uid() -> Option<u32> {
         .ok()
 }
 
+/// The relay DaemonSets of the example's TurnCluster (`turn-relay-<revision>`), by its labels.
+async fn relay_daemonsets(dss: &Api<DaemonSet>) -> Vec<DaemonSet> {
+    dss.list(&ListParams::default().labels("app.kubernetes.io/instance=turn"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_relay_without_the_fast_path_makes_the_turncluster_say_so() {
     let _serial = serial();
@@ -587,7 +597,8 @@ async fn relay_without_the_fast_path() {
         "the XDP relay DaemonSet",
         Duration::from_secs(30),
         || async {
-            dss.get_opt("turn-relay").await.ok().flatten().filter(|ds| {
+            // A new revision's DaemonSet, next to the one from before XDP was asked for.
+            relay_daemonsets(&dss).await.into_iter().find(|ds| {
                 let template = ds.spec.as_ref().map(|s| &s.template.metadata);
                 template
                     .and_then(|m| m.as_ref()?.annotations.as_ref())
@@ -596,6 +607,7 @@ async fn relay_without_the_fast_path() {
         },
     )
     .await;
+    let ds_name = ds.name_any();
 
     // The kubelet's part: the pod's volumes and its relay. What differs from the pod, besides
     // adapt_for_the_test_machine: the relay runs as the pod's non-root user with no capability
@@ -665,13 +677,26 @@ async fn relay_without_the_fast_path() {
     let mut spec = pod.clone();
     spec.node_name = Some(NODE.into());
     let host_network = spec.host_network == Some(true);
+    let metrics_port = i32::from(relay.metrics.port());
     for port in spec.containers[0].ports.iter_mut().flatten() {
         if port.name.as_deref() == Some("metrics") {
-            port.container_port = i32::from(relay.metrics.port());
+            port.container_port = metrics_port;
             // On the node's network the two are one.
             if host_network || port.host_port.is_some() {
                 port.host_port = Some(port.container_port);
             }
+        }
+    }
+    // With host networking the container declares no ports: the probes name the port by number.
+    let container = &mut spec.containers[0];
+    for probe in [
+        &mut container.readiness_probe,
+        &mut container.liveness_probe,
+    ] {
+        if let Some(get) = probe.as_mut().and_then(|p| p.http_get.as_mut())
+            && matches!(get.port, IntOrString::Int(_))
+        {
+            get.port = IntOrString::Int(metrics_port);
         }
     }
     let mut meta = template.metadata.clone().unwrap_or_default();
@@ -694,12 +719,12 @@ async fn relay_without_the_fast_path() {
         .await
         .unwrap();
     // And the DaemonSet's status, as its controller would write it: this wakes the operator.
-    let ds = dss.get("turn-relay").await.unwrap();
+    let ds = dss.get(&ds_name).await.unwrap();
     let ready = serde_json::json!({"status": {
         "currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0,
         "numberReady": 1, "numberAvailable": 1, "updatedNumberScheduled": 1,
         "observedGeneration": ds.metadata.generation}});
-    dss.patch_status("turn-relay", &PatchParams::default(), &Patch::Merge(&ready))
+    dss.patch_status(&ds_name, &PatchParams::default(), &Patch::Merge(&ready))
         .await
         .unwrap();
 

@@ -97,10 +97,14 @@ async fn without_and_with_the_crd() {
         &tc,
         &get::<ConfigMap>(&admin, NS_BEFORE, RELAY).await
     ));
-    assert!(owned_by_tc(
-        &tc,
-        &get::<DaemonSet>(&admin, NS_BEFORE, RELAY).await
-    ));
+    // The relays' DaemonSet: `turn-relay-<revision>`, found by the TurnCluster's labels.
+    let relays = Api::<DaemonSet>::namespaced(admin.clone(), NS_BEFORE)
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={TC}")))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(relays.len(), 1);
+    assert!(owned_by_tc(&tc, &relays[0]));
     assert!(owned_by_tc(
         &tc,
         &get::<Service>(&admin, NS_BEFORE, TC).await

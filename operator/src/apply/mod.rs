@@ -1,7 +1,9 @@
 //! Apply: the third step. Writes one TurnCluster's built objects in one pass, each with
 //! server-side apply and only when it changed (`ssa`): ServiceAccount, ConfigMap, the TURN
-//! Service, the metrics Service, the workload (deleting the one of the other placement mode), the
-//! ServiceMonitor; then the status. Each object's outcome goes to one [`Record`].
+//! Service, the metrics Service, the workload (deleting the one of the other placement mode, and
+//! in DaemonSet mode the DaemonSets of older pod template revisions once the current one is
+//! ready: `surge`), the ServiceMonitor; then the status. Each object's outcome goes to one
+//! [`Record`].
 //!
 //! The order is the order of the requests: each object is read just before it is applied (the
 //! TURN Service first of all, [`Target::live_service`], as the public endpoints are discovered
@@ -9,6 +11,7 @@
 
 mod record;
 mod ssa;
+pub mod surge;
 
 pub use record::{Events, Record, reasons};
 pub use ssa::{
@@ -19,7 +22,7 @@ pub use ssa::{
 use api::{TurnCluster, TurnClusterStatus};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service, ServiceAccount};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -109,7 +112,8 @@ impl<'a> Target<'a> {
         Ok(rollout)
     }
 
-    /// Applies the workload and deletes the one of the other placement mode.
+    /// Applies the workload and deletes the one of the other placement mode; in DaemonSet mode
+    /// also the DaemonSets of older revisions, once the current one is ready everywhere.
     async fn workload(
         &self,
         workload: Workload,
@@ -118,24 +122,42 @@ impl<'a> Target<'a> {
         let names = &self.names;
         let daemonsets: Api<DaemonSet> = self.api();
         let deployments: Api<Deployment> = self.api();
-        let live_ds = read(&daemonsets, &names.relay, "DaemonSet").await?;
+        let live_dss = self.relay_daemonsets(&daemonsets).await?;
         let live_deploy = read(&deployments, &names.relay, "Deployment").await?;
         // The relays are replaced only when the pod template changes (not for the config
         // checksum on the workload's metadata): compared as the API server returned it.
         let rollout = match workload {
             Workload::DaemonSet(ds) => {
+                let (live_ds, old) = surge::split(live_dss, &ds.name_any());
                 let before = live_ds
                     .as_ref()
                     .and_then(|l| l.spec.clone())
                     .map(|s| s.template);
+                let created = live_ds.is_none();
                 let current = self.step(&daemonsets, ds, live_ds, record).await?;
                 let after = current
                     .as_ref()
                     .and_then(|c| c.spec.as_ref())
                     .map(|s| &s.template);
+                // A template repaired in place (someone edited it) rolls its pods; a new
+                // revision next to old ones replaces them by the surge.
                 record.writes.template_changed |= changed(before.as_ref(), after);
+                if created && current.is_some() && !old.is_empty() {
+                    record.writes.surge = true;
+                }
+                let retire = surge::to_retire(current.as_ref(), &old);
+                for ds in retire {
+                    self.delete(&daemonsets, ds, record).await?;
+                }
+                if !retire.is_empty()
+                    && let Some(c) = current.as_ref()
+                {
+                    record.writes.retired_for = Some(c.name_any());
+                    info!(current = %c.name_any(), "the relays of the current revision are ready everywhere: deleted the older revisions");
+                }
+                let serving = if retire.is_empty() { &old[..] } else { &[] };
                 self.replace_old(&deployments, live_deploy, record).await?;
-                current.as_ref().map(Rollout::of_daemonset)
+                Rollout::of_revisions(current.as_ref(), serving)
             }
             Workload::Deployment(d) => {
                 let before = live_deploy
@@ -148,11 +170,52 @@ impl<'a> Target<'a> {
                     .and_then(|c| c.spec.as_ref())
                     .map(|s| &s.template);
                 record.writes.template_changed |= changed(before.as_ref(), after);
-                self.replace_old(&daemonsets, live_ds, record).await?;
+                for ds in live_dss {
+                    self.replace_old(&daemonsets, Some(ds), record).await?;
+                }
                 current.as_ref().map(Rollout::of_deployment)
             }
         };
         Ok(rollout)
+    }
+
+    /// The TurnCluster's relay DaemonSets, every revision (listed by its labels, kept only if
+    /// owned by it).
+    async fn relay_daemonsets(&self, api: &Api<DaemonSet>) -> Result<Vec<DaemonSet>, Error> {
+        // The TURN Service is named after the TurnCluster.
+        let tc = self.names.service.as_str();
+        let params = ListParams::default().labels(&build::relay_workloads_selector(tc));
+        let list = api.list(&params).await.map_err(|source| Error::Read {
+            what: format!("the DaemonSets of TurnCluster {tc}"),
+            source,
+        })?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|ds| build::owned_by(&ds.metadata, self.uid))
+            .collect())
+    }
+
+    /// Deletes an older revision's DaemonSet, in the background: its pods get their graceful
+    /// termination (preStop, drain) from the garbage collector.
+    async fn delete(
+        &self,
+        api: &Api<DaemonSet>,
+        ds: &DaemonSet,
+        record: &mut Record<'_>,
+    ) -> Result<(), Error> {
+        let name = ds.name_any();
+        if ssa::delete_owned(api, Some(ds), self.uid)
+            .await
+            .map_err(|source| Error::Delete {
+                what: format!("DaemonSet {name}"),
+                source,
+            })?
+        {
+            record.deleted("DaemonSet", &name);
+            info!(%name, "deleted the DaemonSet of an older relay revision");
+        }
+        Ok(())
     }
 
     /// Applies one object, recording the outcome; user-facing refusals become troubles.

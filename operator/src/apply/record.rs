@@ -31,6 +31,9 @@ pub mod reasons {
     pub const UPDATED: &str = "Updated";
     /// Only deletions (the workload of the previous placement mode, a ServiceMonitor).
     pub const DELETED: &str = "Deleted";
+    /// The relays of the current revision are ready on every node: the DaemonSets of older
+    /// revisions are deleted, their relays drain and stop.
+    pub const RETIRING_OLD_RELAYS: &str = "RetiringOldRelays";
 }
 
 /// What the writes of one reconcile did, for the event.
@@ -41,6 +44,10 @@ pub(crate) struct Writes {
     pub(crate) deleted: Vec<String>,
     /// The pod template of an existing workload changed: its relays are replaced.
     pub(crate) template_changed: bool,
+    /// A new revision's DaemonSet was created next to older ones: a surge on every node.
+    pub(crate) surge: bool,
+    /// Older revisions' DaemonSets were deleted, this (current) one being ready everywhere.
+    pub(crate) retired_for: Option<String>,
 }
 
 impl Writes {
@@ -65,8 +72,17 @@ impl Writes {
         let workload = |w: &String| w.starts_with("DaemonSet") || w.starts_with("Deployment");
         let workload_created = self.created.iter().any(workload);
         // A placement mode change: the new workload's relays replace the old one's.
-        let mode_changed = workload_created && self.deleted.iter().any(workload);
-        let reason = if self.template_changed || mode_changed {
+        let of = |list: &[String], kind: &str| list.iter().any(|w| w.starts_with(kind));
+        let mode_changed = (of(&self.created, "DaemonSet ") && of(&self.deleted, "Deployment "))
+            || (of(&self.created, "Deployment ") && of(&self.deleted, "DaemonSet "));
+        let reason = if self.surge {
+            note.push_str(
+                ": the pod template changed, a new relay starts next to the old one on each \
+                 node and takes over its ports; the old relays drain, once every new one is \
+                 ready",
+            );
+            reasons::REPLACING_RELAYS
+        } else if self.template_changed || mode_changed {
             note.push_str(if mode_changed {
                 ": the placement mode changed, the new relays replace the old ones"
             } else {
@@ -84,6 +100,16 @@ impl Writes {
                 note.push_str(": relays start");
             }
             reasons::CREATED
+        } else if let Some(current) = self
+            .retired_for
+            .as_ref()
+            .filter(|_| self.updated.is_empty() && self.created.is_empty())
+        {
+            note.push_str(&format!(
+                ": the relays of {current} are ready on every node; the older revisions' relays \
+                 drain their allocations and stop"
+            ));
+            reasons::RETIRING_OLD_RELAYS
         } else if self.updated.is_empty() && self.created.is_empty() {
             reasons::DELETED
         } else {
@@ -362,6 +388,33 @@ mod tests {
             ..Writes::default()
         };
         assert_eq!(w.event().unwrap().0, reasons::REPLACING_RELAYS);
+        // A new revision next to the old one: a surge.
+        let w = Writes {
+            created: vec!["DaemonSet t-relay-0123456789".into()],
+            surge: true,
+            ..Writes::default()
+        };
+        let (reason, note) = w.event().unwrap();
+        assert_eq!(reason, reasons::REPLACING_RELAYS);
+        assert!(
+            note.starts_with("created DaemonSet t-relay-0123456789: the pod template changed, a new relay starts next to the old one"),
+            "{note}"
+        );
+        // The new revision ready everywhere: the old ones go.
+        let w = Writes {
+            deleted: vec!["DaemonSet t-relay".into()],
+            retired_for: Some("t-relay-0123456789".into()),
+            ..Writes::default()
+        };
+        assert_eq!(
+            w.event().unwrap(),
+            (
+                reasons::RETIRING_OLD_RELAYS,
+                "deleted DaemonSet t-relay: the relays of t-relay-0123456789 are ready on every \
+                 node; the older revisions' relays drain their allocations and stop"
+                    .to_owned()
+            )
+        );
         assert!(Writes::default().event().is_none());
         assert_eq!(truncate("abcdef".into(), 5), "ab...");
     }

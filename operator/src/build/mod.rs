@@ -5,7 +5,8 @@
 //! | --- | --- | --- |
 //! | ConfigMap | `<tc>-relay` | `relay.toml`: [`api::RelayConfig`], secrets referenced as mounted files |
 //! | ServiceAccount | `<tc>-relay` | the relays' identity; no token mounted, no RBAC (the relay never calls the API) |
-//! | DaemonSet or Deployment | `<tc>-relay` | the relays |
+//! | DaemonSet | `<tc>-relay-<rev>` | the relays, one DaemonSet per pod template revision ([`revision`]) |
+//! | or Deployment | `<tc>-relay` | the relays |
 //! | Service | `<tc>` | TURN: UDP and TCP (and TLS) on one address; ClusterIP, or LoadBalancer |
 //! | Service | `<tc>-metrics` | the metrics port, for Prometheus |
 //! | ServiceMonitor | `<tc>-relay` | with `metrics.serviceMonitor` |
@@ -17,7 +18,14 @@
 //! ports, placement, mounts, resources). The config's checksum is an annotation on the
 //! ConfigMap and the workload, for people and tools; it is deliberately not in the pod
 //! template. The one part of relay.toml the relay reads only at start, the XDP attachment, is
-//! also a pod template annotation, so changing it does replace the relays.
+//! also a pod template annotation, so changing it does replace the relays; so are the
+//! listeners' ports in DaemonSet mode, where the container declares none.
+//!
+//! In DaemonSet mode the relays run with host networking, so an old and a new relay on a node
+//! share its ports: the DaemonSet is named after its pod template's [`revision`], and a change
+//! that needs new pods is a new DaemonSet next to the old one (a surge on every node; apply
+//! deletes the old one once the new one is ready everywhere). Its pods carry
+//! [`REVISION_LABEL`] besides the common [`selector_labels`], which the Services select on.
 
 mod config;
 mod pod;
@@ -31,8 +39,8 @@ pub use workload::Workload;
 
 use std::collections::BTreeMap;
 
-use api::{RelayConfig, TurnCluster};
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use api::{PlacementMode, RelayConfig, TurnCluster};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
@@ -51,10 +59,17 @@ pub const CONFIG_DIR: &str = "/etc/xdpturn/config";
 pub const SECRETS_DIR: &str = "/etc/xdpturn/secrets";
 /// Where the TLS Secret is mounted.
 pub const TLS_DIR: &str = "/etc/xdpturn/tls";
+/// The label telling a DaemonSet-mode relay's revision (its pod template's [`revision`]), on
+/// the pods, in the DaemonSet's selector and on the DaemonSet.
+pub const REVISION_LABEL: &str = "xdpturn.io/relay-revision";
 /// The annotation with the SHA-256 of the rendered `relay.toml`.
 pub const CONFIG_HASH_ANNOTATION: &str = "xdpturn.io/config-sha256";
 /// The pod template annotation with the XDP settings (see `config::restart_settings`).
 pub const XDP_ANNOTATION: &str = "xdpturn.io/xdp";
+/// The pod template annotation with the listeners' ports, in DaemonSet mode, where the container
+/// declares no ports: the relay binds its listeners only when it starts, so a change of them
+/// needs new relays.
+pub const LISTENERS_ANNOTATION: &str = "xdpturn.io/listeners";
 /// The user and group relays run as when they need no capability.
 pub const RELAY_UID: i64 = 65532;
 /// The capabilities a relay needs to load and attach the XDP fast path, and no more (each one
@@ -77,7 +92,8 @@ pub const CONTAINER: &str = "relay";
 /// The names of the objects owned by a TurnCluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Names {
-    /// The workload, its ConfigMap and ServiceAccount (and the ServiceMonitor).
+    /// The Deployment, the ConfigMap and ServiceAccount (and the ServiceMonitor); the DaemonSet's
+    /// name before revisions (see [`Names::daemonset`]).
     pub relay: String,
     /// The TURN Service.
     pub service: String,
@@ -94,6 +110,33 @@ impl Names {
             metrics: format!("{tc}-metrics"),
         }
     }
+
+    /// The DaemonSet of pod template revision `rev`: `<tc>-relay-<rev>`.
+    pub fn daemonset(&self, rev: &str) -> String {
+        format!("{}-{rev}", self.relay)
+    }
+}
+
+/// The revision of a relay pod template: the first 10 hex digits of the SHA-256 of its JSON
+/// (fields in declaration order, maps sorted: the same template always gives the same bytes).
+/// The config's checksum is not in the template, so a config-only change keeps the revision.
+pub fn revision(template: &PodTemplateSpec) -> Result<String, BuildError> {
+    let json = serde_json::to_vec(template).map_err(BuildError::Template)?;
+    let mut rev = hex(&Sha256::digest(&json));
+    rev.truncate(10);
+    Ok(rev)
+}
+
+/// The labels listing every relay DaemonSet of TurnCluster `tc`, of any revision (also the one
+/// from before revisions), as a label selector string.
+pub fn relay_workloads_selector(tc: &str) -> String {
+    let mut l = selector_labels(tc);
+    l.insert("app.kubernetes.io/component".into(), "relay".into());
+    l.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The labels that select a TurnCluster's relay pods. Fixed: a workload's selector is immutable.
@@ -141,6 +184,8 @@ pub struct Owned {
     pub metrics_service: Service,
     /// The DaemonSet or Deployment.
     pub workload: Workload,
+    /// The pod template's [`revision`], in DaemonSet mode.
+    pub relay_revision: Option<String>,
     /// The ServiceMonitor, when asked for.
     pub service_monitor: Option<DynamicObject>,
 }
@@ -167,6 +212,9 @@ pub enum BuildError {
     /// The config did not serialize.
     #[error("rendering relay.toml: {0}")]
     Toml(#[from] toml::ser::Error),
+    /// The pod template did not serialize (for its revision).
+    #[error("hashing the relay pod template: {0}")]
+    Template(#[source] serde_json::Error),
 }
 
 /// Renders every owned object.
@@ -225,15 +273,34 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Owned, BuildError> {
 
     let mut template = pod::pod_template(tc, &names, inputs.default_image);
     if let (Some(meta), Some(xdp)) = (template.metadata.as_mut(), restart_settings(&config)) {
-        meta.annotations = Some(BTreeMap::from([(XDP_ANNOTATION.to_owned(), xdp)]));
+        meta.annotations
+            .get_or_insert_default()
+            .insert(XDP_ANNOTATION.to_owned(), xdp);
     }
-    let selector = LabelSelector {
-        match_labels: Some(selector_labels(name)),
-        ..LabelSelector::default()
-    };
-    let workload_meta = ObjectMeta {
+    let mut selector_match = selector_labels(name);
+    let mut workload_meta = ObjectMeta {
         annotations: Some(hash_annotation),
         ..meta(&names.relay, "relay")
+    };
+    // DaemonSet mode: one DaemonSet per revision, selecting only its own pods (the selectors of
+    // two revisions must not overlap; the Services select the common labels, both revisions).
+    let relay_revision = if spec.placement.mode == PlacementMode::DaemonSet {
+        let rev = revision(&template)?;
+        let label = (REVISION_LABEL.to_owned(), rev.clone());
+        if let Some(meta) = template.metadata.as_mut() {
+            meta.labels.get_or_insert_default().extend([label.clone()]);
+        }
+        pod::tell_revision(&mut template, &rev);
+        selector_match.extend([label.clone()]);
+        workload_meta.name = Some(names.daemonset(&rev));
+        workload_meta.labels.get_or_insert_default().extend([label]);
+        Some(rev)
+    } else {
+        None
+    };
+    let selector = LabelSelector {
+        match_labels: Some(selector_match),
+        ..LabelSelector::default()
     };
     let workload = workload::workload(spec, workload_meta, selector, template);
     let service = services::turn_service(spec, name, meta(&names.service, "relay"));
@@ -253,6 +320,7 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Owned, BuildError> {
         service,
         metrics_service,
         workload,
+        relay_revision,
         service_monitor,
     })
 }
@@ -293,6 +361,12 @@ mod tests {
         assert_eq!(
             (n.relay.as_str(), n.service.as_str(), n.metrics.as_str()),
             ("turn-relay", "turn", "turn-metrics")
+        );
+        assert_eq!(n.daemonset("0123456789"), "turn-relay-0123456789");
+        assert_eq!(
+            relay_workloads_selector("turn"),
+            "app.kubernetes.io/component=relay,app.kubernetes.io/instance=turn,\
+             app.kubernetes.io/managed-by=xdpturn-operator,app.kubernetes.io/name=xdpturn-relay"
         );
         let l = labels("turn", "relay");
         assert_eq!(l["app.kubernetes.io/managed-by"], MANAGER);

@@ -2,14 +2,15 @@
 //! security context (the least privilege that serves the spec), its volumes (the ConfigMap, each
 //! Secret whole, the TLS certificate) and where it runs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use api::{PlacementMode, TurnCluster, TurnClusterSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount, WeightedPodAffinityTerm,
+    EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -18,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::services::{port_name, transport};
 use super::{
-    CONFIG_DIR, CONFIG_KEY, CONTAINER, GRACE_MARGIN_SECONDS, Names, RELAY_UID, SECRETS_DIR,
-    TLS_DIR, XDP_CAPABILITIES, hex, labels, selector_labels,
+    CONFIG_DIR, CONFIG_KEY, CONTAINER, GRACE_MARGIN_SECONDS, LISTENERS_ANNOTATION, Names,
+    RELAY_UID, SECRETS_DIR, TLS_DIR, XDP_CAPABILITIES, hex, labels, selector_labels,
 };
 
 /// A stable volume name for a Secret (volume names are DNS labels; Secret names may not be).
@@ -39,11 +40,21 @@ pub(super) fn pod_template(
     let (volumes, mounts) = volumes(spec, names);
     let container = Container {
         volume_mounts: Some(mounts),
-        ..container(spec, default_image)
+        ..container(spec, default_image, daemonset)
     };
+    // What the container's ports say otherwise: the relay binds its listeners only at start.
+    let listeners = daemonset.then(|| {
+        let ports: Vec<String> = spec
+            .listeners
+            .iter()
+            .map(|l| port_name(l.protocol, l.port()))
+            .collect();
+        BTreeMap::from([(LISTENERS_ANNOTATION.to_owned(), ports.join(","))])
+    });
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(&name, "relay")),
+            annotations: listeners,
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
@@ -221,18 +232,53 @@ fn ports(spec: &TurnClusterSpec) -> Vec<ContainerPort> {
     ports
 }
 
-/// A probe of the relay's `path` on its metrics port.
-fn probe(path: &str, period: i32, failures: i32) -> Probe {
+/// A probe of the relay's `path` on its metrics port: by number in DaemonSet mode (the container
+/// declares no ports there), by name otherwise.
+fn probe(spec: &TurnClusterSpec, daemonset: bool, path: &str, period: i32, failures: i32) -> Probe {
+    let port = if daemonset {
+        IntOrString::Int(spec.metrics.port)
+    } else {
+        IntOrString::String("metrics".into())
+    };
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("metrics".into()),
+            port,
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
         timeout_seconds: Some(2),
         failure_threshold: Some(failures),
         ..Probe::default()
+    }
+}
+
+/// Tells the relay of a DaemonSet-mode pod its template revision (`XDPTURN_REVISION`) and
+/// probes its readiness for that revision (`/readyz?revision=<rev>`). During a surge two relay
+/// pods of a node share its host ports, the probe port among them: until the new relay has
+/// taken the ports over, the kubelet's probe of the new pod reaches the old relay, which must
+/// not answer it as ready (the operator would then retire the old relays before the new ones
+/// serve); once it has, the old pod's probe reaches the new relay, which says it is not that
+/// pod. Added after the revision is computed, as the revision label is.
+pub fn tell_revision(template: &mut PodTemplateSpec, rev: &str) {
+    let Some(container) = template
+        .spec
+        .as_mut()
+        .and_then(|pod| pod.containers.first_mut())
+    else {
+        return;
+    };
+    container.env.get_or_insert_default().push(EnvVar {
+        name: "XDPTURN_REVISION".into(),
+        value: Some(rev.into()),
+        ..EnvVar::default()
+    });
+    if let Some(get) = container
+        .readiness_probe
+        .as_mut()
+        .and_then(|p| p.http_get.as_mut())
+    {
+        get.path = Some(format!("/readyz?revision={rev}"));
     }
 }
 
@@ -263,7 +309,13 @@ fn pre_stop(delay: i64) -> LifecycleHandler {
 }
 
 /// The relay container, without its volume mounts.
-fn container(spec: &TurnClusterSpec, default_image: &str) -> Container {
+///
+/// In DaemonSet mode (host networking) it declares no ports: there a container port is a host
+/// port, and the scheduler would refuse to place a new revision's relay on a node whose old
+/// relay still holds it (the NodePorts predicate), while the relays themselves hand the ports
+/// over (the new one takes them, the old one drains). Nothing refers to a port by name there:
+/// the probes and the Services' target ports are numbers.
+fn container(spec: &TurnClusterSpec, default_image: &str, daemonset: bool) -> Container {
     let lifecycle = Some(Lifecycle {
         pre_stop: Some(pre_stop(spec.drain.pre_stop_delay_seconds)),
         ..Lifecycle::default()
@@ -284,9 +336,9 @@ fn container(spec: &TurnClusterSpec, default_image: &str) -> Container {
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_KEY}"),
         ]),
-        ports: Some(ports(spec)),
-        liveness_probe: Some(probe("/healthz", 10, 3)),
-        readiness_probe: Some(probe("/readyz", 5, 2)),
+        ports: (!daemonset).then(|| ports(spec)),
+        liveness_probe: Some(probe(spec, daemonset, "/healthz", 10, 3)),
+        readiness_probe: Some(probe(spec, daemonset, "/readyz", 5, 2)),
         lifecycle,
         resources,
         security_context: Some(security_context(spec)),

@@ -1,5 +1,8 @@
 //! The relay workload: a DaemonSet (one relay per node, host networking) or a Deployment
-//! (replicas behind the Service), each rolled out so that relays drain before they go.
+//! (replicas behind the Service), each rolled out so that a new relay is ready before an old one
+//! drains and goes: the Deployment with a surge of one, the DaemonSets (one per pod template
+//! revision) by the operator, which deletes an old revision's DaemonSet only once the new one
+//! is ready on every node (Kubernetes 1.20 has no DaemonSet `maxSurge`).
 
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec,
@@ -65,10 +68,12 @@ pub(super) fn workload(
                 selector,
                 template,
                 revision_history_limit: Some(5),
+                // A revision's pod template never changes (a change is a new revision, a new
+                // DaemonSet), so this strategy only acts when someone edits the DaemonSet's
+                // template and the operator puts it back: RollingUpdate (not OnDelete) so that
+                // the pods follow the repair too, at most this many nodes at a time.
                 update_strategy: Some(DaemonSetUpdateStrategy {
                     type_: Some("RollingUpdate".into()),
-                    // Host ports rule out a surge: the old relay drains and exits before the
-                    // new one starts on the node, and at most this many nodes do so at once.
                     rolling_update: Some(RollingUpdateDaemonSet {
                         max_unavailable: Some(IntOrString::Int(
                             spec.placement.max_unavailable.unwrap_or(1),

@@ -5,6 +5,7 @@
 
 use api::{Condition, ConditionStatus, TurnClusterSpec, TurnClusterStatus, conditions as c};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use kube::ResourceExt;
 
 use crate::endpoints::{Discovery, ice_servers};
 use crate::relays::{FastPath, Report};
@@ -16,17 +17,39 @@ pub const XDP_UNAVAILABLE: &str = "XdpUnavailable";
 /// Relays named in the XdpUnavailable message; more are counted.
 const NAMED_RELAYS: usize = 5;
 
-/// A workload's rollout state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Progressing reason: in DaemonSet mode, the relays of a new pod template revision are not
+/// ready on every node yet, and the older revisions' relays keep serving until they are.
+pub const WAITING_FOR_NEW_RELAYS: &str = "WaitingForNewRelays";
+
+/// A workload's rollout state; in DaemonSet mode, over every revision's DaemonSet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rollout {
     /// Relays that should run.
     pub desired: i32,
-    /// Relays that pass their readiness probe.
+    /// Relays that pass their readiness probe (of any revision).
     pub ready: i32,
     /// Relays running the current pod template.
     pub updated: i32,
     /// Whether the workload controller has seen the latest workload spec.
     pub observed: bool,
+    /// DaemonSet mode, while older revisions' DaemonSets still serve.
+    pub surge: Option<Surge>,
+}
+
+/// A DaemonSet-mode surge: the current revision's relays, and the older revisions' DaemonSets
+/// kept until those are ready everywhere.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Surge {
+    /// The current revision's DaemonSet; `None` if it could not be applied.
+    pub current: Option<String>,
+    /// Its relays that should run.
+    pub desired: i32,
+    /// Its relays that are ready.
+    pub ready: i32,
+    /// Its relays running its pod template.
+    pub updated: i32,
+    /// The older revisions' DaemonSets.
+    pub old: Vec<String>,
 }
 
 impl Rollout {
@@ -38,7 +61,35 @@ impl Rollout {
             ready: s.number_ready,
             updated: s.updated_number_scheduled.unwrap_or(0),
             observed: s.observed_generation >= ds.metadata.generation,
+            surge: None,
         }
+    }
+
+    /// From the DaemonSet of the current revision (as applied; `None` if it could not be) and
+    /// those of older revisions still there: ready counts the relays of every revision (each
+    /// node keeps a ready relay through a surge), desired the most any of them should run (the
+    /// current one's, once its controller has counted), updated the current one's. `None`
+    /// without any DaemonSet.
+    pub fn of_revisions(current: Option<&DaemonSet>, old: &[DaemonSet]) -> Option<Self> {
+        if current.is_none() && old.is_empty() {
+            return None;
+        }
+        let now = current.map(Self::of_daemonset).unwrap_or_default();
+        let before: Vec<Self> = old.iter().map(Self::of_daemonset).collect();
+        let all = || std::iter::once(&now).chain(&before);
+        let surge = (!old.is_empty()).then(|| Surge {
+            current: current.map(ResourceExt::name_any),
+            desired: now.desired,
+            ready: now.ready,
+            updated: now.updated,
+            old: old.iter().map(ResourceExt::name_any).collect(),
+        });
+        Some(Self {
+            desired: all().map(|r| r.desired).max().unwrap_or(0),
+            ready: all().map(|r| r.ready).sum(),
+            surge,
+            ..now
+        })
     }
 
     /// From a Deployment's status.
@@ -49,11 +100,15 @@ impl Rollout {
             ready: s.ready_replicas.unwrap_or(0),
             updated: s.updated_replicas.unwrap_or(0),
             observed: s.observed_generation >= d.metadata.generation,
+            surge: None,
         }
     }
 
     fn done(&self) -> bool {
-        self.observed && self.updated >= self.desired && self.ready >= self.desired
+        self.observed
+            && self.surge.is_none()
+            && self.updated >= self.desired
+            && self.ready >= self.desired
     }
 }
 
@@ -113,6 +168,22 @@ fn fast_path_unavailable(spec: &TurnClusterSpec, relays: &[Report]) -> Option<St
     ))
 }
 
+/// The WaitingForNewRelays message: how far the new revision is, and which old ones serve.
+fn surge_message(counts: &str, s: &Surge) -> String {
+    let old = s.old.join(", ");
+    match &s.current {
+        Some(current) => format!(
+            "{counts}; new relays (DaemonSet {current}): {}/{} ready, {}/{} updated; the old \
+             relays (DaemonSet {old}) keep serving until every new one is ready",
+            s.ready, s.desired, s.updated, s.desired
+        ),
+        None => format!(
+            "{counts}; the new relays' DaemonSet could not be applied (see Degraded); the old \
+             relays (DaemonSet {old}) keep serving"
+        ),
+    }
+}
+
 /// The status of a valid TurnCluster.
 pub fn compute(
     spec: &TurnClusterSpec,
@@ -121,7 +192,7 @@ pub fn compute(
     now: &str,
 ) -> TurnClusterStatus {
     let generation = observed.generation;
-    let rollout = observed.rollout.unwrap_or_default();
+    let rollout = observed.rollout.clone().unwrap_or_default();
     let d = &observed.discovery;
     let endpoints = d.addresses.clone();
 
@@ -158,7 +229,14 @@ pub fn compute(
     };
 
     let counts = format!("{}/{} relays ready", rollout.ready, rollout.desired);
-    let progressing = if observed.rollout.is_none() || !rollout.done() {
+    let progressing = if let Some(surge) = &rollout.surge {
+        cond(
+            c::PROGRESSING,
+            ConditionStatus::True,
+            WAITING_FOR_NEW_RELAYS,
+            surge_message(&counts, surge),
+        )
+    } else if observed.rollout.is_none() || !rollout.done() {
         let mut msg = counts.clone();
         if observed.rollout.is_some() && rollout.updated < rollout.desired {
             msg.push_str(&format!(

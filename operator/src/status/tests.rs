@@ -17,6 +17,7 @@ fn observed(ready: i32, desired: i32, addresses: &[&str]) -> Observed {
             ready,
             updated: desired,
             observed: true,
+            surge: None,
         }),
         discovery: Discovery {
             addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
@@ -88,6 +89,7 @@ fn partial_and_rolling() {
         ready: 1,
         updated: 2,
         observed: true,
+        surge: None,
     });
     let s = compute(&spec(), &o, None, "T1");
     assert_eq!(
@@ -96,6 +98,104 @@ fn partial_and_rolling() {
     );
     let p = s.condition("Progressing").unwrap();
     assert_eq!(p.message, "1/3 relays ready, 2/3 updated");
+}
+
+/// A DaemonSet at generation 1 whose controller reports `(desired, ready, updated)`; `None`: it
+/// has not counted yet.
+fn daemonset(name: &str, counts: Option<(i32, i32, i32)>) -> DaemonSet {
+    let mut v = serde_json::json!({"metadata": {"name": name, "generation": 1}});
+    if let Some((desired, ready, updated)) = counts {
+        v["status"] = serde_json::json!({"observedGeneration": 1,
+            "desiredNumberScheduled": desired, "numberReady": ready,
+            "updatedNumberScheduled": updated, "currentNumberScheduled": desired,
+            "numberMisscheduled": 0});
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn revisions_add_up() {
+    assert_eq!(Rollout::of_revisions(None, &[]), None);
+    let old = [daemonset("t-relay", Some((3, 3, 3)))];
+    // Just created: its controller has not counted; the old relays serve every node.
+    let new = daemonset("t-relay-0123456789", None);
+    let r = Rollout::of_revisions(Some(&new), &old).unwrap();
+    assert_eq!(
+        (r.desired, r.ready, r.updated, r.observed),
+        (3, 3, 0, false)
+    );
+    assert_eq!(
+        r.surge,
+        Some(Surge {
+            current: Some("t-relay-0123456789".into()),
+            desired: 0,
+            ready: 0,
+            updated: 0,
+            old: vec!["t-relay".into()],
+        })
+    );
+    // Half way: two new relays took over (their old ones drain, not ready), one old serves.
+    let old = [daemonset("t-relay", Some((3, 1, 3)))];
+    let new = daemonset("t-relay-0123456789", Some((3, 2, 3)));
+    let r = Rollout::of_revisions(Some(&new), &old).unwrap();
+    assert_eq!((r.desired, r.ready, r.updated, r.observed), (3, 3, 3, true));
+    // The old ones gone: just the current revision.
+    let new = daemonset("t-relay-0123456789", Some((3, 3, 3)));
+    let r = Rollout::of_revisions(Some(&new), &[]).unwrap();
+    assert_eq!(r, Rollout::of_daemonset(&new));
+    assert!(r.done());
+    // The new one refused: the old ones still count.
+    let r = Rollout::of_revisions(None, &old).unwrap();
+    assert_eq!((r.desired, r.ready), (3, 1));
+    assert_eq!(r.surge.unwrap().current, None);
+}
+
+#[test]
+fn a_surge_is_progress_and_the_old_relays_keep_it_ready() {
+    let old = [daemonset("t-relay", Some((2, 2, 2)))];
+    // A bad image: the new relays never get ready, the old ones serve.
+    let new = daemonset("t-relay-0123456789", Some((2, 0, 2)));
+    let mut o = observed(0, 0, &["203.0.113.1"]);
+    o.rollout = Rollout::of_revisions(Some(&new), &old);
+    let s = compute(&spec(), &o, None, "T1");
+    assert_eq!(
+        status_of(&s, "Ready"),
+        (ConditionStatus::True, "RelaysReady".into())
+    );
+    let p = s.condition("Progressing").unwrap();
+    assert_eq!(
+        (p.status, p.reason.as_str()),
+        (ConditionStatus::True, WAITING_FOR_NEW_RELAYS)
+    );
+    assert_eq!(
+        p.message,
+        "2/2 relays ready; new relays (DaemonSet t-relay-0123456789): 0/2 ready, 2/2 updated; \
+         the old relays (DaemonSet t-relay) keep serving until every new one is ready"
+    );
+    assert_eq!(s.ready_relays, Some(2));
+    assert_eq!(status_of(&s, "Degraded").0, ConditionStatus::False);
+    // Every new relay ready, the old ones not deleted yet (the same reconcile deletes them):
+    // still a surge until they are gone.
+    let new = daemonset("t-relay-0123456789", Some((2, 2, 2)));
+    o.rollout = Rollout::of_revisions(Some(&new), &old);
+    let s = compute(&spec(), &o, None, "T1");
+    assert_eq!(status_of(&s, "Progressing").1, WAITING_FOR_NEW_RELAYS);
+    o.rollout = Rollout::of_revisions(Some(&new), &[]);
+    let s = compute(&spec(), &o, None, "T1");
+    assert_eq!(
+        status_of(&s, "Progressing"),
+        (ConditionStatus::False, "Stable".into())
+    );
+    // The new DaemonSet refused.
+    o.rollout = Rollout::of_revisions(None, &old);
+    let s = compute(&spec(), &o, None, "T1");
+    assert!(
+        s.condition("Progressing")
+            .unwrap()
+            .message
+            .contains("could not be applied (see Degraded)")
+    );
+    assert_eq!(status_of(&s, "Ready").0, ConditionStatus::True);
 }
 
 #[test]
