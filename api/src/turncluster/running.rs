@@ -87,9 +87,11 @@ pub struct Placement {
     #[schemars(length(max = 32))]
     pub tolerations: Vec<Toleration>,
 
-    /// `DaemonSet` only: how many nodes may be without a ready relay during a rollout (default
-    /// 1). A relay being replaced drains first (see `drain`), so a rollout takes about
-    /// (nodes / maxUnavailable) drain timeouts.
+    /// `DaemonSet` only: how many nodes' relays a revision's DaemonSet replaces at once when
+    /// its own pods are replaced in place (default 1), which happens only when its template is
+    /// put back after a hand edit. A change that needs new pods does not use it: a new revision's
+    /// relay starts next to the old one on every node and takes its ports over, so no node is
+    /// without a ready relay, and the old one drains (see `drain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_unavailable: Option<i32>,
