@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use api::{RelayConfig, TurnCluster};
-use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, PodSpec, Probe, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::DynamicObject;
 use operator::build::{self, CONFIG_HASH_ANNOTATION, CONFIG_KEY, Inputs, MANAGER, Owned, Workload};
@@ -118,6 +118,11 @@ fn ports(svc: &Service) -> Vec<(String, i32, String)> {
         .iter()
         .map(|p| (p.name.clone().unwrap(), p.port, p.protocol.clone().unwrap()))
         .collect()
+}
+
+/// A probe's HTTP request.
+fn http_get(probe: &Option<Probe>) -> &HTTPGetAction {
+    probe.as_ref().unwrap().http_get.as_ref().unwrap()
 }
 
 fn volume_secret_names(o: &Owned) -> Vec<String> {
@@ -257,20 +262,8 @@ fn minimal_renders_a_hardened_daemonset() {
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(caps(&o), (vec!["ALL".to_owned()], vec![]));
-    let live = c
-        .liveness_probe
-        .as_ref()
-        .unwrap()
-        .http_get
-        .as_ref()
-        .unwrap();
-    let ready = c
-        .readiness_probe
-        .as_ref()
-        .unwrap()
-        .http_get
-        .as_ref()
-        .unwrap();
+    let live = http_get(&c.liveness_probe);
+    let ready = http_get(&c.readiness_probe);
     assert_eq!(live.path.as_deref(), Some("/healthz"));
     // The readiness of this revision's relay (the old relay of a surge shares the probe port),
     // and the relay told its revision.
@@ -667,13 +660,7 @@ fn deployment_is_userspace_behind_a_load_balancer() {
         .map(|p| (p.name.clone(), p.container_port))
         .collect();
     assert!(named.contains(&(Some("metrics".into()), 9641)), "{named:?}");
-    let probe = c
-        .readiness_probe
-        .as_ref()
-        .unwrap()
-        .http_get
-        .as_ref()
-        .unwrap();
+    let probe = http_get(&c.readiness_probe);
     assert_eq!(serde_json::to_value(&probe.port).unwrap(), "metrics");
     // Replicas do not share ports: no revision in their probe.
     assert_eq!(probe.path.as_deref(), Some("/readyz"));

@@ -64,6 +64,13 @@ fn relay(listen: SocketAddr, metrics: SocketAddr, range: &(String, String)) -> R
     )
 }
 
+/// A relay on a fresh loopback port (metrics too) with the relay ports of `test`, and those.
+fn loopback_relay(test: u16) -> (Relay, (String, String)) {
+    let range = port_range(test);
+    let any = "127.0.0.1:0".parse().expect("addr");
+    (relay(any, any, &range), range)
+}
+
 /// A call through `server` in a thread of its own: `args` for uclient, besides the credentials.
 fn call(server: SocketAddr, peer: SocketAddr, args: &'static [&'static str]) -> JoinHandle<Stats> {
     std::thread::spawn(move || uclient(server, peer, &[&CREDS[..], args].concat(), TIMEOUT))
@@ -220,12 +227,7 @@ fn stop(old: &mut Relay) {
 #[test]
 fn a_draining_relay_hands_over_when_the_new_one_starts() {
     let _one = one_at_a_time();
-    let range = port_range(1);
-    let old = relay(
-        "127.0.0.1:0".parse().expect("addr"),
-        "127.0.0.1:0".parse().expect("addr"),
-        &range,
-    );
+    let (old, range) = loopback_relay(1);
     let server = old.v4();
     let (_peer, peer) = echo_peer("127.0.0.1");
     let calls = long_calls(server, peer);
@@ -265,12 +267,7 @@ fn a_draining_relay_hands_over_when_the_new_one_starts() {
 #[test]
 fn joining_the_group_without_a_hand_over_takes_packets() {
     let _one = one_at_a_time();
-    let range = port_range(2);
-    let old = relay(
-        "127.0.0.1:0".parse().expect("addr"),
-        "127.0.0.1:0".parse().expect("addr"),
-        &range,
-    );
+    let (old, _) = loopback_relay(2);
     let server = old.v4();
     let (_peer, peer) = echo_peer("127.0.0.1");
     let udp = call(server, peer, &["-m", "8", "-n", "300"]);

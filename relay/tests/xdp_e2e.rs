@@ -158,6 +158,24 @@ impl Topology {
     }
 
     /// [`Topology::spawn_relay`] on `ports`, its log to `stderr`.
+    /// A relay on `ports` with XDP on both of the relay's interfaces in skb mode, its log in
+    /// `log`: the second relay of the tests where two relays want the same interfaces.
+    fn spawn_on_both(&self, ports: &RelayPorts, log: &Log) -> Guard {
+        let (ra, rb) = self.relay_interfaces();
+        self.spawn_relay_on(
+            ports,
+            &[
+                "--xdp-interface",
+                &ra,
+                "--xdp-interface",
+                &rb,
+                "--xdp-mode",
+                "skb",
+            ],
+            log.stderr(),
+        )
+    }
+
     fn spawn_relay_on(&self, ports: &RelayPorts, extra: &[&str], stderr: Stdio) -> Guard {
         let relay = Command::new("ip")
             .args(["netns", "exec", self.relay(), relay_bin()])
@@ -1136,18 +1154,7 @@ fn a_second_relay_attaches_once_the_first_one_exits() {
     let (ra, rb) = topo.relay_interfaces();
     let mut first = topo.start_relay("skb", &[]);
     let log = Log::new("xdp-wait");
-    let _second = topo.spawn_relay_on(
-        &SECOND,
-        &[
-            "--xdp-interface",
-            &ra,
-            "--xdp-interface",
-            &rb,
-            "--xdp-mode",
-            "skb",
-        ],
-        log.stderr(),
-    );
+    let _second = topo.spawn_on_both(&SECOND, &log);
     assert!(
         eventually(Duration::from_secs(20), || metric_on(
             r,
@@ -1254,18 +1261,7 @@ fn only_the_busy_interface_waits() {
     let mut first = topo.spawn_relay(&["--xdp-interface", &rb, "--xdp-mode", "skb"]);
     wait_attached(r, "the first relay did not attach");
     let log = Log::new("xdp-one-waits");
-    let _second = topo.spawn_relay_on(
-        &SECOND,
-        &[
-            "--xdp-interface",
-            &ra,
-            "--xdp-interface",
-            &rb,
-            "--xdp-mode",
-            "skb",
-        ],
-        log.stderr(),
-    );
+    let _second = topo.spawn_on_both(&SECOND, &log);
     let mode = |dev: &str| {
         metric_on(
             r,
@@ -1306,7 +1302,6 @@ fn only_the_busy_interface_waits() {
 fn after_a_hand_over_the_new_relay_attaches_at_once() {
     let topo = Topology::new("h");
     let r = topo.relay();
-    let (ra, rb) = topo.relay_interfaces();
     let mut old = topo.start_relay("skb", &[]);
     let old_call = Session::through(&topo, &FIRST, 6000);
     assert!(
@@ -1318,18 +1313,7 @@ fn after_a_hand_over_the_new_relay_attaches_at_once() {
     );
     let log = Log::new("xdp-handover");
     let started = Instant::now();
-    let _new = topo.spawn_relay_on(
-        &FIRST,
-        &[
-            "--xdp-interface",
-            &ra,
-            "--xdp-interface",
-            &rb,
-            "--xdp-mode",
-            "skb",
-        ],
-        log.stderr(),
-    );
+    let _new = topo.spawn_on_both(&FIRST, &log);
     // The metrics port is the new relay's once it has taken the ports over.
     assert!(
         eventually(Duration::from_secs(20), || log

@@ -198,6 +198,17 @@ fn debug_never_shows_the_token_or_secret() {
     assert!(text.contains("<redacted>"), "{text}");
 }
 
+/// GET `uri` without a token: status and body.
+async fn get(app: &Router, uri: &str) -> (StatusCode, String) {
+    let r = app
+        .clone()
+        .oneshot(request("GET", uri, None))
+        .await
+        .expect("infallible");
+    let (status, _, text) = body(r).await;
+    (status, text)
+}
+
 fn request(method: &str, uri: &str, token: Option<&str>) -> Request<Body> {
     let mut r = Request::builder().method(method).uri(uri);
     if let Some(token) = token {
@@ -268,15 +279,7 @@ async fn routed_get_and_post_follow_reloads() {
 async fn readyz_says_the_datapath_once_xdp_is_configured() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let app = router(metrics.clone(), Arc::new(Api::default()), None);
-    let readyz = || async {
-        let r = app
-            .clone()
-            .oneshot(request("GET", "/readyz", None))
-            .await
-            .expect("infallible");
-        let (status, _, text) = body(r).await;
-        (status, text)
-    };
+    let readyz = || get(&app, "/readyz");
     // No XDP interface configured: the body probes have always had.
     metrics.ready.set(1);
     assert_eq!(readyz().await, (StatusCode::OK, "ready\n".to_owned()));
@@ -303,14 +306,9 @@ async fn readyz_says_the_datapath_once_xdp_is_configured() {
     metrics.ready.set(1);
     metrics.xdp_attached.set(1);
     metrics.xdp_fallbacks.with_label_values(&["full"]).inc();
-    let r = app
-        .oneshot(request("GET", "/readyz", None))
-        .await
-        .expect("infallible");
-    let (status, _, text) = body(r).await;
     assert_eq!(
-        (status, text.as_str()),
-        (StatusCode::OK, "ready\ndatapath: xdp\n")
+        get(&app, "/readyz").await,
+        (StatusCode::OK, "ready\ndatapath: xdp\n".to_owned())
     );
 }
 
@@ -318,50 +316,34 @@ async fn readyz_says_the_datapath_once_xdp_is_configured() {
 async fn readyz_answers_only_for_its_own_revision() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     metrics.ready.set(1);
-    let get = |app: Router, uri: &'static str| async move {
-        let r = app
-            .oneshot(request("GET", uri, None))
-            .await
-            .expect("infallible");
-        let (status, _, text) = body(r).await;
-        (status, text)
-    };
     let app = router(
         metrics.clone(),
         Arc::new(Api::default()),
         Some("abc".into()),
     );
     assert_eq!(
-        get(app.clone(), "/readyz?revision=abc").await,
+        get(&app, "/readyz?revision=abc").await,
         (StatusCode::OK, "ready\n".to_owned())
     );
     assert_eq!(
-        get(app.clone(), "/readyz?x=1&revision=new").await,
+        get(&app, "/readyz?x=1&revision=new").await,
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: this relay is revision abc, not new\n".to_owned()
         )
     );
     // No revision asked: as before.
-    assert_eq!(get(app, "/readyz").await.0, StatusCode::OK);
+    assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
     // A relay run without --revision answers any.
     let app = router(metrics, Arc::new(Api::default()), None);
-    assert_eq!(get(app, "/readyz?revision=new").await.0, StatusCode::OK);
+    assert_eq!(get(&app, "/readyz?revision=new").await.0, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn readyz_says_busy_while_another_program_holds_the_interfaces() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let app = router(metrics.clone(), Arc::new(Api::default()), None);
-    let readyz = || async {
-        let r = app
-            .clone()
-            .oneshot(request("GET", "/readyz", None))
-            .await
-            .expect("infallible");
-        let (_, _, text) = body(r).await;
-        text
-    };
+    let readyz = || async { get(&app, "/readyz").await.1 };
     metrics.ready.set(1);
     metrics.xdp_waiting.set(2);
     assert_eq!(
