@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use api::{ConditionStatus, RelayConfig, TurnCluster};
 use envtest::{Operator, Options, TestCluster, eventually, operator_client, runtime};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
@@ -202,6 +202,16 @@ fn adapt_for_the_test_machine(rendered: &RelayConfig, root: &Root) -> RelayConfi
 }
 
 /// The relay, started as the container would be, with its log collected.
+/// The container's environment variables with values (name, value).
+fn container_env(container: &Container) -> Vec<(String, String)> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect()
+}
+
 struct Relay {
     _process: Guard,
     log: Arc<Mutex<Vec<String>>>,
@@ -210,20 +220,22 @@ struct Relay {
 }
 
 impl Relay {
-    fn start(args: &[String]) -> Relay {
-        Self::start_with(&relay_bin(), args)
+    /// Runs the relay with the container's `args` and `env`.
+    fn start(args: &[String], env: &[(String, String)]) -> Relay {
+        Self::start_with(&relay_bin(), args, env)
     }
 
-    /// Runs `program args`: the relay itself, or a program that execs it (its PID stays the
-    /// relay's).
-    fn start_with(program: &Path, args: &[String]) -> Relay {
+    /// Runs `program args` with the container's `env`: the relay itself, or a program that
+    /// execs it (its PID stays the relay's).
+    fn start_with(program: &Path, args: &[String], env: &[(String, String)]) -> Relay {
         let mut cmd = Command::new(program);
-        // The container's environment has none of the relay's variables: neither may this.
+        // The container's environment has only its own variables of the relay's: so has this.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("XDPTURN_") {
                 cmd.env_remove(name);
             }
         }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let launched = launch(cmd.args(args).env("XDPTURN_LOG", "info"));
         Relay {
             _process: launched.process,
@@ -373,8 +385,11 @@ async fn rendered_config_runs_a_relay() {
     mount_volumes(&admin, &pod, &root).await;
     let container = &pod.containers[0];
     let args: Vec<String> = container.args.clone().unwrap_or_default();
+    // Its settings come from the file alone; the environment names only the pod template's
+    // revision (for `/readyz?revision=`, which the readiness probe asks below).
+    let env = container_env(container);
     assert!(
-        container.command.is_none() && container.env.is_none(),
+        container.command.is_none() && env.iter().all(|(name, _)| name == "XDPTURN_REVISION"),
         "the relay is configured by its file alone: {container:?}"
     );
     let config_arg = args
@@ -429,12 +444,27 @@ async fn rendered_config_runs_a_relay() {
         })
         .collect();
     let started = Instant::now();
-    let relay = Relay::start(&args);
+    let relay = Relay::start(&args, &env);
     println!(
         "relay-loop: relay started in {:.2}s on {} (metrics {})",
         started.elapsed().as_secs_f64(),
         relay.listener,
         relay.metrics
+    );
+    // The kubelet's readiness probe, as the pod asks it.
+    let probe = container
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .and_then(|g| g.path.clone())
+        .expect("a readiness probe path");
+    let (status, text) = http_get(relay.metrics, &probe, None);
+    assert_eq!(status, 200, "{probe}: {text}");
+    let other = probe.replace("revision=", "revision=x");
+    assert_eq!(
+        http_get(relay.metrics, &other, None).0,
+        503,
+        "{other}: another revision's probe is not this relay's to answer"
     );
 
     // The realm is the TurnCluster's.
@@ -653,7 +683,7 @@ async fn relay_without_the_fast_path() {
             a.clone()
         }
     }));
-    let relay = Relay::start_with(&program, &relay_args);
+    let relay = Relay::start_with(&program, &relay_args, &container_env(&pod.containers[0]));
     let (status, readyz) = http_get(relay.metrics, "/readyz", None);
     assert_eq!(status, 200, "{readyz}");
     let reason = readyz
