@@ -15,3 +15,4 @@ pub mod proto;
 pub mod serve;
 pub mod stun;
 pub mod tls;
+pub mod userdb;

@@ -10,7 +10,8 @@ use crate::cmd::Cmd;
 use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, images, repo_root};
 
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
-/// turnadmin / turnserver (interop), iproute2, ethtool and procps (sysctl) for network
+/// turnadmin / turnserver (interop; relay/tests/userdb.rs has turnadmin write the SQLite user
+/// database the relay reads with `--userdb`), iproute2, ethtool and procps (sysctl) for network
 /// namespaces and NIC set-up.
 /// stun-client: Debian's RFC 3489 `stun` client (classic STUN interop); openssl: `s_client` for
 /// the TLS tests; python3-pip: to install the Python packages below;
