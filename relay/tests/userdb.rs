@@ -115,6 +115,7 @@ fn until(bound: Duration, what: &str, relay: &Relay, mut check: impl FnMut() -> 
 fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
     let dir = TempDir::new("userdb-accept");
     let db = fresh_db(&dir);
+    turnadmin(&db, &["-a", "-u", "tess", "-r", REALM, "-p", "tcp pass"]);
     let relay = relay(&db);
     let (_peer, peer) = echo_peer("127.0.0.1");
     let log = || format!("\nrelay log:\n{}", relay.log_lines().join("\n"));
@@ -138,6 +139,16 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
         TIMEOUT,
     );
     stats.assert_all_arrived(50, &log());
+    // Over TCP, a user not looked up yet: the parked request is answered on its connection.
+    let stats = uclient(
+        relay.v4(),
+        peer,
+        &[
+            "-t", "-u", "tess", "-w", "tcp pass", "-m", "1", "-n", "50", "-l", "120",
+        ],
+        TIMEOUT,
+    );
+    stats.assert_all_arrived(50, &log());
     // A REST credential from the secret turnadmin -s stored.
     let stats = uclient(
         relay.v4(),
@@ -149,13 +160,26 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
     );
     stats.assert_all_arrived(50, &log());
 
-    // A wrong password and an unknown user are refused with 401, by coturn's client and ours.
+    // A wrong password and an unknown user are refused with 401, by coturn's client and ours
+    // (each from an address of its own: the failed-authentication limiter is not under test).
     for (user, password) in [("alice", "mirror"), ("nobody", "wonderland")] {
+        let local = fresh_ip();
         let stats = uclient(
             relay.v4(),
             peer,
             &[
-                "-u", user, "-w", password, "-m", "1", "-n", "5", "-l", "120",
+                "-L",
+                local.trim_end_matches(":0"),
+                "-u",
+                user,
+                "-w",
+                password,
+                "-m",
+                "1",
+                "-n",
+                "5",
+                "-l",
+                "120",
             ],
             Duration::from_secs(30),
         );
@@ -166,7 +190,7 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
             log()
         );
         assert_eq!(
-            allocate(&relay, "127.0.0.2:0", user, password),
+            allocate(&relay, &fresh_ip(), user, password),
             Err(Some(401)),
             "{user}:{password}{}",
             log()
@@ -177,6 +201,8 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
         relay.v4(),
         peer,
         &[
+            "-L",
+            fresh_ip().trim_end_matches(":0"),
             "-W",
             "not the secret",
             "-u",
@@ -192,7 +218,7 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
     );
     assert!(!stats.exited_ok && stats.received == 0, "{}", stats.text);
 
-    // A realm option written by turnadmin applies: one allocation per user.
+    // A realm option written by turnadmin applies: user-quota.
     let first = allocate(&relay, "127.0.0.3:0", "alice", "wonderland");
     let second = allocate(&relay, "127.0.0.3:0", "alice", "wonderland");
     assert!(
@@ -201,7 +227,8 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
         log()
     );
     turnadmin(&db, &["-g", "-r", REALM, "--user-quota", "2"]);
-    // The two allocations above hold the quota: once it applies, another is refused with 486.
+    // alice holds at least the two allocations above: once it applies, another is refused
+    // with 486.
     let took = until(CHANGE_BOUND, "user-quota 2 applied", &relay, || {
         allocate(&relay, "127.0.0.3:0", "alice", "wonderland") == Err(Some(486))
     });
@@ -268,6 +295,63 @@ fn users_added_and_deleted_by_turnadmin_are_seen_while_running() {
     });
     println!("a secret rotation by turnadmin -s/-X took effect after {rotated:?}");
     assert!(relay.metric(r#"xdpturn_userdb_queries_total{query="user",result="found"}"#) >= 1.0);
+}
+
+/// Runs an SQL statement on the database with Debian's `sqlite3`, as coturn's web admin writes
+/// what `turnadmin` has no option for (peer ranges).
+fn sqlite3(db: &Path, sql: &str) {
+    let tool = require("sqlite3", "sqlite3");
+    let out = run(Command::new(tool).arg(db).arg(sql), TIMEOUT);
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn peer_ranges_from_the_database_join_the_built_in_rules() {
+    let dir = TempDir::new("userdb-peers");
+    let db = fresh_db(&dir);
+    // No --allow-peer: the built-in rules deny the loopback echo peer.
+    let (min, max) = port_range();
+    let relay = Relay::start(&[
+        "--realm",
+        REALM,
+        "--userdb",
+        db.to_str().expect("utf-8 path"),
+        "--min-port",
+        &min,
+        "--max-port",
+        &max,
+    ]);
+    let (_peer, peer) = echo_peer("127.0.0.1");
+    let mut client = TurnClient::new(relay.v4(), "127.0.0.12:0", "alice", "wonderland", REALM);
+    client.allocate().expect("alice allocates");
+    assert_eq!(client.create_permission(peer), Some(403), "built-in deny");
+
+    // An allowed range (coturn's FIRST-LAST form) lets the peer in...
+    sqlite3(
+        &db,
+        &format!(
+            "INSERT INTO allowed_peer_ip (realm, ip_range) VALUES ('{REALM}', '127.0.0.0-127.0.0.255')"
+        ),
+    );
+    let allowed = until(CHANGE_BOUND, "allowed_peer_ip applied", &relay, || {
+        client.create_permission(peer).is_none()
+    });
+    println!("an allowed_peer_ip row took effect after {allowed:?}");
+    assert!(echoes(&client, peer), "relaying to the allowed peer");
+
+    // ... and a denied address inside it (the longer prefix) shuts that one out again.
+    sqlite3(
+        &db,
+        &format!("INSERT INTO denied_peer_ip (realm, ip_range) VALUES ('{REALM}', '127.0.0.1')"),
+    );
+    let denied = until(CHANGE_BOUND, "denied_peer_ip applied", &relay, || {
+        client.create_permission(peer) == Some(403)
+    });
+    println!("a denied_peer_ip row took effect after {denied:?}");
 }
 
 /// A Send indication to `peer` and the Data indication the echo peer sends back.

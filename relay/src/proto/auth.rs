@@ -578,6 +578,69 @@ mod tests {
         );
     }
 
+    /// A user source that answers what it is told to, counting the questions.
+    #[derive(Debug)]
+    struct Told(Lookup, std::sync::atomic::AtomicUsize);
+
+    impl UserSource for Told {
+        fn lookup(&self, _: &str) -> Lookup {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_user_source_is_asked_only_when_nothing_configured_authenticates() {
+        let key = long_term_key_md5("dora", "example.org", "explorer");
+        let with = |answer| {
+            let source = Arc::new(Told(answer, Default::default()));
+            let cfg = AuthConfig {
+                source: Some(source.clone()),
+                ..config()
+            };
+            (cfg, source)
+        };
+        let md5 =
+            |user: &str, password: &str| Key::Md5(long_term_key_md5(user, "example.org", password));
+        let (cfg, source) = with(Lookup::Key(key));
+        let nonce = cfg.nonce(CLIENT, NOW);
+        // A configured user: the source is not asked.
+        let alice = md5("alice", "wonderland");
+        assert!(auth(&request("alice", "example.org", &nonce, Some(&alice)), &cfg).is_ok());
+        assert_eq!(source.1.load(std::sync::atomic::Ordering::Relaxed), 0);
+        // The source's key authenticates; a wrong password is refused; SHA-256 cannot be
+        // checked against a stored MD5 key.
+        let dora = md5("dora", "explorer");
+        assert_eq!(
+            auth(&request("dora", "example.org", &nonce, Some(&dora)), &cfg),
+            Ok(Authenticated {
+                username: "dora".into(),
+                key: dora.clone()
+            })
+        );
+        let wrong = md5("dora", "map");
+        assert_eq!(
+            auth(&request("dora", "example.org", &nonce, Some(&wrong)), &cfg),
+            Err(AuthError::Rejected(Rejection::WrongPassword))
+        );
+        let sha = Key::Sha256(long_term_key_sha256("dora", "example.org", "explorer"));
+        assert_eq!(
+            auth(&request("dora", "example.org", &nonce, Some(&sha)), &cfg),
+            Err(AuthError::Rejected(Rejection::WrongPassword))
+        );
+        for (answer, expected) in [
+            (Lookup::Absent, AuthError::Rejected(Rejection::UnknownUser)),
+            (Lookup::Pending, AuthError::Pending),
+            (Lookup::Busy, AuthError::Busy),
+        ] {
+            let (cfg, _) = with(answer);
+            assert_eq!(
+                auth(&request("dora", "example.org", &nonce, Some(&dora)), &cfg),
+                Err(expected)
+            );
+        }
+    }
+
     #[test]
     fn failure_limiter_refills_and_stays_bounded() {
         let t0 = Instant::now();

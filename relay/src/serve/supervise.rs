@@ -192,6 +192,12 @@ fn reload(
                     "listen addresses and workers change only on restart; the rest is reloaded"
                 );
             }
+            if new.userdb != cfg.userdb || (new.userdb.is_some() && new.realm != cfg.realm) {
+                tracing::warn!(
+                    "the user database and the realm it is read for change only on restart; \
+                     the rest is reloaded"
+                );
+            }
             *cfg = new;
             live.control.set_config(Arc::new(core));
             live.api.set(api_config);
