@@ -1,7 +1,7 @@
 //! The cache of user lookups in front of the database: positive and negative entries with
 //! short lifetimes, bounded in number, one lookup at a time per user (later askers wait for
-//! it), and a budget of lookups per second. Pure: time is passed in, and the lookups it asks
-//! for are made by its caller (`userdb/mod.rs`).
+//! it), and a budget for lookups of names it holds no key for. Pure: time is passed in, and the
+//! lookups it asks for are made by its caller (`userdb/mod.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,7 +17,8 @@ pub struct Limits {
     pub negative_ttl: Duration,
     /// Entries kept at most (pending lookups included).
     pub capacity: usize,
-    /// Lookups that may start at once, and then per second.
+    /// Lookups of names without a key that may start at once, and then per second (refreshes
+    /// of users found are not counted).
     pub burst: u32,
     pub per_second: f64,
 }
@@ -85,7 +86,9 @@ impl Cache {
             match (e.key, e.read_at) {
                 (Some(key), Some(at)) => {
                     let old = now.saturating_duration_since(at) >= self.limits.positive_ttl;
-                    let refresh = old && e.pending.is_none() && self.take_token(now);
+                    // Refreshes take no token: there are at most as many as users found,
+                    // which a flood of made-up names cannot add to.
+                    let refresh = old && e.pending.is_none();
                     if refresh && let Some(e) = self.entries.get_mut(name) {
                         e.pending = Some(watch::channel(false).0);
                     }

@@ -12,9 +12,10 @@
 //! - **Users** are looked up one by one, through [`cache::Cache`]: found users are served from
 //!   memory and refreshed in the background once older than a few seconds (the old key keeps
 //!   serving meanwhile, and keeps serving if the database does not answer); users not found are
-//!   refused from memory for a few seconds. A lookup starts only within a budget (a burst, then
-//!   a rate) and a bounded number of entries, so a flood of Allocates with random usernames
-//!   makes a bounded number of queries; past the budget such requests are dropped (counted as
+//!   refused from memory for a few seconds. A lookup of a name the cache holds no key for
+//!   starts only within a budget (a burst, then a rate) and a bounded number of entries, so a
+//!   flood of Allocates with random usernames makes a bounded number of queries (refreshes are
+//!   bounded by the number of users found); past the budget such requests are dropped (counted as
 //!   `userdb_busy`), and the client's retransmission finds the budget refilled.
 //! - **The auth path does not wait.** A worker authenticates synchronously
 //!   ([`crate::proto::auth::AuthConfig::authenticate`]); it asks [`UserDb`] (a
