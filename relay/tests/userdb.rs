@@ -500,6 +500,7 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
         }
     };
     let before = queries(&relay);
+    let overflows_before = udp_receive_buffer_errors();
     let started = Instant::now();
     for i in 0..FLOOD {
         let name = format!("rnd-{i}-{:08x}", rand_u32(i));
@@ -525,10 +526,12 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
         relay.metric(r#"xdpturn_dropped_packets_total{reason="userdb_busy",transport="udp"}"#);
     let limited = relay
         .metric(r#"xdpturn_dropped_packets_total{reason="auth_rate_limited",transport="udp"}"#);
+    let overflowed = udp_receive_buffer_errors() - overflows_before;
     println!(
         "flood: {FLOOD} Allocates with random usernames sent in {sent_in:?}: {made} user queries, \
          {refused} answered 401, {busy} dropped over the lookup budget, {limited} dropped by the \
-         failed-authentication limiter"
+         failed-authentication limiter, {overflowed} lost in full UDP receive buffers (the \
+         host's count, any socket)"
     );
     assert!(made >= 1.0, "some lookups were made");
     assert!(
@@ -544,6 +547,21 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
         "alice after the flood:\n{}",
         relay.log_lines().join("\n")
     );
+}
+
+/// The host's count of UDP datagrams dropped for a full receive buffer (`/proc/net/snmp`).
+fn udp_receive_buffer_errors() -> i64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The user lookups the relay made (every result).
