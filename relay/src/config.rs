@@ -504,4 +504,91 @@ mod tests {
             .to_string();
         assert!(err.contains("API token file"), "{err}");
     }
+
+    /// A backend that answers one realm's rows, and no user.
+    #[derive(Debug)]
+    struct Rows(crate::userdb::realm::RealmRows);
+
+    impl crate::userdb::backend::Backend for Rows {
+        fn user_key<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> crate::userdb::backend::BoxFuture<
+            'a,
+            Result<Option<String>, crate::userdb::backend::BackendError>,
+        > {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn realm<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> crate::userdb::backend::BoxFuture<
+            'a,
+            Result<crate::userdb::realm::RealmRows, crate::userdb::backend::BackendError>,
+        > {
+            Box::pin(async { Ok(self.0.clone()) })
+        }
+
+        fn describe(&self) -> String {
+            "rows".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_user_database_realm_merges_into_the_configuration() {
+        let cfg = RelayConfig {
+            auth_secrets: vec!["configured".into()],
+            user_quota: 5,
+            total_quota: 100,
+            max_bps: 1_000,
+            allow_peers: vec!["10.0.0.0/8".into()],
+            ..RelayConfig::default()
+        };
+        let rows = crate::userdb::realm::RealmRows {
+            secrets: vec!["from the database".into()],
+            options: vec![("user-quota".into(), "2".into())],
+            allowed: vec!["192.168.7.0-192.168.7.255".into()],
+            denied: vec!["10.1.0.0/16".into()],
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new().expect("metrics"));
+        let db = UserDb::new(
+            Arc::new(Rows(rows)),
+            &cfg.realm,
+            metrics,
+            crate::userdb::cache::Limits::default(),
+        );
+        assert!(db.read_realm().await);
+        let built = build_with(&cfg, &Bound::default(), [0; 32], Some(&db)).expect("valid");
+        assert_eq!(
+            built.auth.secrets,
+            vec![b"configured".to_vec(), b"from the database".to_vec()]
+        );
+        assert!(built.auth.source.is_some());
+        // The database's option replaces the configured one; the others stay.
+        assert_eq!(
+            (
+                built.quotas.per_user,
+                built.quotas.total,
+                built.quotas.max_bps
+            ),
+            (2, 100, 1_000)
+        );
+        let peer = |ip: &str| built.policy.check_ip(ip.parse().expect("ip"));
+        assert!(peer("192.168.7.9").is_ok(), "allowed by the database");
+        assert!(
+            peer("192.168.8.9").is_err(),
+            "still denied by the built-in rules"
+        );
+        assert!(peer("10.2.0.1").is_ok(), "allowed by the configuration");
+        assert!(
+            peer("10.1.0.1").is_err(),
+            "denied by the database (longer prefix)"
+        );
+        // Without the database: the configuration alone.
+        let plain = build(&cfg, &Bound::default(), [0; 32]).expect("valid");
+        assert_eq!(plain.quotas.per_user, 5);
+        assert!(plain.auth.source.is_none());
+    }
 }
