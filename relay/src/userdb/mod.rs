@@ -26,7 +26,9 @@
 //!   that lookup (bounded in time) and then hands the same request to the core again, which now
 //!   answers from the cache. The worker goes on with other packets meanwhile; a TCP or TLS
 //!   client is answered on its connection like any other reply. Existing allocations never
-//!   consult the database: a Refresh or ChannelBind of a known user is answered from the cache.
+//!   wait on the database: their Refresh, CreatePermission and ChannelBind authenticate against
+//!   the cached key (refreshed in the background, kept while the database does not answer); a
+//!   user deleted by `turnadmin` is refused at its allocation's next request.
 //! - **Down**: when a query fails the relay says so once in its log, sets `xdpturn_userdb_up`
 //!   to 0 and `/readyz` says `userdb: down`; the relay stays ready. The periodic read notices
 //!   when the database answers again.
