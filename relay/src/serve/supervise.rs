@@ -118,7 +118,10 @@ pub async fn supervise(
             }
             _ = poll.tick() => {
                 // Not ready at capacity: a load balancer should send new clients elsewhere.
-                let full = cfg.total_quota != 0 && ledger.total() >= cfg.total_quota;
+                // The quota in force: the user database's total-quota, when set, replaces the
+                // configured one.
+                let total = control.config().quotas.total;
+                let full = total != 0 && ledger.total() >= total;
                 // A relay that handed its ports over (serve/handover.rs) drains.
                 metrics.ready.set(i64::from(!full && !control.is_draining()));
                 let now = fingerprint(&files);
