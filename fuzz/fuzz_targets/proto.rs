@@ -31,6 +31,7 @@ fn config() -> Config {
             realm: "r".into(),
             users,
             secrets: vec![b"s".to_vec()],
+            source: None,
             nonce_key: [1; 32],
             nonce_lifetime: Duration::from_secs(600),
         },

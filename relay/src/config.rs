@@ -5,15 +5,17 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::RelayConfig;
 
 use crate::credentials;
 use crate::http::ApiConfig;
-use crate::proto::auth::{AuthConfig, StaticUser};
+use crate::proto::auth::{AuthConfig, StaticUser, UserSource};
 use crate::proto::policy::PeerPolicy;
 use crate::proto::{self, Lifetimes, Quotas};
+use crate::userdb::UserDb;
 use api::parse_cidr;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,21 @@ pub fn build(
     bound: &Bound,
     nonce_key: [u8; 32],
 ) -> Result<proto::Config, ConfigError> {
+    build_with(cfg, bound, nonce_key, None)
+}
+
+/// [`build`], with coturn's user database when one is configured: its users are asked for
+/// (through its cache) when no configured user or secret authenticates; its realm's secrets
+/// join the configured ones, its peer ranges join `allow-peer` and `deny-peer` (so the built-in
+/// denies apply as they do to those), and its realm options (user-quota, total-quota, max-bps)
+/// replace the configured values, as coturn's do.
+pub fn build_with(
+    cfg: &RelayConfig,
+    bound: &Bound,
+    nonce_key: [u8; 32],
+    userdb: Option<&Arc<UserDb>>,
+) -> Result<proto::Config, ConfigError> {
+    let realm_data = userdb.and_then(|db| db.realm_data().borrow().clone());
     let invalid = |setting, message: &str| ConfigError::Invalid {
         setting,
         message: message.to_owned(),
@@ -181,6 +198,9 @@ pub fn build(
     if secrets.iter().any(Vec::is_empty) {
         return Err(invalid("auth-secret", "a shared secret must not be empty"));
     }
+    if let Some(data) = &realm_data {
+        secrets.extend(data.secrets.iter().cloned());
+    }
 
     let parse_all = |setting: &'static str, list: &[String]| {
         list.iter()
@@ -192,8 +212,12 @@ pub fn build(
             })
             .collect::<Result<Vec<_>, _>>()
     };
-    let allow = parse_all("allow-peer", &cfg.allow_peers)?;
-    let deny = parse_all("deny-peer", &cfg.deny_peers)?;
+    let mut allow = parse_all("allow-peer", &cfg.allow_peers)?;
+    let mut deny = parse_all("deny-peer", &cfg.deny_peers)?;
+    if let Some(data) = &realm_data {
+        allow.extend(data.allowed.iter().copied());
+        deny.extend(data.denied.iter().copied());
+    }
     let external_ips = cfg
         .external_ips
         .iter()
@@ -220,16 +244,26 @@ pub fn build(
             realm: cfg.realm.clone(),
             users,
             secrets,
+            source: userdb.map(|db| db.clone() as Arc<dyn UserSource>),
             nonce_key,
             nonce_lifetime: Duration::from_secs(cfg.nonce_lifetime_secs.max(1)),
         },
         policy,
         lifetimes: Lifetimes::default(),
         quotas: Quotas {
-            per_user: cfg.user_quota,
-            total: cfg.total_quota,
+            per_user: realm_data
+                .as_ref()
+                .and_then(|d| d.user_quota)
+                .unwrap_or(cfg.user_quota),
+            total: realm_data
+                .as_ref()
+                .and_then(|d| d.total_quota)
+                .unwrap_or(cfg.total_quota),
             permissions_per_allocation: cfg.max_permissions,
-            max_bps: cfg.max_bps,
+            max_bps: realm_data
+                .as_ref()
+                .and_then(|d| d.max_bps)
+                .unwrap_or(cfg.max_bps),
         },
         relay_ips: cfg.relay_ips.clone(),
         listen_ips,
@@ -469,5 +503,92 @@ mod tests {
             .expect_err("missing file")
             .to_string();
         assert!(err.contains("API token file"), "{err}");
+    }
+
+    /// A backend that answers one realm's rows, and no user.
+    #[derive(Debug)]
+    struct Rows(crate::userdb::realm::RealmRows);
+
+    impl crate::userdb::backend::Backend for Rows {
+        fn user_key<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> crate::userdb::backend::BoxFuture<
+            'a,
+            Result<Option<String>, crate::userdb::backend::BackendError>,
+        > {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn realm<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> crate::userdb::backend::BoxFuture<
+            'a,
+            Result<crate::userdb::realm::RealmRows, crate::userdb::backend::BackendError>,
+        > {
+            Box::pin(async { Ok(self.0.clone()) })
+        }
+
+        fn describe(&self) -> String {
+            "rows".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_user_database_realm_merges_into_the_configuration() {
+        let cfg = RelayConfig {
+            auth_secrets: vec!["configured".into()],
+            user_quota: 5,
+            total_quota: 100,
+            max_bps: 1_000,
+            allow_peers: vec!["10.0.0.0/8".into()],
+            ..RelayConfig::default()
+        };
+        let rows = crate::userdb::realm::RealmRows {
+            secrets: vec!["from the database".into()],
+            options: vec![("user-quota".into(), "2".into())],
+            allowed: vec!["192.168.7.0-192.168.7.255".into()],
+            denied: vec!["10.1.0.0/16".into()],
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new().expect("metrics"));
+        let db = UserDb::new(
+            Arc::new(Rows(rows)),
+            &cfg.realm,
+            metrics,
+            crate::userdb::cache::Limits::default(),
+        );
+        assert!(db.read_realm().await);
+        let built = build_with(&cfg, &Bound::default(), [0; 32], Some(&db)).expect("valid");
+        assert_eq!(
+            built.auth.secrets,
+            vec![b"configured".to_vec(), b"from the database".to_vec()]
+        );
+        assert!(built.auth.source.is_some());
+        // The database's option replaces the configured one; the others stay.
+        assert_eq!(
+            (
+                built.quotas.per_user,
+                built.quotas.total,
+                built.quotas.max_bps
+            ),
+            (2, 100, 1_000)
+        );
+        let peer = |ip: &str| built.policy.check_ip(ip.parse().expect("ip"));
+        assert!(peer("192.168.7.9").is_ok(), "allowed by the database");
+        assert!(
+            peer("192.168.8.9").is_err(),
+            "still denied by the built-in rules"
+        );
+        assert!(peer("10.2.0.1").is_ok(), "allowed by the configuration");
+        assert!(
+            peer("10.1.0.1").is_err(),
+            "denied by the database (longer prefix)"
+        );
+        // Without the database: the configuration alone.
+        let plain = build(&cfg, &Bound::default(), [0; 32]).expect("valid");
+        assert_eq!(plain.quotas.per_user, 5);
+        assert!(plain.auth.source.is_none());
     }
 }

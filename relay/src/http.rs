@@ -131,10 +131,27 @@ async fn ready_handler(
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     };
-    match datapath(&metrics) {
-        Some(datapath) => (status, format!("{state}\ndatapath: {datapath}\n")),
-        None => (status, format!("{state}\n")),
+    let mut body = format!("{state}\n");
+    if let Some(datapath) = datapath(&metrics) {
+        body.push_str(&format!("datapath: {datapath}\n"));
     }
+    if let Some(userdb) = userdb(&metrics) {
+        body.push_str(&format!("userdb: {userdb}\n"));
+    }
+    (status, body)
+}
+
+/// The user database line of `/readyz` when one is configured: `up`, or `down (serving with
+/// what was last read)` while it does not answer. The relay stays ready either way: known users
+/// and existing allocations are served from memory. Documented in README.md (/readyz).
+fn userdb(metrics: &Metrics) -> Option<&'static str> {
+    (metrics.userdb_configured.get() == 1).then(|| {
+        if metrics.userdb_up.get() == 1 {
+            "up"
+        } else {
+            "down (serving with what was last read)"
+        }
+    })
 }
 
 /// The value of `key` in a URL query (`a=1&key=v`), undecoded.

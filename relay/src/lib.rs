@@ -3,7 +3,7 @@
 //! Layout (see ARCHITECTURE.md): [`stun`] is the wire codec, hand-written because it is our
 //! core; [`proto`] is the protocol core, bytes in and decisions out, with no I/O; [`eventloop`]
 //! owns the sockets; [`http`] serves metrics and health; [`credentials`] makes the credentials
-//! coturn's `turnadmin` does.
+//! coturn's `turnadmin` does; [`userdb`] reads the user database `turnadmin` writes.
 
 pub mod config;
 pub mod credentials;
@@ -15,3 +15,4 @@ pub mod proto;
 pub mod serve;
 pub mod stun;
 pub mod tls;
+pub mod userdb;

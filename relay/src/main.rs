@@ -18,6 +18,7 @@ use relay::serve::{
     Live, ServeArgs, Watch, attach_when_free, export_xdp_counters, handover, load_config,
     load_dataplane, parse_uri, set_test_lifetimes, supervise,
 };
+use relay::userdb::UserDb;
 use relay::{credentials, http, tls};
 use tracing_subscriber::EnvFilter;
 
@@ -30,7 +31,8 @@ use tracing_subscriber::EnvFilter;
 /// are coturn's equivalents.
 ///
 /// Signals: SIGHUP reloads the config file, users file and secret files (also reloaded when they
-/// change on disk) without dropping allocations; a bad reload is refused and the old
+/// change on disk; coturn's user database, --userdb, is followed as it changes) without dropping
+/// allocations; a bad reload is refused and the old
 /// configuration stays. SIGTERM drains: no new allocations, existing ones served until they end
 /// or --drain-timeout; a second SIGTERM exits at once.
 ///
@@ -298,7 +300,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http: vec![http_addr],
     };
     let nonce_key = random_bytes::<32>();
-    let mut core = config::build(&cfg, &bound, nonce_key).context("invalid configuration")?;
+    let metrics = Arc::new(Metrics::new().context("creating metrics")?);
+    // coturn's user database: its realm is read once before serving (secrets, options, peer
+    // ranges); a database that does not answer is reported and the relay starts without it,
+    // following it once it answers (userdb/).
+    let userdb = cfg.userdb.as_ref().map(|path| {
+        let db = UserDb::sqlite(path, &cfg.realm, metrics.clone());
+        runtime.block_on(async {
+            db.read_realm().await;
+            db.start();
+        });
+        db
+    });
+    let mut core = config::build_with(&cfg, &bound, nonce_key, userdb.as_ref())
+        .context("invalid configuration")?;
     set_test_lifetimes(&args, &mut core);
     let api = Arc::new(http::Api::new(
         config::build_api(&cfg, &core).context("invalid configuration")?,
@@ -307,7 +322,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         print_generated(&cfg, &bound, password);
     }
 
-    let metrics = Arc::new(Metrics::new().context("creating metrics")?);
     let mut control = Control::new(Arc::new(core));
     if let Some(certs) = certs {
         control = control.with_tls(certs);
@@ -325,6 +339,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tcp_spliced: Arc::default(),
         dataplane: dataplane.clone(),
         local_relays: Arc::default(),
+        userdb: userdb.clone(),
         clock: (
             Instant::now(),
             SystemTime::now()
@@ -369,6 +384,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let live = Live {
             control: &control,
             api: &api,
+            userdb: userdb.as_ref(),
         };
         supervise(
             &args, cfg, watch, &bound, nonce_key, &live, &ledger, &metrics,

@@ -84,6 +84,12 @@ pub struct Metrics {
     /// 1 per interface the XDP program is attached to, with the mode it runs in and why
     /// (`dataplane::ModeChoice`); the interfaces are the configured ones, a bounded set.
     pub xdp_interface_mode: IntGaugeVec,
+    /// Queries to coturn's user database (`userdb/`), by query (user, realm) and result.
+    pub userdb_queries: IntCounterVec,
+    /// 1 while the user database answers, 0 while the relay serves from what it last read.
+    pub userdb_up: IntGauge,
+    /// 1 when a user database is configured (not exported: it decides the `/readyz` line).
+    pub userdb_configured: IntGauge,
     pub build_info: IntGaugeVec,
 }
 
@@ -247,6 +253,30 @@ impl Metrics {
             &["interface", "mode", "why"],
         )?;
         r.register(Box::new(xdp_interface_mode.clone()))?;
+        let userdb_queries = counter_vec(
+            &r,
+            "xdpturn_userdb_queries_total",
+            "Queries to the user database, by query (user: one user's key, made on a cache \
+             miss; realm: the periodic read of secrets, options and peer ranges) and result \
+             (found, absent, ok, error)",
+            &["query", "result"],
+        )?;
+        for (q, res) in [
+            ("user", "found"),
+            ("user", "absent"),
+            ("user", "error"),
+            ("realm", "ok"),
+            ("realm", "error"),
+        ] {
+            userdb_queries.with_label_values(&[q, res]);
+        }
+        let userdb_up = gauge(
+            &r,
+            "xdpturn_userdb_up",
+            "1 while the user database answers; 0 while it does not and the relay serves with \
+             what it last read (also 0 when none is configured)",
+        )?;
+        let userdb_configured = IntGauge::new("xdpturn_userdb_configured", "not exported")?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "xdpturn_build_info",
@@ -315,6 +345,9 @@ impl Metrics {
             xdp_interface_mode,
             xdp_forwarded,
             xdp_send_failures,
+            userdb_queries,
+            userdb_up,
+            userdb_configured,
             build_info,
         })
     }

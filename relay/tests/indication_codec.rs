@@ -385,6 +385,7 @@ impl Core {
                 realm: "example.org".into(),
                 users,
                 secrets: Vec::new(),
+                source: None,
                 nonce_key: [9; 32],
                 nonce_lifetime: Duration::from_secs(600),
             },

@@ -10,7 +10,8 @@ use crate::cmd::Cmd;
 use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, images, repo_root};
 
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
-/// turnadmin / turnserver (interop), iproute2, ethtool and procps (sysctl) for network
+/// turnadmin / turnserver (interop; relay/tests/userdb.rs has turnadmin write the SQLite user
+/// database the relay reads with `--userdb`), iproute2, ethtool and procps (sysctl) for network
 /// namespaces and NIC set-up.
 /// stun-client: Debian's RFC 3489 `stun` client (classic STUN interop); openssl: `s_client` for
 /// the TLS tests; python3-pip: to install the Python packages below;
@@ -18,7 +19,9 @@ use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, images, repo_root};
 /// chromium, firefox-esr and nftables: relay/tests/browser_e2e.rs calls from one real browser to
 /// another through the relay, each behind an nftables NAT router;
 /// prometheus: relay/tests/dashboard.rs evaluates every query of the chart's Grafana dashboard
-/// against it, scraping a real relay and operator.
+/// against it, scraping a real relay and operator;
+/// sqlite3: relay/tests/userdb.rs writes the peer ranges of coturn's user database, which
+/// turnadmin has no option for, as coturn's web admin would.
 const APT_PACKAGES: &[&str] = &[
     "coturn",
     "iproute2",
@@ -32,6 +35,7 @@ const APT_PACKAGES: &[&str] = &[
     "firefox-esr",
     "nftables",
     "prometheus",
+    "sqlite3",
 ];
 
 /// The browser tests' driver (puppeteer-core), installed from its lockfile with `npm ci`.

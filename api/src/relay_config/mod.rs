@@ -75,8 +75,8 @@ relay_settings! {
     /// The SOFTWARE attribute sent in responses. Empty sends none.
     software: String = concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(), flag
         /// SOFTWARE attribute in responses; empty sends none [--no-software-attribute].
-        // Listed after --drain-timeout (flag 23, numbered 122) in --help, as it always was.
-        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 122)]
+        // Listed after --drain-timeout (flag 24, numbered 123) in --help, as it always was.
+        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 123)]
         software: Option<String>;
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP.
@@ -106,9 +106,19 @@ relay_settings! {
 
     /// A file of users, one `name:password` or `name:0x<key>` per line; `#` starts a comment.
     users_file: Option<PathBuf> = None, flag
-        /// File of users, one NAME:PASSWORD or NAME:0xKEY per line [--userdb].
+        /// File of users, one NAME:PASSWORD or NAME:0xKEY per line.
         #[arg(long, env = "XDPTURN_USERS_FILE", value_name = "FILE")]
         users_file: Option<PathBuf>;
+
+    /// coturn's SQLite user database, as `turnadmin -b FILE` writes it: long-term users, REST
+    /// shared secrets, realm options and peer ranges of `realm`, followed while the relay runs.
+    userdb: Option<PathBuf> = None, flag
+        /// coturn's SQLite user database, as `turnadmin -b FILE` writes it: the long-term users,
+        /// shared secrets, options (max-bps, user-quota, total-quota) and peer ranges of --realm,
+        /// followed while the relay runs; if it stops answering, the relay serves with what it
+        /// read last [--userdb, -b].
+        #[arg(long, env = "XDPTURN_USERDB", value_name = "FILE")]
+        userdb: Option<PathBuf>;
 
     /// Shared secrets for time-limited REST credentials; any of them validates (rotation).
     auth_secrets: Vec<String> = Vec::new(), flag
@@ -316,6 +326,7 @@ impl RelayConfig {
     pub fn has_credentials(&self) -> bool {
         !self.users.is_empty()
             || self.users_file.is_some()
+            || self.userdb.is_some()
             || !self.auth_secrets.is_empty()
             || !self.auth_secret_files.is_empty()
     }

@@ -258,6 +258,9 @@ pub struct Shared {
     /// Every worker's UDP relayed addresses, and a way to hand a datagram to each worker: for
     /// data from one allocation to another relayed address of this relay on another worker.
     pub local_relays: Arc<LocalRelays>,
+    /// coturn's user database, when configured: requests whose user it is looking up wait for
+    /// it in a task of their own ([`Command::AwaitUser`](crate::proto::Command::AwaitUser)).
+    pub userdb: Option<Arc<crate::userdb::UserDb>>,
 }
 
 /// Starts one worker thread per element of each listener set; returns their handles.

@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn_udp::UdpSocketState;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -25,7 +25,7 @@ use crate::proto::{
     self, BindFailure, BindResult, Buf, Command, Event, FiveTuple, Inbound, PendingAllocation,
     RelayHandle, RelayRequest, Transport,
 };
-use crate::stun::{Class, Header, MAX_MESSAGE_LEN};
+use crate::stun::{Class, Header, MAX_MESSAGE_LEN, Message, Username};
 
 struct RelaySocket {
     /// The UDP socket; None for a TCP relay (RFC 6062), whose listener lives in `task`.
@@ -81,6 +81,8 @@ pub(super) struct Worker {
     pub(super) outbox: RefCell<sendbatch::Outbox>,
     pub(super) batching: Cell<bool>,
     pub(super) generation: Cell<u64>,
+    /// Requests waiting for the user database (`park`).
+    parked: Cell<usize>,
 }
 
 impl Worker {
@@ -104,6 +106,7 @@ impl Worker {
             outbox: RefCell::new(sendbatch::Outbox::default()),
             batching: Cell::new(false),
             generation: Cell::new(shared.control.generation.load(Ordering::Acquire)),
+            parked: Cell::new(0),
             shared,
             udp: RefCell::new(udp),
             listener_tasks: RefCell::new(Vec::new()),
@@ -256,6 +259,9 @@ impl Worker {
             Command::Connect(pending) => {
                 tokio::task::spawn_local(tcp_connect(self.clone(), *pending));
             }
+            // Parked by `handle_client`; from elsewhere (never the case) dropped: the client
+            // retransmits.
+            Command::AwaitUser => {}
             Command::BindData { len, connection_id } => {
                 self.reply(reply_to, &out[..len]);
                 if let Some(tuple) = reply_to {
@@ -424,11 +430,30 @@ pub(super) fn handle_client(
     now: Instant,
     out: &mut [u8],
 ) {
+    handle_client_once(worker, inbound, now, out, true);
+}
+
+/// [`handle_client`]; `may_park`: a request whose user is being looked up may wait for it
+/// (once: a request handed in again after its wait does not wait again).
+fn handle_client_once(
+    worker: &Rc<Worker>,
+    inbound: &Inbound<'_>,
+    now: Instant,
+    out: &mut [u8],
+    may_park: bool,
+) {
     let request = Header::peek(inbound.packet)
         .filter(|h| h.typ.class == Class::Request)
         .map(|h| h.typ.method);
     let started = request.map(|_| Instant::now());
     let command = worker.server.borrow_mut().handle_client(inbound, now, out);
+    if matches!(command, Command::AwaitUser) {
+        if may_park {
+            park(worker, inbound);
+        }
+        worker.apply_events();
+        return;
+    }
     trace_command(inbound, &command, out);
     worker.apply(command, inbound.packet, out, Some(&inbound.tuple()));
     if let (Some(method), Some(started)) = (request, started) {
@@ -439,6 +464,62 @@ pub(super) fn handle_client(
             .observe(started.elapsed().as_secs_f64());
     }
     worker.apply_events();
+}
+
+/// Requests parked at most per worker while their user is looked up; beyond, they are dropped
+/// (the client retransmits).
+const MAX_PARKED: usize = 1024;
+/// How long a parked request waits for its lookup; then it is dropped (the client retransmits).
+const PARK_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Parks a request whose user the user database is looking up (userdb/mod.rs): a task of its
+/// own waits for the lookup, then hands the same request to the core again. The worker goes on
+/// meanwhile.
+fn park(worker: &Rc<Worker>, inbound: &Inbound<'_>) {
+    let Some(db) = worker.shared.userdb.clone() else {
+        return;
+    };
+    let username = Message::decode(inbound.packet).ok().and_then(|m| {
+        m.get::<Username>()
+            .and_then(Result::ok)
+            .map(|u| u.0.to_owned())
+    });
+    let Some(username) = username else {
+        return;
+    };
+    if worker.parked.get() >= MAX_PARKED {
+        worker
+            .shared
+            .metrics
+            .dropped(inbound.transport, proto::DropReason::UserSourceBusy);
+        return;
+    }
+    let waiter = db.waiter(&username);
+    let (transport, local, remote) = (inbound.transport, inbound.local, inbound.remote);
+    let packet = inbound.packet.to_vec();
+    let worker = worker.clone();
+    worker.parked.set(worker.parked.get() + 1);
+    tokio::task::spawn_local(async move {
+        let answered = match waiter {
+            Some(mut rx) => tokio::time::timeout(PARK_TIMEOUT, rx.wait_for(|done| *done))
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            // Answered between the core's question and now.
+            None => true,
+        };
+        worker.parked.set(worker.parked.get().saturating_sub(1));
+        if !answered {
+            return;
+        }
+        let inbound = Inbound {
+            transport,
+            local,
+            remote,
+            packet: &packet,
+        };
+        let mut out = vec![0u8; MAX_MESSAGE_LEN + 64];
+        handle_client_once(&worker, &inbound, Instant::now(), &mut out, false);
+    });
 }
 
 /// One debug line per answered request: filtered out (and nearly free) at the default level.

@@ -313,6 +313,34 @@ async fn readyz_says_the_datapath_once_xdp_is_configured() {
 }
 
 #[tokio::test]
+async fn readyz_says_whether_the_user_database_answers() {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let app = router(metrics.clone(), Arc::new(Api::default()), None);
+    metrics.ready.set(1);
+    // None configured: no line.
+    assert_eq!(
+        get(&app, "/readyz").await,
+        (StatusCode::OK, "ready\n".to_owned())
+    );
+    metrics.userdb_configured.set(1);
+    metrics.userdb_up.set(1);
+    assert_eq!(
+        get(&app, "/readyz").await,
+        (StatusCode::OK, "ready\nuserdb: up\n".to_owned())
+    );
+    // Down: still ready (what was read last serves), and said.
+    metrics.userdb_up.set(0);
+    metrics.xdp_attached.set(1);
+    assert_eq!(
+        get(&app, "/readyz").await,
+        (
+            StatusCode::OK,
+            "ready\ndatapath: xdp\nuserdb: down (serving with what was last read)\n".to_owned()
+        )
+    );
+}
+
+#[tokio::test]
 async fn readyz_answers_only_for_its_own_revision() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     metrics.ready.set(1);

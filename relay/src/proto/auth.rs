@@ -1,9 +1,11 @@
 //! The long-term credential mechanism (RFC 8489 §9.2): realm, nonces that expire, static users
 //! and time-limited REST credentials from shared secrets, MD5 and SHA-256 keys; and a limit on
-//! failed attempts per source address.
+//! failed attempts per source address. Users kept outside the configuration (coturn's user
+//! database) are asked through [`UserSource`], which answers at once, possibly "not yet".
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -54,6 +56,28 @@ impl StaticUser {
     }
 }
 
+/// What a [`UserSource`] knows of a user right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The user's MD5 long-term key.
+    Key([u8; 16]),
+    /// No such user.
+    Absent,
+    /// Being looked up: ask again once the source has the answer.
+    Pending,
+    /// Not looked up (the source is over its budget of lookups): drop the request, the client
+    /// retransmits.
+    Busy,
+}
+
+/// Long-term users kept outside the configuration, e.g. in coturn's user database. It must
+/// answer without waiting (the workers call it): from what it has, starting a lookup when it
+/// has nothing.
+pub trait UserSource: std::fmt::Debug + Send + Sync {
+    /// What is known of `username` in the relay's realm.
+    fn lookup(&self, username: &str) -> Lookup;
+}
+
 /// The integrity key of one authenticated request, reused for the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
@@ -88,6 +112,10 @@ pub enum AuthError {
     BadRequest(&'static str),
     /// 401: credentials present and wrong. Counted and rate limited.
     Rejected(Rejection),
+    /// The user is being looked up in the [`UserSource`]: answer once it is known.
+    Pending,
+    /// The [`UserSource`] is over its budget of lookups: drop, the client retransmits.
+    Busy,
 }
 
 /// Why credentials were refused (a bounded metric label).
@@ -127,6 +155,8 @@ pub struct AuthConfig {
     pub users: HashMap<String, StaticUser>,
     /// REST shared secrets; any of them validates (rotation).
     pub secrets: Vec<Vec<u8>>,
+    /// Users asked for when neither `users` nor a secret authenticates (coturn's database).
+    pub source: Option<Arc<dyn UserSource>>,
     /// Key of the stateless nonces.
     pub nonce_key: [u8; 32],
     pub nonce_lifetime: Duration,
@@ -284,6 +314,24 @@ impl AuthConfig {
                 }
             }
         }
+        if let Some(source) = &self.source {
+            match source.lookup(username) {
+                Lookup::Key(key_md5) => {
+                    known = true;
+                    // Only the MD5 key is stored: SHA-256 would need the password.
+                    let key = Key::Md5(key_md5);
+                    if !sha256 && verify(&key) {
+                        return Ok(Authenticated {
+                            username: username.to_owned(),
+                            key,
+                        });
+                    }
+                }
+                Lookup::Absent => {}
+                Lookup::Pending => return Err(AuthError::Pending),
+                Lookup::Busy => return Err(AuthError::Busy),
+            }
+        }
         Err(AuthError::Rejected(if known {
             Rejection::WrongPassword
         } else {
@@ -374,6 +422,7 @@ mod tests {
             realm: "example.org".into(),
             users,
             secrets: vec![b"old secret".to_vec(), b"new secret".to_vec()],
+            source: None,
             nonce_key: [7; 32],
             nonce_lifetime: Duration::from_secs(600),
         }
@@ -527,6 +576,69 @@ mod tests {
             auth(&request("alice", "other.org", &nonce, Some(&md5)), &cfg),
             Err(AuthError::Rejected(Rejection::WrongRealm))
         );
+    }
+
+    /// A user source that answers what it is told to, counting the questions.
+    #[derive(Debug)]
+    struct Told(Lookup, std::sync::atomic::AtomicUsize);
+
+    impl UserSource for Told {
+        fn lookup(&self, _: &str) -> Lookup {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_user_source_is_asked_only_when_nothing_configured_authenticates() {
+        let key = long_term_key_md5("dora", "example.org", "explorer");
+        let with = |answer| {
+            let source = Arc::new(Told(answer, Default::default()));
+            let cfg = AuthConfig {
+                source: Some(source.clone()),
+                ..config()
+            };
+            (cfg, source)
+        };
+        let md5 =
+            |user: &str, password: &str| Key::Md5(long_term_key_md5(user, "example.org", password));
+        let (cfg, source) = with(Lookup::Key(key));
+        let nonce = cfg.nonce(CLIENT, NOW);
+        // A configured user: the source is not asked.
+        let alice = md5("alice", "wonderland");
+        assert!(auth(&request("alice", "example.org", &nonce, Some(&alice)), &cfg).is_ok());
+        assert_eq!(source.1.load(std::sync::atomic::Ordering::Relaxed), 0);
+        // The source's key authenticates; a wrong password is refused; SHA-256 cannot be
+        // checked against a stored MD5 key.
+        let dora = md5("dora", "explorer");
+        assert_eq!(
+            auth(&request("dora", "example.org", &nonce, Some(&dora)), &cfg),
+            Ok(Authenticated {
+                username: "dora".into(),
+                key: dora.clone()
+            })
+        );
+        let wrong = md5("dora", "map");
+        assert_eq!(
+            auth(&request("dora", "example.org", &nonce, Some(&wrong)), &cfg),
+            Err(AuthError::Rejected(Rejection::WrongPassword))
+        );
+        let sha = Key::Sha256(long_term_key_sha256("dora", "example.org", "explorer"));
+        assert_eq!(
+            auth(&request("dora", "example.org", &nonce, Some(&sha)), &cfg),
+            Err(AuthError::Rejected(Rejection::WrongPassword))
+        );
+        for (answer, expected) in [
+            (Lookup::Absent, AuthError::Rejected(Rejection::UnknownUser)),
+            (Lookup::Pending, AuthError::Pending),
+            (Lookup::Busy, AuthError::Busy),
+        ] {
+            let (cfg, _) = with(answer);
+            assert_eq!(
+                auth(&request("dora", "example.org", &nonce, Some(&dora)), &cfg),
+                Err(expected)
+            );
+        }
     }
 
     #[test]

@@ -235,6 +235,11 @@ impl Server {
                 tracing::debug!(%client, why, "bad authentication attributes");
                 return self.reject(ctx, out, 400, "Bad Request");
             }
+            AuthError::Pending => {
+                // Asked again by the event loop once the user source has the answer.
+                return Command::AwaitUser;
+            }
+            AuthError::Busy => return self.drop(ctx.transport, DropReason::UserSourceBusy),
             AuthError::Rejected(why) => {
                 self.counters.auth_failure(why);
                 self.limiter.failed(client, now);

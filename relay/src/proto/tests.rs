@@ -33,6 +33,7 @@ pub(crate) fn config() -> Config {
             realm: "example.org".into(),
             users,
             secrets: vec![b"rest secret".to_vec()],
+            source: None,
             nonce_key: [9; 32],
             nonce_lifetime: Duration::from_secs(600),
         },

@@ -76,11 +76,13 @@ pub enum DropReason {
     BandwidthExceeded,
     /// Too many failed authentications from this address.
     AuthRateLimited,
+    /// The user source (coturn's database) is over its budget of lookups.
+    UserSourceBusy,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (metrics index by `reason as usize`).
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::NotStun,
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -93,6 +95,7 @@ impl DropReason {
         DropReason::PeerDenied,
         DropReason::BandwidthExceeded,
         DropReason::AuthRateLimited,
+        DropReason::UserSourceBusy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +112,7 @@ impl DropReason {
             DropReason::PeerDenied => "peer_denied",
             DropReason::BandwidthExceeded => "bandwidth_exceeded",
             DropReason::AuthRateLimited => "auth_rate_limited",
+            DropReason::UserSourceBusy => "userdb_busy",
         }
     }
 }
@@ -197,6 +201,10 @@ pub enum Command {
     /// Send `out[..len]` (the ConnectionBind success) on this stream, then turn it into a raw
     /// pipe to peer data connection `connection_id` (RFC 6062 §5.3).
     BindData { len: usize, connection_id: u32 },
+    /// Nothing yet: the request's user is being looked up in the configured
+    /// [`UserSource`](super::auth::UserSource). Hand the same packet in again once it answers
+    /// (or drop it: the client retransmits).
+    AwaitUser,
 }
 
 /// Side effects for the event loop, polled with [`Server::poll_event`].

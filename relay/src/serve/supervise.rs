@@ -1,6 +1,7 @@
 //! Supervision of a running relay: reloads on SIGHUP and when a file it read changes
-//! (config file, users file, secret files, token file, certificate and key), refused and
-//! logged when the new configuration is bad; on SIGTERM or SIGINT, the drain.
+//! (config file, users file, secret files, token file, certificate and key) or when coturn's
+//! user database has new realm data (secrets, options, peer ranges), refused and logged when
+//! the new configuration is bad; on SIGTERM or SIGINT, the drain.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::eventloop::Control;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::proto::{self, Ledger};
+use crate::userdb::UserDb;
 
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,8 @@ fn chain(err: &dyn std::error::Error) -> String {
 pub struct Live<'a> {
     pub control: &'a Control,
     pub api: &'a http::Api,
+    /// coturn's user database, when configured (`userdb/`).
+    pub userdb: Option<&'a Arc<UserDb>>,
 }
 
 /// The files a reload depends on and what they looked like when last read. Taken before the
@@ -94,8 +98,18 @@ pub async fn supervise(
         mut seen,
     } = watch;
     let mut poll = tokio::time::interval(Duration::from_secs(2));
+    let mut realm_data = live.userdb.map(|db| db.realm_data());
     let signal_name = loop {
+        let realm_changed = async {
+            match realm_data.as_mut() {
+                Some(rx) => rx.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Ok(()) = realm_changed => {
+                reload(args, &mut cfg, &generated, bound, nonce_key, live, "user database change");
+            }
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
@@ -104,7 +118,10 @@ pub async fn supervise(
             }
             _ = poll.tick() => {
                 // Not ready at capacity: a load balancer should send new clients elsewhere.
-                let full = cfg.total_quota != 0 && ledger.total() >= cfg.total_quota;
+                // The quota in force: the user database's total-quota, when set, replaces the
+                // configured one.
+                let total = control.config().quotas.total;
+                let full = total != 0 && ledger.total() >= total;
                 // A relay that handed its ports over (serve/handover.rs) drains.
                 metrics.ready.set(i64::from(!full && !control.is_draining()));
                 let now = fingerprint(&files);
@@ -162,7 +179,7 @@ fn reload(
         .map_err(ReloadError::from)
         .and_then(|mut new| {
             new.users.extend(generated.iter().cloned());
-            let mut core = config::build(&new, bound, nonce_key)?;
+            let mut core = config::build_with(&new, bound, nonce_key, live.userdb)?;
             set_test_lifetimes(args, &mut core);
             let api_config = config::build_api(&new, &core)?;
             Ok((new, core, api_config))
@@ -176,6 +193,12 @@ fn reload(
             {
                 tracing::warn!(
                     "listen addresses and workers change only on restart; the rest is reloaded"
+                );
+            }
+            if new.userdb != cfg.userdb || (new.userdb.is_some() && new.realm != cfg.realm) {
+                tracing::warn!(
+                    "the user database and the realm it is read for change only on restart; \
+                     the rest is reloaded"
                 );
             }
             *cfg = new;

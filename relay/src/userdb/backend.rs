@@ -1,0 +1,40 @@
+//! What a user database backend answers, whatever the database: one user's stored key, and one
+//! realm's rows (secrets, options, peer ranges). SQLite is the one there is (`sqlite.rs`);
+//! PostgreSQL, MySQL (sqlx too) and Redis go behind the same trait.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+
+use super::realm::RealmRows;
+
+/// A future a backend returns (boxed: backends are chosen at start-up, behind `dyn`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why the database did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The database is not there (file missing, server unreachable).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// A user database.
+pub trait Backend: Debug + Send + Sync {
+    /// The stored key (`hmackey`, as text) of user `name` in `realm`; None if there is none.
+    fn user_key<'a>(
+        &'a self,
+        realm: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, BackendError>>;
+
+    /// Everything stored for `realm` besides its users.
+    fn realm<'a>(&'a self, realm: &'a str) -> BoxFuture<'a, Result<RealmRows, BackendError>>;
+
+    /// Where the database is, for the log (never a password).
+    fn describe(&self) -> String;
+}
