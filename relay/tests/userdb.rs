@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::turn::TurnClient;
-use common::uclient::{echo_peer, uclient};
+use common::uclient::{Stats, echo_peer, uclient};
 use common::{Relay, TempDir, require, run};
 use relay::stun::{
     Class, Encoder, ErrorCode, Message, MessageType, Method, Nonce, Realm, RequestedTransport,
@@ -111,6 +111,19 @@ fn until(bound: Duration, what: &str, relay: &Relay, mut check: impl FnMut() -> 
     }
 }
 
+/// A short call with `creds` that is expected to be refused, from an address of its own (the
+/// failed-authentication limiter is not under test).
+fn refused_call(relay: &Relay, peer: SocketAddr, creds: &[&str]) -> Stats {
+    let local = fresh_ip();
+    let args = [
+        &["-L", local.trim_end_matches(":0")][..],
+        creds,
+        &["-m", "1", "-n", "5", "-l", "120"],
+    ]
+    .concat();
+    uclient(relay.v4(), peer, &args, Duration::from_secs(30))
+}
+
 #[test]
 fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
     let dir = TempDir::new("userdb-accept");
@@ -163,26 +176,7 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
     // A wrong password and an unknown user are refused with 401, by coturn's client and ours
     // (each from an address of its own: the failed-authentication limiter is not under test).
     for (user, password) in [("alice", "mirror"), ("nobody", "wonderland")] {
-        let local = fresh_ip();
-        let stats = uclient(
-            relay.v4(),
-            peer,
-            &[
-                "-L",
-                local.trim_end_matches(":0"),
-                "-u",
-                user,
-                "-w",
-                password,
-                "-m",
-                "1",
-                "-n",
-                "5",
-                "-l",
-                "120",
-            ],
-            Duration::from_secs(30),
-        );
+        let stats = refused_call(&relay, peer, &["-u", user, "-w", password]);
         assert!(
             !stats.exited_ok && stats.received == 0,
             "{user}:{password} was accepted:\n{}{}",
@@ -197,25 +191,7 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
         );
     }
     // A secret not in the database is refused too.
-    let stats = uclient(
-        relay.v4(),
-        peer,
-        &[
-            "-L",
-            fresh_ip().trim_end_matches(":0"),
-            "-W",
-            "not the secret",
-            "-u",
-            "bob",
-            "-m",
-            "1",
-            "-n",
-            "5",
-            "-l",
-            "120",
-        ],
-        Duration::from_secs(30),
-    );
+    let stats = refused_call(&relay, peer, &["-W", "not the secret", "-u", "bob"]);
     assert!(!stats.exited_ok && stats.received == 0, "{}", stats.text);
 
     // A realm option written by turnadmin applies: user-quota.
