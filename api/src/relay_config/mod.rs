@@ -72,9 +72,11 @@ relay_settings! {
         #[arg(long, env = "XDPTURN_KEY", value_name = "FILE")]
         key: Option<PathBuf>;
 
-    /// The SOFTWARE attribute sent in responses. Empty sends none.
+    /// The SOFTWARE attribute sent in answers to authenticated requests (never to strangers,
+    /// Binding included: it would only enlarge what a spoofed source gets reflected). Empty
+    /// sends none.
     software: String = concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(), flag
-        /// SOFTWARE attribute in responses; empty sends none [--no-software-attribute].
+        /// SOFTWARE attribute in answers to authenticated requests only; empty sends none [--no-software-attribute].
         // Listed after --drain-timeout (flag 24, numbered 123) in --help, as it always was.
         #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 123)]
         software: Option<String>;
