@@ -210,11 +210,12 @@ impl PeerPolicy {
     pub fn port_free(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         let relay = self.is_relay_ip(ip);
-        !(relay && self.configured(ip) != Some(Ok(())))
-            && !self
-                .own_endpoints
-                .iter()
-                .any(|e| e.ip().to_canonical() == ip || (relay && e.ip().is_unspecified()))
+        let per_port_own_address = relay && self.configured(ip) != Some(Ok(()));
+        let own_endpoint = self
+            .own_endpoints
+            .iter()
+            .any(|e| e.ip().to_canonical() == ip || (relay && e.ip().is_unspecified()));
+        !per_port_own_address && !own_endpoint
     }
 
     /// The IP part of [`PeerPolicy::check`], for any port that is neither one of the relay's
