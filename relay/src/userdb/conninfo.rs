@@ -285,7 +285,11 @@ mod tests {
         assert_eq!(c.options.get_database(), Some("my db"));
         assert!(matches!(c.options.get_ssl_mode(), PgSslMode::VerifyFull));
         assert_eq!(c.connect_timeout, None);
-        assert!(postgres("password='open").unwrap_err().contains("closing quote"));
+        assert!(
+            postgres("password='open")
+                .unwrap_err()
+                .contains("closing quote")
+        );
         let err = postgres("host=h password=two words").unwrap_err();
         assert!(err.contains("=value") && !err.contains("words"), "{err}");
     }
@@ -352,10 +356,17 @@ mod tests {
         assert!(matches!(c.options.get_ssl_mode(), MySqlSslMode::VerifyCa));
         let c = mysql("host=h ssl-cert=/etc/c.pem ssl-key=/etc/k.pem").expect("parses");
         assert!(matches!(c.options.get_ssl_mode(), MySqlSslMode::Required));
-        assert!(mysql("host=h capath=/etc/ssl").unwrap_err().contains("capath"));
+        assert!(
+            mysql("host=h capath=/etc/ssl")
+                .unwrap_err()
+                .contains("capath")
+        );
         assert!(mysql("host=h cipher=AES").unwrap_err().contains("cipher"));
         let err = mysql("host=h password=s3cret charset=utf8").unwrap_err();
-        assert!(err.contains("\"charset\"") && !err.contains("s3cret"), "{err}");
+        assert!(
+            err.contains("\"charset\"") && !err.contains("s3cret"),
+            "{err}"
+        );
         let err = mysql("host=h password=two words").unwrap_err();
         assert!(err.contains("key=value") && !err.contains("words"), "{err}");
     }

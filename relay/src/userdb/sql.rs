@@ -183,7 +183,11 @@ mod tests {
     #[test]
     fn each_dialect_writes_its_parameters_and_casts() {
         let pg = Queries::new(Dialect::Postgres);
-        assert!(pg.user.ends_with("WHERE name = $1 AND realm = $2"), "{}", pg.user);
+        assert!(
+            pg.user.ends_with("WHERE name = $1 AND realm = $2"),
+            "{}",
+            pg.user
+        );
         assert!(pg.denied.ends_with("FROM denied_peer_ip WHERE realm = $1"));
         let my = Queries::new(Dialect::MySql);
         assert_eq!(
