@@ -151,6 +151,9 @@ pub fn build_with(
     if cfg.realm.is_empty() {
         return Err(invalid("realm", "must not be empty"));
     }
+    if let Err(message) = crate::userdb::Source::from_config(cfg) {
+        return Err(invalid("userdb/psql-userdb/mysql-userdb", &message));
+    }
     if cfg.min_port == 0 || cfg.min_port > cfg.max_port {
         return Err(invalid(
             "min-port/max-port",

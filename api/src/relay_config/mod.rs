@@ -77,8 +77,8 @@ relay_settings! {
     /// sends none.
     software: String = concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(), flag
         /// SOFTWARE attribute in answers to authenticated requests only; empty sends none [--no-software-attribute].
-        // Listed after --drain-timeout (flag 24, numbered 123) in --help, as it always was.
-        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 123)]
+        // Listed after --drain-timeout (flag 26, numbered 125) in --help, as it always was.
+        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 125)]
         software: Option<String>;
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP.
@@ -121,6 +121,41 @@ relay_settings! {
         /// read last [--userdb, -b].
         #[arg(long, env = "XDPTURN_USERDB", value_name = "FILE")]
         userdb: Option<PathBuf>;
+
+    /// coturn's user database on PostgreSQL, as `turnadmin -e CONN` writes it: libpq's
+    /// `host=... dbname=... user=... password=... port=... connect_timeout=...` or a
+    /// `postgresql://` URL. Read as `userdb` is; one user database at a time.
+    psql_userdb: Option<String> = None, flag
+        /// coturn's user database on PostgreSQL, as `turnadmin -e CONN` writes it, read as
+        /// --userdb is: "host=H dbname=D user=U password=P port=N connect_timeout=S" (libpq's
+        /// form, also sslmode, sslrootcert, sslcert, sslkey) or postgresql://U:P@H:N/D. Prefer
+        /// the variable or the config file: command lines are visible to others [--psql-userdb,
+        /// -e].
+        #[arg(
+            long = "psql-userdb",
+            env = "XDPTURN_PSQL_USERDB",
+            value_name = "CONN",
+            hide_env_values = true
+        )]
+        psql_userdb: Option<String>;
+
+    /// coturn's user database on MySQL or MariaDB, as `turnadmin -M CONN` writes it: coturn's
+    /// `host=... dbname=... user=... password=... port=... connect_timeout=... read_timeout=...`
+    /// (with `ca`, `cert`, `key` for TLS) or a `mysql://` URL. Read as `userdb` is; one user
+    /// database at a time.
+    mysql_userdb: Option<String> = None, flag
+        /// coturn's user database on MySQL/MariaDB, as `turnadmin -M CONN` writes it, read as
+        /// --userdb is: "host=H dbname=D user=U password=P port=N connect_timeout=S
+        /// read_timeout=S" (coturn's form; ca=, cert=, key= turn TLS on) or
+        /// mysql://U:P@H:N/D. Prefer the variable or the config file: command lines are visible
+        /// to others [--mysql-userdb, -M].
+        #[arg(
+            long = "mysql-userdb",
+            env = "XDPTURN_MYSQL_USERDB",
+            value_name = "CONN",
+            hide_env_values = true
+        )]
+        mysql_userdb: Option<String>;
 
     /// Shared secrets for time-limited REST credentials; any of them validates (rotation).
     auth_secrets: Vec<String> = Vec::new(), flag
@@ -329,6 +364,8 @@ impl RelayConfig {
         !self.users.is_empty()
             || self.users_file.is_some()
             || self.userdb.is_some()
+            || self.psql_userdb.is_some()
+            || self.mysql_userdb.is_some()
             || !self.auth_secrets.is_empty()
             || !self.auth_secret_files.is_empty()
     }

@@ -1,4 +1,5 @@
-//! coturn's user database, read by the relay (`--userdb FILE`): long-term users
+//! coturn's user database, read by the relay (`--userdb FILE`, `--psql-userdb CONN` or
+//! `--mysql-userdb CONN`, one of them at a time): long-term users
 //! (`turnusers_lt`), REST shared secrets (`turn_secret`), realm options (`turn_realm_option`:
 //! max-bps, user-quota, total-quota) and allowed and denied peer ranges, as coturn's
 //! `turnadmin` writes them, for the relay's realm.
@@ -35,20 +36,27 @@
 //!
 //! [`Command::AwaitUser`]: crate::proto::Command::AwaitUser
 //!
-//! `backend` is the trait a database implements, `sqlite` coturn's default database, `realm`
-//! parses what they read, `cache` is the cache and the lookup budget.
+//! `backend` is the trait a database implements, `sqlite` coturn's default database, `server`
+//! its PostgreSQL and MySQL ones (`conninfo` parses coturn's connection strings for them), `sql`
+//! the queries all three make, `realm` parses what they read, `cache` is the cache and the
+//! lookup budget.
 
 pub mod backend;
 pub mod cache;
+pub mod conninfo;
 pub mod realm;
+pub mod server;
+pub mod sql;
 pub mod sqlite;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
+
+use api::RelayConfig;
 
 use crate::metrics::Metrics;
 use crate::proto::auth::{Lookup, UserSource};
@@ -61,6 +69,47 @@ pub use realm::RealmData;
 pub const POLL: Duration = Duration::from_secs(2);
 /// Lookups queued for the database task at most.
 const QUEUE: usize = 1024;
+
+/// Which user database the configuration names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `userdb`: coturn's SQLite file.
+    Sqlite(PathBuf),
+    /// `psql-userdb`: a PostgreSQL connection string.
+    Postgres(String),
+    /// `mysql-userdb`: a MySQL/MariaDB connection string.
+    MySql(String),
+}
+
+impl Source {
+    /// The user database `cfg` names, if any; more than one is an error (coturn reads one).
+    pub fn from_config(cfg: &RelayConfig) -> Result<Option<Source>, String> {
+        let given: Vec<(&str, Source)> = [
+            cfg.userdb.clone().map(|p| ("userdb", Source::Sqlite(p))),
+            cfg.psql_userdb
+                .clone()
+                .map(|c| ("psql-userdb", Source::Postgres(c))),
+            cfg.mysql_userdb
+                .clone()
+                .map(|c| ("mysql-userdb", Source::MySql(c))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match <[_; 1]>::try_from(given) {
+            Ok([(_, source)]) => Ok(Some(source)),
+            Err(given) if given.is_empty() => Ok(None),
+            Err(given) => Err(format!(
+                "one user database at a time: {} are all given",
+                given
+                    .iter()
+                    .map(|(key, _)| *key)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
 
 /// The user database as the relay uses it: a backend behind the cache.
 #[derive(Debug)]
@@ -87,6 +136,21 @@ impl UserDb {
             metrics,
             Limits::default(),
         )
+    }
+
+    /// The user database `source` names, for `realm`; an error says what is wrong with its
+    /// connection string (nothing is connected yet). Must be called within a Tokio runtime.
+    pub fn open(source: &Source, realm: &str, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
+        let backend: Arc<dyn Backend> = match source {
+            Source::Sqlite(path) => Arc::new(sqlite::Sqlite::new(path)),
+            Source::Postgres(conn) => {
+                Arc::new(server::Server::postgres(conn).map_err(|e| format!("psql-userdb: {e}"))?)
+            }
+            Source::MySql(conn) => {
+                Arc::new(server::Server::mysql(conn).map_err(|e| format!("mysql-userdb: {e}"))?)
+            }
+        };
+        Ok(Self::new(backend, realm, metrics, Limits::default()))
     }
 
     pub fn new(
