@@ -154,6 +154,16 @@ pub fn build_with(
     if let Err(message) = crate::userdb::Source::from_config(cfg) {
         return Err(invalid("userdb/psql-userdb/mysql-userdb", &message));
     }
+    if cfg.realm.len() > crate::proto::REALM_WITHIN_BUDGET {
+        tracing::warn!(
+            realm_bytes = cfg.realm.len(),
+            "a realm longer than {} bytes makes the challenge to the smallest requests more than \
+             {}x their size over UDP: it is sent anyway, so that clients can authenticate; a \
+             shorter realm keeps the relay from amplifying spoofed requests",
+            crate::proto::REALM_WITHIN_BUDGET,
+            crate::proto::AMPLIFICATION
+        );
+    }
     if cfg.min_port == 0 || cfg.min_port > cfg.max_port {
         return Err(invalid(
             "min-port/max-port",

@@ -1695,6 +1695,118 @@ fn single_runs(runs: usize, mut run: impl FnMut() -> Duration) -> f64 {
     middle.iter().sum::<u64>() as f64 / middle.len() as f64
 }
 
+/// A set of bindings under which a frame, forwarded, comes back as itself after `length`
+/// forwards: what lets `repeat` measure the relay's program hot (see `hot_cycles`).
+struct HotCycle {
+    key: &'static str,
+    /// The paths of the single-call table the cycle goes through.
+    paths: &'static [&'static str],
+    bindings: Vec<Channel>,
+    iface: &'static str,
+    frame: Vec<u8>,
+    length: u32,
+}
+
+/// Cycles of bindings in which every repetition of BPF_PROG_TEST_RUN forwards a packet. The
+/// kernel does not reset the frame between repetitions, so each runs on what the previous one
+/// left: here that is always a packet the bindings forward again. A 2-cycle: channel K from
+/// client C to "listener" L (a neighbour's address here: the program does not ask whether a
+/// listener is local, userspace does) with relayed address R and peer P; channel K' with
+/// client L, listener C, relayed address P and peer R, on the same channel number. C to L
+/// goes to the peer as R to P (client to peer, K), which is a peer's datagram to K''s relayed
+/// address and goes to K''s client as C to L with K's channel: the frame it started as. A
+/// 1-cycle for same-relay calls: A's peer is B's relayed address, and B is A mirrored (client
+/// and listener swapped, same channel), so A's packet reaches B's "client" as A's packet.
+fn hot_cycles(ns: &Netns) -> Vec<HotCycle> {
+    for (addr, dev) in [("192.0.2.11", "xc0"), ("2001:db8:c::11", "xc0")] {
+        ns.ip(&format!(
+            "neigh replace {addr} lladdr {} dev {dev} nud permanent",
+            mac_str(&CLIENT_MAC)
+        ));
+    }
+    let mut data = [0x5Au8; 100];
+    data[0] = 0x80; // RTP: what media is
+    let mirror = |c: &Channel| Channel {
+        name: "mirror",
+        client: c.listener,
+        listener: c.client,
+        channel: c.channel,
+        relay: c.peer,
+        peer: c.relay,
+        client_side: c.client_side,
+        peer_side: c.peer_side,
+    };
+    let o = Opts {
+        ttl: 255,
+        ..Opts::default()
+    };
+    let two = |key, paths, c: Channel| {
+        let frame = c.sent_by_client(&channel_data(c.channel, &data, &[]), o);
+        HotCycle {
+            key,
+            paths,
+            bindings: vec![c, mirror(&c)],
+            iface: "xc0",
+            frame,
+            length: 2,
+        }
+    };
+    let v4 = Channel {
+        name: "hot v4",
+        client: sa("192.0.2.10:40100"),
+        listener: sa("192.0.2.11:3478"),
+        channel: 0x4110,
+        relay: sa("198.51.100.1:50100"),
+        peer: sa("198.51.100.20:6100"),
+        client_side: XC,
+        peer_side: XP,
+    };
+    let v6 = Channel {
+        name: "hot v6",
+        client: sa("[2001:db8:c::10]:40101"),
+        listener: sa("[2001:db8:c::11]:3478"),
+        channel: 0x4111,
+        relay: sa("[2001:db8:e::1]:50101"),
+        peer: sa("[2001:db8:e::20]:6101"),
+        client_side: XC,
+        peer_side: XP,
+    };
+    let cross = Channel {
+        name: "hot v4 to v6",
+        client: sa("192.0.2.10:40102"),
+        listener: sa("192.0.2.11:3478"),
+        channel: 0x4112,
+        relay: sa("[2001:db8:e::1]:50102"),
+        peer: sa("[2001:db8:e::20]:6102"),
+        client_side: XC,
+        peer_side: XP,
+    };
+    let same = Channel {
+        name: "hot same relay",
+        client: sa("192.0.2.10:40103"),
+        listener: sa("192.0.2.11:3478"),
+        channel: 0x4113,
+        relay: sa("198.51.100.1:50103"),
+        peer: sa("198.51.100.1:50104"),
+        client_side: XC,
+        peer_side: XP,
+    };
+    let same_frame = same.sent_by_client(&channel_data(same.channel, &data, &[]), o);
+    vec![
+        two("channel_v4", &["channel_c2p_v4", "channel_p2c_v4"], v4),
+        two("channel_v6", &["channel_c2p_v6", "channel_p2c_v6"], v6),
+        two("cross_v4_v6_v4", &["cross_v4_v6", "cross_v6_v4"], cross),
+        HotCycle {
+            key: "same_relay_v4",
+            paths: &["same_relay_v4"],
+            bindings: vec![same, mirror(&same)],
+            iface: "xc0",
+            frame: same_frame,
+            length: 1,
+        },
+    ]
+}
+
 fn forwarded_count(dp: &Dataplane) -> u64 {
     let v = dp.counters().unwrap().verdicts;
     v.get(Verdict::ForwardedTx) + v.get(Verdict::ForwardedRedirect)
@@ -1702,6 +1814,32 @@ fn forwarded_count(dp: &Dataplane) -> u64 {
 
 /// Repetitions in one BPF_PROG_TEST_RUN call.
 const REPEAT: u32 = 1_000_000;
+
+/// Repetitions in one call on a hot cycle: fewer than the 254 forwards a frame sent with TTL
+/// 255 can make, even (for the 2-cycles).
+const HOT_REPEAT: u32 = 250;
+
+/// Whether two frames carry the same datagram: addresses, ports, UDP length and payload (what
+/// a cycle must return; the MACs, TTL, IPv4 ID, DF and header checksum are the forwards').
+fn same_datagram(a: &[u8], b: &[u8]) -> bool {
+    let parts = |f: &[u8]| -> Option<(Vec<u8>, Vec<u8>)> {
+        let (addrs, udp) = match f.get(12..14)? {
+            [0x08, 0x00] => (f.get(26..34)?, 34),
+            [0x86, 0xdd] => (f.get(22..54)?, 54),
+            _ => return None,
+        };
+        Some((
+            addrs.to_vec(),
+            f.get(udp..)?
+                .iter()
+                .copied()
+                .take(6)
+                .chain(f.get(udp + 8..)?.iter().copied())
+                .collect(),
+        ))
+    };
+    matches!((parts(a), parts(b)), (Some(x), Some(y)) if x == y)
+}
 
 /// `cargo xtask bench-xdp` runs this (root; a release build): what one forwarded packet costs
 /// the relay's program, every forwarded path, beside the floor (relay-ebpf/src/floor.rs) on
@@ -1992,7 +2130,120 @@ fn bench_ns_per_packet() {
         for p in &paths {
             println!("  {:<15} {}", p.key, p.what);
         }
+
+        // Hot: the program under `repeat`, on cycles of bindings whose every repetition is
+        // a forwarded packet (see `hot_cycles`), beside the floor under `repeat` on the same
+        // frames. The single calls above pay for cold caches after each system call (the
+        // program's maps and scratch are touched afresh, the floor touches none); these do not.
+        // The program takes one off the TTL (hop limit) of every packet it forwards and passes
+        // up those it would take to 0, so a cycle lasts as long as its frame's TTL: the frames
+        // start at 255 and each call makes HOT_REPEAT repetitions.
+        let mut harness = floor::Floor::load(&paths[0].floor);
+        let pass_hot = single_runs(runs, || {
+            harness
+                .test_run("pass", &paths[0].frame, xc0, HOT_REPEAT)
+                .duration
+        });
+        drop(harness);
+        println!(
+            "\nHot: {runs} calls of {HOT_REPEAT} repetitions on a cycle of bindings in which \
+             every repetition forwards (the interquartile mean of the kernel's time per \
+             repetition, minus a program that does nothing: {pass_hot:.1} ns); a 2-cycle \
+             alternates its two paths, so its figure is their mean. floor: the mean of the \
+             same paths' floor figures above."
+        );
+        println!(
+            "{:<18} {:>10} {:>8} {:>8} {:>7}",
+            "cycle", "forwarded", "ours", "floor", "ours/fl"
+        );
+        let floor_of = |key: &str| {
+            json.iter()
+                .find(|j| j.starts_with(&format!("\"{key}\"")))
+                .and_then(|j| j.split("\"floor_prog_ns\": ").nth(1))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let mut hot_json = Vec::new();
+        let stats = dp.program_stats().unwrap();
+        println!(
+            "the program: {} instructions verified, {} bytes after the verifier's rewrites, {} \
+             bytes of machine code",
+            stats
+                .verified_instructions
+                .map_or("?".into(), |n| n.to_string()),
+            stats.translated_bytes.map_or("?".into(), |n| n.to_string()),
+            stats.jited_bytes
+        );
+        let cycles = hot_cycles(&ns);
+        for cycle in &cycles {
+            for c in &cycle.bindings {
+                c.bind(&dp);
+            }
+            let index = ifindex(cycle.iface);
+            // The first repetitions check the cycle: the frame comes back as it went (but for
+            // its MACs, TTL and IP checksum, ID and DF: see `same_datagram`).
+            let r = dp.test_run(&cycle.frame, index, cycle.length).unwrap();
+            assert!(
+                same_datagram(&r.output, &cycle.frame),
+                "{}: the cycle returns the frame",
+                cycle.key
+            );
+            let before = forwarded_count(&dp);
+            let ours = single_runs(runs, || {
+                dp.test_run(&cycle.frame, index, HOT_REPEAT)
+                    .unwrap()
+                    .duration
+            }) - pass_hot;
+            let forwarded = forwarded_count(&dp) - before;
+            assert_eq!(
+                forwarded,
+                u64::from(HOT_REPEAT) * (runs as u64 + 1000),
+                "{}: every repetition forwards",
+                cycle.key
+            );
+            let floors: Vec<f64> = cycle.paths.iter().filter_map(|k| floor_of(k)).collect();
+            let floor = (floors.len() == cycle.paths.len())
+                .then(|| floors.iter().sum::<f64>() / floors.len() as f64);
+            println!(
+                "{:<18} {:>10} {:>8.1} {:>8} {:>7}",
+                cycle.key,
+                forwarded,
+                ours,
+                floor.map_or("-".into(), |f| format!("{f:.0}")),
+                floor.map_or("-".into(), |f| format!("{:.1}x", ours / f.max(1.0)))
+            );
+            hot_json.push(format!(
+                "\"{}\": {{\"prog_hot_ns\": {ours:.1}, \"paths\": [{}]}}",
+                cycle.key,
+                cycle
+                    .paths
+                    .iter()
+                    .map(|p| format!("\"{p}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        // For a profile of the program hot (`perf record -a` around the benchmark): the first
+        // cycle again and again for this many seconds, so that its samples dominate.
+        if let Some(secs) = std::env::var("XDPTURN_BENCH_PROFILE_SECS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            let cycle = &cycles[0];
+            let index = ifindex(cycle.iface);
+            let until = Instant::now() + Duration::from_secs_f64(secs);
+            let mut calls = 0u64;
+            while Instant::now() < until {
+                dp.test_run(&cycle.frame, index, HOT_REPEAT).unwrap();
+                calls += 1;
+            }
+            println!(
+                "profile: {} ran {calls} x {HOT_REPEAT} repetitions in {secs} s",
+                cycle.key
+            );
+        }
         println!("BENCH-XDP-TESTRUN {{{}}}", json.join(", "));
+        println!("BENCH-XDP-HOT {{{}}}", hot_json.join(", "));
     });
 }
 

@@ -9,7 +9,9 @@
 //!     forwarded path, the kernel-measured time of the program per packet under
 //!     BPF_PROG_TEST_RUN (no run-time statistics) beside the floor's (relay-ebpf/src/floor.rs,
 //!     a minimal forwarder) on the same packet, with `repeat` = 1,000,000 where it works (see
-//!     the test for why it does not for the relay's program).
+//!     the test for why it does not for the relay's program), and the program hot: `repeat`
+//!     on cycles of bindings that forward every repetition (`prog_hot_ns`, the mean of the
+//!     paths the cycle alternates, named by `hot_cycle`; a line `BENCH-XDP-HOT {json}`).
 //!
 //!  2. `bench_packets_per_cpu_second` of relay/tests/xdp_bench.rs: client ns -> relay ns -> peer
 //!     ns over veth, a UDP_SEGMENT (or sendmmsg) sender on one core, the server under test and
@@ -22,7 +24,7 @@
 //!
 //! The two print their figures also as lines `BENCH-XDP-TESTRUN {json}` and `BENCH-XDP-E2E
 //! {json}`, from which this command ends with one line, `RESULT bench-xdp {json}`:
-//! `{"paths": {"<path>": {"prog_ns", "floor_prog_ns", "rates": {"<offered pps, or max>":
+//! `{"paths": {"<path>": {"prog_ns", "floor_prog_ns", "prog_hot_ns", "hot_cycle", "rates": {"<offered pps, or max>":
 //! {"floor", "ours", "userspace", "coturn" (packets per relay-core CPU-second), "ours_loss_pct",
 //! "coturn_loss_pct"}}}}}`, with null for every figure not measured (a path the end-to-end
 //! benchmark does not drive, a part left out with `--testrun-only` or `--end-to-end-only`).
@@ -226,7 +228,8 @@ fn assemble(output: &str, rates: &[String]) -> Result<Value> {
             .or_insert_with(|| {
                 let rates: Map<String, Value> =
                     rates.iter().map(|r| (r.clone(), nulls())).collect();
-                json!({"prog_ns": null, "floor_prog_ns": null, "rates": rates})
+                json!({"prog_ns": null, "floor_prog_ns": null, "prog_hot_ns": null,
+                       "hot_cycle": null, "rates": rates})
             })
             .clone()
     };
@@ -242,6 +245,19 @@ fn assemble(output: &str, rates: &[String]) -> Result<Value> {
                 path["prog_ns"] = figures["prog_ns"].clone();
                 path["floor_prog_ns"] = figures["floor_prog_ns"].clone();
                 paths.insert(key, path);
+            }
+        } else if let Some(part) = line.strip_prefix("BENCH-XDP-HOT ") {
+            // Each cycle's figure goes to every path it alternates (their mean).
+            let part: Map<String, Value> = serde_json::from_str(part)
+                .with_context(|| format!("the hot TestRun figures: {part}"))?;
+            for (cycle, figures) in part {
+                for key in figures["paths"].as_array().into_iter().flatten() {
+                    let Some(key) = key.as_str() else { continue };
+                    let mut path = entry(&mut paths, key);
+                    path["prog_hot_ns"] = figures["prog_hot_ns"].clone();
+                    path["hot_cycle"] = Value::String(cycle.clone());
+                    paths.insert(key.to_owned(), path);
+                }
             }
         } else if let Some(part) = line.strip_prefix("BENCH-XDP-E2E ") {
             let part: Value = serde_json::from_str(part)
@@ -281,7 +297,9 @@ mod tests {
             \"prog_single_ns\": 340.0}, \"cross_v6_v4\": {\"prog_ns\": 280.0, \"floor_prog_ns\": 20.0}}\n\
             BENCH-XDP-E2E {\"path\": \"channel_c2p_v4\", \"rate\": \"max\", \"figures\": \
             {\"floor\": 523212, \"ours\": 428627, \"userspace\": null, \"coturn\": 50000, \
-            \"ours_loss_pct\": 15.19, \"coturn_loss_pct\": 60.0}}\n";
+            \"ours_loss_pct\": 15.19, \"coturn_loss_pct\": 60.0}}\n\
+            BENCH-XDP-HOT {\"channel_v4\": {\"prog_hot_ns\": 41.5, \"paths\": \
+            [\"channel_c2p_v4\", \"channel_p2c_v4\"]}}\n";
         let rates = ["50000".to_owned(), "max".to_owned()];
         let result = assemble(output, &rates).expect("assembles");
         let paths = result["paths"].as_object().expect("an object");
@@ -293,6 +311,11 @@ mod tests {
         assert_eq!(c2p["rates"]["max"]["ours"], json!(428627));
         assert_eq!(c2p["rates"]["max"]["coturn_loss_pct"], json!(60.0));
         assert_eq!(c2p["rates"]["50000"]["ours"], Value::Null);
+        for key in ["channel_c2p_v4", "channel_p2c_v4"] {
+            assert_eq!(paths[key]["prog_hot_ns"], json!(41.5));
+            assert_eq!(paths[key]["hot_cycle"], json!("channel_v4"));
+        }
+        assert_eq!(paths["channel_c2p_v6"]["prog_hot_ns"], Value::Null);
         let send = &paths["send_v4"];
         assert_eq!(send["prog_ns"], Value::Null);
         assert_eq!(send["rates"]["max"]["floor"], Value::Null);

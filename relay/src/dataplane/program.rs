@@ -21,6 +21,8 @@ pub struct ProgramStats {
     pub verified_instructions: Option<u32>,
     /// Size of the program after the verifier's rewrites, in bytes.
     pub translated_bytes: Option<u32>,
+    /// Size of the machine code the JIT made of it, in bytes (0 without a JIT).
+    pub jited_bytes: u32,
     /// Time spent in the program and runs of it, counted by the kernel only while BPF run-time
     /// statistics are on (`kernel.bpf_stats_enabled`, or a `BPF_ENABLE_STATS` fd held open):
     /// the program's own cost per packet, without anything around it.

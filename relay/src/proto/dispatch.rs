@@ -20,7 +20,10 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::auth::{self, AuthError, Key};
-use super::{Command, Ctx, DropReason, FiveTuple, Inbound, Server, Transport, allocation};
+use super::{
+    Command, Ctx, DropReason, FiveTuple, Inbound, MIN_ATTRIBUTED_REQUEST, Server, Transport,
+    allocation,
+};
 use crate::stun::{
     AttrType, Class, DecodeError, DecodeErrorKind, EncodeError, Encoder, ErrorCode, Message,
     MessageType, Method, Nonce, PasswordAlgorithms, Realm, Software, TransactionId,
@@ -300,6 +303,20 @@ impl Server {
             Ok(len) if len > ctx.budget() => challenge(out, false),
             other => other,
         };
+        // The MD5 challenge is the least a client can be told to authenticate at all. With a
+        // realm of up to 32 bytes it fits 3x a request that carries one attribute (an Allocate
+        // with REQUESTED-TRANSPORT, 28 bytes: the smallest a real client sends); a longer
+        // realm would make every such client fail without a word, so for requests with at
+        // least one attribute it is sent anyway (the configuration warns of it at start-up:
+        // `config::build_with`). Only a bare header is refused the challenge it cannot pay for.
+        if let Ok(len) = result
+            && len > ctx.budget()
+            && ctx.request_len >= MIN_ATTRIBUTED_REQUEST
+        {
+            self.counters
+                .request(ctx.transport, ctx.header.typ.method, Some(code));
+            return Command::Reply { len };
+        }
         self.reply(ctx, Some(code), result)
     }
 

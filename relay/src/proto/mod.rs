@@ -58,6 +58,14 @@ type Refusal = (u16, &'static str);
 /// (see `Server::auth_error` and `Server::binding`).
 pub const AMPLIFICATION: usize = 3;
 
+/// A STUN header and one 4-byte attribute (REQUESTED-TRANSPORT): the smallest request a real
+/// client sends, which always gets a challenge (see `Server::auth_error`).
+pub const MIN_ATTRIBUTED_REQUEST: usize = 28;
+
+/// The longest realm whose MD5 challenge (ERROR-CODE without a reason, REALM, NONCE) stays
+/// within [`AMPLIFICATION`] times [`MIN_ATTRIBUTED_REQUEST`].
+pub const REALM_WITHIN_BUDGET: usize = 32;
+
 /// Per-request context for responses.
 struct Ctx {
     transport: Transport,

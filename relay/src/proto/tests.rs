@@ -11,7 +11,8 @@ use super::policy::PeerPolicy;
 use super::*;
 use crate::stun::{
     AttrType, ChangeRequest, Class, Encoder, ErrorCode, MappedAddress, Message, MessageType,
-    Method, Software, TransactionId, UnknownAttributes, Username, XorMappedAddress,
+    Method, RequestedTransport, Software, TransactionId, UnknownAttributes, Username,
+    XorMappedAddress,
 };
 
 pub(crate) const TID: TransactionId = TransactionId::new([0x42; 12]);
@@ -461,4 +462,35 @@ fn change_request_is_refused_without_an_alternate_address() {
             .value,
         [0x00, 0x03, 0x00, 0x03]
     );
+}
+
+/// A realm too long for the challenge to fit 3x the smallest real request still lets clients
+/// in: an Allocate with REQUESTED-TRANSPORT (28 bytes) gets its 401, over the budget; a bare
+/// header (20 bytes), which no client sends, is refused it and counted.
+#[test]
+fn a_long_realm_still_challenges_requests_with_an_attribute() {
+    let mut cfg = config();
+    cfg.auth.realm = "a-realm-that-is-longer-than-thirty-two-bytes.example.org".into();
+    assert!(cfg.auth.realm.len() > super::REALM_WITHIN_BUDGET);
+    let allocate = MessageType::new(Method::ALLOCATE, Class::Request);
+    let req = message(allocate, |e| {
+        e.add(&RequestedTransport(17)).expect("transport")
+    });
+    assert_eq!(req.len(), super::MIN_ATTRIBUTED_REQUEST);
+    let (mut server, counts, now) = server_with(cfg.clone());
+    let mut out = [0u8; MAX_REPLY_LEN];
+    let Command::Reply { len } = server.handle_client(&inbound(&req), now, &mut out) else {
+        panic!("no challenge for a 28-byte Allocate with a long realm")
+    };
+    assert!(len > 3 * req.len(), "over the budget: {len} bytes");
+    assert_eq!(error_code(&out[..len]), Some(401));
+    assert_eq!(dropped(&counts, DropReason::Amplification), 0);
+
+    let bare = message(allocate, |_| {});
+    let (mut server, counts, now) = server_with(cfg);
+    assert!(matches!(
+        server.handle_client(&inbound(&bare), now, &mut out),
+        Command::None
+    ));
+    assert_eq!(dropped(&counts, DropReason::Amplification), 1);
 }

@@ -105,6 +105,7 @@ impl Dataplane {
         Ok(ProgramStats {
             verified_instructions: info.verified_instruction_count(),
             translated_bytes: info.size_translated(),
+            jited_bytes: info.size_jitted(),
             run_time: info.run_time(),
             run_count: info.run_count(),
         })
