@@ -36,7 +36,7 @@ fn raise_fd_limit() -> u64 {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         limit.current = limit.maximum;
-        setrlimit(Resource::Nofile, limit.clone()).expect("raise RLIMIT_NOFILE to the hard limit");
+        setrlimit(Resource::Nofile, limit).expect("raise RLIMIT_NOFILE to the hard limit");
     }
     limit.current.unwrap_or(u64::MAX)
 }
@@ -303,7 +303,7 @@ fn connections_over_the_total_cap_are_refused_whatever_their_source() {
             .expect("timeout");
         s
     };
-    let mut open = vec![from("127.0.0.1"), from("127.0.0.2"), from("127.0.0.3")];
+    let mut open = [from("127.0.0.1"), from("127.0.0.2"), from("127.0.0.3")];
     for (i, s) in open.iter_mut().enumerate() {
         assert!(binding_answered(s, i as u32), "connection {i} not served");
     }
