@@ -14,7 +14,7 @@ use crate::credentials;
 use crate::http::ApiConfig;
 use crate::proto::auth::{AuthConfig, StaticUser, UserSource};
 use crate::proto::policy::PeerPolicy;
-use crate::proto::{self, Lifetimes, Quotas};
+use crate::proto::{self, Lifetimes, Quotas, StreamLimits};
 use crate::userdb::UserDb;
 use api::parse_cidr;
 
@@ -281,7 +281,18 @@ pub fn build_with(
         relay_ips: cfg.relay_ips.clone(),
         listen_ips,
         external_ips,
+        streams: StreamLimits {
+            auth_timeout: secs(cfg.tcp_auth_timeout_secs),
+            idle_timeout: secs(cfg.tcp_idle_timeout_secs),
+            per_source: cfg.max_tcp_connections_per_ip,
+            total: cfg.max_tcp_connections,
+        },
     })
+}
+
+/// A `..-secs` setting where 0 means no limit.
+fn secs(n: u64) -> Option<Duration> {
+    (n != 0).then(|| Duration::from_secs(n))
 }
 
 /// The credentials endpoint's settings: the bearer token (`api-token` or the file

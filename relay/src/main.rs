@@ -347,6 +347,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dataplane: dataplane.clone(),
         local_relays: Arc::default(),
         userdb: userdb.clone(),
+        admission: Arc::default(),
         clock: (
             Instant::now(),
             SystemTime::now()

@@ -39,6 +39,49 @@ pub struct Relayed {
     pub bytes: IntCounter,
 }
 
+/// The limit a refused TCP/TLS connection was over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionLimit {
+    /// Connections from its source address (IPv6: its /64).
+    PerSource,
+    /// Connections in total.
+    Total,
+}
+
+impl ConnectionLimit {
+    pub const ALL: [ConnectionLimit; 2] = [ConnectionLimit::PerSource, ConnectionLimit::Total];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionLimit::PerSource => "per_source",
+            ConnectionLimit::Total => "total",
+        }
+    }
+}
+
+/// Why the relay closed a TCP/TLS client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaped {
+    /// No authenticated request within the deadline.
+    AuthTimeout,
+    /// No complete message within the idle timeout.
+    IdleTimeout,
+    /// Its answers could not be written for too long: the client stopped reading.
+    WriteStall,
+}
+
+impl Reaped {
+    pub const ALL: [Reaped; 3] = [Reaped::AuthTimeout, Reaped::IdleTimeout, Reaped::WriteStall];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reaped::AuthTimeout => "auth_timeout",
+            Reaped::IdleTimeout => "idle_timeout",
+            Reaped::WriteStall => "write_stall",
+        }
+    }
+}
+
 /// Every metric the relay exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -55,6 +98,10 @@ pub struct Metrics {
     /// Open client connections (TCP, TLS).
     pub connections: IntGaugeVec,
     tls_handshake_failures: IntCounterVec,
+    /// TCP/TLS client connections closed as they were accepted, by transport and limit.
+    connections_refused: IntCounterVec,
+    /// TCP/TLS client connections the relay closed for a deadline, by transport and reason.
+    connections_reaped: IntCounterVec,
     pub allocations: IntGauge,
     /// Allocations that ended, however (expired, deleted, closed with their connection): with
     /// the successful Allocate requests, the turnover behind the `allocations` gauge.
@@ -183,6 +230,29 @@ impl Metrics {
         )?;
         for reason in ["timeout", "error"] {
             tls_handshake_failures.with_label_values(&[reason]);
+        }
+        let connections_refused = counter_vec(
+            &r,
+            "xdpturn_connections_refused_total",
+            "TCP/TLS client connections closed as they were accepted, by transport and the \
+             limit they were over (per_source, total)",
+            &["transport", "reason"],
+        )?;
+        let connections_reaped = counter_vec(
+            &r,
+            "xdpturn_connections_reaped_total",
+            "TCP/TLS client connections the relay closed, by transport and reason (auth_timeout: \
+             no authenticated request in time; idle_timeout: no complete message in time; \
+             write_stall: the client stopped reading)",
+            &["transport", "reason"],
+        )?;
+        for t in [Transport::Tcp, Transport::Tls] {
+            for reason in ConnectionLimit::ALL {
+                connections_refused.with_label_values(&[t.as_str(), reason.as_str()]);
+            }
+            for reason in Reaped::ALL {
+                connections_reaped.with_label_values(&[t.as_str(), reason.as_str()]);
+            }
         }
         let allocations = gauge(&r, "xdpturn_allocations", "Allocations")?;
         let allocations_ended = IntCounter::new(
@@ -332,6 +402,8 @@ impl Metrics {
             send_errors,
             connections,
             tls_handshake_failures,
+            connections_refused,
+            connections_reaped,
             allocations,
             allocations_ended,
             permissions,
@@ -431,6 +503,20 @@ impl Metrics {
     pub fn tls_handshake_failed(&self, reason: &'static str) {
         self.tls_handshake_failures
             .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// A TCP/TLS client connection was closed as it was accepted: over `limit`.
+    pub fn connection_refused(&self, transport: Transport, limit: ConnectionLimit) {
+        self.connections_refused
+            .with_label_values(&[transport.as_str(), limit.as_str()])
+            .inc();
+    }
+
+    /// A TCP/TLS client connection was closed by the relay for `reason`.
+    pub fn connection_reaped(&self, transport: Transport, reason: Reaped) {
+        self.connections_reaped
+            .with_label_values(&[transport.as_str(), reason.as_str()])
             .inc();
     }
 
@@ -560,6 +646,8 @@ mod tests {
             r#"xdpturn_allocations 0"#,
             r#"xdpturn_allocations_ended_total 0"#,
             r#"xdpturn_tls_handshake_failures_total{reason="timeout"} 0"#,
+            r#"xdpturn_connections_refused_total{reason="per_source",transport="tcp"} 0"#,
+            r#"xdpturn_connections_reaped_total{reason="write_stall",transport="tls"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line}:\n{text}");
         }

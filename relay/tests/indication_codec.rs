@@ -410,6 +410,7 @@ impl Core {
             ],
             listen_ips: Vec::new(),
             external_ips: Vec::new(),
+            streams: Default::default(),
         };
         let now = Instant::now();
         let server = Server::new(

@@ -356,6 +356,42 @@ relay_settings! {
         /// 3600, 12h, 7d. Default 24h.
         #[arg(long, env = "XDPTURN_API_MAX_TTL", value_parser = flags::parse_ttl)]
         api_max_ttl: Option<Duration>;
+
+    /// How long a TCP or TLS connection has to make its first authenticated request (an
+    /// Allocate, or an RFC 6062 ConnectionBind) before it is closed; 0 is no limit.
+    tcp_auth_timeout_secs: u64 = 30, flag
+        /// How long a TCP/TLS connection has to make its first authenticated request (Allocate or
+        /// ConnectionBind) before it is closed, so that connections that never authenticate
+        /// (slow senders, STUN-only clients) are reaped: 30, 1m; 0 for no limit. Default 30 s.
+        #[arg(long, env = "XDPTURN_TCP_AUTH_TIMEOUT", value_parser = flags::parse_duration)]
+        tcp_auth_timeout: Option<Duration>;
+
+    /// A TCP or TLS connection that sends no complete STUN message or ChannelData frame for
+    /// this long is closed (a trickle of bytes does not keep it open); 0 is no limit.
+    tcp_idle_timeout_secs: u64 = 600, flag
+        /// Closes a TCP/TLS connection that sent no complete STUN message or ChannelData frame
+        /// for this long; bytes that never make a whole message do not count: 600, 10m; 0 for
+        /// no limit. Default 10 min.
+        #[arg(long, env = "XDPTURN_TCP_IDLE_TIMEOUT", value_parser = flags::parse_duration)]
+        tcp_idle_timeout: Option<Duration>;
+
+    /// Open TCP and TLS client connections per source address (IPv6: per /64), RFC 6062 data
+    /// connections included; beyond, new ones are closed at once. 0 is unlimited.
+    max_tcp_connections_per_ip: u32 = 1024, flag
+        /// Open TCP/TLS client connections per source address (IPv6: per /64 network); more are
+        /// closed as they are accepted, logged and counted
+        /// (xdpturn_connections_refused_total{reason="per_source"}); 0 for no limit. Default 1024.
+        #[arg(long, env = "XDPTURN_MAX_TCP_CONNECTIONS_PER_IP", value_name = "N")]
+        max_tcp_connections_per_ip: Option<u32>;
+
+    /// Open TCP and TLS client connections in total; beyond, new ones are closed at once. 0 is
+    /// unlimited.
+    max_tcp_connections: u32 = 65_536, flag
+        /// Open TCP/TLS client connections in total; more are closed as they are accepted, logged
+        /// and counted (xdpturn_connections_refused_total{reason="total"}); 0 for no limit.
+        /// Default 65536.
+        #[arg(long, env = "XDPTURN_MAX_TCP_CONNECTIONS", value_name = "N")]
+        max_tcp_connections: Option<u32>;
 }
 
 impl RelayConfig {

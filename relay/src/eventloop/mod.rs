@@ -11,21 +11,25 @@
 //! The parts: this module starts and steers the workers ([`Control`], [`Shared`], [`start`]);
 //! `ports` holds the relay port range, `listeners` binds the listening addresses, `worker` is a
 //! worker's state and applies what the protocol core decides, `udp` reads client and relay
-//! sockets, `streams` serves TCP and TLS clients, `tcp_relay` the RFC 6062 peer connections,
+//! sockets, `streams` serves TCP and TLS clients (`stream_queue` holds what waits to be written to each,
+//! `admission` caps how many are open), `tcp_relay` the RFC 6062 peer connections,
 //! `same_relay` hands data between two relayed addresses of this relay, `sendbatch` sends
 //! datagrams to clients in batches, and `handover` gives each UDP client a socket of its own and
 //! closes the listeners when another relay process takes the host ports over.
 
+mod admission;
 mod handover;
 mod listeners;
 mod ports;
 mod same_relay;
 mod sendbatch;
+mod stream_queue;
 mod streams;
 mod tcp_relay;
 mod udp;
 mod worker;
 
+pub use admission::Admission;
 pub use listeners::{ListenerSet, TlsListenerSet, bind, bind_tls};
 pub use ports::RelayPorts;
 pub use same_relay::LocalRelays;
@@ -261,6 +265,8 @@ pub struct Shared {
     /// coturn's user database, when configured: requests whose user it is looking up wait for
     /// it in a task of their own ([`Command::AwaitUser`](crate::proto::Command::AwaitUser)).
     pub userdb: Option<Arc<crate::userdb::UserDb>>,
+    /// Open TCP and TLS client connections, per source and in total, against their caps.
+    pub admission: Arc<Admission>,
 }
 
 /// Starts one worker thread per element of each listener set; returns their handles.
@@ -433,6 +439,7 @@ async fn timers(worker: &Rc<Worker>) {
         worker.server.borrow_mut().tick(now);
         worker.apply_events();
         handover::close_ended(worker);
+        worker.shared.admission.trim_after_flood();
     }
 }
 

@@ -6,13 +6,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-
 use super::lock;
+use super::stream_queue::StreamQueue;
 use super::worker::Worker;
 use crate::proto::{self, FiveTuple, MAX_REPLY_LEN, RelayHandle};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// How long an outgoing Connect may take (RFC 6062 §5.2: at least 30 s).
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,7 +93,7 @@ pub(super) async fn splice<R>(
     id: u32,
     tuple: FiveTuple,
     mut client_rd: R,
-    to_client: mpsc::Sender<Vec<u8>>,
+    to_client: Rc<StreamQueue>,
     first: Vec<u8>,
 ) where
     R: AsyncRead + Unpin,
@@ -147,7 +146,9 @@ pub(super) async fn splice<R>(
             if n == 0 {
                 return Ok::<_, io::Error>(());
             }
-            if to_client.send(buf[..n].to_vec()).await.is_err() {
+            // The peer is read no faster than the client takes what it sends.
+            to_client.room().await;
+            if !to_client.push_reply(buf[..n].to_vec()) {
                 return Ok(());
             }
             down.packets.inc();

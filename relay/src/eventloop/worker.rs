@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use quinn_udp::UdpSocketState;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::same_relay::canonical_addr;
+use super::stream_queue::StreamQueue;
 use super::tcp_relay::{serve_tcp_relay, tcp_connect};
 use super::udp::{PEER_BATCH, PEER_FRAME, UdpListener, serve_relay};
 use super::{Shared, lock, sendbatch};
@@ -66,7 +66,8 @@ pub(super) struct Worker {
     pub(super) handing_over: Cell<bool>,
     /// The frame and output buffers of that hand-over: it runs while `bufs` is lent out.
     pub(super) local_bufs: RefCell<Buffers>,
-    pub(super) streams: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    /// The output queues of this worker's TCP and TLS clients.
+    pub(super) streams: RefCell<HashMap<FiveTuple, Rc<StreamQueue>>>,
     next_handle: Cell<u32>,
     /// Streams whose last request was a successful ConnectionBind: become pipes.
     pub(super) splice_requests: RefCell<HashMap<FiveTuple, u32>>,
@@ -249,7 +250,7 @@ impl Worker {
                     Buf::Input(range) => &input[range],
                     Buf::Output(len) => &out[..len],
                 };
-                self.to_client(&tuple, bytes);
+                self.to_client(&tuple, bytes, false);
             }
             Command::BindRelays(pending) => {
                 let command = self.bind_relays(*pending, out);
@@ -276,7 +277,7 @@ impl Worker {
     /// Sends an answer to the client a packet came from.
     pub(super) fn reply(&self, reply_to: Option<&FiveTuple>, bytes: &[u8]) {
         match reply_to {
-            Some(tuple) => self.to_client(tuple, bytes),
+            Some(tuple) => self.to_client(tuple, bytes, true),
             None => self.send_failed("relay"),
         }
     }
@@ -289,14 +290,20 @@ impl Worker {
             .inc();
     }
 
-    pub(super) fn to_client(&self, tuple: &FiveTuple, bytes: &[u8]) {
+    /// Sends `bytes` to a client: an answer (`reply`), which a stream client's queue always
+    /// takes, or relayed data, which it drops when too much waits (eventloop/stream_queue.rs).
+    pub(super) fn to_client(&self, tuple: &FiveTuple, bytes: &[u8], reply: bool) {
         let ok = match tuple.transport {
             Transport::Udp => self.udp_send(tuple, bytes),
             Transport::Tcp | Transport::Tls => {
                 let streams = self.streams.borrow();
-                streams
-                    .get(tuple)
-                    .is_some_and(|tx| tx.try_send(bytes.to_vec()).is_ok())
+                streams.get(tuple).is_some_and(|queue| {
+                    if reply {
+                        queue.push_reply(bytes.to_vec())
+                    } else {
+                        queue.push_data(bytes)
+                    }
+                })
             }
         };
         if !ok {

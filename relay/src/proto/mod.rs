@@ -43,7 +43,7 @@ use types::canonical;
 pub use types::{
     BindFailure, BindResult, Buf, Command, Config, DropReason, Event, FiveTuple, Inbound,
     Lifetimes, MAX_REPLY_LEN, PEER_HEADROOM, PEER_TAILROOM, PendingAllocation, QuotaKind, Quotas,
-    RelayHandle, RelayRequest, Transport,
+    RelayHandle, RelayRequest, StreamLimits, Transport,
 };
 
 use crate::stun::{Header, TransactionId};

@@ -45,6 +45,7 @@ pub(crate) fn config() -> Config {
         relay_ips: Vec::new(),
         listen_ips: Vec::new(),
         external_ips: Vec::new(),
+        streams: Default::default(),
     }
 }
 

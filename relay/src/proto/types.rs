@@ -371,6 +371,35 @@ pub struct Config {
     /// `(public, private)`: advertise `public` for relayed addresses on `private` (or on any
     /// address of the family when `private` is None), for a relay behind NAT.
     pub external_ips: Vec<(IpAddr, Option<IpAddr>)>,
+    /// Limits on TCP and TLS client connections, which the event loop applies (the core never
+    /// sees a connection, only its messages); here so that a reload reaches every worker.
+    pub streams: StreamLimits,
+}
+
+/// Limits on TCP and TLS client connections (eventloop/streams.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// A connection must make its first authenticated request (an Allocate or a
+    /// ConnectionBind) within this long; None: no limit.
+    pub auth_timeout: Option<Duration>,
+    /// A connection that sends no complete message for this long is closed; None: no limit.
+    pub idle_timeout: Option<Duration>,
+    /// Open connections per source address (IPv6: per /64); 0 is unlimited.
+    pub per_source: u32,
+    /// Open connections in total; 0 is unlimited.
+    pub total: u32,
+}
+
+impl Default for StreamLimits {
+    /// The defaults of the relay's settings.
+    fn default() -> Self {
+        Self {
+            auth_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(600)),
+            per_source: 1024,
+            total: 65_536,
+        }
+    }
 }
 
 /// Largest reply the server writes; callers pass a buffer at least this big.

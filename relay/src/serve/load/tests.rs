@@ -221,13 +221,46 @@ fn every_setting_flag_has_its_xdpturn_variable() {
         flags += 1;
     }
     // --config, every RelayConfig key but nonce-lifetime-secs, --revision, --channel-lifetime.
-    assert_eq!(flags, 36);
+    assert_eq!(flags, 40);
     let listen = cmd
         .get_arguments()
         .find(|a| a.get_long() == Some("listen"))
         .and_then(|a| a.get_env())
         .and_then(|e| e.to_str());
     assert_eq!(listen, Some("XDPTURN_LISTEN"));
+}
+
+#[test]
+fn stream_limits_have_defaults_and_flags() {
+    let defaults = load(&["--listen", "127.0.0.1:3478"]).expect("defaults");
+    assert_eq!(
+        (
+            defaults.tcp_auth_timeout_secs,
+            defaults.tcp_idle_timeout_secs,
+            defaults.max_tcp_connections_per_ip,
+            defaults.max_tcp_connections
+        ),
+        (30, 600, 1024, 65_536)
+    );
+    let cfg = load(&[
+        "--listen",
+        "127.0.0.1:3478",
+        "--tcp-auth-timeout",
+        "1m",
+        "--tcp-idle-timeout",
+        "0",
+        "--max-tcp-connections-per-ip",
+        "10",
+        "--max-tcp-connections",
+        "100",
+    ])
+    .expect("flags");
+    assert_eq!(cfg.tcp_auth_timeout_secs, 60);
+    assert_eq!(cfg.tcp_idle_timeout_secs, 0);
+    assert_eq!(
+        (cfg.max_tcp_connections_per_ip, cfg.max_tcp_connections),
+        (10, 100)
+    );
 }
 
 #[test]
