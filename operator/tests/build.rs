@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use api::{RelayConfig, TurnCluster};
+use api::{RelayConfig, TurnCluster, UserDatabaseType};
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, PodSpec, Probe, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::DynamicObject;
@@ -690,6 +690,91 @@ fn deployment_is_userspace_behind_a_load_balancer() {
     assert!(cfg.api_uris.is_empty(), "no credentials API token");
 }
 
+/// The user database's connection string reaches the relay as the variable for its kind, taken
+/// from the Secret by the kubelet: the operator renders only the reference, nowhere a value.
+#[test]
+fn user_database_comes_from_its_secret_as_the_relays_variable() {
+    let base = valid("userdb.yaml");
+    for (kind, var) in [
+        (UserDatabaseType::Postgresql, "XDPTURN_PSQL_USERDB"),
+        (UserDatabaseType::Mysql, "XDPTURN_MYSQL_USERDB"),
+        (UserDatabaseType::Redis, "XDPTURN_REDIS_USERDB"),
+    ] {
+        let mut tc = base.clone();
+        tc.spec.auth.user_database.as_mut().unwrap().type_ = kind;
+        assert_eq!(
+            validate::validate(&tc),
+            Ok(()),
+            "{kind:?} alone is a credential source"
+        );
+        let o = render(&tc, &facts(), None);
+        let env = container(&o).env.clone().unwrap_or_default();
+        let userdb: Vec<_> = env.iter().filter(|e| e.name.ends_with("_USERDB")).collect();
+        assert_eq!(userdb.len(), 1, "one user database variable: {env:?}");
+        let e = userdb[0];
+        assert_eq!(e.name, var);
+        assert_eq!(e.value, None, "{var}: no value inline");
+        let from = e.value_from.as_ref().unwrap();
+        let r = from.secret_key_ref.as_ref().unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("turn-db", "connection"));
+        assert_eq!(r.optional, None, "required: no relay starts without it");
+        assert!(
+            from.config_map_key_ref.is_none() && from.field_ref.is_none(),
+            "{from:?}"
+        );
+        // The relay's file names no database: the variable is the only source.
+        let cfg = parsed_config(&o);
+        assert_eq!(
+            (&cfg.userdb, &cfg.psql_userdb, &cfg.mysql_userdb),
+            (&None, &None, &None)
+        );
+        let toml = &o.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+        assert!(
+            !toml
+                .lines()
+                .any(|l| l.split('=').next().unwrap().trim().ends_with("userdb")),
+            "{toml}"
+        );
+        // Not mounted either: the Secret is read by the kubelet for the variable only.
+        assert!(volume_secret_names(&o).is_empty());
+        // DaemonSet mode still tells the relay its revision.
+        assert!(env.iter().any(|e| e.name == "XDPTURN_REVISION"), "{env:?}");
+    }
+
+    // Without it, no user database variable.
+    let o = render(&valid("full.yaml"), &facts(), None);
+    let env = container(&o).env.clone().unwrap_or_default();
+    assert!(!env.iter().any(|e| e.name.ends_with("_USERDB")), "{env:?}");
+}
+
+#[test]
+fn user_database_reference_is_checked() {
+    let mut tc = valid("userdb.yaml");
+    let db = tc.spec.auth.user_database.as_mut().unwrap();
+    db.secret_key_ref.name = "Turn_DB".into();
+    db.secret_key_ref.key = "a/b".into();
+    let problems = validate::validate(&tc).unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.auth.userDatabase.secretKeyRef.name",
+            "spec.auth.userDatabase.secretKeyRef.key"
+        ],
+        "{problems:?}"
+    );
+    // Decoding names the field of an unknown type.
+    let text = std::fs::read_to_string(fixture_path("userdb.yaml"))
+        .unwrap()
+        .replace("type: postgresql", "type: sqlite");
+    let obj: DynamicObject = serde_yaml::from_str(&text).unwrap();
+    let problems = validate::decode(&obj).unwrap_err();
+    assert_eq!(
+        problems[0].path, "spec.auth.userDatabase.type",
+        "{problems:?}"
+    );
+}
+
 #[test]
 fn invalid_specs_report_every_problem_with_its_path() {
     let tc = load("invalid-cross-field.yaml").unwrap();
@@ -780,6 +865,18 @@ fn pods_roll_only_for_changes_that_need_new_pods() {
             }),
         ),
         (
+            "user database",
+            Box::new(|tc: &mut TurnCluster| {
+                tc.spec.auth.user_database = Some(api::UserDatabase {
+                    type_: UserDatabaseType::Mysql,
+                    secret_key_ref: api::SecretKeyRef {
+                        name: "turn-db".into(),
+                        key: "connection".into(),
+                    },
+                });
+            }),
+        ),
+        (
             "listener port",
             Box::new(|tc: &mut TurnCluster| tc.spec.listeners[0].port = Some(3479)),
         ),
@@ -822,6 +919,7 @@ fn rendering_is_deterministic() {
         "full.yaml",
         "daemonset-xdp.yaml",
         "deployment-userspace.yaml",
+        "userdb.yaml",
     ] {
         let tc = valid(name);
         assert_eq!(

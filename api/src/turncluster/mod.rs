@@ -79,8 +79,8 @@ pub struct TurnClusterSpec {
     #[schemars(length(min = 1, max = 8))]
     pub listeners: Vec<Listener>,
 
-    /// Where credentials come from. At least one of `sharedSecrets` and `staticUsers` is
-    /// needed.
+    /// Where credentials come from. At least one of `sharedSecrets`, `staticUsers` and
+    /// `userDatabase` is needed.
     #[serde(default, skip_serializing_if = "is_default")]
     #[schemars(transform = no_default)]
     pub auth: Auth,

@@ -99,7 +99,8 @@ pub struct SecretKeyRef {
 }
 
 /// Credential sources. The operator never reads these Secrets: the relays mount them and reload
-/// them when they change.
+/// them when they change (the user database's connection string, which the relays read at
+/// start, excepted: see [`UserDatabase::secret_key_ref`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Auth {
@@ -120,6 +121,76 @@ pub struct Auth {
     /// metrics port), for application backends. Needs `sharedSecrets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_api_token: Option<SecretKeyRef>,
+
+    /// coturn's user database on a server, as coturn's `turnadmin` writes it: the realm's
+    /// long-term users, shared secrets, options and peer ranges, read by every relay and
+    /// followed while it runs (see the README). Enough on its own, or together with
+    /// `sharedSecrets` and `staticUsers`. coturn's SQLite file is not offered here (a file in
+    /// a pod is not a shared database): put it on PostgreSQL, MySQL/MariaDB or Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_database: Option<UserDatabase>,
+}
+
+/// A user database the relays read: its kind and its connection string, from a Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDatabase {
+    /// The database: `postgresql` (coturn's `--psql-userdb`), `mysql` (MySQL or MariaDB,
+    /// `--mysql-userdb`) or `redis` (`--redis-userdb`).
+    #[serde(rename = "type")]
+    pub type_: UserDatabaseType,
+
+    /// The Secret key holding the connection string, in coturn's form for that database (e.g.
+    /// `host=db dbname=coturn user=turn password=... port=5432`, or a URL): it holds the
+    /// password, so it lives only in the Secret. The relays get it as an environment variable
+    /// from the Secret (the operator never reads it) when they start: a missing Secret or key
+    /// keeps them from starting (the pods' events say which), and a changed value is used by
+    /// relays started after the change. To change it without restarting relays by hand, put
+    /// the new string under another key or in another Secret and point this at it: the relays
+    /// are replaced, each new one ready before the old one drains.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// The value of [`UserDatabase::type_`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UserDatabaseType {
+    /// PostgreSQL.
+    Postgresql,
+    /// MySQL or MariaDB.
+    Mysql,
+    /// Redis.
+    Redis,
+}
+
+impl UserDatabaseType {
+    /// The name used in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserDatabaseType::Postgresql => "postgresql",
+            UserDatabaseType::Mysql => "mysql",
+            UserDatabaseType::Redis => "redis",
+        }
+    }
+
+    /// The relay's environment variable for a connection string to this database (that of
+    /// its [`flag`](Self::flag)).
+    pub fn env_var(self) -> &'static str {
+        match self {
+            UserDatabaseType::Postgresql => "XDPTURN_PSQL_USERDB",
+            UserDatabaseType::Mysql => "XDPTURN_MYSQL_USERDB",
+            UserDatabaseType::Redis => "XDPTURN_REDIS_USERDB",
+        }
+    }
+
+    /// The relay's flag for it, without the dashes.
+    pub fn flag(self) -> &'static str {
+        match self {
+            UserDatabaseType::Postgresql => "psql-userdb",
+            UserDatabaseType::Mysql => "mysql-userdb",
+            UserDatabaseType::Redis => "redis-userdb",
+        }
+    }
 }
 
 /// The relay port range, inclusive.

@@ -90,6 +90,16 @@ fn schema_has_enums_and_patterns() {
         spec["placement"]["properties"]["mode"]["enum"],
         serde_json::json!(["DaemonSet", "Deployment"])
     );
+    let db = &spec["auth"]["properties"]["userDatabase"];
+    assert_eq!(
+        db["properties"]["type"]["enum"],
+        serde_json::json!(["postgresql", "mysql", "redis"]),
+        "{db}"
+    );
+    assert_eq!(db["required"], serde_json::json!(["secretKeyRef", "type"]));
+    let db_ref = &db["properties"]["secretKeyRef"]["properties"];
+    assert_eq!(db_ref["name"]["pattern"], SUBDOMAIN);
+    assert_eq!(db_ref["key"]["pattern"], SECRET_KEY);
     let secret = &spec["auth"]["properties"]["sharedSecrets"]["items"]["properties"];
     assert_eq!(secret["name"]["pattern"], SUBDOMAIN);
     assert_eq!(secret["key"]["pattern"], SECRET_KEY);
@@ -203,7 +213,9 @@ fn full_spec_round_trips() {
             "certificateSecret": "turn-tls"}],
         "auth": {"sharedSecrets": [{"name": "a", "key": "k"}],
             "staticUsers": {"name": "u", "key": "users"},
-            "credentialsApiToken": {"name": "t", "key": "token"}},
+            "credentialsApiToken": {"name": "t", "key": "token"},
+            "userDatabase": {"type": "postgresql",
+                "secretKeyRef": {"name": "turn-db", "key": "conn"}}},
         "relayPorts": {"min": 40000, "max": 40100},
         "publicAddress": {"policy": "Explicit", "addresses": ["turn.example.org"]},
         "peers": {"allow": ["10.1.2.3"], "deny": ["203.0.113.0/24"],
@@ -265,4 +277,60 @@ fn status_round_trips_in_camel_case() {
     let back: TurnClusterStatus = serde_json::from_value(json).unwrap();
     assert_eq!(back, status);
     assert_eq!(back.condition("Ready").unwrap().reason, "RelaysReady");
+}
+
+#[test]
+fn user_database_types_name_the_relays_variables() {
+    let all = [
+        UserDatabaseType::Postgresql,
+        UserDatabaseType::Mysql,
+        UserDatabaseType::Redis,
+    ];
+    for t in all {
+        let json = serde_json::to_value(t).unwrap();
+        assert_eq!(json, t.as_str());
+        assert_eq!(serde_json::from_value::<UserDatabaseType>(json).unwrap(), t);
+        let flag = t.flag().replace("-", "_").to_uppercase();
+        assert_eq!(t.env_var(), format!("XDPTURN_{flag}"));
+    }
+    assert_eq!(
+        all.map(UserDatabaseType::env_var),
+        [
+            "XDPTURN_PSQL_USERDB",
+            "XDPTURN_MYSQL_USERDB",
+            "XDPTURN_REDIS_USERDB"
+        ]
+    );
+}
+
+/// The variables the operator sets are the ones the relay's flags read (with the `clap`
+/// feature, which the relay turns on: `cargo test -p api --features clap`).
+#[cfg(feature = "clap")]
+#[test]
+fn user_database_variables_are_the_relays() {
+    use clap::Args as _;
+    let cmd = crate::RelayFlags::augment_args(clap::Command::new("relay"));
+    for t in [
+        UserDatabaseType::Postgresql,
+        UserDatabaseType::Mysql,
+        UserDatabaseType::Redis,
+    ] {
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(t.flag())) else {
+            // --redis-userdb comes with the relay's Redis reader; until then the relay ignores
+            // the variable.
+            assert_eq!(
+                t,
+                UserDatabaseType::Redis,
+                "the relay has no --{}",
+                t.flag()
+            );
+            continue;
+        };
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some(t.env_var()),
+            "--{}",
+            t.flag()
+        );
+    }
 }

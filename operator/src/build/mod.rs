@@ -15,7 +15,11 @@
 //! deletes them with it. Secrets are mounted whole, one volume per Secret, so another key of an
 //! already-mounted Secret (a rotation) changes the ConfigMap only: the relay reloads its config
 //! and secret files itself, and pods are replaced only for changes that need new pods (image,
-//! ports, placement, mounts, resources). The config's checksum is an annotation on the
+//! ports, placement, mounts, resources). The one Secret value that is not a file is the user
+//! database's connection string (`spec.auth.userDatabase`): the relay opens its database only at
+//! start, so it gets the string as an environment variable, which the kubelet takes from the
+//! Secret; the template holds only the reference (changing it replaces the relays), and the
+//! operator never reads the value. The config's checksum is an annotation on the
 //! ConfigMap and the workload, for people and tools; it is deliberately not in the pod
 //! template. The one part of relay.toml the relay reads only at start, the XDP attachment, is
 //! also a pod template annotation, so changing it does replace the relays; so are the

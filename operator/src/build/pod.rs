@@ -1,16 +1,17 @@
-//! The relay pod template: the container (image, ports, probes, preStop, resources), its
-//! security context (the least privilege that serves the spec), its volumes (the ConfigMap, each
-//! Secret whole, the TLS certificate) and where it runs.
+//! The relay pod template: the container (image, ports, probes, preStop, resources, the user
+//! database's connection string from its Secret), its security context (the least privilege
+//! that serves the spec), its volumes (the ConfigMap, each Secret whole, the TLS certificate)
+//! and where it runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use api::{PlacementMode, TurnCluster, TurnClusterSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, PodAffinityTerm,
+    EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, PodAffinityTerm,
     PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
-    WeightedPodAffinityTerm,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Toleration, Volume,
+    VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -40,6 +41,7 @@ pub(super) fn pod_template(
     let (volumes, mounts) = volumes(spec, names);
     let container = Container {
         volume_mounts: Some(mounts),
+        env: user_database_env(spec).map(|e| vec![e]),
         ..container(spec, default_image, daemonset)
     };
     // What the container's ports say otherwise: the relay binds its listeners only at start.
@@ -209,6 +211,27 @@ fn volumes(spec: &TurnClusterSpec, names: &Names) -> (Vec<Volume>, Vec<VolumeMou
         });
     }
     (volumes, mounts)
+}
+
+/// The user database's connection string, as the relay's variable for its kind, taken from the
+/// Secret by the kubelet: never in the pod template, the ConfigMap or anything the operator
+/// reads. The relay reads it when it starts (a user database is not switched on reload), so it is
+/// a variable rather than a mounted file; the reference is in the template, so pointing the spec
+/// at another Secret or key replaces the relays.
+fn user_database_env(spec: &TurnClusterSpec) -> Option<EnvVar> {
+    let db = spec.auth.user_database.as_ref()?;
+    Some(EnvVar {
+        name: db.type_.env_var().into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: db.secret_key_ref.name.clone(),
+                key: db.secret_key_ref.key.clone(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    })
 }
 
 /// The container ports: each listener, and metrics.

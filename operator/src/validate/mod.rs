@@ -301,11 +301,11 @@ fn relay_ports(s: &TurnClusterSpec, p: &mut Vec<Problem>) {
 
 fn auth(s: &TurnClusterSpec, p: &mut Vec<Problem>) {
     let a = &s.auth;
-    if a.shared_secrets.is_empty() && a.static_users.is_none() {
+    if a.shared_secrets.is_empty() && a.static_users.is_none() && a.user_database.is_none() {
         p.push(Problem::new(
             "spec.auth",
-            "set sharedSecrets or staticUsers: without credentials every relay would invent its \
-             own password",
+            "set sharedSecrets, staticUsers or userDatabase: without credentials every relay \
+             would invent its own password",
         ));
     }
     if a.credentials_api_token.is_some() && a.shared_secrets.is_empty() {
@@ -330,6 +330,9 @@ fn auth(s: &TurnClusterSpec, p: &mut Vec<Problem>) {
     }
     if let Some(r) = &a.credentials_api_token {
         secret_ref(r, "spec.auth.credentialsApiToken", p);
+    }
+    if let Some(db) = &a.user_database {
+        secret_ref(&db.secret_key_ref, "spec.auth.userDatabase.secretKeyRef", p);
     }
 }
 

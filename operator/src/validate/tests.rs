@@ -116,6 +116,16 @@ fn auth_rules() {
     let s = serde_json::json!({"realm": "r", "auth": {"sharedSecrets": [
         {"name": "a", "key": "k"}, {"name": "a", "key": "k"}]}});
     assert_eq!(paths(validate(&tc("t", s))), ["spec.auth.sharedSecrets[1]"]);
+    // A user database is a credential source on its own; its reference is checked as the others.
+    let s = serde_json::json!({"realm": "r", "auth": {"userDatabase": {"type": "redis",
+        "secretKeyRef": {"name": "turn-db", "key": "conn"}}}});
+    assert_eq!(validate(&tc("t", s)), Ok(()));
+    let s = serde_json::json!({"realm": "r", "auth": {"userDatabase": {"type": "mysql",
+        "secretKeyRef": {"name": "turn-db", "key": ".."}}}});
+    assert_eq!(
+        paths(validate(&tc("t", s))),
+        ["spec.auth.userDatabase.secretKeyRef.key"]
+    );
 }
 
 #[test]
