@@ -15,7 +15,7 @@ use crate::http::ApiConfig;
 use crate::proto::auth::{AuthConfig, StaticUser, UserSource};
 use crate::proto::policy::PeerPolicy;
 use crate::proto::{self, Lifetimes, Quotas};
-use crate::userdb::UserDb;
+use crate::userdb::{self, UserDb};
 use api::parse_cidr;
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,33 @@ pub fn parse_external_ip(s: &str) -> Result<(IpAddr, Option<IpAddr>), ConfigErro
     }
 }
 
+/// The user database `cfg` names, if any: one at most, as coturn reads one (a second is an
+/// error rather than one of them silently unread).
+pub fn user_database(cfg: &RelayConfig) -> Result<Option<userdb::Spec>, ConfigError> {
+    let mut named = Vec::new();
+    if let Some(path) = &cfg.userdb {
+        named.push(("userdb", userdb::Spec::Sqlite(path.clone())));
+    }
+    if let Some(conn) = &cfg.redis_userdb {
+        let conn = userdb::redis::ConnSpec::parse(conn).map_err(|err| ConfigError::Invalid {
+            setting: "redis-userdb",
+            message: err.to_string(),
+        })?;
+        named.push(("redis-userdb", userdb::Spec::Redis(conn)));
+    }
+    if named.len() > 1 {
+        let names: Vec<&str> = named.iter().map(|(name, _)| *name).collect();
+        return Err(ConfigError::Invalid {
+            setting: "userdb",
+            message: format!(
+                "one user database at a time, and {} are set",
+                names.join(" and ")
+            ),
+        });
+    }
+    Ok(named.pop().map(|(_, spec)| spec))
+}
+
 /// Builds the core's configuration. `nonce_key` stays the same across reloads so that nonces
 /// already handed out stay valid.
 pub fn build(
@@ -151,6 +178,7 @@ pub fn build_with(
     if cfg.realm.is_empty() {
         return Err(invalid("realm", "must not be empty"));
     }
+    user_database(cfg)?;
     if cfg.min_port == 0 || cfg.min_port > cfg.max_port {
         return Err(invalid(
             "min-port/max-port",
@@ -424,10 +452,47 @@ mod tests {
                 },
                 "users file",
             ),
+            (
+                RelayConfig {
+                    redis_userdb: Some("ip=127.0.0.1 colour=blue".into()),
+                    ..ok.clone()
+                },
+                "redis-userdb: unknown key \"colour\"",
+            ),
+            (
+                RelayConfig {
+                    userdb: Some("/var/lib/turn/turndb".into()),
+                    redis_userdb: Some("ip=127.0.0.1".into()),
+                    ..ok.clone()
+                },
+                "one user database at a time, and userdb and redis-userdb are set",
+            ),
         ] {
             let err = build(&cfg, &bound, [0; 32]).expect_err(needle).to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn one_user_database_is_named() {
+        let none = RelayConfig::default();
+        assert_eq!(user_database(&none).expect("valid"), None);
+        let sqlite = RelayConfig {
+            userdb: Some("/var/lib/turn/turndb".into()),
+            ..RelayConfig::default()
+        };
+        assert_eq!(
+            user_database(&sqlite).expect("valid"),
+            Some(userdb::Spec::Sqlite("/var/lib/turn/turndb".into()))
+        );
+        let redis = RelayConfig {
+            redis_userdb: Some("ip=127.0.0.1 dbname=2 password=turn".into()),
+            ..RelayConfig::default()
+        };
+        let Some(userdb::Spec::Redis(conn)) = user_database(&redis).expect("valid") else {
+            panic!("not redis");
+        };
+        assert_eq!(conn.describe(), "redis 127.0.0.1:6379 db 2");
     }
 
     #[test]

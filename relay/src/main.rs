@@ -304,8 +304,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // coturn's user database: its realm is read once before serving (secrets, options, peer
     // ranges); a database that does not answer is reported and the relay starts without it,
     // following it once it answers (userdb/).
-    let userdb = cfg.userdb.as_ref().map(|path| {
-        let db = UserDb::sqlite(path, &cfg.realm, metrics.clone());
+    let userdb = config::user_database(&cfg).context("invalid configuration")?;
+    let userdb = userdb.map(|spec| {
+        let db = UserDb::open(&spec, &cfg.realm, metrics.clone());
         runtime.block_on(async {
             db.read_realm().await;
             db.start();

@@ -21,7 +21,9 @@ use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, images, repo_root};
 /// prometheus: relay/tests/dashboard.rs evaluates every query of the chart's Grafana dashboard
 /// against it, scraping a real relay and operator;
 /// sqlite3: relay/tests/userdb.rs writes the peer ranges of coturn's user database, which
-/// turnadmin has no option for, as coturn's web admin would.
+/// turnadmin has no option for, as coturn's web admin would;
+/// redis-server and redis-tools: relay/tests/userdb_redis.rs runs a Redis server of its own for
+/// `--redis-userdb`, which `turnadmin -N` writes, and `redis-cli` writes what turnadmin cannot.
 const APT_PACKAGES: &[&str] = &[
     "coturn",
     "iproute2",
@@ -36,6 +38,8 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "prometheus",
     "sqlite3",
+    "redis-server",
+    "redis-tools",
 ];
 
 /// The browser tests' driver (puppeteer-core), installed from its lockfile with `npm ci`.

@@ -120,6 +120,23 @@ relay_settings! {
         #[arg(long, env = "XDPTURN_USERDB", value_name = "FILE")]
         userdb: Option<PathBuf>;
 
+    /// coturn's Redis user database, as `turnadmin -N CONNECTION` writes it: coturn's connection
+    /// string (`ip=ADDRESS port=PORT dbname=N password=... connect_timeout=SECONDS`) or a
+    /// `redis://` URL. One user database at a time: not with `userdb`.
+    redis_userdb: Option<String> = None, flag
+        /// coturn's Redis user database, as `turnadmin -N CONNECTION` writes it, read as --userdb
+        /// is: coturn's connection string "ip=ADDRESS port=PORT dbname=N password=...
+        /// connect_timeout=SECONDS" (every key optional: 127.0.0.1, 6379, 0) or a
+        /// redis://[:PASSWORD@]HOST[:PORT][/DB] URL; not with --userdb [--redis-userdb, -N].
+        #[arg(
+            long = "redis-userdb",
+            short = 'N',
+            env = "XDPTURN_REDIS_USERDB",
+            value_name = "CONNECTION",
+            hide_env_values = true
+        )]
+        redis_userdb: Option<String>;
+
     /// Shared secrets for time-limited REST credentials; any of them validates (rotation).
     auth_secrets: Vec<String> = Vec::new(), flag
         /// Shared secret for time-limited REST credentials; repeatable, any one validates, for
@@ -327,6 +344,7 @@ impl RelayConfig {
         !self.users.is_empty()
             || self.users_file.is_some()
             || self.userdb.is_some()
+            || self.redis_userdb.is_some()
             || !self.auth_secrets.is_empty()
             || !self.auth_secret_files.is_empty()
     }

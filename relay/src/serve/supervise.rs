@@ -195,7 +195,10 @@ fn reload(
                     "listen addresses and workers change only on restart; the rest is reloaded"
                 );
             }
-            if new.userdb != cfg.userdb || (new.userdb.is_some() && new.realm != cfg.realm) {
+            if new.userdb != cfg.userdb
+                || new.redis_userdb != cfg.redis_userdb
+                || ((new.userdb.is_some() || new.redis_userdb.is_some()) && new.realm != cfg.realm)
+            {
                 tracing::warn!(
                     "the user database and the realm it is read for change only on restart; \
                      the rest is reloaded"

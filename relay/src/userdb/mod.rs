@@ -41,6 +41,7 @@
 pub mod backend;
 pub mod cache;
 pub mod realm;
+pub mod redis;
 pub mod sqlite;
 
 use std::path::Path;
@@ -78,7 +79,30 @@ pub struct UserDb {
     state: AtomicU8,
 }
 
+/// Which user database, and where: what the configuration names (one at most, as coturn reads
+/// one; `config::user_database`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    /// `--userdb FILE`.
+    Sqlite(std::path::PathBuf),
+    /// `--redis-userdb CONNECTION`.
+    Redis(redis::ConnSpec),
+}
+
 impl UserDb {
+    /// The database `spec` names, for `realm`.
+    pub fn open(spec: &Spec, realm: &str, metrics: Arc<Metrics>) -> Arc<Self> {
+        match spec {
+            Spec::Sqlite(path) => Self::sqlite(path, realm, metrics),
+            Spec::Redis(conn) => Self::new(
+                Arc::new(redis::Redis::new(conn.clone())),
+                realm,
+                metrics,
+                Limits::default(),
+            ),
+        }
+    }
+
     /// coturn's SQLite database at `path`, for `realm`.
     pub fn sqlite(path: &Path, realm: &str, metrics: Arc<Metrics>) -> Arc<Self> {
         Self::new(

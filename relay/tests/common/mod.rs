@@ -9,6 +9,7 @@ pub mod process;
 pub mod prometheus;
 pub mod turn;
 pub mod uclient;
+pub mod userdb;
 
 pub use launch::{field, launch, metric_value};
 
