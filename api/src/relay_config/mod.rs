@@ -75,8 +75,8 @@ relay_settings! {
     /// The SOFTWARE attribute sent in responses. Empty sends none.
     software: String = concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(), flag
         /// SOFTWARE attribute in responses; empty sends none [--no-software-attribute].
-        // Listed after --drain-timeout (flag 24, numbered 123) in --help, as it always was.
-        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 123)]
+        // Listed after --drain-timeout (flag 25, numbered 124) in --help, as it always was.
+        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 124)]
         software: Option<String>;
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP.

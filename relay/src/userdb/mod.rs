@@ -1,7 +1,7 @@
-//! coturn's user database, read by the relay (`--userdb FILE`): long-term users
-//! (`turnusers_lt`), REST shared secrets (`turn_secret`), realm options (`turn_realm_option`:
-//! max-bps, user-quota, total-quota) and allowed and denied peer ranges, as coturn's
-//! `turnadmin` writes them, for the relay's realm.
+//! coturn's user database, read by the relay (`--userdb FILE`; `--redis-userdb`: the same
+//! things in Redis keys, `redis.rs`): long-term users (`turnusers_lt`), REST shared secrets
+//! (`turn_secret`), realm options (`turn_realm_option`: max-bps, user-quota, total-quota) and
+//! allowed and denied peer ranges, as coturn's `turnadmin` writes them, for the relay's realm.
 //!
 //! Never on the packet path, never a single point of failure:
 //!
@@ -35,8 +35,8 @@
 //!
 //! [`Command::AwaitUser`]: crate::proto::Command::AwaitUser
 //!
-//! `backend` is the trait a database implements, `sqlite` coturn's default database, `realm`
-//! parses what they read, `cache` is the cache and the lookup budget.
+//! `backend` is the trait a database implements, `sqlite` coturn's default database, `redis`
+//! its Redis database, `realm` parses what they read, `cache` is the cache and the lookup budget.
 
 pub mod backend;
 pub mod cache;

@@ -9,17 +9,19 @@
 //! | `turn/realm/<realm>/allowed-peer-ip`, `denied-peer-ip` | sets of peer ranges | by hand |
 //! | `turn/realm/<realm>/max-bps`, `user-quota`, `total-quota` | strings: numbers | `turnadmin -g` |
 //!
-//! The open password is what coturn's Redis documentation offers besides keys (older coturn
-//! releases read it when there is no key; `turnadmin -a` deletes it): it is read in the same
-//! round trip as the key (`MGET`) and used only when there is no usable key.
+//! The open password is what coturn's Redis documentation offers besides keys (coturn releases
+//! before 4.6 read it when there is no key; 4.6 reads keys only): it is read in the same round
+//! trip as the key (`MGET`) and used only when there is no usable key.
 //!
-//! A user lookup is one `MGET`; a realm read is one pipelined round trip. Both are bounded in
+//! A user lookup is one `MGET`; a realm read is one pipelined round trip; both are bounded in
 //! time as SQLite's queries are. The connection is one multiplexed connection (redis's
-//! `ConnectionManager`), made on first use and remade by itself when it breaks: a server that is
-//! down makes each query fail fast (one connection attempt), and the periodic realm read
-//! (`userdb/mod.rs`) notices when it is back. Changes made by `turnadmin` are seen through the
-//! cache's short lifetimes and that periodic read, as with SQLite: no keyspace notifications are
-//! needed, and the server's settings are left as they are.
+//! `ConnectionManager`), made on first use and remade by itself when it breaks; a query that
+//! finds it broken is tried once more on the new one, so that a server that is back answers the
+//! first query after its return. A server that is down makes each query fail fast (a connection
+//! attempt or two, each bounded), and the periodic realm read (`userdb/mod.rs`) notices when it
+//! is back. Changes made by `turnadmin` are seen through the cache's short lifetimes and that
+//! periodic read, as with SQLite: no keyspace notifications are needed, and the server's
+//! settings are left as they are.
 //!
 //! The connection string is coturn's (`ip=127.0.0.1 dbname=0 password=... port=6379
 //! connect_timeout=30`, with coturn's synonyms for each key) or a `redis://` or `unix://` URL.
@@ -260,13 +262,30 @@ impl Redis {
         }
     }
 
-    /// `cmd` (one command or a pipeline), within [`QUERY_TIMEOUT`].
-    async fn bounded<T>(
-        &self,
-        fut: impl Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, BackendError> {
-        match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
-            Ok(result) => result.map_err(|e| self.error(e)),
+    /// `query` on the connection (one command or a pipeline), within [`QUERY_TIMEOUT`]. When
+    /// the connection is found broken (the server went, or came back since the last attempt
+    /// failed), the manager starts a new one and the query is tried once more on it, so that a
+    /// server that is back answers the first query after its return.
+    async fn query<T, F, Fut>(&self, query: F) -> Result<T, BackendError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let attempts = async {
+            match query(self.manager()?).await {
+                Err(err)
+                    if err.is_io_error()
+                        || err.is_connection_dropped()
+                        || err.is_connection_refusal() =>
+                {
+                    query(self.manager()?).await
+                }
+                other => other,
+            }
+            .map_err(|e| self.error(e))
+        };
+        match tokio::time::timeout(QUERY_TIMEOUT, attempts).await {
+            Ok(result) => result,
             Err(_) => Err(BackendError::Timeout(QUERY_TIMEOUT)),
         }
     }
@@ -348,16 +367,15 @@ impl Backend for Redis {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
         Box::pin(async move {
-            let mut con = self.manager()?;
             let [key, password] = user_keys(realm, name);
+            let mut mget = ::redis::cmd("MGET");
+            mget.arg(&key).arg(&password);
             // A key of another type reads as nil here: no such user.
             let (key, password): (Option<String>, Option<String>) = self
-                .bounded(
-                    ::redis::cmd("MGET")
-                        .arg(&key)
-                        .arg(&password)
-                        .query_async(&mut con),
-                )
+                .query(|mut con| {
+                    let mget = &mget;
+                    async move { mget.query_async(&mut con).await }
+                })
                 .await?;
             Ok(user_key_from(realm, name, key, password))
         })
@@ -365,7 +383,6 @@ impl Backend for Redis {
 
     fn realm<'a>(&'a self, realm: &'a str) -> BoxFuture<'a, Result<RealmRows, BackendError>> {
         Box::pin(async move {
-            let mut con = self.manager()?;
             let secret = realm_key(realm, "secret");
             let mut pipe = ::redis::pipe();
             pipe.ignore_errors()
@@ -379,7 +396,12 @@ impl Backend for Redis {
                 .arg(realm_key(realm, "denied-peer-ip"))
                 .cmd("MGET")
                 .arg(&OPTIONS.map(|opt| realm_key(realm, opt))[..]);
-            let replies: Vec<Value> = self.bounded(pipe.query_async(&mut con)).await?;
+            let replies: Vec<Value> = self
+                .query(|mut con| {
+                    let pipe = &pipe;
+                    async move { pipe.query_async(&mut con).await }
+                })
+                .await?;
             realm_rows(realm, replies)
         })
     }
