@@ -57,7 +57,7 @@ fn authenticated(
     client: SocketAddr,
     extra: &[u8],
 ) -> Vec<u8> {
-    let nonce = server.config().auth.nonce(client.ip(), 1_800_000_000);
+    let nonce = server.config().auth.nonce(client.ip(), 1_800_000_000, true);
     let mut buf = vec![0u8; 1024];
     let mut e = Encoder::new(
         &mut buf,

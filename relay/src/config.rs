@@ -122,33 +122,6 @@ pub fn parse_external_ip(s: &str) -> Result<(IpAddr, Option<IpAddr>), ConfigErro
     }
 }
 
-/// The user database `cfg` names, if any: one at most, as coturn reads one (a second is an
-/// error rather than one of them silently unread).
-pub fn user_database(cfg: &RelayConfig) -> Result<Option<userdb::Spec>, ConfigError> {
-    let mut named = Vec::new();
-    if let Some(path) = &cfg.userdb {
-        named.push(("userdb", userdb::Spec::Sqlite(path.clone())));
-    }
-    if let Some(conn) = &cfg.redis_userdb {
-        let conn = userdb::redis::ConnSpec::parse(conn).map_err(|err| ConfigError::Invalid {
-            setting: "redis-userdb",
-            message: err.to_string(),
-        })?;
-        named.push(("redis-userdb", userdb::Spec::Redis(conn)));
-    }
-    if named.len() > 1 {
-        let names: Vec<&str> = named.iter().map(|(name, _)| *name).collect();
-        return Err(ConfigError::Invalid {
-            setting: "userdb",
-            message: format!(
-                "one user database at a time, and {} are set",
-                names.join(" and ")
-            ),
-        });
-    }
-    Ok(named.pop().map(|(_, spec)| spec))
-}
-
 /// Builds the core's configuration. `nonce_key` stays the same across reloads so that nonces
 /// already handed out stay valid.
 pub fn build(
@@ -178,7 +151,9 @@ pub fn build_with(
     if cfg.realm.is_empty() {
         return Err(invalid("realm", "must not be empty"));
     }
-    user_database(cfg)?;
+    if let Err(message) = userdb::Source::from_config(cfg) {
+        return Err(invalid("user database", &message));
+    }
     if cfg.min_port == 0 || cfg.min_port > cfg.max_port {
         return Err(invalid(
             "min-port/max-port",
@@ -457,7 +432,7 @@ mod tests {
                     redis_userdb: Some("ip=127.0.0.1 colour=blue".into()),
                     ..ok.clone()
                 },
-                "redis-userdb: unknown key \"colour\"",
+                "user database: redis-userdb: unknown key \"colour\"",
             ),
             (
                 RelayConfig {
@@ -465,7 +440,7 @@ mod tests {
                     redis_userdb: Some("ip=127.0.0.1".into()),
                     ..ok.clone()
                 },
-                "one user database at a time, and userdb and redis-userdb are set",
+                "user database: one user database at a time: userdb, redis-userdb are all given",
             ),
         ] {
             let err = build(&cfg, &bound, [0; 32]).expect_err(needle).to_string();
@@ -475,24 +450,46 @@ mod tests {
 
     #[test]
     fn one_user_database_is_named() {
+        use userdb::Source;
         let none = RelayConfig::default();
-        assert_eq!(user_database(&none).expect("valid"), None);
+        assert_eq!(Source::from_config(&none).expect("valid"), None);
         let sqlite = RelayConfig {
             userdb: Some("/var/lib/turn/turndb".into()),
             ..RelayConfig::default()
         };
         assert_eq!(
-            user_database(&sqlite).expect("valid"),
-            Some(userdb::Spec::Sqlite("/var/lib/turn/turndb".into()))
+            Source::from_config(&sqlite).expect("valid"),
+            Some(Source::Sqlite("/var/lib/turn/turndb".into()))
+        );
+        let psql = RelayConfig {
+            psql_userdb: Some("host=127.0.0.1 dbname=coturn".into()),
+            ..RelayConfig::default()
+        };
+        assert_eq!(
+            Source::from_config(&psql).expect("valid"),
+            Some(Source::Postgres("host=127.0.0.1 dbname=coturn".into()))
         );
         let redis = RelayConfig {
             redis_userdb: Some("ip=127.0.0.1 dbname=2 password=turn".into()),
             ..RelayConfig::default()
         };
-        let Some(userdb::Spec::Redis(conn)) = user_database(&redis).expect("valid") else {
+        let Some(Source::Redis(conn)) = Source::from_config(&redis).expect("valid") else {
             panic!("not redis");
         };
         assert_eq!(conn.describe(), "redis 127.0.0.1:6379 db 2");
+        let all = RelayConfig {
+            userdb: Some("/var/lib/turn/turndb".into()),
+            psql_userdb: Some("host=127.0.0.1".into()),
+            mysql_userdb: Some("host=127.0.0.1".into()),
+            redis_userdb: Some("ip=127.0.0.1".into()),
+            ..RelayConfig::default()
+        };
+        let err = Source::from_config(&all).expect_err("four databases");
+        assert_eq!(
+            err,
+            "one user database at a time: userdb, psql-userdb, mysql-userdb, redis-userdb are \
+             all given"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use relay::serve::{
     Live, ServeArgs, Watch, attach_when_free, export_xdp_counters, handover, load_config,
     load_dataplane, parse_uri, set_test_lifetimes, supervise,
 };
-use relay::userdb::UserDb;
+use relay::userdb::{self, UserDb};
 use relay::{credentials, http, tls};
 use tracing_subscriber::EnvFilter;
 
@@ -304,15 +304,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // coturn's user database: its realm is read once before serving (secrets, options, peer
     // ranges); a database that does not answer is reported and the relay starts without it,
     // following it once it answers (userdb/).
-    let userdb = config::user_database(&cfg).context("invalid configuration")?;
-    let userdb = userdb.map(|spec| {
-        let db = UserDb::open(&spec, &cfg.realm, metrics.clone());
-        runtime.block_on(async {
-            db.read_realm().await;
-            db.start();
-        });
-        db
-    });
+    let source = userdb::Source::from_config(&cfg)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("invalid configuration")?;
+    let userdb = source
+        .map(|source| {
+            runtime.block_on(async {
+                let db = UserDb::open(&source, &cfg.realm, metrics.clone())?;
+                db.read_realm().await;
+                db.start();
+                Ok::<_, String>(db)
+            })
+        })
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("invalid configuration")?;
     let mut core = config::build_with(&cfg, &bound, nonce_key, userdb.as_ref())
         .context("invalid configuration")?;
     set_test_lifetimes(&args, &mut core);

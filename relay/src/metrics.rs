@@ -314,7 +314,7 @@ impl Metrics {
         for r in Rejection::ALL {
             auth_failures.with_label_values(&[r.as_str()]);
         }
-        for d in [Denial::OwnEndpoint, Denial::BuiltIn, Denial::Configured] {
+        for d in Denial::ALL {
             peer_denied.with_label_values(&[denial_label(d)]);
         }
         for q in QuotaKind::ALL {
@@ -516,6 +516,7 @@ impl Counters for Metrics {
 fn denial_label(d: Denial) -> &'static str {
     match d {
         Denial::OwnEndpoint => "own_endpoint",
+        Denial::OwnAddress => "own_address",
         Denial::BuiltIn => "builtin",
         Denial::Configured => "configured",
     }

@@ -389,7 +389,19 @@ impl Core {
                 nonce_key: [9; 32],
                 nonce_lifetime: Duration::from_secs(600),
             },
-            policy: PeerPolicy::new(Vec::new(), Vec::new()),
+            // The peers are in the documentation ranges, which the built-in rules deny.
+            policy: PeerPolicy::new(
+                [
+                    "192.0.2.0/24",
+                    "198.51.100.0/24",
+                    "203.0.113.0/24",
+                    "2001:db8::/32",
+                ]
+                .iter()
+                .map(|s| s.parse().expect("cidr"))
+                .collect(),
+                Vec::new(),
+            ),
             lifetimes: Lifetimes::default(),
             quotas: Quotas::default(),
             relay_ips: vec![

@@ -215,6 +215,10 @@ fn denied_peers_get_403() {
         "198.18.0.1:5000",
         "224.0.0.251:5353",
         "255.255.255.255:5000",
+        "192.0.2.1:5000",    // documentation
+        "198.51.100.1:5000", // documentation
+        "203.0.113.9:5000",  // documentation
+        "192.88.99.1:5000",  // deprecated 6to4 relay anycast
     ];
     for peer in v4_denied {
         assert_eq!(
@@ -228,8 +232,9 @@ fn denied_peers_get_403() {
             "{peer}"
         );
     }
+    // No packet goes to these: a permission is only installed.
     assert_eq!(
-        v4.create_permission("203.0.113.9:5000".parse().expect("addr")),
+        v4.create_permission("8.8.8.8:5000".parse().expect("addr")),
         None,
         "a public peer is fine"
     );
@@ -250,6 +255,12 @@ fn denied_peers_get_403() {
         "[64:ff9b::192.168.0.1]:5000",
         "[2002:c0a8:101::1]:5000", // 6to4 of 192.168.1.1
         "[2002:7f00:1::]:5000",    // 6to4 of 127.0.0.1
+        "[::ffff:0:7f00:1]:5000",  // SIIT of 127.0.0.1
+        "[::ffff:0:a9fe:a9fe]:80", // SIIT of the metadata address
+        "[fec0::1]:5000",          // site-local
+        "[100::1]:5000",           // discard-only
+        "[2001:db8::9]:5000",      // documentation
+        "[2001:20::1]:5000",       // ORCHIDv2
     ];
     for peer in v6_denied {
         assert_eq!(
@@ -259,11 +270,16 @@ fn denied_peers_get_403() {
         );
     }
     assert_eq!(
-        v6.create_permission("[2001:db8::9]:5000".parse().expect("addr")),
+        v6.create_permission("[2001:4860:4860::8888]:5000".parse().expect("addr")),
         None
     );
     let denied = relay.metric(r#"xdpturn_peer_denied_total{reason="builtin"}"#);
-    assert_eq!(denied, (2 * v4_denied.len() + v6_denied.len()) as f64);
+    // The relay listens on 127.0.0.1 and ::1: those (::ffff:127.0.0.1 too) are its own
+    // addresses, on a port that is not a relay port (twice for 127.0.0.1: CreatePermission and
+    // ChannelBind).
+    let own = relay.metric(r#"xdpturn_peer_denied_total{reason="own_address"}"#);
+    assert_eq!(own, 4.0);
+    assert_eq!(denied + own, (2 * v4_denied.len() + v6_denied.len()) as f64);
 }
 
 /// The relay's own service ports are refused even when their network is allowed; its relay
@@ -316,6 +332,77 @@ fn own_endpoints_refused_relay_ports_reachable() {
         Some(Ok(relay::stun::Data(b"hello b")))
     );
     assert!(relay.metric(r#"xdpturn_peer_denied_total{reason="own_endpoint"}"#) >= 2.0);
+}
+
+/// With no allow option, another allocation's relayed address (on the relay's own IP) is a
+/// peer for CreatePermission and ChannelBind alike, and only on the relay ports: the permission
+/// covers the IP, but a datagram from another port of it is dropped and counted, not forwarded.
+#[test]
+fn own_address_is_a_peer_on_relay_ports_only() {
+    let relay = relay(&ALICE);
+    let client = || {
+        TurnClient::new(
+            relay.v4(),
+            "127.0.0.1:0",
+            "alice",
+            "wonderland",
+            "example.org",
+        )
+    };
+    let (mut a, mut b) = (client(), client());
+    let a_relayed = a.allocate().expect("a");
+    let b_relayed = b.allocate().expect("b");
+    assert_eq!(a.create_permission(b_relayed), None, "CreatePermission");
+    assert_eq!(a.channel_bind(0x4000, b_relayed), None, "ChannelBind");
+    assert_eq!(b.create_permission(a_relayed), None, "the other way");
+    // A socket on the relay's IP, on an ephemeral port outside the relay port range.
+    let stray = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let stray_addr = stray.local_addr().expect("addr");
+    let (min, max) = (a_relayed.port().min(b_relayed.port()), stray_addr.port());
+    assert!(
+        min < 30_000 && max > 30_000,
+        "{stray_addr} is no relay port"
+    );
+    assert_eq!(
+        a.create_permission(stray_addr),
+        Some(403),
+        "not a relay port"
+    );
+    assert_eq!(
+        a.channel_bind(0x4001, stray_addr),
+        Some(403),
+        "not a relay port"
+    );
+    let denied = relay.metric(r#"xdpturn_peer_denied_total{reason="own_address"}"#);
+    assert_eq!(denied, 2.0);
+
+    stray.send_to(b"stray", a_relayed).expect("send");
+    b.send(a_relayed, b"from b");
+    a.socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    while let Ok((n, _)) = a.socket.recv_from(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+    let contains = |needle: &[u8]| {
+        got.iter()
+            .any(|p| p.windows(needle.len()).any(|w| w == needle))
+    };
+    assert!(contains(b"from b"), "b's data reaches a: {got:?}");
+    assert!(
+        !contains(b"stray"),
+        "the stray datagram was relayed: {got:?}"
+    );
+    assert_eq!(
+        relay.metric(r#"xdpturn_dropped_packets_total{reason="peer_denied",transport="udp"}"#),
+        1.0
+    );
+    assert_eq!(
+        relay.metric(r#"xdpturn_peer_denied_total{reason="own_address"}"#),
+        3.0
+    );
 }
 
 #[test]
@@ -443,4 +530,166 @@ fn not_ready_at_capacity() {
     wait_ready(503);
     assert_eq!(a.delete(), None);
     wait_ready(200);
+}
+
+/// Every kind of request a stranger can send over UDP, without credentials, well-formed and
+/// not: the relay's answer is at most three times the request (or there is none), so it cannot
+/// be used to multiply a spoofed source's traffic. The well-formed requests of every method are
+/// answered (REALM and NONCE for the TURN ones), so staying quiet is not how the bound is met.
+#[test]
+fn unauthenticated_answers_stay_within_three_times_the_request() {
+    use relay::stun::{
+        AttrType, ChannelNumber, Class, Encoder, ErrorCode, Lifetime, Message, MessageType, Method,
+        Nonce, PasswordAlgorithms, Realm, RequestedTransport, Software, TransactionId, Username,
+        XorPeerAddress,
+    };
+    let relay = relay(&ALICE);
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .expect("timeout");
+    let peer: SocketAddr = "8.8.8.8:5000".parse().expect("addr");
+    let build = |method: Method, attrs: &dyn Fn(&mut Encoder<'_>)| {
+        let mut buf = vec![0u8; 1500];
+        let mut e = Encoder::new(
+            &mut buf,
+            MessageType::new(method, Class::Request),
+            TransactionId::new([3; 12]),
+        )
+        .expect("header");
+        attrs(&mut e);
+        let len = e.finish();
+        buf.truncate(len);
+        buf
+    };
+    let fp = |e: &mut Encoder<'_>| e.fingerprint().expect("fp");
+    let rt = |e: &mut Encoder<'_>| e.add(&RequestedTransport::UDP).expect("rt");
+    let mut length_mismatch = build(Method::ALLOCATE, &rt);
+    length_mismatch[3] = 4; // says 4 bytes follow; 8 do
+    let mut bad_value = build(Method::BINDING, &|e| {
+        e.add_raw(AttrType::XOR_MAPPED_ADDRESS, &[0, 9, 0, 0, 1, 2, 3, 4])
+            .expect("add")
+    });
+    bad_value.truncate(bad_value.len());
+    // (name, request, whether an answer is due)
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("Binding", build(Method::BINDING, &|_| {}), true),
+        ("Binding + FINGERPRINT", build(Method::BINDING, &fp), true),
+        (
+            "Binding + SOFTWARE",
+            build(Method::BINDING, &|e| e.add(&Software("probe")).expect("sw")),
+            true,
+        ),
+        ("Allocate, bare", build(Method::ALLOCATE, &|_| {}), false),
+        ("Allocate", build(Method::ALLOCATE, &rt), true),
+        (
+            "Allocate + FINGERPRINT",
+            build(Method::ALLOCATE, &|e| {
+                rt(e);
+                fp(e)
+            }),
+            true,
+        ),
+        ("Refresh, bare", build(Method::REFRESH, &|_| {}), false),
+        (
+            "Refresh + LIFETIME",
+            build(Method::REFRESH, &|e| e.add(&Lifetime(600)).expect("lt")),
+            true,
+        ),
+        (
+            "CreatePermission",
+            build(Method::CREATE_PERMISSION, &|e| {
+                e.add(&XorPeerAddress(peer)).expect("peer")
+            }),
+            true,
+        ),
+        (
+            "ChannelBind",
+            build(Method::CHANNEL_BIND, &|e| {
+                e.add(&ChannelNumber(0x4000)).expect("ch");
+                e.add(&XorPeerAddress(peer)).expect("peer");
+            }),
+            true,
+        ),
+        (
+            "Connect",
+            build(Method::CONNECT, &|e| {
+                e.add(&XorPeerAddress(peer)).expect("peer")
+            }),
+            true,
+        ),
+        (
+            "Allocate, wrong password",
+            build(Method::ALLOCATE, &|e| {
+                rt(e);
+                e.add(&Username("alice")).expect("user");
+                e.add(&Realm("example.org")).expect("realm");
+                e.add(&Nonce("not-a-nonce-of-ours")).expect("nonce");
+                e.message_integrity(&[0; 16]).expect("mi");
+            }),
+            true,
+        ),
+        ("length mismatch", length_mismatch, false),
+        ("malformed attribute value", bad_value, true),
+        (
+            "unknown comprehension-required attribute",
+            build(Method::BINDING, &|e| {
+                e.add_raw(AttrType(0x7F01), b"??").expect("add")
+            }),
+            true,
+        ),
+        (
+            "unknown method",
+            build(Method::new(0x0FF).expect("method"), &|_| {}),
+            false,
+        ),
+        (
+            "Send as a request",
+            build(Method::SEND, &|e| {
+                e.add(&XorPeerAddress(peer)).expect("peer")
+            }),
+            false,
+        ),
+    ];
+    let mut table =
+        String::from("request                                    bytes  answer  ratio\n");
+    let mut failures = Vec::new();
+    let mut buf = [0u8; 1500];
+    for (name, req, due) in &cases {
+        socket.send_to(req, relay.v4()).expect("send");
+        let answer = socket.recv_from(&mut buf).map(|(n, _)| n).ok();
+        let n = answer.unwrap_or(0);
+        let ratio = n as f64 / req.len() as f64;
+        table += &format!("{name:<42} {:>5}  {n:>6}  {ratio:>5.2}\n", req.len());
+        if n > 3 * req.len() {
+            failures.push(format!("{name}: {n} bytes to {}", req.len()));
+        }
+        if answer.is_some() != *due {
+            failures.push(format!(
+                "{name}: answered {}, expected {due}",
+                answer.is_some()
+            ));
+        }
+        if let Some(n) = answer {
+            let msg = Message::decode(&buf[..n]).expect("answer decodes");
+            assert!(msg.get::<Software>().is_none(), "{name}: SOFTWARE");
+            if let Some(Ok(e)) = msg.get::<ErrorCode>() {
+                assert_eq!(e.reason, "", "{name}: a reason phrase");
+                if e.code == 401 {
+                    assert!(msg.get::<Realm>().is_some() && msg.get::<Nonce>().is_some());
+                }
+            }
+            // The request big enough to pay for it gets the SHA-256 offer.
+            if *name == "Allocate + FINGERPRINT" {
+                assert!(msg.get::<PasswordAlgorithms>().is_some(), "{name}");
+                msg.verify_fingerprint().expect("fingerprint");
+            }
+        }
+    }
+    eprintln!("{table}");
+    assert!(failures.is_empty(), "{failures:#?}\n{table}");
+    assert!(
+        relay.metric(r#"xdpturn_dropped_packets_total{reason="amplification",transport="udp"}"#)
+            >= 2.0
+    );
 }

@@ -8,32 +8,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::turn::TurnClient;
-use common::uclient::{Stats, echo_peer, uclient};
-use common::{Relay, TempDir, require, run};
-use relay::stun::{
-    Class, Encoder, ErrorCode, Message, MessageType, Method, Nonce, Realm, RequestedTransport,
-    TransactionId, Username, long_term_key_md5,
+use common::uclient::{echo_peer, uclient};
+use common::userdb::{
+    CHANGE_BOUND, REALM, TIMEOUT, allocate, allocate_request, bare_allocate, echoes, fresh_ip,
+    port_range, rand_u32, refused_call, relay_with, until, user_queries,
 };
-
-const REALM: &str = "example.org";
-const TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a change made by `turnadmin` may take to be seen (the relay aims at a few seconds).
-const CHANGE_BOUND: Duration = Duration::from_secs(12);
-
-/// A relay port range of its own for each relay a test starts, so parallel tests do not meet.
-fn port_range() -> (String, String) {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static N: AtomicU16 = AtomicU16::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let base = 30_000 + (std::process::id() % 100) as u16 * 40 + n * 200 % 8_000;
-    (base.to_string(), (base + 199).to_string())
-}
+use common::{Relay, TempDir, require, run};
+use relay::stun::{ErrorCode, Message, Nonce};
 
 /// Runs coturn's `turnadmin` with `args` on the database `db`; panics with its output if it
 /// fails.
@@ -59,69 +45,7 @@ fn fresh_db(dir: &TempDir) -> PathBuf {
 
 /// The relay on loopback with `--userdb db` as its only credential source.
 fn relay(db: &Path) -> Relay {
-    let (min, max) = port_range();
-    let db = db.to_str().expect("utf-8 path");
-    Relay::start(&[
-        "--realm",
-        REALM,
-        "--userdb",
-        db,
-        "--allow-peer",
-        "127.0.0.1",
-        "--min-port",
-        &min,
-        "--max-port",
-        &max,
-    ])
-}
-
-/// An allocation by `user` from a socket of its own on `bind`'s address: the relayed address or
-/// the error code.
-fn allocate(
-    relay: &Relay,
-    bind: &str,
-    user: &str,
-    password: &str,
-) -> Result<SocketAddr, Option<u16>> {
-    TurnClient::new(relay.v4(), bind, user, password, REALM).allocate()
-}
-
-/// A loopback address of its own for each client: a client refused over and over from one
-/// address would meet the failed-authentication limiter, which is not what these tests measure.
-fn fresh_ip() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("127.1.{}.{}:0", n / 250 % 250, n % 250 + 1)
-}
-
-/// Waits until `check` holds, up to `bound`; returns how long it took.
-fn until(bound: Duration, what: &str, relay: &Relay, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if check() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < bound,
-            "{what}: not within {bound:?}; relay log:\n{}",
-            relay.log_lines().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A short call with `creds` that is expected to be refused, from an address of its own (the
-/// failed-authentication limiter is not under test).
-fn refused_call(relay: &Relay, peer: SocketAddr, creds: &[&str]) -> Stats {
-    let local = fresh_ip();
-    let args = [
-        &["-L", local.trim_end_matches(":0")][..],
-        creds,
-        &["-m", "1", "-n", "5", "-l", "120"],
-    ]
-    .concat();
-    uclient(relay.v4(), peer, &args, Duration::from_secs(30))
+    relay_with(&["--userdb", db.to_str().expect("utf-8 path")])
 }
 
 #[test]
@@ -330,24 +254,6 @@ fn peer_ranges_from_the_database_join_the_built_in_rules() {
     println!("a denied_peer_ip row took effect after {denied:?}");
 }
 
-/// A Send indication to `peer` and the Data indication the echo peer sends back.
-fn echoes(client: &TurnClient, peer: SocketAddr) -> bool {
-    client.send(peer, b"ping through the relay");
-    let mut buf = [0u8; 1500];
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        let Ok((n, _)) = client.socket.recv_from(&mut buf) else {
-            return false;
-        };
-        if Message::decode(&buf[..n])
-            .is_ok_and(|m| m.method() == Method::DATA && m.class() == Class::Indication)
-        {
-            return true;
-        }
-    }
-    false
-}
-
 #[test]
 fn a_broken_database_leaves_known_users_and_allocations_served_until_it_returns() {
     let dir = TempDir::new("userdb-down");
@@ -423,28 +329,6 @@ fn a_broken_database_leaves_known_users_and_allocations_served_until_it_returns(
     );
 }
 
-/// An authenticated Allocate for `user` (whatever the password: a random user is unknown).
-fn allocate_request(user: &str, nonce: &str, n: u32) -> Vec<u8> {
-    let mut buf = vec![0u8; 512];
-    let mut tid = [0u8; 12];
-    tid[..4].copy_from_slice(&n.to_be_bytes());
-    let mut e = Encoder::new(
-        &mut buf,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        TransactionId::new(tid),
-    )
-    .expect("header");
-    e.add(&RequestedTransport::UDP).expect("rt");
-    e.add(&Username(user)).expect("user");
-    e.add(&Realm(REALM)).expect("realm");
-    e.add(&Nonce(nonce)).expect("nonce");
-    e.message_integrity(&long_term_key_md5(user, REALM, "guess"))
-        .expect("mi");
-    let len = e.finish();
-    buf.truncate(len);
-    buf
-}
-
 #[test]
 fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
     const FLOOD: u32 = 2000;
@@ -456,16 +340,7 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
     // One challenge for a nonce, then the flood: every request with a name of its own.
-    let mut bare = vec![0u8; 64];
-    let mut e = Encoder::new(
-        &mut bare,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        TransactionId::new([9; 12]),
-    )
-    .expect("header");
-    e.add(&RequestedTransport::UDP).expect("rt");
-    let len = e.finish();
-    socket.send_to(&bare[..len], relay.v4()).expect("send");
+    socket.send_to(&bare_allocate(), relay.v4()).expect("send");
     let mut buf = [0u8; 1500];
     let nonce = loop {
         let (n, _) = socket.recv_from(&mut buf).expect("a challenge");
@@ -475,7 +350,7 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
             break nonce.to_owned();
         }
     };
-    let before = queries(&relay);
+    let before = user_queries(&relay);
     let overflows_before = udp_receive_buffer_errors();
     let started = Instant::now();
     for i in 0..FLOOD {
@@ -497,7 +372,7 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
     }
     // Settle: lookups still under way end.
     std::thread::sleep(Duration::from_secs(2));
-    let made = queries(&relay) - before;
+    let made = user_queries(&relay) - before;
     let busy =
         relay.metric(r#"xdpturn_dropped_packets_total{reason="userdb_busy",transport="udp"}"#);
     let limited = relay
@@ -538,25 +413,4 @@ fn udp_receive_buffer_errors() -> i64 {
         .find(|(name, _)| *name == "RcvbufErrors")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// The user lookups the relay made (every result).
-fn queries(relay: &Relay) -> f64 {
-    ["found", "absent", "error"]
-        .iter()
-        .map(|r| {
-            relay.metric(&format!(
-                r#"xdpturn_userdb_queries_total{{query="user",result="{r}"}}"#
-            ))
-        })
-        .sum()
-}
-
-/// A pseudo-random number (splitmix32-ish) so the names do not follow a pattern a cache could
-/// exploit.
-fn rand_u32(i: u32) -> u32 {
-    let mut x = i.wrapping_mul(0x9E37_79B9) ^ std::process::id();
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x85EB_CA6B);
-    x ^ (x >> 13)
 }

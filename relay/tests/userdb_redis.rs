@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,18 +18,14 @@ use std::time::{Duration, Instant};
 use common::turn::TurnClient;
 use common::uclient::{echo_peer, uclient};
 use common::userdb::{
-    CHANGE_BOUND, allocate_request, bare_allocate, echoes, fresh_ip, port_range, rand_u32,
-    refused_call, until, user_queries,
+    CHANGE_BOUND, REALM, TIMEOUT, allocate, allocate_request, bare_allocate, echoes, fresh_ip,
+    port_range, rand_u32, refused_call, until, user_queries,
 };
 use common::{Guard, Relay, TempDir, require, run};
 use relay::stun::{ErrorCode, Message, Nonce};
 
-const REALM: &str = "example.org";
-const TIMEOUT: Duration = Duration::from_secs(120);
 /// The server's password: in the connection string, never in the relay's log.
 const PASSWORD: &str = "redis-pass-7f3a";
-/// The client addresses of this binary (`127.<NET>.x.y`), apart from the SQLite test's.
-const NET: u8 = 2;
 
 /// A `redis-server` of the test's own: loopback, a free port, its own directory (where
 /// `turnadmin`'s SAVE writes its snapshot, which a restart reads back), killed by PID when
@@ -187,7 +183,7 @@ fn fresh_server(dir: &TempDir) -> RedisServer {
 
 /// The relay on loopback with `--redis-userdb` as its only credential source.
 fn relay(server: &RedisServer, extra: &[&str]) -> Relay {
-    let (min, max) = port_range(42_000);
+    let (min, max) = port_range();
     let conn = server.conn();
     let relay = Relay::start(
         &[
@@ -207,21 +203,6 @@ fn relay(server: &RedisServer, extra: &[&str]) -> Relay {
     );
     relay.wait_for_log(&["user database open"], Duration::from_secs(10));
     relay
-}
-
-/// An allocation by `user` from a socket of its own on `bind`'s address: the relayed address or
-/// the error code.
-fn allocate(
-    relay: &Relay,
-    bind: &str,
-    user: &str,
-    password: &str,
-) -> Result<SocketAddr, Option<u16>> {
-    TurnClient::new(relay.v4(), bind, user, password, REALM).allocate()
-}
-
-fn ip() -> String {
-    fresh_ip(NET)
 }
 
 fn assert_no_password(relay: &Relay) {
@@ -278,7 +259,7 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
 
     // A wrong password and an unknown user are refused with 401, by coturn's client and ours.
     for (user, password) in [("alice", "mirror"), ("nobody", "wonderland")] {
-        let stats = refused_call(&relay, peer, &ip(), &["-u", user, "-w", password]);
+        let stats = refused_call(&relay, peer, &["-u", user, "-w", password]);
         assert!(
             !stats.exited_ok && stats.received == 0,
             "{user}:{password} was accepted:\n{}{}",
@@ -286,14 +267,14 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
             log()
         );
         assert_eq!(
-            allocate(&relay, &ip(), user, password),
+            allocate(&relay, &fresh_ip(), user, password),
             Err(Some(401)),
             "{user}:{password}{}",
             log()
         );
     }
     // A secret not in the database is refused too.
-    let stats = refused_call(&relay, peer, &ip(), &["-W", "not the secret", "-u", "bob"]);
+    let stats = refused_call(&relay, peer, &["-W", "not the secret", "-u", "bob"]);
     assert!(!stats.exited_ok && stats.received == 0, "{}", stats.text);
 
     // An open password stored by hand (coturn's Redis-only option) is accepted too.
@@ -303,9 +284,12 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
         "open",
     ]);
     until(CHANGE_BOUND, "olga accepted", &relay, || {
-        allocate(&relay, &ip(), "olga", "open").is_ok()
+        allocate(&relay, &fresh_ip(), "olga", "open").is_ok()
     });
-    assert_eq!(allocate(&relay, &ip(), "olga", "shut"), Err(Some(401)));
+    assert_eq!(
+        allocate(&relay, &fresh_ip(), "olga", "shut"),
+        Err(Some(401))
+    );
 
     // A realm option written by turnadmin applies: user-quota.
     let first = allocate(&relay, "127.2.250.3:0", "alice", "wonderland");
@@ -345,7 +329,7 @@ fn peer_ranges_from_the_database_join_the_built_in_rules() {
     // No --allow-peer: the built-in rules deny the loopback echo peer.
     let relay = relay(&server, &[]);
     let (_peer, peer) = echo_peer("127.0.0.1");
-    let mut client = TurnClient::new(relay.v4(), &ip(), "alice", "wonderland", REALM);
+    let mut client = TurnClient::new(relay.v4(), &fresh_ip(), "alice", "wonderland", REALM);
     client.allocate().expect("alice allocates");
     assert_eq!(client.create_permission(peer), Some(403), "built-in deny");
 
@@ -372,17 +356,17 @@ fn users_and_secrets_changed_by_turnadmin_are_seen_while_running() {
     let server = fresh_server(&dir);
     let relay = relay(&server, &[]);
     // Unknown now: refused (and remembered as unknown for a moment).
-    assert_eq!(allocate(&relay, &ip(), "carol", "pw"), Err(Some(401)));
+    assert_eq!(allocate(&relay, &fresh_ip(), "carol", "pw"), Err(Some(401)));
 
     server.turnadmin(&["-a", "-u", "carol", "-r", REALM, "-p", "pw"]);
     let added = until(CHANGE_BOUND, "carol accepted", &relay, || {
-        allocate(&relay, &ip(), "carol", "pw").is_ok()
+        allocate(&relay, &fresh_ip(), "carol", "pw").is_ok()
     });
     println!("a user added by turnadmin -N -a was accepted after {added:?}");
 
     server.turnadmin(&["-d", "-u", "carol", "-r", REALM]);
     let deleted = until(CHANGE_BOUND, "carol refused", &relay, || {
-        allocate(&relay, &ip(), "carol", "pw") == Err(Some(401))
+        allocate(&relay, &fresh_ip(), "carol", "pw") == Err(Some(401))
     });
     println!("a user deleted by turnadmin -N -d was refused after {deleted:?}");
 
@@ -399,8 +383,8 @@ fn users_and_secrets_changed_by_turnadmin_are_seen_while_running() {
         relay::credentials::rest_credential(secret.as_bytes(), Some("dave"), expiry).password
     };
     let rotated = until(CHANGE_BOUND, "secret rotated", &relay, || {
-        allocate(&relay, &ip(), &username, &rest("rotated")).is_ok()
-            && allocate(&relay, &ip(), &username, &rest("dbsecret")) == Err(Some(401))
+        allocate(&relay, &fresh_ip(), &username, &rest("rotated")).is_ok()
+            && allocate(&relay, &fresh_ip(), &username, &rest("dbsecret")) == Err(Some(401))
     });
     println!("a secret rotation by turnadmin -N -s/-X took effect after {rotated:?}");
     assert!(relay.metric(r#"xdpturn_userdb_queries_total{query="user",result="found"}"#) >= 1.0);
@@ -415,7 +399,7 @@ fn a_stopped_server_leaves_known_users_and_allocations_served_until_it_returns()
     let (_peer, peer) = echo_peer("127.0.0.1");
     let log = || format!("\nrelay log:\n{}", relay.log_lines().join("\n"));
 
-    let mut client = TurnClient::new(relay.v4(), &ip(), "alice", "wonderland", REALM);
+    let mut client = TurnClient::new(relay.v4(), &fresh_ip(), "alice", "wonderland", REALM);
     client.allocate().expect("alice allocates");
     assert_eq!(client.create_permission(peer), None);
     assert!(echoes(&client, peer), "relaying before{}", log());
@@ -440,12 +424,12 @@ fn a_stopped_server_leaves_known_users_and_allocations_served_until_it_returns()
     // read last serves); an unknown one is refused.
     std::thread::sleep(Duration::from_secs(4));
     assert!(
-        allocate(&relay, &ip(), "alice", "wonderland").is_ok(),
+        allocate(&relay, &fresh_ip(), "alice", "wonderland").is_ok(),
         "known user while down{}",
         log()
     );
     assert_eq!(
-        allocate(&relay, &ip(), "erin", "pw"),
+        allocate(&relay, &fresh_ip(), "erin", "pw"),
         Err(Some(401)),
         "{}",
         log()
@@ -476,7 +460,7 @@ fn a_stopped_server_leaves_known_users_and_allocations_served_until_it_returns()
         CHANGE_BOUND,
         "a user added after the return",
         &relay,
-        || allocate(&relay, &ip(), "frank", "pw").is_ok(),
+        || allocate(&relay, &fresh_ip(), "frank", "pw").is_ok(),
     );
     assert_no_password(&relay);
 }
@@ -507,7 +491,7 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
     for i in 0..FLOOD {
         let name = format!("rnd-{i}-{:08x}", rand_u32(i));
         socket
-            .send_to(&allocate_request(&name, REALM, &nonce, i + 1), relay.v4())
+            .send_to(&allocate_request(&name, &nonce, i + 1), relay.v4())
             .expect("send");
     }
     let mut refused = 0;
@@ -548,7 +532,7 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
     // A real user from elsewhere is not shut out.
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        allocate(&relay, &ip(), "alice", "wonderland").is_ok(),
+        allocate(&relay, &fresh_ip(), "alice", "wonderland").is_ok(),
         "alice after the flood:\n{}",
         relay.log_lines().join("\n")
     );

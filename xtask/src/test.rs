@@ -22,6 +22,9 @@ use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, images, repo_root};
 /// against it, scraping a real relay and operator;
 /// sqlite3: relay/tests/userdb.rs writes the peer ranges of coturn's user database, which
 /// turnadmin has no option for, as coturn's web admin would;
+/// postgresql and mariadb-server (with their clients, psql and mariadb):
+/// relay/tests/userdb_servers.rs starts a server of each, loads coturn's schema and has
+/// turnadmin write the user database the relay reads with `--psql-userdb` and `--mysql-userdb`;
 /// redis-server and redis-tools: relay/tests/userdb_redis.rs runs a Redis server of its own for
 /// `--redis-userdb`, which `turnadmin -N` writes, and `redis-cli` writes what turnadmin cannot.
 const APT_PACKAGES: &[&str] = &[
@@ -38,6 +41,8 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "prometheus",
     "sqlite3",
+    "postgresql",
+    "mariadb-server",
     "redis-server",
     "redis-tools",
 ];

@@ -72,11 +72,13 @@ relay_settings! {
         #[arg(long, env = "XDPTURN_KEY", value_name = "FILE")]
         key: Option<PathBuf>;
 
-    /// The SOFTWARE attribute sent in responses. Empty sends none.
+    /// The SOFTWARE attribute sent in answers to authenticated requests (never to strangers,
+    /// Binding included: it would only enlarge what a spoofed source gets reflected). Empty
+    /// sends none.
     software: String = concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(), flag
-        /// SOFTWARE attribute in responses; empty sends none [--no-software-attribute].
-        // Listed after --drain-timeout (flag 25, numbered 124) in --help, as it always was.
-        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 124)]
+        /// SOFTWARE attribute in answers to authenticated requests only; empty sends none [--no-software-attribute].
+        // Listed after --drain-timeout (flag 27, numbered 126) in --help, as it always was.
+        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 126)]
         software: Option<String>;
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP.
@@ -120,19 +122,53 @@ relay_settings! {
         #[arg(long, env = "XDPTURN_USERDB", value_name = "FILE")]
         userdb: Option<PathBuf>;
 
-    /// coturn's Redis user database, as `turnadmin -N CONNECTION` writes it: coturn's connection
+    /// coturn's user database on PostgreSQL, as `turnadmin -e CONN` writes it: libpq's
+    /// `host=... dbname=... user=... password=... port=... connect_timeout=...` or a
+    /// `postgresql://` URL. Read as `userdb` is; one user database at a time.
+    psql_userdb: Option<String> = None, flag
+        /// coturn's user database on PostgreSQL, as `turnadmin -e CONN` writes it, read as
+        /// --userdb is: "host=H dbname=D user=U password=P port=N connect_timeout=S" (libpq's
+        /// form, also sslmode, sslrootcert, sslcert, sslkey) or postgresql://U:P@H:N/D. Prefer
+        /// the variable or the config file: command lines are visible to others [--psql-userdb,
+        /// -e].
+        #[arg(
+            long = "psql-userdb",
+            env = "XDPTURN_PSQL_USERDB",
+            value_name = "CONN",
+            hide_env_values = true
+        )]
+        psql_userdb: Option<String>;
+
+    /// coturn's user database on MySQL or MariaDB, as `turnadmin -M CONN` writes it: coturn's
+    /// `host=... dbname=... user=... password=... port=... connect_timeout=... read_timeout=...`
+    /// (with `ca`, `cert`, `key` for TLS) or a `mysql://` URL. Read as `userdb` is; one user
+    /// database at a time.
+    mysql_userdb: Option<String> = None, flag
+        /// coturn's user database on MySQL/MariaDB, as `turnadmin -M CONN` writes it, read as
+        /// --userdb is: "host=H dbname=D user=U password=P port=N connect_timeout=S
+        /// read_timeout=S" (coturn's form; ca=, cert=, key= turn TLS on) or
+        /// mysql://U:P@H:N/D. Prefer the variable or the config file: command lines are visible
+        /// to others [--mysql-userdb, -M].
+        #[arg(
+            long = "mysql-userdb",
+            env = "XDPTURN_MYSQL_USERDB",
+            value_name = "CONN",
+            hide_env_values = true
+        )]
+        mysql_userdb: Option<String>;
+
+    /// coturn's user database on Redis, as `turnadmin -N CONN` writes it: coturn's connection
     /// string (`ip=ADDRESS port=PORT dbname=N password=... connect_timeout=SECONDS`) or a
-    /// `redis://` URL. One user database at a time: not with `userdb`.
+    /// `redis://` URL. Read as `userdb` is; one user database at a time.
     redis_userdb: Option<String> = None, flag
-        /// coturn's Redis user database, as `turnadmin -N CONNECTION` writes it, read as --userdb
-        /// is: coturn's connection string "ip=ADDRESS port=PORT dbname=N password=...
-        /// connect_timeout=SECONDS" (every key optional: 127.0.0.1, 6379, 0) or a
-        /// redis://[:PASSWORD@]HOST[:PORT][/DB] URL; not with --userdb [--redis-userdb, -N].
+        /// coturn's user database on Redis, as `turnadmin -N CONN` writes it, read as --userdb
+        /// is: coturn's "ip=ADDRESS port=PORT dbname=N password=P connect_timeout=S" (every key
+        /// optional: 127.0.0.1, 6379, 0) or redis://[:P@]HOST[:PORT][/DB]. Prefer the variable or
+        /// the config file: command lines are visible to others [--redis-userdb, -N].
         #[arg(
             long = "redis-userdb",
-            short = 'N',
             env = "XDPTURN_REDIS_USERDB",
-            value_name = "CONNECTION",
+            value_name = "CONN",
             hide_env_values = true
         )]
         redis_userdb: Option<String>;
@@ -344,6 +380,8 @@ impl RelayConfig {
         !self.users.is_empty()
             || self.users_file.is_some()
             || self.userdb.is_some()
+            || self.psql_userdb.is_some()
+            || self.mysql_userdb.is_some()
             || self.redis_userdb.is_some()
             || !self.auth_secrets.is_empty()
             || !self.auth_secret_files.is_empty()

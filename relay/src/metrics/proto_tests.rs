@@ -141,7 +141,7 @@ fn wrong_password_stale_nonce_and_expired_rest_credentials() {
     // A nonce past its lifetime gets 438 and a fresh nonce, with which the client succeeds.
     let mut c = Client::new("203.0.113.6:40000", "alice", "wonderland");
     let _ = c.request(&mut server, Method::BINDING, now, &|_| {});
-    c.nonce = Some(server.config().auth.nonce(c.remote.ip(), UNIX));
+    c.nonce = Some(server.config().auth.nonce(c.remote.ip(), UNIX, true));
     let later = now + Duration::from_secs(601);
     let got = c.request(&mut server, Method::ALLOCATE, later, &|e| {
         e.add(&RequestedTransport::UDP).expect("rt")

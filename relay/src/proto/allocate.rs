@@ -264,6 +264,8 @@ impl Server {
             header: pending.header,
             key: Some(pending.key.clone()),
             fingerprint: pending.fingerprint,
+            // Authenticated: no bound.
+            request_len: usize::MAX,
         };
         let to_client = |command: Command| match command {
             Command::Reply { len } => Command::ToClient {
@@ -379,7 +381,14 @@ impl Server {
         // once, by another allocation that the kernel must not confuse with this one.
         let channels: Vec<_> = a.channels.iter().map(|(&n, c)| (n, c.peer)).collect();
         channel_events(&mut self.events, tuple, &a, &channels, false);
-        permission_events(&mut self.events, tuple, &a, &a.permitted(), false);
+        permission_events(
+            &mut self.events,
+            tuple,
+            &a,
+            &a.permitted(),
+            false,
+            &self.config.policy,
+        );
         self.events
             .push_back(Event::AllocationRemoved { tuple: *tuple });
         for r in &a.relays {

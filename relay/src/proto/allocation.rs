@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::policy::PeerPolicy;
 use super::{Event, FiveTuple, RelayHandle};
 use crate::stun::TransactionId;
 
@@ -315,18 +316,25 @@ pub(super) fn channel_events(
 
 /// Tells the kernel fast path that the permissions of allocation `a` for `peers` are to be
 /// used there (`installed`, with their expiry; a no-op for one already there) or not any more;
-/// each is on the relayed address of its peer's family.
+/// each is on the relayed address of its peer's family. A kernel permission entry matches its IP
+/// on every port, so a permission whose peers the `policy` judges per port (the relay's own
+/// addresses: only their relay ports) is not installed: its traffic stays in userspace, which
+/// checks the port.
 pub(super) fn permission_events(
     events: &mut VecDeque<Event>,
     tuple: &FiveTuple,
     a: &Allocation,
     peers: &[IpAddr],
     installed: bool,
+    policy: &PeerPolicy,
 ) {
     for &peer in peers {
         let Some(&relay) = a.relay_for_ip(peer) else {
             continue;
         };
+        if installed && !policy.port_free(peer) {
+            continue;
+        }
         events.push_back(if installed {
             Event::PermissionInstalled {
                 tuple: *tuple,

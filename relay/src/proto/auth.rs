@@ -32,6 +32,9 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
 /// next four characters; "gAAA" is base64 of 0x800000, bit 0 set: password algorithms.
 pub const NONCE_COOKIE: &str = "obMatJos2gAAA";
 
+/// A nonce's bytes before base64: a 32-bit expiry and 64 bits of MAC.
+const NONCE_RAW_LEN: usize = 12;
+
 /// A static user's secret: the password when known (SHA-256 keys need it), and the MD5 key.
 #[derive(Debug, Clone)]
 pub struct StaticUser {
@@ -163,23 +166,30 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// A fresh, unpredictable nonce for `client`, valid until `unix_now + nonce_lifetime`.
+    /// A fresh, unpredictable nonce for `client`, valid until `unix_now + nonce_lifetime`;
+    /// with `offer`, it starts with the cookie that offers SHA-256 (RFC 8489 §9.2.1), without,
+    /// it is the plain nonce of an MD5-only challenge.
     ///
     /// Nonces are stateless — an expiry and a MAC over it and the client's IP — so a flood of
-    /// unauthenticated requests costs no memory.
-    pub fn nonce(&self, client: IpAddr, unix_now: u64) -> String {
-        let expiry = unix_now.saturating_add(self.nonce_lifetime.as_secs());
+    /// unauthenticated requests costs no memory. They are short (16 characters after the
+    /// cookie: a 32-bit expiry and a 64-bit MAC), because every challenge carries one.
+    pub fn nonce(&self, client: IpAddr, unix_now: u64, offer: bool) -> String {
+        let expiry = unix_now
+            .saturating_add(self.nonce_lifetime.as_secs())
+            .min(u64::from(u32::MAX)) as u32;
         let mac = self.nonce_mac(expiry, client);
-        let mut raw = [0u8; 8 + 12];
-        raw[..8].copy_from_slice(&expiry.to_be_bytes());
-        raw[8..].copy_from_slice(&mac[..12]);
-        let mut nonce = String::with_capacity(NONCE_COOKIE.len() + 28);
-        nonce.push_str(NONCE_COOKIE);
+        let mut raw = [0u8; NONCE_RAW_LEN];
+        raw[..4].copy_from_slice(&expiry.to_be_bytes());
+        raw[4..].copy_from_slice(&mac[..NONCE_RAW_LEN - 4]);
+        let mut nonce = String::with_capacity(NONCE_COOKIE.len() + 16);
+        if offer {
+            nonce.push_str(NONCE_COOKIE);
+        }
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(raw, &mut nonce);
         nonce
     }
 
-    fn nonce_mac(&self, expiry: u64, client: IpAddr) -> [u8; 32] {
+    fn nonce_mac(&self, expiry: u32, client: IpAddr) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.nonce_key)
             .unwrap_or_else(|_| unreachable!());
         mac.update(&expiry.to_be_bytes());
@@ -190,22 +200,22 @@ impl AuthConfig {
         mac.finalize().into_bytes().into()
     }
 
-    /// Whether `nonce` is one we issued to `client` and has not expired.
+    /// Whether `nonce` is one we issued to `client` (with the cookie or without) and has not
+    /// expired.
     pub fn nonce_valid(&self, nonce: &str, client: IpAddr, unix_now: u64) -> bool {
-        let Some(payload) = nonce.strip_prefix(NONCE_COOKIE) else {
-            return false;
-        };
-        let mut raw = [0u8; 20];
+        let payload = nonce.strip_prefix(NONCE_COOKIE).unwrap_or(nonce);
+        let mut raw = [0u8; NONCE_RAW_LEN + 3];
         match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(payload, &mut raw) {
-            Ok(20) => {}
+            Ok(NONCE_RAW_LEN) => {}
             _ => return false,
         }
-        let mut expiry = [0u8; 8];
-        expiry.copy_from_slice(&raw[..8]);
-        let expiry = u64::from_be_bytes(expiry);
+        let mut expiry = [0u8; 4];
+        expiry.copy_from_slice(&raw[..4]);
+        let expiry = u32::from_be_bytes(expiry);
         let mac = self.nonce_mac(expiry, client);
-        let mac_ok: bool = subtle::ConstantTimeEq::ct_eq(&mac[..12], &raw[8..]).into();
-        mac_ok && expiry >= unix_now
+        let mac_ok: bool =
+            subtle::ConstantTimeEq::ct_eq(&mac[..NONCE_RAW_LEN - 4], &raw[4..NONCE_RAW_LEN]).into();
+        mac_ok && u64::from(expiry) >= unix_now
     }
 
     /// Authenticates a request (RFC 8489 §9.2.4), checking MESSAGE-INTEGRITY or
@@ -467,7 +477,7 @@ mod tests {
     #[test]
     fn nonces_are_bound_to_client_and_expire() {
         let cfg = config();
-        let nonce = cfg.nonce(CLIENT, NOW);
+        let nonce = cfg.nonce(CLIENT, NOW, true);
         assert!(nonce.starts_with(NONCE_COOKIE) && nonce.len() < 128);
         assert!(cfg.nonce_valid(&nonce, CLIENT, NOW));
         assert!(cfg.nonce_valid(&nonce, CLIENT, NOW + 600));
@@ -487,9 +497,25 @@ mod tests {
     }
 
     #[test]
+    fn nonces_are_short_and_the_md5_only_form_has_no_cookie() {
+        let cfg = config();
+        let offer = cfg.nonce(CLIENT, NOW, true);
+        let plain = cfg.nonce(CLIENT, NOW, false);
+        assert_eq!(plain.len(), 16, "{plain}");
+        assert_eq!(offer, format!("{NONCE_COOKIE}{plain}"));
+        assert!(cfg.nonce_valid(&plain, CLIENT, NOW));
+        assert!(!cfg.nonce_valid(&plain, CLIENT, NOW + 601), "expired");
+        assert!(!cfg.nonce_valid(&plain, "203.0.113.10".parse().expect("ip"), NOW));
+        let mut forged = plain.into_bytes();
+        forged[15] = if forged[15] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).expect("ascii");
+        assert!(!cfg.nonce_valid(&forged, CLIENT, NOW), "a MAC bit changed");
+    }
+
+    #[test]
     fn static_user_md5_and_sha256() {
         let cfg = config();
-        let nonce = cfg.nonce(CLIENT, NOW);
+        let nonce = cfg.nonce(CLIENT, NOW, true);
         let md5 = Key::Md5(long_term_key_md5("alice", "example.org", "wonderland"));
         let ok = auth(&request("alice", "example.org", &nonce, Some(&md5)), &cfg)
             .expect("md5 authenticates");
@@ -522,7 +548,7 @@ mod tests {
     #[test]
     fn rest_credentials_any_live_secret_until_expiry() {
         let cfg = config();
-        let nonce = cfg.nonce(CLIENT, NOW);
+        let nonce = cfg.nonce(CLIENT, NOW, true);
         for secret in [&b"old secret"[..], b"new secret"] {
             let user = format!("{}:bob", NOW + 60);
             let key = Key::Md5(long_term_key_md5(
@@ -557,13 +583,13 @@ mod tests {
     #[test]
     fn challenge_stale_and_bad_requests() {
         let cfg = config();
-        let nonce = cfg.nonce(CLIENT, NOW);
+        let nonce = cfg.nonce(CLIENT, NOW, true);
         assert_eq!(
             auth(&request("alice", "example.org", &nonce, None), &cfg),
             Err(AuthError::Challenge)
         );
         let md5 = Key::Md5(long_term_key_md5("alice", "example.org", "wonderland"));
-        let stale = cfg.nonce(CLIENT, NOW - 601);
+        let stale = cfg.nonce(CLIENT, NOW - 601, true);
         assert_eq!(
             auth(&request("alice", "example.org", &stale, Some(&md5)), &cfg),
             Err(AuthError::StaleNonce)
@@ -603,7 +629,7 @@ mod tests {
         let md5 =
             |user: &str, password: &str| Key::Md5(long_term_key_md5(user, "example.org", password));
         let (cfg, source) = with(Lookup::Key(key));
-        let nonce = cfg.nonce(CLIENT, NOW);
+        let nonce = cfg.nonce(CLIENT, NOW, true);
         // A configured user: the source is not asked.
         let alice = md5("alice", "wonderland");
         assert!(auth(&request("alice", "example.org", &nonce, Some(&alice)), &cfg).is_ok());

@@ -3,11 +3,13 @@
 
 use super::{Command, Ctx, Inbound, Server, canonical};
 use crate::stun::{
-    AttrType, ChangeRequest, MappedAddress, Message, UnknownAttributes, XorMappedAddress,
+    ATTR_HEADER_LEN, AttrType, ChangeRequest, MappedAddress, Message, UnknownAttributes,
+    XorMappedAddress,
 };
 
 impl Server {
-    /// Binding (RFC 8489): the reflexive address, or 420 for CHANGE-REQUEST.
+    /// Binding (RFC 8489): the reflexive address, or 420 for CHANGE-REQUEST; without
+    /// authentication, so as small as the module docs of `dispatch` say.
     pub(super) fn binding(
         &self,
         inbound: &Inbound<'_>,
@@ -47,8 +49,16 @@ impl Server {
                 return e.add(&MappedAddress(remote));
             }
             e.add(&XorMappedAddress(remote))?;
-            // MAPPED-ADDRESS too, as coturn does: tools that read only it keep working.
-            e.add(&MappedAddress(remote))
+            // MAPPED-ADDRESS too, as coturn does, so that tools that read only it keep
+            // working; but only within the answer's budget (an IPv6 one to a 20-byte request
+            // over UDP would exceed three times its size). No SOFTWARE: that is for
+            // authenticated clients only, so Binding answers never carry it.
+            let mapped = ATTR_HEADER_LEN + if remote.is_ipv4() { 8 } else { 20 };
+            let fingerprint = if ctx.fingerprint { 8 } else { 0 };
+            if e.len() + mapped + fingerprint <= ctx.budget() {
+                e.add(&MappedAddress(remote))?;
+            }
+            Ok(())
         })
     }
 }

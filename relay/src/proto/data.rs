@@ -107,6 +107,14 @@ impl Server {
         if !a.has_permission(peer.ip(), now) {
             return self.drop(transport, DropReason::NoPermission);
         }
+        // Permissions are per IP, but the relay's own addresses are peers on their relay
+        // ports only (a same-relay call): from any other port of them, nothing is relayed.
+        if self.config.policy.is_relay_ip(peer.ip())
+            && let Err(denial) = self.config.policy.check(peer)
+        {
+            self.counters.peer_denied(denial);
+            return self.drop(transport, DropReason::PeerDenied);
+        }
         if !a.within_bandwidth(len, now) {
             self.counters.quota_rejected(QuotaKind::Bandwidth);
             return self.drop(transport, DropReason::BandwidthExceeded);

@@ -3,6 +3,16 @@
 //! drops counted by reason, and the responses: success, error answers (RFC 8489 §14.8), and
 //! the RFC 3489 forms classic clients need. Methods are matched exhaustively, so a method added
 //! to [`KnownMethod`] must be given a handler or a refusal here.
+//!
+//! Answers to strangers (requests without valid credentials, Binding included) are no larger
+//! than they must be, since a spoofed source turns every byte of them into reflected traffic:
+//! no SOFTWARE (it goes only into answers to authenticated requests; the `software` setting
+//! names the relay to its users, not to scanners), no reason phrase in their error codes (as
+//! coturn does since 4.10), FINGERPRINT only when the request carried one, and over UDP at most
+//! [`AMPLIFICATION`](super::AMPLIFICATION) times the request's size. Messages RFC 8489 §6.3
+//! says to discard are discarded, not answered: a length field that disagrees with the
+//! datagram or is not a multiple of 4, attributes that do not tile the message, anything after
+//! or a malformed FINGERPRINT, and requests of a method this server does not serve.
 
 #![deny(clippy::wildcard_enum_match_arm)]
 
@@ -12,8 +22,9 @@ use std::time::Instant;
 use super::auth::{self, AuthError, Key};
 use super::{Command, Ctx, DropReason, FiveTuple, Inbound, Server, Transport, allocation};
 use crate::stun::{
-    AttrType, Class, DecodeError, EncodeError, Encoder, ErrorCode, Message, MessageType, Method,
-    Nonce, PasswordAlgorithms, Realm, Software, TransactionId, UnknownAttributes, is_channel_data,
+    AttrType, Class, DecodeError, DecodeErrorKind, EncodeError, Encoder, ErrorCode, Message,
+    MessageType, Method, Nonce, PasswordAlgorithms, Realm, Software, TransactionId,
+    UnknownAttributes, is_channel_data,
 };
 
 /// The STUN methods this server knows (RFC 8489, RFC 8656, RFC 6062), so that what it does with
@@ -80,7 +91,7 @@ impl Server {
         }
         match Message::decode(inbound.packet) {
             Ok(msg) => self.handle_message(inbound, &msg, now, out),
-            Err(err) => self.handle_malformed(inbound.transport, &err, out),
+            Err(err) => self.handle_malformed(inbound.transport, &err, inbound.packet.len(), out),
         }
     }
 
@@ -90,15 +101,33 @@ impl Server {
         Command::None
     }
 
-    fn handle_malformed(&self, transport: Transport, err: &DecodeError, out: &mut [u8]) -> Command {
+    fn handle_malformed(
+        &self,
+        transport: Transport,
+        err: &DecodeError,
+        request_len: usize,
+        out: &mut [u8],
+    ) -> Command {
+        // RFC 8489 §6.3: a message whose length is not sensible, whose attributes do not tile
+        // it or whose FINGERPRINT is misplaced or malformed is silently discarded; only a
+        // request whose framing holds and one of whose other attributes is malformed is
+        // answered 400, naming its transaction.
+        let answerable = matches!(
+            err.kind,
+            DecodeErrorKind::BadAttribute(typ) if typ != AttrType::FINGERPRINT
+        );
         match err.header {
-            // A request whose header was readable gets a 400 naming its transaction.
-            Some(header) if header.typ.class == Class::Request && header.has_magic_cookie() => {
+            Some(header)
+                if answerable
+                    && header.typ.class == Class::Request
+                    && header.has_magic_cookie() =>
+            {
                 let ctx = Ctx {
                     transport,
                     header,
                     key: None,
-                    fingerprint: true,
+                    fingerprint: false,
+                    request_len,
                 };
                 self.reject(&ctx, out, 400, "Bad Request: malformed message")
             }
@@ -136,6 +165,7 @@ impl Server {
             header,
             key: None,
             fingerprint: msg.has_fingerprint(),
+            request_len: inbound.packet.len(),
         };
         let unknown = msg.unknown_comprehension_required();
         if !unknown.is_empty() {
@@ -156,11 +186,13 @@ impl Server {
             KnownMethod::ChannelBind => TurnRequest::ChannelBind,
             KnownMethod::Connect => TurnRequest::Connect,
             KnownMethod::ConnectionBind => TurnRequest::ConnectionBind,
+            // RFC 8489 §6.3: a method this server does not serve, or a class the method does
+            // not have, is discarded.
             KnownMethod::Send
             | KnownMethod::Data
             | KnownMethod::ConnectionAttempt
             | KnownMethod::Other => {
-                return self.reject(&ctx, out, 400, "Bad Request: method not supported");
+                return self.drop(transport, DropReason::Malformed);
             }
         };
 
@@ -247,13 +279,28 @@ impl Server {
                 (401, "Unauthorized")
             }
         };
-        let nonce = self.config.auth.nonce(client, unix);
+        // RFC 8489 §9.2.4: REALM and NONCE; the nonce cookie and PASSWORD-ALGORITHMS offer
+        // SHA-256. Where that challenge would exceed the answer's budget (a request too small
+        // to pay for it over UDP), the MD5 challenge RFC 5389 clients know: a nonce without
+        // the cookie and no PASSWORD-ALGORITHMS. A client that gets it authenticates with MD5,
+        // as it would with a server that offers nothing else.
         let realm = self.config.auth.realm.clone();
-        self.error(ctx, out, code, reason, |e| {
-            e.add(&Realm(&realm))?;
-            e.add(&Nonce(&nonce))?;
-            e.add(&PasswordAlgorithms::MD5_AND_SHA256)
-        })
+        let challenge = |out: &mut [u8], offer: bool| {
+            let nonce = self.config.auth.nonce(client, unix, offer);
+            self.error_len(ctx, out, code, reason, |e| {
+                e.add(&Realm(&realm))?;
+                e.add(&Nonce(&nonce))?;
+                if offer {
+                    e.add(&PasswordAlgorithms::MD5_AND_SHA256)?;
+                }
+                Ok(())
+            })
+        };
+        let result = match challenge(out, true) {
+            Ok(len) if len > ctx.budget() => challenge(out, false),
+            other => other,
+        };
+        self.reply(ctx, Some(code), result)
     }
 
     fn handle_indication(
@@ -288,25 +335,17 @@ impl Server {
         ctx: &Ctx,
         out: &mut [u8],
         class: Class,
-        code: Option<u16>,
         body: impl FnOnce(&mut Encoder<'_>) -> Result<(), EncodeError>,
     ) -> Result<usize, EncodeError> {
         let classic = !ctx.header.has_magic_cookie();
         let typ = MessageType::new(ctx.header.typ.method, class);
         let mut enc = Encoder::with_cookie(out, typ, ctx.header.cookie, ctx.header.tid)?;
         body(&mut enc)?;
+        // SOFTWARE only for authenticated clients (see the module docs); RFC 3489 clients
+        // (Binding only, never authenticated) get none.
         let software = &self.config.software;
-        if !software.is_empty() {
-            if classic {
-                // RFC 3489's SERVER attribute had a length that is a multiple of 4, padded
-                // with spaces; classic clients reject anything else.
-                let mut padded = [b' '; Software::MAX_LEN + 1];
-                let n = software.len().min(Software::MAX_LEN);
-                padded[..n].copy_from_slice(&software.as_bytes()[..n]);
-                enc.add_raw(AttrType::SOFTWARE, &padded[..n.div_ceil(4) * 4])?;
-            } else {
-                enc.add(&Software(software))?;
-            }
+        if !software.is_empty() && ctx.key.is_some() {
+            enc.add(&Software(software))?;
         }
         if let Some(key) = &ctx.key {
             match key {
@@ -314,13 +353,28 @@ impl Server {
                 Key::Sha256(k) => enc.message_integrity_sha256(k)?,
             }
         }
-        if !classic && (ctx.fingerprint || ctx.key.is_none()) {
+        if !classic && ctx.fingerprint {
             enc.fingerprint()?;
         }
-        let len = enc.finish();
-        self.counters
-            .request(ctx.transport, ctx.header.typ.method, code);
-        Ok(len)
+        Ok(enc.finish())
+    }
+
+    /// The answer `respond` wrote, sent if it is within the request's budget
+    /// ([`Ctx::budget`]) and counted; dropped and counted otherwise.
+    fn reply(&self, ctx: &Ctx, code: Option<u16>, written: Result<usize, EncodeError>) -> Command {
+        match written {
+            Ok(len) if len > ctx.budget() => self.drop(ctx.transport, DropReason::Amplification),
+            Ok(len) => {
+                self.counters
+                    .request(ctx.transport, ctx.header.typ.method, code);
+                Command::Reply { len }
+            }
+            // Only a caller passing a buffer smaller than MAX_REPLY_LEN gets here.
+            Err(err) => {
+                tracing::error!(%err, "reply does not fit the output buffer");
+                Command::None
+            }
+        }
     }
 
     pub(super) fn success(
@@ -329,10 +383,12 @@ impl Server {
         out: &mut [u8],
         body: impl FnOnce(&mut Encoder<'_>) -> Result<(), EncodeError>,
     ) -> Command {
-        written(self.respond(ctx, out, Class::Success, None, body))
+        let written = self.respond(ctx, out, Class::Success, body);
+        self.reply(ctx, None, written)
     }
 
-    /// An error response with ERROR-CODE `code` and `reason`, and the attributes `extra` adds.
+    /// An error response with ERROR-CODE `code` and `reason` (none for a request without
+    /// credentials), and the attributes `extra` adds.
     pub(super) fn error(
         &self,
         ctx: &Ctx,
@@ -341,8 +397,22 @@ impl Server {
         reason: &str,
         extra: impl FnOnce(&mut Encoder<'_>) -> Result<(), EncodeError>,
     ) -> Command {
+        let written = self.error_len(ctx, out, code, reason, extra);
+        self.reply(ctx, Some(code), written)
+    }
+
+    /// [`Server::error`]'s response, written but not yet sent nor counted: its length.
+    fn error_len(
+        &self,
+        ctx: &Ctx,
+        out: &mut [u8],
+        code: u16,
+        reason: &str,
+        extra: impl FnOnce(&mut Encoder<'_>) -> Result<(), EncodeError>,
+    ) -> Result<usize, EncodeError> {
         let classic = !ctx.header.has_magic_cookie();
-        written(self.respond(ctx, out, Class::Error, Some(code), |e| {
+        let reason = if ctx.key.is_some() { reason } else { "" };
+        self.respond(ctx, out, Class::Error, |e| {
             if classic {
                 // RFC 3489 §11.2.9: the reason is padded with spaces into the length.
                 let mut value = [b' '; 4 + 64];
@@ -354,22 +424,11 @@ impl Server {
                 e.add(&ErrorCode::new(code, reason))?;
             }
             extra(e)
-        }))
+        })
     }
 
     /// An error response with ERROR-CODE `code` and `reason` and nothing else: most refusals.
     pub(super) fn reject(&self, ctx: &Ctx, out: &mut [u8], code: u16, reason: &str) -> Command {
         self.error(ctx, out, code, reason, |_| Ok(()))
-    }
-}
-
-fn written(result: Result<usize, EncodeError>) -> Command {
-    match result {
-        Ok(len) => Command::Reply { len },
-        // Only a caller passing a buffer smaller than MAX_REPLY_LEN gets here.
-        Err(err) => {
-            tracing::error!(%err, "reply does not fit the output buffer");
-            Command::None
-        }
     }
 }

@@ -51,12 +51,34 @@ use crate::stun::{Header, TransactionId};
 /// An error answer: its ERROR-CODE and reason, as `Server::reject` sends it.
 type Refusal = (u16, &'static str);
 
+/// An answer to a request without valid credentials over UDP is at most this many times the
+/// request's size: a relay must not be a reflector that multiplies what a spoofed source sends.
+/// An answer that would be larger is not sent (the request is dropped, counted as
+/// `amplification`); the answers are kept small enough that every well-formed request gets one
+/// (see `Server::auth_error` and `Server::binding`).
+pub const AMPLIFICATION: usize = 3;
+
 /// Per-request context for responses.
 struct Ctx {
     transport: Transport,
     header: Header,
     key: Option<Key>,
     fingerprint: bool,
+    /// The request's size in bytes, which bounds an unauthenticated answer over UDP.
+    request_len: usize,
+}
+
+impl Ctx {
+    /// The largest answer this request may get: [`AMPLIFICATION`] times its size over UDP
+    /// without credentials, unbounded otherwise (a stream's peer completed a handshake, and an
+    /// authenticated client is known).
+    fn budget(&self) -> usize {
+        if self.key.is_none() && self.transport == Transport::Udp {
+            self.request_len.saturating_mul(AMPLIFICATION)
+        } else {
+            usize::MAX
+        }
+    }
 }
 
 /// The protocol core (one shard).

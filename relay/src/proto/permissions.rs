@@ -71,30 +71,23 @@ impl Server {
         command
     }
 
-    /// Checks a peer for CreatePermission/ChannelBind: family and policy.
-    fn check_peer(
-        &self,
-        tuple: &FiveTuple,
-        peer: SocketAddr,
-        with_port: bool,
-    ) -> Result<(), Refusal> {
+    /// Checks a peer for CreatePermission, ChannelBind and Connect: family and policy. The
+    /// policy judges the whole address, port included, for all three alike: the relay's own
+    /// endpoints are refused, and its own addresses are peers on the relay ports only (the
+    /// permission such a peer gets covers its IP, but what arrives from that IP on another port
+    /// is dropped, see [`Server::handle_peer`]).
+    fn check_peer(&self, tuple: &FiveTuple, peer: SocketAddr) -> Result<(), Refusal> {
         let a = &self.allocations[tuple];
         if a.relay_for(peer).is_none() {
             return Err((443, "Peer Address Family Mismatch"));
         }
-        let verdict = if with_port {
-            self.config.policy.check(peer)
-        } else {
-            self.config.policy.check_ip(peer.ip())
-        };
-        verdict.map_err(|denial| {
+        self.config.policy.check(peer).map_err(|denial| {
             self.counters.peer_denied(denial);
             (403, "Forbidden: peer address not allowed")
         })
     }
 
-    /// The one XOR-PEER-ADDRESS of a ChannelBind or Connect, checked for family and policy
-    /// (per IP:port, so the relay's own endpoints are refused).
+    /// The one XOR-PEER-ADDRESS of a ChannelBind or Connect, checked for family and policy.
     pub(super) fn checked_peer(
         &self,
         msg: &Message<'_>,
@@ -104,7 +97,7 @@ impl Server {
             Some(Ok(XorPeerAddress(p))) => p,
             _ => return Err((400, "Bad Request: XOR-PEER-ADDRESS is required")),
         };
-        self.check_peer(tuple, peer, true)?;
+        self.check_peer(tuple, peer)?;
         Ok(peer)
     }
 
@@ -141,7 +134,7 @@ impl Server {
             return self.reject(ctx, out, 400, "Bad Request: XOR-PEER-ADDRESS is required");
         }
         for &peer in &peers {
-            if let Err((code, reason)) = self.check_peer(&tuple, peer, false) {
+            if let Err((code, reason)) = self.check_peer(&tuple, peer) {
                 return self.reject(ctx, out, code, reason);
             }
         }
@@ -173,7 +166,7 @@ impl Server {
                 let mut ips: Vec<IpAddr> = peers.iter().map(|p| p.ip()).collect();
                 ips.sort();
                 ips.dedup();
-                permission_events(&mut self.events, &tuple, a, &ips, true);
+                permission_events(&mut self.events, &tuple, a, &ips, true, &self.config.policy);
             }
             // Channels whose permission had expired go back to the kernel (a refresh of the
             // others changes nothing there).
@@ -256,7 +249,14 @@ impl Server {
         // A throttled allocation's permissions and channels return to the kernel when its
         // budget recovers.
         if !a.throttled {
-            permission_events(&mut self.events, &tuple, a, &[peer.ip()], true);
+            permission_events(
+                &mut self.events,
+                &tuple,
+                a,
+                &[peer.ip()],
+                true,
+                &self.config.policy,
+            );
             channel_events(&mut self.events, &tuple, a, &[(channel, peer)], true);
         }
         if new_permission {

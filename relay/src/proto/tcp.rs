@@ -136,6 +136,8 @@ impl Server {
             header: pending.header,
             key: Some(pending.key),
             fingerprint: pending.fingerprint,
+            // Authenticated: no bound.
+            request_len: usize::MAX,
         };
         let to_client = |command: Command| match command {
             Command::Reply { len } => Command::ToClient {

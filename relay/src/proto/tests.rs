@@ -37,13 +37,28 @@ pub(crate) fn config() -> Config {
             nonce_key: [9; 32],
             nonce_lifetime: Duration::from_secs(600),
         },
-        policy: PeerPolicy::new(Vec::new(), Vec::new()),
+        // The tests' peers are in the documentation ranges, which the built-in rules deny.
+        policy: PeerPolicy::new(documentation_ranges(), Vec::new()),
         lifetimes: Lifetimes::default(),
         quotas: Quotas::default(),
         relay_ips: Vec::new(),
         listen_ips: Vec::new(),
         external_ips: Vec::new(),
     }
+}
+
+/// The documentation ranges (RFC 5737, RFC 3849) the tests take their peers from, as an
+/// operator allow.
+pub(crate) fn documentation_ranges() -> Vec<ipnet::IpNet> {
+    [
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8::/32",
+    ]
+    .iter()
+    .map(|s| s.parse().expect("cidr"))
+    .collect()
 }
 
 /// The drops the core counted, for the tests here; the other counts are checked on the relay's
@@ -155,8 +170,10 @@ fn dropped(metrics: &Counts, reason: DropReason) -> u64 {
     metrics.dropped_count(Transport::Udp, reason)
 }
 
+/// A Binding answer carries the mapped addresses, FINGERPRINT only when asked, and never
+/// SOFTWARE (which is configured): it answers strangers, so it stays small.
 #[test]
-fn binding_request_gets_mapped_addresses_software_and_fingerprint() {
+fn binding_request_gets_mapped_addresses_no_software_fingerprint_if_asked() {
     let req = message(MessageType::new(Method::BINDING, Class::Request), |_| {});
     let reply = run(&req).0.expect("a reply");
     let msg = Message::decode(&reply).expect("reply decodes");
@@ -168,8 +185,50 @@ fn binding_request_gets_mapped_addresses_software_and_fingerprint() {
         Some(Ok(XorMappedAddress(remote)))
     );
     assert_eq!(msg.get::<MappedAddress>(), Some(Ok(MappedAddress(remote))));
-    assert_eq!(msg.get::<Software>(), Some(Ok(Software("xdpturn test"))));
+    assert_eq!(msg.get::<Software>(), None);
+    assert!(!msg.has_fingerprint(), "not asked for");
+    assert!(reply.len() <= 3 * req.len(), "{} bytes", reply.len());
+
+    let req = message(MessageType::new(Method::BINDING, Class::Request), |e| {
+        e.fingerprint().expect("fp")
+    });
+    let reply = run(&req).0.expect("a reply");
+    let msg = Message::decode(&reply).expect("reply decodes");
     msg.verify_fingerprint().expect("fingerprint");
+    assert_eq!(msg.get::<Software>(), None);
+}
+
+/// Over IPv6, XOR-MAPPED-ADDRESS and MAPPED-ADDRESS would make 68 bytes, more than three times
+/// a 20-byte request: MAPPED-ADDRESS is left out; a request with FINGERPRINT pays for both.
+#[test]
+fn ipv6_binding_answer_stays_within_three_times_the_request() {
+    let (mut server, _, now) = server_with(config());
+    let mut out = [0u8; MAX_REPLY_LEN];
+    for (req, mapped) in [
+        (
+            message(MessageType::new(Method::BINDING, Class::Request), |_| {}),
+            false,
+        ),
+        (
+            message(MessageType::new(Method::BINDING, Class::Request), |e| {
+                e.fingerprint().expect("fp")
+            }),
+            true,
+        ),
+    ] {
+        let mut inb = inbound(&req);
+        inb.remote = "[2001:db8::5]:4000".parse().expect("addr");
+        let Command::Reply { len } = server.handle_client(&inb, now, &mut out) else {
+            panic!("no reply")
+        };
+        assert!(len <= 3 * req.len(), "{len} bytes to {}", req.len());
+        let msg = Message::decode(&out[..len]).expect("decodes");
+        assert_eq!(
+            msg.get::<XorMappedAddress>(),
+            Some(Ok(XorMappedAddress(inb.remote)))
+        );
+        assert_eq!(msg.get::<MappedAddress>().is_some(), mapped);
+    }
 }
 
 #[test]
@@ -203,10 +262,10 @@ fn classic(build: impl FnOnce(&mut Encoder<'_>)) -> Vec<u8> {
 }
 
 #[test]
-fn classic_rfc3489_request_gets_mapped_address_only_padded() {
+fn classic_rfc3489_request_gets_mapped_address_only() {
     let req = classic(|_| {});
     let mut cfg = config();
-    cfg.software = "xdpturn 0.1.0".into(); // 13 bytes: RFC 3489 needs it padded to 16
+    cfg.software = "xdpturn 0.1.0".into(); // not sent: Binding answers carry no SOFTWARE
     let (mut server, _, now) = server_with(cfg);
     let mut out = [0u8; MAX_REPLY_LEN];
     let Command::Reply { len } = server.handle_client(&inbound(&req), now, &mut out) else {
@@ -216,11 +275,7 @@ fn classic_rfc3489_request_gets_mapped_address_only_padded() {
     assert_eq!(&reply[4..20], &req[4..20], "128-bit transaction id echoed");
     let msg = Message::decode(reply).expect("decodes");
     let types: Vec<_> = msg.attributes().map(|a| a.typ).collect();
-    assert_eq!(types, [AttrType::MAPPED_ADDRESS, AttrType::SOFTWARE]);
-    assert_eq!(
-        msg.get::<Software>(),
-        Some(Ok(Software("xdpturn 0.1.0   ")))
-    );
+    assert_eq!(types, [AttrType::MAPPED_ADDRESS]);
 }
 
 #[test]
@@ -240,31 +295,70 @@ fn unknown_comprehension_required_gets_420_listing_them() {
     assert_eq!(unknown.0.iter().collect::<Vec<_>>(), [AttrType(0x7F01)]);
 }
 
+/// RFC 8489 §6.3: a message whose length is not sensible is discarded, not answered.
 #[test]
-fn malformed_request_gets_400_with_its_transaction_id() {
-    let mut req = message(MessageType::new(Method::BINDING, Class::Request), |e| {
+fn misframed_requests_are_discarded() {
+    let req = message(MessageType::new(Method::ALLOCATE, Class::Request), |e| {
         e.add(&Username("alice")).expect("add");
+        e.fingerprint().expect("fp");
     });
-    req[22..24].copy_from_slice(&200u16.to_be_bytes()); // attribute longer than the message
+    let mut attribute_too_long = req.clone();
+    attribute_too_long[22..24].copy_from_slice(&200u16.to_be_bytes());
+    let mut length_too_long = req.clone();
+    length_too_long[2..4].copy_from_slice(&(req.len() as u16 - 16).to_be_bytes());
+    let mut length_too_short = req.clone();
+    length_too_short[2..4].copy_from_slice(&(req.len() as u16 - 24).to_be_bytes());
+    let mut unaligned = req.clone();
+    unaligned[2..4].copy_from_slice(&(req.len() as u16 - 21).to_be_bytes());
+    let mut extra_bytes = req.clone();
+    extra_bytes.extend_from_slice(&[0; 4]); // after FINGERPRINT, beyond the length
+    let mut after_fingerprint = req.clone();
+    after_fingerprint.extend_from_slice(&[0x80, 0x22, 0, 0]); // a SOFTWARE after it
+    let len = after_fingerprint.len() as u16 - 20;
+    after_fingerprint[2..4].copy_from_slice(&len.to_be_bytes());
+    for (name, packet) in [
+        ("an attribute longer than the message", attribute_too_long),
+        ("a length field past the datagram", length_too_long),
+        ("a length field short of the datagram", length_too_short),
+        ("a length field not a multiple of 4", unaligned),
+        ("bytes after the length", extra_bytes),
+        ("an attribute after FINGERPRINT", after_fingerprint),
+    ] {
+        let (reply, m) = run(&packet);
+        assert!(reply.is_none(), "{name}: answered");
+        assert_eq!(dropped(&m, DropReason::Malformed), 1, "{name}");
+    }
+}
+
+/// A well-framed request with a malformed attribute value gets a 400 with no reason phrase
+/// (RFC 8489 §6.3.1); a method this server does not serve is discarded (§6.3).
+#[test]
+fn malformed_attribute_value_gets_400_unknown_method_is_discarded() {
+    let req = message(MessageType::new(Method::BINDING, Class::Request), |e| {
+        e.add_raw(AttrType::XOR_MAPPED_ADDRESS, &[0, 9, 0, 0, 1, 2, 3, 4])
+            .expect("add");
+    });
     let reply = run(&req).0.expect("reply");
     assert_eq!(error_code(&reply), Some(400));
     let msg = Message::decode(&reply).expect("decodes");
     assert_eq!(*msg.tid(), TID);
     assert_eq!(msg.typ(), MessageType::new(Method::BINDING, Class::Error));
-}
-
-#[test]
-fn malformed_attribute_value_and_unknown_method_get_400() {
-    let req = message(MessageType::new(Method::BINDING, Class::Request), |e| {
-        e.add_raw(AttrType::XOR_MAPPED_ADDRESS, &[0, 9, 0, 0, 1, 2, 3, 4])
-            .expect("add");
-    });
-    assert_eq!(error_code(&run(&req).0.expect("reply")), Some(400));
-    let req = message(
-        MessageType::new(Method::new(0x0FF).expect("method"), Class::Request),
-        |_| {},
+    assert_eq!(
+        msg.get::<ErrorCode>()
+            .and_then(Result::ok)
+            .map(|e| e.reason),
+        Some("")
     );
-    assert_eq!(error_code(&run(&req).0.expect("reply")), Some(400));
+    assert_eq!(reply.len(), 28, "header and a bare ERROR-CODE");
+    for method in [0x0FF, Method::SEND.as_u16(), Method::DATA.as_u16()] {
+        let req = message(
+            MessageType::new(Method::new(method).expect("method"), Class::Request),
+            |_| {},
+        );
+        let (reply, m) = run(&req);
+        assert!(reply.is_none(), "method {method:#x}");
+        assert_eq!(dropped(&m, DropReason::Malformed), 1);
+    }
 }
 
 #[test]
@@ -298,21 +392,16 @@ fn junk_and_stray_channel_data_are_dropped() {
 }
 
 #[test]
-fn every_truncation_of_a_request_is_answered_or_dropped_without_panic() {
+fn every_truncation_of_a_request_is_dropped_without_panic() {
     let req = message(MessageType::new(Method::BINDING, Class::Request), |e| {
         e.add(&Username("someone")).expect("add");
         e.add(&Software("client")).expect("add");
         e.fingerprint().expect("fp");
     });
+    // Every cut disagrees with the length field: discarded (RFC 8489 §6.3).
     for cut in 0..req.len() {
         let (reply, _) = run(&req[..cut]);
-        if cut >= 20 {
-            let reply = reply.expect("a 400");
-            assert_eq!(error_code(&reply), Some(400));
-            assert_eq!(*Message::decode(&reply).expect("decodes").tid(), TID);
-        } else {
-            assert!(reply.is_none(), "cut {cut}");
-        }
+        assert!(reply.is_none(), "cut {cut}");
     }
 }
 

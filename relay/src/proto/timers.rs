@@ -48,7 +48,14 @@ impl Server {
                     relays: a.relays.clone(),
                 });
                 let permissions = a.offloadable_permissions(now);
-                permission_events(&mut self.events, tuple, a, &permissions, true);
+                permission_events(
+                    &mut self.events,
+                    tuple,
+                    a,
+                    &permissions,
+                    true,
+                    &self.config.policy,
+                );
                 let channels = a.offloadable(now);
                 channel_events(&mut self.events, tuple, a, &channels, true);
                 tracing::debug!(
@@ -64,7 +71,14 @@ impl Server {
             self.counters.permissions_removed(permissions);
             self.counters.channels_removed(channels);
             channel_events(&mut self.events, tuple, a, &unbound, false);
-            permission_events(&mut self.events, tuple, a, &revoked, false);
+            permission_events(
+                &mut self.events,
+                tuple,
+                a,
+                &revoked,
+                false,
+                &self.config.policy,
+            );
         }
         for addr in self.ledger.expire_reservations(now) {
             self.events.push_back(Event::ReleaseReserved(addr));
@@ -100,7 +114,14 @@ impl Server {
         let channels = a.offloadable(now);
         a.throttled = true;
         let n = channel_events(&mut self.events, tuple, a, &channels, false);
-        permission_events(&mut self.events, tuple, a, &a.permitted(), false);
+        permission_events(
+            &mut self.events,
+            tuple,
+            a,
+            &a.permitted(),
+            false,
+            &self.config.policy,
+        );
         self.events
             .push_back(Event::AllocationRemoved { tuple: *tuple });
         self.counters.bandwidth_fallbacks(n);

@@ -70,7 +70,8 @@ pub enum DropReason {
     NoAllocation,
     /// Data to or from a peer without a permission.
     NoPermission,
-    /// Data to a peer the address policy refuses.
+    /// Data to a peer the address policy refuses, or from one of the relay's own addresses on
+    /// a port that is not a relay port.
     PeerDenied,
     /// Over the allocation's bandwidth cap.
     BandwidthExceeded,
@@ -78,11 +79,14 @@ pub enum DropReason {
     AuthRateLimited,
     /// The user source (coturn's database) is over its budget of lookups.
     UserSourceBusy,
+    /// A request over UDP without valid credentials whose answer would be more than
+    /// [`AMPLIFICATION`](super::AMPLIFICATION) times its size.
+    Amplification,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (metrics index by `reason as usize`).
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::NotStun,
         DropReason::Malformed,
         DropReason::BadFingerprint,
@@ -96,6 +100,7 @@ impl DropReason {
         DropReason::BandwidthExceeded,
         DropReason::AuthRateLimited,
         DropReason::UserSourceBusy,
+        DropReason::Amplification,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +118,7 @@ impl DropReason {
             DropReason::BandwidthExceeded => "bandwidth_exceeded",
             DropReason::AuthRateLimited => "auth_rate_limited",
             DropReason::UserSourceBusy => "userdb_busy",
+            DropReason::Amplification => "amplification",
         }
     }
 }

@@ -195,9 +195,15 @@ fn reload(
                     "listen addresses and workers change only on restart; the rest is reloaded"
                 );
             }
-            if new.userdb != cfg.userdb
-                || new.redis_userdb != cfg.redis_userdb
-                || ((new.userdb.is_some() || new.redis_userdb.is_some()) && new.realm != cfg.realm)
+            let database = |c: &RelayConfig| {
+                (
+                    c.userdb.clone(),
+                    c.psql_userdb.clone(),
+                    c.mysql_userdb.clone(),
+                    c.redis_userdb.clone(),
+                )
+            };
+            if database(&new) != database(cfg) || (live.userdb.is_some() && new.realm != cfg.realm)
             {
                 tracing::warn!(
                     "the user database and the realm it is read for change only on restart; \

@@ -1,7 +1,8 @@
-//! coturn's user database, read by the relay (`--userdb FILE`; `--redis-userdb`: the same
-//! things in Redis keys, `redis.rs`): long-term users (`turnusers_lt`), REST shared secrets
-//! (`turn_secret`), realm options (`turn_realm_option`: max-bps, user-quota, total-quota) and
-//! allowed and denied peer ranges, as coturn's `turnadmin` writes them, for the relay's realm.
+//! coturn's user database, read by the relay (`--userdb FILE`, `--psql-userdb CONN`,
+//! `--mysql-userdb CONN` or `--redis-userdb CONN`, one of them at a time): long-term users
+//! (`turnusers_lt`), REST shared secrets (`turn_secret`), realm options (`turn_realm_option`:
+//! max-bps, user-quota, total-quota) and allowed and denied peer ranges, as coturn's
+//! `turnadmin` writes them, for the relay's realm (in Redis, the same things in Redis keys).
 //!
 //! Never on the packet path, never a single point of failure:
 //!
@@ -35,21 +36,28 @@
 //!
 //! [`Command::AwaitUser`]: crate::proto::Command::AwaitUser
 //!
-//! `backend` is the trait a database implements, `sqlite` coturn's default database, `redis`
-//! its Redis database, `realm` parses what they read, `cache` is the cache and the lookup budget.
+//! `backend` is the trait a database implements, `sqlite` coturn's default database, `server`
+//! its PostgreSQL and MySQL ones (`conninfo` parses coturn's connection strings for them), `sql`
+//! the queries these three make, `redis` its Redis database, `realm` parses what they read,
+//! `cache` is the cache and the lookup budget.
 
 pub mod backend;
 pub mod cache;
+pub mod conninfo;
 pub mod realm;
 pub mod redis;
+pub mod server;
+pub mod sql;
 pub mod sqlite;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
+
+use api::RelayConfig;
 
 use crate::metrics::Metrics;
 use crate::proto::auth::{Lookup, UserSource};
@@ -62,6 +70,57 @@ pub use realm::RealmData;
 pub const POLL: Duration = Duration::from_secs(2);
 /// Lookups queued for the database task at most.
 const QUEUE: usize = 1024;
+
+/// Which user database the configuration names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `userdb`: coturn's SQLite file.
+    Sqlite(PathBuf),
+    /// `psql-userdb`: a PostgreSQL connection string.
+    Postgres(String),
+    /// `mysql-userdb`: a MySQL/MariaDB connection string.
+    MySql(String),
+    /// `redis-userdb`: a Redis connection string, parsed (it needs no runtime to be).
+    Redis(redis::ConnSpec),
+}
+
+impl Source {
+    /// The user database `cfg` names, if any; more than one is an error (coturn reads one, and
+    /// a second would otherwise be silently unread), and so is a Redis connection string that
+    /// cannot be read.
+    pub fn from_config(cfg: &RelayConfig) -> Result<Option<Source>, String> {
+        let redis = cfg
+            .redis_userdb
+            .as_deref()
+            .map(|conn| redis::ConnSpec::parse(conn).map_err(|e| format!("redis-userdb: {e}")))
+            .transpose()?;
+        let given: Vec<(&str, Source)> = [
+            cfg.userdb.clone().map(|p| ("userdb", Source::Sqlite(p))),
+            cfg.psql_userdb
+                .clone()
+                .map(|c| ("psql-userdb", Source::Postgres(c))),
+            cfg.mysql_userdb
+                .clone()
+                .map(|c| ("mysql-userdb", Source::MySql(c))),
+            redis.map(|c| ("redis-userdb", Source::Redis(c))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match <[_; 1]>::try_from(given) {
+            Ok([(_, source)]) => Ok(Some(source)),
+            Err(given) if given.is_empty() => Ok(None),
+            Err(given) => Err(format!(
+                "one user database at a time: {} are all given",
+                given
+                    .iter()
+                    .map(|(key, _)| *key)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
 
 /// The user database as the relay uses it: a backend behind the cache.
 #[derive(Debug)]
@@ -79,30 +138,7 @@ pub struct UserDb {
     state: AtomicU8,
 }
 
-/// Which user database, and where: what the configuration names (one at most, as coturn reads
-/// one; `config::user_database`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Spec {
-    /// `--userdb FILE`.
-    Sqlite(std::path::PathBuf),
-    /// `--redis-userdb CONNECTION`.
-    Redis(redis::ConnSpec),
-}
-
 impl UserDb {
-    /// The database `spec` names, for `realm`.
-    pub fn open(spec: &Spec, realm: &str, metrics: Arc<Metrics>) -> Arc<Self> {
-        match spec {
-            Spec::Sqlite(path) => Self::sqlite(path, realm, metrics),
-            Spec::Redis(conn) => Self::new(
-                Arc::new(redis::Redis::new(conn.clone())),
-                realm,
-                metrics,
-                Limits::default(),
-            ),
-        }
-    }
-
     /// coturn's SQLite database at `path`, for `realm`.
     pub fn sqlite(path: &Path, realm: &str, metrics: Arc<Metrics>) -> Arc<Self> {
         Self::new(
@@ -111,6 +147,22 @@ impl UserDb {
             metrics,
             Limits::default(),
         )
+    }
+
+    /// The user database `source` names, for `realm`; an error says what is wrong with its
+    /// connection string (nothing is connected yet). Must be called within a Tokio runtime.
+    pub fn open(source: &Source, realm: &str, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
+        let backend: Arc<dyn Backend> = match source {
+            Source::Sqlite(path) => Arc::new(sqlite::Sqlite::new(path)),
+            Source::Postgres(conn) => {
+                Arc::new(server::Server::postgres(conn).map_err(|e| format!("psql-userdb: {e}"))?)
+            }
+            Source::MySql(conn) => {
+                Arc::new(server::Server::mysql(conn).map_err(|e| format!("mysql-userdb: {e}"))?)
+            }
+            Source::Redis(conn) => Arc::new(redis::Redis::new(conn.clone())),
+        };
+        Ok(Self::new(backend, realm, metrics, Limits::default()))
     }
 
     pub fn new(

@@ -115,6 +115,8 @@ impl PartialEq for ConnSpec {
     }
 }
 
+impl Eq for ConnSpec {}
+
 impl ConnSpec {
     /// Parses coturn's connection string (`ip=... dbname=... password=... port=...
     /// connect_timeout=...`, keys separated by spaces, every key optional: 127.0.0.1, port 6379,

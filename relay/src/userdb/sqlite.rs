@@ -15,6 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use super::backend::{Backend, BackendError, BoxFuture};
 use super::realm::RealmRows;
+use super::sql::{self, Dialect, Queries};
 
 /// Connections at most: lookups beyond wait for one (the cache bounds how many there are).
 const POOL_SIZE: u32 = 4;
@@ -27,6 +28,7 @@ pub struct Sqlite {
     path: PathBuf,
     /// The pool, and the file (device, inode) it opened.
     pool: Mutex<Option<((u64, u64), SqlitePool)>>,
+    queries: Queries,
 }
 
 impl Sqlite {
@@ -34,6 +36,7 @@ impl Sqlite {
         Self {
             path: path.to_owned(),
             pool: Mutex::new(None),
+            queries: Queries::new(Dialect::Sqlite),
         }
     }
 
@@ -69,14 +72,6 @@ impl Sqlite {
     }
 }
 
-/// `fut` within [`QUERY_TIMEOUT`].
-async fn bounded<T>(fut: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, BackendError> {
-    match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(BackendError::Timeout(QUERY_TIMEOUT)),
-    }
-}
-
 impl Backend for Sqlite {
     fn user_key<'a>(
         &'a self,
@@ -85,58 +80,14 @@ impl Backend for Sqlite {
     ) -> BoxFuture<'a, Result<Option<String>, BackendError>> {
         Box::pin(async move {
             let pool = self.pool()?;
-            bounded(
-                sqlx::query_scalar::<_, String>(
-                    "SELECT COALESCE(CAST(hmackey AS TEXT), '') FROM turnusers_lt WHERE name = ?1 AND realm = ?2",
-                )
-                .bind(name)
-                .bind(realm)
-                .fetch_optional(&pool),
-            )
-            .await
+            sql::user_key(&pool, &self.queries, QUERY_TIMEOUT, realm, name).await
         })
     }
 
     fn realm<'a>(&'a self, realm: &'a str) -> BoxFuture<'a, Result<RealmRows, BackendError>> {
         Box::pin(async move {
             let pool = self.pool()?;
-            let column = |sql: &'static str| {
-                let pool = pool.clone();
-                async move {
-                    bounded(
-                        sqlx::query_scalar::<_, String>(sql)
-                            .bind(realm)
-                            .fetch_all(&pool),
-                    )
-                    .await
-                }
-            };
-            let secrets = column(
-                "SELECT COALESCE(CAST(value AS TEXT), '') FROM turn_secret WHERE realm = ?1",
-            )
-            .await?;
-            let allowed = column(
-                "SELECT COALESCE(CAST(ip_range AS TEXT), '') FROM allowed_peer_ip WHERE realm = ?1",
-            )
-            .await?;
-            let denied = column(
-                "SELECT COALESCE(CAST(ip_range AS TEXT), '') FROM denied_peer_ip WHERE realm = ?1",
-            )
-            .await?;
-            let options = bounded(
-                sqlx::query_as::<_, (String, String)>(
-                    "SELECT COALESCE(CAST(opt AS TEXT), ''), COALESCE(CAST(value AS TEXT), '') FROM turn_realm_option WHERE realm = ?1",
-                )
-                .bind(realm)
-                .fetch_all(&pool),
-            )
-            .await?;
-            Ok(RealmRows {
-                secrets,
-                options,
-                allowed,
-                denied,
-            })
+            sql::realm_rows(&pool, &self.queries, QUERY_TIMEOUT, realm).await
         })
     }
 

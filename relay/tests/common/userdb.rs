@@ -1,40 +1,73 @@
-//! What the tests of coturn's user databases share, whatever the database: a relay port range
-//! and a client address of their own per client, waiting for a change to be seen, a refused
-//! `turnutils_uclient` call, relaying checked through a Send/Data round trip, the flood's
-//! Allocate requests and the count of user queries.
+//! What the user database tests share, whatever the database (`userdb.rs` for SQLite,
+//! `userdb_servers.rs` for PostgreSQL and MariaDB, `userdb_redis.rs` for Redis): the realm, a
+//! relay with a user database as its only credential source, allocations from fresh loopback
+//! addresses, waiting for a change to be seen, a refused `turnutils_uclient` call, a relayed
+//! round trip, and the flood's Allocate requests and the count of user queries.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::Relay;
-use super::turn::TurnClient;
-use super::uclient::{Stats, uclient};
 use relay::stun::{
     Class, Encoder, Message, MessageType, Method, Nonce, Realm, RequestedTransport, TransactionId,
     Username, long_term_key_md5,
 };
 
+use super::Relay;
+use super::turn::TurnClient;
+use super::uclient::{Stats, uclient};
+
+pub const REALM: &str = "example.org";
+pub const TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a change made by `turnadmin` may take to be seen (the relay aims at a few seconds).
 pub const CHANGE_BOUND: Duration = Duration::from_secs(12);
 
-/// A relay port range of its own for each relay a test starts, so parallel tests do not meet;
-/// `base` keeps test binaries apart.
-pub fn port_range(base: u16) -> (String, String) {
+/// A relay port range of its own for each relay a test starts, so parallel tests do not meet.
+pub fn port_range() -> (String, String) {
     use std::sync::atomic::{AtomicU16, Ordering};
     static N: AtomicU16 = AtomicU16::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let base = base + (std::process::id() % 20) as u16 * 200 + n * 200 % 4_000;
+    let base = 30_000 + (std::process::id() % 100) as u16 * 40 + n * 200 % 8_000;
     (base.to_string(), (base + 199).to_string())
 }
 
-/// A loopback address of its own for each client (`127.<net>.x.y:0`): a client refused over and
-/// over from one address would meet the failed-authentication limiter, which is not what these
-/// tests measure.
-pub fn fresh_ip(net: u8) -> String {
+/// The relay on loopback with the user database `db` (e.g. `["--userdb", FILE]`) as its only
+/// credential source, the loopback echo peer allowed.
+pub fn relay_with(db: &[&str]) -> Relay {
+    let (min, max) = port_range();
+    let args = [
+        &["--realm", REALM][..],
+        db,
+        &[
+            "--allow-peer",
+            "127.0.0.1",
+            "--min-port",
+            &min,
+            "--max-port",
+            &max,
+        ],
+    ]
+    .concat();
+    Relay::start(&args)
+}
+
+/// An allocation by `user` from a socket of its own on `bind`'s address: the relayed address or
+/// the error code.
+pub fn allocate(
+    relay: &Relay,
+    bind: &str,
+    user: &str,
+    password: &str,
+) -> Result<SocketAddr, Option<u16>> {
+    TurnClient::new(relay.v4(), bind, user, password, REALM).allocate()
+}
+
+/// A loopback address of its own for each client: a client refused over and over from one
+/// address would meet the failed-authentication limiter, which is not what these tests measure.
+pub fn fresh_ip() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("127.{net}.{}.{}:0", n / 250 % 250, n % 250 + 1)
+    format!("127.1.{}.{}:0", n / 250 % 250, n % 250 + 1)
 }
 
 /// Waits until `check` holds, up to `bound`; returns how long it took.
@@ -58,9 +91,10 @@ pub fn until(
     }
 }
 
-/// A short `turnutils_uclient` call with `creds` that is expected to be refused, from `local`
-/// (an address of its own: the failed-authentication limiter is not under test).
-pub fn refused_call(relay: &Relay, peer: SocketAddr, local: &str, creds: &[&str]) -> Stats {
+/// A short call with `creds` that is expected to be refused, from an address of its own (the
+/// failed-authentication limiter is not under test).
+pub fn refused_call(relay: &Relay, peer: SocketAddr, creds: &[&str]) -> Stats {
+    let local = fresh_ip();
     let args = [
         &["-L", local.trim_end_matches(":0")][..],
         creds,
@@ -103,9 +137,9 @@ pub fn bare_allocate() -> Vec<u8> {
     buf
 }
 
-/// An authenticated Allocate for `user` in `realm` (whatever the password: a random user is
-/// unknown).
-pub fn allocate_request(user: &str, realm: &str, nonce: &str, n: u32) -> Vec<u8> {
+/// An authenticated Allocate for `user` in the realm, transaction `n` (whatever the password: a
+/// random user is unknown).
+pub fn allocate_request(user: &str, nonce: &str, n: u32) -> Vec<u8> {
     let mut buf = vec![0u8; 512];
     let mut tid = [0u8; 12];
     tid[..4].copy_from_slice(&n.to_be_bytes());
@@ -117,9 +151,9 @@ pub fn allocate_request(user: &str, realm: &str, nonce: &str, n: u32) -> Vec<u8>
     .expect("header");
     e.add(&RequestedTransport::UDP).expect("rt");
     e.add(&Username(user)).expect("user");
-    e.add(&Realm(realm)).expect("realm");
+    e.add(&Realm(REALM)).expect("realm");
     e.add(&Nonce(nonce)).expect("nonce");
-    e.message_integrity(&long_term_key_md5(user, realm, "guess"))
+    e.message_integrity(&long_term_key_md5(user, REALM, "guess"))
         .expect("mi");
     let len = e.finish();
     buf.truncate(len);
