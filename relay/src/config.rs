@@ -15,7 +15,7 @@ use crate::http::ApiConfig;
 use crate::proto::auth::{AuthConfig, StaticUser, UserSource};
 use crate::proto::policy::PeerPolicy;
 use crate::proto::{self, Lifetimes, Quotas, StreamLimits};
-use crate::userdb::UserDb;
+use crate::userdb::{self, UserDb};
 use api::parse_cidr;
 
 #[derive(Debug, thiserror::Error)]
@@ -151,8 +151,8 @@ pub fn build_with(
     if cfg.realm.is_empty() {
         return Err(invalid("realm", "must not be empty"));
     }
-    if let Err(message) = crate::userdb::Source::from_config(cfg) {
-        return Err(invalid("userdb/psql-userdb/mysql-userdb", &message));
+    if let Err(message) = userdb::Source::from_config(cfg) {
+        return Err(invalid("user database", &message));
     }
     if cfg.realm.len() > crate::proto::REALM_WITHIN_BUDGET {
         tracing::warn!(
@@ -448,10 +448,69 @@ mod tests {
                 },
                 "users file",
             ),
+            (
+                RelayConfig {
+                    redis_userdb: Some("ip=127.0.0.1 colour=blue".into()),
+                    ..ok.clone()
+                },
+                "user database: redis-userdb: unknown key \"colour\"",
+            ),
+            (
+                RelayConfig {
+                    userdb: Some("/var/lib/turn/turndb".into()),
+                    redis_userdb: Some("ip=127.0.0.1".into()),
+                    ..ok.clone()
+                },
+                "user database: one user database at a time: userdb, redis-userdb are all given",
+            ),
         ] {
             let err = build(&cfg, &bound, [0; 32]).expect_err(needle).to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn one_user_database_is_named() {
+        use userdb::Source;
+        let none = RelayConfig::default();
+        assert_eq!(Source::from_config(&none).expect("valid"), None);
+        let sqlite = RelayConfig {
+            userdb: Some("/var/lib/turn/turndb".into()),
+            ..RelayConfig::default()
+        };
+        assert_eq!(
+            Source::from_config(&sqlite).expect("valid"),
+            Some(Source::Sqlite("/var/lib/turn/turndb".into()))
+        );
+        let psql = RelayConfig {
+            psql_userdb: Some("host=127.0.0.1 dbname=coturn".into()),
+            ..RelayConfig::default()
+        };
+        assert_eq!(
+            Source::from_config(&psql).expect("valid"),
+            Some(Source::Postgres("host=127.0.0.1 dbname=coturn".into()))
+        );
+        let redis = RelayConfig {
+            redis_userdb: Some("ip=127.0.0.1 dbname=2 password=turn".into()),
+            ..RelayConfig::default()
+        };
+        let Some(Source::Redis(conn)) = Source::from_config(&redis).expect("valid") else {
+            panic!("not redis");
+        };
+        assert_eq!(conn.describe(), "redis 127.0.0.1:6379 db 2");
+        let all = RelayConfig {
+            userdb: Some("/var/lib/turn/turndb".into()),
+            psql_userdb: Some("host=127.0.0.1".into()),
+            mysql_userdb: Some("host=127.0.0.1".into()),
+            redis_userdb: Some("ip=127.0.0.1".into()),
+            ..RelayConfig::default()
+        };
+        let err = Source::from_config(&all).expect_err("four databases");
+        assert_eq!(
+            err,
+            "one user database at a time: userdb, psql-userdb, mysql-userdb, redis-userdb are \
+             all given"
+        );
     }
 
     #[test]

@@ -15,14 +15,11 @@ use std::time::{Duration, Instant};
 use common::turn::TurnClient;
 use common::uclient::{echo_peer, uclient};
 use common::userdb::{
-    CHANGE_BOUND, REALM, TIMEOUT, allocate, echoes, fresh_ip, port_range, refused_call, relay_with,
-    until,
+    CHANGE_BOUND, REALM, TIMEOUT, allocate, allocate_request, bare_allocate, echoes, fresh_ip,
+    port_range, rand_u32, refused_call, relay_with, until, user_queries,
 };
 use common::{Relay, TempDir, require, run};
-use relay::stun::{
-    Class, Encoder, ErrorCode, Message, MessageType, Method, Nonce, Realm, RequestedTransport,
-    TransactionId, Username, long_term_key_md5,
-};
+use relay::stun::{ErrorCode, Message, Nonce};
 
 /// Runs coturn's `turnadmin` with `args` on the database `db`; panics with its output if it
 /// fails.
@@ -332,28 +329,6 @@ fn a_broken_database_leaves_known_users_and_allocations_served_until_it_returns(
     );
 }
 
-/// An authenticated Allocate for `user` (whatever the password: a random user is unknown).
-fn allocate_request(user: &str, nonce: &str, n: u32) -> Vec<u8> {
-    let mut buf = vec![0u8; 512];
-    let mut tid = [0u8; 12];
-    tid[..4].copy_from_slice(&n.to_be_bytes());
-    let mut e = Encoder::new(
-        &mut buf,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        TransactionId::new(tid),
-    )
-    .expect("header");
-    e.add(&RequestedTransport::UDP).expect("rt");
-    e.add(&Username(user)).expect("user");
-    e.add(&Realm(REALM)).expect("realm");
-    e.add(&Nonce(nonce)).expect("nonce");
-    e.message_integrity(&long_term_key_md5(user, REALM, "guess"))
-        .expect("mi");
-    let len = e.finish();
-    buf.truncate(len);
-    buf
-}
-
 #[test]
 fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
     const FLOOD: u32 = 2000;
@@ -365,16 +340,7 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
     // One challenge for a nonce, then the flood: every request with a name of its own.
-    let mut bare = vec![0u8; 64];
-    let mut e = Encoder::new(
-        &mut bare,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        TransactionId::new([9; 12]),
-    )
-    .expect("header");
-    e.add(&RequestedTransport::UDP).expect("rt");
-    let len = e.finish();
-    socket.send_to(&bare[..len], relay.v4()).expect("send");
+    socket.send_to(&bare_allocate(), relay.v4()).expect("send");
     let mut buf = [0u8; 1500];
     let nonce = loop {
         let (n, _) = socket.recv_from(&mut buf).expect("a challenge");
@@ -384,7 +350,7 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
             break nonce.to_owned();
         }
     };
-    let before = queries(&relay);
+    let before = user_queries(&relay);
     let overflows_before = udp_receive_buffer_errors();
     let started = Instant::now();
     for i in 0..FLOOD {
@@ -406,7 +372,7 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
     }
     // Settle: lookups still under way end.
     std::thread::sleep(Duration::from_secs(2));
-    let made = queries(&relay) - before;
+    let made = user_queries(&relay) - before;
     let busy =
         relay.metric(r#"xdpturn_dropped_packets_total{reason="userdb_busy",transport="udp"}"#);
     let limited = relay
@@ -447,25 +413,4 @@ fn udp_receive_buffer_errors() -> i64 {
         .find(|(name, _)| *name == "RcvbufErrors")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// The user lookups the relay made (every result).
-fn queries(relay: &Relay) -> f64 {
-    ["found", "absent", "error"]
-        .iter()
-        .map(|r| {
-            relay.metric(&format!(
-                r#"xdpturn_userdb_queries_total{{query="user",result="{r}"}}"#
-            ))
-        })
-        .sum()
-}
-
-/// A pseudo-random number (splitmix32-ish) so the names do not follow a pattern a cache could
-/// exploit.
-fn rand_u32(i: u32) -> u32 {
-    let mut x = i.wrapping_mul(0x9E37_79B9) ^ std::process::id();
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x85EB_CA6B);
-    x ^ (x >> 13)
 }

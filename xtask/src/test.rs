@@ -21,10 +21,12 @@ use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, images, repo_root};
 /// prometheus: relay/tests/dashboard.rs evaluates every query of the chart's Grafana dashboard
 /// against it, scraping a real relay and operator;
 /// sqlite3: relay/tests/userdb.rs writes the peer ranges of coturn's user database, which
-/// turnadmin has no option for, as coturn's web admin would.
+/// turnadmin has no option for, as coturn's web admin would;
 /// postgresql and mariadb-server (with their clients, psql and mariadb):
 /// relay/tests/userdb_servers.rs starts a server of each, loads coturn's schema and has
-/// turnadmin write the user database the relay reads with `--psql-userdb` and `--mysql-userdb`.
+/// turnadmin write the user database the relay reads with `--psql-userdb` and `--mysql-userdb`;
+/// redis-server and redis-tools: relay/tests/userdb_redis.rs runs a Redis server of its own for
+/// `--redis-userdb`, which `turnadmin -N` writes, and `redis-cli` writes what turnadmin cannot.
 const APT_PACKAGES: &[&str] = &[
     "coturn",
     "iproute2",
@@ -41,6 +43,8 @@ const APT_PACKAGES: &[&str] = &[
     "sqlite3",
     "postgresql",
     "mariadb-server",
+    "redis-server",
+    "redis-tools",
 ];
 
 /// The browser tests' driver (puppeteer-core), installed from its lockfile with `npm ci`.

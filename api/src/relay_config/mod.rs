@@ -77,8 +77,8 @@ relay_settings! {
     /// sends none.
     software: String = concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(), flag
         /// SOFTWARE attribute in answers to authenticated requests only; empty sends none [--no-software-attribute].
-        // Listed after --drain-timeout (flag 26, numbered 125) in --help, as it always was.
-        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 125)]
+        // Listed after --drain-timeout (flag 27, numbered 126) in --help, as it always was.
+        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 126)]
         software: Option<String>;
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP.
@@ -156,6 +156,22 @@ relay_settings! {
             hide_env_values = true
         )]
         mysql_userdb: Option<String>;
+
+    /// coturn's user database on Redis, as `turnadmin -N CONN` writes it: coturn's connection
+    /// string (`ip=ADDRESS port=PORT dbname=N password=... connect_timeout=SECONDS`) or a
+    /// `redis://` URL. Read as `userdb` is; one user database at a time.
+    redis_userdb: Option<String> = None, flag
+        /// coturn's user database on Redis, as `turnadmin -N CONN` writes it, read as --userdb
+        /// is: coturn's "ip=ADDRESS port=PORT dbname=N password=P connect_timeout=S" (every key
+        /// optional: 127.0.0.1, 6379, 0) or redis://[:P@]HOST[:PORT][/DB]. Prefer the variable or
+        /// the config file: command lines are visible to others [--redis-userdb, -N].
+        #[arg(
+            long = "redis-userdb",
+            env = "XDPTURN_REDIS_USERDB",
+            value_name = "CONN",
+            hide_env_values = true
+        )]
+        redis_userdb: Option<String>;
 
     /// Shared secrets for time-limited REST credentials; any of them validates (rotation).
     auth_secrets: Vec<String> = Vec::new(), flag
@@ -402,6 +418,7 @@ impl RelayConfig {
             || self.userdb.is_some()
             || self.psql_userdb.is_some()
             || self.mysql_userdb.is_some()
+            || self.redis_userdb.is_some()
             || !self.auth_secrets.is_empty()
             || !self.auth_secret_files.is_empty()
     }

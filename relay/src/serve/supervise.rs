@@ -200,6 +200,7 @@ fn reload(
                     c.userdb.clone(),
                     c.psql_userdb.clone(),
                     c.mysql_userdb.clone(),
+                    c.redis_userdb.clone(),
                 )
             };
             if database(&new) != database(cfg) || (live.userdb.is_some() && new.realm != cfg.realm)

@@ -1,6 +1,6 @@
 //! What a user database backend answers, whatever the database: one user's stored key, and one
-//! realm's rows (secrets, options, peer ranges). SQLite is the one there is (`sqlite.rs`);
-//! PostgreSQL, MySQL (sqlx too) and Redis go behind the same trait.
+//! realm's rows (secrets, options, peer ranges). SQLite (`sqlite.rs`) and Redis (`redis.rs`)
+//! implement it; PostgreSQL and MySQL (sqlx too) go behind the same trait.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -17,10 +17,24 @@ pub enum BackendError {
     /// The database is not there (file missing, server unreachable).
     #[error("{0}")]
     Unavailable(String),
+    /// The database answered with an error, or the connection broke (the client library's
+    /// error: sqlx's, redis's).
     #[error("query failed: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("no answer within {0:?}")]
     Timeout(std::time::Duration),
+}
+
+impl From<sqlx::Error> for BackendError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Query(Box::new(err))
+    }
+}
+
+impl From<redis::RedisError> for BackendError {
+    fn from(err: redis::RedisError) -> Self {
+        Self::Query(Box::new(err))
+    }
 }
 
 /// A user database.

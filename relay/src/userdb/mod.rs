@@ -1,8 +1,8 @@
-//! coturn's user database, read by the relay (`--userdb FILE`, `--psql-userdb CONN` or
-//! `--mysql-userdb CONN`, one of them at a time): long-term users
+//! coturn's user database, read by the relay (`--userdb FILE`, `--psql-userdb CONN`,
+//! `--mysql-userdb CONN` or `--redis-userdb CONN`, one of them at a time): long-term users
 //! (`turnusers_lt`), REST shared secrets (`turn_secret`), realm options (`turn_realm_option`:
 //! max-bps, user-quota, total-quota) and allowed and denied peer ranges, as coturn's
-//! `turnadmin` writes them, for the relay's realm.
+//! `turnadmin` writes them, for the relay's realm (in Redis, the same things in Redis keys).
 //!
 //! Never on the packet path, never a single point of failure:
 //!
@@ -38,13 +38,14 @@
 //!
 //! `backend` is the trait a database implements, `sqlite` coturn's default database, `server`
 //! its PostgreSQL and MySQL ones (`conninfo` parses coturn's connection strings for them), `sql`
-//! the queries all three make, `realm` parses what they read, `cache` is the cache and the
-//! lookup budget.
+//! the queries these three make, `redis` its Redis database, `realm` parses what they read,
+//! `cache` is the cache and the lookup budget.
 
 pub mod backend;
 pub mod cache;
 pub mod conninfo;
 pub mod realm;
+pub mod redis;
 pub mod server;
 pub mod sql;
 pub mod sqlite;
@@ -79,11 +80,20 @@ pub enum Source {
     Postgres(String),
     /// `mysql-userdb`: a MySQL/MariaDB connection string.
     MySql(String),
+    /// `redis-userdb`: a Redis connection string, parsed (it needs no runtime to be).
+    Redis(redis::ConnSpec),
 }
 
 impl Source {
-    /// The user database `cfg` names, if any; more than one is an error (coturn reads one).
+    /// The user database `cfg` names, if any; more than one is an error (coturn reads one, and
+    /// a second would otherwise be silently unread), and so is a Redis connection string that
+    /// cannot be read.
     pub fn from_config(cfg: &RelayConfig) -> Result<Option<Source>, String> {
+        let redis = cfg
+            .redis_userdb
+            .as_deref()
+            .map(|conn| redis::ConnSpec::parse(conn).map_err(|e| format!("redis-userdb: {e}")))
+            .transpose()?;
         let given: Vec<(&str, Source)> = [
             cfg.userdb.clone().map(|p| ("userdb", Source::Sqlite(p))),
             cfg.psql_userdb
@@ -92,6 +102,7 @@ impl Source {
             cfg.mysql_userdb
                 .clone()
                 .map(|c| ("mysql-userdb", Source::MySql(c))),
+            redis.map(|c| ("redis-userdb", Source::Redis(c))),
         ]
         .into_iter()
         .flatten()
@@ -149,6 +160,7 @@ impl UserDb {
             Source::MySql(conn) => {
                 Arc::new(server::Server::mysql(conn).map_err(|e| format!("mysql-userdb: {e}"))?)
             }
+            Source::Redis(conn) => Arc::new(redis::Redis::new(conn.clone())),
         };
         Ok(Self::new(backend, realm, metrics, Limits::default()))
     }

@@ -1,12 +1,16 @@
 //! What the user database tests share, whatever the database (`userdb.rs` for SQLite,
-//! `userdb_servers.rs` for PostgreSQL and MariaDB): the realm, a relay with a user database as
-//! its only credential source, allocations from fresh loopback addresses, waiting for a change
-//! to be seen, and a relayed round trip.
+//! `userdb_servers.rs` for PostgreSQL and MariaDB, `userdb_redis.rs` for Redis): the realm, a
+//! relay with a user database as its only credential source, allocations from fresh loopback
+//! addresses, waiting for a change to be seen, a refused `turnutils_uclient` call, a relayed
+//! round trip, and the flood's Allocate requests and the count of user queries.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use relay::stun::{Class, Message, Method};
+use relay::stun::{
+    Class, Encoder, Message, MessageType, Method, Nonce, Realm, RequestedTransport, TransactionId,
+    Username, long_term_key_md5,
+};
 
 use super::Relay;
 use super::turn::TurnClient;
@@ -116,4 +120,63 @@ pub fn echoes(client: &TurnClient, peer: SocketAddr) -> bool {
         }
     }
     false
+}
+
+/// An unauthenticated Allocate: its 401 carries a nonce.
+pub fn bare_allocate() -> Vec<u8> {
+    let mut buf = vec![0u8; 64];
+    let mut e = Encoder::new(
+        &mut buf,
+        MessageType::new(Method::ALLOCATE, Class::Request),
+        TransactionId::new([9; 12]),
+    )
+    .expect("header");
+    e.add(&RequestedTransport::UDP).expect("rt");
+    let len = e.finish();
+    buf.truncate(len);
+    buf
+}
+
+/// An authenticated Allocate for `user` in the realm, transaction `n` (whatever the password: a
+/// random user is unknown).
+pub fn allocate_request(user: &str, nonce: &str, n: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; 512];
+    let mut tid = [0u8; 12];
+    tid[..4].copy_from_slice(&n.to_be_bytes());
+    let mut e = Encoder::new(
+        &mut buf,
+        MessageType::new(Method::ALLOCATE, Class::Request),
+        TransactionId::new(tid),
+    )
+    .expect("header");
+    e.add(&RequestedTransport::UDP).expect("rt");
+    e.add(&Username(user)).expect("user");
+    e.add(&Realm(REALM)).expect("realm");
+    e.add(&Nonce(nonce)).expect("nonce");
+    e.message_integrity(&long_term_key_md5(user, REALM, "guess"))
+        .expect("mi");
+    let len = e.finish();
+    buf.truncate(len);
+    buf
+}
+
+/// The user lookups the relay made (every result).
+pub fn user_queries(relay: &Relay) -> f64 {
+    ["found", "absent", "error"]
+        .iter()
+        .map(|r| {
+            relay.metric(&format!(
+                r#"xdpturn_userdb_queries_total{{query="user",result="{r}"}}"#
+            ))
+        })
+        .sum()
+}
+
+/// A pseudo-random number (splitmix32-ish) so that names do not follow a pattern a cache could
+/// exploit.
+pub fn rand_u32(i: u32) -> u32 {
+    let mut x = i.wrapping_mul(0x9E37_79B9) ^ std::process::id();
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x85EB_CA6B);
+    x ^ (x >> 13)
 }

@@ -221,7 +221,7 @@ fn every_setting_flag_has_its_xdpturn_variable() {
         flags += 1;
     }
     // --config, every RelayConfig key but nonce-lifetime-secs, --revision, --channel-lifetime.
-    assert_eq!(flags, 40);
+    assert_eq!(flags, 41);
     let listen = cmd
         .get_arguments()
         .find(|a| a.get_long() == Some("listen"))
