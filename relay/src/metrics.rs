@@ -91,6 +91,7 @@ pub struct Metrics {
     keepalives: Vec<IntCounter>,
     relayed: Vec<Relayed>,
     auth_failures: IntCounterVec,
+    auth_limiter_overflows: IntCounter,
     peer_denied: IntCounterVec,
     quota_rejections: IntCounterVec,
     /// Replies or relayed packets the socket refused to send, by transport.
@@ -196,6 +197,12 @@ impl Metrics {
             "Failed authentications, by reason",
             &["reason"],
         )?;
+        let auth_limiter_overflows = IntCounter::new(
+            "xdpturn_auth_limiter_overflows_total",
+            "Failed authentications from sources the full failure limiter could not track, \
+             charged to the budget those sources share",
+        )?;
+        r.register(Box::new(auth_limiter_overflows.clone()))?;
         let peer_denied = counter_vec(
             &r,
             "xdpturn_peer_denied_total",
@@ -397,6 +404,7 @@ impl Metrics {
             keepalives,
             relayed,
             auth_failures,
+            auth_limiter_overflows,
             peer_denied,
             quota_rejections,
             send_errors,
@@ -553,6 +561,10 @@ impl Counters for Metrics {
         Metrics::auth_failure(self, reason);
     }
 
+    fn auth_limiter_overflow(&self) {
+        self.auth_limiter_overflows.inc();
+    }
+
     fn peer_denied(&self, reason: Denial) {
         Metrics::peer_denied(self, reason);
     }
@@ -642,6 +654,7 @@ mod tests {
             r#"xdpturn_relayed_bytes_total{datapath="userspace",direction="peer_to_client",transport="udp"} 100"#,
             r#"xdpturn_relayed_packets_total{datapath="xdp",direction="client_to_peer",transport="tls"} 0"#,
             r#"xdpturn_auth_failures_total{reason="wrong_password"} 0"#,
+            r#"xdpturn_auth_limiter_overflows_total 0"#,
             r#"xdpturn_peer_denied_total{reason="builtin"} 0"#,
             r#"xdpturn_allocations 0"#,
             r#"xdpturn_allocations_ended_total 0"#,

@@ -4,8 +4,9 @@
 //! database) are asked through [`UserSource`], which answers at once, possibly "not yet".
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -355,61 +356,207 @@ pub fn rest_expiry(username: &str) -> Option<u64> {
     username.split(':').next()?.parse().ok()
 }
 
-/// Failed authentications per source address: a token bucket each, bounded in number.
+/// Shards of [`FailureLimiter`]'s table: enough that workers recording failures at once rarely
+/// wait for each other, few enough that each shard's part of the capacity stays large.
+const LIMITER_SHARDS: usize = 16;
+
+/// How often the periodic sweep of [`FailureLimiter::forget_idle`] runs at most: every worker
+/// ticks, and one sweep a second serves them all.
+const LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One token bucket: the tokens left at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// One shard of the table: the sources it tracks and the budget shared by the sources it had no
+/// room for.
+#[derive(Debug, Default)]
+struct Shard {
+    buckets: HashMap<IpAddr, Bucket>,
+    /// The shared budget of the sources this shard could not track while full (None: untouched).
+    overflow: Option<Bucket>,
+}
+
+/// Where [`FailureLimiter::failed`] charged a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charged {
+    /// To the source's own budget.
+    Source,
+    /// To the budget shared by the sources a full table could not track.
+    Overflow,
+}
+
+/// Failed authentications per source, a token bucket each (`burst` failures at once, then
+/// `per_second`), shared by every worker: a source's budget does not grow with the number of
+/// workers the kernel spreads its packets over. It is touched only by requests that carry a
+/// MESSAGE-INTEGRITY (checked before the expensive key derivation) and by failures, never by
+/// relayed data.
+///
+/// A source is an IPv4 address or an IPv6 /64 (one subscriber's LAN: an attacker holding one
+/// has 2^64 addresses, and would otherwise get a fresh budget from each). The table is split in
+/// [`LIMITER_SHARDS`] shards, each behind its own lock and chosen by a keyed hash of the
+/// source (which a remote party cannot aim at one shard).
+///
+/// The table is bounded (`max_tracked` sources). A full shard first drops the sources whose
+/// buckets have refilled (they carry no information); if none has, a new failing source is not
+/// tracked: every source a full shard has no room for shares that shard's one overflow bucket,
+/// with the budget of a single source. So an attacker cycling through more addresses than the
+/// table holds can neither evict the budgets already spent (a tracked source keeps its
+/// bucket until it has refilled) nor get a fresh budget per address: all the untracked
+/// sources together get at most `LIMITER_SHARDS` × (`burst` + `per_second`/s). The price is
+/// paid only during such a flood, and only by sources the table does not know: their requests
+/// with credentials share that small budget (a client retries; TURN clients retransmit over
+/// UDP). Nobody is locked out for longer than the flood: a tracked bucket refills within
+/// `burst / per_second` seconds and is then dropped, which makes room again. Every failure
+/// charged to an overflow bucket is counted (`xdpturn_auth_limiter_overflows_total`).
 #[derive(Debug)]
 pub struct FailureLimiter {
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
     burst: f64,
     per_second: f64,
-    max_tracked: usize,
+    /// Sources one shard tracks at most.
+    shard_capacity: usize,
+    /// When the periodic sweep last ran.
+    swept: Mutex<Option<Instant>>,
+}
+
+impl Default for FailureLimiter {
+    /// The relay's limit: 10 failures at once, then one a second, for up to 65,536 sources.
+    fn default() -> Self {
+        Self::new(10, 1.0, 65_536)
+    }
 }
 
 impl FailureLimiter {
+    /// `burst` failures at once per source, refilled at `per_second`, for up to `max_tracked`
+    /// sources in [`LIMITER_SHARDS`] shards (fewer if `max_tracked` is smaller).
     pub fn new(burst: u32, per_second: f64, max_tracked: usize) -> Self {
-        Self {
-            buckets: HashMap::new(),
-            burst: f64::from(burst),
+        Self::with_shards(
+            burst,
             per_second,
             max_tracked,
+            LIMITER_SHARDS.min(max_tracked),
+        )
+    }
+
+    /// As [`FailureLimiter::new`], with `shards` shards (at least one); the capacity is
+    /// divided between them.
+    pub fn with_shards(burst: u32, per_second: f64, max_tracked: usize, shards: usize) -> Self {
+        let shards = shards.max(1);
+        Self {
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            burst: f64::from(burst),
+            per_second,
+            shard_capacity: max_tracked.div_ceil(shards).max(1),
+            swept: Mutex::new(None),
         }
     }
 
-    /// Whether `ip` is over its budget of failures.
+    /// The source `ip` is counted as: IPv4 (mapped addresses as IPv4), or an IPv6 /64.
+    fn source(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+            v4 => v4,
+        }
+    }
+
+    fn shard(&self, source: IpAddr) -> MutexGuard<'_, Shard> {
+        // Lossless enough: the hash only picks a shard.
+        let i = (self.hasher.hash_one(source) % self.shards.len() as u64) as usize;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn level(&self, bucket: Option<&Bucket>, now: Instant) -> f64 {
+        bucket.map_or(self.burst, |b| {
+            (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_second)
+                .min(self.burst)
+        })
+    }
+
+    /// Whether `ip` is over its budget of failures: its own if it is tracked; the shared
+    /// overflow budget if its shard is full and has no room for it.
     pub fn is_limited(&self, ip: IpAddr, now: Instant) -> bool {
-        self.level(ip, now) < 1.0
+        let source = Self::source(ip);
+        let shard = self.shard(source);
+        let bucket = match shard.buckets.get(&source) {
+            Some(b) => Some(b),
+            None if shard.buckets.len() >= self.shard_capacity => shard.overflow.as_ref(),
+            None => None,
+        };
+        self.level(bucket, now) < 1.0
     }
 
-    fn level(&self, ip: IpAddr, now: Instant) -> f64 {
-        match self.buckets.get(&ip) {
-            Some(&(tokens, at)) => (tokens
-                + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
-                .min(self.burst),
-            None => self.burst,
+    /// Records a failure from `ip`; returns which budget paid for it.
+    pub fn failed(&self, ip: IpAddr, now: Instant) -> Charged {
+        let source = Self::source(ip);
+        let mut shard = self.shard(source);
+        if !shard.buckets.contains_key(&source) && shard.buckets.len() >= self.shard_capacity {
+            self.sweep(&mut shard, now);
+        }
+        if shard.buckets.contains_key(&source) || shard.buckets.len() < self.shard_capacity {
+            let level = self.level(shard.buckets.get(&source), now);
+            shard.buckets.insert(source, self.take(level, now));
+            Charged::Source
+        } else {
+            let level = self.level(shard.overflow.as_ref(), now);
+            shard.overflow = Some(self.take(level, now));
+            Charged::Overflow
         }
     }
 
-    /// Records a failure from `ip`.
-    pub fn failed(&mut self, ip: IpAddr, now: Instant) {
-        let level = self.level(ip, now);
-        if self.buckets.len() >= self.max_tracked && !self.buckets.contains_key(&ip) {
-            self.forget_idle(now);
-            if self.buckets.len() >= self.max_tracked {
-                return; // bounded memory beats perfect limiting under a spoofed-source flood
-            }
+    fn take(&self, level: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: (level - 1.0).max(0.0),
+            at: now,
         }
-        self.buckets.insert(ip, ((level - 1.0).max(0.0), now));
     }
 
-    /// Drops the buckets that have refilled: they carry no information.
-    pub fn forget_idle(&mut self, now: Instant) {
-        let (burst, rate) = (self.burst, self.per_second);
-        self.buckets.retain(|_, &mut (tokens, at)| {
-            tokens + now.saturating_duration_since(at).as_secs_f64() * rate < burst
-        });
+    /// Drops a shard's buckets that have refilled (they carry no information), and gives back
+    /// the memory a flood made it take.
+    fn sweep(&self, shard: &mut Shard, now: Instant) {
+        shard
+            .buckets
+            .retain(|_, b| self.level(Some(b), now) < self.burst);
+        if shard
+            .overflow
+            .is_some_and(|b| self.level(Some(&b), now) >= self.burst)
+        {
+            shard.overflow = None;
+        }
+        let len = shard.buckets.len();
+        if shard.buckets.capacity() > 4 * len.max(64) {
+            shard.buckets.shrink_to(2 * len);
+        }
     }
 
+    /// Drops the buckets that have refilled, in every shard: at most once a
+    /// [`LIMITER_SWEEP_INTERVAL`] however many workers ask.
+    pub fn forget_idle(&self, now: Instant) {
+        let mut swept = match self.swept.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return, // another worker is sweeping
+        };
+        if swept.is_some_and(|at| now.saturating_duration_since(at) < LIMITER_SWEEP_INTERVAL) {
+            return;
+        }
+        *swept = Some(now);
+        for shard in &self.shards {
+            self.sweep(&mut shard.lock().unwrap_or_else(|p| p.into_inner()), now);
+        }
+    }
+
+    /// The sources tracked, in every shard.
     pub fn tracked(&self) -> usize {
-        self.buckets.len()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).buckets.len())
+            .sum()
     }
 }
 
@@ -670,22 +817,108 @@ mod tests {
     #[test]
     fn failure_limiter_refills_and_stays_bounded() {
         let t0 = Instant::now();
-        let mut l = FailureLimiter::new(3, 1.0, 100);
+        let l = FailureLimiter::new(3, 1.0, 100);
         let ip: IpAddr = "198.51.100.1".parse().expect("ip");
         for _ in 0..3 {
             assert!(!l.is_limited(ip, t0));
-            l.failed(ip, t0);
+            assert_eq!(l.failed(ip, t0), Charged::Source);
         }
         assert!(l.is_limited(ip, t0));
         assert!(
             !l.is_limited(ip, t0 + Duration::from_millis(1100)),
             "one token back after a second"
         );
-        for i in 0..1000u32 {
+        for i in 0..10_000u32 {
             l.failed(IpAddr::from(i.to_be_bytes()), t0);
         }
-        assert!(l.tracked() <= 100);
+        // 16 shards of ceil(100 / 16) = 7.
+        assert!(l.tracked() <= 16 * 7, "{} tracked", l.tracked());
+        assert!(
+            l.is_limited(ip, t0),
+            "a tracked source keeps its spent budget"
+        );
         l.forget_idle(t0 + Duration::from_secs(10));
+        assert_eq!(l.tracked(), 0);
+    }
+
+    #[test]
+    fn a_full_failure_limiter_shares_one_budget_between_the_sources_it_cannot_track() {
+        let t0 = Instant::now();
+        // One shard of four sources: which source lands where is not left to the hash.
+        let l = FailureLimiter::with_shards(3, 1.0, 4, 1);
+        let tracked: Vec<IpAddr> = (1..=4u8).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+        for &ip in &tracked {
+            assert_eq!(l.failed(ip, t0), Charged::Source);
+        }
+        // tracked[0] spends its budget; the others keep two failures each.
+        l.failed(tracked[0], t0);
+        l.failed(tracked[0], t0);
+        assert!(l.is_limited(tracked[0], t0));
+        assert_eq!(l.tracked(), 4);
+
+        // An attacker cycling through fresh addresses: the full table tracks none of them, and
+        // all of them together get the budget of one source, not one each.
+        let mut charged = 0;
+        for i in 0..1000u32 {
+            let ip = IpAddr::from((0x0A00_0000 + i).to_be_bytes());
+            if !l.is_limited(ip, t0) {
+                assert_eq!(l.failed(ip, t0), Charged::Overflow);
+                charged += 1;
+            }
+        }
+        assert_eq!(charged, 3, "the fresh addresses shared one burst");
+        assert_eq!(l.tracked(), 4, "the table stayed bounded");
+        // Nor did the flood reset or evict what the tracked sources had spent or kept.
+        assert!(l.is_limited(tracked[0], t0));
+        assert!(!l.is_limited(tracked[1], t0));
+        assert_eq!(l.failed(tracked[1], t0), Charged::Source);
+        // A source the table does not know is limited with the rest while the flood lasts...
+        let newcomer = IpAddr::from([198, 51, 100, 7]);
+        assert!(l.is_limited(newcomer, t0));
+        // ...for a second per failure the shared budget refills by.
+        let t1 = t0 + Duration::from_millis(1100);
+        assert!(!l.is_limited(newcomer, t1));
+        // Once the tracked buckets have refilled (3 s), the table makes room again: the
+        // newcomer gets a budget of its own, nobody is locked out for longer than the flood.
+        let t2 = t0 + Duration::from_secs(4);
+        assert_eq!(l.failed(newcomer, t2), Charged::Source);
+        assert_eq!(l.tracked(), 1);
+        assert!(!l.is_limited(IpAddr::from([10, 0, 0, 1]), t2));
+    }
+
+    #[test]
+    fn failure_limiter_counts_ipv6_per_64_and_mapped_addresses_as_ipv4() {
+        let t0 = Instant::now();
+        let l = FailureLimiter::new(2, 1.0, 100);
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        l.failed(a, t0);
+        l.failed(b, t0);
+        assert!(l.is_limited(a, t0), "one /64, one budget");
+        assert!(!l.is_limited(other, t0), "another /64, another budget");
+        let v4: IpAddr = "198.51.100.1".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:198.51.100.1".parse().expect("ip");
+        l.failed(v4, t0);
+        l.failed(mapped, t0);
+        assert!(l.is_limited(v4, t0) && l.is_limited(mapped, t0));
+        assert_eq!(l.tracked(), 2);
+    }
+
+    #[test]
+    fn failure_limiter_sweeps_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let l = FailureLimiter::new(2, 1.0, 100);
+        let ip = IpAddr::from([198, 51, 100, 1]);
+        l.forget_idle(at(0));
+        l.failed(ip, at(100));
+        l.failed(ip, at(100));
+        l.forget_idle(at(1200));
+        assert_eq!(l.tracked(), 1, "not refilled yet");
+        l.forget_idle(at(2150));
+        assert_eq!(l.tracked(), 1, "refilled, but swept less than a second ago");
+        l.forget_idle(at(2300));
         assert_eq!(l.tracked(), 0);
     }
 }

@@ -37,6 +37,9 @@ pub trait Counters: fmt::Debug + Send + Sync {
     fn keepalive(&self, transport: Transport);
     /// A failed authentication.
     fn auth_failure(&self, reason: Rejection);
+    /// A failed authentication charged to the budget shared by the sources the full failure
+    /// limiter could not track (see [`super::auth::FailureLimiter`]).
+    fn auth_limiter_overflow(&self);
     /// A peer the address policy refused.
     fn peer_denied(&self, reason: Denial);
     /// A request or packet a quota refused.

@@ -209,7 +209,7 @@ impl Server {
 
         let client_ip = inbound.remote.ip();
         if (msg.has_integrity() || msg.has_integrity_sha256())
-            && self.limiter.is_limited(client_ip, now)
+            && self.ledger.failures.is_limited(client_ip, now)
         {
             self.counters.auth_failure(auth::Rejection::RateLimited);
             return self.drop(transport, DropReason::AuthRateLimited);
@@ -277,7 +277,9 @@ impl Server {
             AuthError::Busy => return self.drop(ctx.transport, DropReason::UserSourceBusy),
             AuthError::Rejected(why) => {
                 self.counters.auth_failure(why);
-                self.limiter.failed(client, now);
+                if self.ledger.failures.failed(client, now) == auth::Charged::Overflow {
+                    self.counters.auth_limiter_overflow();
+                }
                 tracing::debug!(%client, reason = why.as_str(), "authentication failed");
                 (401, "Unauthorized")
             }

@@ -1,5 +1,7 @@
 //! What every shard shares (one [`Ledger`] for all of them): the quota counts of allocations,
-//! in total and per user, EVEN-PORT reservations, and RFC 6062 peer data connections.
+//! in total and per user, EVEN-PORT reservations, RFC 6062 peer data connections, and the
+//! budget of failed authentications per source (one for all workers, so that it does not grow
+//! with their number).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,6 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
+use super::auth::FailureLimiter;
 use super::{QuotaKind, Quotas, tcp};
 
 /// What every shard shares: total allocations, allocations per user, and reservations (an
@@ -19,9 +22,19 @@ pub struct Ledger {
     /// RFC 6062 peer data connections by connection id.
     pub(super) tcp_connections: Mutex<HashMap<u32, tcp::TcpConnection>>,
     pub(super) next_connection_id: AtomicU32,
+    /// Failed authentications per source, for every shard.
+    pub(super) failures: FailureLimiter,
 }
 
 impl Ledger {
+    /// A ledger whose failure limiter is `failures` (the default one is the relay's).
+    pub fn with_failure_limiter(failures: FailureLimiter) -> Self {
+        Self {
+            failures,
+            ..Self::default()
+        }
+    }
+
     pub fn reserve(&self, token: [u8; 8], addr: SocketAddr, expires: Instant) {
         self.reservations
             .lock()

@@ -4,8 +4,8 @@
 //! errors, timers, quotas — testable without a network.
 //!
 //! One `Server` is one shard: a worker thread owns it, with the allocations whose client
-//! 5-tuples the kernel steers to that worker. What must be global (quotas) is shared through
-//! [`Ledger`].
+//! 5-tuples the kernel steers to that worker. What must be global (quotas, the budget of failed
+//! authentications per source) is shared through [`Ledger`].
 //!
 //! One file per job: `types` (what goes in and out), `ledger` (what the shards share),
 //! `counters` (what the core counts), and an `impl Server` per thing it handles: `dispatch` (a
@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use allocation::Allocation;
-use auth::{FailureLimiter, Key};
+use auth::Key;
 pub use counters::{Counters, Direction};
 pub use ledger::Ledger;
 pub use tcp::PendingConnect;
@@ -101,7 +101,6 @@ pub struct Server {
     by_relay: HashMap<RelayHandle, FiveTuple>,
     /// Final responses of deleted allocations, for retransmitted Refresh(0).
     recent: HashMap<FiveTuple, (Instant, TransactionId, Vec<u8>)>,
-    limiter: FailureLimiter,
     events: VecDeque<Event>,
     draining: bool,
     token_counter: u64,
@@ -129,7 +128,6 @@ impl Server {
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
             recent: HashMap::new(),
-            limiter: FailureLimiter::new(10, 1.0, 65_536),
             events: VecDeque::new(),
             draining: false,
             token_counter: 0,

@@ -68,6 +68,8 @@ pub(crate) fn documentation_ranges() -> Vec<ipnet::IpNet> {
 #[derive(Debug, Default)]
 pub(crate) struct Counts {
     dropped: Mutex<HashMap<(Transport, DropReason), u64>>,
+    /// Failures charged to the failure limiter's overflow budget.
+    pub(crate) limiter_overflows: std::sync::atomic::AtomicU64,
 }
 
 impl Counts {
@@ -86,6 +88,10 @@ impl Counters for Counts {
     }
     fn keepalive(&self, _: Transport) {}
     fn auth_failure(&self, _: auth::Rejection) {}
+    fn auth_limiter_overflow(&self) {
+        self.limiter_overflows
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     fn peer_denied(&self, _: policy::Denial) {}
     fn quota_rejected(&self, _: QuotaKind) {}
     fn relayed(&self, _: Transport, _: Direction, _: usize) {}

@@ -86,7 +86,7 @@ impl Server {
         self.recent.retain(|_, (at, _, _)| {
             now.saturating_duration_since(*at) < allocation::TRANSACTION_CACHE
         });
-        self.limiter.forget_idle(now);
+        self.ledger.failures.forget_idle(now);
         self.expire_tcp_connections(now);
     }
 

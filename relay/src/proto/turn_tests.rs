@@ -324,6 +324,81 @@ fn failed_authentication_is_rate_limited_per_source() {
 }
 
 #[test]
+fn workers_share_one_failure_budget_per_source() {
+    let now = Instant::now();
+    let config = Arc::new(config());
+    let ledger = Arc::new(Ledger::default());
+    let counts = Arc::new(super::tests::Counts::default());
+    let mut workers: Vec<Server> = (0..2)
+        .map(|_| Server::new(config.clone(), ledger.clone(), counts.clone(), now, UNIX))
+        .collect();
+    // One source, its requests spread over both workers (as the kernel spreads its ports).
+    let mut c = Client::new("198.51.100.1:40000", "alice", "guess");
+    let mut refused = 0;
+    for i in 0..40 {
+        let got = c.request(&mut workers[i % 2], Method::ALLOCATE, now, &|e| {
+            e.add(&RequestedTransport::UDP).expect("rt")
+        });
+        match got {
+            Got::Response(r) => {
+                assert_eq!(code(&r), Some(401));
+                refused += 1;
+            }
+            Got::Nothing => {}
+            Got::Pending(p) => panic!("a wrong password allocated: {p:?}"),
+        }
+    }
+    assert_eq!(refused, 10, "one burst for both workers, not one each");
+    assert_eq!(
+        counts.dropped_count(Transport::Udp, DropReason::AuthRateLimited),
+        30
+    );
+}
+
+#[test]
+fn failures_past_a_full_limiter_share_a_budget_and_are_counted() {
+    let now = Instant::now();
+    let ledger = Arc::new(Ledger::with_failure_limiter(
+        auth::FailureLimiter::with_shards(10, 1.0, 1, 1),
+    ));
+    let counts = Arc::new(super::tests::Counts::default());
+    let mut server = Server::new(Arc::new(config()), ledger, counts.clone(), now, UNIX);
+    let allocate = |c: &mut Client, server: &mut Server| {
+        c.request(server, Method::ALLOCATE, now, &|e| {
+            e.add(&RequestedTransport::UDP).expect("rt")
+        })
+    };
+    let mut first = Client::new("198.51.100.1:40000", "alice", "guess");
+    assert!(matches!(
+        allocate(&mut first, &mut server),
+        Got::Response(_)
+    ));
+    assert_eq!(
+        counts
+            .limiter_overflows
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the first source has room"
+    );
+    // Every further source is charged to the shared budget: 10 among all of them.
+    let mut refused = 0;
+    for i in 0..30u8 {
+        let mut c = Client::new(&format!("203.0.113.{i}:40000"), "alice", "guess");
+        if let Got::Response(r) = allocate(&mut c, &mut server) {
+            assert_eq!(code(&r), Some(401));
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 10);
+    assert_eq!(
+        counts
+            .limiter_overflows
+            .load(std::sync::atomic::Ordering::Relaxed),
+        10
+    );
+}
+
+#[test]
 fn unauthenticated_flood_keeps_no_state() {
     let (mut server, _, now) = server_with(config());
     for i in 0..5000u32 {
@@ -340,7 +415,11 @@ fn unauthenticated_flood_keeps_no_state() {
         assert_eq!(code(&r), Some(401));
     }
     assert_eq!(server.allocation_count(), 0);
-    assert_eq!(server.limiter.tracked(), 0, "challenges are not failures");
+    assert_eq!(
+        server.ledger().failures.tracked(),
+        0,
+        "challenges are not failures"
+    );
     assert!(
         server.recent.is_empty()
             && server
