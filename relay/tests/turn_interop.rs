@@ -432,6 +432,109 @@ fn wrong_password_and_expired_rest_credentials_get_401_and_no_allocation() {
     );
 }
 
+/// Bad-credential Allocates from one source address over many source ports (which the kernel
+/// spreads over the workers' sockets) to a relay with `workers` workers: how many were answered
+/// 401, and how many of the rest the failure limiter dropped.
+fn wrong_password_flood(workers: &str) -> (u32, f64, u32) {
+    use relay::stun::{
+        Class, Encoder, ErrorCode, Message, MessageType, Method, Nonce, Realm, RequestedTransport,
+        TransactionId, Username, long_term_key_md5,
+    };
+    const SOCKETS: u32 = 32;
+    const PER_SOCKET: u32 = 4;
+    let relay = relay(&[&ALICE[..], &["--workers", workers]].concat());
+    let sockets: Vec<UdpSocket> = (0..SOCKETS)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+            s
+        })
+        .collect();
+    let allocate = |tid: [u8; 12], nonce: Option<&str>| {
+        let mut buf = vec![0u8; 512];
+        let mut e = Encoder::new(
+            &mut buf,
+            MessageType::new(Method::ALLOCATE, Class::Request),
+            TransactionId::new(tid),
+        )
+        .expect("header");
+        e.add(&RequestedTransport::UDP).expect("rt");
+        if let Some(nonce) = nonce {
+            e.add(&Username("alice")).expect("username");
+            e.add(&Realm("example.org")).expect("realm");
+            e.add(&Nonce(nonce)).expect("nonce");
+            e.message_integrity(&long_term_key_md5("alice", "example.org", "guess"))
+                .expect("mi");
+        }
+        let len = e.finish();
+        buf.truncate(len);
+        buf
+    };
+    // A challenge for a nonce (a challenge is not a failure), then the flood.
+    sockets[0]
+        .send_to(&allocate([0; 12], None), relay.v4())
+        .expect("send");
+    let mut buf = [0u8; 1500];
+    let nonce = loop {
+        let (n, _) = sockets[0].recv_from(&mut buf).expect("a challenge");
+        if let Ok(m) = Message::decode(&buf[..n])
+            && let Some(Ok(Nonce(nonce))) = m.get::<Nonce>()
+        {
+            break nonce.to_owned();
+        }
+    };
+    for round in 0..PER_SOCKET {
+        for (i, s) in sockets.iter().enumerate() {
+            let mut tid = [1u8; 12];
+            tid[..4].copy_from_slice(&round.to_be_bytes());
+            tid[4..8].copy_from_slice(&(i as u32).to_be_bytes());
+            s.send_to(&allocate(tid, Some(&nonce)), relay.v4())
+                .expect("send");
+        }
+    }
+    let mut refused = 0;
+    for s in &sockets {
+        while let Ok((n, _)) = s.recv_from(&mut buf) {
+            let code = Message::decode(&buf[..n])
+                .ok()
+                .and_then(|m| m.get::<ErrorCode>().and_then(Result::ok).map(|e| e.code));
+            assert_eq!(code, Some(401), "a wrong password is refused");
+            refused += 1;
+        }
+    }
+    let limited = relay
+        .metric(r#"xdpturn_dropped_packets_total{reason="auth_rate_limited",transport="udp"}"#);
+    (refused, limited, SOCKETS * PER_SOCKET)
+}
+
+/// The budget of failed authentications per source address is the relay's, not each worker's:
+/// a flood of wrong passwords from one address gets as many 401 answers with four workers as
+/// with one (it got four times as many when each worker kept its own).
+#[test]
+fn the_failure_budget_per_source_does_not_grow_with_workers() {
+    let (one, limited_one, sent) = wrong_password_flood("1");
+    let (four, limited_four, _) = wrong_password_flood("4");
+    println!(
+        "{sent} wrong passwords from one address: 1 worker answered {one} and dropped \
+         {limited_one}, 4 workers answered {four} and dropped {limited_four}"
+    );
+    // Every request reached the relay: answered or dropped by the limiter, nothing else.
+    assert_eq!(f64::from(one) + limited_one, f64::from(sent));
+    assert_eq!(f64::from(four) + limited_four, f64::from(sent));
+    // A burst of 10, and a token a second refilled while the flood is sent and answered.
+    for answered in [one, four] {
+        assert!(
+            (10..=13).contains(&answered),
+            "{answered} answers: the burst of 10, and little refill"
+        );
+    }
+    assert!(
+        one.abs_diff(four) <= 2,
+        "1 worker answered {one}, 4 workers {four}"
+    );
+}
+
 fn vm_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
