@@ -445,16 +445,19 @@ pub fn flood_of_random_usernames(relay: &Relay, bind: &str, requests: u32) -> Fl
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
-    socket.send_to(&bare_allocate(), relay.v4()).expect("send");
+    // The challenge, asked for again if a loaded host is slow to answer.
     let mut buf = [0u8; 1500];
-    let nonce = loop {
-        let (n, _) = socket.recv_from(&mut buf).expect("a challenge");
-        if let Ok(m) = Message::decode(&buf[..n])
-            && let Some(Ok(Nonce(nonce))) = m.get::<Nonce>()
-        {
-            break nonce.to_owned();
-        }
-    };
+    let nonce = (0..10)
+        .find_map(|_| {
+            socket.send_to(&bare_allocate(), relay.v4()).expect("send");
+            let (n, _) = socket.recv_from(&mut buf).ok()?;
+            let m = Message::decode(&buf[..n]).ok()?;
+            let Some(Ok(Nonce(nonce))) = m.get::<Nonce>() else {
+                return None;
+            };
+            Some(nonce.to_owned())
+        })
+        .expect("a challenge to one of 10 Allocates");
     let before = user_queries(relay);
     let started = Instant::now();
     for i in 0..requests {
