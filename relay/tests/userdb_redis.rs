@@ -15,14 +15,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::turn::TurnClient;
-use common::uclient::{echo_peer, uclient};
+use common::uclient::echo_peer;
 use common::userdb::{
-    CHANGE_BOUND, REALM, TIMEOUT, allocate, allocate_request, bare_allocate, echoes, fresh_ip,
-    port_range, rand_u32, refused_call, until, user_queries,
+    CHANGE_BOUND, Flood, Outage, REALM, TIMEOUT, accepted_call, added_and_deleted_user_is_seen,
+    allocate, database_gone_and_back, flood_of_random_usernames, flood_was_bounded, fresh_ip,
+    peer_ranges_join_the_built_in_rules, port_range, realm_user_quota_applies,
+    rotated_secret_is_seen, until, wrong_credentials_are_refused,
 };
 use common::{Guard, Relay, TempDir, require, run};
-use relay::stun::{ErrorCode, Message, Nonce};
 
 /// The server's password: in the connection string, never in the relay's log.
 const PASSWORD: &str = "redis-pass-7f3a";
@@ -228,54 +228,16 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
     );
 
     // A long-term user, as turnadmin -a stored it (its hmackey), with coturn's client.
-    let stats = uclient(
-        relay.v4(),
+    accepted_call(
+        &relay,
         peer,
-        &[
-            "-u",
-            "alice",
-            "-w",
-            "wonderland",
-            "-m",
-            "1",
-            "-n",
-            "50",
-            "-l",
-            "120",
-        ],
-        TIMEOUT,
+        &["-u", "alice", "-w", "wonderland"],
+        50,
+        &log(),
     );
-    stats.assert_all_arrived(50, &log());
     // A REST credential from the secret turnadmin -s stored.
-    let stats = uclient(
-        relay.v4(),
-        peer,
-        &[
-            "-W", "dbsecret", "-u", "bob", "-m", "1", "-n", "50", "-l", "120",
-        ],
-        TIMEOUT,
-    );
-    stats.assert_all_arrived(50, &log());
-
-    // A wrong password and an unknown user are refused with 401, by coturn's client and ours.
-    for (user, password) in [("alice", "mirror"), ("nobody", "wonderland")] {
-        let stats = refused_call(&relay, peer, &["-u", user, "-w", password]);
-        assert!(
-            !stats.exited_ok && stats.received == 0,
-            "{user}:{password} was accepted:\n{}{}",
-            stats.text,
-            log()
-        );
-        assert_eq!(
-            allocate(&relay, &fresh_ip(), user, password),
-            Err(Some(401)),
-            "{user}:{password}{}",
-            log()
-        );
-    }
-    // A secret not in the database is refused too.
-    let stats = refused_call(&relay, peer, &["-W", "not the secret", "-u", "bob"]);
-    assert!(!stats.exited_ok && stats.received == 0, "{}", stats.text);
+    accepted_call(&relay, peer, &["-W", "dbsecret", "-u", "bob"], 50, &log());
+    wrong_credentials_are_refused(&relay, peer, &log);
 
     // An open password stored by hand (coturn's Redis-only option) is accepted too.
     server.cli(&[
@@ -291,34 +253,7 @@ fn turnadmin_users_and_secrets_are_accepted_and_realm_options_apply() {
         Err(Some(401))
     );
 
-    // A realm option written by turnadmin applies: user-quota.
-    let first = allocate(&relay, "127.2.250.3:0", "alice", "wonderland");
-    let second = allocate(&relay, "127.2.250.3:0", "alice", "wonderland");
-    assert!(
-        first.is_ok() && second.is_ok(),
-        "no quota yet: {first:?} {second:?}{}",
-        log()
-    );
-    server.turnadmin(&["-g", "-r", REALM, "--user-quota", "2"]);
-    let took = until(CHANGE_BOUND, "user-quota 2 applied", &relay, || {
-        allocate(&relay, "127.2.250.3:0", "alice", "wonderland") == Err(Some(486))
-    });
-    println!("turnadmin -N -g --user-quota 2 took effect after {took:?}");
-    assert!(
-        relay
-            .log_lines()
-            .iter()
-            .any(|l| l.contains("realm read") && l.contains("user_quota=Some(2)")),
-        "{}",
-        log()
-    );
-    assert_eq!(relay.metric("xdpturn_userdb_up"), 1.0);
-    let (status, body) = relay.http_get("/readyz");
-    assert_eq!(
-        (status, body.contains("userdb: up\n")),
-        (200, true),
-        "{body}"
-    );
+    realm_user_quota_applies(&relay, &|args| server.turnadmin(args), "turnadmin -N");
     assert_no_password(&relay);
 }
 
@@ -329,25 +264,19 @@ fn peer_ranges_from_the_database_join_the_built_in_rules() {
     // No --allow-peer: the built-in rules deny the loopback echo peer.
     let relay = relay(&server, &[]);
     let (_peer, peer) = echo_peer("127.0.0.1");
-    let mut client = TurnClient::new(relay.v4(), &fresh_ip(), "alice", "wonderland", REALM);
-    client.allocate().expect("alice allocates");
-    assert_eq!(client.create_permission(peer), Some(403), "built-in deny");
-
-    // An allowed range in coturn's set (FIRST-LAST form) lets the peer in...
+    // Ranges in coturn's sets.
     let key = |what: &str| format!("turn/realm/{REALM}/{what}");
-    server.cli(&["SADD", &key("allowed-peer-ip"), "127.0.0.0-127.0.0.255"]);
-    let allowed = until(CHANGE_BOUND, "allowed-peer-ip applied", &relay, || {
-        client.create_permission(peer).is_none()
-    });
-    println!("an allowed-peer-ip member took effect after {allowed:?}");
-    assert!(echoes(&client, peer), "relaying to the allowed peer");
-
-    // ... and a denied address inside it (the longer prefix) shuts that one out again.
-    server.cli(&["SADD", &key("denied-peer-ip"), "127.0.0.1"]);
-    let denied = until(CHANGE_BOUND, "denied-peer-ip applied", &relay, || {
-        client.create_permission(peer) == Some(403)
-    });
-    println!("a denied-peer-ip member took effect after {denied:?}");
+    peer_ranges_join_the_built_in_rules(
+        &relay,
+        peer,
+        ("allowed-peer-ip", &|| {
+            server.cli(&["SADD", &key("allowed-peer-ip"), "127.0.0.0-127.0.0.255"]);
+        }),
+        ("denied-peer-ip", &|| {
+            server.cli(&["SADD", &key("denied-peer-ip"), "127.0.0.1"]);
+        }),
+        "member",
+    );
 }
 
 #[test]
@@ -355,39 +284,10 @@ fn users_and_secrets_changed_by_turnadmin_are_seen_while_running() {
     let dir = TempDir::new("redis-live");
     let server = fresh_server(&dir);
     let relay = relay(&server, &[]);
-    // Unknown now: refused (and remembered as unknown for a moment).
-    assert_eq!(allocate(&relay, &fresh_ip(), "carol", "pw"), Err(Some(401)));
-
-    server.turnadmin(&["-a", "-u", "carol", "-r", REALM, "-p", "pw"]);
-    let added = until(CHANGE_BOUND, "carol accepted", &relay, || {
-        allocate(&relay, &fresh_ip(), "carol", "pw").is_ok()
-    });
-    println!("a user added by turnadmin -N -a was accepted after {added:?}");
-
-    server.turnadmin(&["-d", "-u", "carol", "-r", REALM]);
-    let deleted = until(CHANGE_BOUND, "carol refused", &relay, || {
-        allocate(&relay, &fresh_ip(), "carol", "pw") == Err(Some(401))
-    });
-    println!("a user deleted by turnadmin -N -d was refused after {deleted:?}");
-
-    // Secrets rotate: a new one is accepted, a deleted one refused.
-    server.turnadmin(&["-s", "rotated", "-r", REALM]);
-    server.turnadmin(&["-X", "dbsecret", "-r", REALM]);
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    let username = format!("{expiry}:dave");
-    let rest = |secret: &str| {
-        relay::credentials::rest_credential(secret.as_bytes(), Some("dave"), expiry).password
-    };
-    let rotated = until(CHANGE_BOUND, "secret rotated", &relay, || {
-        allocate(&relay, &fresh_ip(), &username, &rest("rotated")).is_ok()
-            && allocate(&relay, &fresh_ip(), &username, &rest("dbsecret")) == Err(Some(401))
-    });
-    println!("a secret rotation by turnadmin -N -s/-X took effect after {rotated:?}");
-    assert!(relay.metric(r#"xdpturn_userdb_queries_total{query="user",result="found"}"#) >= 1.0);
+    let turnadmin = |args: &[&str]| server.turnadmin(args);
+    added_and_deleted_user_is_seen(&relay, &turnadmin, "", "turnadmin -N");
+    // Secrets rotate the same way.
+    rotated_secret_is_seen(&relay, &turnadmin, "turnadmin -N");
     assert_no_password(&relay);
 }
 
@@ -397,70 +297,18 @@ fn a_stopped_server_leaves_known_users_and_allocations_served_until_it_returns()
     let mut server = fresh_server(&dir);
     let relay = relay(&server, &["--allow-peer", "127.0.0.1"]);
     let (_peer, peer) = echo_peer("127.0.0.1");
-    let log = || format!("\nrelay log:\n{}", relay.log_lines().join("\n"));
-
-    let mut client = TurnClient::new(relay.v4(), &fresh_ip(), "alice", "wonderland", REALM);
-    client.allocate().expect("alice allocates");
-    assert_eq!(client.create_permission(peer), None);
-    assert!(echoes(&client, peer), "relaying before{}", log());
-
-    // The server goes (killed by its PID).
-    server.stop();
-    let down = until(CHANGE_BOUND, "userdb_up 0", &relay, || {
-        relay.metric("xdpturn_userdb_up") == 0.0
-    });
-    println!("the stopped server was noticed after {down:?}");
-    let (status, body) = relay.http_get("/readyz");
-    assert_eq!(status, 200, "still ready: {body}");
-    assert!(
-        body.contains("userdb: down (serving with what was last read)\n"),
-        "{body}"
-    );
-
-    // The allocation keeps relaying, and is refreshed (authenticated from memory).
-    assert!(echoes(&client, peer), "relaying while down{}", log());
-    assert_eq!(client.create_permission(peer), None, "{}", log());
-    // The known user allocates again, past the cache's lifetime (the refresh fails, the key
-    // read last serves); an unknown one is refused.
-    std::thread::sleep(Duration::from_secs(4));
-    assert!(
-        allocate(&relay, &fresh_ip(), "alice", "wonderland").is_ok(),
-        "known user while down{}",
-        log()
-    );
-    assert_eq!(
-        allocate(&relay, &fresh_ip(), "erin", "pw"),
-        Err(Some(401)),
-        "{}",
-        log()
-    );
-    let said = relay
-        .log_lines()
-        .iter()
-        .filter(|l| l.contains("user database unavailable"))
-        .count();
-    assert_eq!(said, 1, "said once{}", log());
-
-    // Back on its port, with what turnadmin saved: seen again by itself.
-    server.restart();
-    let back = until(CHANGE_BOUND, "userdb_up 1", &relay, || {
-        relay.metric("xdpturn_userdb_up") == 1.0
-    });
-    println!("the restarted server was seen after {back:?}");
-    relay.wait_for_log(&["user database answers again"], Duration::from_secs(5));
-    let (status, body) = relay.http_get("/readyz");
-    assert_eq!(
-        (status, body.contains("userdb: up\n")),
-        (200, true),
-        "{body}"
-    );
-    assert!(echoes(&client, peer), "relaying after{}", log());
-    server.turnadmin(&["-a", "-u", "frank", "-r", REALM, "-p", "pw"]);
-    until(
-        CHANGE_BOUND,
-        "a user added after the return",
+    // The server goes (killed by its PID), and comes back on its port with what turnadmin
+    // saved.
+    database_gone_and_back(
         &relay,
-        || allocate(&relay, &fresh_ip(), "frank", "pw").is_ok(),
+        peer,
+        Outage {
+            db: &mut server,
+            stop: RedisServer::stop,
+            start: RedisServer::restart,
+            turnadmin: RedisServer::turnadmin,
+            said: "",
+        },
     );
     assert_no_password(&relay);
 }
@@ -471,71 +319,27 @@ fn a_flood_of_random_usernames_makes_a_bounded_number_of_queries() {
     let dir = TempDir::new("redis-flood");
     let server = fresh_server(&dir);
     let relay = relay(&server, &[]);
-    let socket = std::net::UdpSocket::bind("127.2.251.9:0").expect("bind");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
-    // One challenge for a nonce, then the flood: every request with a name of its own.
-    socket.send_to(&bare_allocate(), relay.v4()).expect("send");
-    let mut buf = [0u8; 1500];
-    let nonce = loop {
-        let (n, _) = socket.recv_from(&mut buf).expect("a challenge");
-        if let Ok(m) = Message::decode(&buf[..n])
-            && let Some(Ok(Nonce(nonce))) = m.get::<Nonce>()
-        {
-            break nonce.to_owned();
-        }
-    };
-    let before = user_queries(&relay);
     let commands_before = commands_processed(&server);
-    for i in 0..FLOOD {
-        let name = format!("rnd-{i}-{:08x}", rand_u32(i));
-        socket
-            .send_to(&allocate_request(&name, &nonce, i + 1), relay.v4())
-            .expect("send");
-    }
-    let mut refused = 0;
-    while let Ok((n, _)) = socket.recv_from(&mut buf) {
-        if Message::decode(&buf[..n])
-            .ok()
-            .and_then(|m| m.get::<ErrorCode>().and_then(Result::ok).map(|e| e.code))
-            == Some(401)
-        {
-            refused += 1;
-        }
-    }
-    // Settle: lookups still under way end.
-    std::thread::sleep(Duration::from_secs(2));
-    let made = user_queries(&relay) - before;
+    let flood = flood_of_random_usernames(&relay, "127.2.251.9:0", FLOOD);
     let commands = commands_processed(&server) - commands_before;
-    let busy =
-        relay.metric(r#"xdpturn_dropped_packets_total{reason="userdb_busy",transport="udp"}"#);
-    let limited = relay
-        .metric(r#"xdpturn_dropped_packets_total{reason="auth_rate_limited",transport="udp"}"#);
+    let Flood {
+        made,
+        refused,
+        busy,
+        limited,
+        ..
+    } = flood;
     println!(
         "flood: {FLOOD} Allocates with random usernames: {made} user queries, {commands} \
          commands on the server in all (realm reads included), {refused} answered 401, {busy} \
          dropped over the lookup budget, {limited} dropped by the failed-authentication limiter"
-    );
-    assert!(made >= 1.0, "some lookups were made");
-    assert!(
-        made <= f64::from(FLOOD) / 10.0,
-        "{made} queries for {FLOOD} requests: not bounded\n{}",
-        relay.http_get("/metrics").1
     );
     // The server's own count agrees: one command per lookup, and a few for the realm reads.
     assert!(
         commands <= made + 50.0,
         "{commands} commands on the server for {made} lookups"
     );
-    assert!(busy + limited > 0.0, "the rest was dropped, counted");
-    // A real user from elsewhere is not shut out.
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        allocate(&relay, &fresh_ip(), "alice", "wonderland").is_ok(),
-        "alice after the flood:\n{}",
-        relay.log_lines().join("\n")
-    );
+    flood_was_bounded(&relay, &flood);
 }
 
 /// The commands the server has processed (`INFO stats`), as it counts them.

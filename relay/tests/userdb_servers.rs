@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::turn::TurnClient;
-use common::uclient::{echo_peer, uclient};
+use common::uclient::echo_peer;
 use common::userdb::{
-    CHANGE_BOUND, REALM, TIMEOUT, allocate, echoes, fresh_ip, refused_call, relay_with, until,
+    Outage, REALM, TIMEOUT, accepted_call, added_and_deleted_user_is_seen, database_gone_and_back,
+    relay_with, wrong_credentials_are_refused,
 };
 use common::{Guard, TempDir, free_port, require, run};
 
@@ -31,8 +31,31 @@ trait Server {
     fn conn(&self) -> String;
     /// The relay's flag and turnadmin's option for it.
     fn flags(&self) -> (&'static str, &'static str);
-    fn stop(&mut self);
+    /// Its process, while it runs.
+    fn process(&mut self) -> &mut Process;
+    /// Starts it (again), from its data directory, and waits until it answers.
     fn start(&mut self);
+
+    fn stop(&mut self) {
+        self.process().stop();
+    }
+}
+
+/// A server's process, stopped gracefully ([`terminate`]) when asked or dropped.
+struct Process(Option<Guard>);
+
+impl Process {
+    fn stop(&mut self) {
+        if let Some(server) = self.0.take() {
+            terminate(server);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Runs `cmd`, panicking with its output unless it succeeds.
@@ -77,7 +100,7 @@ struct Postgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
-    server: Option<Guard>,
+    server: Process,
 }
 
 /// `cmd` as `nobody`.
@@ -125,7 +148,7 @@ impl Postgres {
             bin,
             data,
             port: free_port(),
-            server: None,
+            server: Process(None),
         };
         pg.start();
         pg.psql("postgres", &["-c", "CREATE DATABASE coturn"]);
@@ -157,10 +180,8 @@ impl Server for Postgres {
         ("--psql-userdb", "-e")
     }
 
-    fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            terminate(server);
-        }
+    fn process(&mut self) -> &mut Process {
+        &mut self.server
     }
 
     fn start(&mut self) {
@@ -173,7 +194,7 @@ impl Server for Postgres {
             .stderr(Stdio::null())
             .spawn()
             .expect("start postgres");
-        self.server = Some(Guard(child));
+        self.server = Process(Some(Guard(child)));
         let isready = require("pg_isready", "postgresql-client");
         let port = self.port.to_string();
         wait_ready("postgres", || {
@@ -186,18 +207,12 @@ impl Server for Postgres {
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// MariaDB, as root (`--user=root`), from a fresh data directory, on loopback TCP and a socket
 /// in that directory.
 struct Mariadb {
     data: PathBuf,
     port: u16,
-    server: Option<Guard>,
+    server: Process,
 }
 
 impl Mariadb {
@@ -216,7 +231,7 @@ impl Mariadb {
         let mut db = Mariadb {
             data,
             port: free_port(),
-            server: None,
+            server: Process(None),
         };
         db.start();
         db.client(
@@ -263,10 +278,8 @@ impl Server for Mariadb {
         ("--mysql-userdb", "-M")
     }
 
-    fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            terminate(server);
-        }
+    fn process(&mut self) -> &mut Process {
+        &mut self.server
     }
 
     fn start(&mut self) {
@@ -290,17 +303,11 @@ impl Server for Mariadb {
             .stderr(Stdio::null())
             .spawn()
             .expect("start mariadbd");
-        self.server = Some(Guard(child));
+        self.server = Process(Some(Guard(child)));
         let port = self.port;
         wait_ready("mariadbd", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-    }
-}
-
-impl Drop for Mariadb {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -328,96 +335,33 @@ fn scenario(db: &mut dyn Server) {
     );
 
     // A long-term user and a REST credential, with coturn's client.
-    let call = |creds: &[&str]| {
-        let args = [creds, &["-m", "1", "-n", "30", "-l", "120"]].concat();
-        uclient(relay.v4(), peer, &args, TIMEOUT)
-    };
-    call(&["-u", "alice", "-w", "wonderland"]).assert_all_arrived(30, &log());
-    call(&["-W", "dbsecret", "-u", "bob"]).assert_all_arrived(30, &log());
-    // Wrong ones are refused: a wrong password, an unknown user, a secret not in the database.
-    for creds in [
-        &["-u", "alice", "-w", "mirror"][..],
-        &["-u", "nobody", "-w", "wonderland"],
-        &["-W", "not the secret", "-u", "bob"],
-    ] {
-        let stats = refused_call(&relay, peer, creds);
-        assert!(
-            !stats.exited_ok && stats.received == 0,
-            "{creds:?} was accepted:\n{}{}",
-            stats.text,
-            log()
-        );
-    }
-    assert_eq!(
-        allocate(&relay, &fresh_ip(), "alice", "mirror"),
-        Err(Some(401))
+    accepted_call(
+        &relay,
+        peer,
+        &["-u", "alice", "-w", "wonderland"],
+        30,
+        &log(),
     );
+    accepted_call(&relay, peer, &["-W", "dbsecret", "-u", "bob"], 30, &log());
+    // Wrong ones are refused: a wrong password, an unknown user, a secret not in the database.
+    wrong_credentials_are_refused(&relay, peer, &log);
 
     // A user added and deleted by turnadmin while the relay runs.
-    assert_eq!(allocate(&relay, &fresh_ip(), "carol", "pw"), Err(Some(401)));
-    turnadmin(db, &["-a", "-u", "carol", "-r", REALM, "-p", "pw"]);
-    let added = until(CHANGE_BOUND, "carol accepted", &relay, || {
-        allocate(&relay, &fresh_ip(), "carol", "pw").is_ok()
-    });
-    println!("{flag}: a user added by turnadmin -a was accepted after {added:?}");
-    turnadmin(db, &["-d", "-u", "carol", "-r", REALM]);
-    let deleted = until(CHANGE_BOUND, "carol refused", &relay, || {
-        allocate(&relay, &fresh_ip(), "carol", "pw") == Err(Some(401))
-    });
-    println!("{flag}: a user deleted by turnadmin -d was refused after {deleted:?}");
+    let said = format!("{flag}: ");
+    added_and_deleted_user_is_seen(&relay, &|args| turnadmin(db, args), &said, "turnadmin");
     assert_eq!(relay.metric("xdpturn_userdb_up"), 1.0);
 
-    // The server stops: an allocation keeps relaying, the known user allocates again.
-    let mut client = TurnClient::new(relay.v4(), &fresh_ip(), "alice", "wonderland", REALM);
-    client.allocate().expect("alice allocates");
-    assert_eq!(client.create_permission(peer), None);
-    assert!(echoes(&client, peer), "relaying before{}", log());
-    db.stop();
-    let down = until(CHANGE_BOUND, "userdb_up 0", &relay, || {
-        relay.metric("xdpturn_userdb_up") == 0.0
-    });
-    println!("{flag}: the stopped server was noticed after {down:?}");
-    let (status, body) = relay.http_get("/readyz");
-    assert_eq!(status, 200, "still ready: {body}");
-    assert!(
-        body.contains("userdb: down (serving with what was last read)\n"),
-        "{body}"
-    );
-    assert!(echoes(&client, peer), "relaying while down{}", log());
-    assert_eq!(client.create_permission(peer), None, "{}", log());
-    // Past the cache's lifetime: the refresh fails, the key read last serves.
-    std::thread::sleep(Duration::from_secs(4));
-    assert!(
-        allocate(&relay, &fresh_ip(), "alice", "wonderland").is_ok(),
-        "known user while down{}",
-        log()
-    );
-    assert_eq!(
-        allocate(&relay, &fresh_ip(), "erin", "pw"),
-        Err(Some(401)),
-        "{}",
-        log()
-    );
-
-    // Back: seen by itself, and new users with it.
-    db.start();
-    let back = until(CHANGE_BOUND, "userdb_up 1", &relay, || {
-        relay.metric("xdpturn_userdb_up") == 1.0
-    });
-    println!("{flag}: the restarted server was seen after {back:?}");
-    let (status, body) = relay.http_get("/readyz");
-    assert_eq!(
-        (status, body.contains("userdb: up\n")),
-        (200, true),
-        "{body}"
-    );
-    assert!(echoes(&client, peer), "relaying after{}", log());
-    turnadmin(db, &["-a", "-u", "frank", "-r", REALM, "-p", "pw"]);
-    until(
-        CHANGE_BOUND,
-        "a user added after the return",
+    // The server stops and starts again.
+    database_gone_and_back(
         &relay,
-        || allocate(&relay, &fresh_ip(), "frank", "pw").is_ok(),
+        peer,
+        Outage {
+            db,
+            stop: |db| db.stop(),
+            start: |db| db.start(),
+            turnadmin,
+            said: &said,
+        },
     );
     let lines = relay.log_lines().join("\n");
     assert!(
