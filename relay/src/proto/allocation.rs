@@ -317,9 +317,10 @@ pub(super) fn channel_events(
 /// Tells the kernel fast path that the permissions of allocation `a` for `peers` are to be
 /// used there (`installed`, with their expiry; a no-op for one already there) or not any more;
 /// each is on the relayed address of its peer's family. A kernel permission entry matches its IP
-/// on every port, so a permission whose peers the `policy` judges per port (the relay's own
-/// addresses: only their relay ports) is not installed: its traffic stays in userspace, which
-/// checks the port.
+/// on every port, so a permission whose peers the `policy` judges per port is not installed
+/// (its traffic stays in userspace, which checks the port), unless the kernel can only ever
+/// see them on the right ports (`PeerPolicy::kernel_may_serve`: the relay's own relay
+/// addresses, whose datagrams reach the program only as same-relay calls).
 pub(super) fn permission_events(
     events: &mut VecDeque<Event>,
     tuple: &FiveTuple,
@@ -332,7 +333,7 @@ pub(super) fn permission_events(
         let Some(&relay) = a.relay_for_ip(peer) else {
             continue;
         };
-        if installed && !policy.port_free(peer) {
+        if installed && !policy.kernel_may_serve(peer) {
             continue;
         }
         events.push_back(if installed {

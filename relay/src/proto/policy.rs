@@ -218,6 +218,18 @@ impl PeerPolicy {
         !per_port_own_address && !own_endpoint
     }
 
+    /// Whether a permission for `ip` may be served by the kernel, whose permission entries
+    /// match any port: where [`PeerPolicy::port_free`] says so, and for the relay's own relay
+    /// addresses. The only datagrams the program relays from a relay address are those of a
+    /// same-relay call, which leave from a relay port by construction (the program never sees
+    /// a datagram the relay host sends itself: those go through loopback; one from the relay's
+    /// own address on the wire is forged, as the kernel's stack would find too late), so
+    /// the port rule holds there too; and without these entries a same-relay call of two
+    /// clients that use indications only (Firefox) would leave the kernel.
+    pub fn kernel_may_serve(&self, ip: IpAddr) -> bool {
+        self.port_free(ip) || self.is_relay_ip(ip.to_canonical())
+    }
+
     /// The IP part of [`PeerPolicy::check`], for any port that is neither one of the relay's
     /// endpoints nor a relay port.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Denial> {
@@ -615,5 +627,15 @@ mod tests {
             .with_relay_addresses([relay], (49152, 65535));
         assert!(!p.port_free(relay));
         assert!(p.port_free("8.8.4.9".parse().expect("ip")));
+        // The kernel serves the relay's own relay addresses all the same (same-relay calls,
+        // whose datagrams leave from relay ports), never another endpoint's address.
+        assert!(p.kernel_may_serve(relay));
+        assert!(p.kernel_may_serve("::ffff:8.8.4.4".parse().expect("ip")));
+        let p = PeerPolicy::new(Vec::new(), Vec::new())
+            .with_own_endpoints([SocketAddr::new(listener, 3478)])
+            .with_relay_addresses([relay], (49152, 65535));
+        assert!(p.kernel_may_serve(relay));
+        assert!(!p.kernel_may_serve(listener));
+        assert!(p.kernel_may_serve("1.1.1.1".parse().expect("ip")));
     }
 }
