@@ -46,6 +46,7 @@ fn config() -> Config {
         relay_ips: Vec::new(),
         listen_ips: Vec::new(),
         external_ips: Vec::new(),
+        streams: Default::default(),
     }
 }
 
