@@ -311,15 +311,12 @@ impl Server {
         // realm would make every such client fail without a word, so for requests with at
         // least one attribute it is sent anyway (the configuration warns of it at start-up:
         // `config::build_with`). Only a bare header is refused the challenge it cannot pay for.
-        if let Ok(len) = result
-            && len > ctx.budget()
-            && ctx.request_len >= MIN_ATTRIBUTED_REQUEST
-        {
-            self.counters
-                .request(ctx.transport, ctx.header.typ.method, Some(code));
-            return Command::Reply { len };
-        }
-        self.reply(ctx, Some(code), result)
+        let budget = if ctx.request_len >= MIN_ATTRIBUTED_REQUEST {
+            usize::MAX
+        } else {
+            ctx.budget()
+        };
+        self.reply_within(ctx, Some(code), result, budget)
     }
 
     fn handle_indication(
@@ -381,8 +378,19 @@ impl Server {
     /// The answer `respond` wrote, sent if it is within the request's budget
     /// ([`Ctx::budget`]) and counted; dropped and counted otherwise.
     fn reply(&self, ctx: &Ctx, code: Option<u16>, written: Result<usize, EncodeError>) -> Command {
+        self.reply_within(ctx, code, written, ctx.budget())
+    }
+
+    /// [`Server::reply`] with the budget given.
+    fn reply_within(
+        &self,
+        ctx: &Ctx,
+        code: Option<u16>,
+        written: Result<usize, EncodeError>,
+        budget: usize,
+    ) -> Command {
         match written {
-            Ok(len) if len > ctx.budget() => self.drop(ctx.transport, DropReason::Amplification),
+            Ok(len) if len > budget => self.drop(ctx.transport, DropReason::Amplification),
             Ok(len) => {
                 self.counters
                     .request(ctx.transport, ctx.header.typ.method, code);
