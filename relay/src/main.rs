@@ -222,13 +222,49 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    // Another relay on these ports of this host (the one this one replaces) first gives its
-    // clients sockets of their own, so that binding beside it moves none of them
-    // (serve/handover.rs); it closes its listeners once this one has bound.
-    let predecessor = cfg
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let metrics = Arc::new(Metrics::new().context("creating metrics")?);
+    // coturn's user database: its realm is read once before serving (secrets, options, peer
+    // ranges); a database that does not answer is reported and the relay starts without it,
+    // following it once it answers (userdb/).
+    let source = userdb::Source::from_config(&cfg)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("invalid configuration")?;
+    let userdb = source
+        .map(|source| {
+            runtime.block_on(async {
+                let db = UserDb::open(&source, &cfg.realm, metrics.clone())?;
+                db.read_realm().await;
+                db.start();
+                Ok::<_, String>(db)
+            })
+        })
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("invalid configuration")?;
+    // A relay on these ports of this host is one this relay replaces (serve/handover.rs): it
+    // keeps serving everything until this one is ready to, short of its ports.
+    let successor = cfg
         .listen
         .first()
-        .and_then(|addr| handover::ask(addr.port()));
+        .and_then(|addr| handover::connect(addr.port()));
+    // The XDP program takes the kernel's verifier a second or two: where the listeners' ports
+    // are known before binding (all but port 0), it is loaded before this relay takes any port
+    // over, so that the ports are never held by a relay that is not reading them. The relay
+    // it replaces has its program on the interfaces until then: they wait for it.
+    let mut dataplane = cfg
+        .listen
+        .iter()
+        .all(|addr| addr.port() != 0)
+        .then(|| load_dataplane(&cfg, &cfg.listen, successor.is_some(), &metrics));
+    // The relay this one replaces first gives its clients sockets of their own, so that
+    // binding beside it moves none of them; it closes its listeners once this one serves its
+    // own.
+    let predecessor = successor.and_then(handover::Successor::ask);
     // Bind everything first: a port in use is a start-up error, not a surprise later.
     let mut listeners = Vec::new();
     for &addr in &cfg.listen {
@@ -260,11 +296,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(err) => return Err(err).with_context(|| format!("binding TLS (TCP) on {addr}")),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let http = runtime
         .block_on(http::bind(cfg.metrics_listen))
         .with_context(|| {
@@ -274,16 +305,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     let http_addr = http.local_addr()?;
-    if let Some(predecessor) = predecessor {
-        predecessor.listeners_bound();
-    }
-    let handover_port = listeners[0].addr.port();
-    let handover_socket = handover::claim(handover_port)
-        .inspect_err(|err| {
-            tracing::warn!(%err, "cannot take the hand-over socket; a relay replacing this one will move its clients")
-        })
-        .ok();
-    tracing::info!(metrics = %http_addr, "serving /metrics /healthz /readyz");
 
     let generated = if cfg.has_credentials() {
         None
@@ -300,25 +321,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http: vec![http_addr],
     };
     let nonce_key = random_bytes::<32>();
-    let metrics = Arc::new(Metrics::new().context("creating metrics")?);
-    // coturn's user database: its realm is read once before serving (secrets, options, peer
-    // ranges); a database that does not answer is reported and the relay starts without it,
-    // following it once it answers (userdb/).
-    let source = userdb::Source::from_config(&cfg)
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("invalid configuration")?;
-    let userdb = source
-        .map(|source| {
-            runtime.block_on(async {
-                let db = UserDb::open(&source, &cfg.realm, metrics.clone())?;
-                db.read_realm().await;
-                db.start();
-                Ok::<_, String>(db)
-            })
-        })
-        .transpose()
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("invalid configuration")?;
     let mut core = config::build_with(&cfg, &bound, nonce_key, userdb.as_ref())
         .context("invalid configuration")?;
     set_test_lifetimes(&args, &mut core);
@@ -335,7 +337,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let control = Arc::new(control);
     let ledger = Arc::new(Ledger::default());
-    let dataplane = load_dataplane(&cfg, &bound, &metrics);
+    let dataplane = dataplane
+        .take()
+        .unwrap_or_else(|| load_dataplane(&cfg, &bound.listeners, false, &metrics));
     let shared = Shared {
         control: control.clone(),
         ledger: ledger.clone(),
@@ -360,16 +364,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let threads =
         eventloop::start(listeners, tls_listeners, workers, shared).context("starting workers")?;
     metrics.ready.set(1);
+    let http_stop = Arc::new(tokio::sync::Notify::new());
+    let http_task = runtime.spawn(http::serve(
+        http,
+        metrics.clone(),
+        api.clone(),
+        args.revision.as_deref().map(Arc::from),
+        http_stop.clone(),
+    ));
+    tracing::info!(metrics = %http_addr, "serving /metrics /healthz /readyz");
+    // Only now, with the workers reading every listener and the HTTP listener answering
+    // probes, may the relay this one replaces close its own.
+    if let Some(predecessor) = predecessor {
+        predecessor.listeners_bound();
+    }
+    let handover_port = bound.listeners[0].port();
+    let handover_socket = handover::claim(handover_port)
+        .inspect_err(|err| {
+            tracing::warn!(%err, "cannot take the hand-over socket; a relay replacing this one will move its clients")
+        })
+        .ok();
 
     let result = runtime.block_on(async {
-        let http_stop = Arc::new(tokio::sync::Notify::new());
-        let http_task = tokio::spawn(http::serve(
-            http,
-            metrics.clone(),
-            api.clone(),
-            args.revision.as_deref().map(Arc::from),
-            http_stop.clone(),
-        ));
         let handover_task = handover_socket.map(|socket| {
             tokio::spawn(handover::serve(
                 socket,

@@ -25,7 +25,11 @@
 //!   first one's program; it says it waits, relays in userspace, and attaches once the first
 //!   has exited, after which a call made before then goes through the kernel: beside it on
 //!   other ports, and through the hand-over itself (the old relay's call goes on meanwhile).
-//!   Of two interfaces, only the busy one waits.
+//!   Of two interfaces, only the busy one waits. New clients are answered throughout the
+//!   hand-over.
+//! - The next hop the program keeps for a peer follows the kernel: the peer changes its MAC
+//!   address, and once the relay has followed the call goes on in the kernel without loss and
+//!   without a frame for the old MAC; a neighbour entry that goes takes its MAC out of use.
 //!
 //! Needs root (CI is root), the relay built after `cargo xtask build-ebpf`, coturn's tools,
 //! curl and bpftool (`cargo xtask test` installs them).
@@ -1297,7 +1301,9 @@ fn only_the_busy_interface_waits() {
 /// The hand-over itself: the new relay takes the ports over (same listening, relayed and
 /// metrics ports) while a call runs through the old one, which takes its program off the
 /// interfaces as it lets the ports go: the new relay attaches at once and relays its calls in
-/// the kernel, and the old relay's call goes on in its userspace, losing nothing.
+/// the kernel, and the old relay's call goes on in its userspace, losing nothing. New clients
+/// are answered all along, though the new relay's program takes the verifier a second or two
+/// to load: it loads before the ports are handed over.
 #[test]
 fn after_a_hand_over_the_new_relay_attaches_at_once() {
     let topo = Topology::new("h");
@@ -1312,6 +1318,8 @@ fn after_a_hand_over_the_new_relay_attaches_at_once() {
         "the old relay's call does not go through the kernel"
     );
     let log = Log::new("xdp-handover");
+    let server = SocketAddr::new(LISTEN_V4.parse().expect("addr"), FIRST.listen);
+    let watch = AlwaysAnswered::start(&topo.client_ns, server);
     let started = Instant::now();
     let _new = topo.spawn_on_both(&FIRST, &log);
     // The metrics port is the new relay's once it has taken the ports over.
@@ -1326,10 +1334,22 @@ fn after_a_hand_over_the_new_relay_attaches_at_once() {
         "took over and attached {:?} after it started",
         started.elapsed()
     );
+    std::thread::sleep(Duration::from_secs(1));
+    let (taken, unanswered) = watch.finish();
+    assert!(
+        unanswered.is_empty(),
+        "new clients without an answer during the hand-over ({} of {taken} Binding requests, \
+         seconds after the new relay started): {unanswered:?}\n{}",
+        unanswered.len(),
+        log.text()
+    );
+    eprintln!("{taken} Binding requests from new clients during the hand-over, all answered");
     assert_eq!(metric(r, "xdpturn_xdp_waiting_interfaces"), 0.0);
     assert!(
-        !log.text().contains("another XDP program is attached"),
-        "the old relay's program was off before the new one loaded: {}",
+        log.says("attaching when it lets go", Duration::ZERO)
+            && !log.text().contains("another XDP program is attached"),
+        "the new relay loaded its program before the hand-over, knowing whose program it \
+         waited for: {}",
         log.text()
     );
     assert_eq!(
@@ -1354,4 +1374,196 @@ fn after_a_hand_over_the_new_relay_attaches_at_once() {
         20,
         "zero loss after the old relay exited"
     );
+}
+
+/// Watches, from the client's namespace, that new clients are answered: every 50 ms a STUN
+/// Binding request from a port of its own (spread over the listeners' reuseport group), with
+/// two retransmissions 0.5 s apart as a client's would be.
+struct AlwaysAnswered {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, Vec<f64>)>>,
+}
+
+impl AlwaysAnswered {
+    fn start(ns: &Netns, server: SocketAddr) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let ns = ns.name.clone();
+        let thread = std::thread::spawn(move || {
+            netns::enter_by_name(&ns);
+            let began = Instant::now();
+            let (mut taken, mut unanswered) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                taken += 1;
+                let at = began.elapsed().as_secs_f64();
+                let answered = (0..3).any(|_| {
+                    common::stun_binding_udp(server, Duration::from_millis(500)).is_some()
+                });
+                if !answered {
+                    unanswered.push(at);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (taken, unanswered)
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests sent, and when those without an answer were (seconds since the start).
+    fn finish(mut self) -> (usize, Vec<f64>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .expect("the watching thread")
+    }
+}
+
+impl Drop for AlwaysAnswered {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The next hop the program keeps for a peer follows the kernel's neighbour table, shown with
+/// packets. The peer's interface takes another MAC address and says so (as a host that moved
+/// or failed over does with a gratuitous ARP; here its neighbour entry in the relay's
+/// namespace is replaced): once the relay's `NEXT_HOPS` has the new MAC, the call goes on
+/// through the kernel without loss, and no frame reached the peer's interface for another MAC
+/// (the interface's `otherhost` drops). Then the entry goes (flushed, as when the kernel gives
+/// up on a neighbour): the program sends nothing on a MAC the kernel no longer vouches for;
+/// the call goes on (the kernel resolves the peer again by ARP) and returns to the kernel.
+#[test]
+fn the_fast_path_follows_a_peer_whose_mac_changes() {
+    let topo = Topology::new("m");
+    let r = topo.relay();
+    let _relay = topo.start_relay("skb", &[]);
+    let (_, rb) = topo.relay_interfaces();
+    let peer_dev = format!("p{}", topo.id);
+    let session = Session::new(&topo);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            session.round_trips(5);
+            let (up, down) = xdp_relayed(r);
+            up >= 5.0 && down >= 5.0
+        }),
+        "the call does not go through the kernel"
+    );
+    let program = xdp_programs(r, &rb)[0];
+    let next_hops = program_map(r, program, "NEXT_HOPS");
+    let misdelivered = otherhost_drops(topo.peer(), &peer_dev);
+
+    let moved: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x42];
+    let moved_str = netns::mac_str(&moved);
+    topo.peer_ns
+        .ip(&format!("link set dev {peer_dev} address {moved_str}"));
+    topo.relay_ns.ip(&format!(
+        "neigh replace {PEER_V4} lladdr {moved_str} dev {rb} nud reachable"
+    ));
+    let changed = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(3), || next_hop_macs(r, next_hops)
+            .contains(&moved)),
+        "NEXT_HOPS does not have the peer's new MAC: {:02x?}",
+        next_hop_macs(r, next_hops)
+    );
+    eprintln!(
+        "NEXT_HOPS had the new MAC {:?} after the change",
+        changed.elapsed()
+    );
+    let before = xdp_relayed(r);
+    assert_eq!(session.round_trips(100), 100, "zero loss after the change");
+    // The relay reads the program's counters each second.
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let (up, down) = xdp_relayed(r);
+            up - before.0 >= 100.0 && down - before.1 >= 100.0
+        }),
+        "the call left the kernel after the change: {before:?} → {:?}",
+        xdp_relayed(r)
+    );
+    assert_eq!(
+        otherhost_drops(topo.peer(), &peer_dev),
+        misdelivered,
+        "frames reached the peer for its old MAC"
+    );
+
+    // The neighbour entry goes: nothing is sent on the MAC it had.
+    let stale = next_hop_macs(r, next_hops);
+    topo.relay_ns
+        .ip(&format!("neigh flush dev {rb} to {PEER_V4}"));
+    assert!(
+        eventually(Duration::from_secs(3), || !next_hop_macs(r, next_hops)
+            .contains(&moved)),
+        "NEXT_HOPS kept the MAC of a neighbour entry that went: {stale:02x?}"
+    );
+    assert_eq!(
+        session.round_trips(100),
+        100,
+        "zero loss once the entry went"
+    );
+    let after = xdp_relayed(r);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            session.round_trips(10);
+            let (up, down) = xdp_relayed(r);
+            up > after.0 && down > after.1
+        }),
+        "the call did not return to the kernel once the peer was resolved again"
+    );
+    assert_eq!(
+        otherhost_drops(topo.peer(), &peer_dev),
+        misdelivered,
+        "frames reached the peer for another MAC"
+    );
+}
+
+/// The next hops' destination MACs in the `NEXT_HOPS` map `id` (`NextHopValue`: ifindex, MTU,
+/// source MAC, then the destination MAC, at bytes 14..20).
+fn next_hop_macs(ns: &str, id: u64) -> Vec<[u8; 6]> {
+    let dump = bpftool(ns, &["map", "dump", "id", &id.to_string()]).unwrap_or_default();
+    dump.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let bytes: Vec<u8> = entry["value"]
+                .as_array()?
+                .iter()
+                .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+                .collect();
+            bytes.get(14..20)?.try_into().ok()
+        })
+        .collect()
+}
+
+/// Frames `dev` in `ns` received for another MAC address and dropped (the kernel's
+/// `rx_otherhost_dropped`, which `ip -s -s link` prints once it is not zero).
+fn otherhost_drops(ns: &str, dev: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-s", "-s", "link", "show", "dev", dev])
+        .output()
+        .expect("run ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("RX errors:"))
+        .and_then(|i| {
+            let names: Vec<&str> = lines[i]
+                .trim_start()
+                .trim_start_matches("RX errors:")
+                .split_whitespace()
+                .collect();
+            let column = names.iter().position(|n| *n == "otherhost")?;
+            lines
+                .get(i + 1)?
+                .split_whitespace()
+                .nth(column)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }

@@ -9,14 +9,18 @@
 //! measurements). So the order is:
 //!
 //! 1. The new relay, before binding anything, connects to the abstract unix socket
-//!    `xdpturn-relay/handover/<port>` (the port of its first listening address) and asks
-//!    `hand-over`. Nothing listening there: no other relay on these ports; it binds as usual.
+//!    `xdpturn-relay/handover/<port>` (the port of its first listening address). Nothing
+//!    listening there: no other relay on these ports; it binds as usual. Otherwise it first
+//!    gets ready to serve as far as it can without its ports (the XDP program loaded: that
+//!    takes the kernel's verifier a second or two), then asks `hand-over`.
 //! 2. The old relay (which listens there) drains, gives every UDP client with an allocation a
 //!    socket of its own connected to it, marks its listeners' groups (the kernel chooses by
 //!    score from then on, so these sockets win for their clients), and answers `pinned <n>`.
 //! 3. The new relay binds its listeners (UDP, TCP, TLS, and the HTTP listener for metrics and
-//!    probes, all with SO_REUSEPORT) and says `bound`. From here new clients may reach either
-//!    process; the old one refuses their allocations (508), as any draining relay does.
+//!    probes, all with SO_REUSEPORT), starts the workers that read them and the HTTP server,
+//!    and says `bound`: the ports are never left to a process that does not read them. From
+//!    here new clients may reach either process; the old one refuses their allocations (508),
+//!    as any draining relay does.
 //! 4. The old relay closes its UDP listeners (each first taken out of the kernel's choice, what
 //!    was queued on it then handled), its TCP and TLS listeners (queued connections accepted)
 //!    and its HTTP listener, and answers `closed <n>`. Now new clients and the kubelet's probes
@@ -60,6 +64,10 @@ use crate::metrics::Metrics;
 /// How long one process waits for the other's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the old relay waits, once a new one has connected, for it to ask: the new one
+/// loads its XDP program in between (the kernel's verifier takes seconds on a busy host).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The abstract socket name for relays whose first listening port is `port`.
 pub fn socket_name(port: u16) -> String {
     format!("xdpturn-relay/handover/{port}")
@@ -78,39 +86,56 @@ pub struct Predecessor {
     pub pinned: usize,
 }
 
-/// Step 1 (before binding): asks the relay on `port` of this host, if there is one, to hand
-/// its ports over; returns once it has pinned its clients. None when there is no such relay
-/// (or it did not answer: then this one binds anyway, as it would have before).
-pub fn ask(port: u16) -> Option<Predecessor> {
+/// A connection to the relay on this host's ports, made before anything else at start-up
+/// ([`connect`]): the new relay knows it has one to take over from, prepares (the XDP program
+/// is loaded meanwhile), then [`Successor::ask`]s.
+#[derive(Debug)]
+pub struct Successor {
+    port: u16,
+    stream: UnixStream,
+}
+
+/// Step 1, first half: connects to the relay on `port` of this host, if there is one. None
+/// when there is no such relay.
+pub fn connect(port: u16) -> Option<Successor> {
     if port == 0 {
         return None;
     }
-    let stream = match socket_addr(port).and_then(|a| UnixStream::connect_addr(&a)) {
-        Ok(s) => s,
+    match socket_addr(port).and_then(|a| UnixStream::connect_addr(&a)) {
+        Ok(stream) => Some(Successor { port, stream }),
         Err(err) => {
             tracing::debug!(port, %err, "no relay to take over from");
-            return None;
-        }
-    };
-    let result = (|| {
-        stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-        let mut stream = BufReader::new(stream);
-        stream.get_mut().write_all(b"hand-over\n")?;
-        let pinned = expect(&mut stream, "pinned")?;
-        Ok::<_, io::Error>(Predecessor { stream, pinned })
-    })();
-    match result {
-        Ok(p) => {
-            tracing::info!(
-                port,
-                pinned = p.pinned,
-                "taking over from the relay on these ports"
-            );
-            Some(p)
-        }
-        Err(err) => {
-            tracing::warn!(port, %err, "the relay on these ports did not hand over; binding anyway");
             None
+        }
+    }
+}
+
+impl Successor {
+    /// Step 1, second half (before binding): asks the relay to hand its ports over; returns
+    /// once it has pinned its clients. None if it did not answer: then this one binds anyway,
+    /// as it would have before.
+    pub fn ask(self) -> Option<Predecessor> {
+        let port = self.port;
+        let result = (|| {
+            self.stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+            let mut stream = BufReader::new(self.stream);
+            stream.get_mut().write_all(b"hand-over\n")?;
+            let pinned = expect(&mut stream, "pinned")?;
+            Ok::<_, io::Error>(Predecessor { stream, pinned })
+        })();
+        match result {
+            Ok(p) => {
+                tracing::info!(
+                    port,
+                    pinned = p.pinned,
+                    "taking over from the relay on these ports"
+                );
+                Some(p)
+            }
+            Err(err) => {
+                tracing::warn!(port, %err, "the relay on these ports did not hand over; binding anyway");
+                None
+            }
         }
     }
 }
@@ -234,7 +259,7 @@ async fn next_request(
         }
         let mut stream = tokio::io::BufReader::new(stream);
         let mut line = String::new();
-        let asked = tokio::time::timeout(ANSWER_TIMEOUT, stream.read_line(&mut line)).await;
+        let asked = tokio::time::timeout(REQUEST_TIMEOUT, stream.read_line(&mut line)).await;
         if !matches!(asked, Ok(Ok(_))) || line.trim() != "hand-over" {
             tracing::debug!(?line, "not a hand-over request; ignored");
             continue;

@@ -3,24 +3,27 @@
 //! process's program held the interface, and feeding what the kernel relayed into the same
 //! metrics as userspace, taking it off an interface whose sends fail.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::RelayConfig;
 
-use crate::config::Bound;
 use crate::dataplane::{self, Dataplane, XdpConfig};
 use crate::metrics::{Datapath, Direction, Metrics};
 use crate::proto::Transport;
 
-/// Attaches the XDP fast path when interfaces are configured. On failure the relay says why
+/// Attaches the XDP fast path when interfaces are configured (`listeners`: the STUN/TURN
+/// listening addresses; `handing_over`: a relay on the same ports hands them over to this
+/// one, and its program on the interfaces is expected). On failure the relay says why
 /// once, exports it (`xdpturn_xdp_attached 0`) and serves everything in userspace. An
 /// interface that has another XDP program (the relay this one takes the ports over from,
 /// until it exits) waits, said once: the program stays loaded and its maps current, and
 /// [`attach_when_free`] attaches it later.
 pub fn load_dataplane(
     cfg: &RelayConfig,
-    bound: &Bound,
+    listeners: &[SocketAddr],
+    handing_over: bool,
     metrics: &Metrics,
 ) -> Option<Arc<dataplane::Dataplane>> {
     metrics.xdp_attached.set(0);
@@ -31,7 +34,7 @@ pub fn load_dataplane(
         interfaces: cfg.xdp_interfaces.clone(),
         mode: cfg.xdp_mode,
         max_channels: cfg.xdp_max_channels.max(1),
-        listeners: bound.listeners.clone(),
+        listeners: listeners.to_vec(),
     };
     match Dataplane::load(&config) {
         Ok(dp) => {
@@ -43,11 +46,19 @@ pub fn load_dataplane(
                 .xdp_waiting
                 .set(waiting.len().try_into().unwrap_or(i64::MAX));
             for interface in waiting {
-                tracing::warn!(
-                    interface,
-                    "another XDP program is attached to {interface}; relaying in userspace \
-                     until it is detached"
-                );
+                if handing_over {
+                    tracing::info!(
+                        interface,
+                        "the relay this one takes the ports over from has its XDP program on \
+                         {interface}; attaching when it lets go"
+                    );
+                } else {
+                    tracing::warn!(
+                        interface,
+                        "another XDP program is attached to {interface}; relaying in userspace \
+                         until it is detached"
+                    );
+                }
             }
             Some(Arc::new(dp))
         }

@@ -229,12 +229,13 @@ pub fn free_port() -> u16 {
     panic!("no port free for both UDP and TCP");
 }
 
-/// Sends a Binding request over UDP and returns the response bytes, or None on timeout.
+/// Sends a Binding request over UDP (from a fresh socket: a port of its own) and returns the
+/// response bytes, or None on timeout.
 pub fn stun_binding_udp(server: SocketAddr, timeout: Duration) -> Option<Vec<u8>> {
     let bind = if server.is_ipv4() {
-        "127.0.0.1:0"
+        "0.0.0.0:0"
     } else {
-        "[::1]:0"
+        "[::]:0"
     };
     let sock = UdpSocket::bind(bind).expect("bind");
     sock.set_read_timeout(Some(timeout)).expect("timeout");

@@ -93,13 +93,7 @@ impl Netns {
 
     /// Moves the calling thread into the namespace, for good.
     pub fn enter_here(&self) {
-        let file = File::open(format!("/run/netns/{}", self.name))
-            .unwrap_or_else(|e| panic!("opening namespace {}: {e}", self.name));
-        rustix::thread::move_into_link_name_space(
-            file.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap_or_else(|e| panic!("entering namespace {}: {e}", self.name));
+        enter_by_name(&self.name);
     }
 
     /// Runs `f` on a thread inside the namespace: sockets it creates live there.
@@ -142,4 +136,16 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Moves the calling thread into the namespace named `name` (`ip netns`), for good: for a
+/// thread of its own that outlives a borrow of the [`Netns`].
+pub fn enter_by_name(name: &str) {
+    let file = File::open(format!("/run/netns/{name}"))
+        .unwrap_or_else(|e| panic!("opening namespace {name}: {e}"));
+    rustix::thread::move_into_link_name_space(
+        file.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .unwrap_or_else(|e| panic!("entering namespace {name}: {e}"));
 }
