@@ -113,6 +113,8 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     /// 1 while accepting new work, 0 while starting or draining.
     pub ready: IntGauge,
+    /// Tasks alive in the workers (`eventloop::spawn_counted`).
+    pub worker_tasks: IntGauge,
     /// Datagrams from one allocation to another of the same worker (both parties of a call on
     /// this relay) handed over in the process, without a send through the loopback.
     pub same_relay_local: IntCounter,
@@ -283,6 +285,13 @@ impl Metrics {
         )?;
         r.register(Box::new(request_seconds.clone()))?;
         let ready = gauge(&r, "xdpturn_ready", "1 while the relay accepts new work")?;
+        let worker_tasks = gauge(
+            &r,
+            "xdpturn_worker_tasks",
+            "Tasks alive in the workers (listeners, TCP and TLS connections, relayed sockets, \
+             users awaited from the database): follows the load; growth under a steady load is \
+             a leak",
+        )?;
         let same_relay_local = IntCounter::new(
             "xdpturn_userspace_same_relay_packets_total",
             "Datagrams from one allocation to another relayed address of this relay handed over \
@@ -418,6 +427,7 @@ impl Metrics {
             channels,
             request_seconds,
             ready,
+            worker_tasks,
             same_relay_local,
             xdp_attached,
             xdp_waiting,

@@ -34,6 +34,8 @@
 //! Needs root (CI is root), the relay built after `cargo xtask build-ebpf`, coturn's tools,
 //! curl and bpftool (`cargo xtask test` installs them).
 
+#[path = "common/bpftool.rs"]
+mod bpftool;
 mod common;
 #[path = "common/netns.rs"]
 mod netns;
@@ -42,6 +44,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bpftool::{bpftool, map_entries, program_map, xdp_programs};
 use common::browser::udp_in_csum_errors;
 use common::turn::TurnClient;
 use common::{Guard, TempDir, metric_value, relay_bin, require, run};
@@ -626,48 +629,6 @@ fn without_the_program_channel_data_is_relayed_in_userspace() {
 // ---------------------------------------------------------------------------------------------
 // Nothing forwards behind the relay's back.
 
-/// `bpftool -j ARGS` in namespace `ns`, parsed; None if it failed (e.g. no such object).
-fn bpftool(ns: &str, args: &[&str]) -> Option<serde_json::Value> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "bpftool", "-j"])
-        .args(args)
-        .output()
-        .expect("run bpftool");
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-/// Ids of the XDP programs attached to `dev` in `ns`.
-fn xdp_programs(ns: &str, dev: &str) -> Vec<u64> {
-    let Some(net) = bpftool(ns, &["net", "show", "dev", dev]) else {
-        return Vec::new();
-    };
-    net.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.get("xdp")?.as_array())
-        .flatten()
-        .filter_map(|xdp| xdp.get("id")?.as_u64())
-        .collect()
-}
-
-/// The id of the map `name` of the relay's program.
-fn program_map(ns: &str, program: u64, name: &str) -> u64 {
-    let prog = bpftool(ns, &["prog", "show", "id", &program.to_string()]).expect("the program");
-    prog["map_ids"]
-        .as_array()
-        .expect("map_ids")
-        .iter()
-        .filter_map(|id| id.as_u64())
-        .find(|id| {
-            bpftool(ns, &["map", "show", "id", &id.to_string()])
-                .is_some_and(|map| map["name"].as_str() == Some(name))
-        })
-        .unwrap_or_else(|| panic!("the program has no map {name}"))
-}
-
 /// The channel maps of the relay's program: (CLIENT_TO_PEER id, PEER_TO_CLIENT id).
 fn channel_maps(ns: &str, program: u64) -> (u64, u64) {
     let prog = bpftool(ns, &["prog", "show", "id", &program.to_string()]).expect("the program");
@@ -685,15 +646,6 @@ fn channel_maps(ns: &str, program: u64) -> (u64, u64) {
         (Some(c2p), Some(p2c)) => (c2p, p2c),
         _ => panic!("program {program} has no channel maps: {prog}"),
     }
-}
-
-/// Entries in map `id`; None when the map does not exist (any more).
-fn map_entries(ns: &str, id: u64) -> Option<usize> {
-    bpftool(ns, &["map", "dump", "id", &id.to_string()]).map(|dump| {
-        dump.as_array()
-            .unwrap_or_else(|| panic!("a map dump is an array: {dump}"))
-            .len()
-    })
 }
 
 /// Polls `f` until it holds, for up to `timeout`.

@@ -11,6 +11,7 @@ mod crdgen;
 mod ebpf;
 mod envtest;
 mod images;
+mod soak;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -186,6 +187,22 @@ enum Command {
     #[command(verbatim_doc_comment)]
     BenchXdp(bench_xdp::Args),
 
+    /// A relay under a churning load for --minutes, sampled: RSS, file descriptors, worker
+    /// tasks, allocations and XDP map entries, and their slopes per hour (root).
+    ///
+    /// Runs the ignored test relay/tests/soak.rs `soak` (release build unless --debug): two
+    /// network namespaces over a veth pair, the relay with XDP (skb mode) on its end and cut
+    /// lifetimes (allocations 30 s), and, until the time is up, turnutils_uclient runs over UDP
+    /// (channels and Send indications), TCP and TLS, and a client of the test's own that
+    /// allocates, binds, relays, then deletes, refreshes and leaves, or leaves its allocation.
+    /// Prints a line per sample, the slopes, and `RESULT soak {json}`; fails if, after the load
+    /// and the lifetimes, the relay still holds allocations, permissions, channels,
+    /// connections, map entries, tasks or file descriptors it did not hold when idle.
+    ///
+    /// Needs coturn's tools and bpftool (installed when missing).
+    #[command(verbatim_doc_comment)]
+    Soak(soak::Args),
+
     /// Write OCI image archives of the relay (with the XDP program embedded) and the operator
     /// for linux/amd64 and linux/arm64, without a container daemon.
     ///
@@ -225,6 +242,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cluster::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::BenchXdp(args) => bench_xdp::run(&args),
+        Command::Soak(args) => soak::run(&args),
         Command::Images(args) => images::run(&args),
         Command::TestArm64(args) => arm64::run(&args),
     };

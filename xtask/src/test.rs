@@ -78,6 +78,17 @@ pub struct Args {
     )]
     pub fuzz_seconds: u32,
 
+    /// Minutes of the short soak run after the tests (relay/tests/soak.rs: a churning load on
+    /// one relay, then a check that it holds nothing it did not hold when idle); 0 skips it.
+    /// `cargo xtask soak` runs long ones.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        env = "XTASK_SOAK_MINUTES",
+        value_name = "MINUTES"
+    )]
+    pub soak_minutes: f64,
+
     /// Do not run the cluster test (the images built for this machine, a single-node
     /// Kubernetes brought up with `cargo xtask cluster`, the chart installed and a TurnCluster
     /// carrying calls through its relay pod).
@@ -185,6 +196,23 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
         cmd.args(["test", "--workspace"]).run()
     })?;
+    if args.soak_minutes > 0.0 {
+        named(
+            &format!(
+                "soak, {} minute(s), then back to idle (relay/tests/soak.rs)",
+                args.soak_minutes
+            ),
+            || {
+                cargo(&root)
+                    .env("XDPTURN_SOAK_MINUTES", &args.soak_minutes.to_string())
+                    .args(["test", "-p", "relay", "--test", "soak"])
+                    .args(["--", "--ignored", "--exact", "soak", "--nocapture"])
+                    .run()
+            },
+        )?;
+    } else {
+        step("soak", "skipped (--soak-minutes 0)");
+    }
     named("crdgen --check", || {
         println!("$ cargo xtask crdgen --check");
         match crdgen::run(&crdgen::Args { check: true })? {

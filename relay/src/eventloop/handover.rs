@@ -52,6 +52,7 @@
 //! old process's listeners close: only clients that made an allocation in the milliseconds
 //! between the new process binding and the old one closing are exposed.
 
+use super::spawn_counted;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
@@ -216,7 +217,10 @@ fn pin_clients(worker: &Rc<Worker>) -> usize {
         match listener {
             Ok(listener) => {
                 worker.udp.borrow_mut().push(listener.clone());
-                let task = tokio::task::spawn_local(serve_udp(worker.clone(), listener));
+                let task = spawn_counted(
+                    worker.shared.metrics.worker_tasks.clone(),
+                    serve_udp(worker.clone(), listener),
+                );
                 worker.pinned_tasks.borrow_mut().insert(key, task);
                 pinned += 1;
             }

@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus::IntGauge;
 use quinn_udp::UdpSocketState;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -53,6 +54,30 @@ use crate::tls;
 use streams::{serve_tcp, serve_tls};
 use udp::{UdpListener, serve_udp};
 use worker::Worker;
+
+/// `tokio::task::spawn_local`, the task counted in `gauge` (`xdpturn_worker_tasks`) from its
+/// spawn until it ends or is aborted (the future, and with it the count's guard, is dropped
+/// either way). Every task of a worker is spawned so: the gauge follows the load (listeners,
+/// connections, relayed sockets, users awaited) and a leak shows as a slope over hours.
+pub(crate) fn spawn_counted<F>(gauge: IntGauge, future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    /// Counts a task while it is alive.
+    struct Alive(IntGauge);
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    gauge.inc();
+    let alive = Alive(gauge);
+    tokio::task::spawn_local(async move {
+        let _alive = alive;
+        future.await
+    })
+}
 
 /// Shared state the main thread uses to steer the workers.
 #[derive(Debug)]
@@ -343,23 +368,23 @@ async fn run_worker(
     let worker = Rc::new(Worker::new(index, shared, udp)?);
     let mut tasks = Vec::new();
     let inbox = worker.shared.local_relays.open_inbox(index);
-    tasks.push(tokio::task::spawn_local(same_relay::serve_inbox(
-        worker.clone(),
-        inbox,
-    )));
+    tasks.push(spawn_counted(
+        worker.shared.metrics.worker_tasks.clone(),
+        same_relay::serve_inbox(worker.clone(), inbox),
+    ));
     let (steps_tx, steps) = mpsc::unbounded_channel();
     lock(&worker.shared.control.handover).push((index, steps_tx));
-    tasks.push(tokio::task::spawn_local(handover::serve_steps(
-        worker.clone(),
-        steps,
-    )));
+    tasks.push(spawn_counted(
+        worker.shared.metrics.worker_tasks.clone(),
+        handover::serve_steps(worker.clone(), steps),
+    ));
     let mut listener_tasks = Vec::new();
     let listeners: Vec<_> = worker.udp.borrow().clone();
     for listener in listeners {
-        listener_tasks.push(tokio::task::spawn_local(serve_udp(
-            worker.clone(),
-            listener,
-        )));
+        listener_tasks.push(spawn_counted(
+            worker.shared.metrics.worker_tasks.clone(),
+            serve_udp(worker.clone(), listener),
+        ));
     }
     let mut stream_listeners = Vec::new();
     for (addr, listener) in tcp {
@@ -367,11 +392,10 @@ async fn run_worker(
             listener: listener.clone(),
             tls: None,
         });
-        listener_tasks.push(tokio::task::spawn_local(serve_tcp(
-            worker.clone(),
-            addr,
-            listener,
-        )));
+        listener_tasks.push(spawn_counted(
+            worker.shared.metrics.worker_tasks.clone(),
+            serve_tcp(worker.clone(), addr, listener),
+        ));
     }
     if let Some(certs) = worker.shared.control.tls.clone() {
         for (addr, listener) in tls_tcp {
@@ -379,12 +403,10 @@ async fn run_worker(
                 listener: listener.clone(),
                 tls: Some(certs.clone()),
             });
-            listener_tasks.push(tokio::task::spawn_local(serve_tls(
-                worker.clone(),
-                addr,
-                listener,
-                certs.clone(),
-            )));
+            listener_tasks.push(spawn_counted(
+                worker.shared.metrics.worker_tasks.clone(),
+                serve_tls(worker.clone(), addr, listener, certs.clone()),
+            ));
         }
     }
     *worker.listener_tasks.borrow_mut() = listener_tasks;

@@ -19,6 +19,7 @@
 //! (backpressure, eventloop/stream_queue.rs); a client that does not read its answers at all is
 //! closed once a write has made no progress for [`WRITE_STALL_TIMEOUT`].
 
+use super::spawn_counted;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ pub(super) fn spawn_tcp(
         return;
     };
     let worker = worker.clone();
-    tokio::task::spawn_local(async move {
+    spawn_counted(worker.shared.metrics.worker_tasks.clone(), async move {
         serve_stream(
             worker,
             stream,
@@ -141,7 +142,7 @@ pub(super) fn spawn_tls(
         return;
     };
     let worker = worker.clone();
-    tokio::task::spawn_local(async move {
+    spawn_counted(worker.shared.metrics.worker_tasks.clone(), async move {
         match tls::accept(&certs, stream, TLS_HANDSHAKE_TIMEOUT).await {
             Ok(stream) => {
                 let tuple = FiveTuple {
@@ -178,12 +179,10 @@ where
     let (mut rd, wr) = tokio::io::split(stream);
     let queue = Rc::new(StreamQueue::default());
     worker.streams.borrow_mut().insert(tuple, queue.clone());
-    let writer = tokio::task::spawn_local(write_out(
-        wr,
-        queue.clone(),
-        worker.clone(),
-        tuple.transport,
-    ));
+    let writer = spawn_counted(
+        worker.shared.metrics.worker_tasks.clone(),
+        write_out(wr, queue.clone(), worker.clone(), tuple.transport),
+    );
 
     let limits = worker.server.borrow().config().streams.clone();
     let authenticated = || worker.server.borrow().allocation(&tuple).is_some();

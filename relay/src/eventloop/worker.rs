@@ -3,6 +3,7 @@
 //! queues (relay sockets and reservations released, channels, permissions and allocations
 //! mirrored into the XDP maps, RFC 6062 connections closed).
 
+use super::spawn_counted;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
@@ -258,7 +259,10 @@ impl Worker {
                 self.apply(command, &[], out, reply_to);
             }
             Command::Connect(pending) => {
-                tokio::task::spawn_local(tcp_connect(self.clone(), *pending));
+                spawn_counted(
+                    self.shared.metrics.worker_tasks.clone(),
+                    tcp_connect(self.clone(), *pending),
+                );
             }
             // Parked by `handle_client`; from elsewhere (never the case) dropped: the client
             // retransmits.
@@ -396,8 +400,10 @@ impl Worker {
             .set(self.next_handle.get().wrapping_add(1).max(1));
         let (socket, task) = match served {
             Served::Udp(socket) => {
-                let task =
-                    tokio::task::spawn_local(serve_relay(self.clone(), handle, socket.clone()));
+                let task = spawn_counted(
+                    self.shared.metrics.worker_tasks.clone(),
+                    serve_relay(self.clone(), handle, socket.clone()),
+                );
                 self.relay_addrs
                     .borrow_mut()
                     .insert(canonical_addr(addr), handle);
@@ -405,8 +411,10 @@ impl Worker {
                 (Some(socket), task)
             }
             Served::Tcp(listener) => {
-                let task =
-                    tokio::task::spawn_local(serve_tcp_relay(self.clone(), handle, listener));
+                let task = spawn_counted(
+                    self.shared.metrics.worker_tasks.clone(),
+                    serve_tcp_relay(self.clone(), handle, listener),
+                );
                 (None, task)
             }
         };
@@ -506,7 +514,7 @@ fn park(worker: &Rc<Worker>, inbound: &Inbound<'_>) {
     let packet = inbound.packet.to_vec();
     let worker = worker.clone();
     worker.parked.set(worker.parked.get() + 1);
-    tokio::task::spawn_local(async move {
+    spawn_counted(worker.shared.metrics.worker_tasks.clone(), async move {
         let answered = match waiter {
             Some(mut rx) => tokio::time::timeout(PARK_TIMEOUT, rx.wait_for(|done| *done))
                 .await

@@ -42,6 +42,16 @@ pub struct ServeArgs {
     /// expire (and leave the XDP maps) within seconds. Not in the config file; hidden.
     #[arg(long, env = "XDPTURN_CHANNEL_LIFETIME", value_parser = parse_duration, hide = true)]
     pub channel_lifetime: Option<Duration>,
+
+    /// Allocation lifetime, the default and the longest a client may ask for (RFC 8656: 10
+    /// minutes and what the server allows), for the soak, where abandoned allocations must
+    /// expire within its minutes. Not in the config file; hidden.
+    #[arg(long, env = "XDPTURN_ALLOCATION_LIFETIME", value_parser = parse_duration, hide = true)]
+    pub allocation_lifetime: Option<Duration>,
+
+    /// Permission lifetime (RFC 8656 fixes it at 5 minutes), as --allocation-lifetime. Hidden.
+    #[arg(long, env = "XDPTURN_PERMISSION_LIFETIME", value_parser = parse_duration, hide = true)]
+    pub permission_lifetime: Option<Duration>,
 }
 
 /// A STUN/TURN URI (`--api-uri`, and `--uri` of the credentials command), checked as the

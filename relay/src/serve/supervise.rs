@@ -223,10 +223,18 @@ fn reload(
     }
 }
 
-/// `--channel-lifetime`, a test knob, on the core's configuration (at start and on reload).
+/// `--channel-lifetime`, `--allocation-lifetime` and `--permission-lifetime`, test knobs, on the core's configuration (at start and on reload).
 pub fn set_test_lifetimes(args: &ServeArgs, core: &mut proto::Config) {
     if let Some(lifetime) = args.channel_lifetime {
         core.lifetimes.channel = lifetime.max(Duration::from_secs(1));
+    }
+    if let Some(lifetime) = args.allocation_lifetime {
+        let lifetime = lifetime.max(Duration::from_secs(1));
+        core.lifetimes.default_allocation = lifetime;
+        core.lifetimes.max_allocation = lifetime;
+    }
+    if let Some(lifetime) = args.permission_lifetime {
+        core.lifetimes.permission = lifetime.max(Duration::from_secs(1));
     }
 }
 
@@ -298,6 +306,8 @@ mod tests {
             settings: api::RelayFlags::default(),
             revision: None,
             channel_lifetime: None,
+            allocation_lifetime: None,
+            permission_lifetime: None,
         };
         let cfg = RelayConfig {
             cert: Some("cert.pem".into()),

@@ -220,8 +220,9 @@ fn every_setting_flag_has_its_xdpturn_variable() {
         assert!(env.starts_with("XDPTURN_"), "--{long}: {env}");
         flags += 1;
     }
-    // --config, every RelayConfig key but nonce-lifetime-secs, --revision, --channel-lifetime.
-    assert_eq!(flags, 41);
+    // --config, every RelayConfig key but nonce-lifetime-secs, --revision, and the hidden test
+    // lifetimes (--channel-lifetime, --allocation-lifetime, --permission-lifetime).
+    assert_eq!(flags, 43);
     let listen = cmd
         .get_arguments()
         .find(|a| a.get_long() == Some("listen"))
