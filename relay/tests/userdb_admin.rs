@@ -317,6 +317,14 @@ fn redis_database_written_both_ways() {
     );
     let kind = server.cli(&["TYPE", &format!("turn/realm/{REALM}/secret")]);
     assert_eq!(kind.trim(), "set");
+    // A secret stored by hand as a string (which the relay reads too) is listed as well.
+    server.cli(&["SET", "turn/realm/string.org/secret", "lone"]);
+    assert_eq!(db.ours(&["-S", "-r", "string.org"]), "lone[string.org]\n");
+    let all = db.ours(&["-S"]);
+    assert!(
+        all.contains("lone[string.org]\n") && all.contains("oursecret[example.org]\n"),
+        "{all}"
+    );
 }
 
 #[test]

@@ -456,7 +456,13 @@ impl Admin {
                 let Some(realm) = realm_of_key(&key, "secret") else {
                     continue;
                 };
-                let members: Vec<String> = bounded(con.smembers(&key)).await?;
+                // A set, as turnadmin writes it; a string holding one is read too (as the
+                // relay reads it).
+                let kind: String = bounded(con.key_type(&key)).await?;
+                let members: Vec<String> = match kind.as_str() {
+                    "string" => vec![bounded(con.get(&key)).await?],
+                    _ => bounded(con.smembers(&key)).await?,
+                };
                 secrets.extend(members.into_iter().map(|name| Entry {
                     realm: realm.to_owned(),
                     name,
