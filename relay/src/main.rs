@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use api::RelayConfig;
 use api::flags::parse_ttl;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use relay::config::{self, Bound};
 use relay::eventloop::{self, Control, RelayPorts, Shared};
 use relay::metrics::Metrics;
@@ -67,6 +67,24 @@ enum Command {
     ///
     /// username = <unix-expiry>[:<user>], password = base64(HMAC-SHA1(secret, username)).
     Credentials(CredentialsArgs),
+    /// Manage coturn's user database as coturn's `turnadmin` does: long-term users, REST shared
+    /// secrets and realm options, on the database the relay reads (--userdb FILE,
+    /// --psql-userdb CONN, --mysql-userdb CONN or --redis-userdb CONN, one of them).
+    ///
+    /// What it writes is coturn's layout exactly (the tables of coturn's schema.sql, the Redis
+    /// keys of schema.userdb.redis): turnadmin lists what this writes, this lists what turnadmin
+    /// writes, and a relay of either kind reading the database serves it; a running xdpturn
+    /// relay sees a change within seconds. The operations and their flags are turnadmin's
+    /// (-a, -d, -l, -s, -S, -X, -g, -G; -u, -r, -p; -b, -e, -M, -N), and so is what the lists
+    /// print (name[realm], secret[realm], opt[realm]=value or, from Redis, realm/opt = value).
+    /// Passwords and keys are never printed.
+    ///
+    /// Examples:
+    ///   xdpturn-relay admin -a -u alice -r example.org -p wonderland --userdb /var/lib/turn/turndb
+    ///   xdpturn-relay admin -l --redis-userdb "ip=127.0.0.1 dbname=0 password=..."
+    ///   xdpturn-relay admin -g -r example.org --user-quota 10 --psql-userdb "host=db dbname=coturn"
+    #[command(verbatim_doc_comment)]
+    Admin(Box<AdminArgs>),
     /// Wait --delay seconds, then exit: the relay pod's preStop hook (a minimal image has no
     /// shell and no `sleep`), run while kube-proxy and load balancers stop sending new clients.
     #[command(hide = true)]
@@ -78,6 +96,119 @@ struct PreStopArgs {
     /// Seconds to wait; 0 returns at once.
     #[arg(long, default_value_t = 0)]
     delay: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("operation").required(true).multiple(false)))]
+struct AdminArgs {
+    /// Add a long-term user, or change its password: --user, --realm and --password; stored as
+    /// coturn stores it, hmackey = MD5(user:realm:password) in hex [turnadmin: -a].
+    #[arg(short = 'a', long, group = "operation")]
+    add: bool,
+    /// Delete a long-term user: --user and --realm [turnadmin: -d].
+    #[arg(short = 'd', long, group = "operation")]
+    delete: bool,
+    /// List the long-term users, of --realm if given, as name[realm] [turnadmin: -l].
+    #[arg(short = 'l', long, group = "operation")]
+    list: bool,
+    /// Add a REST shared secret to --realm (any of a realm's secrets validates, so secrets
+    /// rotate by adding the new one, then deleting the old) [turnadmin: -s].
+    #[arg(
+        short = 's',
+        long = "set-secret",
+        value_name = "SECRET",
+        group = "operation"
+    )]
+    set_secret: Option<String>,
+    /// List the REST shared secrets, of --realm if given, as secret[realm] [turnadmin: -S].
+    #[arg(short = 'S', long = "show-secret", group = "operation")]
+    show_secret: bool,
+    /// Delete one REST shared secret of --realm [turnadmin: -X].
+    #[arg(
+        short = 'X',
+        long = "delete-secret",
+        value_name = "SECRET",
+        group = "operation"
+    )]
+    delete_secret: Option<String>,
+    /// Delete every REST shared secret of --realm [turnadmin: --delete-all-secrets].
+    #[arg(long = "delete-all-secrets", group = "operation")]
+    delete_all_secrets: bool,
+    /// Set options of --realm: --max-bps, --user-quota, --total-quota; 0 removes one (the
+    /// relay's own setting applies again) [turnadmin: -g].
+    #[arg(short = 'g', long = "set-realm-option", group = "operation")]
+    set_realm_option: bool,
+    /// List the realm options, of --realm if given [turnadmin: -G].
+    #[arg(short = 'G', long = "list-realm-options", group = "operation")]
+    list_realm_options: bool,
+
+    /// User name [turnadmin: -u].
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Realm: required to change anything, a filter for the lists [turnadmin: -r].
+    #[arg(short, long, env = "XDPTURN_REALM")]
+    realm: Option<String>,
+    /// Password, for --add. Prefer XDPTURN_PASSWORD: command lines are visible to others
+    /// [turnadmin: -p].
+    #[arg(short, long, env = "XDPTURN_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// The realm's bandwidth per allocation, bytes per second, for --set-realm-option; 0
+    /// removes it [turnadmin: --max-bps].
+    #[arg(long, value_name = "N")]
+    max_bps: Option<u64>,
+    /// The realm's allocations per user, for --set-realm-option; 0 removes it [turnadmin:
+    /// --user-quota].
+    #[arg(long, value_name = "N")]
+    user_quota: Option<u64>,
+    /// The realm's allocations in total, for --set-realm-option; 0 removes it [turnadmin:
+    /// --total-quota].
+    #[arg(long, value_name = "N")]
+    total_quota: Option<u64>,
+
+    /// coturn's SQLite database, created with coturn's schema by --add, --set-secret and
+    /// --set-realm-option when it is not there [turnadmin: -b, --db, --userdb].
+    #[arg(
+        short = 'b',
+        long,
+        visible_alias = "db",
+        env = "XDPTURN_USERDB",
+        value_name = "FILE"
+    )]
+    userdb: Option<std::path::PathBuf>,
+    /// coturn's database on PostgreSQL: "host=H dbname=D user=U password=P port=N" (libpq's
+    /// form) or postgresql://U:P@H:N/D, as the relay's --psql-userdb. Prefer the variable:
+    /// command lines are visible to others [turnadmin: -e, --psql-userdb].
+    #[arg(
+        short = 'e',
+        long = "psql-userdb",
+        visible_alias = "sql-userdb",
+        env = "XDPTURN_PSQL_USERDB",
+        value_name = "CONN",
+        hide_env_values = true
+    )]
+    psql_userdb: Option<String>,
+    /// coturn's database on MySQL/MariaDB: "host=H dbname=D user=U password=P port=N" (coturn's
+    /// form) or mysql://U:P@H:N/D, as the relay's --mysql-userdb. Prefer the variable
+    /// [turnadmin: -M, --mysql-userdb].
+    #[arg(
+        short = 'M',
+        long = "mysql-userdb",
+        env = "XDPTURN_MYSQL_USERDB",
+        value_name = "CONN",
+        hide_env_values = true
+    )]
+    mysql_userdb: Option<String>,
+    /// coturn's database on Redis: "ip=A port=N dbname=N password=P" (coturn's form) or
+    /// redis://[:P@]HOST[:PORT][/DB], as the relay's --redis-userdb. Prefer the variable
+    /// [turnadmin: -N, --redis-userdb].
+    #[arg(
+        short = 'N',
+        long = "redis-userdb",
+        env = "XDPTURN_REDIS_USERDB",
+        value_name = "CONN",
+        hide_env_values = true
+    )]
+    redis_userdb: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +263,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Credentials(args)) => print_credentials(&args),
+        Some(Command::Admin(args)) => admin(&args),
         Some(Command::PreStop(args)) => {
             std::thread::sleep(Duration::from_secs(args.delay));
             Ok(())
@@ -177,6 +309,205 @@ fn print_credentials(args: &CredentialsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One `admin` operation, its arguments checked (before anything is connected).
+#[derive(Debug)]
+enum Operation<'a> {
+    AddUser {
+        realm: &'a str,
+        user: &'a str,
+        password: &'a str,
+    },
+    DeleteUser {
+        realm: &'a str,
+        user: &'a str,
+    },
+    ListUsers(Option<&'a str>),
+    AddSecret {
+        realm: &'a str,
+        secret: &'a str,
+    },
+    ShowSecrets(Option<&'a str>),
+    DeleteSecrets {
+        realm: &'a str,
+        secret: Option<&'a str>,
+    },
+    SetOptions {
+        realm: &'a str,
+        values: Vec<(&'static str, u64)>,
+    },
+    ListOptions(Option<&'a str>),
+}
+
+impl<'a> Operation<'a> {
+    fn from_args(args: &'a AdminArgs) -> anyhow::Result<Self> {
+        let realm = || {
+            args.realm
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .context("the realm must be set (--realm, -r, or XDPTURN_REALM)")
+        };
+        let user = || {
+            args.user
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .context("the user must be set (--user, -u)")
+        };
+        let listed = args.realm.as_deref().filter(|r| !r.is_empty());
+        Ok(if args.add {
+            Operation::AddUser {
+                realm: realm()?,
+                user: user()?,
+                password: args
+                    .password
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .context("the password must be set (--password, -p, or XDPTURN_PASSWORD)")?,
+            }
+        } else if args.delete {
+            Operation::DeleteUser {
+                realm: realm()?,
+                user: user()?,
+            }
+        } else if args.list {
+            Operation::ListUsers(listed)
+        } else if let Some(secret) = &args.set_secret {
+            if secret.is_empty() {
+                bail!("the secret must not be empty");
+            }
+            Operation::AddSecret {
+                realm: realm()?,
+                secret,
+            }
+        } else if args.show_secret {
+            Operation::ShowSecrets(listed)
+        } else if let Some(secret) = &args.delete_secret {
+            Operation::DeleteSecrets {
+                realm: realm()?,
+                secret: Some(secret),
+            }
+        } else if args.delete_all_secrets {
+            Operation::DeleteSecrets {
+                realm: realm()?,
+                secret: None,
+            }
+        } else if args.set_realm_option {
+            let values: Vec<_> = userdb::admin::REALM_OPTIONS
+                .into_iter()
+                .zip([args.max_bps, args.user_quota, args.total_quota])
+                .filter_map(|(opt, value)| Some((opt, value?)))
+                .collect();
+            if values.is_empty() {
+                bail!("give the options to set: --max-bps, --user-quota, --total-quota");
+            }
+            Operation::SetOptions {
+                realm: realm()?,
+                values,
+            }
+        } else {
+            Operation::ListOptions(listed)
+        })
+    }
+
+    /// Whether it creates a SQLite database that is not there (as turnadmin's writes do).
+    fn creates(&self) -> bool {
+        matches!(
+            self,
+            Operation::AddUser { .. } | Operation::AddSecret { .. } | Operation::SetOptions { .. }
+        )
+    }
+
+    /// Runs it; lists go to standard output, what was done to standard error.
+    async fn run(&self, db: &mut userdb::admin::Admin) -> anyhow::Result<()> {
+        use userdb::admin::{option_line, secret_line, user_line};
+        match *self {
+            Operation::AddUser {
+                realm,
+                user,
+                password,
+            } => {
+                let key = credentials::key_hex(user, realm, password);
+                let key = key.trim_start_matches("0x");
+                db.add_user(realm, user, key).await?;
+                eprintln!("user {user} in realm {realm}: key stored");
+            }
+            Operation::DeleteUser { realm, user } => {
+                if db.delete_user(realm, user).await? {
+                    eprintln!("user {user} in realm {realm}: deleted");
+                } else {
+                    eprintln!("user {user} in realm {realm}: not there, nothing deleted");
+                }
+            }
+            Operation::ListUsers(realm) => {
+                for e in db.users(realm).await? {
+                    println!("{}", user_line(&e));
+                }
+            }
+            Operation::AddSecret { realm, secret } => {
+                db.add_secret(realm, secret).await?;
+                eprintln!("realm {realm}: shared secret added");
+            }
+            Operation::ShowSecrets(realm) => {
+                for e in db.secrets(realm).await? {
+                    println!("{}", secret_line(&e));
+                }
+            }
+            Operation::DeleteSecrets { realm, secret } => {
+                let n = db.delete_secrets(realm, secret).await?;
+                eprintln!("realm {realm}: {n} shared secret(s) deleted");
+            }
+            Operation::SetOptions { realm, ref values } => {
+                for &(opt, value) in values {
+                    db.set_option(realm, opt, value).await?;
+                    if value == 0 {
+                        eprintln!("realm {realm}: {opt} removed");
+                    } else {
+                        eprintln!("realm {realm}: {opt} = {value}");
+                    }
+                }
+            }
+            Operation::ListOptions(realm) => {
+                let redis = db.is_redis();
+                for e in db.options(realm).await? {
+                    println!("{}", option_line(&e, redis));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `xdpturn-relay admin`: one operation on the user database the arguments name.
+fn admin(args: &AdminArgs) -> anyhow::Result<()> {
+    let op = Operation::from_args(args)?;
+    let named = RelayConfig {
+        userdb: args.userdb.clone(),
+        psql_userdb: args.psql_userdb.clone(),
+        mysql_userdb: args.mysql_userdb.clone(),
+        redis_userdb: args.redis_userdb.clone(),
+        ..RelayConfig::default()
+    };
+    let source = userdb::Source::from_config(&named)
+        .map_err(|e| anyhow::anyhow!(e))?
+        .context(
+            "no user database: give one of --userdb FILE, --psql-userdb CONN, \
+             --mysql-userdb CONN, --redis-userdb CONN (or their XDPTURN_ variables)",
+        )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut db = userdb::admin::Admin::open(&source, op.creates())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let result = op.run(&mut db).await;
+        for note in &db.notes {
+            eprintln!("note: {note}");
+        }
+        result.with_context(|| db.describe().to_owned())
+    })
 }
 
 fn init_logging() {

@@ -10,167 +10,17 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::dbservers::{PASSWORD, RedisServer};
 use common::uclient::echo_peer;
 use common::userdb::{
-    CHANGE_BOUND, Flood, Outage, REALM, TIMEOUT, accepted_call, added_and_deleted_user_is_seen,
-    allocate, database_gone_and_back, flood_of_random_usernames, flood_was_bounded, fresh_ip,
+    CHANGE_BOUND, Flood, Outage, REALM, accepted_call, added_and_deleted_user_is_seen, allocate,
+    database_gone_and_back, flood_of_random_usernames, flood_was_bounded, fresh_ip,
     peer_ranges_join_the_built_in_rules, port_range, realm_user_quota_applies,
     rotated_secret_is_seen, until, wrong_credentials_are_refused,
 };
-use common::{Guard, Relay, TempDir, require, run};
-
-/// The server's password: in the connection string, never in the relay's log.
-const PASSWORD: &str = "redis-pass-7f3a";
-
-/// A `redis-server` of the test's own: loopback, a free port, its own directory (where
-/// `turnadmin`'s SAVE writes its snapshot, which a restart reads back), killed by PID when
-/// dropped.
-struct RedisServer {
-    dir: PathBuf,
-    port: u16,
-    guard: Option<Guard>,
-}
-
-impl RedisServer {
-    fn start(dir: &TempDir) -> Self {
-        let dir = dir.path().join("redis");
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        // A port that was free a moment ago: another process may take it first, so try again.
-        for _ in 0..10 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let mut server = Self {
-                dir: dir.clone(),
-                port,
-                guard: None,
-            };
-            if server.run() {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on any of 10 free ports");
-    }
-
-    /// Starts the server on its port; false if it exited (the port was taken).
-    fn run(&mut self) -> bool {
-        let tool = require("redis-server", "redis-server");
-        let child = Command::new(tool)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--requirepass",
-                PASSWORD,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(["--daemonize", "no", "--logfile", "redis.log"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let mut guard = Guard(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = guard.0.try_wait() {
-                return false;
-            }
-            if self.answers() {
-                self.guard = Some(guard);
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "redis-server on port {} did not answer: {}",
-            self.port,
-            std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
-        );
-    }
-
-    /// It answers PING (after AUTH) with PONG.
-    fn answers(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let auth = format!("AUTH {PASSWORD}\r\nPING\r\n");
-        if s.write_all(auth.as_bytes()).is_err() {
-            return false;
-        }
-        let mut got = Vec::new();
-        let mut buf = [0u8; 64];
-        while !got.ends_with(b"+PONG\r\n") {
-            match s.read(&mut buf) {
-                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-                _ => return false,
-            }
-        }
-        true
-    }
-
-    /// Kills the server (by its PID); what `turnadmin` saved stays in its directory.
-    fn stop(&mut self) {
-        self.guard = None;
-    }
-
-    /// Starts it again on the same port, from what was saved.
-    fn restart(&mut self) {
-        assert!(
-            self.run(),
-            "redis-server did not start again on {}",
-            self.port
-        );
-    }
-
-    /// coturn's connection string for it, as `turnadmin -N` and `--redis-userdb` take it.
-    fn conn(&self) -> String {
-        format!(
-            "ip=127.0.0.1 port={} dbname=0 password={PASSWORD} connect_timeout=5",
-            self.port
-        )
-    }
-
-    /// Runs coturn's `turnadmin -N` with `args`; panics with its output if it fails.
-    fn turnadmin(&self, args: &[&str]) {
-        let tool = require("turnadmin", "coturn");
-        let out = run(
-            Command::new(tool).args(args).arg("-N").arg(self.conn()),
-            TIMEOUT,
-        );
-        assert!(
-            out.status.success(),
-            "turnadmin {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Runs `redis-cli` with `args` (what `turnadmin` has no option for: peer ranges).
-    fn cli(&self, args: &[&str]) -> String {
-        let tool = require("redis-cli", "redis-tools");
-        let out = run(
-            Command::new(tool)
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .env("REDISCLI_AUTH", PASSWORD)
-                .args(args),
-            TIMEOUT,
-        );
-        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
+use common::{Relay, TempDir};
 
 /// A fresh server with what `turnadmin` wrote: user alice (password "wonderland") and the
 /// shared secret "dbsecret" in the realm.

@@ -39,8 +39,11 @@
 //! `backend` is the trait a database implements, `sqlite` coturn's default database, `server`
 //! its PostgreSQL and MySQL ones (`conninfo` parses coturn's connection strings for them), `sql`
 //! the queries these three make, `redis` its Redis database, `realm` parses what they read,
-//! `cache` is the cache and the lookup budget.
+//! `cache` is the cache and the lookup budget. `admin` is the write side, `xdpturn-relay
+//! admin` (coturn's `turnadmin`): never used by the serving relay, whose sessions stay
+//! read-only.
 
+pub mod admin;
 pub mod backend;
 pub mod cache;
 pub mod conninfo;

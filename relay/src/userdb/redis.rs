@@ -45,12 +45,12 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_PORT: u16 = 6379;
 
 /// The key of `what` (`secret`, `max-bps`, ...) of `realm`.
-fn realm_key(realm: &str, what: &str) -> String {
+pub(super) fn realm_key(realm: &str, what: &str) -> String {
     format!("turn/realm/{realm}/{what}")
 }
 
 /// The keys of user `name` in `realm`: its hmackey and its open password.
-fn user_keys(realm: &str, name: &str) -> [String; 2] {
+pub(super) fn user_keys(realm: &str, name: &str) -> [String; 2] {
     [
         realm_key(realm, &format!("user/{name}/key")),
         realm_key(realm, &format!("user/{name}/password")),
@@ -58,7 +58,7 @@ fn user_keys(realm: &str, name: &str) -> [String; 2] {
 }
 
 /// The realm options, as their keys name them (and as `RealmRows::options` does).
-const OPTIONS: [&str; 3] = ["max-bps", "user-quota", "total-quota"];
+pub(super) const OPTIONS: [&str; 3] = ["max-bps", "user-quota", "total-quota"];
 
 /// A connection string that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +199,17 @@ impl ConnSpec {
         })
     }
 
+    /// A client for the database (nothing is connected yet).
+    pub fn client(&self) -> Result<Client, RedisError> {
+        Client::open(self.info.clone())
+    }
+
+    /// How long connecting may take: the string's `connect_timeout`, at most [`QUERY_TIMEOUT`].
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+            .map_or(QUERY_TIMEOUT, |t| t.min(QUERY_TIMEOUT))
+    }
+
     /// Where the database is, for the log: address and database number, never the password.
     pub fn describe(&self) -> String {
         let settings = self.info.redis_settings();
@@ -235,16 +246,12 @@ impl Redis {
         if let Some(manager) = self.manager.get() {
             return Ok(manager.clone());
         }
-        let client = Client::open(self.spec.info.clone()).map_err(|e| self.error(e))?;
+        let client = self.spec.client().map_err(|e| self.error(e))?;
         let config = ConnectionManagerConfig::new()
             // One attempt per query while the server is away: the query fails at once and the
             // next one (the periodic read at the latest) tries again.
             .set_number_of_retries(0)
-            .set_connection_timeout(Some(
-                self.spec
-                    .connect_timeout
-                    .map_or(QUERY_TIMEOUT, |t| t.min(QUERY_TIMEOUT)),
-            ))
+            .set_connection_timeout(Some(self.spec.connect_timeout()))
             .set_response_timeout(Some(QUERY_TIMEOUT));
         let manager =
             ConnectionManager::new_lazy_with_config(client, config).map_err(|e| self.error(e))?;

@@ -25,7 +25,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// The `n`th (from 1) parameter.
-    fn param(self, n: usize) -> String {
+    pub(super) fn param(self, n: usize) -> String {
         match self {
             Dialect::Sqlite => format!("?{n}"),
             Dialect::Postgres => format!("${n}"),
@@ -35,7 +35,7 @@ impl Dialect {
     }
 
     /// `column` as text, NULL as ''.
-    fn text(self, column: &str) -> String {
+    pub(super) fn text(self, column: &str) -> String {
         let ty = match self {
             Dialect::Sqlite | Dialect::Postgres => "TEXT",
             Dialect::MySql => "CHAR",

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod browser;
+pub mod dbservers;
 pub mod launch;
 pub mod process;
 pub mod prometheus;
