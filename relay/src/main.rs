@@ -601,7 +601,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for &addr in &cfg.listen {
         match eventloop::bind(addr, workers) {
             Ok(set) => {
-                tracing::info!(udp = %set.addr, tcp = %set.addr, workers, "listening");
+                tracing::info!(
+                    udp = %set.addr,
+                    tcp = %set.addr,
+                    workers,
+                    udp_recv_buffer = set.udp_recv_buffer / 2,
+                    "listening"
+                );
+                if set.udp_recv_buffer < 2 * eventloop::UDP_RECV_BUFFER {
+                    tracing::warn!(
+                        got = set.udp_recv_buffer / 2,
+                        asked = eventloop::UDP_RECV_BUFFER,
+                        "the kernel caps the UDP receive buffer (net.core.rmem_max) and this \
+                         process may not go past it (no CAP_NET_ADMIN): datagrams that arrive \
+                         while a worker is off the CPU are dropped once that much is queued; \
+                         raise net.core.rmem_max or grant CAP_NET_ADMIN"
+                    );
+                }
                 listeners.push(set);
             }
             // The default [::] listener on a host without IPv6 is not worth failing for.

@@ -30,7 +30,7 @@ mod udp;
 mod worker;
 
 pub use admission::Admission;
-pub use listeners::{ListenerSet, TlsListenerSet, bind, bind_tls};
+pub use listeners::{ListenerSet, TlsListenerSet, UDP_RECV_BUFFER, bind, bind_tls};
 pub use ports::RelayPorts;
 pub use same_relay::LocalRelays;
 

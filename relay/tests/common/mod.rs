@@ -83,11 +83,17 @@ impl Relay {
 
     /// Starts the relay with exactly `base` + `extra` as arguments.
     pub fn start_with(base: &[&str], extra: &[&str]) -> Relay {
+        Self::start_logging(base, extra, "debug")
+    }
+
+    /// [`Relay::start_with`] logging at `level` (`XDPTURN_LOG`): `info`, as in production,
+    /// where a test floods the relay and a debug line per answer would be most of its work.
+    pub fn start_logging(base: &[&str], extra: &[&str], level: &str) -> Relay {
         let launched = launch(
             Command::new(relay_bin())
                 .args(base)
                 .args(extra)
-                .env("XDPTURN_LOG", "debug"),
+                .env("XDPTURN_LOG", level),
         );
         Relay {
             guard: launched.process,
