@@ -9,6 +9,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::Relay;
+use common::turn::allocate_request;
 use common::uclient::{echo_peer, uclient};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -21,10 +22,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// source's failure budget dropped unanswered.
 #[test]
 fn a_call_loses_nothing_during_a_flood() {
-    use relay::stun::{
-        Class, Encoder, Message, MessageType, Method, Nonce, Realm, RequestedTransport,
-        TransactionId, Username, long_term_key_md5,
-    };
+    use relay::stun::{Message, Nonce};
     let relay = Relay::start_logging(
         &["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
         &[
@@ -42,24 +40,7 @@ fn a_call_loses_nothing_during_a_flood() {
     let server = relay.v4();
     let (_peer, peer) = echo_peer("127.0.0.1");
     let allocate = |nonce: Option<&str>| {
-        let mut buf = vec![0u8; 512];
-        let mut e = Encoder::new(
-            &mut buf,
-            MessageType::new(Method::ALLOCATE, Class::Request),
-            TransactionId::new([9; 12]),
-        )
-        .expect("header");
-        e.add(&RequestedTransport::UDP).expect("rt");
-        if let Some(nonce) = nonce {
-            e.add(&Username("alice")).expect("username");
-            e.add(&Realm("example.org")).expect("realm");
-            e.add(&Nonce(nonce)).expect("nonce");
-            e.message_integrity(&long_term_key_md5("alice", "example.org", "guess"))
-                .expect("mi");
-        }
-        let len = e.finish();
-        buf.truncate(len);
-        buf
+        allocate_request([9; 12], nonce.map(|n| ("alice", "example.org", "guess", n)))
     };
     let unauthenticated = allocate(None);
     let sockets: Vec<UdpSocket> = (2..=201u32)

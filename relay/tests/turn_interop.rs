@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::Relay;
-use common::turn::TurnClient;
+use common::turn::{TurnClient, allocate_request};
 use common::uclient::{echo_peer, uclient};
 use relay::stun::AddressFamily;
 
@@ -436,10 +436,7 @@ fn wrong_password_and_expired_rest_credentials_get_401_and_no_allocation() {
 /// spreads over the workers' sockets) to a relay with `workers` workers: how many were answered
 /// 401, and how many of the rest the failure limiter dropped.
 fn wrong_password_flood(workers: &str) -> (u32, f64, u32) {
-    use relay::stun::{
-        Class, Encoder, ErrorCode, Message, MessageType, Method, Nonce, Realm, RequestedTransport,
-        TransactionId, Username, long_term_key_md5,
-    };
+    use relay::stun::{ErrorCode, Message, Nonce};
     const SOCKETS: u32 = 32;
     const PER_SOCKET: u32 = 4;
     let relay = relay(&[&ALICE[..], &["--workers", workers]].concat());
@@ -452,24 +449,7 @@ fn wrong_password_flood(workers: &str) -> (u32, f64, u32) {
         })
         .collect();
     let allocate = |tid: [u8; 12], nonce: Option<&str>| {
-        let mut buf = vec![0u8; 512];
-        let mut e = Encoder::new(
-            &mut buf,
-            MessageType::new(Method::ALLOCATE, Class::Request),
-            TransactionId::new(tid),
-        )
-        .expect("header");
-        e.add(&RequestedTransport::UDP).expect("rt");
-        if let Some(nonce) = nonce {
-            e.add(&Username("alice")).expect("username");
-            e.add(&Realm("example.org")).expect("realm");
-            e.add(&Nonce(nonce)).expect("nonce");
-            e.message_integrity(&long_term_key_md5("alice", "example.org", "guess"))
-                .expect("mi");
-        }
-        let len = e.finish();
-        buf.truncate(len);
-        buf
+        allocate_request(tid, nonce.map(|n| ("alice", "example.org", "guess", n)))
     };
     // A challenge for a nonce (a challenge is not a failure), then the flood.
     sockets[0]

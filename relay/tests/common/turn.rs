@@ -170,3 +170,27 @@ impl TurnClient {
         self.socket.send_to(&buf[..len], self.server).expect("send");
     }
 }
+
+/// The bytes of an Allocate request (UDP) with transaction `tid`; with `credentials` (user,
+/// realm, password, nonce) signed with the long-term key, as a client answering a challenge
+/// sends it. For floods and limits, where no client state is wanted.
+pub fn allocate_request(tid: [u8; 12], credentials: Option<(&str, &str, &str, &str)>) -> Vec<u8> {
+    let mut buf = vec![0u8; 512];
+    let mut e = Encoder::new(
+        &mut buf,
+        MessageType::new(Method::ALLOCATE, Class::Request),
+        TransactionId::new(tid),
+    )
+    .expect("header");
+    e.add(&RequestedTransport::UDP).expect("rt");
+    if let Some((user, realm, password, nonce)) = credentials {
+        e.add(&Username(user)).expect("username");
+        e.add(&Realm(realm)).expect("realm");
+        e.add(&Nonce(nonce)).expect("nonce");
+        e.message_integrity(&long_term_key_md5(user, realm, password))
+            .expect("mi");
+    }
+    let len = e.finish();
+    buf.truncate(len);
+    buf
+}
