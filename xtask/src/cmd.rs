@@ -69,6 +69,12 @@ impl Cmd {
         }
     }
 
+    /// The command to spawn as the caller needs (its stdio piped), announced now.
+    pub fn into_command(self) -> Command {
+        self.announce();
+        self.inner
+    }
+
     /// Runs with inherited stdio; returns the exit status.
     pub fn status(mut self) -> Result<ExitStatus> {
         self.announce();
