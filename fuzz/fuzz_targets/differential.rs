@@ -175,7 +175,10 @@ fn classic_values(ours: &Message<'_>, msg: &stun_codec::Message<rfc5389::Attribu
     ) {
         assert_eq!(o.0, t.hmac_sha1(), "MESSAGE-INTEGRITY");
     }
-    if let (Some(o), Some(t)) = (ours_ok::<Fingerprint>(ours), theirs::<_, a::Fingerprint>(msg)) {
+    if let (Some(o), Some(t)) = (
+        ours_ok::<Fingerprint>(ours),
+        theirs::<_, a::Fingerprint>(msg),
+    ) {
         assert_eq!(o.0, t.crc32(), "FINGERPRINT");
         // They checked the CRC while decoding: ours must verify it too.
         assert!(

@@ -84,7 +84,16 @@ struct Case {
 
 fn addr(v6: bool, net: u8, host: u16, port: u16) -> SocketAddr {
     let ip = if v6 {
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, u16::from(net), 0, 0, 0, host))
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            u16::from(net),
+            0,
+            0,
+            0,
+            host,
+        ))
     } else {
         IpAddr::V4(Ipv4Addr::new(10, net, (host >> 8) as u8, host as u8))
     };

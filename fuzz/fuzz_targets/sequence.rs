@@ -349,7 +349,10 @@ impl Harness {
         range: std::ops::Range<usize>,
     ) {
         let model = &self.models[usize::from(client)];
-        assert!(model.allocated, "forwarded for a client without an allocation");
+        assert!(
+            model.allocated,
+            "forwarded for a client without an allocation"
+        );
         let a = self
             .server
             .allocation(&tuple(client))
@@ -381,7 +384,14 @@ impl Harness {
     /// Sends a request and updates the model with what a success means. A retransmission
     /// (`fresh` false) that succeeds refreshes what it names, as the first one did: the model
     /// may be more lenient than the relay, never stricter.
-    fn transact(&mut self, client: u8, tid: TransactionId, packet: Vec<u8>, effect: Effect, fresh: bool) {
+    fn transact(
+        &mut self,
+        client: u8,
+        tid: TransactionId,
+        packet: Vec<u8>,
+        effect: Effect,
+        fresh: bool,
+    ) {
         let client = client % CLIENTS as u8;
         let answer = self.send(client, &packet, Some(tid));
         self.last = Some((client, packet, effect.clone()));
@@ -519,9 +529,14 @@ impl Harness {
                 let handle = target.unwrap_or(RelayHandle(u32::MAX));
                 let mut buf = vec![0u8; PEER_HEADROOM + data.len() + PEER_TAILROOM];
                 buf[PEER_HEADROOM..PEER_HEADROOM + data.len()].copy_from_slice(&data);
-                let command =
-                    self.server
-                        .handle_peer(handle, from, &mut buf, data.len(), self.now, &mut self.out);
+                let command = self.server.handle_peer(
+                    handle,
+                    from,
+                    &mut buf,
+                    data.len(),
+                    self.now,
+                    &mut self.out,
+                );
                 match command {
                     Command::ToClient { tuple: t, data: d } => {
                         assert!(target.is_some(), "a datagram to no one's socket relayed");
@@ -563,14 +578,24 @@ impl Harness {
 
     fn check_quotas(&self) {
         let count = self.server.allocation_count();
-        assert_eq!(self.ledger.total() as usize, count, "ledger and allocations agree");
-        assert!(count <= QUOTAS.total as usize, "{count} allocations over the total quota");
+        assert_eq!(
+            self.ledger.total() as usize,
+            count,
+            "ledger and allocations agree"
+        );
+        assert!(
+            count <= QUOTAS.total as usize,
+            "{count} allocations over the total quota"
+        );
         for (user, _) in USERS {
             let held = (0..CLIENTS as u8)
                 .filter_map(|c| self.server.allocation(&tuple(c)))
                 .filter(|a| a.username == user)
                 .count();
-            assert!(held <= QUOTAS.per_user as usize, "{user} holds {held} allocations");
+            assert!(
+                held <= QUOTAS.per_user as usize,
+                "{user} holds {held} allocations"
+            );
         }
     }
 }
