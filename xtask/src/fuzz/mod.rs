@@ -21,8 +21,7 @@ use serde::Serialize;
 
 mod seeds;
 
-// RFC 5769's vectors, as the relay's tests have them.
-#[allow(dead_code)]
+// RFC 5769's vectors, as the relay's tests have them (the file allows its unused ones).
 #[path = "../../../relay/tests/common/rfc5769.rs"]
 mod rfc5769;
 
