@@ -48,6 +48,13 @@ impl Cmd {
         self
     }
 
+    /// Does not pass `key` on from this process's environment.
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.shown = format!("env -u {key} {}", self.shown);
+        self.inner.env_remove(key);
+        self
+    }
+
     pub fn current_dir(mut self, dir: &Path) -> Self {
         self.inner.current_dir(dir);
         self

@@ -215,9 +215,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             named(&format!("fuzz {target}"), || {
                 // On the kept corpus (fuzz/corpus/<target>), read only: what the run finds goes
                 // to a scratch directory, which `cargo xtask fuzz` would merge back.
-                cargo(&root)
-                    .arg(format!("+{NIGHTLY}"))
-                    .args(["fuzz", "run", target])
+                fuzz::cargo_fuzz_run(&root, target)
                     .arg(fuzz::scratch_corpus(&root, target)?)
                     .arg(fuzz::kept_corpus(&root, target)?)
                     .arg("--")

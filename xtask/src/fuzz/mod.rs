@@ -146,6 +146,16 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
 }
 
+/// `cargo fuzz run <target>` with the pinned nightly. The build goes to the fuzz workspace's
+/// own target directory (fuzz/target) even when CARGO_TARGET_DIR is set for the main one:
+/// its sanitizer build shares nothing with it, and a second one costs an hour on two cores.
+pub fn cargo_fuzz_run(root: &Path, target: &str) -> crate::cmd::Cmd {
+    cargo(root)
+        .env_remove("CARGO_TARGET_DIR")
+        .arg(format!("+{NIGHTLY}"))
+        .args(["fuzz", "run", target])
+}
+
 /// The kept corpus of `target`, created if missing.
 pub fn kept_corpus(root: &Path, target: &str) -> Result<PathBuf> {
     let dir = root.join("fuzz/corpus").join(target);
@@ -168,9 +178,7 @@ pub fn scratch_corpus(root: &Path, target: &str) -> Result<PathBuf> {
 fn run_target(root: &Path, target: &str, seconds: u64, jobs: Option<u32>) -> Result<Stats> {
     let scratch = scratch_corpus(root, target)?;
     let kept = kept_corpus(root, target)?;
-    let mut cmd = cargo(root)
-        .arg(format!("+{NIGHTLY}"))
-        .args(["fuzz", "run", target])
+    let mut cmd = cargo_fuzz_run(root, target)
         .arg(&scratch)
         .arg(&kept)
         .arg("--")
@@ -216,9 +224,7 @@ fn merge(root: &Path, target: &str) -> Result<()> {
     if count_files(&scratch)? == 0 {
         return Ok(());
     }
-    cargo(root)
-        .arg(format!("+{NIGHTLY}"))
-        .args(["fuzz", "run", target])
+    cargo_fuzz_run(root, target)
         .arg(kept_corpus(root, target)?)
         .arg(&scratch)
         .args(["--", "-merge=1"])
