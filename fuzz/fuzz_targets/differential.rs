@@ -16,7 +16,11 @@
 //!   gets a Binding answer); `stun_codec` rejects it.
 //! - We decode attribute values lazily: a message with a malformed value decodes, and only that
 //!   value fails. `stun_codec` rejects the whole message. Likewise it checks FINGERPRINT's CRC
-//!   while decoding, where we check it apart (`verify_fingerprint`); and it limits REALM, NONCE
+//!   while decoding, where we check it apart (`verify_fingerprint`), and not over the bytes
+//!   received but over the message as it encodes it again: padding zeroed, an address
+//!   attribute's reserved byte cleared. A FINGERPRINT it accepts need not verify over the bytes
+//!   (this target found one: a SOFTWARE padded with spaces, as RFC 5769's vectors are, and a
+//!   nonzero reserved byte), so only its value is compared. And it limits REALM, NONCE
 //!   and SOFTWARE to 128 characters, CHANNEL-NUMBER to RFC 5766's 0x4000-0x4FFF (RFC 8656 allows
 //!   up to 0x7FFF) and ERROR-CODE to classes 3-6. So a message one of them rejects is no
 //!   evidence.
@@ -179,12 +183,8 @@ fn classic_values(ours: &Message<'_>, msg: &stun_codec::Message<rfc5389::Attribu
         ours_ok::<Fingerprint>(ours),
         theirs::<_, a::Fingerprint>(msg),
     ) {
+        // The value only: see the module doc on what `stun_codec` computes its check over.
         assert_eq!(o.0, t.crc32(), "FINGERPRINT");
-        // They checked the CRC while decoding: ours must verify it too.
-        assert!(
-            ours.verify_fingerprint().is_ok(),
-            "a FINGERPRINT they verified does not verify"
-        );
     }
 }
 
