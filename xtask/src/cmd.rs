@@ -48,6 +48,13 @@ impl Cmd {
         self
     }
 
+    /// Does not pass `key` on from this process's environment.
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.shown = format!("env -u {key} {}", self.shown);
+        self.inner.env_remove(key);
+        self
+    }
+
     pub fn current_dir(mut self, dir: &Path) -> Self {
         self.inner.current_dir(dir);
         self
@@ -67,6 +74,12 @@ impl Cmd {
             Some(dir) => println!("$ (cd {}) {}", dir.display(), self.shown),
             None => println!("$ {}", self.shown),
         }
+    }
+
+    /// The command to spawn as the caller needs (its stdio piped), announced now.
+    pub fn into_command(self) -> Command {
+        self.announce();
+        self.inner
     }
 
     /// Runs with inherited stdio; returns the exit status.

@@ -10,6 +10,7 @@ mod cmd;
 mod crdgen;
 mod ebpf;
 mod envtest;
+mod fuzz;
 mod images;
 mod soak;
 mod test;
@@ -69,13 +70,35 @@ enum Command {
     ///     a TurnCluster carrying calls through its relay pod (operator/tests/cluster.rs), the
     ///     cluster torn down.
     ///
-    ///  6. a short, time-bounded run of every cargo-fuzz target in fuzz/fuzz_targets/.
+    ///  6. a short, time-bounded run of every cargo-fuzz target in fuzz/fuzz_targets/ on its
+    ///     kept corpus (fuzz/corpus/<target>; --fuzz-seconds each).
     ///
     ///  7. with --images only: `cargo xtask images --check` and `cargo xtask test-arm64`.
     ///
     /// Stops at the first failing step, names it, and exits non-zero.
     #[command(verbatim_doc_comment)]
     Test(test::Args),
+
+    /// Fuzz at length: every cargo-fuzz target (or each --target) for --minutes N, on its
+    /// kept corpus.
+    ///
+    /// Installs what it needs first, idempotently, as `cargo xtask test` does (the pinned
+    /// nightly with rust-src, cargo-fuzz). Per target, `cargo fuzz run` on a scratch directory
+    /// (fuzz/target/corpus-new/<target>, where libFuzzer writes its finds) and the kept corpus
+    /// fuzz/corpus/<target> (committed), with -max_total_time and -print_final_stats=1; then,
+    /// unless --no-merge, `-merge=1` copies into the kept corpus the finds that add coverage.
+    ///
+    /// Prints per target: executions, exec/s, coverage (edges and features), the corpus the
+    /// run ended on, the kept corpus and what the merge added, and any crash with the path of
+    /// its input (fuzz/artifacts/<target>/) and the command that reproduces it. The last line
+    /// is `RESULT fuzz {json}` with the same per target. Exits non-zero if a target crashed.
+    ///
+    /// --seed writes the seed corpus instead: RFC 5769's test vectors and the messages of a
+    /// TURN exchange (Binding, Allocate, 401, Allocate with MESSAGE-INTEGRITY, its success,
+    /// CreatePermission, ChannelBind, Send and Data indications, Refresh, ChannelData) built
+    /// with the relay's codec, files named by the SHA-1 of their content.
+    #[command(verbatim_doc_comment)]
+    Fuzz(fuzz::Args),
 
     /// Generate the TurnCluster CRD YAML from the api crate.
     ///
@@ -236,6 +259,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Crdgen(args) => crdgen::run(&args),
         Command::BuildEbpf(args) => ebpf::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Envtest(args) => envtest::run(&args),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cmd::Cmd;
-use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, images, repo_root};
+use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, fuzz, images, repo_root};
 
 /// Debian packages the tests use: coturn for turnutils_stunclient / turnutils_uclient /
 /// turnadmin / turnserver (interop; relay/tests/userdb.rs has turnadmin write the SQLite user
@@ -69,10 +69,11 @@ pub struct Args {
     #[arg(long, env = "XTASK_NO_FUZZ")]
     pub no_fuzz: bool,
 
-    /// How long each fuzz target runs, in seconds (libFuzzer's -max_total_time).
+    /// How long each fuzz target runs, in seconds (libFuzzer's -max_total_time), on its kept
+    /// corpus (fuzz/corpus/<target>). `cargo xtask fuzz` runs them for longer.
     #[arg(
         long,
-        default_value_t = 20,
+        default_value_t = 15,
         env = "XTASK_FUZZ_SECONDS",
         value_name = "SECONDS"
     )]
@@ -240,9 +241,12 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     } else {
         for target in &fuzz_targets {
             named(&format!("fuzz {target}"), || {
-                cargo(&root)
-                    .arg(format!("+{NIGHTLY}"))
-                    .args(["fuzz", "run", target, "--"])
+                // On the kept corpus (fuzz/corpus/<target>), read only: what the run finds goes
+                // to a scratch directory, which `cargo xtask fuzz` would merge back.
+                fuzz::cargo_fuzz_run(&root, target)
+                    .arg(fuzz::scratch_corpus(&root, target)?)
+                    .arg(fuzz::kept_corpus(&root, target)?)
+                    .arg("--")
                     .arg(format!("-max_total_time={}", args.fuzz_seconds))
                     .run()
             })?;
@@ -314,7 +318,7 @@ pub(crate) fn cargo(root: &Path) -> Cmd {
 }
 
 /// The cargo-fuzz targets: the `.rs` files in fuzz/fuzz_targets/, sorted.
-fn fuzz_targets(root: &Path) -> Result<Vec<String>> {
+pub(crate) fn fuzz_targets(root: &Path) -> Result<Vec<String>> {
     let dir = root.join("fuzz/fuzz_targets");
     if !dir.is_dir() {
         return Ok(Vec::new());
@@ -492,7 +496,7 @@ fn stable_components(root: &Path) -> Result<()> {
 }
 
 /// Installs `toolchain` with `components` unless they are already there.
-fn rustup_components(toolchain: &str, profile: &str, components: &[&str]) -> Result<()> {
+pub(crate) fn rustup_components(toolchain: &str, profile: &str, components: &[&str]) -> Result<()> {
     let installed = Cmd::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", toolchain])
         .probe()
@@ -529,7 +533,7 @@ fn rustup_components(toolchain: &str, profile: &str, components: &[&str]) -> Res
     cmd.run()
 }
 
-fn cargo_fuzz(root: &Path) -> Result<()> {
+pub(crate) fn cargo_fuzz(root: &Path) -> Result<()> {
     let works = cargo(root)
         .args(["fuzz", "--version"])
         .probe()
