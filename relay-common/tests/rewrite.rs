@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod frames;
+mod program_writes;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,6 +20,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use frames::{
     Attr, Opts, assert_checksums, channel_data, data_indication, finish_partial, forwarded,
     partial, pseudo_header_sum, send_indication, udp_frame,
+};
+use program_writes::{
+    CLIENT_MAC, PEER_MAC, RELAY_MAC, apply, apply_keeping_udp, finish_indication,
 };
 use proptest::prelude::*;
 use relay_common::csum::Sum;
@@ -28,10 +32,6 @@ use relay_common::{
     AllocationValue, ChannelEntries, ChannelKey, ChannelValue, ClientKey, PeerKey, PeerValue,
     Verdict,
 };
-
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const RELAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
 
 // ---------------------------------------------------------------------------------------------
 // The program's flow, on a Vec.
@@ -312,38 +312,6 @@ fn assert_partial_forwarded(input: &[u8], maps: &Maps, expected: &[u8], case: &s
     }
 }
 
-/// The generic-mode rewrite of a partial checksum (relay-ebpf's `move_keeping_udp`), on a
-/// buffer with head- and tailroom: the data moves by `data_shift`, the front by `head_delta`,
-/// and the UDP header must end up where it was. Returns the frame and the UDP header's offset
-/// in it.
-fn apply_keeping_udp(frame: &[u8], rw: &Rewrite, payload_at: usize) -> (Vec<u8>, usize) {
-    const ROOM: usize = 64;
-    let mut buf = vec![0xEE; ROOM];
-    buf.extend_from_slice(frame);
-    buf.extend_from_slice(&[0xEE; ROOM]);
-    let udp_abs = ROOM + payload_at - UDP_HLEN;
-    let data_abs = ROOM + payload_at + usize::from(rw.removed_len);
-    let data_len = usize::from(rw.data_len);
-    let to = data_abs.checked_add_signed(rw.data_shift as isize).unwrap();
-    buf.copy_within(data_abs..data_abs + data_len, to);
-    let start = ROOM.checked_add_signed(rw.head_delta as isize).unwrap();
-    let mut out = buf[start..start + rw.frame_len].to_vec();
-    let dmac = if rw.added_len > 0 {
-        CLIENT_MAC
-    } else {
-        PEER_MAC
-    };
-    out[..ETH_HLEN].copy_from_slice(&packet::ethernet_header(&dmac, &RELAY_MAC, rw.ethertype()));
-    out[ETH_HLEN..ETH_HLEN + rw.headers_len()].copy_from_slice(&rw.headers[..rw.headers_len()]);
-    let udp_out = ETH_HLEN + packet::header_len(rw.family);
-    assert_eq!(
-        start + udp_out,
-        udp_abs,
-        "the UDP header stays where csum_start points"
-    );
-    (out, udp_out)
-}
-
 /// The Data indication header the program builds for a datagram from the peer of `ip`/`udp`.
 fn data_header(ip: &Ip, udp: &Udp) -> DataHeader {
     let mut h = DataHeader::EMPTY;
@@ -357,40 +325,6 @@ fn data_header(ip: &Ip, udp: &Udp) -> DataHeader {
     )
     .unwrap();
     h
-}
-
-/// What the program writes after the headers of a Data indication: its header, and the
-/// padding zeros at the end.
-fn finish_indication(out: &mut [u8], rw: &Rewrite, header: Option<&DataHeader>) {
-    if rw.added_len > 0 && !rw.channel_header {
-        let h = header.expect("a Data indication's header");
-        let at = ETH_HLEN + packet::header_len(rw.family) + UDP_HLEN;
-        out[at..at + usize::from(h.len)].copy_from_slice(&h.bytes[..usize::from(h.len)]);
-    }
-    let end = out.len();
-    out[end - usize::from(rw.padding)..].fill(0);
-}
-
-/// bpf_xdp_adjust_head, bpf_xdp_adjust_tail, then the Ethernet header and the new headers.
-fn apply(frame: &[u8], rw: &Rewrite) -> Vec<u8> {
-    let mut buf = frame.to_vec();
-    if rw.head_delta >= 0 {
-        buf.drain(..rw.head_delta as usize);
-    } else {
-        let mut grown = vec![0xEE; rw.head_delta.unsigned_abs() as usize];
-        grown.extend_from_slice(&buf);
-        buf = grown;
-    }
-    // The tail shrinks, or grows by a Data indication's padding (bytes the program zeroes).
-    buf.resize(rw.frame_len, 0xEE);
-    let dmac = if rw.added_len > 0 {
-        CLIENT_MAC
-    } else {
-        PEER_MAC
-    };
-    buf[..ETH_HLEN].copy_from_slice(&packet::ethernet_header(&dmac, &RELAY_MAC, rw.ethertype()));
-    buf[ETH_HLEN..ETH_HLEN + rw.headers_len()].copy_from_slice(&rw.headers[..rw.headers_len()]);
-    buf
 }
 
 // ---------------------------------------------------------------------------------------------
