@@ -47,6 +47,7 @@ fn config() -> Config {
         listen_ips: Vec::new(),
         external_ips: Vec::new(),
         streams: Default::default(),
+        report_usage: false,
     }
 }
 

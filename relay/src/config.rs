@@ -154,6 +154,11 @@ pub fn build_with(
     if let Err(message) = userdb::Source::from_config(cfg) {
         return Err(invalid("user database", &message));
     }
+    if let Some(conn) = &cfg.redis_statsdb
+        && let Err(e) = userdb::redis::ConnSpec::parse(conn)
+    {
+        return Err(invalid("redis-statsdb", &e.to_string()));
+    }
     if cfg.realm.len() > crate::proto::REALM_WITHIN_BUDGET {
         tracing::warn!(
             realm_bytes = cfg.realm.len(),
@@ -287,6 +292,7 @@ pub fn build_with(
             per_source: cfg.max_tcp_connections_per_ip,
             total: cfg.max_tcp_connections,
         },
+        report_usage: cfg.redis_statsdb.is_some(),
     })
 }
 
@@ -462,6 +468,13 @@ mod tests {
                     ..ok.clone()
                 },
                 "user database: one user database at a time: userdb, redis-userdb are all given",
+            ),
+            (
+                RelayConfig {
+                    redis_statsdb: Some("ip=127.0.0.1 colour=blue".into()),
+                    ..ok.clone()
+                },
+                "redis-statsdb: unknown key \"colour\"",
             ),
         ] {
             let err = build(&cfg, &bound, [0; 32]).expect_err(needle).to_string();

@@ -687,7 +687,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let dataplane = dataplane
         .take()
         .unwrap_or_else(|| load_dataplane(&cfg, &bound.listeners, false, &metrics));
+    let usage = match &cfg.redis_statsdb {
+        Some(conn) => {
+            let _runtime = runtime.enter();
+            Some(
+                userdb::statsdb::start(conn, &cfg.realm, metrics.clone())
+                    .map_err(anyhow::Error::msg)
+                    .context("invalid configuration")?,
+            )
+        }
+        None => None,
+    };
     let shared = Shared {
+        usage,
         control: control.clone(),
         ledger: ledger.clone(),
         metrics: metrics.clone(),

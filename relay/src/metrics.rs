@@ -140,6 +140,10 @@ pub struct Metrics {
     pub userdb_up: IntGauge,
     /// 1 when a user database is configured (not exported: it decides the `/readyz` line).
     pub userdb_configured: IntGauge,
+    /// Usage reports for coturn's traffic records (`userdb/statsdb.rs`), by result.
+    pub statsdb_reports: IntCounterVec,
+    /// 1 while the statistics database takes reports.
+    pub statsdb_up: IntGauge,
     pub build_info: IntGaugeVec,
 }
 
@@ -363,6 +367,23 @@ impl Metrics {
              what it last read (also 0 when none is configured)",
         )?;
         let userdb_configured = IntGauge::new("xdpturn_userdb_configured", "not exported")?;
+        let statsdb_reports = counter_vec(
+            &r,
+            "xdpturn_statsdb_reports_total",
+            "Allocation status and traffic reports for the statistics database \
+             (--redis-statsdb), by result (published; dropped: the database did not answer or \
+             the queue was full)",
+            &["result"],
+        )?;
+        for res in ["published", "dropped"] {
+            statsdb_reports.with_label_values(&[res]);
+        }
+        let statsdb_up = gauge(
+            &r,
+            "xdpturn_statsdb_up",
+            "1 while the statistics database (--redis-statsdb) takes reports (0 also when none \
+             is configured)",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "xdpturn_build_info",
@@ -438,6 +459,8 @@ impl Metrics {
             userdb_queries,
             userdb_up,
             userdb_configured,
+            statsdb_reports,
+            statsdb_up,
             build_info,
         })
     }

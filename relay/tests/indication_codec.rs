@@ -411,6 +411,7 @@ impl Core {
             listen_ips: Vec::new(),
             external_ips: Vec::new(),
             streams: Default::default(),
+            report_usage: false,
         };
         let now = Instant::now();
         let server = Server::new(

@@ -1204,29 +1204,44 @@ fn the_maps_follow_bind_refresh_unbind_and_fill_up() {
         // What the channel forwarded since the last read, both directions, for the caller
         // that owns its allocation (what the relay charges to bandwidth budgets).
         assert_eq!(dp.take_traffic(|_| false).unwrap(), [], "not the caller's");
+        let traffic = |c2p: (u64, u64), p2c: (u64, u64)| ChannelTraffic {
+            tuple: c.tuple(),
+            channel: c.channel,
+            client_to_peer: Traffic {
+                packets: c2p.0,
+                bytes: c2p.1,
+            },
+            peer_to_client: Traffic {
+                packets: p2c.0,
+                bytes: p2c.1,
+            },
+        };
         assert_eq!(
             dp.take_traffic(|t| *t == c.tuple()).unwrap(),
-            [ChannelTraffic {
-                tuple: c.tuple(),
-                channel: c.channel,
-                bytes: 8
-            }]
+            [traffic((1, 4), (1, 4))]
         );
         assert_eq!(dp.take_traffic(|_| true).unwrap(), [], "nothing new");
         assert_eq!(run(&dp, "xc0", &frame).0, XDP_REDIRECT);
         assert_eq!(
             dp.take_traffic(|_| true).unwrap(),
-            [ChannelTraffic {
-                tuple: c.tuple(),
-                channel: c.channel,
-                bytes: 4
-            }]
+            [traffic((1, 4), (0, 0))]
         );
 
-        dp.unbind_channel(&c.tuple(), c.channel, &c.relay(), c.peer)
-            .unwrap();
-        dp.unbind_channel(&c.tuple(), c.channel, &c.relay(), c.peer)
-            .unwrap(); // idempotent
+        // What it forwarded after the last read comes back with its removal (for the
+        // allocation's usage report), once.
+        assert_eq!(run(&dp, "xc0", &frame).0, XDP_REDIRECT);
+        assert_eq!(run(&dp, "xc0", &frame).0, XDP_REDIRECT);
+        assert_eq!(
+            dp.unbind_channel(&c.tuple(), c.channel, &c.relay(), c.peer)
+                .unwrap(),
+            Some(traffic((2, 8), (0, 0)))
+        );
+        assert_eq!(
+            dp.unbind_channel(&c.tuple(), c.channel, &c.relay(), c.peer)
+                .unwrap(),
+            None,
+            "idempotent"
+        );
         assert_eq!(dp.bound_channels(), 0);
         assert_eq!(run(&dp, "xc0", &frame).0, XDP_PASS, "unbound");
         assert_eq!(
@@ -2507,28 +2522,34 @@ fn permission_counters_are_taken_as_traffic_and_start_from_zero() {
         count(&mut stats, channel_slot, 3, 0);
         assert_eq!(dp.take_traffic(|_| false).unwrap(), [], "not the caller's");
         let mut taken = dp.take_traffic(|t| *t == c.tuple()).unwrap();
-        taken.sort_by_key(|t| (t.channel, t.bytes));
-        let permission = |bytes| ChannelTraffic {
+        taken.sort_by_key(|t| (t.channel, t.bytes()));
+        let flow = |bytes| Traffic {
+            packets: u64::from(bytes > 0),
+            bytes,
+        };
+        let permission = |c2p, p2c| ChannelTraffic {
             tuple: c.tuple(),
             channel: ChannelTraffic::PERMISSION,
-            bytes,
+            client_to_peer: flow(c2p),
+            peer_to_client: flow(p2c),
         };
         assert_eq!(
             taken,
             [
-                permission(7),
-                permission(150),
+                permission(0, 7),
+                permission(100, 50),
                 ChannelTraffic {
                     tuple: c.tuple(),
                     channel: c.channel,
-                    bytes: 3
+                    client_to_peer: flow(3),
+                    peer_to_client: flow(0),
                 }
             ]
         );
         assert!(taken[0].is_permission() && !taken[2].is_permission());
         assert_eq!(dp.take_traffic(|_| true).unwrap(), [], "nothing new");
         count(&mut stats, slot(peer), 10, 0);
-        assert_eq!(dp.take_traffic(|_| true).unwrap(), [permission(10)]);
+        assert_eq!(dp.take_traffic(|_| true).unwrap(), [permission(10, 0)]);
         let counters = dp.counters().unwrap();
         let mine = counters
             .permissions
@@ -2550,14 +2571,19 @@ fn permission_counters_are_taken_as_traffic_and_start_from_zero() {
         );
         assert_eq!(counters.permissions.len(), 3);
 
-        // Removed and installed again (the slot reused): from zero.
+        // Removed (what it counted since the last read comes back with the removal) and
+        // installed again (the slot reused): from zero.
         let old = slot(peer);
-        dp.remove_permission(&c.tuple(), &c.relay(), peer).unwrap();
+        count(&mut stats, slot(peer), 0, 9);
+        assert_eq!(
+            dp.remove_permission(&c.tuple(), &c.relay(), peer).unwrap(),
+            Some(permission(0, 9))
+        );
         assert_eq!(dp.take_traffic(|_| true).unwrap(), []);
         dp.install_permission(&c.tuple(), &c.relay(), peer).unwrap();
         assert_eq!(slot(peer), old, "the freed slot is reused");
         assert_eq!(dp.take_traffic(|_| true).unwrap(), []);
         count(&mut stats, slot(peer), 1, 1);
-        assert_eq!(dp.take_traffic(|_| true).unwrap(), [permission(2)]);
+        assert_eq!(dp.take_traffic(|_| true).unwrap(), [permission(1, 1)]);
     });
 }

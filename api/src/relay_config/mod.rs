@@ -78,7 +78,7 @@ relay_settings! {
     software: String = concat!("xdpturn ", env!("CARGO_PKG_VERSION")).to_owned(), flag
         /// SOFTWARE attribute in answers to authenticated requests only; empty sends none [--no-software-attribute].
         // Listed after --drain-timeout (flag 27, numbered 126) in --help, as it always was.
-        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 126)]
+        #[arg(long, env = "XDPTURN_SOFTWARE", value_name = "TEXT", display_order = 127)]
         software: Option<String>;
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP.
@@ -172,6 +172,23 @@ relay_settings! {
             hide_env_values = true
         )]
         redis_userdb: Option<String>;
+
+    /// coturn's traffic records on Redis (`--redis-statsdb`): each allocation's status (new,
+    /// refreshed, deleted) and its traffic, published in coturn's keys and channels
+    /// (`turn/realm/<realm>/user/<name>/allocation/<id>/status`, `.../traffic`, ...). The
+    /// connection string is the same form as `redis-userdb`'s.
+    redis_statsdb: Option<String> = None, flag
+        /// Publish allocations' status and traffic to Redis as coturn's --redis-statsdb does
+        /// (keys and channels turn/realm/R/user/U/allocation/ID/status, traffic, traffic/peer,
+        /// total_traffic, total_traffic/peer): the same connection string forms as
+        /// --redis-userdb. Prefer the variable or the config file [--redis-statsdb, -O].
+        #[arg(
+            long = "redis-statsdb",
+            env = "XDPTURN_REDIS_STATSDB",
+            value_name = "CONN",
+            hide_env_values = true
+        )]
+        redis_statsdb: Option<String>;
 
     /// Shared secrets for time-limited REST credentials; any of them validates (rotation).
     auth_secrets: Vec<String> = Vec::new(), flag

@@ -40,16 +40,18 @@ pub struct PermissionCounters {
 }
 
 /// What the kernel forwarded on one channel, or under one permission (as Send and Data
-/// indications), since the last [`Dataplane::take_traffic`]: to be charged to its allocation's
-/// bandwidth budget (`proto::Server::charge_offloaded`).
+/// indications), since the last [`Dataplane::take_traffic`] (or, from a removal, since then
+/// until the entry left the maps): to be charged to its allocation's bandwidth budget
+/// (`proto::Server::charge_offloaded`) and counted in its usage
+/// (`proto::Server::count_offloaded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelTraffic {
     /// The allocation's 5-tuple.
     pub tuple: FiveTuple,
     /// The channel, or [`ChannelTraffic::PERMISSION`] for a permission's indications.
     pub channel: u16,
-    /// Application bytes, both directions.
-    pub bytes: u64,
+    pub client_to_peer: Traffic,
+    pub peer_to_client: Traffic,
 }
 
 impl ChannelTraffic {
@@ -60,6 +62,22 @@ impl ChannelTraffic {
     /// Whether this is a permission's traffic (Send and Data indications).
     pub fn is_permission(&self) -> bool {
         self.channel == Self::PERMISSION
+    }
+
+    /// Application bytes, both directions.
+    pub fn bytes(&self) -> u64 {
+        self.client_to_peer
+            .bytes
+            .saturating_add(self.peer_to_client.bytes)
+    }
+
+    /// As an allocation's usage counts it.
+    pub fn usage(&self) -> crate::proto::Usage {
+        let flow = |t: Traffic| crate::proto::Flow {
+            packets: t.packets,
+            bytes: t.bytes,
+        };
+        crate::proto::Usage::forwarded(flow(self.client_to_peer), flow(self.peer_to_client))
     }
 }
 
@@ -168,9 +186,20 @@ mod tests {
         let t = |channel| ChannelTraffic {
             tuple,
             channel,
-            bytes: 1,
+            client_to_peer: Traffic {
+                packets: 1,
+                bytes: 3,
+            },
+            peer_to_client: Traffic {
+                packets: 2,
+                bytes: 4,
+            },
         };
         assert!(t(ChannelTraffic::PERMISSION).is_permission());
+        assert_eq!(t(1).bytes(), 7);
+        let usage = t(1).usage();
+        assert_eq!((usage.from_client.packets, usage.to_peers.bytes), (1, 3));
+        assert_eq!((usage.from_peers.packets, usage.to_client.bytes), (2, 4));
         assert!(!t(0x4000).is_permission());
         let err = DataplaneError::MapFull {
             what: "permission",

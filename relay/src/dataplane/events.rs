@@ -4,7 +4,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{AllocationBinding, ChannelBinding, Dataplane, DataplaneError, PermissionBinding};
+use super::{
+    AllocationBinding, ChannelBinding, ChannelTraffic, Dataplane, DataplaneError, PermissionBinding,
+};
 use crate::proto::allocation::Relay;
 use crate::proto::{Event, FiveTuple};
 
@@ -12,8 +14,11 @@ impl Dataplane {
     /// Applies a channel, permission or allocation event (the others are ignored):
     /// `ChannelBound` binds, `ChannelUnbound` unbinds, `PermissionInstalled` and
     /// `AllocationInstalled` install, `PermissionRemoved` and `AllocationRemoved` remove. This
-    /// is the one place the event loop needs to call.
-    pub fn apply(&self, event: &Event) -> Result<(), DataplaneError> {
+    /// is the one place the event loop needs to call. A removal returns what the kernel
+    /// forwarded on the channel or under the permission since [`Dataplane::take_traffic`] last
+    /// read it.
+    pub fn apply(&self, event: &Event) -> Result<Option<ChannelTraffic>, DataplaneError> {
+        let none = |r: Result<(), DataplaneError>| r.map(|()| None);
         match event {
             Event::ChannelBound {
                 tuple,
@@ -21,7 +26,7 @@ impl Dataplane {
                 relay,
                 peer,
                 ..
-            } => self.bind_channel(tuple, *channel, relay, *peer),
+            } => none(self.bind_channel(tuple, *channel, relay, *peer)),
             Event::ChannelUnbound {
                 tuple,
                 channel,
@@ -30,13 +35,15 @@ impl Dataplane {
             } => self.unbind_channel(tuple, *channel, relay, *peer),
             Event::PermissionInstalled {
                 tuple, relay, peer, ..
-            } => self.install_permission(tuple, relay, *peer),
+            } => none(self.install_permission(tuple, relay, *peer)),
             Event::PermissionRemoved { tuple, relay, peer } => {
                 self.remove_permission(tuple, relay, *peer)
             }
-            Event::AllocationInstalled { tuple, relays } => self.install_allocation(tuple, relays),
-            Event::AllocationRemoved { tuple } => self.remove_allocation(tuple),
-            _ => Ok(()),
+            Event::AllocationInstalled { tuple, relays } => {
+                none(self.install_allocation(tuple, relays))
+            }
+            Event::AllocationRemoved { tuple } => none(self.remove_allocation(tuple)),
+            _ => Ok(None),
         }
     }
 
@@ -52,17 +59,18 @@ impl Dataplane {
         self.permit(PermissionBinding::new(tuple, relay, peer)?, *tuple)
     }
 
-    /// Removes a permission (`Event::PermissionRemoved`); its counts are kept in the totals.
-    /// One that was not offloaded is not an error.
+    /// Removes a permission (`Event::PermissionRemoved`); its counts are kept in the totals,
+    /// and what it forwarded since the last read is returned. One that was not offloaded is not
+    /// an error.
     pub fn remove_permission(
         &self,
         tuple: &FiveTuple,
         relay: &Relay,
         peer: IpAddr,
-    ) -> Result<(), DataplaneError> {
+    ) -> Result<Option<ChannelTraffic>, DataplaneError> {
         match PermissionBinding::new(tuple, relay, peer) {
             Ok(binding) => self.revoke(&binding),
-            Err(DataplaneError::Transport(_) | DataplaneError::Address { .. }) => Ok(()),
+            Err(DataplaneError::Transport(_) | DataplaneError::Address { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -99,19 +107,20 @@ impl Dataplane {
         self.bind(ChannelBinding::new(tuple, channel, relay, peer)?, *tuple)
     }
 
-    /// Removes a channel (`Event::ChannelUnbound`); its counts are kept in the totals. A
-    /// channel that was not offloaded is not an error.
+    /// Removes a channel (`Event::ChannelUnbound`); its counts are kept in the totals, and
+    /// what it forwarded since the last read is returned. A channel that was not offloaded is
+    /// not an error.
     pub fn unbind_channel(
         &self,
         tuple: &FiveTuple,
         channel: u16,
         relay: &Relay,
         peer: SocketAddr,
-    ) -> Result<(), DataplaneError> {
+    ) -> Result<Option<ChannelTraffic>, DataplaneError> {
         match ChannelBinding::new(tuple, channel, relay, peer) {
             Ok(binding) => self.unbind(&binding),
             // Never offloaded, so nothing to remove.
-            Err(DataplaneError::Transport(_) | DataplaneError::Address { .. }) => Ok(()),
+            Err(DataplaneError::Transport(_) | DataplaneError::Address { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }

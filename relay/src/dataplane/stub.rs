@@ -100,8 +100,11 @@ impl Dataplane {
         Err(DataplaneError::Unsupported(WHY))
     }
 
-    pub(super) fn unbind(&self, _binding: &ChannelBinding) -> Result<(), DataplaneError> {
-        Ok(())
+    pub(super) fn unbind(
+        &self,
+        _binding: &ChannelBinding,
+    ) -> Result<Option<ChannelTraffic>, DataplaneError> {
+        Ok(None)
     }
 
     pub(super) fn permit(
@@ -112,8 +115,11 @@ impl Dataplane {
         Err(DataplaneError::Unsupported(WHY))
     }
 
-    pub(super) fn revoke(&self, _binding: &PermissionBinding) -> Result<(), DataplaneError> {
-        Ok(())
+    pub(super) fn revoke(
+        &self,
+        _binding: &PermissionBinding,
+    ) -> Result<Option<ChannelTraffic>, DataplaneError> {
+        Ok(None)
     }
 
     pub(super) fn offload(&self, _binding: AllocationBinding) -> Result<(), DataplaneError> {

@@ -292,6 +292,8 @@ pub struct Shared {
     pub userdb: Option<Arc<crate::userdb::UserDb>>,
     /// Open TCP and TLS client connections, per source and in total, against their caps.
     pub admission: Arc<Admission>,
+    /// Where allocations' status and traffic reports go (`--redis-statsdb`), when configured.
+    pub usage: Option<crate::userdb::statsdb::UsageSink>,
 }
 
 /// Starts one worker thread per element of each listener set; returns their handles.
@@ -443,16 +445,24 @@ async fn timers(worker: &Rc<Worker>) {
         }
         let now = Instant::now();
         // What the kernel forwarded on this worker's channels and permissions counts toward
-        // their allocations' bandwidth caps (read only when a cap is configured): over it, the
-        // core takes the allocation out of the kernel until the budget recovers.
+        // their allocations' bandwidth caps (read only when a cap is configured or usage is
+        // reported): over it, the core takes the allocation out of the kernel until the budget
+        // recovers. It is counted in the allocations' usage too.
+        let capped = worker.server.borrow().config().quotas.max_bps != 0;
+        let reported = worker.server.borrow().reports_usage();
         if let Some(dp) = &worker.shared.dataplane
-            && worker.server.borrow().config().quotas.max_bps != 0
+            && (capped || reported)
         {
             let mut server = worker.server.borrow_mut();
             match dp.take_traffic(|tuple| server.allocation(tuple).is_some()) {
                 Ok(taken) => {
                     for t in taken {
-                        server.charge_offloaded(&t.tuple, t.bytes, now);
+                        if capped {
+                            server.charge_offloaded(&t.tuple, t.bytes(), now);
+                        }
+                        if reported {
+                            server.count_offloaded(&t.tuple, t.usage());
+                        }
                     }
                 }
                 Err(err) => tracing::debug!(%err, "reading the XDP channel counters"),

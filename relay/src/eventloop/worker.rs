@@ -85,6 +85,10 @@ pub(super) struct Worker {
     pub(super) generation: Cell<u64>,
     /// Requests waiting for the user database (`park`).
     parked: Cell<usize>,
+    /// What the kernel forwarded for allocations that ended before it was read (their channels'
+    /// and permissions' last counts, read at their removal), until their `Deleted` usage report
+    /// takes it.
+    kernel_leftovers: RefCell<HashMap<FiveTuple, proto::Usage>>,
 }
 
 impl Worker {
@@ -109,6 +113,7 @@ impl Worker {
             batching: Cell::new(false),
             generation: Cell::new(shared.control.generation.load(Ordering::Acquire)),
             parked: Cell::new(0),
+            kernel_leftovers: RefCell::new(HashMap::new()),
             shared,
             udp: RefCell::new(udp),
             listener_tasks: RefCell::new(Vec::new()),
@@ -159,18 +164,21 @@ impl Worker {
                 }
                 // Mirrored into the kernel by the XDP dataplane when it is attached.
                 Event::ChannelBound { .. } | Event::ChannelUnbound { .. } => {
-                    if let Some(dp) = &self.shared.dataplane
-                        && let Err(err) = dp.apply(&event)
-                    {
-                        // The channel keeps working in userspace.
-                        if matches!(event, Event::ChannelBound { .. }) {
-                            self.shared
-                                .metrics
-                                .xdp_fallbacks
-                                .with_label_values(&[err.metric_label()])
-                                .inc();
+                    if let Some(dp) = &self.shared.dataplane {
+                        match dp.apply(&event) {
+                            Ok(last) => self.count_last_offloaded(last),
+                            Err(err) => {
+                                // The channel keeps working in userspace.
+                                if matches!(event, Event::ChannelBound { .. }) {
+                                    self.shared
+                                        .metrics
+                                        .xdp_fallbacks
+                                        .with_label_values(&[err.metric_label()])
+                                        .inc();
+                                }
+                                tracing::debug!(%err, "channel not offloaded to XDP");
+                            }
                         }
-                        tracing::debug!(%err, "channel not offloaded to XDP");
                     }
                 }
                 // Send and Data indications in the kernel: mirrored like channels.
@@ -178,11 +186,27 @@ impl Worker {
                 | Event::PermissionRemoved { .. }
                 | Event::AllocationInstalled { .. }
                 | Event::AllocationRemoved { .. } => {
-                    if let Some(dp) = &self.shared.dataplane
-                        && let Err(err) = dp.apply(&event)
+                    if let Some(dp) = &self.shared.dataplane {
+                        match dp.apply(&event) {
+                            Ok(last) => self.count_last_offloaded(last),
+                            // Its indications keep working in userspace.
+                            Err(err) => tracing::debug!(
+                                %err,
+                                "permission or allocation not offloaded to XDP"
+                            ),
+                        }
+                    }
+                }
+                Event::Usage(mut report) => {
+                    let leftover = self.kernel_leftovers.borrow_mut().remove(&report.tuple);
+                    if let (Some(k), proto::UsageKind::Deleted { last, total }) =
+                        (leftover, &mut report.kind)
                     {
-                        // Its indications keep working in userspace.
-                        tracing::debug!(%err, "permission or allocation not offloaded to XDP");
+                        *last = last.plus(k);
+                        *total = total.plus(k);
+                    }
+                    if let Some(sink) = &self.shared.usage {
+                        sink.send(report);
                     }
                 }
                 Event::CloseTcp(id) => {
@@ -192,6 +216,27 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts what the kernel forwarded on a channel or under a permission between the last
+    /// read of its counters and its removal in its allocation's usage (when usage is
+    /// reported), or keeps it for the allocation's `Deleted` report when the allocation has
+    /// ended already (its report follows its removals).
+    fn count_last_offloaded(&self, last: Option<crate::dataplane::ChannelTraffic>) {
+        let Some(t) = last else {
+            return;
+        };
+        let mut server = self.server.borrow_mut();
+        if !server.reports_usage()
+            || (t.client_to_peer.packets == 0 && t.peer_to_client.packets == 0)
+        {
+            return;
+        }
+        if !server.count_offloaded(&t.tuple, t.usage()) {
+            let mut leftovers = self.kernel_leftovers.borrow_mut();
+            let entry = leftovers.entry(t.tuple).or_default();
+            *entry = entry.plus(t.usage());
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::allocation::{Allocation, Bandwidth, Relay, channel_events, permission_events};
 use super::auth::Authenticated;
+use super::usage::UsageState;
 use super::{
     BindFailure, BindResult, Buf, Command, Ctx, Event, FiveTuple, Inbound, PendingAllocation,
     QuotaKind, Refusal, RelayRequest, Server, Transport, canonical,
@@ -362,7 +363,9 @@ impl Server {
             tuple,
             relays: allocation.relays.clone(),
         });
+        allocation.usage = UsageState::new(self.ledger.allocation_id(self.unix(now)), now);
         self.allocations.insert(tuple, allocation);
+        self.report_new(&tuple, lifetime);
         self.counters.allocation_opened();
         to_client(command)
     }
@@ -370,6 +373,7 @@ impl Server {
     /// Ends an allocation: out of the kernel fast path, its sockets released, its quota
     /// returned.
     pub(super) fn delete_allocation(&mut self, tuple: &FiveTuple) {
+        let report = self.deleted_report(tuple);
         let Some(a) = self.allocations.remove(tuple) else {
             return;
         };
@@ -391,6 +395,9 @@ impl Server {
         );
         self.events
             .push_back(Event::AllocationRemoved { tuple: *tuple });
+        if let Some(report) = report {
+            self.events.push_back(Event::Usage(report));
+        }
         for r in &a.relays {
             self.by_relay.remove(&r.handle);
             self.events.push_back(Event::ReleaseRelay(r.handle));

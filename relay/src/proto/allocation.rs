@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::policy::PeerPolicy;
+use super::usage::UsageState;
 use super::{Event, FiveTuple, RelayHandle};
 use crate::stun::TransactionId;
 
@@ -114,6 +115,8 @@ pub struct Allocation {
     pub allocate_response: Vec<u8>,
     /// A TCP relayed address (RFC 6062).
     pub tcp: bool,
+    /// Its id and the traffic it relayed, for usage reports.
+    pub usage: UsageState,
     responses: Vec<(TransactionId, Instant, Vec<u8>)>,
 }
 
@@ -139,6 +142,7 @@ impl Allocation {
             allocate_tid,
             allocate_response: Vec::new(),
             tcp: false,
+            usage: UsageState::default(),
             responses: Vec::new(),
         }
     }

@@ -47,6 +47,7 @@ impl Server {
             return self.drop(transport, DropReason::BandwidthExceeded);
         }
         let start = data.offset + crate::stun::ATTR_HEADER_LEN;
+        a.usage.total.client_to_peer(data.value.len());
         self.counters
             .relayed(transport, Direction::ClientToPeer, data.value.len());
         Command::ToPeer {
@@ -74,6 +75,7 @@ impl Server {
             self.counters.quota_rejected(QuotaKind::Bandwidth);
             return self.drop(transport, DropReason::BandwidthExceeded);
         }
+        a.usage.total.client_to_peer(cd.data.len());
         self.counters
             .relayed(transport, Direction::ClientToPeer, cd.data.len());
         let start = ChannelData::HEADER_LEN;
@@ -131,6 +133,7 @@ impl Server {
             frame[..4].copy_from_slice(&header);
             let total = ChannelData::encoded_len(len, transport.is_stream());
             frame[PEER_HEADROOM + len..total].fill(0);
+            a.usage.total.peer_to_client(len);
             self.counters
                 .relayed(transport, Direction::PeerToClient, len);
             return Command::ToClient {
@@ -150,6 +153,7 @@ impl Server {
         })();
         match written {
             Ok(n) => {
+                a.usage.total.peer_to_client(len);
                 self.counters
                     .relayed(transport, Direction::PeerToClient, len);
                 Command::ToClient {

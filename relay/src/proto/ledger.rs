@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::auth::FailureLimiter;
@@ -24,6 +24,8 @@ pub struct Ledger {
     pub(super) next_connection_id: AtomicU32,
     /// Failed authentications per source, for every shard.
     pub(super) failures: FailureLimiter,
+    /// The last allocation id given (0: none yet).
+    last_allocation_id: AtomicU64,
 }
 
 impl Ledger {
@@ -33,6 +35,17 @@ impl Ledger {
             failures,
             ..Self::default()
         }
+    }
+
+    /// A new allocation id, unique among this relay's allocations and, being counted from the
+    /// wall-clock time of the first one (`unix_now` seconds, times a million), across its
+    /// restarts too: coturn's session ids in usage reports are 18 digits, and these fit.
+    pub fn allocation_id(&self, unix_now: u64) -> u64 {
+        let first = unix_now.saturating_mul(1_000_000);
+        let _ =
+            self.last_allocation_id
+                .compare_exchange(0, first, Ordering::AcqRel, Ordering::Acquire);
+        self.last_allocation_id.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     pub fn reserve(&self, token: [u8; 8], addr: SocketAddr, expires: Instant) {

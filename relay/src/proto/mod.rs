@@ -28,6 +28,7 @@ mod ledger;
 mod permissions;
 mod timers;
 mod types;
+mod usage;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ pub use types::{
     Lifetimes, MAX_REPLY_LEN, PEER_HEADROOM, PEER_TAILROOM, PendingAllocation, QuotaKind, Quotas,
     RelayHandle, RelayRequest, StreamLimits, Transport,
 };
+pub use usage::{Flow, USAGE_REPORT_INTERVAL, Usage, UsageKind, UsageReport};
 
 use crate::stun::{Header, TransactionId};
 

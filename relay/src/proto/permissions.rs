@@ -67,6 +67,7 @@ impl Server {
         } else if let Some(a) = self.allocations.get_mut(&tuple) {
             a.expires = now + lifetime;
             a.cache_response(ctx.header.tid, &out[..len], now);
+            self.report_refreshed(&tuple, secs);
         }
         command
     }

@@ -46,6 +46,7 @@ pub(crate) fn config() -> Config {
         listen_ips: Vec::new(),
         external_ips: Vec::new(),
         streams: Default::default(),
+        report_usage: false,
     }
 }
 

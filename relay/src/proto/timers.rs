@@ -88,6 +88,7 @@ impl Server {
         });
         self.ledger.failures.forget_idle(now);
         self.expire_tcp_connections(now);
+        self.report_traffic(now);
     }
 
     /// Charges traffic the kernel forwarded for this allocation (on its channels, and as Send

@@ -271,6 +271,10 @@ pub enum Event {
     /// bandwidth cap). Follows the removal of its channels and permissions. Repeats are
     /// harmless.
     AllocationRemoved { tuple: FiveTuple },
+    /// An allocation's life and traffic, for coturn's traffic records (only when
+    /// `Config::report_usage`). An allocation's `Deleted` report follows the removal of its
+    /// channels and permissions.
+    Usage(super::UsageReport),
 }
 
 /// How a relay socket should be bound.
@@ -374,6 +378,8 @@ pub struct Config {
     /// Limits on TCP and TLS client connections, which the event loop applies (the core never
     /// sees a connection, only its messages); here so that a reload reaches every worker.
     pub streams: StreamLimits,
+    /// Report allocations' lives and traffic as [`Event::Usage`] (coturn's traffic records).
+    pub report_usage: bool,
 }
 
 /// Limits on TCP and TLS client connections (eventloop/streams.rs).

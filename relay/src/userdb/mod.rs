@@ -52,6 +52,7 @@ pub mod redis;
 pub mod server;
 pub mod sql;
 pub mod sqlite;
+pub mod statsdb;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -300,6 +300,16 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Runs `pipe` (commands whose replies are ignored), as queries are run: within
+    /// [`QUERY_TIMEOUT`], tried once more on a new connection when the old one is found broken.
+    /// For the statistics database (`statsdb.rs`).
+    pub(super) async fn run(&self, pipe: &::redis::Pipeline) -> Result<(), BackendError> {
+        self.query(|mut con| async move { pipe.query_async::<()>(&mut con).await })
+            .await
+    }
+}
+
 /// The stored key text from the `MGET` of [`user_keys`]: the hmackey if it is usable, else the
 /// key made from the open password, else whatever the key holds (refused, and said, by
 /// `userdb/mod.rs`); None when neither is there.

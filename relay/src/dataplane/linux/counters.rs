@@ -10,7 +10,7 @@ use relay_common::maps::{
 };
 
 use super::errors::{load_error, map_error};
-use super::{Dataplane, Inner, xdp_program};
+use super::{Bound, Dataplane, Inner, xdp_program};
 use crate::dataplane::{
     ChannelCounters, ChannelTraffic, Counters, DataplaneError, KindTraffic, PermissionCounters,
     ProgramStats, Totals, Traffic, Verdict, VerdictCounts,
@@ -59,7 +59,7 @@ impl Dataplane {
 
     /// What the kernel forwarded on each bound channel and under each installed permission
     /// (Send and Data indications; `channel` [`ChannelTraffic::PERMISSION`]) since the
-    /// previous call (bytes of application data, both directions), for those whose allocation
+    /// previous call (packets and bytes of application data, each way), for those whose allocation
     /// `owned` accepts (each worker of the relay takes its own allocations'; the others are
     /// left for their owner). Only those with new traffic are listed. One syscall per channel
     /// or permission taken.
@@ -79,18 +79,9 @@ impl Dataplane {
             if !owned(&bound.tuple) {
                 continue;
             }
-            let stats = read_slot(&inner.channel_stats, CHANNEL_STATS, bound.slot)?;
-            let total = stats
-                .client_to_peer_bytes
-                .saturating_add(stats.peer_to_client_bytes);
-            let bytes = total.saturating_sub(bound.reported);
-            bound.reported = total;
-            if bytes > 0 {
-                taken.push(ChannelTraffic {
-                    tuple: bound.tuple,
-                    channel,
-                    bytes,
-                });
+            let t = unread(&inner.channel_stats, channel, bound)?;
+            if t.client_to_peer.packets > 0 || t.peer_to_client.packets > 0 {
+                taken.push(t);
             }
         }
         Ok(taken)
@@ -110,6 +101,25 @@ impl Dataplane {
             run_count: info.run_count(),
         })
     }
+}
+
+/// What the kernel forwarded on a channel (or under a permission) since the last read, now
+/// read.
+pub(super) fn unread(
+    channel_stats: &PerCpuArray<MapData, ChannelStats>,
+    channel: u16,
+    bound: &mut Bound,
+) -> Result<ChannelTraffic, DataplaneError> {
+    let stats = read_slot(channel_stats, CHANNEL_STATS, bound.slot)?;
+    let now = traffic(stats);
+    let before = traffic(bound.reported);
+    bound.reported = stats;
+    Ok(ChannelTraffic {
+        tuple: bound.tuple,
+        channel,
+        client_to_peer: now.client_to_peer.since(before.client_to_peer),
+        peer_to_client: now.peer_to_client.since(before.peer_to_client),
+    })
 }
 
 impl Inner {

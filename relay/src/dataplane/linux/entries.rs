@@ -9,10 +9,11 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuValues};
 use relay_common::maps::{ALLOCATIONS, CHANNEL_STATS, CLIENT_TO_PEER, NO_CHANNEL, PEER_TO_CLIENT};
 use relay_common::{AllocationValue, ChannelEntries, ChannelStats, ClientKey, PeerKey, PeerValue};
 
+use super::counters::unread;
 use super::errors::{full_or, map_error, mixed};
 use super::{Bound, Dataplane, Inner, PEER_ENTRIES_PER_CHANNEL};
 use crate::dataplane::{
-    AllocationBinding, ChannelBinding, DataplaneError, PeerEntry, PermissionBinding,
+    AllocationBinding, ChannelBinding, ChannelTraffic, DataplaneError, PeerEntry, PermissionBinding,
 };
 use crate::proto::FiveTuple;
 
@@ -103,6 +104,8 @@ impl Dataplane {
             })
             .copied();
         if let Some(old) = moved {
+            // What it forwarded since the last read is left out of the allocation's usage:
+            // a channel moves to another peer only when it has expired and is bound again.
             inner.remove(&old)?;
         }
 
@@ -138,22 +141,24 @@ impl Dataplane {
             Bound {
                 slot,
                 tuple,
-                reported: 0,
+                reported: Default::default(),
             },
         );
         inner.peers.insert(entries.peer_key, binding);
         Ok(())
     }
 
+    /// Removes a channel's entries; what the kernel forwarded on it since the last read
+    /// (None if it was not offloaded).
     pub(in crate::dataplane) fn unbind(
         &self,
         binding: &ChannelBinding,
-    ) -> Result<(), DataplaneError> {
+    ) -> Result<Option<ChannelTraffic>, DataplaneError> {
         let mut inner = self.lock();
-        if inner.bound.contains_key(binding) {
-            inner.remove(binding)?;
+        if !inner.bound.contains_key(binding) {
+            return Ok(None);
         }
-        Ok(())
+        inner.remove(binding)
     }
 
     pub(in crate::dataplane) fn permit(
@@ -225,29 +230,41 @@ impl Dataplane {
             Bound {
                 slot,
                 tuple,
-                reported: 0,
+                reported: Default::default(),
             },
         );
         inner.permission_keys.insert(key, binding);
         Ok(())
     }
 
+    /// Removes a permission's entry; what the kernel forwarded under it since the last read
+    /// (None if it was not offloaded).
     pub(in crate::dataplane) fn revoke(
         &self,
         binding: &PermissionBinding,
-    ) -> Result<(), DataplaneError> {
-        let mut inner = self.lock();
+    ) -> Result<Option<ChannelTraffic>, DataplaneError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Some(slot) = inner.permitted.get(binding).map(|b| b.slot) else {
-            return Ok(());
+            return Ok(None);
         };
         let key = permission_key(binding)?;
         remove_entry(&mut inner.peer_to_client, &key, PEER_TO_CLIENT)?;
-        inner.permitted.remove(binding);
+        // Read once the entry is gone, so that nothing is counted after it.
+        let last = match inner.permitted.remove(binding) {
+            Some(mut bound) => Some(unread(
+                &inner.channel_stats,
+                ChannelTraffic::PERMISSION,
+                &mut bound,
+            )?),
+            None => None,
+        };
         inner.permission_keys.remove(&key);
         // Zeroed when it is reused.
         inner.free_slots.push(slot);
         // After the entry, which sends to them.
-        inner.release([binding.client.ip(), binding.peer])
+        inner.release([binding.client.ip(), binding.peer])?;
+        Ok(last)
     }
 
     pub(in crate::dataplane) fn offload(
@@ -342,9 +359,12 @@ impl Inner {
     }
 
     /// Removes a bound channel's entries (its traffic stays in TOTAL_STATS).
-    fn remove(&mut self, binding: &ChannelBinding) -> Result<(), DataplaneError> {
+    fn remove(
+        &mut self,
+        binding: &ChannelBinding,
+    ) -> Result<Option<ChannelTraffic>, DataplaneError> {
         let Some(slot) = self.bound.get(binding).map(|b| b.slot) else {
-            return Ok(());
+            return Ok(None);
         };
         let entries = channel_entries(binding, slot)?;
         // Client-to-peer first, the reverse of `write`.
@@ -354,12 +374,17 @@ impl Inner {
             CLIENT_TO_PEER,
         )?;
         remove_entry(&mut self.peer_to_client, &entries.peer_key, PEER_TO_CLIENT)?;
-        self.bound.remove(binding);
+        // Read once the entries are gone, so that nothing is counted after it.
+        let last = match self.bound.remove(binding) {
+            Some(mut bound) => Some(unread(&self.channel_stats, binding.channel, &mut bound)?),
+            None => None,
+        };
         self.peers.remove(&entries.peer_key);
         // Zeroed when it is reused (`write`).
         self.free_slots.push(slot);
         // After the channel's entries, which send to them.
-        self.release(destinations(binding))
+        self.release(destinations(binding))?;
+        Ok(last)
     }
 }
 

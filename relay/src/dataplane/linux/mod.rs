@@ -126,8 +126,8 @@ struct Bound {
     slot: u32,
     /// The 5-tuple of its allocation, as the relay's core knows it.
     tuple: FiveTuple,
-    /// The bytes (both directions) [`Dataplane::take_traffic`] has reported so far.
-    reported: u64,
+    /// What [`Dataplane::take_traffic`] has reported so far.
+    reported: relay_common::ChannelStats,
 }
 
 impl std::fmt::Debug for Inner {

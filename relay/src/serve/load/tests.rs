@@ -222,7 +222,7 @@ fn every_setting_flag_has_its_xdpturn_variable() {
     }
     // --config, every RelayConfig key but nonce-lifetime-secs, --revision, and the hidden test
     // lifetimes (--channel-lifetime, --allocation-lifetime, --permission-lifetime).
-    assert_eq!(flags, 43);
+    assert_eq!(flags, 44);
     let listen = cmd
         .get_arguments()
         .find(|a| a.get_long() == Some("listen"))
