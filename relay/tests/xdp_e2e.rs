@@ -529,6 +529,111 @@ fn send_and_data_indications_go_through_the_kernel() {
     uclient_through_the_kernel("s", &["-s", "-g"], true, "indication");
 }
 
+/// coturn's traffic records (`--redis-statsdb`) count what the kernel forwarded: a
+/// `redis-server` in the relay's namespace, `redis-cli psubscribe` beside it, and two uclient
+/// calls through the kernel (channels, then Send and Data indications). Each allocation's
+/// totals are what uclient sent and got back, though the program forwarded nearly all of it
+/// (its counters are read once a second, and at the channel's or permission's removal, which
+/// comes just before the allocation's deletion is reported).
+#[test]
+fn traffic_records_count_what_the_kernel_forwarded() {
+    use common::statsdb::{Subscriber, assert_call_records, deleted, until_with};
+    require("turnutils_uclient", "coturn");
+    require("redis-server", "redis-server");
+    let topo = Topology::new("u");
+    let (c, r, p) = (topo.client(), topo.relay(), topo.peer());
+    let dir = TempDir::new("xdp-statsdb");
+    let _redis = Guard(
+        Command::new("ip")
+            .args(["netns", "exec", r, "redis-server", "--bind", "127.0.0.1"])
+            .args(["--port", "6379", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server"),
+    );
+    let wrapper = ["ip", "netns", "exec", r];
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let out = run(
+                Command::new("ip").args(["netns", "exec", r, "redis-cli", "ping"]),
+                Duration::from_secs(5),
+            );
+            String::from_utf8_lossy(&out.stdout).contains("PONG")
+        }),
+        "redis-server did not answer"
+    );
+    let subscriber = Subscriber::start(&wrapper, 6379, None, dir.path());
+    let (ra, rb) = topo.relay_interfaces();
+    let _relay = topo.spawn_relay(&[
+        "--xdp-interface",
+        &ra,
+        "--xdp-interface",
+        &rb,
+        "--redis-statsdb",
+        "ip=127.0.0.1 port=6379",
+    ]);
+    wait_attached(r, "the relay did not attach XDP in its default mode");
+    let _peer = Guard(
+        Command::new("ip")
+            .args(["netns", "exec", p, "turnutils_peer"])
+            .args(["-L", PEER_V4, "-p", "3480"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn peer"),
+    );
+    let mut calls = Vec::new();
+    for flags in [&[][..], &["-s", "-g"][..]] {
+        let before = relayed(r, "xdp", "client_to_peer");
+        let out = run(
+            Command::new("ip")
+                .args(["netns", "exec", c, "turnutils_uclient", "-c"])
+                .args(flags)
+                .args(["-e", PEER_V4, "-r", "3480"])
+                .args(["-p", "3478", "-n", "500", "-m", "1", "-l", "120", "-z", "5"])
+                .args(["-u", "alice", "-w", "wonderland", LISTEN_V4]),
+            TIMEOUT,
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("Total lost packets 0 "), "{text}");
+        let number = |key: &str| -> u64 {
+            text.lines()
+                .rev()
+                .filter_map(|l| l.split(key).nth(1))
+                .find_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let (sent, back) = (number("tot_send_msgs="), number("tot_recv_msgs="));
+        // The metrics read the kernel's counters once a second.
+        std::thread::sleep(Duration::from_millis(1500));
+        let by_kernel = relayed(r, "xdp", "client_to_peer") - before;
+        assert!(
+            by_kernel >= 0.9 * sent as f64,
+            "{flags:?}: the kernel forwarded {by_kernel} of {sent}"
+        );
+        calls.push((sent, back, text));
+    }
+    let what = || format!("two allocations deleted: {:#?}", subscriber.messages());
+    until_with(Duration::from_secs(30), what, || {
+        deleted(&subscriber, "example.org", "alice").len() == 2
+    });
+    for ((id, records), (sent, back, text)) in deleted(&subscriber, "example.org", "alice")
+        .iter()
+        .zip(&calls)
+    {
+        assert_call_records(id, records, *sent, *back, 120, &format!("uclient:\n{text}"));
+    }
+}
+
 /// Indications client to client on one relay (`-s -y`): each client's Send indication reaches
 /// the other as a Data indication, in one pass.
 #[test]

@@ -8,6 +8,7 @@ pub mod dbservers;
 pub mod launch;
 pub mod process;
 pub mod prometheus;
+pub mod statsdb;
 pub mod turn;
 pub mod uclient;
 pub mod userdb;
