@@ -747,6 +747,47 @@ fn user_database_comes_from_its_secret_as_the_relays_variable() {
     assert!(!env.iter().any(|e| e.name.ends_with("_USERDB")), "{env:?}");
 }
 
+/// The traffic records' Redis (`spec.metrics.trafficRecords`) reaches the relay the same way,
+/// as `XDPTURN_REDIS_STATSDB` from its Secret, beside a user database's variable; a bad
+/// reference is reported at its path.
+#[test]
+fn traffic_records_come_from_their_secret_as_the_relays_variable() {
+    let mut tc = valid("userdb.yaml");
+    tc.spec.metrics.traffic_records = Some(api::SecretKeyRef {
+        name: "turn-stats".into(),
+        key: "redis".into(),
+    });
+    assert_eq!(validate::validate(&tc), Ok(()));
+    let o = render(&tc, &facts(), None);
+    let env = container(&o).env.clone().unwrap_or_default();
+    let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+    assert!(names.contains(&"XDPTURN_PSQL_USERDB"), "{names:?}");
+    let stats = env
+        .iter()
+        .find(|e| e.name == api::TRAFFIC_RECORDS_ENV)
+        .unwrap_or_else(|| panic!("no statistics database variable: {names:?}"));
+    assert_eq!(stats.value, None, "no value inline");
+    let r = stats
+        .value_from
+        .as_ref()
+        .and_then(|f| f.secret_key_ref.as_ref())
+        .unwrap();
+    assert_eq!((r.name.as_str(), r.key.as_str()), ("turn-stats", "redis"));
+    assert_eq!(parsed_config(&o).redis_statsdb, None, "not in the file");
+    assert!(volume_secret_names(&o).is_empty(), "not mounted");
+
+    tc.spec.metrics.traffic_records = Some(api::SecretKeyRef {
+        name: "Turn_Stats".into(),
+        key: "redis".into(),
+    });
+    let problems = validate::validate(&tc).unwrap_err();
+    assert_eq!(
+        problems.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+        ["spec.metrics.trafficRecords.name"],
+        "{problems:?}"
+    );
+}
+
 #[test]
 fn user_database_reference_is_checked() {
     let mut tc = valid("userdb.yaml");

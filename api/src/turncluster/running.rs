@@ -166,6 +166,10 @@ impl JsonSchema for QuantitySchema {
     }
 }
 
+/// The relay's environment variable for the traffic records' connection string
+/// ([`Metrics::traffic_records`]; its flag is `--redis-statsdb`).
+pub const TRAFFIC_RECORDS_ENV: &str = "XDPTURN_REDIS_STATSDB";
+
 /// The relays' metrics endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -179,6 +183,15 @@ pub struct Metrics {
     /// Create a Prometheus Operator `ServiceMonitor` for the relays (needs its CRD).
     #[serde(default)]
     pub service_monitor: bool,
+
+    /// coturn's traffic records (`--redis-statsdb`): every allocation's status (new,
+    /// refreshed, deleted) and traffic published to Redis in coturn's keys and channels, for
+    /// the dashboards and billing scripts that read coturn's. The Secret key holds the Redis
+    /// connection string (coturn's `ip=... port=... dbname=... password=...` or a `redis://`
+    /// URL); the relays get it as an environment variable when they start, as
+    /// `auth.userDatabase`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_records: Option<super::SecretKeyRef>,
 }
 
 fn default_metrics_port() -> i32 {
@@ -190,6 +203,7 @@ impl Default for Metrics {
         Self {
             port: default_metrics_port(),
             service_monitor: false,
+            traffic_records: None,
         }
     }
 }

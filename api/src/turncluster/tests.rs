@@ -303,6 +303,22 @@ fn user_database_types_name_the_relays_variables() {
     );
 }
 
+/// The traffic records' variable is the one `--redis-statsdb` reads.
+#[cfg(feature = "clap")]
+#[test]
+fn traffic_records_variable_is_the_relays() {
+    use clap::Args as _;
+    let cmd = crate::RelayFlags::augment_args(clap::Command::new("relay"));
+    let arg = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some("redis-statsdb"))
+        .expect("--redis-statsdb");
+    assert_eq!(
+        arg.get_env().and_then(|e| e.to_str()),
+        Some(crate::TRAFFIC_RECORDS_ENV)
+    );
+}
+
 /// The variables the operator sets are the ones the relay's flags read (with the `clap`
 /// feature, which the relay turns on: `cargo test -p api --features clap`).
 #[cfg(feature = "clap")]

@@ -41,7 +41,7 @@ pub(super) fn pod_template(
     let (volumes, mounts) = volumes(spec, names);
     let container = Container {
         volume_mounts: Some(mounts),
-        env: user_database_env(spec).map(|e| vec![e]),
+        env: Some(database_env(spec)).filter(|env| !env.is_empty()),
         ..container(spec, default_image, daemonset)
     };
     // What the container's ports say otherwise: the relay binds its listeners only at start.
@@ -217,21 +217,29 @@ fn volumes(spec: &TurnClusterSpec, names: &Names) -> (Vec<Volume>, Vec<VolumeMou
 /// Secret by the kubelet: never in the pod template, the ConfigMap or anything the operator
 /// reads. The relay reads it when it starts (a user database is not switched on reload), so it is
 /// a variable rather than a mounted file; the reference is in the template, so pointing the spec
-/// at another Secret or key replaces the relays.
-fn user_database_env(spec: &TurnClusterSpec) -> Option<EnvVar> {
-    let db = spec.auth.user_database.as_ref()?;
-    Some(EnvVar {
-        name: db.type_.env_var().into(),
+/// at another Secret or key replaces the relays. The same for the traffic records' Redis
+/// (`spec.metrics.trafficRecords`, `XDPTURN_REDIS_STATSDB`).
+fn database_env(spec: &TurnClusterSpec) -> Vec<EnvVar> {
+    let from_secret = |name: &str, r: &api::SecretKeyRef| EnvVar {
+        name: name.into(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
-                name: db.secret_key_ref.name.clone(),
-                key: db.secret_key_ref.key.clone(),
+                name: r.name.clone(),
+                key: r.key.clone(),
                 optional: None,
             }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
-    })
+    };
+    let mut env = Vec::new();
+    if let Some(db) = &spec.auth.user_database {
+        env.push(from_secret(db.type_.env_var(), &db.secret_key_ref));
+    }
+    if let Some(r) = &spec.metrics.traffic_records {
+        env.push(from_secret(api::TRAFFIC_RECORDS_ENV, r));
+    }
+    env
 }
 
 /// The container ports: each listener, and metrics.

@@ -149,6 +149,9 @@ fn spec(s: &TurnClusterSpec, p: &mut Vec<Problem>) {
             format!("is {}, it must be between 1 and 65535", s.metrics.port),
         ));
     }
+    if let Some(r) = &s.metrics.traffic_records {
+        secret_ref(r, "spec.metrics.trafficRecords", p);
+    }
     if !(0..=86400).contains(&s.drain.timeout_seconds) {
         p.push(Problem::new(
             "spec.drain.timeoutSeconds",
