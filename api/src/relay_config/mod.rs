@@ -130,9 +130,10 @@ relay_settings! {
         /// --userdb is: "host=H dbname=D user=U password=P port=N connect_timeout=S" (libpq's
         /// form, also sslmode, sslrootcert, sslcert, sslkey) or postgresql://U:P@H:N/D. Prefer
         /// the variable or the config file: command lines are visible to others [--psql-userdb,
-        /// -e].
+        /// --sql-userdb, -e].
         #[arg(
             long = "psql-userdb",
+            visible_alias = "sql-userdb",
             env = "XDPTURN_PSQL_USERDB",
             value_name = "CONN",
             hide_env_values = true
