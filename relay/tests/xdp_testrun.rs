@@ -1254,8 +1254,8 @@ fn the_maps_follow_bind_refresh_unbind_and_fill_up() {
         assert_eq!(
             counters.client_to_peer,
             Traffic {
-                packets: 2,
-                bytes: 8
+                packets: 4,
+                bytes: 16
             }
         );
         assert_eq!(
