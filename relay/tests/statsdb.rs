@@ -97,6 +97,9 @@ fn calls_are_published_in_coturns_keys_and_channels() {
         (1..=lifetime + 60).contains(&ttl),
         "the key expires with the allocation ({lifetime} s): {ttl}"
     );
+    // A reload keeps the records coming.
+    relay.signal("HUP");
+    relay.wait_for_log(&["configuration reloaded"], Duration::from_secs(10));
     let indications = call(&relay, peer, &["-s"], 30);
 
     // The two allocations that carried the calls end (uclient deletes them) and say so.

@@ -210,6 +210,18 @@ fn reload(
                      the rest is reloaded"
                 );
             }
+            if new.redis_statsdb != cfg.redis_statsdb
+                || (cfg.redis_statsdb.is_some() && new.realm != cfg.realm)
+            {
+                tracing::warn!(
+                    "the statistics database (redis-statsdb) and the realm its records name \
+                     change only on restart; the rest is reloaded"
+                );
+            }
+            // Usage is reported where the publisher started with the relay, whatever the new file
+            // says (see the warning above).
+            let mut core = core;
+            core.report_usage = live.control.config().report_usage;
             *cfg = new;
             live.control.set_config(Arc::new(core));
             live.api.set(api_config);
