@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::dbservers::{PASSWORD, RedisServer};
 use common::statsdb::{Subscriber, assert_call_records, by_allocation, deleted, until, until_with};
 use common::uclient::{Stats, echo_peer, uclient};
-use common::userdb::{REALM, port_range};
+use common::userdb::{REALM, relay_with};
 use common::{Relay, TempDir};
 
 fn subscribe(server: &RedisServer, dir: &TempDir) -> Subscriber {
@@ -21,21 +21,7 @@ fn subscribe(server: &RedisServer, dir: &TempDir) -> Subscriber {
 
 /// The relay on loopback with user alice and `--redis-statsdb conn`.
 fn relay(conn: &str) -> Relay {
-    let (min, max) = port_range();
-    Relay::start(&[
-        "--realm",
-        REALM,
-        "--user",
-        "alice:wonderland",
-        "--redis-statsdb",
-        conn,
-        "--allow-peer",
-        "127.0.0.1",
-        "--min-port",
-        &min,
-        "--max-port",
-        &max,
-    ])
+    relay_with(&["--user", "alice:wonderland", "--redis-statsdb", conn])
 }
 
 /// A uclient call of `n` messages of 120 bytes through `relay` (one allocation: no RTCP).

@@ -538,6 +538,7 @@ fn send_and_data_indications_go_through_the_kernel() {
 #[test]
 fn traffic_records_count_what_the_kernel_forwarded() {
     use common::statsdb::{Subscriber, assert_call_records, deleted, until_with};
+    use common::uclient::uclient_with;
     require("turnutils_uclient", "coturn");
     require("redis-server", "redis-server");
     let topo = Topology::new("u");
@@ -590,47 +591,40 @@ fn traffic_records_count_what_the_kernel_forwarded() {
     let mut calls = Vec::new();
     for flags in [&[][..], &["-s", "-g"][..]] {
         let before = relayed(r, "xdp", "client_to_peer");
-        let out = run(
-            Command::new("ip")
-                .args(["netns", "exec", c, "turnutils_uclient", "-c"])
-                .args(flags)
-                .args(["-e", PEER_V4, "-r", "3480"])
-                .args(["-p", "3478", "-n", "500", "-m", "1", "-l", "120", "-z", "5"])
-                .args(["-u", "alice", "-w", "wonderland", LISTEN_V4]),
+        let args = [
+            &["-c", "-n", "500", "-m", "1", "-l", "120", "-z", "5"][..],
+            &["-u", "alice", "-w", "wonderland"],
+            flags,
+        ]
+        .concat();
+        let stats = uclient_with(
+            &["ip", "netns", "exec", c],
+            format!("{LISTEN_V4}:3478").parse().expect("addr"),
+            format!("{PEER_V4}:3480").parse().expect("addr"),
+            &args,
             TIMEOUT,
         );
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("Total lost packets 0 "), "{text}");
-        let number = |key: &str| -> u64 {
-            text.lines()
-                .rev()
-                .filter_map(|l| l.split(key).nth(1))
-                .find_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-                .unwrap_or(0)
-        };
-        let (sent, back) = (number("tot_send_msgs="), number("tot_recv_msgs="));
+        stats.assert_all_arrived(500, "");
         // The metrics read the kernel's counters once a second.
         std::thread::sleep(Duration::from_millis(1500));
         let by_kernel = relayed(r, "xdp", "client_to_peer") - before;
         assert!(
-            by_kernel >= 0.9 * sent as f64,
-            "{flags:?}: the kernel forwarded {by_kernel} of {sent}"
+            by_kernel >= 0.9 * stats.sent as f64,
+            "{flags:?}: the kernel forwarded {by_kernel} of {}",
+            stats.sent
         );
-        calls.push((sent, back, text));
+        calls.push(stats);
     }
     let what = || format!("two allocations deleted: {:#?}", subscriber.messages());
     until_with(Duration::from_secs(30), what, || {
         deleted(&subscriber, "example.org", "alice").len() == 2
     });
-    for ((id, records), (sent, back, text)) in deleted(&subscriber, "example.org", "alice")
+    for ((id, records), stats) in deleted(&subscriber, "example.org", "alice")
         .iter()
         .zip(&calls)
     {
-        assert_call_records(id, records, *sent, *back, 120, &format!("uclient:\n{text}"));
+        let more = format!("uclient:\n{}", stats.text);
+        assert_call_records(id, records, stats.sent, stats.received, 120, &more);
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::redis::{ConnSpec, Redis};
 use crate::metrics::Metrics;
-use crate::proto::{Flow, UsageKind, UsageReport};
+use crate::proto::{Flow, Usage, UsageKind, UsageReport};
 
 /// Reports waiting for the database at most (past it, new ones are dropped and counted).
 const QUEUE: usize = 65_536;
@@ -151,6 +151,15 @@ fn add_commands(pipe: &mut ::redis::Pipeline, realm: &str, r: &UsageReport) {
     let publish = |pipe: &mut ::redis::Pipeline, what: &str, text: String| {
         pipe.cmd("PUBLISH").arg(key(what)).arg(text).ignore();
     };
+    // `what` on the client side, `what/peer` on the peers'.
+    let publish_traffic = |pipe: &mut ::redis::Pipeline, what: &str, u: &Usage| {
+        publish(pipe, what, traffic_text(u.from_client, u.to_client));
+        publish(
+            pipe,
+            &format!("{what}/peer"),
+            traffic_text(u.from_peers, u.to_peers),
+        );
+    };
     match &r.kind {
         UsageKind::New { lifetime } | UsageKind::Refreshed { lifetime } => {
             let status = if matches!(r.kind, UsageKind::New { .. }) {
@@ -167,33 +176,12 @@ fn add_commands(pipe: &mut ::redis::Pipeline, realm: &str, r: &UsageReport) {
                 .arg(u64::from(*lifetime) + STATUS_SLACK_SECS)
                 .ignore();
         }
-        UsageKind::Traffic(u) => {
-            publish(pipe, "traffic", traffic_text(u.from_client, u.to_client));
-            publish(pipe, "traffic/peer", traffic_text(u.from_peers, u.to_peers));
-        }
+        UsageKind::Traffic(u) => publish_traffic(pipe, "traffic", u),
         UsageKind::Deleted { last, total } => {
             if !last.is_empty() {
-                publish(
-                    pipe,
-                    "traffic",
-                    traffic_text(last.from_client, last.to_client),
-                );
-                publish(
-                    pipe,
-                    "traffic/peer",
-                    traffic_text(last.from_peers, last.to_peers),
-                );
+                publish_traffic(pipe, "traffic", last);
             }
-            publish(
-                pipe,
-                "total_traffic",
-                traffic_text(total.from_client, total.to_client),
-            );
-            publish(
-                pipe,
-                "total_traffic/peer",
-                traffic_text(total.from_peers, total.to_peers),
-            );
+            publish_traffic(pipe, "total_traffic", total);
             pipe.cmd("DEL").arg(key("status")).ignore();
             publish(pipe, "status", "deleted".to_owned());
         }
@@ -205,7 +193,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::proto::{FiveTuple, Transport, Usage};
+    use crate::proto::{FiveTuple, Transport};
 
     fn report(kind: UsageKind) -> UsageReport {
         UsageReport {
