@@ -448,6 +448,20 @@ forwarded_by_xdp_tests! {
     ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_skb_mode: "skb", V6ToV4;
 }
 
+/// `turnutils_peer`, the echo peer, in the peer's namespace on PEER_V4:3480.
+fn echo_peer_in(ns: &str) -> Guard {
+    Guard(
+        Command::new("ip")
+            .args(["netns", "exec", ns, "turnutils_peer"])
+            .args(["-L", PEER_V4, "-p", "3480"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn peer"),
+    )
+}
+
 /// `turnutils_uclient` with `flags` (4 clients, 500 messages each) through a relay in the
 /// default mode (skb on these veths), with the echo peer if `peer`: no loss, at least 95 % of
 /// the relayed packets through the kernel in each direction, at least 1,900 of them counted
@@ -459,18 +473,7 @@ fn uclient_through_the_kernel(tag: &str, flags: &[&str], peer: bool, kind: &str)
     let (ra, rb) = topo.relay_interfaces();
     let _relay = topo.spawn_relay(&["--xdp-interface", &ra, "--xdp-interface", &rb]);
     wait_attached(r, "the relay did not attach XDP in its default mode");
-    let _peer = peer.then(|| {
-        Guard(
-            Command::new("ip")
-                .args(["netns", "exec", p, "turnutils_peer"])
-                .args(["-L", PEER_V4, "-p", "3480"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn peer"),
-        )
-    });
+    let _peer = peer.then(|| echo_peer_in(p));
     let to_peer: &[&str] = if peer {
         &["-e", PEER_V4, "-r", "3480"]
     } else {
@@ -578,16 +581,7 @@ fn traffic_records_count_what_the_kernel_forwarded() {
         "ip=127.0.0.1 port=6379",
     ]);
     wait_attached(r, "the relay did not attach XDP in its default mode");
-    let _peer = Guard(
-        Command::new("ip")
-            .args(["netns", "exec", p, "turnutils_peer"])
-            .args(["-L", PEER_V4, "-p", "3480"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn peer"),
-    );
+    let _peer = echo_peer_in(p);
     let mut calls = Vec::new();
     for flags in [&[][..], &["-s", "-g"][..]] {
         let before = relayed(r, "xdp", "client_to_peer");
