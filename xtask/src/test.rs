@@ -26,7 +26,9 @@ use crate::{NIGHTLY, arm64, cluster, crdgen, ebpf, envtest, fuzz, images, repo_r
 /// relay/tests/userdb_servers.rs starts a server of each, loads coturn's schema and has
 /// turnadmin write the user database the relay reads with `--psql-userdb` and `--mysql-userdb`;
 /// redis-server and redis-tools: relay/tests/userdb_redis.rs runs a Redis server of its own for
-/// `--redis-userdb`, which `turnadmin -N` writes, and `redis-cli` writes what turnadmin cannot.
+/// `--redis-userdb`, which `turnadmin -N` writes, and `redis-cli` writes what turnadmin cannot;
+/// relay/tests/statsdb.rs and xdp_e2e run one for `--redis-statsdb`, with `redis-cli psubscribe`
+/// as the subscriber to the traffic records.
 const APT_PACKAGES: &[&str] = &[
     "coturn",
     "iproute2",
