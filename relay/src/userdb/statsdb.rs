@@ -85,8 +85,17 @@ async fn publish(
     describe: String,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    let mut up = true;
-    metrics.statsdb_up.set(1);
+    // Up or not from the start, before the first report: a PING.
+    let mut ping = ::redis::pipe();
+    ping.cmd("PING").ignore();
+    let mut up = match redis.run(&ping).await {
+        Ok(()) => true,
+        Err(err) => {
+            warn_down(&describe, &err);
+            false
+        }
+    };
+    metrics.statsdb_up.set(i64::from(up));
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = ::redis::pipe();
         pipe.ignore_errors();
@@ -114,13 +123,7 @@ async fn publish(
                     .with_label_values(&["dropped"])
                     .inc_by(n);
                 if up {
-                    tracing::warn!(
-                        database = %describe,
-                        %err,
-                        "the statistics database does not answer: allocation reports are \
-                         dropped (counted in xdpturn_statsdb_reports_total) until it does; \
-                         relaying goes on"
-                    );
+                    warn_down(&describe, &err);
                     up = false;
                     metrics.statsdb_up.set(0);
                 }
@@ -129,6 +132,15 @@ async fn publish(
             }
         }
     }
+}
+
+fn warn_down(describe: &str, err: &dyn std::fmt::Display) {
+    tracing::warn!(
+        database = %describe,
+        %err,
+        "the statistics database does not answer: allocation reports are dropped (counted in \
+         xdpturn_statsdb_reports_total) until it does; relaying goes on"
+    );
 }
 
 /// The key (and channel) of `what` of one allocation.
