@@ -22,6 +22,11 @@ pub fn require(tool: &str, package: &str) -> PathBuf {
 
 /// Runs a command to completion with a deadline, returning its output.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    try_run(cmd, timeout).unwrap_or_else(|| panic!("{cmd:?} did not finish within {timeout:?}"))
+}
+
+/// [`run`], or `None` (the command killed) when it has not finished by the deadline.
+pub fn try_run(cmd: &mut Command, timeout: Duration) -> Option<Output> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -48,15 +53,15 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}");
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
+    Some(Output {
         status,
         stdout: out_reader.join().expect("reader"),
         stderr: err_reader.join().expect("reader"),
-    }
+    })
 }
 
 /// A child process killed (by its PID, which only we hold) when dropped.

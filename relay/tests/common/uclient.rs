@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::process::{Guard, require, run};
+use super::process::{Guard, require, try_run};
 
 /// `turnutils_peer`, the echo peer, on `ip` and a free port: the process and its address.
 pub fn echo_peer(ip: &str) -> (Guard, SocketAddr) {
@@ -89,6 +89,29 @@ pub fn uclient_with(
     args: &[&str],
     timeout: Duration,
 ) -> Stats {
+    try_uclient_with(wrapper, server, peer, args, timeout).unwrap_or_else(|| {
+        panic!("turnutils_uclient {args:?} to {server} did not finish within {timeout:?}")
+    })
+}
+
+/// [`uclient`], or `None` when it has not finished within `timeout` (it waits for ever for an
+/// answer that does not come: what a call whose packets go elsewhere does).
+pub fn try_uclient(
+    server: SocketAddr,
+    peer: SocketAddr,
+    args: &[&str],
+    timeout: Duration,
+) -> Option<Stats> {
+    try_uclient_with(&[], server, peer, args, timeout)
+}
+
+fn try_uclient_with(
+    wrapper: &[&str],
+    server: SocketAddr,
+    peer: SocketAddr,
+    args: &[&str],
+    timeout: Duration,
+) -> Option<Stats> {
     let tool = require("turnutils_uclient", "coturn");
     let mut cmd = match wrapper.split_first() {
         Some((program, rest)) => {
@@ -98,23 +121,23 @@ pub fn uclient_with(
         }
         None => Command::new(&tool),
     };
-    let out = run(
+    let out = try_run(
         cmd.args(args)
             .args(["-p", &server.port().to_string()])
             .args(["-e", &peer.ip().to_string(), "-r", &peer.port().to_string()])
             .arg(server.ip().to_string()),
         timeout,
-    );
+    )?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Stats {
+    Some(Stats {
         exited_ok: out.status.success(),
         sent: last_number(&text, "tot_send_msgs="),
         received: last_number(&text, "tot_recv_msgs="),
         lost_zero: text.contains("Total lost packets 0 "),
         text,
-    }
+    })
 }
