@@ -16,6 +16,9 @@ use common::Relay;
 use common::uclient::{Stats, echo_peer, try_uclient, uclient};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the control case's call may take: 8 x 300 messages take a few seconds when nothing
+/// is taken from them.
+const CONTROL_CALL: Duration = Duration::from_secs(60);
 
 /// One test at a time: each runs two relays and a dozen uclient clients at media pace, and
 /// together on a busy machine they starve the clients of CPU until a socket's buffer
@@ -271,13 +274,12 @@ fn joining_the_group_without_a_hand_over_takes_packets() {
     let (old, _) = loopback_relay(2);
     let server = old.v4();
     let (_peer, peer) = echo_peer("127.0.0.1");
-    // 8 x 300 messages take a few seconds when nothing is taken.
     let udp = std::thread::spawn(move || {
         try_uclient(
             server,
             peer,
             &[&CREDS[..], &["-m", "8", "-n", "300"]].concat(),
-            Duration::from_secs(60),
+            CONTROL_CALL,
         )
     });
     wait_allocations(&old, 8.0);
@@ -292,7 +294,7 @@ fn joining_the_group_without_a_hand_over_takes_packets() {
         }
     }
     let lost = match &stats {
-        None => "the call did not end within 60 s".to_string(),
+        None => format!("the call did not end within {CONTROL_CALL:?}"),
         Some(stats) if !stats.all_arrived(2400) => {
             format!("{} sent, {} received", stats.sent, stats.received)
         }
