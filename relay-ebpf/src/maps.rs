@@ -5,25 +5,39 @@ use aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{DevMapHash, HashMap, PerCpuArray};
 use relay_common::indication::DataHeader;
-use relay_common::maps::TOTAL_SLOTS;
+use relay_common::maps::{ChannelKey4, ClientKey4, NextHopKey4, PeerKey4, TOTAL_SLOTS};
 use relay_common::packet::{Ip, Rewrite, Route};
 use relay_common::{
-    AllocationValue, ChannelKey, ChannelStats, ChannelValue, ClientKey, ListenerKey, NextHopKey,
-    NextHopValue, PeerKey, PeerValue, Verdict,
+    AllocationValue, ChannelKey, ChannelStats, ChannelValue, ClientKey, FAMILY_IPV4, ListenerKey,
+    NextHopKey, NextHopValue, PeerKey, PeerValue, Verdict,
 };
 
 // The sizes are placeholders: userspace sets the channel maps' and counters' size when it
 // loads the program (`max_channels`). The names are relay_common::maps' constants.
+//
+// The four maps keyed by addresses come in two: the general one holds IPv6 keys, the one
+// named with a 4 IPv4 keys, which are a third of the length (relay_common::maps::v4). The
+// program looks a packet up in its family's map only, through the functions at the end.
 
-/// Client to peer: ChannelKey -> ChannelValue. No preallocation, so an entry userspace
-/// replaces is freed only after readers are done with it.
+/// Client to peer, IPv6 clients: ChannelKey -> ChannelValue. No preallocation, so an entry
+/// userspace replaces is freed only after readers are done with it.
 #[map]
 pub(crate) static CLIENT_TO_PEER: HashMap<ChannelKey, ChannelValue> =
     HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
-/// Peer to client: PeerKey -> PeerValue.
+/// Client to peer, IPv4 clients: ChannelKey4 -> ChannelValue.
+#[map]
+pub(crate) static CLIENT_TO_PEER4: HashMap<ChannelKey4, ChannelValue> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+
+/// Peer to client, IPv6 relayed addresses: PeerKey -> PeerValue.
 #[map]
 pub(crate) static PEER_TO_CLIENT: HashMap<PeerKey, PeerValue> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+
+/// Peer to client, IPv4 relayed addresses: PeerKey4 -> PeerValue.
+#[map]
+pub(crate) static PEER_TO_CLIENT4: HashMap<PeerKey4, PeerValue> =
     HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 /// Where a rewritten packet goes next, per destination address: egress interface, MTU, MACs.
@@ -31,13 +45,24 @@ pub(crate) static PEER_TO_CLIENT: HashMap<PeerKey, PeerValue> =
 /// and keeps it current; the program only reads it. This is what frees the fast path from
 /// `bpf_fib_lookup`, which refuses to route unless forwarding is enabled on the interface (a
 /// host setting the relay must not need), and saves its cost per packet.
+/// IPv6 destinations here, IPv4 ones in `NEXT_HOPS4`.
 #[map]
 pub(crate) static NEXT_HOPS: HashMap<NextHopKey, NextHopValue> =
     HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
-/// A client's 5-tuple -> its allocation's relayed addresses, for Send indications.
+/// `NEXT_HOPS` of IPv4 destinations: NextHopKey4 -> NextHopValue.
+#[map]
+pub(crate) static NEXT_HOPS4: HashMap<NextHopKey4, NextHopValue> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+
+/// An IPv6 client's 5-tuple -> its allocation's relayed addresses, for Send indications.
 #[map]
 pub(crate) static ALLOCATIONS: HashMap<ClientKey, AllocationValue> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+
+/// `ALLOCATIONS` of IPv4 clients: ClientKey4 -> AllocationValue.
+#[map]
+pub(crate) static ALLOCATIONS4: HashMap<ClientKey4, AllocationValue> =
     HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 /// The interfaces the program is attached to, with how it runs there (`IF_GENERIC`).
@@ -90,14 +115,114 @@ pub(crate) const CRC_BLOCKS: usize = 188;
 /// [`move_data`] moves (media and data channels stay under 1,200 bytes; longer data goes up).
 pub(crate) const MOVE_MAX: usize = 4 * BOUNCE;
 
-/// `PEER_TO_CLIENT`'s value for `key`, for the decision steps of `relay_common::packet` that
-/// take their lookups as closures.
+/// A value pointer from a successful lookup as a reference.
 #[inline(always)]
-pub(crate) fn peer_to_client(key: &PeerKey) -> Option<&'static PeerValue> {
-    let value = PEER_TO_CLIENT.get_ptr(key)?;
-    // SAFETY: a map value pointer from a successful lookup. The map is not preallocated, so a
+fn found<V>(value: Option<*const V>) -> Option<&'static V> {
+    // SAFETY: a map value pointer from a successful lookup. The maps are not preallocated, so a
     // value userspace replaces or deletes meanwhile is freed only after this program is done
     // with it (RCU).
     #[allow(unsafe_code)]
-    Some(unsafe { &*value })
+    value.map(|v| unsafe { &*v })
+}
+
+/// The channel bound for ChannelData from `client` to `listener` (`CLIENT_TO_PEER4` or
+/// `CLIENT_TO_PEER` by `family`; host-order ports and channel).
+#[inline(always)]
+pub(crate) fn client_to_peer(
+    family: u8,
+    client: &[u8; 16],
+    client_port: u16,
+    listener: &[u8; 16],
+    listener_port: u16,
+    channel: u16,
+) -> Option<&'static ChannelValue> {
+    found(if family == FAMILY_IPV4 {
+        CLIENT_TO_PEER4.get_ptr(&ChannelKey4::from_packet(
+            client,
+            client_port,
+            listener,
+            listener_port,
+            channel,
+        ))
+    } else {
+        CLIENT_TO_PEER.get_ptr(&ChannelKey::from_packet(
+            family,
+            *client,
+            client_port,
+            *listener,
+            listener_port,
+            channel,
+        ))
+    })
+}
+
+/// The channel (or, with `peer_port` 0, the permission) for datagrams from `peer` to the
+/// relayed address `relay` (`PEER_TO_CLIENT4` or `PEER_TO_CLIENT` by `family`; host-order
+/// ports).
+#[inline(always)]
+pub(crate) fn peer_entry(
+    family: u8,
+    relay: &[u8; 16],
+    relay_port: u16,
+    peer: &[u8; 16],
+    peer_port: u16,
+) -> Option<&'static PeerValue> {
+    found(if family == FAMILY_IPV4 {
+        PEER_TO_CLIENT4.get_ptr(&PeerKey4::from_packet(relay, relay_port, peer, peer_port))
+    } else {
+        PEER_TO_CLIENT.get_ptr(&PeerKey::from_packet(
+            family, *relay, relay_port, *peer, peer_port,
+        ))
+    })
+}
+
+/// The allocation of the client `client` talking to `listener` (`ALLOCATIONS4` or
+/// `ALLOCATIONS` by `family`; host-order ports).
+#[inline(always)]
+pub(crate) fn allocation(
+    family: u8,
+    client: &[u8; 16],
+    client_port: u16,
+    listener: &[u8; 16],
+    listener_port: u16,
+) -> Option<&'static AllocationValue> {
+    found(if family == FAMILY_IPV4 {
+        ALLOCATIONS4.get_ptr(&ClientKey4::from_packet(
+            client,
+            client_port,
+            listener,
+            listener_port,
+        ))
+    } else {
+        ALLOCATIONS.get_ptr(&ClientKey::from_packet(
+            family,
+            *client,
+            client_port,
+            *listener,
+            listener_port,
+        ))
+    })
+}
+
+/// The next hop of the destination `addr` (`NEXT_HOPS4` or `NEXT_HOPS` by `family`).
+#[inline(always)]
+pub(crate) fn next_hop_of(family: u8, addr: &[u8; 16]) -> Option<&'static NextHopValue> {
+    found(if family == FAMILY_IPV4 {
+        NEXT_HOPS4.get_ptr(&NextHopKey4::from_packet(addr))
+    } else {
+        NEXT_HOPS.get_ptr(&NextHopKey::from_packet(family, *addr))
+    })
+}
+
+/// The peer-to-client value for `key`, for the decision steps of `relay_common::packet` that
+/// take their lookups as closures over the general key.
+#[inline(always)]
+pub(crate) fn peer_to_client(key: &PeerKey) -> Option<&'static PeerValue> {
+    peer_entry(
+        key.family,
+        &key.relay_addr,
+        u16::from_be(key.relay_port),
+        &key.peer_addr,
+        u16::from_be(key.peer_port),
+    )
 }

@@ -1,4 +1,5 @@
-//! Where a datagram goes: the channel and peer lookups (`CLIENT_TO_PEER`, `PEER_TO_CLIENT`),
+//! Where a datagram goes: the channel and peer lookups (`CLIENT_TO_PEER`, `PEER_TO_CLIENT`,
+//! each in its family's map),
 //! the listener check that tells "not ours" from "ours, for userspace", and the next hop of
 //! the new destination (`NEXT_HOPS`), same-relay calls included.
 
@@ -8,9 +9,11 @@ use relay_common::csum::Sum;
 use relay_common::indication::{self, DataHeader};
 use relay_common::maps::NO_CHANNEL;
 use relay_common::packet::{self, CHANNEL_HLEN, Ip, Route, Udp};
-use relay_common::{ChannelKey, ListenerKey, NextHopKey, NextHopValue, PeerKey, Verdict};
+use relay_common::{ListenerKey, NextHopValue, Verdict};
 
-use crate::maps::{CLIENT_TO_PEER, LISTENERS, NEXT_HOPS, PEER_TO_CLIENT, Scratch, peer_to_client};
+use crate::maps::{
+    LISTENERS, Scratch, client_to_peer, next_hop_of, peer_entry, peer_to_client,
+};
 use crate::mem::{load, load_at};
 
 /// Where a datagram goes, if a channel is bound for it: client to peer (ChannelData on a bound
@@ -31,41 +34,27 @@ pub(crate) fn route(
         && let Some(first) = load::<{ CHANNEL_HLEN / 2 }, CHANNEL_HLEN>(ctx, payload_at)
         && let Some(cd) = packet::channel_header(&first)
     {
-        let key = ChannelKey::from_packet(
+        if let Some(value) = client_to_peer(
             ip.family,
-            ip.src,
+            &ip.src,
             udp.src_port,
-            ip.dst,
+            &ip.dst,
             udp.dst_port,
             cd.channel,
-        );
-        if let Some(value) = CLIENT_TO_PEER.get_ptr(&key) {
-            // SAFETY: a map value pointer from a successful lookup. The map is not
-            // preallocated, so a value userspace replaces or deletes meanwhile is freed only
-            // after this program is done with it (RCU).
-            #[allow(unsafe_code)]
-            let value = unsafe { &*value };
+        ) {
             let trailing = packet::channel_data_fits(cd, payload_len)?;
             let sum = trailing_sum(ctx, payload_at, payload_len, cd.len, trailing)?;
             packet::route_to_peer_into(cd, sum, value, &mut scratch.route);
             return Ok(true);
         }
     }
-    let key = PeerKey::from_packet(ip.family, ip.dst, udp.dst_port, ip.src, udp.src_port);
-    if let Some(value) = PEER_TO_CLIENT.get_ptr(&key) {
-        // SAFETY: as above.
-        #[allow(unsafe_code)]
-        let value = unsafe { &*value };
+    if let Some(value) = peer_entry(ip.family, &ip.dst, udp.dst_port, &ip.src, udp.src_port) {
         packet::route_to_client_into(udp, value, &mut scratch.route);
         return Ok(true);
     }
     // No channel for the peer's port, but maybe a permission for its IP (RFC 8656 §9: any
     // port): a Data indication.
-    let key = PeerKey::permission_from_packet(ip.family, ip.dst, udp.dst_port, ip.src);
-    if let Some(value) = PEER_TO_CLIENT.get_ptr(&key) {
-        // SAFETY: as above.
-        #[allow(unsafe_code)]
-        let value = unsafe { &*value };
+    if let Some(value) = peer_entry(ip.family, &ip.dst, udp.dst_port, &ip.src, 0) {
         if value.channel != NO_CHANNEL {
             return Ok(false);
         }
@@ -160,14 +149,11 @@ pub(crate) fn next_hop(
     route: &mut Route,
     data_header: &mut DataHeader,
 ) -> Result<NextHopValue, Verdict> {
-    let mut hop = NEXT_HOPS.get_ptr(&NextHopKey::from_packet(route.family, route.dst));
+    let mut hop = next_hop_of(route.family, &route.dst);
     if hop.is_none() && route.added_len == 0 {
         packet::same_relay(route, data_header, random_txid, peer_to_client)?;
-        hop = NEXT_HOPS.get_ptr(&NextHopKey::from_packet(route.family, route.dst));
+        hop = next_hop_of(route.family, &route.dst);
     }
-    let hop = hop.ok_or(Verdict::PassNoNextHop)?;
-    // SAFETY: a map value pointer from a successful lookup; the map is not preallocated, so a
-    // value userspace replaces meanwhile is freed only after this run (RCU). Copied out at once.
-    #[allow(unsafe_code)]
-    Ok(unsafe { *hop })
+    // Copied out at once.
+    hop.copied().ok_or(Verdict::PassNoNextHop)
 }

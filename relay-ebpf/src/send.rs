@@ -4,10 +4,10 @@
 use aya_ebpf::programs::XdpContext;
 use relay_common::indication::{self, Words};
 use relay_common::packet::{self, MAX_FRAME, Udp};
-use relay_common::{ClientKey, PeerKey, Verdict};
+use relay_common::Verdict;
 
 use crate::checksum::payload_sum;
-use crate::maps::{ALLOCATIONS, CRC_BLOCKS, MOVE_MAX, PEER_TO_CLIENT, Scratch};
+use crate::maps::{CRC_BLOCKS, MOVE_MAX, Scratch, allocation, peer_entry};
 use crate::mem::{load, load_at};
 
 /// The UDP payload at `at`, as the 4-byte words the indication codec reads.
@@ -43,18 +43,8 @@ pub(crate) fn route_send(
     }
     let ip = &scratch.ip;
     let refused = Verdict::PassSendIndication;
-    let alloc = ALLOCATIONS
-        .get_ptr(&ClientKey::from_packet(
-            ip.family,
-            ip.src,
-            udp.src_port,
-            ip.dst,
-            udp.dst_port,
-        ))
-        .ok_or(refused)?;
-    // SAFETY: a map value pointer from a successful lookup (see `route`), copied out at once.
-    #[allow(unsafe_code)]
-    let alloc = unsafe { *alloc };
+    // Copied out at once.
+    let alloc = *allocation(ip.family, &ip.src, udp.src_port, &ip.dst, udp.dst_port).ok_or(refused)?;
     let txid = load::<6, 12>(ctx, payload_at + 8).ok_or(refused)?;
     let words = PacketWords {
         ctx,
@@ -69,17 +59,9 @@ pub(crate) fn route_send(
         check_fingerprint(ctx, payload_at, fp.offset as usize, fp.value)?;
     }
     let (relay, relay_port) = alloc.relayed(send.peer_family).ok_or(refused)?;
-    let permission = PEER_TO_CLIENT
-        .get_ptr(&PeerKey::permission_from_packet(
-            send.peer_family,
-            relay,
-            relay_port,
-            send.peer_addr,
-        ))
-        .ok_or(refused)?;
-    // SAFETY: as above.
-    #[allow(unsafe_code)]
-    let counter = unsafe { (*permission).counter };
+    let counter = peer_entry(send.peer_family, &relay, relay_port, &send.peer_addr, 0)
+        .ok_or(refused)?
+        .counter;
     // What goes: everything but the data. Its sum is the payload's (read back from a complete
     // checksum, or summed when the checksum may be partial) minus the data's.
     let removed = if udp.check == 0 {

@@ -62,12 +62,16 @@ const LISTEN: u16 = 3478;
 const TLS: u16 = 5349;
 const METRICS: u16 = 9641;
 const ALLOCATION_LIFETIME: Duration = Duration::from_secs(30);
-/// The XDP maps whose entries follow the allocations.
-const MAPS: [&str; 4] = [
+/// The XDP maps whose entries follow the allocations (each family's).
+const MAPS: [&str; 8] = [
     "CLIENT_TO_PEER",
+    "CLIENT_TO_PEER4",
     "PEER_TO_CLIENT",
+    "PEER_TO_CLIENT4",
     "ALLOCATIONS",
+    "ALLOCATIONS4",
     "NEXT_HOPS",
+    "NEXT_HOPS4",
 ];
 
 /// The two namespaces and the veth pair between them, removed on drop.

@@ -722,7 +722,8 @@ fn without_the_program_channel_data_is_relayed_in_userspace() {
 // ---------------------------------------------------------------------------------------------
 // Nothing forwards behind the relay's back.
 
-/// The channel maps of the relay's program: (CLIENT_TO_PEER id, PEER_TO_CLIENT id).
+/// The IPv4 channel maps of the relay's program (the sessions here are IPv4 clients to IPv4
+/// peers): (CLIENT_TO_PEER4 id, PEER_TO_CLIENT4 id).
 fn channel_maps(ns: &str, program: u64) -> (u64, u64) {
     let prog = bpftool(ns, &["prog", "show", "id", &program.to_string()]).expect("the program");
     let mut found = (None, None);
@@ -730,8 +731,8 @@ fn channel_maps(ns: &str, program: u64) -> (u64, u64) {
         let id = id.as_u64().expect("a map id");
         let map = bpftool(ns, &["map", "show", "id", &id.to_string()]).expect("a map");
         match map["name"].as_str() {
-            Some("CLIENT_TO_PEER") => found.0 = Some(id),
-            Some("PEER_TO_CLIENT") => found.1 = Some(id),
+            Some("CLIENT_TO_PEER4") => found.0 = Some(id),
+            Some("PEER_TO_CLIENT4") => found.1 = Some(id),
             _ => {}
         }
     }
@@ -899,7 +900,7 @@ fn offloaded_session(tag: &str, extra: &[&str]) -> (Topology, Guard, Session, u6
     assert_eq!(map_entries(topo.relay(), maps.1), Some(0));
 
     let session = Session::new(&topo);
-    // Bound: one entry in CLIENT_TO_PEER, two in PEER_TO_CLIENT (the channel's and the
+    // Bound: one entry in CLIENT_TO_PEER4, two in PEER_TO_CLIENT4 (the channel's and the
     // permission its ChannelBind installed, under port 0).
     assert!(
         eventually(Duration::from_secs(3), || {
@@ -911,7 +912,7 @@ fn offloaded_session(tag: &str, extra: &[&str]) -> (Topology, Guard, Session, u6
     // The first datagrams to the peer go up: the relay's send makes the kernel resolve the
     // peer's MAC, and the relay then gives the program the peer's next hop (a few tens of
     // milliseconds). Warm up until both next hops (client, peer) are in the map.
-    let next_hops = program_map(topo.relay(), programs[0], "NEXT_HOPS");
+    let next_hops = program_map(topo.relay(), programs[0], "NEXT_HOPS4");
     assert!(
         eventually(Duration::from_secs(5), || {
             session.round_trips(1);
@@ -1071,7 +1072,7 @@ fn over_the_bandwidth_cap_a_channel_leaves_the_kernel_until_the_budget_recovers(
     // 80 kbit/s: 10,000 bytes a second for the allocation, both directions together.
     let (topo, _relay, session, _, (c2p, p2c)) = offloaded_session("w", &["--max-bps", "80000"]);
     let r = topo.relay();
-    // n channels: n entries in CLIENT_TO_PEER, and each with its permission in PEER_TO_CLIENT.
+    // n channels: n entries in CLIENT_TO_PEER4, and each with its permission in PEER_TO_CLIENT4.
     let in_maps = |n| map_entries(r, c2p) == Some(n) && map_entries(r, p2c) == Some(2 * n);
     let fallbacks = || metric(r, r#"xdpturn_xdp_fallbacks_total{reason="bandwidth"}"#);
     let dropped = || {
@@ -1498,7 +1499,7 @@ fn the_fast_path_follows_a_peer_whose_mac_changes() {
         "the call does not go through the kernel"
     );
     let program = xdp_programs(r, &rb)[0];
-    let next_hops = program_map(r, program, "NEXT_HOPS");
+    let next_hops = program_map(r, program, "NEXT_HOPS4");
     let misdelivered = otherhost_drops(topo.peer(), &peer_dev);
 
     let moved: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x42];
@@ -1566,7 +1567,7 @@ fn the_fast_path_follows_a_peer_whose_mac_changes() {
     );
 }
 
-/// The next hops' destination MACs in the `NEXT_HOPS` map `id` (`NextHopValue`: ifindex, MTU,
+/// The next hops' destination MACs in the `NEXT_HOPS4` map `id` (`NextHopValue`: ifindex, MTU,
 /// source MAC, then the destination MAC, at bytes 14..20).
 fn next_hop_macs(ns: &str, id: u64) -> Vec<[u8; 6]> {
     let dump = bpftool(ns, &["map", "dump", "id", &id.to_string()]).unwrap_or_default();

@@ -38,10 +38,16 @@
 //! address without an entry goes up to userspace, whose socket send makes the kernel resolve
 //! the neighbour.
 //!
+//! **IPv4 has maps of its own** with short keys ([`CLIENT_TO_PEER4`], [`PEER_TO_CLIENT4`],
+//! [`ALLOCATIONS4`], [`NEXT_HOPS4`]: 14, 12, 12 and 4 bytes where the general keys have 40,
+//! 40, 40 and 20), because the kernel hashes and compares every byte of a key on every lookup;
+//! the four general maps above hold the IPv6 entries. The key's family picks the map, the
+//! values are the same ([`v4`] has the keys and the rule).
+//!
 //! One room per map's key and value: `channel` (`CLIENT_TO_PEER`, and a channel's four
 //! entries), `peer` (`PEER_TO_CLIENT`), `allocation` (`ALLOCATIONS`), `next_hop`
-//! (`NEXT_HOPS`), `listener` (`LISTENERS`), `stats` (the counters), and `addr` (the
-//! 16-byte address layout).
+//! (`NEXT_HOPS`), `listener` (`LISTENERS`), `stats` (the counters), `v4` (the IPv4 maps'
+//! keys), and `addr` (the 16-byte address layout).
 
 mod addr;
 mod allocation;
@@ -50,6 +56,7 @@ mod listener;
 mod next_hop;
 mod peer;
 mod stats;
+pub mod v4;
 
 pub use addr::{addr_bytes, addr_from};
 pub use allocation::{AllocationValue, ClientKey};
@@ -58,16 +65,23 @@ pub use listener::ListenerKey;
 pub use next_hop::{NextHopKey, NextHopValue};
 pub use peer::{PeerKey, PeerValue};
 pub use stats::ChannelStats;
+pub use v4::{ChannelKey4, ClientKey4, Narrow, NextHopKey4, PeerKey4};
 
 /// `family` value for IPv4 (the Linux `AF_INET`).
 pub const FAMILY_IPV4: u8 = 2;
 /// `family` value for IPv6 (the Linux `AF_INET6`).
 pub const FAMILY_IPV6: u8 = 10;
 
-/// Name of the client-to-peer hash map ([`ChannelKey`] -> [`ChannelValue`]).
+/// Name of the client-to-peer hash map of IPv6 clients ([`ChannelKey`] -> [`ChannelValue`]).
 pub const CLIENT_TO_PEER: &str = "CLIENT_TO_PEER";
-/// Name of the peer-to-client hash map ([`PeerKey`] -> [`PeerValue`]).
+/// Name of the client-to-peer hash map of IPv4 clients ([`ChannelKey4`] -> [`ChannelValue`]).
+pub const CLIENT_TO_PEER4: &str = "CLIENT_TO_PEER4";
+/// Name of the peer-to-client hash map of IPv6 relayed addresses ([`PeerKey`] ->
+/// [`PeerValue`]).
 pub const PEER_TO_CLIENT: &str = "PEER_TO_CLIENT";
+/// Name of the peer-to-client hash map of IPv4 relayed addresses ([`PeerKey4`] ->
+/// [`PeerValue`]).
+pub const PEER_TO_CLIENT4: &str = "PEER_TO_CLIENT4";
 /// Name of the listener hash map ([`ListenerKey`] -> `u32`, always 1).
 pub const LISTENERS: &str = "LISTENERS";
 /// Name of the per-CPU array of [`ChannelStats`], indexed by a value's `counter`.
@@ -90,13 +104,17 @@ pub const TOTAL_SLOTS: u32 = 4;
 pub const ACTION_STATS: &str = "ACTION_STATS";
 /// Name of the device map (`DEVMAP_HASH`, ifindex -> ifindex) of the interfaces redirected to.
 pub const EGRESS: &str = "EGRESS";
-/// Name of the allocation hash map ([`ClientKey`] -> [`AllocationValue`]).
+/// Name of the allocation hash map of IPv6 clients ([`ClientKey`] -> [`AllocationValue`]).
 pub const ALLOCATIONS: &str = "ALLOCATIONS";
+/// Name of the allocation hash map of IPv4 clients ([`ClientKey4`] -> [`AllocationValue`]).
+pub const ALLOCATIONS4: &str = "ALLOCATIONS4";
 /// The `channel` of a [`PeerValue`] that is a permission, not a channel: the peer's datagrams
 /// go to the client as Data indications.
 pub const NO_CHANNEL: u16 = 0;
-/// Name of the next-hop hash map ([`NextHopKey`] -> [`NextHopValue`]).
+/// Name of the next-hop hash map of IPv6 destinations ([`NextHopKey`] -> [`NextHopValue`]).
 pub const NEXT_HOPS: &str = "NEXT_HOPS";
+/// Name of the next-hop hash map of IPv4 destinations ([`NextHopKey4`] -> [`NextHopValue`]).
+pub const NEXT_HOPS4: &str = "NEXT_HOPS4";
 /// Name of the hash map of the interfaces the program is attached to (ifindex -> flags,
 /// `u32`s, host byte order): how it runs on each ([`IF_GENERIC`]).
 pub const INTERFACES: &str = "INTERFACES";
@@ -121,8 +139,9 @@ impl core::fmt::Display for MixedFamilies {
 // align 2; ChannelValue 16+16+2+2+1+3+4 = 44, align 4; PeerKey 16+16+2+2+1+3 = 40, align 2;
 // PeerValue 16+16+2+2+2+1+1+4 = 44, align 4; ListenerKey 16+2+1+1 = 20, align 2; ChannelStats
 // 4 x u64 = 32, align 8; NextHopKey 16+1+3 = 20, align 1; NextHopValue 4+4+6+6 = 20, align 4;
-// ClientKey 16+16+2+2+1+3 = 40, align 2; AllocationValue 16+16+2+2 = 36, align 2; the
-// layout test checks every size), and every bit pattern is a valid
+// ClientKey 16+16+2+2+1+3 = 40, align 2; AllocationValue 16+16+2+2 = 36, align 2;
+// ChannelKey4 4+4+2+2+2 = 14, align 2; PeerKey4 and ClientKey4 4+4+2+2 = 12, align 2;
+// NextHopKey4 4, align 1; the layout test checks every size), and every bit pattern is a valid
 // value, which is what aya::Pod requires.
 #[cfg(feature = "user")]
 #[allow(unsafe_code)]
@@ -137,6 +156,10 @@ mod pod {
     unsafe impl aya::Pod for super::ClientKey {}
     unsafe impl aya::Pod for super::AllocationValue {}
     unsafe impl aya::Pod for super::NextHopValue {}
+    unsafe impl aya::Pod for super::ChannelKey4 {}
+    unsafe impl aya::Pod for super::PeerKey4 {}
+    unsafe impl aya::Pod for super::ClientKey4 {}
+    unsafe impl aya::Pod for super::NextHopKey4 {}
 }
 
 #[cfg(test)]

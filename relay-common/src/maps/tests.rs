@@ -38,6 +38,65 @@ fn layout_has_no_implicit_padding() {
         (size_of::<NextHopValue>(), align_of::<NextHopValue>()),
         (20, 4)
     );
+    assert_eq!(
+        (size_of::<ChannelKey4>(), align_of::<ChannelKey4>()),
+        (14, 2)
+    );
+    assert_eq!((size_of::<PeerKey4>(), align_of::<PeerKey4>()), (12, 2));
+    assert_eq!((size_of::<ClientKey4>(), align_of::<ClientKey4>()), (12, 2));
+    assert_eq!(
+        (size_of::<NextHopKey4>(), align_of::<NextHopKey4>()),
+        (4, 1)
+    );
+}
+
+/// What userspace writes (the IPv4 form of the general key) is what the program looks up (the
+/// short key built from the packet's fields), byte for byte; IPv6 keys have no short form.
+#[test]
+fn ipv4_keys_narrow_to_what_the_program_builds() {
+    let (client, listener) = (addr_bytes(V4_CLIENT), addr_bytes(V4_LISTENER));
+    let key = ChannelKey::new(V4_CLIENT, 50_000, V4_LISTENER, 3478, 0x4001).unwrap();
+    let short = ChannelKey4::from_packet(&client, 50_000, &listener, 3478, 0x4001);
+    assert_eq!(key.v4(), Some(short));
+    assert_eq!(short.client_addr, [198, 51, 100, 7]);
+    assert_eq!(short.channel.to_ne_bytes(), [0x40, 0x01]);
+    assert_eq!(short.listener_port.to_ne_bytes(), 3478u16.to_be_bytes());
+
+    let key = PeerKey::new(V4_LISTENER, 49_152, V4_CLIENT, 5000).unwrap();
+    let short = PeerKey4::from_packet(&listener, 49_152, &client, 5000);
+    assert_eq!(key.v4(), Some(short));
+    assert_eq!(short.peer_port.to_ne_bytes(), 5000u16.to_be_bytes());
+    let permission = PeerKey::permission(V4_LISTENER, 49_152, V4_CLIENT).unwrap();
+    assert_eq!(
+        permission.v4(),
+        Some(PeerKey4::from_packet(&listener, 49_152, &client, 0))
+    );
+
+    let key = ClientKey::new(V4_CLIENT, 50_000, V4_LISTENER, 3478).unwrap();
+    assert_eq!(
+        key.v4(),
+        Some(ClientKey4::from_packet(&client, 50_000, &listener, 3478))
+    );
+    assert_eq!(
+        NextHopKey::new(V4_CLIENT).v4(),
+        Some(NextHopKey4::from_packet(&client))
+    );
+
+    assert_eq!(
+        ChannelKey::new(V6_CLIENT, 1, V6_LISTENER, 2, 0x4000)
+            .unwrap()
+            .v4(),
+        None
+    );
+    assert_eq!(
+        PeerKey::new(V6_LISTENER, 1, V6_CLIENT, 2).unwrap().v4(),
+        None
+    );
+    assert_eq!(
+        ClientKey::new(V6_CLIENT, 1, V6_LISTENER, 2).unwrap().v4(),
+        None
+    );
+    assert_eq!(NextHopKey::new(V6_CLIENT).v4(), None);
 }
 
 #[test]

@@ -2,10 +2,9 @@
 //! PEER_TO_CLIENT, ALLOCATIONS) and their counter slots in CHANNEL_STATS: written when proto's
 //! events offload one, removed when it goes, and read back for tests and diagnostics.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuValues};
+use aya::maps::PerCpuValues;
 use relay_common::maps::{ALLOCATIONS, CHANNEL_STATS, CLIENT_TO_PEER, NO_CHANNEL, PEER_TO_CLIENT};
 use relay_common::{AllocationValue, ChannelEntries, ChannelStats, ClientKey, PeerKey, PeerValue};
 
@@ -31,7 +30,8 @@ impl Dataplane {
         let (relay, peer) = (canonical(relay), canonical(peer));
         let key = PeerKey::new(relay.ip(), relay.port(), peer.ip(), peer.port())
             .map_err(|e| mixed(PEER_TO_CLIENT, e))?;
-        match self.lock().peer_to_client.get(&key, 0) {
+        let inner = self.lock();
+        match inner.peer_to_client.get(&key, 0) {
             Ok(v) => {
                 let (Some(client), Some(listener)) = (v.client_addr(), v.listener_addr()) else {
                     return Ok(None);
@@ -44,7 +44,7 @@ impl Dataplane {
                 }))
             }
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_error(PEER_TO_CLIENT, e)),
+            Err(e) => Err(map_error(inner.peer_to_client.name(&key), e)),
         }
     }
 
@@ -56,7 +56,8 @@ impl Dataplane {
         listener: SocketAddr,
     ) -> Result<Option<Vec<SocketAddr>>, DataplaneError> {
         let key = client_key(canonical(client), canonical(listener))?;
-        match self.lock().allocations.get(&key, 0) {
+        let inner = self.lock();
+        match inner.allocations.get(&key, 0) {
             Ok(v) => Ok(Some(
                 [relay_common::FAMILY_IPV4, relay_common::FAMILY_IPV6]
                     .into_iter()
@@ -70,7 +71,7 @@ impl Dataplane {
                     .collect(),
             )),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_error(ALLOCATIONS, e)),
+            Err(e) => Err(map_error(inner.allocations.name(&key), e)),
         }
     }
 
@@ -206,11 +207,12 @@ impl Dataplane {
             inner.free_slots.push(slot);
             return Err(e);
         }
+        let map = inner.peer_to_client.name(&key);
         let written = inner.zero_slot(slot).and_then(|()| {
             inner
                 .peer_to_client
                 .insert(key, value, NO_EXIST)
-                .map_err(|e| match full_or(PEER_TO_CLIENT, e, self.max_channels) {
+                .map_err(|e| match full_or(map, e, self.max_channels) {
                     DataplaneError::Full { .. } => DataplaneError::MapFull {
                         what: "permission",
                         max: self.max_channels,
@@ -249,7 +251,7 @@ impl Dataplane {
             return Ok(None);
         };
         let key = permission_key(binding)?;
-        remove_entry(&mut inner.peer_to_client, &key, PEER_TO_CLIENT)?;
+        inner.peer_to_client.remove_entry(&key)?;
         // Read once the entry is gone, so that nothing is counted after it.
         let last = match inner.permitted.remove(binding) {
             Some(mut bound) => Some(unread(
@@ -287,8 +289,9 @@ impl Dataplane {
             }
             None => {}
         }
+        let map = inner.allocations.name(&key);
         inner.allocations.insert(key, value, 0).map_err(|e| {
-            match full_or(ALLOCATIONS, e, self.max_channels) {
+            match full_or(map, e, self.max_channels) {
                 DataplaneError::Full { .. } => DataplaneError::MapFull {
                     what: "allocation",
                     max: self.max_channels,
@@ -307,7 +310,7 @@ impl Dataplane {
         let key = client_key(binding.client, binding.listener)?;
         let mut inner = self.lock();
         if inner.offloaded.contains_key(&key) {
-            remove_entry(&mut inner.allocations, &key, ALLOCATIONS)?;
+            inner.allocations.remove_entry(&key)?;
             inner.offloaded.remove(&key);
         }
         Ok(())
@@ -347,13 +350,14 @@ impl Inner {
         self.zero_slot(slot)?;
         self.peer_to_client
             .insert(entries.peer_key, entries.peer_value, NO_EXIST)
-            .map_err(|e| full_or(PEER_TO_CLIENT, e, max_channels))?;
+            .map_err(|e| full_or(self.peer_to_client.name(&entries.peer_key), e, max_channels))?;
         if let Err(e) =
             self.client_to_peer
                 .insert(entries.channel_key, entries.channel_value, NO_EXIST)
         {
             let _ = self.peer_to_client.remove(&entries.peer_key);
-            return Err(full_or(CLIENT_TO_PEER, e, max_channels));
+            let map = self.client_to_peer.name(&entries.channel_key);
+            return Err(full_or(map, e, max_channels));
         }
         Ok(())
     }
@@ -368,12 +372,8 @@ impl Inner {
         };
         let entries = channel_entries(binding, slot)?;
         // Client-to-peer first, the reverse of `write`.
-        remove_entry(
-            &mut self.client_to_peer,
-            &entries.channel_key,
-            CLIENT_TO_PEER,
-        )?;
-        remove_entry(&mut self.peer_to_client, &entries.peer_key, PEER_TO_CLIENT)?;
+        self.client_to_peer.remove_entry(&entries.channel_key)?;
+        self.peer_to_client.remove_entry(&entries.peer_key)?;
         // Read once the entries are gone, so that nothing is counted after it.
         let last = match self.bound.remove(binding) {
             Some(mut bound) => Some(unread(&self.channel_stats, binding.channel, &mut bound)?),
@@ -427,21 +427,4 @@ fn client_key(client: SocketAddr, listener: SocketAddr) -> Result<ClientKey, Dat
 
 fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
-}
-
-pub(super) fn remove_entry<K: aya::Pod, V: aya::Pod>(
-    map: &mut BpfHashMap<MapData, K, V>,
-    key: &K,
-    name: &'static str,
-) -> Result<(), DataplaneError> {
-    match map.remove(key) {
-        Ok(()) => Ok(()),
-        // Already gone: the wanted state.
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.kind() == io::ErrorKind::NotFound =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(map_error(name, e)),
-    }
 }

@@ -5,13 +5,15 @@
 //! drop counters), `entries` (the channel, permission and allocation entries of the maps),
 //! `next_hops` (NEXT_HOPS kept in line with the kernel's routes and neighbours), `counters`
 //! (reading the per-CPU counters), `test_run` (BPF_PROG_TEST_RUN) and `errors` (aya's and the
-//! kernel's errors as [`DataplaneError`]s, with hints).
+//! kernel's errors as [`DataplaneError`]s, with hints), `split` (the maps that come in two,
+//! one per family, behind one handle).
 
 mod attach;
 mod counters;
 mod entries;
 mod errors;
 mod next_hops;
+mod split;
 mod test_run;
 
 use std::collections::HashMap;
@@ -23,8 +25,9 @@ use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use relay_common::maps::{
-    ACTION_STATS, ALLOCATIONS, CHANNEL_STATS, CLIENT_TO_PEER, EGRESS, INTERFACES, LISTENERS,
-    NEXT_HOPS, PEER_TO_CLIENT, PROGRAM, TOTAL_STATS,
+    ACTION_STATS, ALLOCATIONS, ALLOCATIONS4, CHANNEL_STATS, CLIENT_TO_PEER, CLIENT_TO_PEER4,
+    EGRESS, INTERFACES, LISTENERS, NEXT_HOPS, NEXT_HOPS4, PEER_TO_CLIENT, PEER_TO_CLIENT4, PROGRAM,
+    TOTAL_STATS,
 };
 use relay_common::{
     AllocationValue, ChannelKey, ChannelStats, ChannelValue, ClientKey, ListenerKey, NextHopKey,
@@ -33,6 +36,7 @@ use relay_common::{
 
 use self::errors::{load_error, map_error, netlink};
 use self::next_hops::{Destination, keep_next_hops};
+use self::split::Split;
 use super::nexthop::{Events, Resolver};
 use super::{Attachment, ChannelBinding, DataplaneError, PermissionBinding, XdpConfig, XdpMode};
 use crate::proto::FiveTuple;
@@ -86,8 +90,8 @@ struct Inner {
     egress: DevMapHash<MapData>,
     /// Each attached interface's drop counters when the program was attached to it.
     drops_at_attach: Vec<Option<u64>>,
-    client_to_peer: BpfHashMap<MapData, ChannelKey, ChannelValue>,
-    peer_to_client: BpfHashMap<MapData, PeerKey, PeerValue>,
+    client_to_peer: Split<ChannelKey, ChannelValue>,
+    peer_to_client: Split<PeerKey, PeerValue>,
     channel_stats: PerCpuArray<MapData, ChannelStats>,
     total_stats: PerCpuArray<MapData, ChannelStats>,
     action_stats: PerCpuArray<MapData, u64>,
@@ -99,7 +103,7 @@ struct Inner {
     permitted: HashMap<PermissionBinding, Bound>,
     /// Which permission holds each (port 0) peer key.
     permission_keys: HashMap<PeerKey, PermissionBinding>,
-    allocations: BpfHashMap<MapData, ClientKey, AllocationValue>,
+    allocations: Split<ClientKey, AllocationValue>,
     /// The allocations in ALLOCATIONS.
     offloaded: HashMap<ClientKey, AllocationValue>,
     /// Counter slots of unbound channels and removed permissions, to reuse.
@@ -107,7 +111,7 @@ struct Inner {
     /// The next never-used counter slot.
     next_slot: u32,
     cpus: usize,
-    next_hops: BpfHashMap<MapData, NextHopKey, NextHopValue>,
+    next_hops: Split<NextHopKey, NextHopValue>,
     /// Resolves the next hops of the destinations a bind adds.
     resolver: Resolver,
     /// Every address a bound channel sends to (its client's and its peer's), with what
@@ -158,19 +162,27 @@ impl Dataplane {
         let interfaces = u32::try_from(config.interfaces.len().max(1)).unwrap_or(u32::MAX);
         let listeners = u32::try_from(config.listeners.len().max(1)).unwrap_or(u32::MAX);
         let peer_entries = max_channels.saturating_mul(PEER_ENTRIES_PER_CHANNEL);
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(CLIENT_TO_PEER, max_channels)
-            .map_max_entries(PEER_TO_CLIENT, peer_entries)
+        let next_hops = peer_entries
+            .saturating_mul(2)
+            .saturating_add(NEXT_HOPS_MARGIN);
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(CHANNEL_STATS, peer_entries)
-            .map_max_entries(ALLOCATIONS, max_channels)
             .map_max_entries(EGRESS, interfaces)
-            .map_max_entries(LISTENERS, listeners)
-            .map_max_entries(
-                NEXT_HOPS,
-                peer_entries
-                    .saturating_mul(2)
-                    .saturating_add(NEXT_HOPS_MARGIN),
-            )
+            .map_max_entries(LISTENERS, listeners);
+        // Each family's map can take all of them: the maps are not preallocated, so the room
+        // costs nothing until it is used.
+        for (names, max) in [
+            ([CLIENT_TO_PEER, CLIENT_TO_PEER4], max_channels),
+            ([PEER_TO_CLIENT, PEER_TO_CLIENT4], peer_entries),
+            ([ALLOCATIONS, ALLOCATIONS4], max_channels),
+            ([NEXT_HOPS, NEXT_HOPS4], next_hops),
+        ] {
+            for name in names {
+                loader.map_max_entries(name, max);
+            }
+        }
+        let mut ebpf = loader
             .load(object)
             .map_err(|e| load_error("creating the maps", e))?;
         xdp_program(&mut ebpf)?
@@ -189,13 +201,13 @@ impl Dataplane {
             source: Some(Box::new(e)),
         })?;
         let mut inner = Inner {
-            client_to_peer: take(&mut ebpf, CLIENT_TO_PEER)?,
-            peer_to_client: take(&mut ebpf, PEER_TO_CLIENT)?,
-            allocations: take(&mut ebpf, ALLOCATIONS)?,
+            client_to_peer: Split::take(&mut ebpf, [CLIENT_TO_PEER, CLIENT_TO_PEER4])?,
+            peer_to_client: Split::take(&mut ebpf, [PEER_TO_CLIENT, PEER_TO_CLIENT4])?,
+            allocations: Split::take(&mut ebpf, [ALLOCATIONS, ALLOCATIONS4])?,
             channel_stats: take(&mut ebpf, CHANNEL_STATS)?,
             total_stats: take(&mut ebpf, TOTAL_STATS)?,
             action_stats: take(&mut ebpf, ACTION_STATS)?,
-            next_hops: take(&mut ebpf, NEXT_HOPS)?,
+            next_hops: Split::take(&mut ebpf, [NEXT_HOPS, NEXT_HOPS4])?,
             modes: take(&mut ebpf, INTERFACES)?,
             ebpf,
             attachments: Vec::new(),

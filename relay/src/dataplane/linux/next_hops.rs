@@ -9,9 +9,7 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use relay_common::NextHopKey;
-use relay_common::maps::NEXT_HOPS;
 
-use super::entries::remove_entry;
 use super::errors::{full_or, map_error};
 use super::{Dataplane, Inner, Shared};
 use crate::dataplane::nexthop::{Changes, Events, Resolution, Via};
@@ -62,10 +60,11 @@ impl Dataplane {
 
     /// What NEXT_HOPS holds for `dst` (read from the map itself).
     pub fn next_hop(&self, dst: IpAddr) -> Result<Option<NextHop>, DataplaneError> {
-        match self.lock().next_hops.get(&NextHopKey::new(dst), 0) {
+        let (inner, key) = (self.lock(), NextHopKey::new(dst));
+        match inner.next_hops.get(&key, 0) {
             Ok(v) => Ok(Some(NextHop::from_value(&v))),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_error(NEXT_HOPS, e)),
+            Err(e) => Err(map_error(inner.next_hops.name(&key), e)),
         }
     }
 }
@@ -256,11 +255,11 @@ impl Inner {
                     if let Some(d) = self.destinations.remove(added)
                         && d.hop.is_some()
                     {
-                        let _ =
-                            remove_entry(&mut self.next_hops, &NextHopKey::new(*added), NEXT_HOPS);
+                        let _ = self.next_hops.remove_entry(&NextHopKey::new(*added));
                     }
                 }
-                return Err(full_or(NEXT_HOPS, e, max_channels));
+                let map = self.next_hops.name(&NextHopKey::new(*addr));
+                return Err(full_or(map, e, max_channels));
             }
             self.next_stamp += 1;
             self.destinations.insert(
@@ -293,7 +292,7 @@ impl Inner {
                 continue;
             }
             if d.hop.is_some()
-                && let Err(e) = remove_entry(&mut self.next_hops, &NextHopKey::new(addr), NEXT_HOPS)
+                && let Err(e) = self.next_hops.remove_entry(&NextHopKey::new(addr))
             {
                 // Kept, unreferenced, for the next refresh to delete.
                 result = result.and(Err(e));
@@ -330,8 +329,8 @@ impl Inner {
                     Some(h) => self
                         .next_hops
                         .insert(key, h.value(), 0)
-                        .map_err(|e| map_error(NEXT_HOPS, e)),
-                    None => remove_entry(&mut self.next_hops, &key, NEXT_HOPS),
+                        .map_err(|e| map_error(self.next_hops.name(&key), e)),
+                    None => self.next_hops.remove_entry(&key),
                 };
                 match written {
                     Ok(()) => {
@@ -343,9 +342,7 @@ impl Inner {
                         d.hop = hop;
                     }
                     Err(e) => {
-                        if hop.is_some()
-                            && remove_entry(&mut self.next_hops, &key, NEXT_HOPS).is_ok()
-                        {
+                        if hop.is_some() && self.next_hops.remove_entry(&key).is_ok() {
                             if d.hop.is_some() {
                                 changes.removed += 1;
                             }
