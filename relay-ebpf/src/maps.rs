@@ -117,12 +117,21 @@ pub(crate) const MOVE_MAX: usize = 4 * BOUNCE;
 
 /// A value pointer from a successful lookup as a reference.
 #[inline(always)]
-fn found<V>(value: Option<*const V>) -> Option<&'static V> {
+fn found_ref<V>(value: Option<*const V>) -> Option<&'static V> {
     // SAFETY: a map value pointer from a successful lookup. The maps are not preallocated, so a
     // value userspace replaces or deletes meanwhile is freed only after this program is done
     // with it (RCU).
     #[allow(unsafe_code)]
     value.map(|v| unsafe { &*v })
+}
+
+/// A value from a successful lookup, copied out at once. Where a lookup goes to one of two
+/// maps by family, a pointer into either would make the verifier walk the rest of the program
+/// once per map (the two pointers are states it cannot merge); a copy on the stack is the same
+/// state after both.
+#[inline(always)]
+fn found<V: Copy + 'static>(value: Option<*const V>) -> Option<V> {
+    found_ref(value).copied()
 }
 
 /// The channel bound for ChannelData from `client` to `listener` (`CLIENT_TO_PEER4` or
@@ -135,7 +144,7 @@ pub(crate) fn client_to_peer(
     listener: &[u8; 16],
     listener_port: u16,
     channel: u16,
-) -> Option<&'static ChannelValue> {
+) -> Option<ChannelValue> {
     found(if family == FAMILY_IPV4 {
         CLIENT_TO_PEER4.get_ptr(&ChannelKey4::from_packet(
             client,
@@ -166,7 +175,7 @@ pub(crate) fn peer_entry(
     relay_port: u16,
     peer: &[u8; 16],
     peer_port: u16,
-) -> Option<&'static PeerValue> {
+) -> Option<PeerValue> {
     found(if family == FAMILY_IPV4 {
         PEER_TO_CLIENT4.get_ptr(&PeerKey4::from_packet(relay, relay_port, peer, peer_port))
     } else {
@@ -185,7 +194,7 @@ pub(crate) fn allocation(
     client_port: u16,
     listener: &[u8; 16],
     listener_port: u16,
-) -> Option<&'static AllocationValue> {
+) -> Option<AllocationValue> {
     found(if family == FAMILY_IPV4 {
         ALLOCATIONS4.get_ptr(&ClientKey4::from_packet(
             client,
@@ -206,7 +215,7 @@ pub(crate) fn allocation(
 
 /// The next hop of the destination `addr` (`NEXT_HOPS4` or `NEXT_HOPS` by `family`).
 #[inline(always)]
-pub(crate) fn next_hop_of(family: u8, addr: &[u8; 16]) -> Option<&'static NextHopValue> {
+pub(crate) fn next_hop_of(family: u8, addr: &[u8; 16]) -> Option<NextHopValue> {
     found(if family == FAMILY_IPV4 {
         NEXT_HOPS4.get_ptr(&NextHopKey4::from_packet(addr))
     } else {
@@ -218,11 +227,14 @@ pub(crate) fn next_hop_of(family: u8, addr: &[u8; 16]) -> Option<&'static NextHo
 /// take their lookups as closures over the general key.
 #[inline(always)]
 pub(crate) fn peer_to_client(key: &PeerKey) -> Option<&'static PeerValue> {
-    peer_entry(
-        key.family,
-        &key.relay_addr,
-        u16::from_be(key.relay_port),
-        &key.peer_addr,
-        u16::from_be(key.peer_port),
-    )
+    found_ref(if key.family == FAMILY_IPV4 {
+        PEER_TO_CLIENT4.get_ptr(&PeerKey4::from_packet(
+            &key.relay_addr,
+            u16::from_be(key.relay_port),
+            &key.peer_addr,
+            u16::from_be(key.peer_port),
+        ))
+    } else {
+        PEER_TO_CLIENT.get_ptr(key)
+    })
 }

@@ -44,12 +44,12 @@ pub(crate) fn route(
         ) {
             let trailing = packet::channel_data_fits(cd, payload_len)?;
             let sum = trailing_sum(ctx, payload_at, payload_len, cd.len, trailing)?;
-            packet::route_to_peer_into(cd, sum, value, &mut scratch.route);
+            packet::route_to_peer_into(cd, sum, &value, &mut scratch.route);
             return Ok(true);
         }
     }
     if let Some(value) = peer_entry(ip.family, &ip.dst, udp.dst_port, &ip.src, udp.src_port) {
-        packet::route_to_client_into(udp, value, &mut scratch.route);
+        packet::route_to_client_into(udp, &value, &mut scratch.route);
         return Ok(true);
     }
     // No channel for the peer's port, but maybe a permission for its IP (RFC 8656 §9: any
@@ -71,7 +71,7 @@ pub(crate) fn route(
         .map_err(|_| Verdict::PassTooBig)?;
         packet::route_to_client_indication_into(
             udp,
-            value,
+            &value,
             &scratch.data_header,
             &mut scratch.route,
         );
@@ -154,6 +154,5 @@ pub(crate) fn next_hop(
         packet::same_relay(route, data_header, random_txid, peer_to_client)?;
         hop = next_hop_of(route.family, &route.dst);
     }
-    // Copied out at once.
-    hop.copied().ok_or(Verdict::PassNoNextHop)
+    hop.ok_or(Verdict::PassNoNextHop)
 }

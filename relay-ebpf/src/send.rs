@@ -43,8 +43,7 @@ pub(crate) fn route_send(
     }
     let ip = &scratch.ip;
     let refused = Verdict::PassSendIndication;
-    // Copied out at once.
-    let alloc = *allocation(ip.family, &ip.src, udp.src_port, &ip.dst, udp.dst_port).ok_or(refused)?;
+    let alloc = allocation(ip.family, &ip.src, udp.src_port, &ip.dst, udp.dst_port).ok_or(refused)?;
     let txid = load::<6, 12>(ctx, payload_at + 8).ok_or(refused)?;
     let words = PacketWords {
         ctx,
