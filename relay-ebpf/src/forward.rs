@@ -35,11 +35,12 @@ pub(crate) fn forward(
         rw,
         bounce,
         data_header,
+        keys,
     } = scratch;
     // The checksum field, read for what it is (see `packet::Checksum`): the payload is summed
     // only when the field equals the pseudo-header sum, i.e. for partial checksums (every
     // packet from a container or a veth on this machine) and one complete one in 65,536.
-    let hop = next_hop(route, data_header)?;
+    let hop = next_hop(keys, route, data_header)?;
     let mut udp = *udp;
     let mut keep_partial = false;
     if packet::maybe_partial(ip, &udp) {

@@ -104,6 +104,22 @@ pub(crate) struct Scratch {
     pub(crate) rw: Rewrite,
     pub(crate) bounce: [u8; BOUNCE],
     pub(crate) data_header: DataHeader,
+    pub(crate) keys: Keys,
+}
+
+/// Where the lookups build their keys: in map memory, which the verifier does not track slot by
+/// slot as it does the stack, so that a lookup that goes to one of two maps by family leaves
+/// the same state after both.
+#[repr(C)]
+pub(crate) struct Keys {
+    c2p4: ChannelKey4,
+    c2p: ChannelKey,
+    p2c4: PeerKey4,
+    p2c: PeerKey,
+    a4: ClientKey4,
+    a: ClientKey,
+    nh4: NextHopKey4,
+    nh: NextHopKey,
 }
 
 /// The bounce buffer's size: the chunk in which data moves within a packet.
@@ -138,6 +154,7 @@ fn found<V: Copy + 'static>(value: Option<*const V>) -> Option<V> {
 /// `CLIENT_TO_PEER` by `family`; host-order ports and channel).
 #[inline(always)]
 pub(crate) fn client_to_peer(
+    keys: &mut Keys,
     family: u8,
     client: &[u8; 16],
     client_port: u16,
@@ -146,22 +163,19 @@ pub(crate) fn client_to_peer(
     channel: u16,
 ) -> Option<ChannelValue> {
     found(if family == FAMILY_IPV4 {
-        CLIENT_TO_PEER4.get_ptr(&ChannelKey4::from_packet(
-            client,
-            client_port,
-            listener,
-            listener_port,
-            channel,
-        ))
+        keys.c2p4 =
+            ChannelKey4::from_packet(client, client_port, listener, listener_port, channel);
+        CLIENT_TO_PEER4.get_ptr(&keys.c2p4)
     } else {
-        CLIENT_TO_PEER.get_ptr(&ChannelKey::from_packet(
+        keys.c2p = ChannelKey::from_packet(
             family,
             *client,
             client_port,
             *listener,
             listener_port,
             channel,
-        ))
+        );
+        CLIENT_TO_PEER.get_ptr(&keys.c2p)
     })
 }
 
@@ -170,6 +184,7 @@ pub(crate) fn client_to_peer(
 /// ports).
 #[inline(always)]
 pub(crate) fn peer_entry(
+    keys: &mut Keys,
     family: u8,
     relay: &[u8; 16],
     relay_port: u16,
@@ -177,11 +192,11 @@ pub(crate) fn peer_entry(
     peer_port: u16,
 ) -> Option<PeerValue> {
     found(if family == FAMILY_IPV4 {
-        PEER_TO_CLIENT4.get_ptr(&PeerKey4::from_packet(relay, relay_port, peer, peer_port))
+        keys.p2c4 = PeerKey4::from_packet(relay, relay_port, peer, peer_port);
+        PEER_TO_CLIENT4.get_ptr(&keys.p2c4)
     } else {
-        PEER_TO_CLIENT.get_ptr(&PeerKey::from_packet(
-            family, *relay, relay_port, *peer, peer_port,
-        ))
+        keys.p2c = PeerKey::from_packet(family, *relay, relay_port, *peer, peer_port);
+        PEER_TO_CLIENT.get_ptr(&keys.p2c)
     })
 }
 
@@ -189,6 +204,7 @@ pub(crate) fn peer_entry(
 /// `ALLOCATIONS` by `family`; host-order ports).
 #[inline(always)]
 pub(crate) fn allocation(
+    keys: &mut Keys,
     family: u8,
     client: &[u8; 16],
     client_port: u16,
@@ -196,30 +212,23 @@ pub(crate) fn allocation(
     listener_port: u16,
 ) -> Option<AllocationValue> {
     found(if family == FAMILY_IPV4 {
-        ALLOCATIONS4.get_ptr(&ClientKey4::from_packet(
-            client,
-            client_port,
-            listener,
-            listener_port,
-        ))
+        keys.a4 = ClientKey4::from_packet(client, client_port, listener, listener_port);
+        ALLOCATIONS4.get_ptr(&keys.a4)
     } else {
-        ALLOCATIONS.get_ptr(&ClientKey::from_packet(
-            family,
-            *client,
-            client_port,
-            *listener,
-            listener_port,
-        ))
+        keys.a = ClientKey::from_packet(family, *client, client_port, *listener, listener_port);
+        ALLOCATIONS.get_ptr(&keys.a)
     })
 }
 
 /// The next hop of the destination `addr` (`NEXT_HOPS4` or `NEXT_HOPS` by `family`).
 #[inline(always)]
-pub(crate) fn next_hop_of(family: u8, addr: &[u8; 16]) -> Option<NextHopValue> {
+pub(crate) fn next_hop_of(keys: &mut Keys, family: u8, addr: &[u8; 16]) -> Option<NextHopValue> {
     found(if family == FAMILY_IPV4 {
-        NEXT_HOPS4.get_ptr(&NextHopKey4::from_packet(addr))
+        keys.nh4 = NextHopKey4::from_packet(addr);
+        NEXT_HOPS4.get_ptr(&keys.nh4)
     } else {
-        NEXT_HOPS.get_ptr(&NextHopKey::from_packet(family, *addr))
+        keys.nh = NextHopKey::from_packet(family, *addr);
+        NEXT_HOPS.get_ptr(&keys.nh)
     })
 }
 

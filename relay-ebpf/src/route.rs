@@ -12,6 +12,7 @@ use relay_common::packet::{self, CHANNEL_HLEN, Ip, Route, Udp};
 use relay_common::{ListenerKey, NextHopValue, Verdict};
 
 use crate::maps::{
+    Keys,
     LISTENERS, Scratch, client_to_peer, next_hop_of, peer_entry, peer_to_client,
 };
 use crate::mem::{load, load_at};
@@ -35,6 +36,7 @@ pub(crate) fn route(
         && let Some(cd) = packet::channel_header(&first)
     {
         if let Some(value) = client_to_peer(
+            &mut scratch.keys,
             ip.family,
             &ip.src,
             udp.src_port,
@@ -48,13 +50,20 @@ pub(crate) fn route(
             return Ok(true);
         }
     }
-    if let Some(value) = peer_entry(ip.family, &ip.dst, udp.dst_port, &ip.src, udp.src_port) {
+    if let Some(value) = peer_entry(
+        &mut scratch.keys,
+        ip.family,
+        &ip.dst,
+        udp.dst_port,
+        &ip.src,
+        udp.src_port,
+    ) {
         packet::route_to_client_into(udp, &value, &mut scratch.route);
         return Ok(true);
     }
     // No channel for the peer's port, but maybe a permission for its IP (RFC 8656 §9: any
     // port): a Data indication.
-    if let Some(value) = peer_entry(ip.family, &ip.dst, udp.dst_port, &ip.src, 0) {
+    if let Some(value) = peer_entry(&mut scratch.keys, ip.family, &ip.dst, udp.dst_port, &ip.src, 0) {
         if value.channel != NO_CHANNEL {
             return Ok(false);
         }
@@ -146,13 +155,14 @@ pub(crate) fn random_txid() -> [u8; 12] {
 /// (`packet::same_relay_indication_into`).
 #[inline(always)]
 pub(crate) fn next_hop(
+    keys: &mut Keys,
     route: &mut Route,
     data_header: &mut DataHeader,
 ) -> Result<NextHopValue, Verdict> {
-    let mut hop = next_hop_of(route.family, &route.dst);
+    let mut hop = next_hop_of(keys, route.family, &route.dst);
     if hop.is_none() && route.added_len == 0 {
         packet::same_relay(route, data_header, random_txid, peer_to_client)?;
-        hop = next_hop_of(route.family, &route.dst);
+        hop = next_hop_of(keys, route.family, &route.dst);
     }
     hop.ok_or(Verdict::PassNoNextHop)
 }

@@ -43,7 +43,7 @@ pub(crate) fn route_send(
     }
     let ip = &scratch.ip;
     let refused = Verdict::PassSendIndication;
-    let alloc = allocation(ip.family, &ip.src, udp.src_port, &ip.dst, udp.dst_port).ok_or(refused)?;
+    let alloc = allocation(&mut scratch.keys, ip.family, &ip.src, udp.src_port, &ip.dst, udp.dst_port).ok_or(refused)?;
     let txid = load::<6, 12>(ctx, payload_at + 8).ok_or(refused)?;
     let words = PacketWords {
         ctx,
@@ -58,7 +58,7 @@ pub(crate) fn route_send(
         check_fingerprint(ctx, payload_at, fp.offset as usize, fp.value)?;
     }
     let (relay, relay_port) = alloc.relayed(send.peer_family).ok_or(refused)?;
-    let counter = peer_entry(send.peer_family, &relay, relay_port, &send.peer_addr, 0)
+    let counter = peer_entry(&mut scratch.keys, send.peer_family, &relay, relay_port, &send.peer_addr, 0)
         .ok_or(refused)?
         .counter;
     // What goes: everything but the data. Its sum is the payload's (read back from a complete
