@@ -121,8 +121,15 @@ pub const INTERFACES: &str = "INTERFACES";
 /// [`INTERFACES`] flag: the program runs in generic (skb) mode on this interface, where a
 /// packet keeps its skb's checksum offload state through the program.
 pub const IF_GENERIC: u32 = 1;
+/// [`INTERFACES`] flag: the TC program ([`TC_PROGRAM`]) is attached to this interface's
+/// ingress (clsact or tcx) instead of the XDP program. The TC program redirects only to
+/// interfaces in [`INTERFACES`].
+pub const IF_TC: u32 = 2;
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "xdpturn";
+/// Name of the TC (sched_cls) program in the same object: the same pipeline on an skb, for
+/// drivers whose XDP cannot serve (no head adjustment) or where generic XDP is slower.
+pub const TC_PROGRAM: &str = "xdpturn_tc";
 
 /// A family mismatch: the two addresses of a key or value must be both IPv4 or both IPv6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
