@@ -12,6 +12,13 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 /// `XDP_REDIRECT`.
 pub const XDP_REDIRECT: u32 = 4;
+/// `TC_ACT_UNSPEC`, which tcx calls `TCX_NEXT`: the next program (or filter) on the hook sees
+/// the packet; after the last, the kernel stack does.
+pub const TC_ACT_UNSPEC: i32 = -1;
+/// `TC_ACT_SHOT`: dropped.
+pub const TC_ACT_SHOT: i32 = 2;
+/// `TC_ACT_REDIRECT`: sent where `bpf_redirect` said.
+pub const TC_ACT_REDIRECT: i32 = 7;
 
 /// What the program did with a packet and why. The discriminant is the index in
 /// `ACTION_STATS`; [`Verdict::as_str`] is the metric label.
@@ -160,6 +167,21 @@ impl Verdict {
         }
     }
 
+    /// The TC program's return value that goes with the verdict: forwarded packets are
+    /// redirected (to the ingress interface's egress for `ForwardedTx`), dropped ones shot,
+    /// and every other one handed on unchanged with `TC_ACT_UNSPEC` rather than passed up
+    /// with `TC_ACT_OK`: another relay's program attached after this one on the same hook
+    /// (two relays share a host during a hand-over of its ports) still sees the packets that
+    /// are not this one's.
+    #[inline(always)]
+    pub const fn tc_action(self) -> i32 {
+        match self.xdp_action() {
+            XDP_TX | XDP_REDIRECT => TC_ACT_REDIRECT,
+            XDP_DROP => TC_ACT_SHOT,
+            _ => TC_ACT_UNSPEC,
+        }
+    }
+
     /// A bounded, stable name for metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -229,6 +251,13 @@ mod tests {
             .count();
         assert_eq!((forwarded, dropped), (2, 3));
         for a in Verdict::ALL {
+            let tc = match a.tc_action() {
+                TC_ACT_REDIRECT => "forwarded_",
+                TC_ACT_SHOT => "drop_",
+                TC_ACT_UNSPEC => "pass_",
+                other => panic!("{a:?}: unexpected TC action {other}"),
+            };
+            assert!(a.as_str().starts_with(tc), "{a:?} -> {tc}");
             assert_eq!(a.as_str().starts_with("pass_"), a.xdp_action() == XDP_PASS);
             assert_eq!(a.as_str().starts_with("drop_"), a.xdp_action() == XDP_DROP);
         }

@@ -1,11 +1,11 @@
 //! The one's-complement sum of packet bytes, through `bpf_csum_diff` in constant-size chunks.
 
 use aya_ebpf::helpers::generated::bpf_csum_diff;
-use aya_ebpf::programs::XdpContext;
 use relay_common::Verdict;
 use relay_common::csum::Sum;
 use relay_common::packet::MAX_FRAME;
 
+use crate::frame::Frame;
 use crate::maps::MOVE_MAX;
 use crate::mem::load_at;
 
@@ -16,7 +16,7 @@ use crate::mem::load_at;
 /// memory; the sum of byte-swapped words is the byte-swapped sum (RFC 1071 §2(B)), so the
 /// folded result is swapped back to network order.
 #[inline(never)]
-pub(crate) fn payload_sum(ctx: &XdpContext, at: usize, len: usize) -> Result<Sum, Verdict> {
+pub(crate) fn payload_sum(ctx: &impl Frame, at: usize, len: usize) -> Result<Sum, Verdict> {
     // Longer payloads are rare (jumbo frames) and go up: see `MOVE_MAX`.
     if at > MAX_FRAME || len > MOVE_MAX + 511 {
         return Err(Verdict::PassTooBig);
@@ -89,7 +89,7 @@ pub(crate) fn payload_sum(ctx: &XdpContext, at: usize, len: usize) -> Result<Sum
 /// `bpf_csum_diff` of the `N` bytes at `offset` (a multiple of 4 bytes, at most 512): their
 /// 32-bit one's-complement sum in memory order.
 #[inline(always)]
-pub(crate) fn chunk_sum<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<u64, Verdict> {
+pub(crate) fn chunk_sum<const N: usize>(ctx: &impl Frame, offset: usize) -> Result<u64, Verdict> {
     let offset = core::hint::black_box(offset);
     if offset > MAX_FRAME {
         return Err(Verdict::PassTooBig);

@@ -35,30 +35,74 @@
 mod checksum;
 mod counters;
 mod forward;
+mod frame;
 mod maps;
 mod mem;
 mod route;
 mod send;
 mod shift;
 
-use aya_ebpf::macros::xdp;
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::helpers::generated::bpf_skb_pull_data;
+use aya_ebpf::macros::{classifier, xdp};
+use aya_ebpf::programs::{TcContext, XdpContext};
 use relay_common::Verdict;
 use relay_common::maps::FAMILY_IPV4;
-use relay_common::packet::{self, ETH_HLEN, IPV4_HLEN, IPV6_HLEN, UDP_HLEN};
+use relay_common::packet::{self, ETH_HLEN, IPV4_HLEN, IPV6_HLEN, MAX_FRAME, UDP_HLEN};
 
 use crate::forward::forward;
+use crate::frame::{Frame, Tc, Xdp};
 use crate::maps::{ACTION_STATS, SCRATCH};
-use crate::mem::{buff_len, copy_addr, load, view};
+use crate::mem::{copy_addr, load, view};
 use crate::route::{route, to_listener};
 use crate::send::route_send;
 
 /// Entry point attached to the NIC.
 #[xdp]
 pub fn xdpturn(ctx: XdpContext) -> u32 {
-    let verdict = match try_xdpturn(&ctx) {
+    let verdict = match try_xdpturn(&Xdp(ctx)) {
         Ok(verdict) | Err(verdict) => verdict,
     };
+    count(verdict);
+    verdict.xdp_action()
+}
+
+/// Entry point attached to an interface's TC ingress hook (tcx or clsact), where XDP cannot
+/// serve: the same pipeline on the skb (see `frame`). What it does not forward goes on to the
+/// next program on the hook, or up (`Verdict::tc_action`).
+#[classifier]
+pub fn xdpturn_tc(ctx: TcContext) -> i32 {
+    let verdict = match try_tc(&Tc(ctx)) {
+        Ok(verdict) | Err(verdict) => verdict,
+    };
+    count(verdict);
+    verdict.tc_action()
+}
+
+/// What the skb needs before the pipeline: a GSO skb is many datagrams (UDP GSO from a local
+/// sender), left to the stack; a frame the pipeline could forward must be in the linear part,
+/// the only one it reads and writes directly (small datagrams nearly always are).
+#[inline(always)]
+fn try_tc(ctx: &Tc) -> Result<Verdict, Verdict> {
+    // SAFETY: a field read of the context the kernel passed.
+    #[allow(unsafe_code)]
+    let gso_segs = unsafe { (*ctx.0.skb.skb).gso_segs };
+    if gso_segs > 1 {
+        return Err(Verdict::PassTooBig);
+    }
+    let len = ctx.len();
+    if len <= MAX_FRAME && ctx.data() + len > ctx.data_end() {
+        // SAFETY: a helper call on the program's own context.
+        #[allow(unsafe_code)]
+        if unsafe { bpf_skb_pull_data(ctx.0.skb.skb, len as u32) } != 0 {
+            return Err(Verdict::PassTooBig);
+        }
+    }
+    try_xdpturn(ctx)
+}
+
+/// Counts a packet under its verdict, per CPU.
+#[inline(always)]
+fn count(verdict: Verdict) {
     if let Some(count) = ACTION_STATS.get_ptr_mut(verdict.index()) {
         // SAFETY: the pointer is this CPU's slot of a per-CPU array, valid for the program's
         // run and written by no one else meanwhile.
@@ -67,17 +111,16 @@ pub fn xdpturn(ctx: XdpContext) -> u32 {
             *count += 1
         };
     }
-    verdict.xdp_action()
 }
 
 /// The whole decision. `Ok` is a forwarded packet; `Err` says why a packet was not forwarded
 /// (its XDP action is `Verdict::xdp_action`).
 #[inline(always)]
-fn try_xdpturn(ctx: &XdpContext) -> Result<Verdict, Verdict> {
+fn try_xdpturn(ctx: &impl Frame) -> Result<Verdict, Verdict> {
     // Shorter than an Ethernet header: nothing IP about it.
     let eth = load::<{ ETH_HLEN / 2 }, ETH_HLEN>(ctx, 0).ok_or(Verdict::PassNotIp)?;
     let family = packet::l3_family(&eth)?;
-    let frame_len = buff_len(ctx);
+    let frame_len = ctx.len();
     packet::check_frame_len(frame_len)?;
     let l3_len = frame_len - ETH_HLEN;
 

@@ -163,8 +163,7 @@ pub(crate) fn client_to_peer(
     channel: u16,
 ) -> Option<ChannelValue> {
     found(if family == FAMILY_IPV4 {
-        keys.c2p4 =
-            ChannelKey4::from_packet(client, client_port, listener, listener_port, channel);
+        keys.c2p4 = ChannelKey4::from_packet(client, client_port, listener, listener_port, channel);
         CLIENT_TO_PEER4.get_ptr(&keys.c2p4)
     } else {
         keys.c2p = ChannelKey::from_packet(

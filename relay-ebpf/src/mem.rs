@@ -1,48 +1,16 @@
 //! Packet memory: bounds-checked reads and writes at constant or bounded offsets, in 16-bit
-//! words where the offset is even, and the helpers that give the frame's length and move its
-//! head and tail.
+//! words where the offset is even, on either hook ([`Frame`]).
 
-use aya_ebpf::helpers::generated::{
-    bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
-};
-use aya_ebpf::programs::XdpContext;
 #[cfg(doc)]
 use relay_common::packet::Ip;
 use relay_common::packet::{ETH_HLEN, MAX_FRAME, MAX_HEADERS, Rewrite};
 
-/// The frame's length. From the helper rather than `data_end - data`: subtracting one packet
-/// pointer from another is pointer arithmetic the verifier allows only with CAP_PERFMON, which
-/// the relay's pod does not need otherwise.
-#[inline(always)]
-pub(crate) fn buff_len(ctx: &XdpContext) -> usize {
-    // SAFETY: a helper call on the program's own context.
-    #[allow(unsafe_code)]
-    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    len as usize
-}
-
-#[inline(always)]
-pub(crate) fn adjust_head(ctx: &XdpContext, delta: i32) -> i64 {
-    // SAFETY: a helper call on the program's own context.
-    #[allow(unsafe_code)]
-    unsafe {
-        bpf_xdp_adjust_head(ctx.ctx, delta)
-    }
-}
-
-#[inline(always)]
-pub(crate) fn adjust_tail(ctx: &XdpContext, delta: i32) -> i64 {
-    // SAFETY: a helper call on the program's own context.
-    #[allow(unsafe_code)]
-    unsafe {
-        bpf_xdp_adjust_tail(ctx.ctx, delta)
-    }
-}
+use crate::frame::Frame;
 
 /// The `N` bytes at `offset` of the packet, in place, if the packet has them. The reference
 /// must not be kept across `bpf_xdp_adjust_head`/`_tail`, which move the packet's bounds.
 #[inline(always)]
-pub(crate) fn view<'a, const N: usize>(ctx: &XdpContext, offset: usize) -> Option<&'a [u8; N]> {
+pub(crate) fn view<'a, const N: usize>(ctx: &impl Frame, offset: usize) -> Option<&'a [u8; N]> {
     let start = ctx.data() + offset;
     if start + N > ctx.data_end() {
         return None;
@@ -57,7 +25,7 @@ pub(crate) fn view<'a, const N: usize>(ctx: &XdpContext, offset: usize) -> Optio
 /// the offset is what lets the verifier accept the access. (With `N` = 1, LLVM turns
 /// `ptr + 1 > end` into `ptr >= end`, from which the verifier learns no range.)
 #[inline(always)]
-pub(crate) fn load_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
+pub(crate) fn load_at<const N: usize>(ctx: &impl Frame, offset: usize) -> Option<[u8; N]> {
     const { assert!(N >= 2) };
     // Opaque to LLVM, so that it cannot fold the offset into how it was computed and check a
     // different pointer than the one it reads through.
@@ -87,7 +55,7 @@ pub(crate) fn load_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option
 /// takes the frame to start 2 bytes before a 4-byte boundary); elsewhere it does not check.
 #[inline(always)]
 pub(crate) fn load<const W: usize, const N: usize>(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     offset: usize,
 ) -> Option<[u8; N]> {
     const { assert!(N == 2 * W) };
@@ -115,7 +83,7 @@ pub(crate) fn load<const W: usize, const N: usize>(
 /// [`load`]): volatile reads, so that LLVM does not put the words together into 64-bit ones,
 /// which takes shifts, ors and more registers than there are.
 #[inline(always)]
-pub(crate) fn copy_addr(ctx: &XdpContext, offset: usize, addr: &mut [u8; 16]) -> Option<()> {
+pub(crate) fn copy_addr(ctx: &impl Frame, offset: usize, addr: &mut [u8; 16]) -> Option<()> {
     let start = ctx.data() + offset;
     if start + 16 > ctx.data_end() {
         return None;
@@ -153,7 +121,7 @@ pub(crate) fn words<const N: usize, const W: usize>(bytes: &[u8; N]) -> [u16; W]
 /// room. See [`load`] for the alignment.
 #[inline(always)]
 pub(crate) fn store<const W: usize>(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     offset: usize,
     words: [u16; W],
 ) -> Option<()> {
@@ -179,11 +147,9 @@ pub(crate) fn store<const W: usize>(
 
 /// Writes the first `W` words of the planned headers after the Ethernet header.
 #[inline(always)]
-pub(crate) fn store_headers<const W: usize>(ctx: &XdpContext, rw: &Rewrite) -> Option<()> {
+pub(crate) fn store_headers<const W: usize>(ctx: &impl Frame, rw: &Rewrite) -> Option<()> {
     const { assert!(2 * W <= MAX_HEADERS) };
-    // SAFETY: `headers` is the first field of the 8-aligned `Rewrite` (repr(C)), and 2 W <=
+    // `headers` is the first field of the 8-aligned `Rewrite` (repr(C)), and 2 W <=
     // MAX_HEADERS (checked at compile time) keeps the read inside it.
-    #[allow(unsafe_code)]
-    let words = unsafe { core::ptr::read(rw.headers.as_ptr() as *const [u16; W]) };
-    store(ctx, ETH_HLEN, words)
+    ctx.store_l3::<W>(ETH_HLEN, rw.headers.as_ptr().cast())
 }

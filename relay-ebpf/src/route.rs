@@ -4,16 +4,15 @@
 //! the new destination (`NEXT_HOPS`), same-relay calls included.
 
 use aya_ebpf::helpers::generated::bpf_get_prandom_u32;
-use aya_ebpf::programs::XdpContext;
 use relay_common::csum::Sum;
 use relay_common::indication::{self, DataHeader};
 use relay_common::maps::NO_CHANNEL;
 use relay_common::packet::{self, CHANNEL_HLEN, Ip, Route, Udp};
 use relay_common::{ListenerKey, NextHopValue, Verdict};
 
+use crate::frame::Frame;
 use crate::maps::{
-    Keys,
-    LISTENERS, Scratch, client_to_peer, next_hop_of, peer_entry, peer_to_client,
+    Keys, LISTENERS, Scratch, client_to_peer, next_hop_of, peer_entry, peer_to_client,
 };
 use crate::mem::{load, load_at};
 
@@ -24,7 +23,7 @@ use crate::mem::{load, load_at};
 // the keys here and the FIB lookup there do not add up in the 512 bytes of one frame.
 #[inline(never)]
 pub(crate) fn route(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     udp: &Udp,
     payload_at: usize,
     scratch: &mut Scratch,
@@ -63,7 +62,14 @@ pub(crate) fn route(
     }
     // No channel for the peer's port, but maybe a permission for its IP (RFC 8656 §9: any
     // port): a Data indication.
-    if let Some(value) = peer_entry(&mut scratch.keys, ip.family, &ip.dst, udp.dst_port, &ip.src, 0) {
+    if let Some(value) = peer_entry(
+        &mut scratch.keys,
+        ip.family,
+        &ip.dst,
+        udp.dst_port,
+        &ip.src,
+        0,
+    ) {
         if value.channel != NO_CHANNEL {
             return Ok(false);
         }
@@ -111,7 +117,7 @@ pub(crate) fn to_listener(ip: &Ip, udp: &Udp) -> bool {
 /// payload has at least 4 + data + padding bytes, so the window is inside it).
 #[inline(always)]
 pub(crate) fn trailing_sum(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     payload_at: usize,
     payload_len: u16,
     data_len: u16,

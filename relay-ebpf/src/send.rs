@@ -1,22 +1,22 @@
 //! Send indications from a client (RFC 8656 §11.2): the allocation and permission lookups,
 //! the message read through packet memory, its FINGERPRINT checked, and the route of its data.
 
-use aya_ebpf::programs::XdpContext;
+use relay_common::Verdict;
 use relay_common::indication::{self, Words};
 use relay_common::packet::{self, MAX_FRAME, Udp};
-use relay_common::Verdict;
 
 use crate::checksum::payload_sum;
+use crate::frame::Frame;
 use crate::maps::{CRC_BLOCKS, MOVE_MAX, Scratch, allocation, peer_entry};
 use crate::mem::{load, load_at};
 
 /// The UDP payload at `at`, as the 4-byte words the indication codec reads.
-pub(crate) struct PacketWords<'a> {
-    ctx: &'a XdpContext,
+pub(crate) struct PacketWords<'a, F> {
+    ctx: &'a F,
     at: usize,
 }
 
-impl Words for PacketWords<'_> {
+impl<F: Frame> Words for PacketWords<'_, F> {
     #[inline(always)]
     fn word(&self, offset: usize) -> Option<[u8; 4]> {
         load_at::<4>(self.ctx, self.at + offset)
@@ -32,7 +32,7 @@ impl Words for PacketWords<'_> {
 /// Send indication left to the relay.
 #[inline(never)]
 pub(crate) fn route_send(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     udp: &Udp,
     payload_at: usize,
     scratch: &mut Scratch,
@@ -43,7 +43,15 @@ pub(crate) fn route_send(
     }
     let ip = &scratch.ip;
     let refused = Verdict::PassSendIndication;
-    let alloc = allocation(&mut scratch.keys, ip.family, &ip.src, udp.src_port, &ip.dst, udp.dst_port).ok_or(refused)?;
+    let alloc = allocation(
+        &mut scratch.keys,
+        ip.family,
+        &ip.src,
+        udp.src_port,
+        &ip.dst,
+        udp.dst_port,
+    )
+    .ok_or(refused)?;
     let txid = load::<6, 12>(ctx, payload_at + 8).ok_or(refused)?;
     let words = PacketWords {
         ctx,
@@ -58,9 +66,16 @@ pub(crate) fn route_send(
         check_fingerprint(ctx, payload_at, fp.offset as usize, fp.value)?;
     }
     let (relay, relay_port) = alloc.relayed(send.peer_family).ok_or(refused)?;
-    let counter = peer_entry(&mut scratch.keys, send.peer_family, &relay, relay_port, &send.peer_addr, 0)
-        .ok_or(refused)?
-        .counter;
+    let counter = peer_entry(
+        &mut scratch.keys,
+        send.peer_family,
+        &relay,
+        relay_port,
+        &send.peer_addr,
+        0,
+    )
+    .ok_or(refused)?
+    .counter;
     // What goes: everything but the data. Its sum is the payload's (read back from a complete
     // checksum, or summed when the checksum may be partial) minus the data's.
     let removed = if udp.check == 0 {
@@ -95,7 +110,7 @@ pub(crate) fn route_send(
 /// program (up to [`CRC_BLOCKS`] blocks: longer messages go up).
 #[inline(never)]
 pub(crate) fn check_fingerprint(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     payload_at: usize,
     len: usize,
     value: u32,

@@ -1,27 +1,26 @@
 //! Moving data within the packet, for the generic-mode rewrite of a partial checksum that keeps
 //! the UDP header where the skb's `csum_start` points.
 
-use aya_ebpf::helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes};
-use aya_ebpf::programs::XdpContext;
 use relay_common::Verdict;
 use relay_common::packet::{MAX_FRAME, Rewrite};
 
+use crate::frame::Frame;
 use crate::maps::{BOUNCE, MOVE_MAX};
-use crate::mem::{adjust_head, adjust_tail, buff_len};
 
 /// The rewrite of a partial-checksum packet in generic mode (`packet::keep_partial`): the UDP
 /// header stays where the skb's `csum_start` points, the data moves by `rw.data_shift` (the
 /// ChannelData header's 4 bytes going or coming), the front by the IP header's size change.
 /// Every step that can fail without having changed anything comes first: a tail to grow, then
-/// the head.
+/// the head. `in_family` is the arriving packet's.
 #[inline(never)]
 pub(crate) fn move_keeping_udp(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
+    in_family: u8,
     rw: &Rewrite,
     payload_at: usize,
     bounce: &mut [u8; BOUNCE],
 ) -> Result<(), Verdict> {
-    let len = buff_len(ctx) as i32;
+    let len = ctx.len() as i32;
     let data_at = payload_at as i32 + rw.removed_len as i32;
     let data_len = rw.data_len as usize;
     if data_len > MOVE_MAX {
@@ -29,16 +28,17 @@ pub(crate) fn move_keeping_udp(
     }
     // The new end, in the arriving frame's offsets (the front has not moved yet).
     let tail_delta = data_at + rw.data_shift + rw.data_len as i32 + rw.padding as i32 - len;
-    if tail_delta > 0 && adjust_tail(ctx, tail_delta) != 0 {
+    if tail_delta > 0 && !ctx.adjust_tail(tail_delta) {
         return Err(Verdict::PassAdjustFailed);
     }
     move_data(ctx, data_at as usize, data_len, rw.data_shift, bounce)
         .ok_or(Verdict::DropRewriteFailed)?;
-    if tail_delta < 0 && adjust_tail(ctx, tail_delta) != 0 {
+    if tail_delta < 0 && !ctx.adjust_tail(tail_delta) {
         return Err(Verdict::DropRewriteFailed);
     }
-    if rw.head_delta != 0 && adjust_head(ctx, rw.head_delta) != 0 {
-        return Err(Verdict::DropRewriteFailed);
+    if rw.head_delta != 0 {
+        ctx.adjust_head(rw.head_delta, in_family, rw.family)
+            .map_err(|_| Verdict::DropRewriteFailed)?;
     }
     Ok(())
 }
@@ -50,7 +50,7 @@ pub(crate) fn move_keeping_udp(
 /// verifier walk every length it could have, past its million-instruction budget.
 #[inline(always)]
 pub(crate) fn move_data(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     from: usize,
     len: usize,
     shift: i32,
@@ -70,7 +70,7 @@ pub(crate) fn move_data(
 /// data is shorter.
 #[inline(always)]
 pub(crate) fn move_chunk<const K: usize>(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     from: usize,
     len: usize,
     shift: i32,
@@ -92,7 +92,7 @@ pub(crate) fn move_chunk<const K: usize>(
 /// Copies `n` (1 to BOUNCE) bytes from `at` to `to` in the packet through `bounce`.
 #[inline(always)]
 pub(crate) fn copy_chunk(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     at: usize,
     to: usize,
     n: usize,
@@ -103,13 +103,7 @@ pub(crate) fn copy_chunk(
     if n == 0 || n > BOUNCE || at > MAX_FRAME || to > MAX_FRAME {
         return None;
     }
-    let buf = bounce.as_mut_ptr().cast();
-    // SAFETY: helper calls on the program's own context with a buffer of BOUNCE >= n bytes;
-    // the helpers check the packet offsets themselves.
-    #[allow(unsafe_code)]
-    let ok = unsafe {
-        bpf_xdp_load_bytes(ctx.ctx, at as u32, buf, n as u32) == 0
-            && bpf_xdp_store_bytes(ctx.ctx, to as u32, buf, n as u32) == 0
-    };
-    ok.then_some(())
+    // A buffer of BOUNCE >= n bytes; the helpers check the packet offsets themselves.
+    let buf = bounce.as_mut_ptr();
+    (ctx.load_bytes(at, buf, n) && ctx.store_bytes(to, buf, n)).then_some(())
 }

@@ -2587,3 +2587,159 @@ fn permission_counters_are_taken_as_traffic_and_start_from_zero() {
         assert_eq!(dp.take_traffic(|_| true).unwrap(), [permission(1, 1)]);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The TC program.
+
+/// `TC_ACT_REDIRECT`, and `TC_ACT_UNSPEC` (`TCX_NEXT`) as the `u32` a test run returns.
+const TC_ACT_REDIRECT: u32 = 7;
+const TC_ACT_UNSPEC: u32 = u32::MAX;
+
+/// Runs a frame through the TC program as an skb received on `iface`.
+fn run_tc(dp: &Dataplane, iface: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let r = dp.test_run_tc(frame, ifindex(iface), 1).unwrap();
+    (r.verdict, r.output)
+}
+
+/// The TC program (`xdpturn_tc`, the same pipeline on an skb) forwards what the XDP program
+/// forwards, every family pair, both directions, channels and indications, with complete,
+/// absent and partial checksums: each packet equals, byte for byte, the one built from scratch
+/// (a partial one once finished as the offload would), leaves by `bpf_redirect`
+/// (`TC_ACT_REDIRECT`) to an attached interface and is counted. What is not its own goes on
+/// unchanged (`TC_ACT_UNSPEC`, for the next program on the hook or the stack).
+#[test]
+fn the_tc_program_forwards_what_the_xdp_program_forwards() {
+    preconditions();
+    let ns = topology();
+    ns.enter(|| {
+        // Attached in skb mode, which puts the interfaces in INTERFACES: the TC program
+        // redirects only to those.
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
+        let all: Vec<Channel> = channels().into_iter().chain([same_side()]).collect();
+        for c in &all {
+            c.bind(&dp);
+        }
+        let before = dp.counters().unwrap().verdicts;
+        let mut forwarded_count = 0;
+        for c in &all {
+            for data_len in [0usize, 1, 5, 100, 513, 1201] {
+                let data: Vec<u8> = (0..data_len).map(|i| (i * 13 + 7) as u8).collect();
+                let pad = [0xA5, 0x5A, 0xC3];
+                let padding = &pad[..(4 - data_len % 4) % 4];
+                let o = Opts {
+                    tos: 0x28,
+                    flow_label: 0x12345,
+                    ipv4_id: 0x1234,
+                    df: data_len % 2 == 1,
+                    pad_frame_to: 60,
+                    ..Opts::default()
+                };
+                let to_peer = c.sent_by_client(&channel_data(c.channel, &data, padding), o);
+                let to_client = c.sent_by_peer(&data, o);
+                for (what, side, frame, expected) in [
+                    (
+                        "to peer",
+                        c.client_side.0,
+                        &to_peer,
+                        c.expected_at_peer(&data, o),
+                    ),
+                    (
+                        "to client",
+                        c.peer_side.0,
+                        &to_client,
+                        c.expected_at_client(&data, o),
+                    ),
+                ] {
+                    let case = format!("{} {what}, {data_len} bytes", c.name);
+                    assert_eq!(
+                        run_tc(&dp, side, frame),
+                        (TC_ACT_REDIRECT, expected.clone()),
+                        "{case}"
+                    );
+                    let (v, out) = run_tc(&dp, side, &partial(frame));
+                    assert_eq!(v, TC_ACT_REDIRECT, "{case}, partial");
+                    let (udp_at, seed) = pseudo_header_sum(&out);
+                    assert_eq!(
+                        out[udp_at + 6..udp_at + 8],
+                        seed.to_be_bytes(),
+                        "{case}: still partial"
+                    );
+                    assert_eq!(finish_partial(&out, udp_at), expected, "{case}, partial");
+                    forwarded_count += 2;
+                }
+            }
+        }
+        // IPv4 without a UDP checksum stays without one.
+        let c = &all[0];
+        let o = Opts {
+            no_checksum: true,
+            ..Opts::default()
+        };
+        let frame = c.sent_by_client(&channel_data(c.channel, b"abc", &[]), o);
+        assert_eq!(
+            run_tc(&dp, "xc0", &frame),
+            (TC_ACT_REDIRECT, c.expected_at_peer(b"abc", o))
+        );
+        forwarded_count += 1;
+
+        // Indications: a Send indication leaves as its data; a datagram from another port
+        // of a permitted peer arrives as a Data indication.
+        for c in &all[..4] {
+            dp.install_allocation(&c.tuple(), &[c.relay()]).unwrap();
+            dp.install_permission(&c.tuple(), &c.relay(), c.peer.ip())
+                .unwrap();
+            let data = b"indicated media".to_vec();
+            let o = Opts {
+                pad_frame_to: 60,
+                ..Opts::default()
+            };
+            let send = send_indication(
+                b"tc-sends-too",
+                &[Attr::Peer(c.peer), Attr::Data(data.clone())],
+                Some(true),
+            );
+            let frame = c.sent_by_client(&send, o);
+            assert_eq!(
+                run_tc(&dp, c.client_side.0, &frame),
+                (TC_ACT_REDIRECT, c.expected_at_peer(&data, o)),
+                "{}: Send",
+                c.name
+            );
+            let from = SocketAddr::new(c.peer.ip(), 7777);
+            let (_, iface_mac, peer_mac) = c.peer_side;
+            let frame = udp_frame(iface_mac, peer_mac, from, c.relay, &data, o);
+            let (v, out) = run_tc(&dp, c.peer_side.0, &frame);
+            let (_, iface_mac, client_mac) = c.client_side;
+            let expected = udp_frame(
+                client_mac,
+                iface_mac,
+                c.listener,
+                c.client,
+                &data_indication(&txid_of(&out), from, &data),
+                forwarded(o, c.peer.is_ipv6(), c.client.is_ipv6()),
+            );
+            assert_eq!((v, &out), (TC_ACT_REDIRECT, &expected), "{}: Data", c.name);
+            assert_checksums(&out);
+            forwarded_count += 2;
+        }
+
+        // Not its own: a Binding request to the listener, and ChannelData on a channel that
+        // is not bound, go on unchanged.
+        let binding = [
+            0u8, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let frame = c.sent_by_client(&binding, Opts::default());
+        assert_eq!(run_tc(&dp, "xc0", &frame), (TC_ACT_UNSPEC, frame.clone()));
+        let frame = c.sent_by_client(&channel_data(0x4FFF, b"who", &[0]), Opts::default());
+        assert_eq!(run_tc(&dp, "xc0", &frame), (TC_ACT_UNSPEC, frame.clone()));
+
+        let after = dp.counters().unwrap().verdicts;
+        let forwarded = (after.get(Verdict::ForwardedTx) + after.get(Verdict::ForwardedRedirect))
+            - (before.get(Verdict::ForwardedTx) + before.get(Verdict::ForwardedRedirect));
+        assert_eq!(forwarded, forwarded_count);
+        assert_eq!(
+            after.get(Verdict::PassStun) - before.get(Verdict::PassStun),
+            1
+        );
+    });
+}

@@ -167,4 +167,14 @@ impl Dataplane {
     ) -> Result<TestRun, DataplaneError> {
         Err(DataplaneError::Unsupported(WHY))
     }
+
+    /// Runs the TC program on a frame with BPF_PROG_TEST_RUN.
+    pub fn test_run_tc(
+        &self,
+        _frame: &[u8],
+        _ingress_ifindex: u32,
+        _repeat: u32,
+    ) -> Result<TestRun, DataplaneError> {
+        Err(DataplaneError::Unsupported(WHY))
+    }
 }

@@ -86,6 +86,10 @@ struct Inner {
     mode: XdpMode,
     /// The attach mode of each attached interface (IF_GENERIC or 0), by ifindex.
     modes: BpfHashMap<MapData, u32, u32>,
+    /// LISTENERS, written once at load. Kept open, like every map taken out of the object:
+    /// a program loaded later (the TC program, when an interface needs it) refers to the
+    /// maps by the descriptors the object was relocated with.
+    _listeners: BpfHashMap<MapData, ListenerKey, u32>,
     /// The device map of the interfaces the program redirects to.
     egress: DevMapHash<MapData>,
     /// Each attached interface's drop counters when the program was attached to it.
@@ -209,6 +213,7 @@ impl Dataplane {
             action_stats: take(&mut ebpf, ACTION_STATS)?,
             next_hops: Split::take(&mut ebpf, [NEXT_HOPS, NEXT_HOPS4])?,
             modes: take(&mut ebpf, INTERFACES)?,
+            _listeners: listener_map,
             ebpf,
             attachments: Vec::new(),
             links: Vec::new(),
@@ -259,7 +264,6 @@ impl Dataplane {
                 Err(e) => return Err(e),
             }
         }
-        drop(listener_map);
 
         let shared = Arc::new(Shared {
             inner: Mutex::new(inner),

@@ -1,7 +1,9 @@
 //! Running the loaded program on a frame with BPF_PROG_TEST_RUN, for tests and benchmarks:
 //! the kernel returns the verdict and the rewritten packet and sends nothing.
 
-use aya::programs::{TestRun as _, TestRunOptions};
+use aya::Ebpf;
+use aya::programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions};
+use relay_common::maps::TC_PROGRAM;
 
 use super::{Dataplane, xdp_program};
 use crate::dataplane::{DataplaneError, TestRun};
@@ -39,6 +41,67 @@ impl Dataplane {
             duration: result.duration,
         })
     }
+}
+
+impl Dataplane {
+    /// [`Dataplane::test_run`] of the TC program (`xdpturn_tc`) instead of the XDP one, loaded
+    /// first if it is not: the frame as an skb arriving on `ingress_ifindex` (which must be an
+    /// interface of the calling thread's namespace). The verdict is the TC action as a `u32`
+    /// (`TC_ACT_REDIRECT` = 7, `TC_ACT_SHOT` = 2, `TC_ACT_UNSPEC` = `u32::MAX`). The skb
+    /// carries no checksum offload state (`CHECKSUM_NONE`).
+    pub fn test_run_tc(
+        &self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        repeat: u32,
+    ) -> Result<TestRun, DataplaneError> {
+        let mut inner = self.lock();
+        let program = loaded_tc_program(&mut inner.ebpf)?;
+        let ctx = sk_buff(ingress_ifindex);
+        let mut out = vec![0u8; frame.len() + 64];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| DataplaneError::TestRun(e.into()))?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRun {
+            verdict: result.return_value,
+            output: out,
+            duration: result.duration,
+        })
+    }
+}
+
+/// The TC program, loaded (the verifier's pass) if it was not yet.
+fn loaded_tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
+    let load_error = |reason: &str, e: Option<ProgramError>| DataplaneError::Load {
+        reason: format!("{reason} `{TC_PROGRAM}`"),
+        source: e.map(Into::into),
+    };
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(TC_PROGRAM)
+        .ok_or_else(|| load_error("the object has no program", None))?
+        .try_into()
+        .map_err(|e| load_error("not a TC program:", Some(e)))?;
+    if program.fd().is_err() {
+        program.load().map_err(|e| load_error("loading", Some(e)))?;
+    }
+    Ok(program)
+}
+
+/// The start of the `struct __sk_buff` a TC test run starts from, up to `ifindex` (the
+/// kernel takes the rest as zeros): `ingress_ifindex` (offset 36) and `ifindex` (40), the
+/// device the skb arrives on; every field before them must be zero.
+fn sk_buff(ifindex: u32) -> Vec<u8> {
+    let mut ctx = vec![0u8; 44];
+    ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
 }
 
 /// The `struct xdp_md` a test run starts from: data, data_end, data_meta, ingress_ifindex,
