@@ -9,7 +9,9 @@
 //!     forwarded path, the kernel-measured time of the program per packet under
 //!     BPF_PROG_TEST_RUN (no run-time statistics) beside the floor's (relay-ebpf/src/floor.rs,
 //!     a minimal forwarder) on the same packet, with `repeat` = 1,000,000 where it works (see
-//!     the test for why it does not for the relay's program), and the program hot: `repeat`
+//!     the test for why it does not for the relay's program), the TC program on the same
+//!     packets (`tc_prog_ns`, single runs minus its figure on a frame it passes on at once),
+//!     and the program hot: `repeat`
 //!     on cycles of bindings that forward every repetition (`prog_hot_ns`, the mean of the
 //!     paths the cycle alternates, named by `hot_cycle`; a line `BENCH-XDP-HOT {json}`).
 //!
@@ -24,7 +26,7 @@
 //!
 //! The two print their figures also as lines `BENCH-XDP-TESTRUN {json}` and `BENCH-XDP-E2E
 //! {json}`, from which this command ends with one line, `RESULT bench-xdp {json}`:
-//! `{"paths": {"<path>": {"prog_ns", "floor_prog_ns", "prog_hot_ns", "hot_cycle", "rates": {"<offered pps, or max>":
+//! `{"paths": {"<path>": {"prog_ns", "floor_prog_ns", "tc_prog_ns", "prog_hot_ns", "hot_cycle", "rates": {"<offered pps, or max>":
 //! {"floor", "ours", "userspace", "coturn" (packets per relay-core CPU-second), "ours_loss_pct",
 //! "coturn_loss_pct"}}}}}`, with null for every figure not measured (a path the end-to-end
 //! benchmark does not drive, a part left out with `--testrun-only` or `--end-to-end-only`).
@@ -228,8 +230,8 @@ fn assemble(output: &str, rates: &[String]) -> Result<Value> {
             .or_insert_with(|| {
                 let rates: Map<String, Value> =
                     rates.iter().map(|r| (r.clone(), nulls())).collect();
-                json!({"prog_ns": null, "floor_prog_ns": null, "prog_hot_ns": null,
-                       "hot_cycle": null, "rates": rates})
+                json!({"prog_ns": null, "floor_prog_ns": null, "tc_prog_ns": null,
+                       "prog_hot_ns": null, "hot_cycle": null, "rates": rates})
             })
             .clone()
     };
@@ -244,6 +246,7 @@ fn assemble(output: &str, rates: &[String]) -> Result<Value> {
                 let mut path = entry(&mut paths, &key);
                 path["prog_ns"] = figures["prog_ns"].clone();
                 path["floor_prog_ns"] = figures["floor_prog_ns"].clone();
+                path["tc_prog_ns"] = figures["tc_prog_ns"].clone();
                 paths.insert(key, path);
             }
         } else if let Some(part) = line.strip_prefix("BENCH-XDP-HOT ") {
