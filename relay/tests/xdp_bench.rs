@@ -113,7 +113,7 @@ impl Settings {
             sender: var("XDPTURN_BENCH_SENDER", "gso".to_owned()),
             repeat: var("XDPTURN_BENCH_REPEAT", 1_usize).max(1),
             paths: std::env::var("XDPTURN_BENCH_PATHS")
-                .unwrap_or_else(|_| "floor,xdp,userspace,coturn".into())
+                .unwrap_or_else(|_| "floor,xdp,skb,tc,userspace,coturn".into())
                 .split(',')
                 .map(|p| p.trim().to_lowercase())
                 .collect(),
@@ -424,15 +424,31 @@ fn pin_current_thread(cpu: usize) {
 enum Path {
     Floor,
     Xdp,
+    /// Our relay with XDP in generic (skb) mode.
+    Skb,
+    /// Our relay with its TC program instead of XDP.
+    Tc,
     Userspace,
     Coturn,
 }
 
 impl Path {
+    /// The `--xdp-mode` of our relay's kernel paths.
+    fn kernel_mode(self) -> Option<&'static str> {
+        match self {
+            Path::Xdp => Some("native"),
+            Path::Skb => Some("skb"),
+            Path::Tc => Some("tc"),
+            Path::Floor | Path::Userspace | Path::Coturn => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Path::Floor => "floor XDP (native)",
             Path::Xdp => "xdpturn XDP (native)",
+            Path::Skb => "xdpturn XDP (skb)",
+            Path::Tc => "xdpturn TC",
             Path::Userspace => "xdpturn userspace",
             Path::Coturn => "coturn",
         }
@@ -448,16 +464,16 @@ fn start(path: Path, topo: &Topology, s: &Settings, dir: &TempDir) -> Guard {
         .args(["taskset", "-c", &s.relay_cpu.to_string()]);
     match path {
         Path::Floor => unreachable!("the floor is a program, not a server"),
-        Path::Xdp | Path::Userspace => {
+        Path::Xdp | Path::Skb | Path::Tc | Path::Userspace => {
             cmd.arg(relay_bin())
                 .args(["--listen", LISTEN, "--metrics-listen", METRICS])
                 .args(["--realm", REALM, "--user", &format!("{USER}:{PASSWORD}")])
                 .args(["--relay-ip", RELAY_IP, "--allow-peer", "10.78.2.0/24"])
                 .args(["--min-port", "40000", "--max-port", "40999"])
                 .args(["--workers", "1", "--software", "", "--drain-timeout", "0"]);
-            if path == Path::Xdp {
+            if let Some(mode) = path.kernel_mode() {
                 cmd.args(["--xdp-interface", &topo.ra, "--xdp-interface", &topo.rb])
-                    .args(["--xdp-mode", "native"]);
+                    .args(["--xdp-mode", mode]);
             }
         }
         Path::Coturn => {
@@ -617,11 +633,11 @@ fn start_server(
 ) -> (Guard, UdpSocket) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let server = start(path, topo, s, dir);
-    if path == Path::Xdp {
+    if let Some(mode) = path.kernel_mode() {
         while topo.metric("xdpturn_xdp_attached") != 1.0 {
             assert!(
                 Instant::now() < deadline,
-                "the relay did not attach XDP in native mode:\n{}",
+                "the relay did not attach its program in {mode} mode:\n{}",
                 log_tail(dir, path)
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -753,11 +769,8 @@ fn measure(
     };
     let napi_runtime = || -> u64 { napi.iter().map(|&t| task_runtime(t)).sum::<u64>() };
     let xdp_series = r#"xdpturn_relayed_packets_total{datapath="xdp",direction="client_to_peer",transport="udp"}"#;
-    let xdp_before = if path == Path::Xdp || path == Path::Userspace {
-        topo.metric(xdp_series)
-    } else {
-        0.0
-    };
+    let ours = path.kernel_mode().is_some() || path == Path::Userspace;
+    let xdp_before = if ours { topo.metric(xdp_series) } else { 0.0 };
 
     // While measuring, the relay addresses the peer by a MAC address that is not the peer's:
     // the peer's veth counts each frame (rx_packets) and its IP layer drops it at once as
@@ -817,7 +830,7 @@ fn measure(
     let napi_cpu_s = (n1 - n0) as f64 / 1e9;
     let delivered = delta(3, 1);
 
-    let xdp = if path != Path::Xdp && path != Path::Userspace {
+    let xdp = if !ours {
         0.0
     } else {
         // The kernel counters are exported once a second.
@@ -855,9 +868,10 @@ fn measure(
     );
     assert!(delivered > 0, "{}: nothing delivered", path.name());
     match path {
-        Path::Xdp => assert!(
+        Path::Xdp | Path::Skb | Path::Tc => assert!(
             xdp >= 0.5 * delivered as f64,
-            "XDP path: the kernel counted {xdp} of {delivered} delivered packets"
+            "{}: the kernel counted {xdp} of {delivered} delivered packets",
+            path.name()
         ),
         Path::Userspace => assert!(
             xdp == 0.0,
@@ -905,18 +919,25 @@ fn bench_packets_per_cpu_second() {
             format!("{pps} pps")
         };
         println!("\n--> offered: {offered}");
-        let all: Vec<Figures> = [Path::Floor, Path::Xdp, Path::Userspace, Path::Coturn]
-            .into_iter()
-            .filter(|p| s.paths.contains(&format!("{p:?}").to_lowercase()))
-            .map(|p| {
-                // Others' work adds to the relay core's CPU time, not to the relay's tasks': of
-                // several runs, the one where the two differ least was the least disturbed.
-                (0..s.repeat)
-                    .map(|_| measure(p, &topo, &sink, &s, pps, hz))
-                    .min_by(|a, b| a.disturbed().total_cmp(&b.disturbed()))
-                    .expect("at least one run")
-            })
-            .collect();
+        let all: Vec<Figures> = [
+            Path::Floor,
+            Path::Xdp,
+            Path::Skb,
+            Path::Tc,
+            Path::Userspace,
+            Path::Coturn,
+        ]
+        .into_iter()
+        .filter(|p| s.paths.contains(&format!("{p:?}").to_lowercase()))
+        .map(|p| {
+            // Others' work adds to the relay core's CPU time, not to the relay's tasks': of
+            // several runs, the one where the two differ least was the least disturbed.
+            (0..s.repeat)
+                .map(|_| measure(p, &topo, &sink, &s, pps, hz))
+                .min_by(|a, b| a.disturbed().total_cmp(&b.disturbed()))
+                .expect("at least one run")
+        })
+        .collect();
         print_table(&all);
         print_part(pps, &all);
     }
@@ -941,13 +962,15 @@ fn print_part(pps: u64, all: &[Figures]) {
     println!(
         "BENCH-XDP-E2E {{\"path\": \"channel_c2p_v4\", \"rate\": \"{rate}\", \"figures\": \
          {{\"floor\": {}, \"ours\": {}, \"userspace\": {}, \"coturn\": {}, \
-         \"ours_loss_pct\": {}, \"coturn_loss_pct\": {}}}}}",
+         \"ours_loss_pct\": {}, \"coturn_loss_pct\": {}, \"ours_skb\": {}, \"ours_tc\": {}}}}}",
         per(Path::Floor),
         per(Path::Xdp),
         per(Path::Userspace),
         per(Path::Coturn),
         loss(Path::Xdp),
         loss(Path::Coturn),
+        per(Path::Skb),
+        per(Path::Tc),
     );
 }
 

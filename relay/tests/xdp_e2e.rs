@@ -400,6 +400,14 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
         Vec::new()
     };
 
+    // The mode asked for is the mode it runs in, on both interfaces.
+    for dev in [topo.relay_interfaces().0, topo.relay_interfaces().1] {
+        let series = format!(
+            r#"xdpturn_xdp_interface_mode{{interface="{dev}",mode="{mode}",why="configured"}}"#
+        );
+        assert_eq!(metric(r, &series), 1.0, "{series}");
+    }
+
     let sent = uclient_through(&topo, families);
 
     // The kernel counters are exported once a second.
@@ -424,8 +432,8 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
     assert_eq!(udp_in_csum_errors(p), 0, "checksum errors at the peer");
 }
 
-/// One test per XDP mode and family combination, each with its own namespaces (tests run in
-/// parallel), all through [`forwarded_by_xdp`].
+/// One test per mode (XDP native, XDP skb, the TC program) and family combination, each with
+/// its own namespaces (tests run in parallel), all through [`forwarded_by_xdp`].
 macro_rules! forwarded_by_xdp_tests {
     ($($name:ident: $mode:literal, $families:ident;)*) => {
         $(
@@ -446,6 +454,10 @@ forwarded_by_xdp_tests! {
     ipv4_client_to_ipv6_peer_is_forwarded_by_xdp_skb_mode: "skb", V4ToV6;
     ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_native_mode: "native", V6ToV4;
     ipv6_client_to_ipv4_peer_is_forwarded_by_xdp_skb_mode: "skb", V6ToV4;
+    channel_data_is_forwarded_by_the_tc_program: "tc", V4;
+    ipv6_channel_data_is_forwarded_by_the_tc_program: "tc", V6;
+    ipv4_client_to_ipv6_peer_is_forwarded_by_the_tc_program: "tc", V4ToV6;
+    ipv6_client_to_ipv4_peer_is_forwarded_by_the_tc_program: "tc", V6ToV4;
 }
 
 /// `turnutils_peer`, the echo peer, in the peer's namespace on PEER_V4:3480.

@@ -18,7 +18,8 @@
 //!  2. `bench_packets_per_cpu_second` of relay/tests/xdp_bench.rs: client ns -> relay ns -> peer
 //!     ns over veth, a UDP_SEGMENT (or sendmmsg) sender on one core, the server under test and
 //!     its veths' NAPI threads on the other; the floor attached in the relay's place, our relay
-//!     with XDP (native), our relay in userspace, coturn's turnserver, one after the other;
+//!     with XDP (native), with XDP in generic mode (skb), with its TC program (tc), in
+//!     userspace, coturn's turnserver, one after the other;
 //!     relayed packets per CPU-second of the relay core (elapsed minus idle and steal,
 //!     /proc/stat) and of the relay's own tasks (scheduler runtime), with the ratios to the
 //!     floor and to coturn. ChannelData from the client to the peer, IPv4: the one path it
@@ -27,7 +28,8 @@
 //! The two print their figures also as lines `BENCH-XDP-TESTRUN {json}` and `BENCH-XDP-E2E
 //! {json}`, from which this command ends with one line, `RESULT bench-xdp {json}`:
 //! `{"paths": {"<path>": {"prog_ns", "floor_prog_ns", "tc_prog_ns", "prog_hot_ns", "hot_cycle", "rates": {"<offered pps, or max>":
-//! {"floor", "ours", "userspace", "coturn" (packets per relay-core CPU-second), "ours_loss_pct",
+//! {"floor", "ours", "userspace", "coturn", "ours_skb", "ours_tc" (packets per relay-core
+//! CPU-second; ours_skb and ours_tc: our relay with generic XDP and with the TC program), "ours_loss_pct",
 //! "coturn_loss_pct"}}}}}`, with null for every figure not measured (a path the end-to-end
 //! benchmark does not drive, a part left out with `--testrun-only` or `--end-to-end-only`).
 //!
@@ -90,10 +92,11 @@ pub struct Args {
     )]
     pub sender_cpu: u32,
 
-    /// End to end: which paths, comma-separated, of floor, xdp, userspace, coturn.
+    /// End to end: which paths, comma-separated, of floor, xdp (native), skb (XDP in
+    /// generic mode), tc (the TC program), userspace, coturn.
     #[arg(
         long,
-        default_value = "floor,xdp,userspace,coturn",
+        default_value = "floor,xdp,skb,tc,userspace,coturn",
         env = "XDPTURN_BENCH_PATHS",
         value_name = "PATH,..."
     )]
@@ -221,7 +224,8 @@ const PATHS: [&str; 8] = [
 fn assemble(output: &str, rates: &[String]) -> Result<Value> {
     let nulls = || {
         json!({"floor": null, "ours": null, "userspace": null, "coturn": null,
-               "ours_loss_pct": null, "coturn_loss_pct": null})
+               "ours_loss_pct": null, "coturn_loss_pct": null, "ours_skb": null,
+               "ours_tc": null})
     };
     let mut paths = Map::new();
     let entry = |paths: &mut Map<String, Value>, key: &str| {
