@@ -21,6 +21,15 @@ use super::errors::{errno, load_error, map_error};
 use super::{Dataplane, Inner, TcProgram, xdp_program};
 use crate::dataplane::{Attachment, DataplaneError, ModeChoice, XdpMode};
 
+/// Whether an attach is the interface's first (at load) or a waiting interface's next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Try {
+    /// At load: what happens is said at info level.
+    First,
+    /// Again, after the interface waited: only what changes is said.
+    Again,
+}
+
 /// How the program is attached to one interface.
 #[derive(Debug)]
 pub(super) enum Link {
@@ -37,7 +46,7 @@ pub(super) enum Link {
 /// Until then the new relay's XDP attach fails with EBUSY (EEXIST in the other mode); it keeps
 /// its program loaded and its maps current, and attaches when the interface is free, so from
 /// that moment the kernel forwards every allocation it holds. A TC attach never waits: TC
-/// programs chain on an ingress (see [`attach_tc`]).
+/// programs chain on an ingress (see `attach_tc`).
 impl Dataplane {
     /// The configured interfaces that had another XDP program (when loaded, or at the last
     /// [`Dataplane::attach_waiting`]) and are not attached yet; their traffic is relayed in
@@ -53,7 +62,7 @@ impl Dataplane {
         let mut inner = self.lock();
         let mut done = Vec::new();
         for interface in std::mem::take(&mut inner.waiting) {
-            match inner.attach(&interface) {
+            match inner.attach(&interface, Try::Again) {
                 Err(DataplaneError::Busy { .. }) => inner.waiting.push(interface),
                 result => done.push((interface, result)),
             }
@@ -118,9 +127,13 @@ impl Inner {
     /// Attaches the program to `interface` in the configured mode and adds it to the
     /// attachments, as a redirect target (EGRESS, for the XDP program) with its mode
     /// (INTERFACES, which the TC program also takes as its redirect targets).
-    pub(super) fn attach(&mut self, interface: &str) -> Result<Attachment, DataplaneError> {
+    pub(super) fn attach(
+        &mut self,
+        interface: &str,
+        attempt: Try,
+    ) -> Result<Attachment, DataplaneError> {
         let ifindex = ifindex(interface)?;
-        let (link, mode, why) = self.attach_in_mode(interface, ifindex)?;
+        let (link, mode, why) = self.attach_in_mode(interface, ifindex, attempt)?;
         let flags = match mode {
             XdpMode::Skb => IF_GENERIC,
             XdpMode::Tc => IF_TC,
@@ -171,16 +184,9 @@ impl Inner {
         &mut self,
         interface: &str,
         ifindex: u32,
+        attempt: Try,
     ) -> Result<(Link, XdpMode, ModeChoice), DataplaneError> {
         let tcx = tcx_links();
-        if self.mode == XdpMode::Auto && !tcx {
-            tracing::info!(
-                interface,
-                "this kernel has no tcx links (Linux 6.6+): auto does not use tc mode here, as \
-                 its cls_bpf filter would outlive a relay that is killed; --xdp-mode tc uses it \
-                 anyway"
-            );
-        }
         let steps = plan(self.mode, has_device(interface), tcx);
         let mut steps = steps.iter().peekable();
         while let Some(&(mode, why)) = steps.next() {
@@ -193,7 +199,13 @@ impl Inner {
             match (attached, steps.peek()) {
                 (Ok(link), _) => return Ok((link, mode, why)),
                 (Err(e @ DataplaneError::Busy { .. }), _) | (Err(e), None) => return Err(e),
-                (Err(e), Some((next, _))) => tracing::info!(
+                // Said once: a waiting interface is tried again every few seconds.
+                (Err(e), Some((next, _))) if attempt == Try::First => tracing::info!(
+                    interface,
+                    err = %e,
+                    "{mode} mode is unavailable here; trying {next} mode"
+                ),
+                (Err(e), Some((next, _))) => tracing::debug!(
                     interface,
                     err = %e,
                     "{mode} mode is unavailable here; trying {next} mode"

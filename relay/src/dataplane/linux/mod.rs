@@ -34,8 +34,8 @@ use relay_common::{
     NextHopValue, PeerKey, PeerValue,
 };
 
-use self::attach::Link;
 pub use self::attach::tcx_links;
+use self::attach::{Link, Try};
 use self::errors::{load_error, map_error, netlink};
 use self::next_hops::{Destination, keep_next_hops};
 use self::split::Split;
@@ -172,7 +172,9 @@ impl Dataplane {
     /// [`Dataplane::test_run`] can still run). Fails, saying why, without root (CAP_BPF,
     /// CAP_NET_ADMIN and CAP_PERFMON), when the kernel refuses the program, or when an interface cannot take
     /// it; nothing stays attached then. An interface that has another XDP program already is
-    /// no failure: it waits ([`Dataplane::waiting`], [`Dataplane::attach_waiting`]).
+    /// no failure: in an XDP mode it waits ([`Dataplane::waiting`],
+    /// [`Dataplane::attach_waiting`]); in tc mode it is attached beside it. The TC program is
+    /// loaded only if an interface gets tc mode.
     pub fn load(config: &XdpConfig) -> Result<Dataplane, DataplaneError> {
         let object = OBJECT.ok_or(DataplaneError::NotBuilt)?;
         let max_channels = config.max_channels.max(1);
@@ -266,10 +268,17 @@ impl Dataplane {
             })
             .ok();
 
+        if config.mode == XdpMode::Auto && !config.interfaces.is_empty() && !tcx_links() {
+            tracing::info!(
+                "this kernel has no tcx links (Linux 6.6+): auto does not use tc mode, as a \
+                 cls_bpf filter would outlive a relay that is killed; --xdp-mode tc uses one \
+                 anyway"
+            );
+        }
         // On error `inner` is dropped, which detaches what was attached so far. An interface
         // with another program waits for it to go (see `Dataplane::attach_waiting`).
         for interface in &config.interfaces {
-            match inner.attach(interface) {
+            match inner.attach(interface, Try::First) {
                 Ok(_) => {}
                 Err(e @ DataplaneError::Busy { .. }) => {
                     tracing::debug!(err = %e, "waiting for the interface");
