@@ -626,6 +626,32 @@ fn xdp_gets_exactly_its_capabilities() {
     );
 }
 
+/// tc mode goes to the relay as it is, needs the same capabilities as XDP, and changing to it
+/// replaces the relays (it is read at start).
+#[test]
+fn tc_mode_reaches_the_relay_with_the_same_capabilities() {
+    let native = valid("daemonset-xdp.yaml");
+    let mut tc = native.clone();
+    tc.spec.xdp.mode = api::XdpMode::Tc;
+    assert_eq!(validate::validate(&tc), Ok(()));
+    let o = render(&tc, &facts(), None);
+    let cfg = parsed_config(&o);
+    assert_eq!(cfg.xdp_mode, api::XdpMode::Tc);
+    assert_eq!(caps(&o), caps(&render(&native, &facts(), None)));
+    let annotations = o
+        .workload
+        .template()
+        .metadata
+        .clone()
+        .unwrap()
+        .annotations
+        .unwrap();
+    assert_eq!(
+        annotations[build::XDP_ANNOTATION],
+        "interfaces=eth0 mode=tc max-channels=65536"
+    );
+}
+
 #[test]
 fn deployment_is_userspace_behind_a_load_balancer() {
     let tc = valid("deployment-userspace.yaml");

@@ -131,8 +131,9 @@ pub struct Metrics {
     /// Packets the XDP program forwarded, by kind of message (`dataplane::MessageKind`) and
     /// direction.
     pub xdp_forwarded: IntCounterVec,
-    /// 1 per interface the XDP program is attached to, with the mode it runs in and why
-    /// (`dataplane::ModeChoice`); the interfaces are the configured ones, a bounded set.
+    /// 1 per interface the fast path is attached to (the XDP program in native or skb mode, or
+    /// the TC program in tc mode), with the mode and why (`dataplane::ModeChoice`); the
+    /// interfaces are the configured ones, a bounded set.
     pub xdp_interface_mode: IntGaugeVec,
     /// Queries to coturn's user database (`userdb/`), by query (user, realm) and result.
     pub userdb_queries: IntCounterVec,
@@ -337,8 +338,10 @@ impl Metrics {
         let xdp_interface_mode = IntGaugeVec::new(
             Opts::new(
                 "xdpturn_xdp_interface_mode",
-                "1 per interface the XDP program is attached to, with its mode (native, skb) \
-                 and why that mode",
+                "1 per interface the fast path is attached to, with its mode (native or skb: \
+                 the XDP program; tc: the TC program) and why that mode (configured, or auto's \
+                 choice: driver_supports_native, driver_lacks_native, virtual_interface, \
+                 driver_lacks_native_without_tc, virtual_interface_without_tc)",
             ),
             &["interface", "mode", "why"],
         )?;

@@ -257,7 +257,7 @@ impl RelayProcess {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let lines = relay.log_lines();
-            if let Some(line) = lines.iter().find(|l| l.contains("XDP program attached")) {
+            if let Some(line) = lines.iter().find(|l| l.contains(" program attached")) {
                 step(start, &format!("relay: {line}"));
                 break;
             }
@@ -283,7 +283,7 @@ impl RelayProcess {
     fn attach_line(&self) -> String {
         self.log_lines()
             .into_iter()
-            .find(|l| l.contains("XDP program attached"))
+            .find(|l| l.contains(" program attached"))
             .and_then(|l| l.split_once("attached ").map(|(_, rest)| rest.to_owned()))
             .unwrap_or_else(|| "no attach logged".to_owned())
     }

@@ -11,7 +11,7 @@
 //!   starts: forwarding off in the relay's, checksum offloads on everywhere (so the datagrams
 //!   arrive with partial checksums, as a container's do).
 //! - Both parties on one relay (`turnutils_uclient -y`): client to client through the kernel
-//!   in one pass, in the default mode.
+//!   in one pass, in skb mode (what `auto` chose on these veths before tc mode).
 //! - Nothing forwards behind the relay's back: after an allocation is deleted (Refresh with
 //!   LIFETIME 0), after a channel expires, and after the relay exits (SIGTERM, SIGKILL), the
 //!   maps hold no entry (read from outside the relay with `bpftool`) and ChannelData sent on the
@@ -474,8 +474,9 @@ fn echo_peer_in(ns: &str) -> Guard {
     )
 }
 
-/// `turnutils_uclient` with `flags` (4 clients, 500 messages each) through a relay in the
-/// default mode (skb on these veths), with the echo peer if `peer`: no loss, at least 95 % of
+/// `turnutils_uclient` with `flags` (4 clients, 500 messages each) through a relay in skb mode
+/// (which `auto` gave these veths before tc mode; it now gives tc where the relay has the TC
+/// program), with the echo peer if `peer`: no loss, at least 95 % of
 /// the relayed packets through the kernel in each direction, at least 1,900 of them counted
 /// as `kind` each way, and no checksum error at the client or the peer.
 fn uclient_through_the_kernel(tag: &str, flags: &[&str], peer: bool, kind: &str) {
@@ -483,8 +484,15 @@ fn uclient_through_the_kernel(tag: &str, flags: &[&str], peer: bool, kind: &str)
     let topo = Topology::new(tag);
     let (c, r, p) = (topo.client(), topo.relay(), topo.peer());
     let (ra, rb) = topo.relay_interfaces();
-    let _relay = topo.spawn_relay(&["--xdp-interface", &ra, "--xdp-interface", &rb]);
-    wait_attached(r, "the relay did not attach XDP in its default mode");
+    let _relay = topo.spawn_relay(&[
+        "--xdp-interface",
+        &ra,
+        "--xdp-interface",
+        &rb,
+        "--xdp-mode",
+        "skb",
+    ]);
+    wait_attached(r, "the relay did not attach XDP in skb mode");
     let _peer = peer.then(|| echo_peer_in(p));
     let to_peer: &[&str] = if peer {
         &["-e", PEER_V4, "-r", "3480"]
@@ -589,10 +597,12 @@ fn traffic_records_count_what_the_kernel_forwarded() {
         &ra,
         "--xdp-interface",
         &rb,
+        "--xdp-mode",
+        "skb",
         "--redis-statsdb",
         "ip=127.0.0.1 port=6379",
     ]);
-    wait_attached(r, "the relay did not attach XDP in its default mode");
+    wait_attached(r, "the relay did not attach XDP in skb mode");
     let _peer = echo_peer_in(p);
     let mut calls = Vec::new();
     for flags in [&[][..], &["-s", "-g"][..]] {

@@ -35,7 +35,7 @@ use frames::{
 use netns::{Netns, mac_str};
 use relay::dataplane::{
     ChannelBinding, ChannelTraffic, Dataplane, DataplaneError, ModeChoice, PROGRAM_BUILT, Traffic,
-    Verdict, XdpConfig, XdpMode,
+    Verdict, XdpConfig, XdpMode, tcx_links,
 };
 use relay::proto::allocation::Relay;
 use relay::proto::{FiveTuple, RelayHandle, Transport};
@@ -301,7 +301,7 @@ fn forwards_both_directions_every_family_pair_tx_and_redirect() {
     preconditions();
     let ns = topology();
     ns.enter(|| {
-        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
         let all: Vec<Channel> = channels().into_iter().chain([same_side()]).collect();
         for c in &all {
             c.bind(&dp);
@@ -444,8 +444,8 @@ fn forwards_both_directions_every_family_pair_tx_and_redirect() {
 }
 
 /// Packets with partial checksums (what a container's or a veth's sender hands over), through
-/// the real program. On an interface attached in generic mode (the veths here: `auto` picks
-/// skb) they leave partial again, with the new pseudo-header sum for the skb's offload to
+/// the real program. On an interface attached in generic mode (the veths here, in skb mode)
+/// they leave partial again, with the new pseudo-header sum for the skb's offload to
 /// finish: finished as the offload would, each equals the packet built from scratch. Arriving
 /// on an interface the program runs on natively (here one it is not attached to, which the
 /// program takes for native: no `INTERFACES` entry), they leave with complete checksums.
@@ -454,7 +454,7 @@ fn partial_checksums_leave_valid_from_both_modes() {
     preconditions();
     let ns = topology();
     ns.enter(|| {
-        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
         let all = channels();
         for c in &all {
             c.bind(&dp);
@@ -510,7 +510,7 @@ fn a_complete_checksum_equal_to_the_seed_goes_up_in_generic_mode() {
     preconditions();
     let ns = topology();
     ns.enter(|| {
-        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
         let c = channels()[0];
         c.bind(&dp);
         let found = (0..=u16::MAX).find_map(|n| {
@@ -569,7 +569,7 @@ fn same_relay_channel_data_goes_from_client_to_client() {
     preconditions();
     let ns = topology();
     ns.enter(|| {
-        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
         let (a, b) = same_relay_pair();
         a.bind(&dp);
         let o = Opts::default();
@@ -625,7 +625,7 @@ fn indications_go_through_the_real_program() {
     preconditions();
     let ns = topology();
     ns.enter(|| {
-        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
         let all = channels();
         for c in &all {
             dp.install_allocation(&c.tuple(), &[c.relay()]).unwrap();
@@ -748,7 +748,7 @@ fn same_relay_indications_go_from_client_to_client() {
     preconditions();
     let ns = topology();
     ns.enter(|| {
-        let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        let dp = Dataplane::load(&config(XdpMode::Skb)).unwrap();
         let (a, b) = same_relay_pair();
         for c in [&a, &b] {
             dp.install_allocation(&c.tuple(), &[c.relay()]).unwrap();
@@ -1441,9 +1441,9 @@ fn dropping_the_dataplane_detaches_the_program() {
     // descriptors until it execs (they are close-on-exec): for that moment the link outlives
     // the drop. So "detached" is waited for, briefly; a relay that exits loses every
     // reference at once (xdp_e2e.rs checks that on the wire).
-    let detached = |ns: &Netns, iface: &str| {
+    let gone = |still: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(2);
-        while attached(ns, iface) {
+        while still() {
             if Instant::now() > deadline {
                 return false;
             }
@@ -1451,30 +1451,50 @@ fn dropping_the_dataplane_detaches_the_program() {
         }
         true
     };
+    let detached = |ns: &Netns, iface: &str| gone(&|| attached(ns, iface));
+    // The TC program on `iface`'s ingress (called inside the namespace).
+    let tc_detached = |ns: &Netns, iface: &str| gone(&|| tc_attached(ns, iface));
     ns.enter(|| {
         let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
+        // veth is a virtual interface: auto gives it tc mode where the relay has the TC
+        // program and the kernel tcx links, skb mode otherwise.
+        let has_tc = dp.has_tc_program();
+        let auto_tc = has_tc && tcx_links();
+        println!(
+            "TC program in the object: {has_tc}; tcx links: {}",
+            tcx_links()
+        );
+        let (auto_mode, auto_why) = if auto_tc {
+            (XdpMode::Tc, ModeChoice::VirtualInterface)
+        } else {
+            (XdpMode::Skb, ModeChoice::VirtualInterfaceWithoutTc)
+        };
         let attachments = dp.attachments();
         let modes: Vec<_> = attachments
             .iter()
             .map(|a| (a.interface.as_str(), a.mode, a.why))
             .collect();
-        // veth is a virtual interface: auto gives it skb mode.
-        let virtual_skb = |iface| (iface, XdpMode::Skb, ModeChoice::VirtualInterface);
-        assert_eq!(
-            modes,
-            [virtual_skb("xc0"), virtual_skb("xp0"), virtual_skb("xd0")]
-        );
+        let auto = |iface| (iface, auto_mode, auto_why);
+        assert_eq!(modes, [auto("xc0"), auto("xp0"), auto("xd0")]);
         for iface in ["xc0", "xp0", "xd0"] {
-            assert!(attached(&ns, iface), "{iface} should have the program");
+            if auto_tc {
+                assert!(
+                    tc_attached(&ns, iface),
+                    "{iface} should have the TC program"
+                );
+                assert!(!attached(&ns, iface), "{iface} should have no XDP program");
+            } else {
+                assert!(attached(&ns, iface), "{iface} should have the program");
+            }
         }
-        assert!(!attached(&ns, "xn0"));
+        assert!(!attached(&ns, "xn0") && !tc_attached(&ns, "xn0"));
         let stats = dp.program_stats().unwrap();
         println!("verifier: {stats:?}");
         assert!(stats.verified_instructions.is_some_and(|n| n > 0));
         drop(dp);
         for iface in ["xc0", "xp0", "xd0"] {
             assert!(
-                detached(&ns, iface),
+                detached(&ns, iface) && tc_detached(&ns, iface),
                 "{iface} still has the program 2 s after drop"
             );
         }
@@ -1510,6 +1530,35 @@ fn dropping_the_dataplane_detaches_the_program() {
         drop(dp);
         assert!(detached(&ns, "xn0"));
 
+        // Tc mode, explicitly: the TC program on the ingress, no XDP program; detach takes it
+        // off. Where the object has no TC program, the error names it.
+        let tc_config = XdpConfig {
+            interfaces: vec!["xn0".into()],
+            ..config(XdpMode::Tc)
+        };
+        if has_tc {
+            let dp = Dataplane::load(&tc_config).unwrap();
+            let attachments = dp.attachments();
+            let a = &attachments[0];
+            assert_eq!((a.mode, a.why), (XdpMode::Tc, ModeChoice::Configured));
+            assert!(tc_attached(&ns, "xn0") && !attached(&ns, "xn0"));
+            assert!(dp.detach(0).unwrap(), "detach takes it off");
+            assert!(tc_detached(&ns, "xn0"));
+            assert!(!dp.detach(0).unwrap(), "detached already");
+            drop(dp);
+        } else {
+            match Dataplane::load(&tc_config) {
+                Err(DataplaneError::TcUnavailable {
+                    program, reason, ..
+                }) => {
+                    assert_eq!(program, "xdpturn_tc");
+                    assert!(reason.contains("no program `xdpturn_tc`"), "{reason}");
+                }
+                other => panic!("tc mode without the TC program: {other:?}"),
+            }
+            assert!(detached(&ns, "xn0"));
+        }
+
         // An interface that does not exist is named, and nothing stays attached.
         let err = Dataplane::load(&XdpConfig {
             interfaces: vec!["xc0".into(), "nosuch0".into()],
@@ -1520,25 +1569,42 @@ fn dropping_the_dataplane_detaches_the_program() {
             matches!(&err, DataplaneError::UnknownInterface(name) if name == "nosuch0"),
             "{err}"
         );
-        assert!(detached(&ns, "xc0"));
+        assert!(detached(&ns, "xc0") && tc_detached(&ns, "xc0"));
 
-        // An interface another program holds (another relay's, while it hands the ports over
-        // to this one) waits, whatever the modes (EBUSY in the same mode, EEXIST in the other);
-        // the others attach at once, and the busy one once it is free.
-        let first = Dataplane::load(&XdpConfig {
-            interfaces: vec!["xn0".into()],
-            ..config(XdpMode::Skb)
-        })
-        .unwrap();
+        // An interface another XDP program holds (another relay's, while it hands the ports
+        // over to this one) waits in the XDP modes, whatever they are (EBUSY in the same mode,
+        // EEXIST in the other); the others attach at once, and the busy one once it is free.
+        // A TC attach never waits: it goes beside the other program (tc mode, and auto where
+        // it picks tc).
+        let mut first = Some(
+            Dataplane::load(&XdpConfig {
+                interfaces: vec!["xn0".into()],
+                ..config(XdpMode::Skb)
+            })
+            .unwrap(),
+        );
         let names = |dp: &Dataplane| -> Vec<String> {
             dp.attachments().into_iter().map(|a| a.interface).collect()
         };
-        for mode in [XdpMode::Native, XdpMode::Skb, XdpMode::Auto] {
+        for mode in [XdpMode::Native, XdpMode::Skb, XdpMode::Tc, XdpMode::Auto] {
+            if mode == XdpMode::Tc && !has_tc {
+                continue; // The error, above.
+            }
             let second = Dataplane::load(&XdpConfig {
                 interfaces: vec!["xc0".into(), "xn0".into()],
                 ..config(mode)
             })
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
+            if mode == XdpMode::Tc || (mode == XdpMode::Auto && auto_tc) {
+                assert!(second.waiting().is_empty(), "{mode}: a TC attach waited");
+                assert_eq!(names(&second), ["xc0", "xn0"], "{mode}");
+                assert!(second.attachments().iter().all(|a| a.mode == XdpMode::Tc));
+                assert!(tc_attached(&ns, "xn0") && attached(&ns, "xn0"), "{mode}");
+                drop(second);
+                assert!(tc_detached(&ns, "xn0") && tc_detached(&ns, "xc0"), "{mode}");
+                assert!(attached(&ns, "xn0"), "the other program stays");
+                continue;
+            }
             assert_eq!(second.waiting(), ["xn0"], "{mode}");
             assert_eq!(names(&second), ["xc0"], "{mode}");
             assert!(second.attach_waiting().is_empty(), "{mode}: still busy");
@@ -1548,7 +1614,7 @@ fn dropping_the_dataplane_detaches_the_program() {
                 assert!(detached(&ns, "xc0"));
                 continue;
             }
-            drop(first);
+            drop(first.take());
             let deadline = Instant::now() + Duration::from_secs(2);
             let done = loop {
                 let done = second.attach_waiting();
@@ -1566,9 +1632,28 @@ fn dropping_the_dataplane_detaches_the_program() {
             assert!(attached(&ns, "xn0"));
             drop(second);
             assert!(detached(&ns, "xn0"));
-            break;
         }
+        drop(first);
+        assert!(detached(&ns, "xn0"));
     });
+}
+
+/// Whether the TC program is on `iface`'s ingress, as a tcx link or a cls_bpf filter. Called
+/// inside the namespace (`ns` names it for `tc`).
+fn tc_attached(ns: &Netns, iface: &str) -> bool {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let tcx = SchedClassifier::query_tcx(iface, TcAttachType::Ingress)
+        .map(|(_, programs)| {
+            programs
+                .iter()
+                .any(|p| p.name_as_str() == Some(relay_common::maps::TC_PROGRAM))
+        })
+        .unwrap_or(false);
+    tcx || output(
+        "tc",
+        &["-n", &ns.name, "filter", "show", "dev", iface, "ingress"],
+    )
+    .contains(relay_common::maps::TC_PROGRAM)
 }
 
 /// The benchmarks' floor (relay-ebpf/src/floor.rs) passes the verifier and does what it is

@@ -332,10 +332,15 @@ relay_settings! {
         )]
         xdp_interfaces: Vec<String>;
 
-    /// How to attach: `native` (driver), `skb` (generic) or `auto` (native, else skb).
+    /// How to attach: `native` (XDP in the driver), `tc` (TC ingress program), `skb` (generic
+    /// XDP) or `auto` (native where the driver supports it, else tc, else skb).
     #[serde(deserialize_with = "xdp_mode::deserialize")]
     xdp_mode: XdpMode = XdpMode::Auto, flag
-        /// How to attach XDP: native (driver), skb (generic) or auto (native, else skb).
+        /// How to attach the fast path: native (XDP in the driver: the fastest, where the driver
+        /// supports it), tc (a TC ingress program: works on every interface, and beside another
+        /// relay's during a hand-over), skb (generic XDP: works everywhere, slowest) or auto
+        /// (native where the driver supports it, else tc, else skb; tc only on kernels with
+        /// tcx links, 6.6+).
         #[arg(long, env = "XDPTURN_XDP_MODE", value_name = "MODE")]
         xdp_mode: Option<String>;
 

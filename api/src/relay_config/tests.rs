@@ -89,6 +89,7 @@ fn xdp_mode_is_written_by_name_and_read_with_its_aliases() {
         ("drv", XdpMode::Native),
         ("skb", XdpMode::Skb),
         ("generic", XdpMode::Skb),
+        ("tc", XdpMode::Tc),
         ("auto", XdpMode::Auto),
     ] {
         let cfg: RelayConfig = toml::from_str(&format!("xdp-mode = \"{name}\"")).expect(name);
@@ -98,8 +99,17 @@ fn xdp_mode_is_written_by_name_and_read_with_its_aliases() {
     let err = toml::from_str::<RelayConfig>("xdp-mode = \"fast\"").expect_err("unknown mode");
     assert!(
         err.to_string()
-            .contains("unknown XDP mode `fast` (expected native, skb or auto)"),
+            .contains("unknown XDP mode `fast` (expected native, tc, skb or auto)"),
         "{err}"
     );
     assert_eq!(XdpMode::Native.to_string(), "native");
+    assert_eq!(XdpMode::Tc.to_string(), "tc");
+    let cfg = RelayConfig {
+        xdp_mode: XdpMode::Tc,
+        ..RelayConfig::default()
+    };
+    let text = toml::to_string(&cfg).expect("serialize");
+    assert!(text.contains("xdp-mode = \"tc\"\n"), "{text}");
+    let back: RelayConfig = toml::from_str(&text).expect("round trip");
+    assert_eq!(back.xdp_mode, XdpMode::Tc);
 }

@@ -22,16 +22,18 @@ impl FromStr for XdpMode {
         match s {
             "native" | "driver" | "drv" => Ok(XdpMode::Native),
             "skb" | "generic" => Ok(XdpMode::Skb),
+            "tc" => Ok(XdpMode::Tc),
             "auto" => Ok(XdpMode::Auto),
             _ => Err(format!(
-                "unknown XDP mode `{s}` (expected native, skb or auto)"
+                "unknown XDP mode `{s}` (expected native, tc, skb or auto)"
             )),
         }
     }
 }
 
 /// The config file's `xdp-mode`: any name [`XdpMode::from_str`] takes. (It is written as
-/// [`XdpMode::as_str`]: `native`, `skb` or `auto`. The TurnCluster spec takes only those.)
+/// [`XdpMode::as_str`]: `native`, `tc`, `skb` or `auto`. The TurnCluster spec takes only
+/// those.)
 pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<XdpMode, D::Error> {
     let name = String::deserialize(d)?;
     name.parse().map_err(serde::de::Error::custom)

@@ -17,8 +17,10 @@ pub struct Xdp {
     #[serde(default)]
     pub enabled: bool,
 
-    /// How to attach: `native` (in the driver, the fast one), `skb` (generic, works on every
-    /// interface but gains little) or `auto` (native, generic where native fails).
+    /// How to attach: `native` (XDP in the driver, the fast one), `tc` (a TC ingress program:
+    /// works on every interface, faster than `skb`), `skb` (generic XDP, works on every
+    /// interface but gains little) or `auto` (native where the driver supports it, else tc,
+    /// else skb).
     #[serde(default)]
     pub mode: XdpMode,
 
@@ -40,11 +42,16 @@ pub struct Xdp {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
-    /// In the driver.
+    /// XDP in the driver: the fast one, where the NIC driver supports it.
     Native,
-    /// Generic XDP.
+    /// Generic XDP, after the kernel has built the socket buffer: works on every interface,
+    /// but copies (linearizes) each packet first, so it gains little.
     Skb,
-    /// Native where the driver supports it, generic elsewhere.
+    /// The TC program on the interface's ingress (tcx, or a clsact qdisc on kernels before
+    /// 6.6): works on every interface, on the socket buffer as it is, and chains with other
+    /// programs there, so two relays can both be attached during a hand-over.
+    Tc,
+    /// Native where the driver supports it, else TC, else generic XDP.
     #[default]
     Auto,
 }
@@ -55,6 +62,7 @@ impl XdpMode {
         match self {
             XdpMode::Native => "native",
             XdpMode::Skb => "skb",
+            XdpMode::Tc => "tc",
             XdpMode::Auto => "auto",
         }
     }

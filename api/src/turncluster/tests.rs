@@ -84,7 +84,7 @@ fn schema_has_enums_and_patterns() {
     );
     assert_eq!(
         spec["xdp"]["properties"]["mode"]["enum"],
-        serde_json::json!(["native", "skb", "auto"])
+        serde_json::json!(["native", "skb", "tc", "auto"])
     );
     assert_eq!(
         spec["placement"]["properties"]["mode"]["enum"],

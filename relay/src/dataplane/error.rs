@@ -31,7 +31,10 @@ pub enum DataplaneError {
     #[error("interface `{0}` does not exist")]
     UnknownInterface(String),
     /// Attaching to an interface failed.
-    #[error("attaching the XDP program to {interface} in {mode} mode failed: {reason}")]
+    #[error(
+        "attaching the {} program to {interface} in {mode} mode failed: {reason}",
+        program_kind(*.mode)
+    )]
     Attach {
         interface: String,
         mode: XdpMode,
@@ -48,6 +51,17 @@ pub enum DataplaneError {
     Busy {
         interface: String,
         /// The kernel's error (which call, which errno).
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The TC program cannot be used: the object has none (a relay-ebpf built before the TC
+    /// datapath), or the kernel refused it. `auto` then attaches generic XDP instead.
+    #[error("the TC program `{program}` cannot be used: {reason}")]
+    TcUnavailable {
+        /// The program's name in the object.
+        program: &'static str,
+        /// Why (missing from the object, the verifier's refusal, ...).
         reason: String,
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
@@ -97,6 +111,7 @@ impl DataplaneError {
             DataplaneError::UnknownInterface(_) => "unknown_interface",
             DataplaneError::Attach { .. } => "attach",
             DataplaneError::Busy { .. } => "busy",
+            DataplaneError::TcUnavailable { .. } => "tc_unavailable",
             DataplaneError::Transport(_) => "transport",
             DataplaneError::Address { .. } => "address",
             DataplaneError::Full { .. } | DataplaneError::MapFull { .. } => "full",
@@ -105,6 +120,14 @@ impl DataplaneError {
             DataplaneError::TestRun(_) => "test_run",
             DataplaneError::NextHop(_) => "next_hop",
         }
+    }
+}
+
+/// Which of the object's programs a mode attaches.
+fn program_kind(mode: XdpMode) -> &'static str {
+    match mode {
+        XdpMode::Tc => "TC",
+        XdpMode::Native | XdpMode::Skb | XdpMode::Auto => "XDP",
     }
 }
 
@@ -118,5 +141,23 @@ mod tests {
     fn not_built_says_what_to_run() {
         let msg = DataplaneError::NotBuilt.to_string();
         assert!(msg.contains("cargo xtask build-ebpf"), "{msg}");
+    }
+
+    #[test]
+    fn attach_errors_name_the_program_of_their_mode() {
+        let failed = |mode| DataplaneError::Attach {
+            interface: "eth0".to_owned(),
+            mode,
+            reason: "no".to_owned(),
+            source: None,
+        };
+        assert_eq!(
+            failed(XdpMode::Tc).to_string(),
+            "attaching the TC program to eth0 in tc mode failed: no"
+        );
+        assert_eq!(
+            failed(XdpMode::Skb).to_string(),
+            "attaching the XDP program to eth0 in skb mode failed: no"
+        );
     }
 }

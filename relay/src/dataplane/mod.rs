@@ -1,5 +1,6 @@
-//! The XDP dataplane: loads relay-ebpf's program, attaches it to the NICs, and is the only
-//! writer of its maps (ARCHITECTURE.md, "Kernel/user").
+//! The XDP dataplane: loads relay-ebpf's programs (XDP, and TC where an interface gets tc
+//! mode), attaches them to the NICs, and is the only writer of their maps (ARCHITECTURE.md,
+//! "Kernel/user").
 //!
 //! ```text
 //! Event::ChannelBound   ─► Dataplane::bind_channel   ─► NEXT_HOPS of client and peer (new
@@ -24,7 +25,8 @@
 //!                                                    allocations' bandwidth budgets (over it:
 //!                                                    the allocation leaves the kernel until
 //!                                                    the budget recovers; see proto)
-//! drop(Dataplane)       ─► the XDP links are detached: nothing forwards behind the relay
+//! drop(Dataplane)       ─► the XDP and TC links are detached: nothing forwards behind the
+//!                                                    relay
 //! ```
 //!
 //! A `Dataplane` is `Send + Sync`; its methods take `&self` and serialise map writes behind one
@@ -56,19 +58,25 @@
 //! was built (relay/build.rs); without it, and on other systems than Linux, [`Dataplane::load`]
 //! says why there is no XDP and the relay serves everything in userspace.
 //!
-//! Detaching: the program is attached with BPF links (kernel 5.9+), which the kernel removes
-//! when the process exits however it exits, so a relay that is killed leaves no forwarding
-//! behind either. (aya falls back to a netlink attach on older kernels; there only `Drop`
-//! detaches, and the program of a relay that was killed stays attached, so that a relay
-//! started after it waits for the interface until someone detaches it (`ip link set dev IF
-//! xdpgeneric off`, or `xdpdrv off` in native mode).)
+//! Detaching: the program is attached with BPF links (XDP: kernel 5.9+; TC: tcx links, kernel
+//! 6.6+), which the kernel removes when the process exits however it exits, so a relay that is
+//! killed leaves no forwarding behind either. (aya falls back to a netlink attach of XDP on
+//! older kernels; there only `Drop` detaches, and the program of a relay that was killed stays
+//! attached, so that a relay started after it waits for the interface until someone detaches
+//! it (`ip link set dev IF xdpgeneric off`, or `xdpdrv off` in native mode). TC before 6.6 is
+//! a cls_bpf filter on a clsact qdisc, which a killed relay leaves behind too, forwarding what
+//! its maps last held; so `auto` uses TC only where tcx links exist, and `--xdp-mode tc` on an
+//! older kernel says so when it attaches.)
 //!
 //! Waiting: an interface that has an XDP program already (EBUSY, or EEXIST in the other
 //! mode) is no load failure. During a hand-over of the host ports (serve::handover) the old
 //! relay's program stays attached until its process exits, minutes later; the new relay's
 //! dataplane loads, leaves that interface [waiting](Dataplane::waiting), keeps its maps as if
 //! attached, and [`Dataplane::attach_waiting`] (called periodically by serve::xdp) attaches it
-//! once the interface is free.
+//! once the interface is free. A TC attach never waits: programs on an ingress chain (tcx, or
+//! cls_bpf filters one after the other), each forwards what its own maps hold and passes the
+//! rest on, so two relays' TC programs, or one relay's XDP program and another's TC program,
+//! serve side by side.
 //!
 //! Requirements on the host: root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), nothing else. In particular
 //! forwarding need not be enabled on the attached interfaces: the next hops come from
@@ -106,12 +114,12 @@ pub use counts::{
 };
 pub use error::DataplaneError;
 #[cfg(target_os = "linux")]
-pub use linux::Dataplane;
+pub use linux::{Dataplane, tcx_links};
 pub use program::{ProgramStats, TestRun};
 use relay_common::NextHopValue;
 pub use relay_common::Verdict;
 #[cfg(not(target_os = "linux"))]
-pub use stub::Dataplane;
+pub use stub::{Dataplane, tcx_links};
 
 /// Whether this relay binary carries the XDP program (it was built after
 /// `cargo xtask build-ebpf`, on Linux).
@@ -120,12 +128,19 @@ pub const PROGRAM_BUILT: bool = cfg!(all(target_os = "linux", xdpturn_ebpf));
 /// How to attach the program: one enum with the TurnCluster spec's `xdp.mode` and the config
 /// file's `xdp-mode` (names and aliases in `api`).
 ///
-/// - `Native`: in the driver (`XDP_FLAGS_DRV_MODE`): the fast one; the NIC driver must support
-///   XDP.
+/// - `Native`: XDP in the driver (`XDP_FLAGS_DRV_MODE`): the fast one; the NIC driver must
+///   support XDP.
+/// - `Tc`: the TC program (relay-common's `TC_PROGRAM`, same object, same maps) on the
+///   interface's ingress: a tcx link on kernels 6.6 and later, a cls_bpf filter on a clsact
+///   qdisc before. Works on every interface, on the socket buffer as the kernel built it, and
+///   chains with other programs there (what it does not forward goes on to the next one), so
+///   it never waits for another relay's program.
 /// - `Skb`: generic XDP in the kernel stack (`XDP_FLAGS_SKB_MODE`): works on every interface,
-///   but after the kernel has built a socket buffer, so most of the gain is gone.
-/// - `Auto` (the default): native, and generic where native attach fails; logs which one each
-///   interface got.
+///   but after the kernel has built a socket buffer, and linearizes each one first, so most of
+///   the gain is gone; slower than `Tc`.
+/// - `Auto` (the default): the fastest that works on each interface: native where the driver
+///   runs XDP, else TC (on kernels with tcx links), else skb; logs which one each interface
+///   got and why ([`ModeChoice`]).
 pub use api::XdpMode;
 
 /// What [`Dataplane::load`] loads and where it attaches.
@@ -165,25 +180,31 @@ pub struct Attachment {
     pub interface: String,
     /// Its index.
     pub ifindex: u32,
-    /// The mode it got ([`XdpMode::Native`] or [`XdpMode::Skb`], never `Auto`).
+    /// The mode it got ([`XdpMode::Native`], [`XdpMode::Tc`] or [`XdpMode::Skb`], never
+    /// `Auto`).
     pub mode: XdpMode,
     /// Why that mode.
     pub why: ModeChoice,
 }
 
-/// Why an interface got its XDP mode: said at start-up and in the metrics.
+/// Why an interface got its mode: said at start-up and in the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModeChoice {
-    /// `--xdp-mode native` or `skb` asked for it.
+    /// `--xdp-mode native`, `tc` or `skb` asked for it.
     Configured,
-    /// `auto` on a virtual interface (veth, bridge, ...): generic mode, because native
-    /// XDP_TX and redirects there drop frames unless the other end runs XDP too, and because
-    /// generic mode keeps the packets' checksum offload state.
-    VirtualInterface,
-    /// `auto` on a device whose driver runs XDP natively.
+    /// `auto` on a device whose driver runs XDP natively: native.
     DriverSupportsNative,
-    /// `auto` on a device whose driver refused native XDP: generic mode.
+    /// `auto` on a device whose driver refused native XDP: TC, faster than generic XDP.
     DriverLacksNative,
+    /// `auto` on a virtual interface (veth, bridge, ...): TC, because native XDP_TX and
+    /// redirects there drop frames unless the other end runs XDP too, and because TC keeps the
+    /// packets' socket buffers (their checksum offload state) without generic XDP's copy.
+    VirtualInterface,
+    /// `auto` on a device whose driver refused native XDP, where TC is unavailable (a kernel
+    /// without tcx links, or a TC program that could not be loaded or attached): skb.
+    DriverLacksNativeWithoutTc,
+    /// `auto` on a virtual interface where TC is unavailable: skb.
+    VirtualInterfaceWithoutTc,
 }
 
 impl ModeChoice {
@@ -191,9 +212,11 @@ impl ModeChoice {
     pub fn as_str(self) -> &'static str {
         match self {
             ModeChoice::Configured => "configured",
-            ModeChoice::VirtualInterface => "virtual_interface",
             ModeChoice::DriverSupportsNative => "driver_supports_native",
             ModeChoice::DriverLacksNative => "driver_lacks_native",
+            ModeChoice::VirtualInterface => "virtual_interface",
+            ModeChoice::DriverLacksNativeWithoutTc => "driver_lacks_native_without_tc",
+            ModeChoice::VirtualInterfaceWithoutTc => "virtual_interface_without_tc",
         }
     }
 
@@ -201,13 +224,26 @@ impl ModeChoice {
     pub fn describe(self) -> &'static str {
         match self {
             ModeChoice::Configured => "as configured (--xdp-mode)",
-            ModeChoice::VirtualInterface => {
-                "auto: a virtual interface (veth, bridge, ...) gets skb mode: native XDP_TX and \
-                 redirects there drop frames unless the other end runs XDP too, and skb mode \
-                 keeps the packets' checksum offload state"
-            }
             ModeChoice::DriverSupportsNative => "auto: the driver runs XDP natively",
-            ModeChoice::DriverLacksNative => "auto: the driver refused native XDP; skb mode",
+            ModeChoice::DriverLacksNative => {
+                "auto: the driver refused native XDP; tc mode (faster than skb mode, which \
+                 copies each packet)"
+            }
+            ModeChoice::VirtualInterface => {
+                "auto: a virtual interface (veth, bridge, ...) gets tc mode: native XDP_TX and \
+                 redirects there drop frames unless the other end runs XDP too, and tc keeps \
+                 the packets' socket buffers and their checksum offload state"
+            }
+            ModeChoice::DriverLacksNativeWithoutTc => {
+                "auto: the driver refused native XDP and tc is unavailable (the kernel has no \
+                 tcx links before 6.6, or the TC program could not be loaded or attached: see \
+                 above); skb mode"
+            }
+            ModeChoice::VirtualInterfaceWithoutTc => {
+                "auto: a virtual interface, and tc is unavailable (the kernel has no tcx links \
+                 before 6.6, or the TC program could not be loaded or attached: see above); \
+                 skb mode, which keeps the packets' checksum offload state too"
+            }
         }
     }
 }
@@ -268,11 +304,35 @@ mod tests {
 
     #[test]
     fn modes_parse_and_print() {
-        for m in [XdpMode::Native, XdpMode::Skb, XdpMode::Auto] {
+        for m in [XdpMode::Native, XdpMode::Skb, XdpMode::Tc, XdpMode::Auto] {
             assert_eq!(m.as_str().parse::<XdpMode>(), Ok(m));
         }
         assert_eq!("generic".parse::<XdpMode>(), Ok(XdpMode::Skb));
-        assert!("fast".parse::<XdpMode>().is_err());
+        assert_eq!("tc".parse::<XdpMode>(), Ok(XdpMode::Tc));
+        let err = "fast".parse::<XdpMode>().unwrap_err();
+        assert!(err.contains("native, tc, skb or auto"), "{err}");
         assert_eq!(XdpMode::default(), XdpMode::Auto);
+    }
+
+    #[test]
+    fn mode_choices_have_distinct_labels_and_say_their_mode() {
+        let all = [
+            ModeChoice::Configured,
+            ModeChoice::DriverSupportsNative,
+            ModeChoice::DriverLacksNative,
+            ModeChoice::VirtualInterface,
+            ModeChoice::DriverLacksNativeWithoutTc,
+            ModeChoice::VirtualInterfaceWithoutTc,
+        ];
+        let labels: std::collections::HashSet<_> = all.iter().map(|c| c.as_str()).collect();
+        assert_eq!(labels.len(), all.len());
+        for (choice, mode) in [
+            (ModeChoice::DriverLacksNative, "tc mode"),
+            (ModeChoice::VirtualInterface, "tc mode"),
+            (ModeChoice::DriverLacksNativeWithoutTc, "skb mode"),
+            (ModeChoice::VirtualInterfaceWithoutTc, "skb mode"),
+        ] {
+            assert!(choice.describe().contains(mode), "{choice:?}");
+        }
     }
 }

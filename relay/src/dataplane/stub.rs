@@ -11,6 +11,11 @@ use crate::proto::FiveTuple;
 
 const WHY: &str = "XDP is a Linux feature";
 
+/// Whether the kernel has tcx links: there is no such kernel here.
+pub fn tcx_links() -> bool {
+    false
+}
+
 /// Never loaded: [`Dataplane::load`] always fails, so a relay here serves everything in
 /// userspace.
 #[derive(Debug)]
@@ -42,6 +47,11 @@ impl Dataplane {
     /// Frames the attached interfaces dropped: nothing is attached.
     pub fn interface_drops(&self) -> Vec<Option<u64>> {
         Vec::new()
+    }
+
+    /// Whether the object has the TC program: there is no object.
+    pub fn has_tc_program(&self) -> bool {
+        false
     }
 
     /// Takes the program off an interface: nothing is attached.

@@ -35,10 +35,12 @@
 //!
 //! The socket is named by the first listening port only: relays that share ports on a host
 //! share their first one (the pods of one TurnCluster have one configuration). The XDP fast
-//! path is not handed over as such: the old relay takes its program off the interfaces once its
-//! listeners are closed (its remaining allocations are relayed in userspace from then on), and
-//! the new relay, which could not attach while that program was there, attaches its own as
-//! soon as the interface is free (serve/xdp.rs).
+//! path is not handed over as such: the old relay takes its XDP program off the interfaces once
+//! its listeners are closed (its remaining allocations are relayed in userspace from then on),
+//! and the new relay, which could not attach its XDP program while that one was there,
+//! attaches its own as soon as the interface is free (serve/xdp.rs). In tc mode neither waits:
+//! TC programs chain on an ingress, so the new relay's attaches at once, beside the old one's,
+//! which stays until the old relay exits and keeps forwarding the old relay's allocations.
 //!
 //! A relay that is draining after SIGTERM with no successor keeps its listeners, its HTTP
 //! listener included (the kubelet's liveness probe must keep reaching it): exactly what a
@@ -57,7 +59,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Notify;
 
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, XdpMode};
 use crate::eventloop::Control;
 use crate::metrics::Metrics;
 
@@ -312,16 +314,31 @@ async fn hand_over(mut stream: tokio::io::BufReader<tokio::net::UnixStream>, h: 
 }
 
 /// After a hand-over: takes this relay's XDP program off its interfaces, so that the new
-/// relay's can go on (an interface holds one program; the new relay attaches as soon as it is
-/// free). This relay's remaining allocations are then relayed in userspace, where everything
+/// relay's can go on (an interface holds one XDP program; the new relay attaches as soon as it
+/// is free). This relay's remaining allocations are then relayed in userspace, where everything
 /// the program does is done too: their packets pass the new relay's program (it knows nothing
 /// of them) up to this relay's sockets. Waiting instead for this relay to exit would leave the
 /// node's new calls without the fast path for the whole drain.
+///
+/// The TC program stays: TC programs chain on an ingress, so the new relay's (or its XDP
+/// program, which runs before TC) attached beside it at once, and each forwards what its own
+/// maps hold and passes the rest on. This relay's remaining allocations stay in the kernel
+/// until they end or this relay exits (its links go with its process).
 fn detach_fast_path(h: &Handing) {
     let Some(dp) = &h.dataplane else {
         return;
     };
+    let mut still_attached = false;
     for (index, attachment) in dp.attachments().iter().enumerate() {
+        if attachment.mode == XdpMode::Tc {
+            tracing::info!(
+                interface = %attachment.interface,
+                "the TC program stays on the interface, beside the new relay's: this relay's \
+                 remaining allocations stay in the kernel"
+            );
+            still_attached = true;
+            continue;
+        }
         match dp.detach(index) {
             Ok(true) => tracing::info!(
                 interface = %attachment.interface,
@@ -337,5 +354,7 @@ fn detach_fast_path(h: &Handing) {
             ),
         }
     }
-    h.metrics.xdp_attached.set(0);
+    if !still_attached {
+        h.metrics.xdp_attached.set(0);
+    }
 }

@@ -1,8 +1,9 @@
 //! The dataplane on Linux, with aya: the [`Dataplane`] type, what it keeps beside the kernel
 //! maps, and loading the program and its maps.
 //!
-//! The rest, one job a room: `attach` (interfaces, the XDP mode each gets, detaching, their
-//! drop counters), `entries` (the channel, permission and allocation entries of the maps),
+//! The rest, one job a room: `attach` (interfaces, the mode each gets: native or generic XDP,
+//! or the TC program, loaded only when an interface gets tc mode; detaching, their drop
+//! counters), `entries` (the channel, permission and allocation entries of the maps),
 //! `next_hops` (NEXT_HOPS kept in line with the kernel's routes and neighbours), `counters`
 //! (reading the per-CPU counters), `test_run` (BPF_PROG_TEST_RUN) and `errors` (aya's and the
 //! kernel's errors as [`DataplaneError`]s, with hints), `split` (the maps that come in two,
@@ -21,7 +22,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, xdp::DevMapHash};
-use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use relay_common::maps::{
@@ -34,6 +34,8 @@ use relay_common::{
     NextHopValue, PeerKey, PeerValue,
 };
 
+pub use self::attach::tcx_links;
+use self::attach::{Link, Try};
 use self::errors::{load_error, map_error, netlink};
 use self::next_hops::{Destination, keep_next_hops};
 use self::split::Split;
@@ -53,8 +55,8 @@ const NEXT_HOPS_MARGIN: u32 = 64;
 /// a channel, one for a permission (at most as many permissions as channels).
 const PEER_ENTRIES_PER_CHANNEL: u32 = 2;
 
-/// The XDP program, attached, and the only writer of its maps. Dropping it detaches the
-/// program from every interface.
+/// The XDP program (and the TC program where an interface runs in tc mode), attached, and the
+/// only writer of their maps. Dropping it detaches the programs from every interface.
 #[derive(Debug)]
 pub struct Dataplane {
     shared: Arc<Shared>,
@@ -76,15 +78,18 @@ struct Inner {
     ebpf: Ebpf,
     /// Where the program is attached, in the order it was.
     attachments: Vec<Attachment>,
-    /// The XDP links, one per attachment (in `attachments` order); `None` once
-    /// detached because its sends failed.
-    links: Vec<Option<XdpLinkId>>,
+    /// The XDP or TC links, one per attachment (in `attachments` order); `None` once
+    /// detached (its sends failed, or a hand-over took it off).
+    links: Vec<Option<Link>>,
+    /// The TC program: loaded by the first attach in tc mode.
+    tc: TcProgram,
     /// The configured interfaces that had another XDP program when the dataplane was loaded,
     /// not attached yet ([`Dataplane::attach_waiting`]).
     waiting: Vec<String>,
     /// The configured mode, for the interfaces attached late.
     mode: XdpMode,
-    /// The attach mode of each attached interface (IF_GENERIC or 0), by ifindex.
+    /// The attach mode of each attached interface (IF_GENERIC, IF_TC or 0), by ifindex: the
+    /// TC program redirects only to the interfaces in it.
     modes: BpfHashMap<MapData, u32, u32>,
     /// LISTENERS, written once at load. Kept open, like every map taken out of the object:
     /// a program loaded later (the TC program, when an interface needs it) refers to the
@@ -127,6 +132,19 @@ struct Inner {
     resolve_failing: bool,
 }
 
+/// Where the TC program stands. It is loaded (the verifier: a second or two) only when an
+/// interface gets tc mode, once; a failure is kept, so that `auto` on many interfaces tries
+/// once and uses skb mode on all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TcProgram {
+    /// Not needed yet.
+    NotLoaded,
+    /// Loaded into the kernel.
+    Loaded,
+    /// Missing from the object, or refused by the kernel: why.
+    Unavailable(String),
+}
+
 /// A channel or a permission in the maps.
 #[derive(Debug, Clone, Copy)]
 struct Bound {
@@ -158,7 +176,9 @@ impl Dataplane {
     /// [`Dataplane::test_run`] can still run). Fails, saying why, without root (CAP_BPF,
     /// CAP_NET_ADMIN and CAP_PERFMON), when the kernel refuses the program, or when an interface cannot take
     /// it; nothing stays attached then. An interface that has another XDP program already is
-    /// no failure: it waits ([`Dataplane::waiting`], [`Dataplane::attach_waiting`]).
+    /// no failure: in an XDP mode it waits ([`Dataplane::waiting`],
+    /// [`Dataplane::attach_waiting`]); in tc mode it is attached beside it. The TC program is
+    /// loaded only if an interface gets tc mode.
     pub fn load(config: &XdpConfig) -> Result<Dataplane, DataplaneError> {
         let object = OBJECT.ok_or(DataplaneError::NotBuilt)?;
         let max_channels = config.max_channels.max(1);
@@ -217,6 +237,7 @@ impl Dataplane {
             ebpf,
             attachments: Vec::new(),
             links: Vec::new(),
+            tc: TcProgram::NotLoaded,
             waiting: Vec::new(),
             mode: config.mode,
             egress,
@@ -252,10 +273,17 @@ impl Dataplane {
             })
             .ok();
 
+        if config.mode == XdpMode::Auto && !config.interfaces.is_empty() && !tcx_links() {
+            tracing::info!(
+                "this kernel has no tcx links (Linux 6.6+): auto does not use tc mode, as a \
+                 cls_bpf filter would outlive a relay that is killed; --xdp-mode tc uses one \
+                 anyway"
+            );
+        }
         // On error `inner` is dropped, which detaches what was attached so far. An interface
         // with another program waits for it to go (see `Dataplane::attach_waiting`).
         for interface in &config.interfaces {
-            match inner.attach(interface) {
+            match inner.attach(interface, Try::First) {
                 Ok(_) => {}
                 Err(e @ DataplaneError::Busy { .. }) => {
                     tracing::debug!(err = %e, "waiting for the interface");

@@ -155,11 +155,23 @@ fn tls_defaults_and_checks() {
 }
 
 #[test]
+fn tc_mode_is_taken_from_the_flag_and_the_file() {
+    let cfg = load(&["--xdp-mode", "tc"]).expect("tc flag");
+    assert_eq!(cfg.xdp_mode, XdpMode::Tc);
+    let file = File::new("tc.toml", "xdp-mode = \"tc\"\n");
+    let cfg = load(&["-c", file.path()]).expect("tc in the file");
+    assert_eq!(cfg.xdp_mode, XdpMode::Tc);
+    // The flag goes over the file.
+    let cfg = load(&["-c", file.path(), "--xdp-mode", "native"]).expect("flag over file");
+    assert_eq!(cfg.xdp_mode, XdpMode::Native);
+}
+
+#[test]
 fn errors_name_the_file_and_the_setting() {
     let err = load(&["--xdp-mode", "fast"]).expect_err("unknown mode");
     assert_eq!(
         err.to_string(),
-        "xdp-mode: unknown XDP mode `fast` (expected native, skb or auto)"
+        "xdp-mode: unknown XDP mode `fast` (expected native, tc, skb or auto)"
     );
 
     let missing = std::env::temp_dir().join("xdpturn-load-no-such-file.toml");
