@@ -2308,6 +2308,16 @@ fn bench_ns_per_packet() {
             stats.translated_bytes.map_or("?".into(), |n| n.to_string()),
             stats.jited_bytes
         );
+        let stats = dp.tc_program_stats().unwrap();
+        println!(
+            "the TC program: {} instructions verified, {} bytes after the verifier's rewrites, \
+             {} bytes of machine code",
+            stats
+                .verified_instructions
+                .map_or("?".into(), |n| n.to_string()),
+            stats.translated_bytes.map_or("?".into(), |n| n.to_string()),
+            stats.jited_bytes
+        );
         let cycles = hot_cycles(&ns);
         for cycle in &cycles {
             for c in &cycle.bindings {

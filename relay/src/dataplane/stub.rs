@@ -102,6 +102,11 @@ impl Dataplane {
         Err(DataplaneError::Unsupported(WHY))
     }
 
+    /// What the kernel says about the TC program.
+    pub fn tc_program_stats(&self) -> Result<ProgramStats, DataplaneError> {
+        Err(DataplaneError::Unsupported(WHY))
+    }
+
     pub(super) fn bind(
         &self,
         _binding: ChannelBinding,

@@ -374,7 +374,7 @@ fn add_clsact(interface: &str) -> Result<(), DataplaneError> {
 
 /// The TC program, loaded. Loads it on the first call; a failure is kept and said again on
 /// later calls without running the verifier again.
-fn load_tc_program<'a>(
+pub(super) fn load_tc_program<'a>(
     ebpf: &'a mut Ebpf,
     state: &mut TcProgram,
 ) -> Result<&'a mut SchedClassifier, DataplaneError> {

@@ -9,6 +9,7 @@ use relay_common::maps::{
     TOTAL_STATS,
 };
 
+use super::attach::load_tc_program;
 use super::errors::{load_error, map_error};
 use super::{Bound, Dataplane, Inner, xdp_program};
 use crate::dataplane::{
@@ -93,13 +94,28 @@ impl Dataplane {
         let info = xdp_program(&mut inner.ebpf)?
             .info()
             .map_err(|e| load_error("reading the program info", e))?;
-        Ok(ProgramStats {
-            verified_instructions: info.verified_instruction_count(),
-            translated_bytes: info.size_translated(),
-            jited_bytes: info.size_jitted(),
-            run_time: info.run_time(),
-            run_count: info.run_count(),
-        })
+        Ok(stats(&info))
+    }
+
+    /// [`Dataplane::program_stats`] of the TC program, loaded first if it is not yet.
+    pub fn tc_program_stats(&self) -> Result<ProgramStats, DataplaneError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let info = load_tc_program(&mut inner.ebpf, &mut inner.tc)?
+            .info()
+            .map_err(|e| load_error("reading the TC program info", e))?;
+        Ok(stats(&info))
+    }
+}
+
+/// The figures of a program's info.
+fn stats(info: &aya::programs::ProgramInfo) -> ProgramStats {
+    ProgramStats {
+        verified_instructions: info.verified_instruction_count(),
+        translated_bytes: info.size_translated(),
+        jited_bytes: info.size_jitted(),
+        run_time: info.run_time(),
+        run_count: info.run_count(),
     }
 }
 

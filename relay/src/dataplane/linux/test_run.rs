@@ -1,10 +1,9 @@
 //! Running the loaded program on a frame with BPF_PROG_TEST_RUN, for tests and benchmarks:
 //! the kernel returns the verdict and the rewritten packet and sends nothing.
 
-use aya::Ebpf;
-use aya::programs::{ProgramError, SchedClassifier, TestRun as _, TestRunOptions};
-use relay_common::maps::TC_PROGRAM;
+use aya::programs::{TestRun as _, TestRunOptions};
 
+use super::attach::load_tc_program;
 use super::{Dataplane, xdp_program};
 use crate::dataplane::{DataplaneError, TestRun};
 
@@ -55,8 +54,9 @@ impl Dataplane {
         ingress_ifindex: u32,
         repeat: u32,
     ) -> Result<TestRun, DataplaneError> {
-        let mut inner = self.lock();
-        let program = loaded_tc_program(&mut inner.ebpf)?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let program = load_tc_program(&mut inner.ebpf, &mut inner.tc)?;
         let ctx = sk_buff(ingress_ifindex);
         let mut out = vec![0u8; frame.len() + 64];
         let result = program
@@ -75,23 +75,6 @@ impl Dataplane {
             duration: result.duration,
         })
     }
-}
-
-/// The TC program, loaded (the verifier's pass) if it was not yet.
-fn loaded_tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
-    let load_error = |reason: &str, e: Option<ProgramError>| DataplaneError::Load {
-        reason: format!("{reason} `{TC_PROGRAM}`"),
-        source: e.map(Into::into),
-    };
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(TC_PROGRAM)
-        .ok_or_else(|| load_error("the object has no program", None))?
-        .try_into()
-        .map_err(|e| load_error("not a TC program:", Some(e)))?;
-    if program.fd().is_err() {
-        program.load().map_err(|e| load_error("loading", Some(e)))?;
-    }
-    Ok(program)
 }
 
 /// The start of the `struct __sk_buff` a TC test run starts from, up to `ifindex` (the
