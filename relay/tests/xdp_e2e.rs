@@ -384,6 +384,16 @@ fn uclient_through(topo: &Topology, families: Families) -> u64 {
     sent
 }
 
+/// The mode asked for is the mode the relay runs in, on both of its interfaces.
+fn assert_mode(topo: &Topology, mode: &str) {
+    for dev in [topo.relay_interfaces().0, topo.relay_interfaces().1] {
+        let series = format!(
+            r#"xdpturn_xdp_interface_mode{{interface="{dev}",mode="{mode}",why="configured"}}"#
+        );
+        assert_eq!(metric(topo.relay(), &series), 1.0, "{series}");
+    }
+}
+
 fn forwarded_by_xdp(mode: &str, families: Families) {
     let tag = match families {
         Families::V4 => "a",
@@ -400,13 +410,7 @@ fn forwarded_by_xdp(mode: &str, families: Families) {
         Vec::new()
     };
 
-    // The mode asked for is the mode it runs in, on both interfaces.
-    for dev in [topo.relay_interfaces().0, topo.relay_interfaces().1] {
-        let series = format!(
-            r#"xdpturn_xdp_interface_mode{{interface="{dev}",mode="{mode}",why="configured"}}"#
-        );
-        assert_eq!(metric(r, &series), 1.0, "{series}");
-    }
+    assert_mode(&topo, mode);
 
     let sent = uclient_through(&topo, families);
 
@@ -474,12 +478,12 @@ fn echo_peer_in(ns: &str) -> Guard {
     )
 }
 
-/// `turnutils_uclient` with `flags` (4 clients, 500 messages each) through a relay in skb mode
-/// (which `auto` gave these veths before tc mode; it now gives tc where the relay has the TC
-/// program), with the echo peer if `peer`: no loss, at least 95 % of
-/// the relayed packets through the kernel in each direction, at least 1,900 of them counted
-/// as `kind` each way, and no checksum error at the client or the peer.
-fn uclient_through_the_kernel(tag: &str, flags: &[&str], peer: bool, kind: &str) {
+/// `turnutils_uclient` with `flags` (4 clients, 500 messages each) through a relay in `mode`
+/// (skb: XDP in generic mode; tc: the TC program, which `auto` gives these veths), with the
+/// echo peer if `peer`: no loss, at least 95 % of the relayed packets through the kernel in
+/// each direction, at least 1,900 of them counted as `kind` each way, and no checksum error at
+/// the client or the peer.
+fn uclient_through_the_kernel(mode: &str, tag: &str, flags: &[&str], peer: bool, kind: &str) {
     require("turnutils_uclient", "coturn");
     let topo = Topology::new(tag);
     let (c, r, p) = (topo.client(), topo.relay(), topo.peer());
@@ -490,9 +494,13 @@ fn uclient_through_the_kernel(tag: &str, flags: &[&str], peer: bool, kind: &str)
         "--xdp-interface",
         &rb,
         "--xdp-mode",
-        "skb",
+        mode,
     ]);
-    wait_attached(r, "the relay did not attach XDP in skb mode");
+    wait_attached(
+        r,
+        &format!("the relay did not attach its program in {mode} mode"),
+    );
+    assert_mode(&topo, mode);
     let _peer = peer.then(|| echo_peer_in(p));
     let to_peer: &[&str] = if peer {
         &["-e", PEER_V4, "-r", "3480"]
@@ -540,7 +548,14 @@ fn uclient_through_the_kernel(tag: &str, flags: &[&str], peer: bool, kind: &str)
 /// two passes of userspace).
 #[test]
 fn client_to_client_on_one_relay_goes_through_the_kernel_in_one_pass() {
-    uclient_through_the_kernel("y", &["-y"], false, "same_relay");
+    uclient_through_the_kernel("skb", "y", &["-y"], false, "same_relay");
+}
+
+/// [`client_to_client_on_one_relay_goes_through_the_kernel_in_one_pass`] through the TC
+/// program.
+#[test]
+fn client_to_client_on_one_relay_goes_through_the_tc_program_in_one_pass() {
+    uclient_through_the_kernel("tc", "yt", &["-y"], false, "same_relay");
 }
 
 /// Send and Data indications (RFC 8656 §11), as Firefox relays all its media and Chromium its
@@ -549,7 +564,13 @@ fn client_to_client_on_one_relay_goes_through_the_kernel_in_one_pass() {
 /// allocations mirrored into the kernel, both directions go through the program.
 #[test]
 fn send_and_data_indications_go_through_the_kernel() {
-    uclient_through_the_kernel("s", &["-s", "-g"], true, "indication");
+    uclient_through_the_kernel("skb", "s", &["-s", "-g"], true, "indication");
+}
+
+/// [`send_and_data_indications_go_through_the_kernel`] through the TC program.
+#[test]
+fn send_and_data_indications_go_through_the_tc_program() {
+    uclient_through_the_kernel("tc", "st", &["-s", "-g"], true, "indication");
 }
 
 /// coturn's traffic records (`--redis-statsdb`) count what the kernel forwarded: a
@@ -648,7 +669,14 @@ fn traffic_records_count_what_the_kernel_forwarded() {
 /// the other as a Data indication, in one pass.
 #[test]
 fn indications_client_to_client_on_one_relay_go_through_the_kernel_in_one_pass() {
-    uclient_through_the_kernel("z", &["-s", "-g", "-y"], false, "same_relay");
+    uclient_through_the_kernel("skb", "z", &["-s", "-g", "-y"], false, "same_relay");
+}
+
+/// [`indications_client_to_client_on_one_relay_go_through_the_kernel_in_one_pass`] through
+/// the TC program.
+#[test]
+fn indications_client_to_client_on_one_relay_go_through_the_tc_program_in_one_pass() {
+    uclient_through_the_kernel("tc", "zt", &["-s", "-g", "-y"], false, "same_relay");
 }
 
 /// Native XDP on a veth whose other end runs no XDP program drops what the program sends
