@@ -201,13 +201,18 @@ impl Host {
     /// Starts the relay in the namespace with `privileges`, XDP (skb mode) on `dev`, and waits
     /// for its verdict on the fast path.
     fn relay(&self, privileges: &Privileges) -> Started {
+        self.relay_in(privileges, "skb")
+    }
+
+    /// [`Host::relay`] with `--xdp-mode mode`.
+    fn relay_in(&self, privileges: &Privileges, mode: &str) -> Started {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns.name, "setpriv"])
             .args(privileges.setpriv_args())
             .arg(relay_bin())
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(["--user", "alice:wonderland", "--drain-timeout", "0"])
-            .args(["--xdp-interface", &self.dev, "--xdp-mode", "skb"])
+            .args(["--xdp-interface", &self.dev, "--xdp-mode", mode])
             .env("XDPTURN_LOG", "info");
         let launched = launch(&mut cmd);
         let verdict = wait_for_log(&launched.log, "XDP fast path");
@@ -319,6 +324,43 @@ fn xdp_attaches_with_exactly_the_pod_privileges() {
         (200, "ready\ndatapath: xdp\n".to_owned())
     );
     assert!(host.link().contains("xdpgeneric"), "{}", host.link());
+    assert!(relay.answers_stun(&host), "{}", relay.log_text());
+}
+
+/// The TC program (`--xdp-mode tc`) needs no more than XDP: the same pod privileges load it
+/// and attach it to the interface's ingress.
+#[test]
+fn tc_attaches_with_exactly_the_pod_privileges() {
+    let host = Host::new();
+    let pod = Privileges::of_pod();
+    let relay = host.relay_in(&pod, "tc");
+    assert!(
+        relay.verdict.contains("XDP fast path attached")
+            && relay.verdict.contains("mode=\"tc\"")
+            && relay.verdict.contains(&format!("interface={}", host.dev)),
+        "with the pod's privileges {pod:?} the TC program must attach; the relay said:\n{}",
+        relay.log_text()
+    );
+    assert_eq!(
+        u64::from_str_radix(&relay.proc_status("CapEff"), 16).expect("CapEff"),
+        pod.effective_mask(),
+        "{pod:?}"
+    );
+    assert_eq!(
+        relay.metric(
+            &host,
+            &format!(
+                r#"xdpturn_xdp_interface_mode{{interface="{}",mode="tc",why="configured"}}"#,
+                host.dev
+            )
+        ),
+        1.0
+    );
+    assert!(
+        !host.link().contains("xdp"),
+        "no XDP program: {}",
+        host.link()
+    );
     assert!(relay.answers_stun(&host), "{}", relay.log_text());
 }
 
