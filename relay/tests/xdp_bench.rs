@@ -155,8 +155,12 @@ impl Topology {
             // Checksum offload stays on, as a user has it: the senders' datagrams arrive with
             // partial checksums, which the program handles (see relay-ebpf's `forward`).
             // GRO gives a veth end NAPI (a ring and a poll loop) without XDP, so every path
-            // receives the same way and a redirected frame has somewhere to land.
-            ns.exec(&["ethtool", "-K", dev, "gro", "on"]);
+            // receives the same way and a redirected frame has somewhere to land. A veth hands
+            // a datagram that is not XDP's to its peer's NAPI only when the sending end has no
+            // TCP segmentation offload (net/veth.c, veth_skb_is_eligible_for_gro); otherwise the
+            // peer receives it in the sending CPU's backlog, and the relay's receive work for
+            // the skb, TC, userspace and coturn paths would land on the sender's core, unmeasured.
+            ns.exec(&["ethtool", "-K", dev, "gro", "on", "tso", "off"]);
             ns.write_sys(dev, "threaded", "1");
         }
         // The sender's UDP_SEGMENT batches are cut into datagrams at the client's end, before

@@ -345,6 +345,32 @@ pub fn start(
     Ok(handles)
 }
 
+/// Turns UDP GRO off on a listener where the TC program is attached (`UdpSocketState::new`
+/// turns it on). The TC hook runs after the stack's GRO, which merges consecutive datagrams
+/// for a socket that asked for GRO into one skb; the program leaves such a batch to the stack
+/// (and so to userspace), which on a NIC with GRO on (the default) would be nearly every
+/// ChannelData message to the listener. XDP runs before GRO, and generic XDP turns it off on
+/// its device, so only tc mode needs this. The listener then reads what userspace still gets
+/// one datagram at a time.
+fn without_udp_gro(socket: &std::net::UdpSocket, addr: SocketAddr, worker: usize) {
+    #[cfg(target_os = "linux")]
+    match nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::UdpGroSegment, &false)
+    {
+        Ok(()) if worker == 0 => tracing::info!(
+            %addr,
+            "UDP GRO off on the listener: the TC program sees each datagram"
+        ),
+        Ok(()) => {}
+        Err(err) => tracing::warn!(
+            %addr,
+            %err,
+            "cannot turn UDP GRO off on the listener; the TC program passes merged datagrams up"
+        ),
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, addr, worker);
+}
+
 async fn run_worker(
     index: usize,
     sockets: Vec<(SocketAddr, std::net::UdpSocket, std::net::TcpListener)>,
@@ -353,8 +379,16 @@ async fn run_worker(
 ) -> io::Result<()> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
+    let tc = shared.dataplane.as_ref().is_some_and(|dp| {
+        dp.attachments()
+            .iter()
+            .any(|a| a.mode == crate::dataplane::XdpMode::Tc)
+    });
     for (addr, u, t) in sockets {
         let state = UdpSocketState::new((&u).into())?;
+        if tc {
+            without_udp_gro(&u, addr, index);
+        }
         udp.push(Rc::new(UdpListener {
             socket: UdpSocket::from_std(u)?,
             state,
