@@ -341,7 +341,7 @@ impl Metrics {
                 "1 per interface the fast path is attached to, with its mode (native or skb: \
                  the XDP program; tc: the TC program) and why that mode (configured, or auto's \
                  choice: driver_supports_native, driver_lacks_native, virtual_interface, \
-                 driver_lacks_native_without_tc, virtual_interface_without_tc)",
+                 driver_lacks_native_without_tc)",
             ),
             &["interface", "mode", "why"],
         )?;

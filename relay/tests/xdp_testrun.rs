@@ -1456,19 +1456,13 @@ fn dropping_the_dataplane_detaches_the_program() {
     let tc_detached = |ns: &Netns, iface: &str| gone(&|| tc_attached(ns, iface));
     ns.enter(|| {
         let dp = Dataplane::load(&config(XdpMode::Auto)).unwrap();
-        // veth is a virtual interface: auto gives it tc mode where the relay has the TC
-        // program and the kernel tcx links, skb mode otherwise.
+        // veth is a virtual interface: auto gives it skb mode (see `ModeChoice`), never tc.
         let has_tc = dp.has_tc_program();
-        let auto_tc = has_tc && tcx_links();
         println!(
             "TC program in the object: {has_tc}; tcx links: {}",
             tcx_links()
         );
-        let (auto_mode, auto_why) = if auto_tc {
-            (XdpMode::Tc, ModeChoice::VirtualInterface)
-        } else {
-            (XdpMode::Skb, ModeChoice::VirtualInterfaceWithoutTc)
-        };
+        let (auto_mode, auto_why) = (XdpMode::Skb, ModeChoice::VirtualInterface);
         let attachments = dp.attachments();
         let modes: Vec<_> = attachments
             .iter()
@@ -1477,15 +1471,11 @@ fn dropping_the_dataplane_detaches_the_program() {
         let auto = |iface| (iface, auto_mode, auto_why);
         assert_eq!(modes, [auto("xc0"), auto("xp0"), auto("xd0")]);
         for iface in ["xc0", "xp0", "xd0"] {
-            if auto_tc {
-                assert!(
-                    tc_attached(&ns, iface),
-                    "{iface} should have the TC program"
-                );
-                assert!(!attached(&ns, iface), "{iface} should have no XDP program");
-            } else {
-                assert!(attached(&ns, iface), "{iface} should have the program");
-            }
+            assert!(attached(&ns, iface), "{iface} should have the program");
+            assert!(
+                !tc_attached(&ns, iface),
+                "{iface} should have no TC program"
+            );
         }
         assert!(!attached(&ns, "xn0") && !tc_attached(&ns, "xn0"));
         let stats = dp.program_stats().unwrap();
@@ -1595,7 +1585,7 @@ fn dropping_the_dataplane_detaches_the_program() {
                 ..config(mode)
             })
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
-            if mode == XdpMode::Tc || (mode == XdpMode::Auto && auto_tc) {
+            if mode == XdpMode::Tc {
                 assert!(second.waiting().is_empty(), "{mode}: a TC attach waited");
                 assert_eq!(names(&second), ["xc0", "xn0"], "{mode}");
                 assert!(second.attachments().iter().all(|a| a.mode == XdpMode::Tc));

@@ -354,8 +354,7 @@ pub fn start(
 /// one datagram at a time.
 fn without_udp_gro(socket: &std::net::UdpSocket, addr: SocketAddr, worker: usize) {
     #[cfg(target_os = "linux")]
-    match nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::UdpGroSegment, &false)
-    {
+    match nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::UdpGroSegment, &false) {
         Ok(()) if worker == 0 => tracing::info!(
             %addr,
             "UDP GRO off on the listener: the TC program sees each datagram"
