@@ -14,11 +14,14 @@
 //! sink in the peer namespace, checks that packets arrive intact from the relayed address, then
 //! sends ChannelData flat out or at fixed rates, for a fixed time each: by default 64 datagrams
 //! per sendmsg with UDP_SEGMENT, cut at the client's veth (several times cheaper per packet than
-//! sendmmsg, XDPTURN_BENCH_SENDER=sendmmsg, so that the sender outruns even the XDP path).
+//! sendmmsg, XDPTURN_BENCH_SENDER=sendmmsg, so that the sender outruns even the XDP path). The
+//! other direction (`channel_p2c_v4`, XDPTURN_BENCH_FLOWS): the channel is bound to a socket in
+//! the peer namespace, which sends the bare data to the relayed address the same way, and the
+//! client receives ChannelData.
 //!
-//! Delivered = the peer veth's rx_packets. While measuring, the relay namespace's neighbour entry
-//! for the peer names another MAC address, so the peer's IP layer drops each frame at once and
-//! the peer's receive costs the sender's core little. CPU of the relay core = elapsed minus idle,
+//! Delivered = the receiving veth's rx_packets (the peer's, or the client's). While measuring,
+//! the relay namespace's neighbour entry for the receiver names another MAC address, so the
+//! receiver's IP layer drops each frame at once and its receive costs the sender's core little. CPU of the relay core = elapsed minus idle,
 //! iowait and steal in /proc/stat (idle time is measured, not sampled: this VM's tick clock
 //! undercounts per-process time; steal is the hypervisor's), so the softirq and NAPI work of the
 //! relaying is counted, which for the XDP path is all of it; others' work on a shared machine counts too, so the benchmark first waits
@@ -69,10 +72,14 @@ const BATCH: usize = 64;
 /// The relay's and every NAPI thread's nice value, the same for every path: other work on a
 /// shared machine delays the relaying less, and the peer's receive goes before the sender.
 const NICE: i32 = -10;
-/// The MAC address the relay's namespace gives the peer while measuring (see `measure`).
+/// The MAC address the relay's namespace gives the receiver (the peer, or the client) while
+/// measuring (see `measure`).
 const SINK_DROP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
 /// Where the floor's datagrams leave from: the relay's address, a port of its range.
 const FLOOR_SOURCE: &str = "10.78.2.2:40000";
+/// Where the floor sends what the peer sends, for [`Flow::P2c`] (no socket there: the client
+/// drops the frames at its IP layer, as it does the other paths').
+const FLOOR_CLIENT: &str = "10.78.1.1:40000";
 
 /// From the environment, as `cargo xtask bench-xdp` passes them.
 struct Settings {
@@ -87,6 +94,9 @@ struct Settings {
     sender: String,
     /// Runs per path and rate, the best kept (XDPTURN_BENCH_REPEAT).
     repeat: usize,
+    /// Which directions of a channel, `channel_c2p_v4` and `channel_p2c_v4`
+    /// (XDPTURN_BENCH_FLOWS, comma-separated).
+    flows: Vec<Flow>,
 }
 
 impl Settings {
@@ -117,6 +127,53 @@ impl Settings {
                 .split(',')
                 .map(|p| p.trim().to_lowercase())
                 .collect(),
+            flows: std::env::var("XDPTURN_BENCH_FLOWS")
+                .unwrap_or_else(|_| "channel_c2p_v4,channel_p2c_v4".into())
+                .split(',')
+                .map(|f| {
+                    Flow::from_key(f.trim()).unwrap_or_else(|| {
+                        panic!("XDPTURN_BENCH_FLOWS: {f:?} is not channel_c2p_v4 or channel_p2c_v4")
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Which way the relayed packets go.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Flow {
+    /// ChannelData from the client, UDP to the peer.
+    C2p,
+    /// UDP from the peer, ChannelData to the client.
+    P2c,
+}
+
+impl Flow {
+    fn key(self) -> &'static str {
+        match self {
+            Flow::C2p => "channel_c2p_v4",
+            Flow::P2c => "channel_p2c_v4",
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Flow> {
+        [Flow::C2p, Flow::P2c].into_iter().find(|f| f.key() == key)
+    }
+
+    /// The `direction` label of the relay's packet counters.
+    fn direction(self) -> &'static str {
+        match self {
+            Flow::C2p => "client_to_peer",
+            Flow::P2c => "peer_to_client",
+        }
+    }
+
+    /// The receiving end among [`Topology::ends`]: the peer's veth, or the client's.
+    fn receiving_end(self) -> usize {
+        match self {
+            Flow::C2p => 3,
+            Flow::P2c => 0,
         }
     }
 }
@@ -163,17 +220,20 @@ impl Topology {
             ns.exec(&["ethtool", "-K", dev, "gro", "on", "tso", "off"]);
             ns.write_sys(dev, "threaded", "1");
         }
-        // The sender's UDP_SEGMENT batches are cut into datagrams at the client's end, before
-        // the relay sees them (veth would otherwise carry them whole).
-        t.client.exec(&[
-            "ethtool",
-            "-K",
-            &t.c,
-            "tx-udp-segmentation",
-            "off",
-            "gso",
-            "off",
-        ]);
+        // The sender's UDP_SEGMENT batches are cut into datagrams at the client's end (the
+        // peer's, sending to the client), before the relay sees them (veth would otherwise carry
+        // them whole).
+        for (ns, dev) in [(&t.client, &t.c), (&t.peer, &t.p)] {
+            ns.exec(&[
+                "ethtool",
+                "-K",
+                dev,
+                "tx-udp-segmentation",
+                "off",
+                "gso",
+                "off",
+            ]);
+        }
         t.client.ip("route add default via 10.78.1.2");
         t.peer.ip(&format!("route add default via {RELAY_IP}"));
         t
@@ -514,12 +574,15 @@ fn log_tail(dir: &TempDir, path: Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Allocates and binds the channel from the client namespace, retrying with a fresh socket
-/// (coturn ignores a 5-tuple whose first datagram came while it was starting) until `deadline`;
-/// `None` after that.
-fn allocate(topo: &Topology, deadline: Instant) -> Option<(TurnClient, SocketAddr)> {
+/// Allocates and binds the channel to `peer` from the client namespace, retrying with a fresh
+/// socket (coturn ignores a 5-tuple whose first datagram came while it was starting) until
+/// `deadline`; `None` after that.
+fn allocate(
+    topo: &Topology,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<(TurnClient, SocketAddr)> {
     let server: SocketAddr = LISTEN.parse().expect("addr");
-    let peer: SocketAddr = PEER.parse().expect("addr");
     loop {
         let attempt = topo.client.enter(|| {
             let mut client =
@@ -626,15 +689,17 @@ struct Figures {
 }
 
 /// Starts the server for `path`, allocates and binds the channel, and checks that a few
-/// packets reach the peer from the relayed address, intact. Returns the server and the client's
-/// socket, connected to the server.
+/// packets go the way of `flow`, intact: from the client to the peer's `sink` from the relayed
+/// address, or from a peer socket to the client on the channel. Returns the server, the
+/// sending socket (connected to the server, or to the relayed address) and the other one.
 fn start_server(
     path: Path,
+    flow: Flow,
     topo: &Topology,
     sink: &UdpSocket,
     s: &Settings,
     dir: &TempDir,
-) -> (Guard, UdpSocket) {
+) -> (Guard, UdpSocket, UdpSocket) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let server = start(path, topo, s, dir);
     if let Some(mode) = path.kernel_mode() {
@@ -647,7 +712,16 @@ fn start_server(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let (client, relayed) = allocate(topo, deadline).unwrap_or_else(|| {
+    // From the peer, a socket of its own per server (the sink keeps its address).
+    let from_peer = topo
+        .peer
+        .enter(|| UdpSocket::bind("10.78.2.1:0").expect("bind the peer's sender"));
+    let peer = match flow {
+        Flow::C2p => sink.local_addr(),
+        Flow::P2c => from_peer.local_addr(),
+    }
+    .expect("addr");
+    let (client, relayed) = allocate(topo, peer, deadline).unwrap_or_else(|| {
         panic!(
             "{}: no allocation and channel through the relay:\n{}",
             path.name(),
@@ -655,6 +729,11 @@ fn start_server(
         )
     });
     client.socket.connect(client.server).expect("connect");
+    if flow == Flow::P2c {
+        from_peer.connect(relayed).expect("connect");
+        check_to_client(path, &from_peer, &client.socket, dir);
+        return (server, from_peer, client.socket);
+    }
 
     // A few packets, checked at the peer: the first ones also resolve the neighbours (the XDP
     // program passes a packet up while its next hop is unknown).
@@ -676,7 +755,31 @@ fn start_server(
         assert_eq!(from, relayed, "{}: source address", path.name());
         std::thread::sleep(Duration::from_millis(10));
     }
-    (server, client.socket)
+    (server, client.socket, from_peer)
+}
+
+/// Sends a few datagrams from the peer and checks that each reaches the client as ChannelData
+/// on the bound channel, intact, from the server.
+fn check_to_client(path: Path, from_peer: &UdpSocket, client: &UdpSocket, dir: &TempDir) {
+    let data = bench_data();
+    let expected = channel_data(&data);
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    for i in 0..20 {
+        from_peer.send(&data).expect("send");
+        // The socket is connected to the server: what it receives came from there.
+        let n = client.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "{}: packet {i} did not reach the client: {e}\n{}",
+                path.name(),
+                log_tail(dir, path)
+            )
+        });
+        assert_eq!(&buf[..n], &expected[..], "{}: ChannelData", path.name());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The application data of every packet sent.
@@ -688,12 +791,35 @@ fn bench_data() -> Vec<u8> {
 /// veth, in the relay's place: every UDP datagram arriving there leaves by the peer-side veth
 /// from the relay's address to the peer, addressed to the MAC address the relay's namespace
 /// gives the peer while measuring (so the peer's IP layer drops the frames, as it does the
-/// other paths'). Sends a few packets and checks that as many frames reach the peer's veth.
+/// other paths'); for [`Flow::P2c`] the other way round, on the peer-side veth, to the client.
+/// Sends a few packets and checks that as many frames reach the receiving veth.
 /// (Not at the peer's socket: the client's datagrams arrive with partial checksums, which the
 /// floor updates as if they were complete, and the peer would drop them for that; the relay's
 /// program tells the two apart.) Returns the floor, attached while it lives, and a client
-/// socket connected to the listener's address.
-fn start_floor(topo: &Topology) -> (floor::Floor, UdpSocket) {
+/// socket (the client's, or the peer's for [`Flow::P2c`]) connected to the address the relay
+/// would have served it on.
+fn start_floor(topo: &Topology, flow: Flow) -> (floor::Floor, UdpSocket) {
+    // (attached to, sent from, src, dst, the sender's namespace and address, its destination)
+    let (ingress, egress, src, dst, sender, bind, to) = match flow {
+        Flow::C2p => (
+            &topo.ra,
+            &topo.rb,
+            FLOOR_SOURCE,
+            PEER,
+            &topo.client,
+            format!("{CLIENT_IP}:0"),
+            LISTEN,
+        ),
+        Flow::P2c => (
+            &topo.rb,
+            &topo.ra,
+            LISTEN,
+            FLOOR_CLIENT,
+            &topo.peer,
+            "10.78.2.1:0".to_owned(),
+            FLOOR_SOURCE,
+        ),
+    };
     let ifindex = topo.relay.enter(|| {
         let socket = rustix::net::socket(
             rustix::net::AddressFamily::INET,
@@ -701,34 +827,44 @@ fn start_floor(topo: &Topology) -> (floor::Floor, UdpSocket) {
             None,
         )
         .expect("socket");
-        rustix::net::netdevice::name_to_index(&socket, &topo.rb).expect("ifindex")
+        rustix::net::netdevice::name_to_index(&socket, egress.as_str()).expect("ifindex")
     });
-    let src_mac = mac_of(&topo.relay, &topo.rb);
+    let src_mac = mac_of(&topo.relay, egress);
     let mut fl = floor::Floor::load(&floor::Rewrite {
         dst_mac: SINK_DROP_MAC,
         src_mac,
-        src: FLOOR_SOURCE.parse().expect("addr"),
-        dst: PEER.parse().expect("addr"),
+        src: src.parse().expect("addr"),
+        dst: dst.parse().expect("addr"),
         ifindex,
     });
-    topo.relay.enter(|| fl.attach_native(&topo.ra));
-    let socket = topo.client.enter(|| {
-        let socket = UdpSocket::bind(format!("{CLIENT_IP}:0")).expect("bind the client");
-        socket.connect(LISTEN).expect("connect");
+    topo.relay.enter(|| fl.attach_native(ingress));
+    let socket = sender.enter(|| {
+        let socket = UdpSocket::bind(&bind).expect("bind the sender");
+        socket.connect(to).expect("connect");
         socket
     });
-    let packet = channel_data(&bench_data());
-    let before = topo.dev_stats()[3][1];
+    let packet = flow_packet(flow);
+    let end = flow.receiving_end();
+    let before = topo.dev_stats()[end][1];
     for _ in 0..20 {
         socket.send(&packet).expect("send");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let arrived = topo.dev_stats()[3][1] - before;
+    let arrived = topo.dev_stats()[end][1] - before;
     assert!(
         arrived >= 20,
-        "the floor: {arrived} of 20 frames reached the peer's veth"
+        "the floor ({}): {arrived} of 20 frames reached the receiving veth",
+        flow.key()
     );
     (fl, socket)
+}
+
+/// What the sender sends: ChannelData from the client, the bare data from the peer.
+fn flow_packet(flow: Flow) -> Vec<u8> {
+    match flow {
+        Flow::C2p => channel_data(&bench_data()),
+        Flow::P2c => bench_data(),
+    }
 }
 
 /// `dev`'s MAC address in `ns`, from `ip -br link`.
@@ -749,6 +885,7 @@ fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
 /// One path: start its server (or attach the floor), check a few packets, measure, stop it.
 fn measure(
     path: Path,
+    flow: Flow,
     topo: &Topology,
     sink: &UdpSocket,
     s: &Settings,
@@ -756,14 +893,14 @@ fn measure(
     hz: f64,
 ) -> Figures {
     let dir = TempDir::new("xdp-bench");
-    let (server, floor, socket) = if path == Path::Floor {
-        let (fl, socket) = start_floor(topo);
-        (None, Some(fl), socket)
+    let (server, floor, socket, _other) = if path == Path::Floor {
+        let (fl, socket) = start_floor(topo, flow);
+        (None, Some(fl), socket, None)
     } else {
-        let (server, socket) = start_server(path, topo, sink, s, &dir);
-        (Some(server), None, socket)
+        let (server, socket, other) = start_server(path, flow, topo, sink, s, &dir);
+        (Some(server), None, socket, Some(other))
     };
-    let packet = channel_data(&bench_data());
+    let packet = flow_packet(flow);
     let mut buf = [0u8; 2048];
     let server_pid = server.as_ref().map_or(0, |g| g.0.id());
     let (napi, pinned) = topo.pin_napi(s);
@@ -772,24 +909,31 @@ fn measure(
             + napi.iter().map(|&t| task_runtime(t)).sum::<u64>()
     };
     let napi_runtime = || -> u64 { napi.iter().map(|&t| task_runtime(t)).sum::<u64>() };
-    let xdp_series = r#"xdpturn_relayed_packets_total{datapath="xdp",direction="client_to_peer",transport="udp"}"#;
+    let xdp_series = format!(
+        r#"xdpturn_relayed_packets_total{{datapath="xdp",direction="{}",transport="udp"}}"#,
+        flow.direction()
+    );
     let ours = path.kernel_mode().is_some() || path == Path::Userspace;
-    let xdp_before = if ours { topo.metric(xdp_series) } else { 0.0 };
+    let xdp_before = if ours { topo.metric(&xdp_series) } else { 0.0 };
 
-    // While measuring, the relay addresses the peer by a MAC address that is not the peer's:
-    // the peer's veth counts each frame (rx_packets) and its IP layer drops it at once as
-    // another host's, so the peer's receive, which shares the sender's core, costs little.
-    // The same for every path; removed afterwards (the next path resolves the peer again).
+    // While measuring, the relay addresses the receiver (the peer, or the client) by a MAC
+    // address that is not its own: the receiver's veth counts each frame (rx_packets) and its
+    // IP layer drops it at once as another host's, so the receive, which shares the sender's
+    // core, costs little. The same for every path; removed afterwards (the next path resolves
+    // the receiver again).
+    let (receiver, receiver_dev) = match flow {
+        Flow::C2p => ("10.78.2.1", &topo.rb),
+        Flow::P2c => (CLIENT_IP, &topo.ra),
+    };
     let sink_drop = |on: bool| {
         if on {
             topo.relay.ip(&format!(
-                "neigh replace 10.78.2.1 lladdr {} dev {} nud permanent",
+                "neigh replace {receiver} lladdr {} dev {receiver_dev} nud permanent",
                 mac_str(&SINK_DROP_MAC),
-                topo.rb
             ));
         } else {
             topo.relay
-                .ip(&format!("neigh del 10.78.2.1 dev {}", topo.rb));
+                .ip(&format!("neigh del {receiver} dev {receiver_dev}"));
         }
     };
     sink_drop(true);
@@ -832,14 +976,14 @@ fn measure(
     let sender_cpu_s = wall - (s1.idle - s0.idle + s1.steal - s0.steal) as f64 / hz;
     let tasks_cpu_s = (k1 - k0) as f64 / 1e9;
     let napi_cpu_s = (n1 - n0) as f64 / 1e9;
-    let delivered = delta(3, 1);
+    let delivered = delta(flow.receiving_end(), 1);
 
     let xdp = if !ours {
         0.0
     } else {
         // The kernel counters are exported once a second.
         std::thread::sleep(Duration::from_millis(1500));
-        topo.metric(xdp_series) - xdp_before
+        topo.metric(&xdp_series) - xdp_before
     };
     drop(server);
     drop(floor);
@@ -856,12 +1000,13 @@ fn measure(
         sender_cpu_s,
     };
     println!(
-        "{}: sent {sent} in {:.2} s, delivered {delivered}; relay core busy {relay_cpu_s:.2} s of \
+        "{} {}: sent {sent} in {:.2} s, delivered {delivered}; relay core busy {relay_cpu_s:.2} s of \
          {wall:.2} s (tick-sampled {:.2} s, softirq {:.2} s, steal {:.2} s; {:.0}% busy before, idle relay), \
          sender core {sender_cpu_s:.2} s; relay tasks {tasks_cpu_s:.2} s of which its NAPI \
          threads {napi_cpu_s:.2} s ({pinned} NAPI threads pinned); XDP counted {xdp:.0}; \
          drops rx/tx: {}; other tasks on the machine: {others}, and {forks} processes started \
          meanwhile (those that also ended are not in that sum)",
+        flow.key(),
         path.name(),
         took.as_secs_f64(),
         (r1.busy - r0.busy) as f64 / hz,
@@ -911,18 +1056,26 @@ fn bench_packets_per_cpu_second() {
         .peer
         .enter(|| UdpSocket::bind(PEER).expect("bind the peer's sink"));
     println!(
-        "\nEnd to end over veth (client ns -> relay ns -> peer ns), ChannelData of {DATA_LEN} \
-         bytes, sender {} x{BATCH}, {} s per path; the server and its NAPI threads on CPU {}, \
-         the sender and the far ends' NAPI threads on CPU {}",
+        "\nEnd to end over veth (client ns <-> relay ns <-> peer ns), {DATA_LEN} bytes of data \
+         on a channel, sender {} x{BATCH}, {} s per path; the server and its NAPI threads on CPU \
+         {}, the sender and the far ends' NAPI threads on CPU {}",
         s.sender, s.secs, s.relay_cpu, s.sender_cpu
     );
-    for &pps in &s.rates {
+    let runs = s
+        .flows
+        .iter()
+        .flat_map(|&flow| s.rates.iter().map(move |&pps| (flow, pps)));
+    for (flow, pps) in runs {
         let offered = if pps == 0 {
             "flat out".to_owned()
         } else {
             format!("{pps} pps")
         };
-        println!("\n--> offered: {offered}");
+        let way = match flow {
+            Flow::C2p => "ChannelData from the client, UDP to the peer",
+            Flow::P2c => "UDP from the peer, ChannelData to the client",
+        };
+        println!("\n--> {}: {way}; offered: {offered}", flow.key());
         let all: Vec<Figures> = [
             Path::Floor,
             Path::Xdp,
@@ -937,20 +1090,20 @@ fn bench_packets_per_cpu_second() {
             // Others' work adds to the relay core's CPU time, not to the relay's tasks': of
             // several runs, the one where the two differ least was the least disturbed.
             (0..s.repeat)
-                .map(|_| measure(p, &topo, &sink, &s, pps, hz))
+                .map(|_| measure(p, flow, &topo, &sink, &s, pps, hz))
                 .min_by(|a, b| a.disturbed().total_cmp(&b.disturbed()))
                 .expect("at least one run")
         })
         .collect();
         print_table(&all);
-        print_part(pps, &all);
+        print_part(flow, pps, &all);
     }
 }
 
 /// The line `cargo xtask bench-xdp` puts into its RESULT line for this rate: packets per
 /// CPU-second of the relay core per path (null for a path not run), and the loss of ours and
 /// coturn's.
-fn print_part(pps: u64, all: &[Figures]) {
+fn print_part(flow: Flow, pps: u64, all: &[Figures]) {
     let find = |p: Path| all.iter().find(|f| f.path == p);
     let per = |p: Path| {
         find(p).map_or("null".to_owned(), |f| {
@@ -964,9 +1117,10 @@ fn print_part(pps: u64, all: &[Figures]) {
         pps.to_string()
     };
     println!(
-        "BENCH-XDP-E2E {{\"path\": \"channel_c2p_v4\", \"rate\": \"{rate}\", \"figures\": \
+        "BENCH-XDP-E2E {{\"path\": \"{}\", \"rate\": \"{rate}\", \"figures\": \
          {{\"floor\": {}, \"ours\": {}, \"userspace\": {}, \"coturn\": {}, \
          \"ours_loss_pct\": {}, \"coturn_loss_pct\": {}, \"ours_skb\": {}, \"ours_tc\": {}}}}}",
+        flow.key(),
         per(Path::Floor),
         per(Path::Xdp),
         per(Path::Userspace),

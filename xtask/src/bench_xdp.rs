@@ -102,6 +102,17 @@ pub struct Args {
     )]
     pub paths: String,
 
+    /// End to end: which ways, comma-separated, of channel_c2p_v4 (ChannelData from the
+    /// client, UDP to the peer) and channel_p2c_v4 (UDP from the peer, ChannelData to the
+    /// client).
+    #[arg(
+        long,
+        default_value = "channel_c2p_v4,channel_p2c_v4",
+        env = "XDPTURN_BENCH_FLOWS",
+        value_name = "FLOW,..."
+    )]
+    pub flows: String,
+
     /// End to end: how the sender sends, `gso` (64 datagrams per sendmsg, UDP_SEGMENT) or
     /// `sendmmsg` (64 per call).
     #[arg(
@@ -177,6 +188,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .env("XDPTURN_BENCH_RELAY_CPU", &args.relay_cpu.to_string())
             .env("XDPTURN_BENCH_SENDER_CPU", &args.sender_cpu.to_string())
             .env("XDPTURN_BENCH_PATHS", &args.paths)
+            .env("XDPTURN_BENCH_FLOWS", &args.flows)
             .env("XDPTURN_BENCH_REPEAT", &args.repeat.to_string())
             .env("XDPTURN_BENCH_SENDER", &args.sender)
             .env("XDPTURN_BENCH_QUIET_WAIT", &args.quiet_wait.to_string())
