@@ -14,10 +14,13 @@
 //! sink in the peer namespace, checks that packets arrive intact from the relayed address, then
 //! sends ChannelData flat out or at fixed rates, for a fixed time each: by default 64 datagrams
 //! per sendmsg with UDP_SEGMENT, cut at the client's veth (several times cheaper per packet than
-//! sendmmsg, XDPTURN_BENCH_SENDER=sendmmsg, so that the sender outruns even the XDP path). The
-//! other direction (`channel_p2c_v4`, XDPTURN_BENCH_FLOWS): the channel is bound to a socket in
-//! the peer namespace, which sends the bare data to the relayed address the same way, and the
-//! client receives ChannelData.
+//! sendmmsg, XDPTURN_BENCH_SENDER=sendmmsg, so that the sender outruns even the XDP path).
+//! The other flows (XDPTURN_BENCH_FLOWS): `channel_p2c_v4`, the channel bound to a socket in the
+//! peer namespace, which sends the bare data to the relayed address the same way, the client
+//! receiving ChannelData; `send_v4` and `data_v4`, the same two ways with a permission instead
+//! of a channel (Send and Data indications); `same_relay_v4`, a second client in the client
+//! namespace, each bound by a channel to the other's relayed address, the first sending to the
+//! second (the relay sends it back out of the interface it came in by).
 //!
 //! Delivered = the receiving veth's rx_packets (the peer's, or the client's). While measuring,
 //! the relay namespace's neighbour entry for the receiver names another MAC address, so the
@@ -49,11 +52,12 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::turn::TurnClient;
+use common::turn::{TurnClient, send_indication};
 use common::{Guard, TempDir, http_get, metric_value, relay_bin, require};
 use netns::{Netns, mac_str, must, short_id};
 use quinn_udp::{Transmit, UdpSocketState};
 use relay::dataplane::PROGRAM_BUILT;
+use relay::stun::{Data, Message, XorPeerAddress};
 use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
 
 const REALM: &str = "example.org";
@@ -128,11 +132,14 @@ impl Settings {
                 .map(|p| p.trim().to_lowercase())
                 .collect(),
             flows: std::env::var("XDPTURN_BENCH_FLOWS")
-                .unwrap_or_else(|_| "channel_c2p_v4,channel_p2c_v4".into())
+                .unwrap_or_else(|_| {
+                    "channel_c2p_v4,channel_p2c_v4,send_v4,data_v4,same_relay_v4".into()
+                })
                 .split(',')
                 .map(|f| {
                     Flow::from_key(f.trim()).unwrap_or_else(|| {
-                        panic!("XDPTURN_BENCH_FLOWS: {f:?} is not channel_c2p_v4 or channel_p2c_v4")
+                        let known: Vec<&str> = Flow::ALL.iter().map(|f| f.key()).collect();
+                        panic!("XDPTURN_BENCH_FLOWS: {f:?} is none of {}", known.join(", "))
                     })
                 })
                 .collect(),
@@ -140,40 +147,62 @@ impl Settings {
     }
 }
 
-/// Which way the relayed packets go.
+/// Which way the relayed packets go, and how.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Flow {
     /// ChannelData from the client, UDP to the peer.
     C2p,
     /// UDP from the peer, ChannelData to the client.
     P2c,
+    /// Send indications from the client, UDP to the peer.
+    Send,
+    /// UDP from the peer, Data indications to the client.
+    Data,
+    /// ChannelData from one client to the relayed address of another on the same relay,
+    /// ChannelData to that client: both in the client namespace.
+    SameRelay,
 }
 
 impl Flow {
+    const ALL: [Flow; 5] = [
+        Flow::C2p,
+        Flow::P2c,
+        Flow::Send,
+        Flow::Data,
+        Flow::SameRelay,
+    ];
+
     fn key(self) -> &'static str {
         match self {
             Flow::C2p => "channel_c2p_v4",
             Flow::P2c => "channel_p2c_v4",
+            Flow::Send => "send_v4",
+            Flow::Data => "data_v4",
+            Flow::SameRelay => "same_relay_v4",
         }
     }
 
     fn from_key(key: &str) -> Option<Flow> {
-        [Flow::C2p, Flow::P2c].into_iter().find(|f| f.key() == key)
+        Flow::ALL.into_iter().find(|f| f.key() == key)
     }
 
-    /// The `direction` label of the relay's packet counters.
-    fn direction(self) -> &'static str {
+    fn describe(self) -> &'static str {
         match self {
-            Flow::C2p => "client_to_peer",
-            Flow::P2c => "peer_to_client",
+            Flow::C2p => "ChannelData from the client, UDP to the peer",
+            Flow::P2c => "UDP from the peer, ChannelData to the client",
+            Flow::Send => "Send indications from the client, UDP to the peer",
+            Flow::Data => "UDP from the peer, Data indications to the client",
+            Flow::SameRelay => {
+                "ChannelData from a client to another's relayed address on the same relay, ChannelData to that client"
+            }
         }
     }
 
     /// The receiving end among [`Topology::ends`]: the peer's veth, or the client's.
     fn receiving_end(self) -> usize {
         match self {
-            Flow::C2p => 3,
-            Flow::P2c => 0,
+            Flow::C2p | Flow::Send => 3,
+            Flow::P2c | Flow::Data | Flow::SameRelay => 0,
         }
     }
 }
@@ -547,6 +576,8 @@ fn start(path: Path, topo: &Topology, s: &Settings, dir: &TempDir) -> Guard {
                 .args(["--log-file", "stdout", "--simple-log"])
                 .args(["--listening-ip", "10.78.1.2", "--listening-port", "3478"])
                 .args(["--relay-ip", RELAY_IP, "--allowed-peer-ip", "10.78.2.1"])
+                // Its own relayed addresses, for same_relay_v4.
+                .args(["--allowed-peer-ip", RELAY_IP])
                 .args(["--min-port", "40000", "--max-port", "40999"])
                 .args(["--lt-cred-mech", "--realm", REALM])
                 .args(["--user", &format!("{USER}:{PASSWORD}")])
@@ -574,14 +605,9 @@ fn log_tail(dir: &TempDir, path: Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Allocates and binds the channel to `peer` from the client namespace, retrying with a fresh
-/// socket (coturn ignores a 5-tuple whose first datagram came while it was starting) until
-/// `deadline`; `None` after that.
-fn allocate(
-    topo: &Topology,
-    peer: SocketAddr,
-    deadline: Instant,
-) -> Option<(TurnClient, SocketAddr)> {
+/// Allocates from the client namespace, retrying with a fresh socket (coturn ignores a 5-tuple
+/// whose first datagram came while it was starting) until `deadline`; `None` after that.
+fn allocate(topo: &Topology, deadline: Instant) -> Option<(TurnClient, SocketAddr)> {
     let server: SocketAddr = LISTEN.parse().expect("addr");
     loop {
         let attempt = topo.client.enter(|| {
@@ -592,7 +618,7 @@ fn allocate(
                 .set_read_timeout(Some(Duration::from_millis(300)))
                 .expect("timeout");
             let relayed = client.allocate().ok()?;
-            (client.channel_bind(CHANNEL, peer).is_none()).then_some((client, relayed))
+            Some((client, relayed))
         });
         if attempt.is_some() || Instant::now() >= deadline {
             return attempt;
@@ -601,9 +627,10 @@ fn allocate(
     }
 }
 
-fn channel_data(data: &[u8]) -> Vec<u8> {
+/// ChannelData on `channel`.
+fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
     let mut packet = Vec::with_capacity(4 + data.len());
-    packet.extend_from_slice(&CHANNEL.to_be_bytes());
+    packet.extend_from_slice(&channel.to_be_bytes());
     packet.extend_from_slice(&(data.len() as u16).to_be_bytes());
     packet.extend_from_slice(data);
     packet
@@ -688,10 +715,17 @@ struct Figures {
     sender_cpu_s: f64,
 }
 
-/// Starts the server for `path`, allocates and binds the channel, and checks that a few
-/// packets go the way of `flow`, intact: from the client to the peer's `sink` from the relayed
-/// address, or from a peer socket to the client on the channel. Returns the server, the
-/// sending socket (connected to the server, or to the relayed address) and the other one.
+/// What a measurement sends: from which socket (connected to where it sends), what, and the
+/// sockets that must stay open meanwhile.
+struct Setup {
+    sender: UdpSocket,
+    packet: Vec<u8>,
+    _keep: Vec<UdpSocket>,
+}
+
+/// Starts the server for `path`, sets up what `flow` needs (allocations, a channel or a
+/// permission) and checks that a few packets go its way, intact: to the peer's `sink` from the
+/// relayed address, or to the client as ChannelData or a Data indication from the peer.
 fn start_server(
     path: Path,
     flow: Flow,
@@ -699,7 +733,7 @@ fn start_server(
     sink: &UdpSocket,
     s: &Settings,
     dir: &TempDir,
-) -> (Guard, UdpSocket, UdpSocket) {
+) -> (Guard, Setup) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let server = start(path, topo, s, dir);
     if let Some(mode) = path.kernel_mode() {
@@ -712,72 +746,164 @@ fn start_server(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    // From the peer, a socket of its own per server (the sink keeps its address).
-    let from_peer = topo
-        .peer
-        .enter(|| UdpSocket::bind("10.78.2.1:0").expect("bind the peer's sender"));
-    let peer = match flow {
-        Flow::C2p => sink.local_addr(),
-        Flow::P2c => from_peer.local_addr(),
-    }
-    .expect("addr");
-    let (client, relayed) = allocate(topo, peer, deadline).unwrap_or_else(|| {
-        panic!(
-            "{}: no allocation and channel through the relay:\n{}",
-            path.name(),
-            log_tail(dir, path)
-        )
-    });
-    client.socket.connect(client.server).expect("connect");
-    if flow == Flow::P2c {
-        from_peer.connect(relayed).expect("connect");
-        check_to_client(path, &from_peer, &client.socket, dir);
-        return (server, from_peer, client.socket);
-    }
-
-    // A few packets, checked at the peer: the first ones also resolve the neighbours (the XDP
-    // program passes a packet up while its next hop is unknown).
-    let data = bench_data();
-    let packet = channel_data(&data);
-    sink.set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
-    let mut buf = [0u8; 2048];
-    for i in 0..20 {
-        client.socket.send(&packet).expect("send");
-        let (n, from) = sink.recv_from(&mut buf).unwrap_or_else(|e| {
+    let name = format!("{} {}", flow.key(), path.name());
+    let allocate = || {
+        allocate(topo, deadline).unwrap_or_else(|| {
             panic!(
-                "{}: packet {i} did not reach the peer: {e}\n{}",
-                path.name(),
+                "{name}: no allocation through the relay:\n{}",
                 log_tail(dir, path)
             )
-        });
-        assert_eq!(&buf[..n], &data[..], "{}: payload", path.name());
-        assert_eq!(from, relayed, "{}: source address", path.name());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (server, client.socket, from_peer)
+        })
+    };
+    let (mut client, relayed) = allocate();
+    client.socket.connect(client.server).expect("connect");
+    let ok = |what: &str, code: Option<u16>| {
+        assert!(
+            code.is_none(),
+            "{name}: {what} refused ({code:?}):\n{}",
+            log_tail(dir, path)
+        );
+    };
+    let data = bench_data();
+    let setup = match flow {
+        Flow::C2p | Flow::Send => {
+            let peer = sink.local_addr().expect("addr");
+            let packet = if flow == Flow::C2p {
+                ok("ChannelBind", client.channel_bind(CHANNEL, peer));
+                channel_data(CHANNEL, &data)
+            } else {
+                ok("CreatePermission", client.create_permission(peer));
+                send_indication(peer, &data)
+            };
+            // The first packets also resolve the neighbours (the program passes a packet up
+            // while its next hop is unknown).
+            sink.set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            let mut buf = [0u8; 2048];
+            for i in 0..20 {
+                client.socket.send(&packet).expect("send");
+                let (n, from) = sink.recv_from(&mut buf).unwrap_or_else(|e| {
+                    panic!(
+                        "{name}: packet {i} did not reach the peer: {e}\n{}",
+                        log_tail(dir, path)
+                    )
+                });
+                assert_eq!(&buf[..n], &data[..], "{name}: payload");
+                assert_eq!(from, relayed, "{name}: source address");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Setup {
+                sender: client.socket,
+                packet,
+                _keep: Vec::new(),
+            }
+        }
+        Flow::P2c | Flow::Data => {
+            // A socket of the peer's own per server (the sink keeps its address).
+            let from_peer = topo
+                .peer
+                .enter(|| UdpSocket::bind("10.78.2.1:0").expect("bind the peer's sender"));
+            let peer = from_peer.local_addr().expect("addr");
+            let expected = if flow == Flow::P2c {
+                ok("ChannelBind", client.channel_bind(CHANNEL, peer));
+                Expect::Channel(CHANNEL)
+            } else {
+                ok("CreatePermission", client.create_permission(peer));
+                Expect::Data(peer)
+            };
+            from_peer.connect(relayed).expect("connect");
+            check_arrivals(
+                &name,
+                &from_peer,
+                &data,
+                &client.socket,
+                expected,
+                dir,
+                path,
+            );
+            Setup {
+                sender: from_peer,
+                packet: data,
+                _keep: vec![client.socket],
+            }
+        }
+        Flow::SameRelay => {
+            // Each binds a channel to the other's relayed address, as a browser does once its
+            // first ChannelBind succeeds.
+            let (mut other, other_relayed) = allocate();
+            other.socket.connect(other.server).expect("connect");
+            ok("ChannelBind", client.channel_bind(CHANNEL, other_relayed));
+            ok("ChannelBind", other.channel_bind(CHANNEL + 1, relayed));
+            check_arrivals(
+                &name,
+                &client.socket,
+                &channel_data(CHANNEL, &data),
+                &other.socket,
+                Expect::Channel(CHANNEL + 1),
+                dir,
+                path,
+            );
+            Setup {
+                sender: client.socket,
+                packet: channel_data(CHANNEL, &data),
+                _keep: vec![other.socket],
+            }
+        }
+    };
+    (server, setup)
 }
 
-/// Sends a few datagrams from the peer and checks that each reaches the client as ChannelData
-/// on the bound channel, intact, from the server.
-fn check_to_client(path: Path, from_peer: &UdpSocket, client: &UdpSocket, dir: &TempDir) {
+/// What a client receives of [`bench_data`]: ChannelData on a channel, or a Data indication
+/// from a peer.
+#[derive(Clone, Copy)]
+enum Expect {
+    Channel(u16),
+    Data(SocketAddr),
+}
+
+/// Sends `packet` a few times from `from` and checks that each reaches `client` (a socket
+/// connected to the server: what it receives came from there) as `expected`, intact.
+fn check_arrivals(
+    name: &str,
+    from: &UdpSocket,
+    packet: &[u8],
+    client: &UdpSocket,
+    expected: Expect,
+    dir: &TempDir,
+    path: Path,
+) {
     let data = bench_data();
-    let expected = channel_data(&data);
     client
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
     let mut buf = [0u8; 2048];
     for i in 0..20 {
-        from_peer.send(&data).expect("send");
-        // The socket is connected to the server: what it receives came from there.
+        from.send(packet).expect("send");
         let n = client.recv(&mut buf).unwrap_or_else(|e| {
             panic!(
-                "{}: packet {i} did not reach the client: {e}\n{}",
-                path.name(),
+                "{name}: packet {i} did not reach the client: {e}\n{}",
                 log_tail(dir, path)
             )
         });
-        assert_eq!(&buf[..n], &expected[..], "{}: ChannelData", path.name());
+        match expected {
+            Expect::Channel(channel) => {
+                assert_eq!(
+                    &buf[..n],
+                    &channel_data(channel, &data)[..],
+                    "{name}: ChannelData"
+                );
+            }
+            Expect::Data(peer) => {
+                let m = Message::decode(&buf[..n])
+                    .unwrap_or_else(|e| panic!("{name}: not a STUN message: {e:?}"));
+                assert_eq!(
+                    m.get::<XorPeerAddress>().and_then(Result::ok).map(|x| x.0),
+                    Some(peer),
+                    "{name}: XOR-PEER-ADDRESS"
+                );
+                assert_eq!(m.get::<Data>(), Some(Ok(Data(&data))), "{name}: DATA");
+            }
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -801,7 +927,7 @@ fn bench_data() -> Vec<u8> {
 fn start_floor(topo: &Topology, flow: Flow) -> (floor::Floor, UdpSocket) {
     // (attached to, sent from, src, dst, the sender's namespace and address, its destination)
     let (ingress, egress, src, dst, sender, bind, to) = match flow {
-        Flow::C2p => (
+        Flow::C2p | Flow::Send => (
             &topo.ra,
             &topo.rb,
             FLOOR_SOURCE,
@@ -810,7 +936,18 @@ fn start_floor(topo: &Topology, flow: Flow) -> (floor::Floor, UdpSocket) {
             format!("{CLIENT_IP}:0"),
             LISTEN,
         ),
-        Flow::P2c => (
+        // Back out of the interface it came in by (XDP_TX), as our program sends a same-relay
+        // call's packets.
+        Flow::SameRelay => (
+            &topo.ra,
+            &topo.ra,
+            LISTEN,
+            FLOOR_CLIENT,
+            &topo.client,
+            format!("{CLIENT_IP}:0"),
+            LISTEN,
+        ),
+        Flow::P2c | Flow::Data => (
             &topo.rb,
             &topo.ra,
             LISTEN,
@@ -829,6 +966,8 @@ fn start_floor(topo: &Topology, flow: Flow) -> (floor::Floor, UdpSocket) {
         .expect("socket");
         rustix::net::netdevice::name_to_index(&socket, egress.as_str()).expect("ifindex")
     });
+    // 0: XDP_TX.
+    let ifindex = if ingress == egress { 0 } else { ifindex };
     let src_mac = mac_of(&topo.relay, egress);
     let mut fl = floor::Floor::load(&floor::Rewrite {
         dst_mac: SINK_DROP_MAC,
@@ -859,11 +998,14 @@ fn start_floor(topo: &Topology, flow: Flow) -> (floor::Floor, UdpSocket) {
     (fl, socket)
 }
 
-/// What the sender sends: ChannelData from the client, the bare data from the peer.
+/// What the floor's sender sends: the packets of `flow` (to the floor, only their length
+/// matters).
 fn flow_packet(flow: Flow) -> Vec<u8> {
+    let data = bench_data();
     match flow {
-        Flow::C2p => channel_data(&bench_data()),
-        Flow::P2c => bench_data(),
+        Flow::C2p | Flow::SameRelay => channel_data(CHANNEL, &data),
+        Flow::Send => send_indication(PEER.parse().expect("addr"), &data),
+        Flow::P2c | Flow::Data => data,
     }
 }
 
@@ -893,14 +1035,18 @@ fn measure(
     hz: f64,
 ) -> Figures {
     let dir = TempDir::new("xdp-bench");
-    let (server, floor, socket, _other) = if path == Path::Floor {
-        let (fl, socket) = start_floor(topo, flow);
-        (None, Some(fl), socket, None)
+    let (server, floor, setup) = if path == Path::Floor {
+        let (fl, sender) = start_floor(topo, flow);
+        let setup = Setup {
+            sender,
+            packet: flow_packet(flow),
+            _keep: Vec::new(),
+        };
+        (None, Some(fl), setup)
     } else {
-        let (server, socket, other) = start_server(path, flow, topo, sink, s, &dir);
-        (Some(server), None, socket, Some(other))
+        let (server, setup) = start_server(path, flow, topo, sink, s, &dir);
+        (Some(server), None, setup)
     };
-    let packet = flow_packet(flow);
     let mut buf = [0u8; 2048];
     let server_pid = server.as_ref().map_or(0, |g| g.0.id());
     let (napi, pinned) = topo.pin_napi(s);
@@ -909,21 +1055,29 @@ fn measure(
             + napi.iter().map(|&t| task_runtime(t)).sum::<u64>()
     };
     let napi_runtime = || -> u64 { napi.iter().map(|&t| task_runtime(t)).sum::<u64>() };
-    let xdp_series = format!(
-        r#"xdpturn_relayed_packets_total{{datapath="xdp",direction="{}",transport="udp"}}"#,
-        flow.direction()
-    );
+    // Both directions: a same-relay call's packet is one of each.
+    let kernel_counted = || {
+        ["client_to_peer", "peer_to_client"]
+            .iter()
+            .map(|d| {
+                topo.metric(&format!(
+                    r#"xdpturn_relayed_packets_total{{datapath="xdp",direction="{d}",transport="udp"}}"#
+                ))
+            })
+            .sum::<f64>()
+    };
     let ours = path.kernel_mode().is_some() || path == Path::Userspace;
-    let xdp_before = if ours { topo.metric(&xdp_series) } else { 0.0 };
+    let xdp_before = if ours { kernel_counted() } else { 0.0 };
 
     // While measuring, the relay addresses the receiver (the peer, or the client) by a MAC
     // address that is not its own: the receiver's veth counts each frame (rx_packets) and its
     // IP layer drops it at once as another host's, so the receive, which shares the sender's
     // core, costs little. The same for every path; removed afterwards (the next path resolves
     // the receiver again).
-    let (receiver, receiver_dev) = match flow {
-        Flow::C2p => ("10.78.2.1", &topo.rb),
-        Flow::P2c => (CLIENT_IP, &topo.ra),
+    let (receiver, receiver_dev) = if flow.receiving_end() == 3 {
+        ("10.78.2.1", &topo.rb)
+    } else {
+        (CLIENT_IP, &topo.ra)
     };
     let sink_drop = |on: bool| {
         if on {
@@ -948,7 +1102,7 @@ fn measure(
         cpu_ticks(s.sender_cpu),
         Instant::now(),
     );
-    let (sent, took) = blast(&socket, &packet, s, pps);
+    let (sent, took) = blast(&setup.sender, &setup.packet, s, pps);
     // What is still queued drains within the window.
     std::thread::sleep(Duration::from_millis(300));
     let (r1, s1, t1) = (
@@ -983,7 +1137,7 @@ fn measure(
     } else {
         // The kernel counters are exported once a second.
         std::thread::sleep(Duration::from_millis(1500));
-        topo.metric(&xdp_series) - xdp_before
+        kernel_counted() - xdp_before
     };
     drop(server);
     drop(floor);
@@ -1071,11 +1225,11 @@ fn bench_packets_per_cpu_second() {
         } else {
             format!("{pps} pps")
         };
-        let way = match flow {
-            Flow::C2p => "ChannelData from the client, UDP to the peer",
-            Flow::P2c => "UDP from the peer, ChannelData to the client",
-        };
-        println!("\n--> {}: {way}; offered: {offered}", flow.key());
+        println!(
+            "\n--> {}: {}; offered: {offered}",
+            flow.key(),
+            flow.describe()
+        );
         let all: Vec<Figures> = [
             Path::Floor,
             Path::Xdp,

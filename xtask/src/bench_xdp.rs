@@ -102,12 +102,13 @@ pub struct Args {
     )]
     pub paths: String,
 
-    /// End to end: which ways, comma-separated, of channel_c2p_v4 (ChannelData from the
-    /// client, UDP to the peer) and channel_p2c_v4 (UDP from the peer, ChannelData to the
-    /// client).
+    /// End to end: which flows, comma-separated, of channel_c2p_v4 (ChannelData from the
+    /// client, UDP to the peer), channel_p2c_v4 (UDP from the peer, ChannelData to the
+    /// client), send_v4 and data_v4 (the same with Send and Data indications) and
+    /// same_relay_v4 (from a client to another client's relayed address on the same relay).
     #[arg(
         long,
-        default_value = "channel_c2p_v4,channel_p2c_v4",
+        default_value = "channel_c2p_v4,channel_p2c_v4,send_v4,data_v4,same_relay_v4",
         env = "XDPTURN_BENCH_FLOWS",
         value_name = "FLOW,..."
     )]

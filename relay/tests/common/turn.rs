@@ -157,18 +157,25 @@ impl TurnClient {
 
     /// A Send indication to `peer`.
     pub fn send(&self, peer: SocketAddr, data: &[u8]) {
-        let mut buf = vec![0u8; 1500];
-        let mut e = Encoder::new(
-            &mut buf,
-            MessageType::new(Method::SEND, Class::Indication),
-            TransactionId::new([7; 12]),
-        )
-        .expect("header");
-        e.add(&XorPeerAddress(peer)).expect("peer");
-        e.add(&Data(data)).expect("data");
-        let len = e.finish();
-        self.socket.send_to(&buf[..len], self.server).expect("send");
+        let packet = send_indication(peer, data);
+        self.socket.send_to(&packet, self.server).expect("send");
     }
+}
+
+/// The bytes of a Send indication of `data` to `peer`.
+pub fn send_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 1500];
+    let mut e = Encoder::new(
+        &mut buf,
+        MessageType::new(Method::SEND, Class::Indication),
+        TransactionId::new([7; 12]),
+    )
+    .expect("header");
+    e.add(&XorPeerAddress(peer)).expect("peer");
+    e.add(&Data(data)).expect("data");
+    let len = e.finish();
+    buf.truncate(len);
+    buf
 }
 
 /// The bytes of an Allocate request (UDP) with transaction `tid`; with `credentials` (user,
