@@ -20,7 +20,9 @@
 //! receiving ChannelData; `send_v4` and `data_v4`, the same two ways with a permission instead
 //! of a channel (Send and Data indications); `same_relay_v4`, a second client in the client
 //! namespace, each bound by a channel to the other's relayed address, the first sending to the
-//! second (the relay sends it back out of the interface it came in by).
+//! second (the relay sends it back out of the interface it came in by); `channel_c2p_v6`,
+//! `channel_p2c_v6` over IPv6 (every namespace has both families); `cross_v4_v6`, an IPv4
+//! client with an IPv6 relayed address and peer.
 //!
 //! Delivered = the receiving veth's rx_packets (the peer's, or the client's). While measuring,
 //! the relay namespace's neighbour entry for the receiver names another MAC address, so the
@@ -57,7 +59,7 @@ use common::{Guard, TempDir, http_get, metric_value, relay_bin, require};
 use netns::{Netns, mac_str, must, short_id};
 use quinn_udp::{Transmit, UdpSocketState};
 use relay::dataplane::PROGRAM_BUILT;
-use relay::stun::{Data, Message, XorPeerAddress};
+use relay::stun::{AddressFamily, Data, Message, XorPeerAddress};
 use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
 
 const REALM: &str = "example.org";
@@ -84,6 +86,14 @@ const FLOOR_SOURCE: &str = "10.78.2.2:40000";
 /// Where the floor sends what the peer sends, for [`Flow::P2c`] (no socket there: the client
 /// drops the frames at its IP layer, as it does the other paths').
 const FLOOR_CLIENT: &str = "10.78.1.1:40000";
+// The same for the IPv6 flows.
+const CLIENT_IP6: &str = "fd78:1::1";
+const LISTEN6: &str = "[fd78:1::2]:3478";
+const RELAY_IP6: &str = "fd78:2::2";
+const PEER_IP6: &str = "fd78:2::1";
+const PEER6: &str = "[fd78:2::1]:5000";
+const FLOOR_SOURCE6: &str = "[fd78:2::2]:40000";
+const FLOOR_CLIENT6: &str = "[fd78:1::1]:40000";
 
 /// From the environment, as `cargo xtask bench-xdp` passes them.
 struct Settings {
@@ -132,9 +142,7 @@ impl Settings {
                 .map(|p| p.trim().to_lowercase())
                 .collect(),
             flows: std::env::var("XDPTURN_BENCH_FLOWS")
-                .unwrap_or_else(|_| {
-                    "channel_c2p_v4,channel_p2c_v4,send_v4,data_v4,same_relay_v4".into()
-                })
+                .unwrap_or_else(|_| Flow::ALL.map(Flow::key).join(","))
                 .split(',')
                 .map(|f| {
                     Flow::from_key(f.trim()).unwrap_or_else(|| {
@@ -161,15 +169,25 @@ enum Flow {
     /// ChannelData from one client to the relayed address of another on the same relay,
     /// ChannelData to that client: both in the client namespace.
     SameRelay,
+    /// [`Flow::C2p`] over IPv6.
+    C2pV6,
+    /// [`Flow::P2c`] over IPv6.
+    P2cV6,
+    /// [`Flow::C2p`] from an IPv4 client to an IPv6 peer (a relayed address of the other
+    /// family, RFC 6156).
+    CrossV4V6,
 }
 
 impl Flow {
-    const ALL: [Flow; 5] = [
+    const ALL: [Flow; 8] = [
         Flow::C2p,
         Flow::P2c,
         Flow::Send,
         Flow::Data,
         Flow::SameRelay,
+        Flow::C2pV6,
+        Flow::P2cV6,
+        Flow::CrossV4V6,
     ];
 
     fn key(self) -> &'static str {
@@ -179,6 +197,9 @@ impl Flow {
             Flow::Send => "send_v4",
             Flow::Data => "data_v4",
             Flow::SameRelay => "same_relay_v4",
+            Flow::C2pV6 => "channel_c2p_v6",
+            Flow::P2cV6 => "channel_p2c_v6",
+            Flow::CrossV4V6 => "cross_v4_v6",
         }
     }
 
@@ -195,14 +216,41 @@ impl Flow {
             Flow::SameRelay => {
                 "ChannelData from a client to another's relayed address on the same relay, ChannelData to that client"
             }
+            Flow::C2pV6 => "ChannelData from the client, UDP to the peer, IPv6",
+            Flow::P2cV6 => "UDP from the peer, ChannelData to the client, IPv6",
+            Flow::CrossV4V6 => "ChannelData from an IPv4 client, UDP to an IPv6 peer",
+        }
+    }
+
+    /// Whether the client reaches the server over IPv6.
+    fn client_v6(self) -> bool {
+        matches!(self, Flow::C2pV6 | Flow::P2cV6)
+    }
+
+    /// Whether the relayed address and the peer are IPv6.
+    fn peer_v6(self) -> bool {
+        matches!(self, Flow::C2pV6 | Flow::P2cV6 | Flow::CrossV4V6)
+    }
+
+    /// The server's address for the client.
+    fn listen(self) -> &'static str {
+        if self.client_v6() { LISTEN6 } else { LISTEN }
+    }
+
+    /// The client's address, port 0.
+    fn client_bind(self) -> String {
+        if self.client_v6() {
+            format!("[{CLIENT_IP6}]:0")
+        } else {
+            format!("{CLIENT_IP}:0")
         }
     }
 
     /// The receiving end among [`Topology::ends`]: the peer's veth, or the client's.
     fn receiving_end(self) -> usize {
         match self {
-            Flow::C2p | Flow::Send => 3,
-            Flow::P2c | Flow::Data | Flow::SameRelay => 0,
+            Flow::C2p | Flow::Send | Flow::C2pV6 | Flow::CrossV4V6 => 3,
+            Flow::P2c | Flow::Data | Flow::SameRelay | Flow::P2cV6 => 0,
         }
     }
 }
@@ -236,6 +284,15 @@ impl Topology {
         t.relay.ip(&format!("addr add 10.78.1.2/24 dev {}", t.ra));
         t.relay.ip(&format!("addr add {RELAY_IP}/24 dev {}", t.rb));
         t.peer.ip(&format!("addr add 10.78.2.1/24 dev {}", t.p));
+        // IPv6 beside, usable at once (no duplicate address detection in a namespace of ours).
+        t.client
+            .ip(&format!("addr add {CLIENT_IP6}/64 dev {} nodad", t.c));
+        t.relay
+            .ip(&format!("addr add fd78:1::2/64 dev {} nodad", t.ra));
+        t.relay
+            .ip(&format!("addr add {RELAY_IP6}/64 dev {} nodad", t.rb));
+        t.peer
+            .ip(&format!("addr add {PEER_IP6}/64 dev {} nodad", t.p));
         for (ns, dev) in t.ends() {
             ns.ip(&format!("link set {dev} up mtu 1500"));
             // Checksum offload stays on, as a user has it: the senders' datagrams arrive with
@@ -265,6 +322,8 @@ impl Topology {
         }
         t.client.ip("route add default via 10.78.1.2");
         t.peer.ip(&format!("route add default via {RELAY_IP}"));
+        t.client.ip("-6 route add default via fd78:1::2");
+        t.peer.ip(&format!("-6 route add default via {RELAY_IP6}"));
         t
     }
 
@@ -559,9 +618,16 @@ fn start(path: Path, topo: &Topology, s: &Settings, dir: &TempDir) -> Guard {
         Path::Floor => unreachable!("the floor is a program, not a server"),
         Path::Xdp | Path::Skb | Path::Tc | Path::Userspace => {
             cmd.arg(relay_bin())
-                .args(["--listen", LISTEN, "--metrics-listen", METRICS])
+                .args(["--listen", LISTEN, "--listen", LISTEN6])
+                .args(["--metrics-listen", METRICS])
                 .args(["--realm", REALM, "--user", &format!("{USER}:{PASSWORD}")])
-                .args(["--relay-ip", RELAY_IP, "--allow-peer", "10.78.2.0/24"])
+                .args(["--relay-ip", RELAY_IP, "--relay-ip", RELAY_IP6])
+                .args([
+                    "--allow-peer",
+                    "10.78.2.0/24",
+                    "--allow-peer",
+                    "fd78:2::/64",
+                ])
                 .args(["--min-port", "40000", "--max-port", "40999"])
                 .args(["--workers", "1", "--software", "", "--drain-timeout", "0"]);
             if let Some(mode) = path.kernel_mode() {
@@ -574,8 +640,15 @@ fn start(path: Path, topo: &Topology, s: &Settings, dir: &TempDir) -> Guard {
                 .current_dir(dir.path())
                 .args(["-n", "--no-cli", "--no-tls", "--no-dtls"])
                 .args(["--log-file", "stdout", "--simple-log"])
-                .args(["--listening-ip", "10.78.1.2", "--listening-port", "3478"])
-                .args(["--relay-ip", RELAY_IP, "--allowed-peer-ip", "10.78.2.1"])
+                .args(["--listening-ip", "10.78.1.2", "--listening-ip", "fd78:1::2"])
+                .args(["--listening-port", "3478"])
+                .args(["--relay-ip", RELAY_IP, "--relay-ip", RELAY_IP6])
+                .args([
+                    "--allowed-peer-ip",
+                    "10.78.2.1",
+                    "--allowed-peer-ip",
+                    PEER_IP6,
+                ])
                 // Its own relayed addresses, for same_relay_v4.
                 .args(["--allowed-peer-ip", RELAY_IP])
                 .args(["--min-port", "40000", "--max-port", "40999"])
@@ -607,17 +680,21 @@ fn log_tail(dir: &TempDir, path: Path) -> String {
 
 /// Allocates from the client namespace, retrying with a fresh socket (coturn ignores a 5-tuple
 /// whose first datagram came while it was starting) until `deadline`; `None` after that.
-fn allocate(topo: &Topology, deadline: Instant) -> Option<(TurnClient, SocketAddr)> {
-    let server: SocketAddr = LISTEN.parse().expect("addr");
+fn allocate(topo: &Topology, flow: Flow, deadline: Instant) -> Option<(TurnClient, SocketAddr)> {
+    let server: SocketAddr = flow.listen().parse().expect("addr");
+    let family = if flow.peer_v6() {
+        AddressFamily::IPV6
+    } else {
+        AddressFamily::IPV4
+    };
     loop {
         let attempt = topo.client.enter(|| {
-            let mut client =
-                TurnClient::new(server, &format!("{CLIENT_IP}:0"), USER, PASSWORD, REALM);
+            let mut client = TurnClient::new(server, &flow.client_bind(), USER, PASSWORD, REALM);
             client
                 .socket
                 .set_read_timeout(Some(Duration::from_millis(300)))
                 .expect("timeout");
-            let relayed = client.allocate().ok()?;
+            let relayed = client.allocate_family(Some(family)).ok()?;
             Some((client, relayed))
         });
         if attempt.is_some() || Instant::now() >= deadline {
@@ -748,7 +825,7 @@ fn start_server(
     }
     let name = format!("{} {}", flow.key(), path.name());
     let allocate = || {
-        allocate(topo, deadline).unwrap_or_else(|| {
+        allocate(topo, flow, deadline).unwrap_or_else(|| {
             panic!(
                 "{name}: no allocation through the relay:\n{}",
                 log_tail(dir, path)
@@ -766,14 +843,14 @@ fn start_server(
     };
     let data = bench_data();
     let setup = match flow {
-        Flow::C2p | Flow::Send => {
+        Flow::C2p | Flow::Send | Flow::C2pV6 | Flow::CrossV4V6 => {
             let peer = sink.local_addr().expect("addr");
-            let packet = if flow == Flow::C2p {
-                ok("ChannelBind", client.channel_bind(CHANNEL, peer));
-                channel_data(CHANNEL, &data)
-            } else {
+            let packet = if flow == Flow::Send {
                 ok("CreatePermission", client.create_permission(peer));
                 send_indication(peer, &data)
+            } else {
+                ok("ChannelBind", client.channel_bind(CHANNEL, peer));
+                channel_data(CHANNEL, &data)
             };
             // The first packets also resolve the neighbours (the program passes a packet up
             // while its next hop is unknown).
@@ -798,18 +875,23 @@ fn start_server(
                 _keep: Vec::new(),
             }
         }
-        Flow::P2c | Flow::Data => {
+        Flow::P2c | Flow::Data | Flow::P2cV6 => {
             // A socket of the peer's own per server (the sink keeps its address).
+            let bind = if flow.peer_v6() {
+                format!("[{PEER_IP6}]:0")
+            } else {
+                "10.78.2.1:0".to_owned()
+            };
             let from_peer = topo
                 .peer
-                .enter(|| UdpSocket::bind("10.78.2.1:0").expect("bind the peer's sender"));
+                .enter(|| UdpSocket::bind(&bind).expect("bind the peer's sender"));
             let peer = from_peer.local_addr().expect("addr");
-            let expected = if flow == Flow::P2c {
-                ok("ChannelBind", client.channel_bind(CHANNEL, peer));
-                Expect::Channel(CHANNEL)
-            } else {
+            let expected = if flow == Flow::Data {
                 ok("CreatePermission", client.create_permission(peer));
                 Expect::Data(peer)
+            } else {
+                ok("ChannelBind", client.channel_bind(CHANNEL, peer));
+                Expect::Channel(CHANNEL)
             };
             from_peer.connect(relayed).expect("connect");
             check_arrivals(
@@ -927,7 +1009,8 @@ fn bench_data() -> Vec<u8> {
 fn start_floor(topo: &Topology, flow: Flow) -> (floor::Floor, UdpSocket) {
     // (attached to, sent from, src, dst, the sender's namespace and address, its destination)
     let (ingress, egress, src, dst, sender, bind, to) = match flow {
-        Flow::C2p | Flow::Send => (
+        // Cross-family: the floor forwards within one family, the client's.
+        Flow::C2p | Flow::Send | Flow::CrossV4V6 => (
             &topo.ra,
             &topo.rb,
             FLOOR_SOURCE,
@@ -955,6 +1038,24 @@ fn start_floor(topo: &Topology, flow: Flow) -> (floor::Floor, UdpSocket) {
             &topo.peer,
             "10.78.2.1:0".to_owned(),
             FLOOR_SOURCE,
+        ),
+        Flow::C2pV6 => (
+            &topo.ra,
+            &topo.rb,
+            FLOOR_SOURCE6,
+            PEER6,
+            &topo.client,
+            format!("[{CLIENT_IP6}]:0"),
+            LISTEN6,
+        ),
+        Flow::P2cV6 => (
+            &topo.rb,
+            &topo.ra,
+            LISTEN6,
+            FLOOR_CLIENT6,
+            &topo.peer,
+            format!("[{PEER_IP6}]:0"),
+            FLOOR_SOURCE6,
         ),
     };
     let ifindex = topo.relay.enter(|| {
@@ -1003,9 +1104,9 @@ fn start_floor(topo: &Topology, flow: Flow) -> (floor::Floor, UdpSocket) {
 fn flow_packet(flow: Flow) -> Vec<u8> {
     let data = bench_data();
     match flow {
-        Flow::C2p | Flow::SameRelay => channel_data(CHANNEL, &data),
+        Flow::C2p | Flow::SameRelay | Flow::C2pV6 | Flow::CrossV4V6 => channel_data(CHANNEL, &data),
         Flow::Send => send_indication(PEER.parse().expect("addr"), &data),
-        Flow::P2c | Flow::Data => data,
+        Flow::P2c | Flow::Data | Flow::P2cV6 => data,
     }
 }
 
@@ -1074,10 +1175,11 @@ fn measure(
     // IP layer drops it at once as another host's, so the receive, which shares the sender's
     // core, costs little. The same for every path; removed afterwards (the next path resolves
     // the receiver again).
-    let (receiver, receiver_dev) = if flow.receiving_end() == 3 {
-        ("10.78.2.1", &topo.rb)
-    } else {
-        (CLIENT_IP, &topo.ra)
+    let (receiver, receiver_dev) = match (flow.receiving_end() == 3, flow) {
+        (true, f) if f.peer_v6() => (PEER_IP6, &topo.rb),
+        (true, _) => ("10.78.2.1", &topo.rb),
+        (false, f) if f.client_v6() => (CLIENT_IP6, &topo.ra),
+        (false, _) => (CLIENT_IP, &topo.ra),
     };
     let sink_drop = |on: bool| {
         if on {
@@ -1206,9 +1308,12 @@ fn bench_packets_per_cpu_second() {
     let s = Settings::from_env();
     let hz = clock_ticks();
     let topo = Topology::new();
-    let sink = topo
-        .peer
-        .enter(|| UdpSocket::bind(PEER).expect("bind the peer's sink"));
+    let (sink, sink6) = topo.peer.enter(|| {
+        (
+            UdpSocket::bind(PEER).expect("bind the peer's sink"),
+            UdpSocket::bind(PEER6).expect("bind the peer's IPv6 sink"),
+        )
+    });
     println!(
         "\nEnd to end over veth (client ns <-> relay ns <-> peer ns), {DATA_LEN} bytes of data \
          on a channel, sender {} x{BATCH}, {} s per path; the server and its NAPI threads on CPU \
@@ -1244,7 +1349,10 @@ fn bench_packets_per_cpu_second() {
             // Others' work adds to the relay core's CPU time, not to the relay's tasks': of
             // several runs, the one where the two differ least was the least disturbed.
             (0..s.repeat)
-                .map(|_| measure(p, flow, &topo, &sink, &s, pps, hz))
+                .map(|_| {
+                    let sink = if flow.peer_v6() { &sink6 } else { &sink };
+                    measure(p, flow, &topo, sink, &s, pps, hz)
+                })
                 .min_by(|a, b| a.disturbed().total_cmp(&b.disturbed()))
                 .expect("at least one run")
         })

@@ -105,10 +105,12 @@ pub struct Args {
     /// End to end: which flows, comma-separated, of channel_c2p_v4 (ChannelData from the
     /// client, UDP to the peer), channel_p2c_v4 (UDP from the peer, ChannelData to the
     /// client), send_v4 and data_v4 (the same with Send and Data indications) and
-    /// same_relay_v4 (from a client to another client's relayed address on the same relay).
+    /// same_relay_v4 (from a client to another client's relayed address on the same relay),
+    /// channel_c2p_v6, channel_p2c_v6 (both ways of a channel over IPv6) and cross_v4_v6 (an
+    /// IPv4 client, an IPv6 peer).
     #[arg(
         long,
-        default_value = "channel_c2p_v4,channel_p2c_v4,send_v4,data_v4,same_relay_v4",
+        default_value = "channel_c2p_v4,channel_p2c_v4,send_v4,data_v4,same_relay_v4,channel_c2p_v6,channel_p2c_v6,cross_v4_v6",
         env = "XDPTURN_BENCH_FLOWS",
         value_name = "FLOW,..."
     )]
