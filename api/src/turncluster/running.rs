@@ -17,10 +17,11 @@ pub struct Xdp {
     #[serde(default)]
     pub enabled: bool,
 
-    /// How to attach: `native` (XDP in the driver, the fast one), `tc` (a TC ingress program:
-    /// works on every interface, faster than `skb`), `skb` (generic XDP, works on every
-    /// interface but gains little) or `auto` (native where the driver supports it, else tc,
-    /// else skb).
+    /// How to attach: `native` (XDP in the driver, the fast one), `tc` (a TC ingress program,
+    /// after the stack's GRO pass: works on every interface), `skb` (generic XDP: works on
+    /// every interface, and turns GRO off on it) or `auto` (on a device: native where its
+    /// driver supports it, else tc, else skb; on a virtual interface such as a pod's veth:
+    /// skb, measured cheaper there than tc).
     #[serde(default)]
     pub mode: XdpMode,
 
@@ -45,13 +46,14 @@ pub enum XdpMode {
     /// XDP in the driver: the fast one, where the NIC driver supports it.
     Native,
     /// Generic XDP, after the kernel has built the socket buffer: works on every interface,
-    /// but copies (linearizes) each packet first, so it gains little.
+    /// copying a packet that lacks headroom, and turns GRO off on it.
     Skb,
     /// The TC program on the interface's ingress (tcx, or a clsact qdisc on kernels before
     /// 6.6): works on every interface, on the socket buffer as it is, and chains with other
     /// programs there, so two relays can both be attached during a hand-over.
     Tc,
-    /// Native where the driver supports it, else TC, else generic XDP.
+    /// On a device: native where its driver supports it, else TC, else generic XDP. On a
+    /// virtual interface (veth, bridge): generic XDP, measured cheaper there than TC.
     #[default]
     Auto,
 }
