@@ -2711,8 +2711,8 @@ fn permission_counters_are_taken_as_traffic_and_start_from_zero() {
 // The TC program.
 
 /// `TC_ACT_REDIRECT`, and `TC_ACT_UNSPEC` (`TCX_NEXT`) as the `u32` a test run returns.
-const TC_ACT_REDIRECT: u32 = 7;
-const TC_ACT_UNSPEC: u32 = u32::MAX;
+const TC_ACT_REDIRECT: u32 = relay_common::verdict::TC_ACT_REDIRECT as u32;
+const TC_ACT_UNSPEC: u32 = relay_common::verdict::TC_ACT_UNSPEC as u32;
 
 /// Runs a frame through the TC program as an skb received on `iface`.
 fn run_tc(dp: &Dataplane, iface: &str, frame: &[u8]) -> (u32, Vec<u8>) {

@@ -1,7 +1,8 @@
 //! Running the loaded program on a frame with BPF_PROG_TEST_RUN, for tests and benchmarks:
 //! the kernel returns the verdict and the rewritten packet and sends nothing.
 
-use aya::programs::{TestRun as _, TestRunOptions};
+use aya::TestRunResult;
+use aya::programs::TestRunOptions;
 
 use super::attach::load_tc_program;
 use super::{Dataplane, xdp_program};
@@ -21,24 +22,7 @@ impl Dataplane {
         let mut inner = self.lock();
         let program = xdp_program(&mut inner.ebpf)?;
         let ctx = xdp_md(frame, ingress_ifindex)?;
-        // Room for the largest growth (a ChannelData header and an IPv6 header instead of an
-        // IPv4 one).
-        let mut out = vec![0u8; frame.len() + 64];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: repeat.max(1),
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| DataplaneError::TestRun(e.into()))?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRun {
-            verdict: result.return_value,
-            output: out,
-            duration: result.duration,
-        })
+        run(program, frame, &ctx, repeat)
     }
 }
 
@@ -58,23 +42,34 @@ impl Dataplane {
         let inner = &mut *guard;
         let program = load_tc_program(&mut inner.ebpf, &mut inner.tc)?;
         let ctx = sk_buff(ingress_ifindex);
-        let mut out = vec![0u8; frame.len() + 64];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: repeat.max(1),
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| DataplaneError::TestRun(e.into()))?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRun {
-            verdict: result.return_value,
-            output: out,
-            duration: result.duration,
-        })
+        run(program, frame, &ctx, repeat)
     }
+}
+
+/// One BPF_PROG_TEST_RUN call of `program` (the XDP or the TC one) on `frame`, with `ctx` its
+/// context (an `xdp_md` or an `__sk_buff`).
+fn run<P>(program: &P, frame: &[u8], ctx: &[u8], repeat: u32) -> Result<TestRun, DataplaneError>
+where
+    P: for<'a> aya::programs::TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    // Room for the largest growth (a ChannelData header and an IPv6 header instead of an IPv4
+    // one).
+    let mut out = vec![0u8; frame.len() + 64];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(ctx),
+            repeat: repeat.max(1),
+            ..TestRunOptions::default()
+        })
+        .map_err(|e| DataplaneError::TestRun(e.into()))?;
+    out.truncate(result.data_size_out as usize);
+    Ok(TestRun {
+        verdict: result.return_value,
+        output: out,
+        duration: result.duration,
+    })
 }
 
 /// The start of the `struct __sk_buff` a TC test run starts from, up to `ifindex` (the
