@@ -108,6 +108,17 @@ fn caps(o: &Owned) -> (Vec<String>, Vec<String>) {
     (c.drop.unwrap_or_default(), c.add.unwrap_or_default())
 }
 
+/// The annotations of the relay pods' template.
+fn template_annotations(o: &Owned) -> std::collections::BTreeMap<String, String> {
+    o.workload
+        .template()
+        .metadata
+        .clone()
+        .unwrap()
+        .annotations
+        .unwrap()
+}
+
 fn ports(svc: &Service) -> Vec<(String, i32, String)> {
     svc.spec
         .as_ref()
@@ -605,14 +616,7 @@ fn xdp_gets_exactly_its_capabilities() {
     );
     // The relay attaches at start: the XDP settings are in the pod template too, so a change
     // replaces the relays.
-    let annotations = o
-        .workload
-        .template()
-        .metadata
-        .clone()
-        .unwrap()
-        .annotations
-        .unwrap();
+    let annotations = template_annotations(&o);
     assert_eq!(
         annotations[build::XDP_ANNOTATION],
         "interfaces=eth0 mode=native max-channels=65536"
@@ -638,14 +642,7 @@ fn tc_mode_reaches_the_relay_with_the_same_capabilities() {
     let cfg = parsed_config(&o);
     assert_eq!(cfg.xdp_mode, api::XdpMode::Tc);
     assert_eq!(caps(&o), caps(&render(&native, &facts(), None)));
-    let annotations = o
-        .workload
-        .template()
-        .metadata
-        .clone()
-        .unwrap()
-        .annotations
-        .unwrap();
+    let annotations = template_annotations(&o);
     assert_eq!(
         annotations[build::XDP_ANNOTATION],
         "interfaces=eth0 mode=tc max-channels=65536"
