@@ -832,7 +832,7 @@ fn start_server(
         }
     }
     let name = format!("{} {}", flow.key(), path.name());
-    let allocate = || {
+    let must_allocate = || {
         allocate(topo, flow, deadline).unwrap_or_else(|| {
             panic!(
                 "{name}: no allocation through the relay:\n{}",
@@ -840,7 +840,7 @@ fn start_server(
             )
         })
     };
-    let (mut client, relayed) = allocate();
+    let (mut client, relayed) = must_allocate();
     client.socket.connect(client.server).expect("connect");
     let ok = |what: &str, code: Option<u16>| {
         assert!(
@@ -920,14 +920,15 @@ fn start_server(
         Flow::SameRelay => {
             // Each binds a channel to the other's relayed address, as a browser does once its
             // first ChannelBind succeeds.
-            let (mut other, other_relayed) = allocate();
+            let (mut other, other_relayed) = must_allocate();
             other.socket.connect(other.server).expect("connect");
             ok("ChannelBind", client.channel_bind(CHANNEL, other_relayed));
             ok("ChannelBind", other.channel_bind(CHANNEL + 1, relayed));
+            let packet = channel_data(CHANNEL, &data);
             check_arrivals(
                 &name,
                 &client.socket,
-                &channel_data(CHANNEL, &data),
+                &packet,
                 &other.socket,
                 Expect::Channel(CHANNEL + 1),
                 dir,
@@ -935,7 +936,7 @@ fn start_server(
             );
             Setup {
                 sender: client.socket,
-                packet: channel_data(CHANNEL, &data),
+                packet,
                 _keep: vec![other.socket],
             }
         }
@@ -1343,6 +1344,7 @@ fn bench_packets_per_cpu_second() {
             flow.key(),
             flow.describe()
         );
+        let sink = if flow.peer_v6() { &sink6 } else { &sink };
         let all: Vec<Figures> = [
             Path::Floor,
             Path::Xdp,
@@ -1364,10 +1366,7 @@ fn bench_packets_per_cpu_second() {
             // Others' work adds to the relay core's CPU time, not to the relay's tasks': of
             // several runs, the one where the two differ least was the least disturbed.
             (0..s.repeat)
-                .map(|_| {
-                    let sink = if flow.peer_v6() { &sink6 } else { &sink };
-                    measure(p, flow, &topo, sink, &s, pps, hz)
-                })
+                .map(|_| measure(p, flow, &topo, sink, &s, pps, hz))
                 .min_by(|a, b| a.disturbed().total_cmp(&b.disturbed()))
                 .expect("at least one run")
         })
