@@ -79,13 +79,14 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Test(test::Args),
 
-    /// Fuzz at length: every cargo-fuzz target (or each --target) for --minutes N, on its
-    /// kept corpus.
+    /// Fuzz at length: every cargo-fuzz target (or each --target) for --minutes N or --runs N
+    /// executions, on its kept corpus.
     ///
     /// Installs what it needs first, idempotently, as `cargo xtask test` does (the pinned
     /// nightly with rust-src, cargo-fuzz). Per target, `cargo fuzz run` on a scratch directory
     /// (fuzz/target/corpus-new/<target>, where libFuzzer writes its finds) and the kept corpus
-    /// fuzz/corpus/<target> (committed), with -max_total_time and -print_final_stats=1; then,
+    /// fuzz/corpus/<target> (committed), with -max_total_time (--minutes), -runs (--runs) and
+    /// -print_final_stats=1; then,
     /// unless --no-merge, `-merge=1` copies into the kept corpus the finds that add coverage.
     ///
     /// Prints per target: executions, exec/s, coverage (edges and features), the corpus the

@@ -30,9 +30,16 @@ use crate::{NIGHTLY, repo_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// How long each target runs, in minutes (libFuzzer's -max_total_time).
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub minutes: u32,
+    /// How long each target runs, in minutes (libFuzzer's -max_total_time): 5 unless --runs
+    /// is given, which then runs without a time limit.
+    #[arg(long, value_name = "N")]
+    pub minutes: Option<u32>,
+
+    /// Stop each target after this many executions (libFuzzer's -runs; the kept corpus's
+    /// first pass counts), or at --minutes if that comes first: `--runs 100000000` is a run
+    /// of 10^8 executions per target.
+    #[arg(long, value_name = "N", conflicts_with = "jobs")]
+    pub runs: Option<u64>,
 
     /// Run only this target (repeatable); every target in fuzz/fuzz_targets/ by default.
     #[arg(long = "target", value_name = "NAME")]
@@ -85,9 +92,13 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         println!("==> wrote {written} seed files into fuzz/corpus/");
         return Ok(ExitCode::SUCCESS);
     }
-    if args.minutes == 0 {
+    if args.minutes == Some(0) {
         bail!("--minutes must be at least 1");
     }
+    if args.runs == Some(0) {
+        bail!("--runs must be at least 1");
+    }
+    let limit = Limit::of(args.minutes, args.runs);
     let all = fuzz_targets(&root)?;
     let targets: Vec<String> = if args.targets.is_empty() {
         all
@@ -111,11 +122,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         cargo_fuzz(&root)?;
     }
 
-    let seconds = u64::from(args.minutes) * 60;
     let mut results: BTreeMap<String, Stats> = BTreeMap::new();
     for target in &targets {
-        println!("\n==> fuzz {target} for {} min", args.minutes);
-        let mut stats = run_target(&root, target, seconds, args.jobs)
+        println!("\n==> fuzz {target} {limit}");
+        let mut stats = run_target(&root, target, limit, args.jobs)
             .with_context(|| format!("fuzzing {target}"))?;
         let kept = root.join("fuzz/corpus").join(target);
         if stats.crash.is_none() && !args.no_merge {
@@ -127,7 +137,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         results.insert(target.clone(), stats);
     }
 
-    println!("\n==> summary ({} min per target)", args.minutes);
+    println!("\n==> summary ({limit}, per target)");
     println!("{}", table(&results));
     let crashed: Vec<(&String, &String)> = results
         .iter()
@@ -138,11 +148,54 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             "CRASH in {target}: input {input}\n    reproduce: cargo +{NIGHTLY} fuzz run {target} {input}"
         );
     }
-    println!("{}", result_line(args.minutes, &results));
+    println!("{}", result_line(limit, &results));
     if crashed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// When a target's run stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub minutes: Option<u32>,
+    pub runs: Option<u64>,
+}
+
+impl Limit {
+    /// `--minutes` and `--runs` as given: five minutes when neither is.
+    pub fn of(minutes: Option<u32>, runs: Option<u64>) -> Self {
+        match (minutes, runs) {
+            (None, None) => Self {
+                minutes: Some(5),
+                runs: None,
+            },
+            (minutes, runs) => Self { minutes, runs },
+        }
+    }
+
+    /// libFuzzer's flags for it.
+    fn flags(self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(m) = self.minutes {
+            flags.push(format!("-max_total_time={}", u64::from(m) * 60));
+        }
+        if let Some(n) = self.runs {
+            flags.push(format!("-runs={n}"));
+        }
+        flags
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.minutes, self.runs) {
+            (Some(m), None) => write!(f, "for {m} min"),
+            (None, Some(n)) => write!(f, "for {n} executions"),
+            (Some(m), Some(n)) => write!(f, "for {n} executions or {m} min"),
+            (None, None) => write!(f, "without a limit"),
+        }
     }
 }
 
@@ -173,16 +226,16 @@ pub fn scratch_corpus(root: &Path, target: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `cargo fuzz run` of `target` on the scratch and the kept corpus, for `seconds`, with its
+/// `cargo fuzz run` of `target` on the scratch and the kept corpus, until `limit`, with its
 /// output shown as it comes and read for the statistics.
-fn run_target(root: &Path, target: &str, seconds: u64, jobs: Option<u32>) -> Result<Stats> {
+fn run_target(root: &Path, target: &str, limit: Limit, jobs: Option<u32>) -> Result<Stats> {
     let scratch = scratch_corpus(root, target)?;
     let kept = kept_corpus(root, target)?;
     let mut cmd = cargo_fuzz_run(root, target)
         .arg(&scratch)
         .arg(&kept)
         .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
+        .args(limit.flags())
         .arg("-print_final_stats=1");
     if let Some(n) = jobs {
         cmd = cmd.arg(format!("-fork={n}"));
@@ -329,9 +382,10 @@ fn table(results: &BTreeMap<String, Stats>) -> String {
 }
 
 /// `RESULT fuzz {json}`: the one line a script reads.
-pub fn result_line(minutes: u32, results: &BTreeMap<String, Stats>) -> String {
+pub fn result_line(limit: Limit, results: &BTreeMap<String, Stats>) -> String {
     let json = serde_json::json!({
-        "minutes_per_target": minutes,
+        "minutes_per_target": limit.minutes,
+        "runs_per_target": limit.runs,
         "ok": results.values().all(|s| s.crash.is_none()),
         "targets": results,
     });
@@ -405,12 +459,26 @@ mod tests {
                 ..Stats::default()
             },
         );
-        let line = result_line(1, &results);
+        let line = result_line(Limit::of(Some(1), None), &results);
         let json = line.strip_prefix("RESULT fuzz ").unwrap();
         assert!(!json.contains('\n'));
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["targets"]["decode"]["executions"], 42);
         assert_eq!(v["ok"], true);
+        assert_eq!(v["minutes_per_target"], 1);
+        assert_eq!(v["runs_per_target"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn runs_stop_a_target_by_count_and_minutes_by_time() {
+        let default = Limit::of(None, None);
+        assert_eq!(default.flags(), ["-max_total_time=300"]);
+        assert_eq!(default.to_string(), "for 5 min");
+        let runs = Limit::of(None, Some(100_000_000));
+        assert_eq!(runs.flags(), ["-runs=100000000"]);
+        assert_eq!(runs.to_string(), "for 100000000 executions");
+        let both = Limit::of(Some(90), Some(7));
+        assert_eq!(both.flags(), ["-max_total_time=5400", "-runs=7"]);
     }
 
     #[test]
