@@ -302,8 +302,7 @@ impl Harness {
         let mut e = Encoder::new(&mut buf, MessageType::new(method, Class::Request), tid)
             .expect("the buffer holds a header");
         attrs(&mut e);
-        let user_index = usize::from(client % CLIENTS as u8) / 2;
-        let user = USERS[user_index].0;
+        let (user, _) = USERS[usize::from(client % CLIENTS as u8) / 2];
         let ip = client_addr(client).ip();
         let issued = match auth {
             Auth::StaleNonce => UNIX_T0 - 3600,
@@ -314,8 +313,11 @@ impl Harness {
             e.add(&Username(user)).expect("USERNAME fits");
             e.add(&Realm(REALM)).expect("REALM fits");
             e.add(&Nonce(&nonce)).expect("NONCE fits");
-            e.message_integrity(&client_key(user_index, matches!(auth, Auth::WrongPassword)))
-                .expect("MESSAGE-INTEGRITY fits");
+            e.message_integrity(&client_key(
+                usize::from(client % CLIENTS as u8) / 2,
+                matches!(auth, Auth::WrongPassword),
+            ))
+            .expect("MESSAGE-INTEGRITY fits");
         }
         let len = e.finish();
         buf.truncate(len);
