@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use bpftool::{bpftool, map_entries, program_map, xdp_programs};
 use common::browser::udp_in_csum_errors;
 use common::turn::TurnClient;
+use common::uclient::run_uclient;
 use common::{Guard, TempDir, metric_value, relay_bin, require, run};
 use netns::{Netns, must, short_id};
 use relay::stun::AddressFamily;
@@ -350,20 +351,17 @@ fn uclient_through(topo: &Topology, families: Families) -> u64 {
         .spawn()
         .expect("spawn peer");
     let _peer = Guard(peer_proc);
-    let out = run(
-        Command::new("ip")
-            .args(["netns", "exec", topo.client(), "turnutils_uclient", "-c"])
+    let command = || {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", topo.client(), "turnutils_uclient", "-c"])
             .args(family_flags)
             .args(["-p", "3478", "-e", peer, "-r", "3480"])
             .args(["-n", "500", "-m", "4", "-l", "120", "-z", "5"])
-            .args(["-u", "alice", "-w", "wonderland", server]),
-        TIMEOUT,
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+            .args(["-u", "alice", "-w", "wonderland", server]);
+        cmd
+    };
+    let (_, text) = run_uclient(command, TIMEOUT)
+        .unwrap_or_else(|| panic!("turnutils_uclient did not finish within {TIMEOUT:?}"));
     let count = |key: &str| -> u64 {
         text.lines()
             .rev()
@@ -507,20 +505,17 @@ fn uclient_through_the_kernel(mode: &str, tag: &str, flags: &[&str], peer: bool,
     } else {
         &[]
     };
-    let out = run(
-        Command::new("ip")
-            .args(["netns", "exec", c, "turnutils_uclient", "-c"])
+    let command = || {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", c, "turnutils_uclient", "-c"])
             .args(flags)
             .args(to_peer)
             .args(["-p", "3478", "-n", "500", "-m", "4", "-l", "120", "-z", "5"])
-            .args(["-u", "alice", "-w", "wonderland", LISTEN_V4]),
-        TIMEOUT,
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+            .args(["-u", "alice", "-w", "wonderland", LISTEN_V4]);
+        cmd
+    };
+    let (_, text) = run_uclient(command, TIMEOUT)
+        .unwrap_or_else(|| panic!("turnutils_uclient did not finish within {TIMEOUT:?}"));
     assert!(text.contains("Total lost packets 0 "), "{text}");
     std::thread::sleep(Duration::from_millis(1500));
     let (x_up, x_down, u_up, u_down) = relayed_both_ways(r);

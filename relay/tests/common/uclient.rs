@@ -113,31 +113,55 @@ fn try_uclient_with(
     timeout: Duration,
 ) -> Option<Stats> {
     let tool = require("turnutils_uclient", "coturn");
-    let mut cmd = match wrapper.split_first() {
-        Some((program, rest)) => {
-            let mut c = Command::new(program);
-            c.args(rest).arg(&tool);
-            c
-        }
-        None => Command::new(&tool),
-    };
-    let out = try_run(
+    let command = || {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&tool);
+                c
+            }
+            None => Command::new(&tool),
+        };
         cmd.args(args)
             .args(["-p", &server.port().to_string()])
             .args(["-e", &peer.ip().to_string(), "-r", &peer.port().to_string()])
-            .arg(server.ip().to_string()),
-        timeout,
-    )?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+            .arg(server.ip().to_string());
+        cmd
+    };
+    let (exited_ok, text) = run_uclient(command, timeout)?;
     Some(Stats {
-        exited_ok: out.status.success(),
+        exited_ok,
         sent: last_number(&text, "tot_send_msgs="),
         received: last_number(&text, "tot_recv_msgs="),
         lost_zero: text.contains("Total lost packets 0 "),
         text,
     })
+}
+
+/// What uclient prints when it gives up on a ChannelBind the relay refused.
+const CHANNEL_BIND_REFUSED: &str = "channel bind: error 400";
+
+/// Runs the uclient command that `command` builds, for at most `timeout`: whether it exited 0
+/// and its output (stdout then stderr), or `None` when it had not finished.
+///
+/// A run whose ChannelBind was refused with 400 is run again, at most twice, because uclient
+/// can cause that itself: each client binds a random channel number to the peer's port + 1,
+/// then draws another for the peer, and when the two draws are equal (once in 16,384 clients)
+/// the relay must refuse the second, as one channel names one peer (RFC 8656 §12.2). A relay
+/// that refuses a channel wrongly does so on every run, and the last run's output is returned.
+pub fn run_uclient(command: impl Fn() -> Command, timeout: Duration) -> Option<(bool, String)> {
+    let mut attempt = 1;
+    loop {
+        let out = try_run(&mut command(), timeout)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if attempt == 3 || !text.contains(CHANNEL_BIND_REFUSED) {
+            return Some((out.status.success(), text));
+        }
+        eprintln!("uclient: a ChannelBind refused (its channel numbers collided?), run again");
+        attempt += 1;
+    }
 }
