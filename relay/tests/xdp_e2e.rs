@@ -360,26 +360,10 @@ fn uclient_through(topo: &Topology, families: Families) -> u64 {
             .args(["-u", "alice", "-w", "wonderland", server]);
         cmd
     };
-    let (_, text) = run_uclient(command, TIMEOUT)
+    let stats = run_uclient(command, TIMEOUT)
         .unwrap_or_else(|| panic!("turnutils_uclient did not finish within {TIMEOUT:?}"));
-    let count = |key: &str| -> u64 {
-        text.lines()
-            .rev()
-            .filter_map(|l| l.split(key).nth(1))
-            .find_map(|v| {
-                v.split(|ch: char| !ch.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
-    let (sent, received) = (count("tot_send_msgs="), count("tot_recv_msgs="));
-    assert!(
-        sent >= 2000 && received == sent && text.contains("Total lost packets 0 "),
-        "{text}"
-    );
-    sent
+    assert!(stats.all_arrived(2000), "{}", stats.text);
+    stats.sent
 }
 
 /// The mode asked for is the mode the relay runs in, on both of its interfaces.
@@ -514,15 +498,16 @@ fn uclient_through_the_kernel(mode: &str, tag: &str, flags: &[&str], peer: bool,
             .args(["-u", "alice", "-w", "wonderland", LISTEN_V4]);
         cmd
     };
-    let (_, text) = run_uclient(command, TIMEOUT)
+    let stats = run_uclient(command, TIMEOUT)
         .unwrap_or_else(|| panic!("turnutils_uclient did not finish within {TIMEOUT:?}"));
-    assert!(text.contains("Total lost packets 0 "), "{text}");
+    assert!(stats.lost_zero, "{}", stats.text);
     std::thread::sleep(Duration::from_millis(1500));
     let (x_up, x_down, u_up, u_down) = relayed_both_ways(r);
     eprintln!("uclient {flags:?}: xdp {x_up}/{x_down}, userspace {u_up}/{u_down}");
     assert!(
         x_up / (x_up + u_up) >= 0.95 && x_down / (x_down + u_down) >= 0.95,
-        "the kernel's share: {x_up}/{u_up} up, {x_down}/{u_down} down\n{text}"
+        "the kernel's share: {x_up}/{u_up} up, {x_down}/{u_down} down\n{}",
+        stats.text
     );
     for direction in ["client_to_peer", "peer_to_client"] {
         let n = metric(

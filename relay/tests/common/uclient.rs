@@ -128,28 +128,21 @@ fn try_uclient_with(
             .arg(server.ip().to_string());
         cmd
     };
-    let (exited_ok, text) = run_uclient(command, timeout)?;
-    Some(Stats {
-        exited_ok,
-        sent: last_number(&text, "tot_send_msgs="),
-        received: last_number(&text, "tot_recv_msgs="),
-        lost_zero: text.contains("Total lost packets 0 "),
-        text,
-    })
+    run_uclient(command, timeout)
 }
 
 /// What uclient prints when it gives up on a ChannelBind the relay refused.
 const CHANNEL_BIND_REFUSED: &str = "channel bind: error 400";
 
-/// Runs the uclient command that `command` builds, for at most `timeout`: whether it exited 0
-/// and its output (stdout then stderr), or `None` when it had not finished.
+/// Runs the uclient command that `command` builds, for at most `timeout`: what it reported,
+/// or `None` when it had not finished.
 ///
 /// A run whose ChannelBind was refused with 400 is run again, at most twice, because uclient
 /// can cause that itself: each client binds a random channel number to the peer's port + 1,
 /// then draws another for the peer, and when the two draws are equal (once in 16,384 clients)
 /// the relay must refuse the second, as one channel names one peer (RFC 8656 §12.2). A relay
 /// that refuses a channel wrongly does so on every run, and the last run's output is returned.
-pub fn run_uclient(command: impl Fn() -> Command, timeout: Duration) -> Option<(bool, String)> {
+pub fn run_uclient(command: impl Fn() -> Command, timeout: Duration) -> Option<Stats> {
     let mut attempt = 1;
     loop {
         let out = try_run(&mut command(), timeout)?;
@@ -159,7 +152,13 @@ pub fn run_uclient(command: impl Fn() -> Command, timeout: Duration) -> Option<(
             String::from_utf8_lossy(&out.stderr)
         );
         if attempt == 3 || !text.contains(CHANNEL_BIND_REFUSED) {
-            return Some((out.status.success(), text));
+            return Some(Stats {
+                exited_ok: out.status.success(),
+                sent: last_number(&text, "tot_send_msgs="),
+                received: last_number(&text, "tot_recv_msgs="),
+                lost_zero: text.contains("Total lost packets 0 "),
+                text,
+            });
         }
         eprintln!("uclient: a ChannelBind refused (its channel numbers collided?), run again");
         attempt += 1;
